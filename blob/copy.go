@@ -1,0 +1,126 @@
+package blob
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+)
+
+// CopyMethod says how CopyFrom transferred a blob.
+type CopyMethod string
+
+// The ways CopyFrom can transfer a blob, cheapest first.
+const (
+	CopyExisted  CopyMethod = "existed"  // the destination already had it
+	CopyReflink  CopyMethod = "reflink"  // a copy-on-write clone of the file
+	CopyHardlink CopyMethod = "hardlink" // a second name for the same file
+	CopyStream   CopyMethod = "copy"     // bytes read and written
+)
+
+// CopyFrom transfers blob d (of the given size, or any size when size < 0)
+// from src into s. The source content is always verified against d before
+// the blob becomes visible in s. On one filesystem the blob is cloned with a
+// reflink when the filesystem supports it, else hardlinked; otherwise it is
+// streamed through a verifying writer.
+func (s *Store) CopyFrom(src *Store, d digest.Digest, size int64) (CopyMethod, error) {
+	if s.Has(d, size) {
+		return CopyExisted, nil
+	}
+	r, err := src.Open(d, size)
+	if err != nil {
+		return "", err
+	}
+	defer r.Close()
+	size = r.Size()
+	dst, err := s.Path(d)
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Dir(dst)
+	if err := mkdirAllSynced(dir); err != nil {
+		return "", fmt.Errorf("create %s: %w", dir, err)
+	}
+
+	// Reflink: clone into a staging file, verify the clone, then publish it.
+	if m, err := s.tryReflink(r.File(), d, size); err == nil {
+		return m, nil
+	} else if !errors.Is(err, errUnsupported) {
+		return "", err
+	}
+
+	// Hardlink: verify the source, then give it a second name. The source
+	// is immutable by contract, so the verified bytes are the linked bytes.
+	srcPath, _ := src.Path(d)
+	if sameFS(srcPath, dir) {
+		if err := src.Verify(d, size); err != nil {
+			return "", err
+		}
+		if err := os.Link(srcPath, dst); err == nil || errors.Is(err, fs.ErrExist) {
+			if err := syncDir(dir); err != nil {
+				return "", fmt.Errorf("sync %s: %w", dir, err)
+			}
+			return CopyHardlink, nil
+		}
+	}
+
+	w, err := s.NewWriter(WithExpected(d, size))
+	if err != nil {
+		return "", err
+	}
+	defer w.Close()
+	if _, err := r.WriteTo(w); err != nil {
+		return "", fmt.Errorf("copy blob %s: %w", d, err)
+	}
+	if _, _, err := w.Commit(); err != nil {
+		return "", err
+	}
+	return CopyStream, nil
+}
+
+var errUnsupported = errors.New("unsupported")
+
+func (s *Store) tryReflink(src *os.File, d digest.Digest, size int64) (CopyMethod, error) {
+	w, err := s.NewWriter(WithExpected(d, size))
+	if err != nil {
+		return "", err
+	}
+	defer w.Close()
+	if err := unix.IoctlFileClone(int(w.f.Fd()), int(src.Fd())); err != nil {
+		return "", errUnsupported
+	}
+	// Hash the clone: this is the verification of what becomes visible.
+	vr := &Reader{f: w.f, d: d, size: size, h: d.Algorithm().Hash()}
+	if _, err := w.f.Seek(0, 0); err != nil {
+		return "", err
+	}
+	buf := make([]byte, 1<<20)
+	for {
+		_, err := vr.Read(buf)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			return "", err
+		}
+	}
+	w.n = size
+	w.h = vr.h
+	if _, _, err := w.Commit(); err != nil {
+		return "", err
+	}
+	return CopyReflink, nil
+}
+
+func sameFS(a, b string) bool {
+	var sa, sb unix.Stat_t
+	if unix.Stat(a, &sa) != nil || unix.Stat(b, &sb) != nil {
+		return false
+	}
+	return sa.Dev == sb.Dev
+}

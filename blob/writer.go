@@ -1,0 +1,231 @@
+package blob
+
+import (
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+)
+
+// Writer streams one blob into the store. Bytes are hashed as they are
+// written; Commit verifies them and renames the blob into place. A Writer
+// that is closed without a successful Commit removes its staging file.
+type Writer struct {
+	s        *Store
+	f        *os.File
+	path     string
+	h        hash.Hash
+	alg      digest.Algorithm
+	n        int64
+	want     digest.Digest
+	wantSize int64
+	done     bool
+}
+
+// WriteOption configures a Writer.
+type WriteOption func(*Writer)
+
+// WithExpected makes Commit verify the written bytes against digest d and,
+// when size >= 0, against size. The digest's algorithm is used for hashing.
+// Writing past size fails at once instead of at Commit.
+func WithExpected(d digest.Digest, size int64) WriteOption {
+	return func(w *Writer) {
+		w.want = d
+		w.wantSize = size
+	}
+}
+
+// NewWriter starts a blob write. Call Commit to publish it and Close in
+// every case (Close after Commit is a no-op).
+func (s *Store) NewWriter(opts ...WriteOption) (*Writer, error) {
+	w := &Writer{s: s, wantSize: -1, alg: digest.Canonical}
+	for _, o := range opts {
+		o(w)
+	}
+	if w.want != "" {
+		if err := Validate(w.want); err != nil {
+			return nil, err
+		}
+		w.alg = w.want.Algorithm()
+	}
+	if err := mkdirAllSynced(s.staging); err != nil {
+		return nil, fmt.Errorf("create staging directory: %w", err)
+	}
+	w.path = filepath.Join(s.staging, randomName("ingest-"))
+	f, err := os.OpenFile(w.path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("create staging file: %w", err)
+	}
+	// The lock tells gc that this staging file is alive.
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		os.Remove(w.path)
+		return nil, fmt.Errorf("lock staging file: %w", err)
+	}
+	w.f = f
+	w.h = w.alg.Hash()
+	return w, nil
+}
+
+// Write hashes and stores p.
+func (w *Writer) Write(p []byte) (int, error) {
+	if w.done {
+		return 0, errors.New("blob writer: write after commit or close")
+	}
+	if w.wantSize >= 0 && w.n+int64(len(p)) > w.wantSize {
+		return 0, fmt.Errorf("blob %s: %w: more than the expected %d bytes", w.want, ErrSizeMismatch, w.wantSize)
+	}
+	n, err := w.f.Write(p)
+	w.h.Write(p[:n])
+	w.n += int64(n)
+	return n, err
+}
+
+// ReadFrom copies r into the blob with a large buffer.
+func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
+	buf := make([]byte, 1<<20)
+	var total int64
+	for {
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
+}
+
+// Size is the number of bytes written so far.
+func (w *Writer) Size() int64 { return w.n }
+
+// Digest is the digest of the bytes written so far.
+func (w *Writer) Digest() digest.Digest { return digest.NewDigest(w.alg, w.h) }
+
+// Commit verifies the written bytes against the expected digest and size
+// (if any), then fsyncs and renames the blob into place and fsyncs its
+// directory. It returns the blob's digest and size. If the blob already
+// exists, the staging file is dropped and Commit succeeds: two writers of
+// one blob both succeed.
+func (w *Writer) Commit() (digest.Digest, int64, error) {
+	if w.done {
+		return "", 0, errors.New("blob writer: commit after commit or close")
+	}
+	got := w.Digest()
+	if w.wantSize >= 0 && w.n != w.wantSize {
+		w.Close()
+		return "", 0, fmt.Errorf("blob %s: %w: expected %d bytes, got %d", w.want, ErrSizeMismatch, w.wantSize, w.n)
+	}
+	if w.want != "" && got != w.want {
+		w.Close()
+		return "", 0, fmt.Errorf("%w: expected %s, got %s", ErrDigestMismatch, w.want, got)
+	}
+	dst, err := w.s.Path(got)
+	if err != nil {
+		w.Close()
+		return "", 0, err
+	}
+	if w.s.Has(got, w.n) {
+		w.Close()
+		return got, w.n, nil
+	}
+	if err := w.f.Sync(); err != nil {
+		w.Close()
+		return "", 0, fmt.Errorf("sync blob %s: %w", got, err)
+	}
+	dir := filepath.Dir(dst)
+	if err := mkdirAllSynced(dir); err != nil {
+		w.Close()
+		return "", 0, fmt.Errorf("create %s: %w", dir, err)
+	}
+	// Blobs are immutable: make that visible in their mode.
+	_ = w.f.Chmod(0o444)
+	if err := os.Rename(w.path, dst); err != nil {
+		w.Close()
+		return "", 0, fmt.Errorf("publish blob %s: %w", got, err)
+	}
+	w.done = true
+	w.f.Close()
+	if err := syncDir(dir); err != nil {
+		return "", 0, fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return got, w.n, nil
+}
+
+// Close abandons an uncommitted write and removes its staging file.
+func (w *Writer) Close() error {
+	if w.done {
+		return nil
+	}
+	w.done = true
+	err := w.f.Close()
+	if rerr := os.Remove(w.path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) && err == nil {
+		err = rerr
+	}
+	return err
+}
+
+// Put writes r into the store and returns its digest and size. When d is
+// not empty the content is verified against d (and size, when >= 0); if a
+// blob with that digest and size already exists, r is not read at all.
+func (s *Store) Put(r io.Reader, d digest.Digest, size int64) (digest.Digest, int64, error) {
+	if d != "" {
+		if err := Validate(d); err != nil {
+			return "", 0, err
+		}
+		if n, err := s.Stat(d); err == nil && (size < 0 || n == size) {
+			return d, n, nil
+		}
+	}
+	var opts []WriteOption
+	if d != "" {
+		opts = append(opts, WithExpected(d, size))
+	}
+	w, err := s.NewWriter(opts...)
+	if err != nil {
+		return "", 0, err
+	}
+	defer w.Close()
+	if _, err := w.ReadFrom(r); err != nil {
+		return "", 0, fmt.Errorf("write blob %s: %w", nameOr(d), err)
+	}
+	return w.Commit()
+}
+
+// PutBytes stores b and returns its digest.
+func (s *Store) PutBytes(b []byte) (digest.Digest, error) {
+	d := digest.FromBytes(b)
+	if s.Has(d, int64(len(b))) {
+		return d, nil
+	}
+	w, err := s.NewWriter(WithExpected(d, int64(len(b))))
+	if err != nil {
+		return "", err
+	}
+	defer w.Close()
+	if _, err := w.Write(b); err != nil {
+		return "", fmt.Errorf("write blob %s: %w", d, err)
+	}
+	_, _, err = w.Commit()
+	return d, err
+}
+
+func nameOr(d digest.Digest) string {
+	if d == "" {
+		return "(new)"
+	}
+	return d.String()
+}

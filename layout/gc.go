@@ -1,0 +1,113 @@
+package layout
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
+)
+
+// GCResult says what gc removed.
+type GCResult struct {
+	Removed []digest.Digest `json:"removed"`
+	Bytes   int64           `json:"bytes"`
+	Staging int             `json:"staging"`
+}
+
+// GC removes blobs that no entry of index.json reaches (through indexes and
+// manifests) and staging files left by killed processes. Untagged entries
+// are roots like named ones. GC waits until no other process holds the
+// layout for writing, and holds it exclusively while it runs, so a blob
+// that another strata process is writing is never removed. If any
+// reachable manifest or index cannot be read, nothing is removed.
+func (l *Layout) GC() (*GCResult, error) {
+	l.mu.Lock()
+	own := l.gcLock
+	l.mu.Unlock()
+	lock := own
+	if lock == nil {
+		var err error
+		if lock, err = l.openLock("gc.lock"); err != nil {
+			return nil, err
+		}
+		defer lock.Close()
+	}
+	// Converting our own shared hold to exclusive waits for every other
+	// holder; converting back lets them in again.
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		return nil, fmt.Errorf("lock layout %s for gc: %w", l.dir, err)
+	}
+	defer func() {
+		if own != nil {
+			_ = unix.Flock(int(lock.Fd()), unix.LOCK_SH)
+		}
+	}()
+
+	idx, err := l.Index()
+	if err != nil {
+		return nil, err
+	}
+	marked := map[digest.Digest]bool{}
+	for _, root := range idx.Manifests {
+		err := l.Walk(root, func(d ocispec.Descriptor, _ []byte) error {
+			marked[d.Digest] = true
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("gc %s: nothing removed: %w", l.dir, err)
+		}
+	}
+	res := &GCResult{}
+	err = l.blobs.Walk(func(d digest.Digest, size int64, werr error) error {
+		if werr != nil || marked[d] {
+			return nil // not a blob name: not ours to remove
+		}
+		if err := l.blobs.Delete(d); err != nil {
+			return err
+		}
+		res.Removed = append(res.Removed, d)
+		res.Bytes += size
+		return nil
+	})
+	if err != nil {
+		return res, fmt.Errorf("gc %s: %w", l.dir, err)
+	}
+	if n, err := l.blobs.CleanStaging(); err != nil {
+		return res, fmt.Errorf("gc %s: %w", l.dir, err)
+	} else {
+		res.Staging += n
+	}
+	res.Staging += l.cleanIndexTemps()
+	return res, nil
+}
+
+// cleanIndexTemps removes temporary files a killed process left while
+// replacing index.json or oci-layout.
+func (l *Layout) cleanIndexTemps() int {
+	lock, err := l.openLock("index.lock")
+	if err != nil {
+		return 0
+	}
+	defer lock.Close()
+	if unix.Flock(int(lock.Fd()), unix.LOCK_EX) != nil {
+		return 0
+	}
+	ents, err := os.ReadDir(l.dir)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range ents {
+		name := e.Name()
+		if strings.HasPrefix(name, "."+IndexFile+".tmp-") || strings.HasPrefix(name, "."+LayoutFile+".tmp-") {
+			if os.Remove(filepath.Join(l.dir, name)) == nil {
+				n++
+			}
+		}
+	}
+	return n
+}

@@ -1,0 +1,181 @@
+package layout
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Tag names the image desc points at with each of names, in one atomic
+// update of index.json. A name that named another image moves; an untagged
+// entry for the same digest is replaced by the named one.
+func (l *Layout) Tag(desc ocispec.Descriptor, names ...string) error {
+	for _, n := range names {
+		if err := ValidateRef(n); err != nil {
+			return err
+		}
+		if _, ok := IsDigestRef(n); ok {
+			return fmt.Errorf("%w %q: cannot tag with a digest", ErrInvalidRef, n)
+		}
+	}
+	if err := l.Hold(); err != nil {
+		return err
+	}
+	if !l.blobs.Has(desc.Digest, desc.Size) {
+		return fmt.Errorf("tag %s: manifest %s is not in the layout", l.dir, desc.Digest)
+	}
+	desc = stripName(desc)
+	return l.UpdateIndex(func(idx *Index) error {
+		for _, n := range names {
+			kept := idx.Manifests[:0]
+			for _, m := range idx.Manifests {
+				name := m.Annotations[AnnotationRefName]
+				if name == n || (name == "" && m.Digest == desc.Digest) {
+					continue
+				}
+				kept = append(kept, m)
+			}
+			idx.Manifests = kept
+			d := desc
+			d.Annotations = map[string]string{AnnotationRefName: n}
+			for k, v := range desc.Annotations {
+				d.Annotations[k] = v
+			}
+			idx.Manifests = append(idx.Manifests, d)
+		}
+		return nil
+	})
+}
+
+// AddUntagged records desc in index.json without a name, unless an entry
+// for the same digest is there already. Untagged images are listed by
+// digest and kept by gc.
+func (l *Layout) AddUntagged(desc ocispec.Descriptor) error {
+	if err := l.Hold(); err != nil {
+		return err
+	}
+	if !l.blobs.Has(desc.Digest, desc.Size) {
+		return fmt.Errorf("add %s: manifest %s is not in the layout", l.dir, desc.Digest)
+	}
+	desc = stripName(desc)
+	return l.UpdateIndex(func(idx *Index) error {
+		for _, m := range idx.Manifests {
+			if m.Digest == desc.Digest {
+				return nil
+			}
+		}
+		idx.Manifests = append(idx.Manifests, desc)
+		return nil
+	})
+}
+
+// Untag removes a name from index.json. A digest reference (@sha256:...)
+// removes every entry for that image. An image whose last entry goes is
+// left for gc to collect.
+func (l *Layout) Untag(ref string) error {
+	if err := ValidateRef(ref); err != nil {
+		return err
+	}
+	return l.UpdateIndex(func(idx *Index) error {
+		d, byDigest := IsDigestRef(ref)
+		kept := idx.Manifests[:0]
+		removed := 0
+		for _, m := range idx.Manifests {
+			if (byDigest && m.Digest == d) || (!byDigest && (m.Annotations[AnnotationRefName] == ref ||
+				(m.Annotations[AnnotationRefName] == "" && m.Annotations[AnnotationImageName] == ref))) {
+				removed++
+				continue
+			}
+			kept = append(kept, m)
+		}
+		idx.Manifests = kept
+		if removed == 0 {
+			return fmt.Errorf("%s:%s: %w", l.dir, ref, ErrRefNotFound)
+		}
+		return nil
+	})
+}
+
+// Entry is one image in a layout listing.
+type Entry struct {
+	// Name is the ref.name, empty for an untagged image.
+	Name       string             `json:"name,omitempty"`
+	Descriptor ocispec.Descriptor `json:"descriptor"`
+	Platforms  []string           `json:"platforms,omitempty"`
+	// Size is the total size of the distinct blobs the image references:
+	// manifests, configs and compressed layers.
+	Size int64 `json:"size"`
+	// Err is why the entry could not be read, if it could not.
+	Err string `json:"error,omitempty"`
+}
+
+// List describes every entry of index.json, sorted by name, untagged
+// images last.
+func (l *Layout) List() ([]Entry, error) {
+	idx, err := l.Index()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Entry, 0, len(idx.Manifests))
+	for _, m := range idx.Manifests {
+		e := Entry{Name: m.Annotations[AnnotationRefName], Descriptor: m}
+		if ps, err := l.Platforms(m); err != nil {
+			e.Err = err.Error()
+		} else {
+			for _, p := range ps {
+				e.Platforms = append(e.Platforms, FormatPlatform(p))
+			}
+		}
+		if size, err := l.TotalSize(m); err != nil && e.Err == "" {
+			e.Err = err.Error()
+		} else {
+			e.Size = size
+		}
+		out = append(out, e)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if (out[i].Name == "") != (out[j].Name == "") {
+			return out[i].Name != ""
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out, nil
+}
+
+// TotalSize adds up the sizes of the distinct blobs reachable from desc.
+func (l *Layout) TotalSize(desc ocispec.Descriptor) (int64, error) {
+	seen := map[digest.Digest]bool{}
+	var total int64
+	err := l.Walk(desc, func(d ocispec.Descriptor, _ []byte) error {
+		if !seen[d.Digest] {
+			seen[d.Digest] = true
+			total += d.Size
+		}
+		return nil
+	})
+	return total, err
+}
+
+// PutJSON marshals v, stores it as a blob and returns its descriptor.
+func (l *Layout) PutJSON(mediaType string, v any) (ocispec.Descriptor, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("encode %s: %w", mediaType, err)
+	}
+	return l.PutBytes(mediaType, b)
+}
+
+// PutBytes stores b as a blob and returns its descriptor.
+func (l *Layout) PutBytes(mediaType string, b []byte) (ocispec.Descriptor, error) {
+	if err := l.Hold(); err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	d, err := l.blobs.PutBytes(b)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	return ocispec.Descriptor{MediaType: mediaType, Digest: d, Size: int64(len(b))}, nil
+}
