@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"github.com/strata-oci/strata/layout"
 	"golang.org/x/term"
 )
 
@@ -115,6 +117,9 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	// run may be called more than once in a process (the command tests
+	// do): flags set by an earlier call must not leak into this one.
+	resetFlags(rootCmd)
 	rootCmd.SetArgs(args)
 	rootCmd.SetOut(stdout)
 	rootCmd.SetErr(stderr)
@@ -123,18 +128,68 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	var u usageError
-	isUsage := errors.As(err, &u) || strings.HasPrefix(err.Error(), "unknown command") ||
-		strings.HasPrefix(err.Error(), "unknown flag") || strings.HasPrefix(err.Error(), "unknown shorthand flag")
+	isUsage := errors.As(err, &u)
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag",
+		"required flag", "invalid argument", "flag needs an argument", "if any flags in the group"} {
+		isUsage = isUsage || strings.HasPrefix(err.Error(), p)
+	}
 	msg := err.Error()
 	if !flagDebug {
 		// One line: the first line of the message.
 		msg, _, _ = strings.Cut(msg, "\n")
 	} else {
-		fmt.Fprintf(stderr, "debug: error chain: %#v\n", err)
+		for i, e := 0, err; e != nil; i, e = i+1, errors.Unwrap(e) {
+			fmt.Fprintf(stderr, "debug: error chain %d: %T: %v\n", i, e, e)
+		}
 	}
 	fmt.Fprintf(stderr, "strata: %s\n", msg)
 	if isUsage {
 		return 2
 	}
 	return 1
+}
+
+// resetFlags puts every flag of c and its subcommands back to its default.
+func resetFlags(c *cobra.Command) {
+	reset := func(f *pflag.Flag) {
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			var def []string
+			if d := strings.Trim(f.DefValue, "[]"); d != "" {
+				def = strings.Split(d, ",")
+			}
+			_ = sv.Replace(def)
+		} else {
+			_ = f.Value.Set(f.DefValue)
+		}
+		f.Changed = false
+	}
+	c.Flags().VisitAll(reset)
+	c.PersistentFlags().VisitAll(reset)
+	for _, sub := range c.Commands() {
+		resetFlags(sub)
+	}
+}
+
+// parseRefArg splits a LAYOUT[:REF] argument; a malformed REF is a usage
+// error.
+func parseRefArg(arg string) (dir, ref string, err error) {
+	dir, ref, err = layout.SplitRef(arg)
+	if err != nil {
+		return "", "", usageError{err}
+	}
+	return dir, ref, nil
+}
+
+// openLayoutRef opens the layout of a LAYOUT[:REF] argument and returns
+// the REF part. The caller closes the layout.
+func openLayoutRef(arg string) (*layout.Layout, string, error) {
+	dir, ref, err := parseRefArg(arg)
+	if err != nil {
+		return nil, "", err
+	}
+	l, err := layout.Open(dir)
+	if err != nil {
+		return nil, "", err
+	}
+	return l, ref, nil
 }
