@@ -1,0 +1,239 @@
+// Package snapshot keeps extracted image layers in a snapshot store and
+// turns them into working containers (runtime-spec bundles).
+//
+// # Store layout
+//
+// A store is a directory ROOT (by default /var/lib/strata for root and
+// $XDG_DATA_HOME/strata, i.e. ~/.local/share/strata, for other users):
+//
+//	ROOT/lock                      flock: shared by unpack, exclusive by gc and rm
+//	ROOT/snapshots/<hex>/          one complete snapshot; <hex> is the hex of
+//	                               the layer's chain ID, so images that share
+//	                               layers share their extracted files
+//	    fs/                        the files: with vfs the whole root file
+//	                               system up to this layer; with overlay only
+//	                               this layer, whiteouts converted for overlayfs
+//	    meta.json                  Info
+//	    files.jsonl.gz             the merged tree up to this layer, one Entry
+//	                               (JSON) per line, sorted by path: the
+//	                               image's own view of every file (owners
+//	                               before any rootless or id-map translation,
+//	                               devices even where fs/ holds placeholders);
+//	                               commit diffs a rootfs against it
+//	    tarsplit.json.gz           tar-split metadata of the layer: with fs/
+//	                               it rebuilds the exact uncompressed layer
+//	ROOT/tmp/                      snapshots being built, renamed into
+//	                               snapshots/ when complete; gc empties it
+//	ROOT/containers/<hash>.json    one Record per unpacked bundle (gc roots)
+//	ROOT/layouts.json              layouts images were unpacked from (gc roots)
+//
+// An unpacked bundle DIR holds DIR/config.json, DIR/rootfs and
+// DIR/.strata-unpack.json (a Record); drivers may keep private state in
+// DIR/.strata/ (overlay: upper and work directories).
+//
+// # Drivers
+//
+// A Driver decides how a layer is laid out in a snapshot and how a rootfs
+// is made from a chain of snapshots. vfs (this package) copies: each layer
+// is applied to a copy of its parent (reflink or copy_file_range where the
+// file system offers it), and a rootfs is a copy of the top snapshot. The
+// overlay package registers "overlay": each layer is extracted into an
+// empty directory with whiteouts converted to overlayfs's form (through
+// ApplyOptions.Whiteouter), and a rootfs is an overlay mount.
+package snapshot
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Sentinel errors.
+var (
+	// ErrNotFound means no snapshot has the given ID.
+	ErrNotFound = errors.New("snapshot not found")
+	// ErrInUse means a snapshot is still used by an unpacked bundle.
+	ErrInUse = errors.New("snapshot in use")
+	// ErrDiffIDMismatch means a layer's uncompressed bytes do not hash to
+	// the diffID its image config records.
+	ErrDiffIDMismatch = errors.New("layer does not match its diffID")
+	// ErrUnknownDriver means no driver is registered under a name.
+	ErrUnknownDriver = errors.New("unknown snapshot driver")
+	// ErrUnsafePath means a layer entry tried to reach outside the root.
+	ErrUnsafePath = errors.New("path escapes the root")
+	// ErrNotUnpacked means a directory is not a bundle strata unpacked.
+	ErrNotUnpacked = errors.New("not a strata bundle")
+)
+
+// File names inside the store, a snapshot and a bundle.
+const (
+	SnapshotsDir  = "snapshots"
+	TmpDir        = "tmp"
+	ContainersDir = "containers"
+	LayoutsFile   = "layouts.json"
+	LockFile      = "lock"
+
+	FSDir        = "fs"
+	MetaFile     = "meta.json"
+	FilesFile    = "files.jsonl.gz"
+	TarSplitFile = "tarsplit.json.gz"
+
+	RootfsDir    = "rootfs"
+	SpecFile     = "config.json"
+	RecordFile   = ".strata-unpack.json"
+	BundleState  = ".strata"
+)
+
+// Info is a snapshot's meta.json.
+type Info struct {
+	// ID is the hex of ChainID: the snapshot's directory name.
+	ID      string        `json:"id"`
+	ChainID digest.Digest `json:"chainID"`
+	// Parent is the parent snapshot's chain ID, empty for a base layer.
+	Parent digest.Digest `json:"parent,omitempty"`
+	DiffID digest.Digest `json:"diffID"`
+	// Layer is the blob the snapshot was extracted from; another image
+	// may have the same diffID compressed differently.
+	Layer  digest.Digest `json:"layer,omitempty"`
+	Driver string        `json:"driver"`
+	// Size is the apparent size of the files in fs/ (the unpacked size).
+	Size    int64     `json:"size"`
+	Files   int64     `json:"files"`
+	Created time.Time `json:"created"`
+
+	// Dir is the snapshot's directory; not stored.
+	Dir string `json:"-"`
+}
+
+// FS is the directory holding the snapshot's files.
+func (i *Info) FS() string { return filepath.Join(i.Dir, FSDir) }
+
+// WhiteoutMode says what the extractor does with whiteout entries.
+type WhiteoutMode int
+
+const (
+	// WhiteoutDelete removes what a whiteout names and, for an opaque
+	// whiteout, what lower layers put in the directory (vfs).
+	WhiteoutDelete WhiteoutMode = iota
+	// WhiteoutConvert hands whiteouts to ApplyOptions.Whiteouter, which
+	// writes the marker its file system understands (overlay).
+	WhiteoutConvert
+)
+
+// Whiteouter writes whiteout markers in WhiteoutConvert mode. Names are
+// slash-separated and relative to root; root confines every write (use
+// its methods or fd-relative syscalls, never plain paths).
+type Whiteouter interface {
+	// Whiteout marks name as deleted (overlayfs: a 0:0 character
+	// device). A file this layer put at name has already been removed.
+	Whiteout(root *os.Root, name string) error
+	// Opaque marks the directory dir (which exists) as hiding what lower
+	// layers hold in it (overlayfs: the trusted. or user.overlay.opaque
+	// xattr).
+	Opaque(root *os.Root, dir string) error
+}
+
+// ApplyOptions tell the extractor how to write a layer.
+type ApplyOptions struct {
+	Whiteouts  WhiteoutMode
+	Whiteouter Whiteouter
+	// Lower lists the parent chain's snapshot file directories, topmost
+	// first, when the layer is extracted into an empty directory
+	// (overlay): a hardlink to a file of a lower layer is copied up from
+	// there, and a directory created implicitly takes its metadata from
+	// there.
+	Lower []string
+	// Rootless means ownership cannot be applied: it is kept in the
+	// user.rootlesscontainers xattr, device nodes become empty regular
+	// files (the file list still records them as devices).
+	Rootless bool
+	// IDMap shifts ownership from the image's IDs to host IDs.
+	IDMap *IDMap
+}
+
+// Driver lays out snapshots and makes root file systems from them.
+type Driver interface {
+	// Name is the name users pass to --driver.
+	Name() string
+	// PrepareLayer fills dir, a new empty directory that becomes the
+	// snapshot's fs/, so that a layer can be applied on top of parent
+	// (nil for a base layer); it returns how to apply the layer there.
+	PrepareLayer(dir string, parent *Info) (ApplyOptions, error)
+	// CreateRootfs makes c.Rootfs() a writable root file system holding
+	// c.Chain's top snapshot. It must leave nothing behind on error.
+	CreateRootfs(c *Container) error
+	// RemoveRootfs undoes CreateRootfs (unmounting if needed) and
+	// removes the rootfs and the driver's state in the bundle.
+	RemoveRootfs(c *Container) error
+}
+
+// Container is what a driver needs to know about a bundle.
+type Container struct {
+	// Dir is the bundle directory.
+	Dir string
+	// Chain is the image's snapshots, base first.
+	Chain []*Info
+	// Rootless is set when strata runs without root.
+	Rootless bool
+	// IDMap shifts ownership in the rootfs (nil: identity).
+	IDMap *IDMap
+}
+
+// Rootfs is the bundle's root file system directory.
+func (c *Container) Rootfs() string { return filepath.Join(c.Dir, RootfsDir) }
+
+// State is the bundle's private directory for driver state.
+func (c *Container) State() string { return filepath.Join(c.Dir, BundleState) }
+
+// Top is the snapshot the rootfs shows.
+func (c *Container) Top() *Info {
+	if len(c.Chain) == 0 {
+		return nil
+	}
+	return c.Chain[len(c.Chain)-1]
+}
+
+// DriverFactory makes a driver for a store.
+type DriverFactory func(s *Store) (Driver, error)
+
+var (
+	driversMu sync.Mutex
+	drivers   = map[string]DriverFactory{}
+)
+
+// RegisterDriver makes a driver available under name; packages call it
+// from init.
+func RegisterDriver(name string, f DriverFactory) {
+	driversMu.Lock()
+	defer driversMu.Unlock()
+	drivers[name] = f
+}
+
+// Drivers lists the registered driver names.
+func Drivers() []string {
+	driversMu.Lock()
+	defer driversMu.Unlock()
+	var out []string
+	for n := range drivers {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// NewDriver returns the driver registered as name for store s.
+func NewDriver(name string, s *Store) (Driver, error) {
+	driversMu.Lock()
+	f := drivers[name]
+	driversMu.Unlock()
+	if f == nil {
+		return nil, fmt.Errorf("%w %q (have %v)", ErrUnknownDriver, name, Drivers())
+	}
+	return f(s)
+}
