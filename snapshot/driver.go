@@ -84,10 +84,10 @@ const (
 	FilesFile    = "files.jsonl.gz"
 	TarSplitFile = "tarsplit.json.gz"
 
-	RootfsDir    = "rootfs"
-	SpecFile     = "config.json"
-	RecordFile   = ".strata-unpack.json"
-	BundleState  = ".strata"
+	RootfsDir   = "rootfs"
+	SpecFile    = "config.json"
+	RecordFile  = ".strata-unpack.json"
+	BundleState = ".strata"
 )
 
 // Info is a snapshot's meta.json.

@@ -124,10 +124,10 @@ type Entry struct {
 	Mtime int64 `json:"t_,omitempty"`
 	// Link is a symlink's target, or for a regular file that is a
 	// hardlink, the path it was linked to.
-	Link         string            `json:"l,omitempty"`
-	DevMajor     int64             `json:"dM,omitempty"`
-	DevMinor     int64             `json:"dm,omitempty"`
-	Xattrs       map[string][]byte `json:"x,omitempty"`
+	Link     string            `json:"l,omitempty"`
+	DevMajor int64             `json:"dM,omitempty"`
+	DevMinor int64             `json:"dm,omitempty"`
+	Xattrs   map[string][]byte `json:"x,omitempty"`
 	// Placeholder is set when fs/ holds an empty regular file in place of
 	// this device node (rootless extraction): commit must not see a change.
 	Placeholder bool `json:"ph,omitempty"`
