@@ -72,28 +72,33 @@ func (l *Layout) AddUntagged(desc ocispec.Descriptor) error {
 	})
 }
 
-// Untag removes a name from index.json. A digest reference (@sha256:...)
-// removes every entry for that image. An image whose last entry goes is
-// left for gc to collect.
-func (l *Layout) Untag(ref string) error {
-	if err := ValidateRef(ref); err != nil {
-		return err
+// Untag removes names from index.json in one atomic update. A digest
+// reference (@sha256:...) removes every entry for that image. If any ref
+// names nothing, nothing is removed. An image whose last entry goes is left
+// for gc to collect.
+func (l *Layout) Untag(refs ...string) error {
+	for _, ref := range refs {
+		if err := ValidateRef(ref); err != nil {
+			return err
+		}
 	}
 	return l.UpdateIndex(func(idx *Index) error {
-		d, byDigest := IsDigestRef(ref)
-		kept := idx.Manifests[:0]
-		removed := 0
-		for _, m := range idx.Manifests {
-			if (byDigest && m.Digest == d) || (!byDigest && (m.Annotations[AnnotationRefName] == ref ||
-				(m.Annotations[AnnotationRefName] == "" && m.Annotations[AnnotationImageName] == ref))) {
-				removed++
-				continue
+		for _, ref := range refs {
+			d, byDigest := IsDigestRef(ref)
+			kept := idx.Manifests[:0]
+			removed := 0
+			for _, m := range idx.Manifests {
+				if (byDigest && m.Digest == d) || (!byDigest && (m.Annotations[AnnotationRefName] == ref ||
+					(m.Annotations[AnnotationRefName] == "" && m.Annotations[AnnotationImageName] == ref))) {
+					removed++
+					continue
+				}
+				kept = append(kept, m)
 			}
-			kept = append(kept, m)
-		}
-		idx.Manifests = kept
-		if removed == 0 {
-			return fmt.Errorf("%s:%s: %w", l.dir, ref, ErrRefNotFound)
+			idx.Manifests = kept
+			if removed == 0 {
+				return fmt.Errorf("%s:%s: %w", l.dir, ref, ErrRefNotFound)
+			}
 		}
 		return nil
 	})
