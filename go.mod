@@ -11,6 +11,8 @@ require (
 	golang.org/x/term v0.47.0
 )
 
+require github.com/distribution/reference v0.6.0 // indirect
+
 require (
 	github.com/VividCortex/ewma v1.2.0 // indirect
 	github.com/acarl005/stripansi v0.0.0-20180116102854-5a71ef0e047d // indirect

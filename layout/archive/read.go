@@ -1,0 +1,446 @@
+package archive
+
+import (
+	"archive/tar"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-oci/strata/blob"
+	"github.com/strata-oci/strata/internal/compression"
+	"github.com/strata-oci/strata/layout"
+)
+
+// Limits on what an archive may make strata hold in memory.
+const (
+	maxEntries   = 1 << 20
+	maxJSONFile  = layout.MaxManifestSize
+	maxLinkHops  = 16
+	maxDockerImg = 1 << 16
+)
+
+// ReadOptions selects what Read takes out of an archive.
+type ReadOptions struct {
+	// Name, when set, selects the images recorded under that name (or an
+	// equivalent spelling of it: busybox is docker.io/library/busybox:latest).
+	Name string
+	// Copy selects platforms out of indexes; see layout.CopyOptions.
+	Copy layout.CopyOptions
+}
+
+// Read reads an archive of either format (optionally gzip, zstd or xz
+// compressed as a whole) from r and copies its images into dst. It returns
+// the images with the names the archive gives them; nothing is named in
+// dst. r is read once, front to back.
+func Read(r io.Reader, dst *layout.Layout, opts ReadOptions) ([]Image, error) {
+	if err := dst.Hold(); err != nil {
+		return nil, err
+	}
+	stateDir := filepath.Join(dst.Dir(), layout.StateDir)
+	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create %s: %w", stateDir, err)
+	}
+	tmpDir, err := os.MkdirTemp(stateDir, "archive-")
+	if err != nil {
+		return nil, fmt.Errorf("create staging layout: %w", err)
+	}
+	defer os.RemoveAll(tmpDir)
+	tmp, err := layout.Init(tmpDir)
+	if err != nil {
+		return nil, fmt.Errorf("create staging layout: %w", err)
+	}
+	defer tmp.Close()
+
+	a, err := scan(r, tmp)
+	if err != nil {
+		return nil, err
+	}
+	imgs, err := a.images(tmp)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Name != "" {
+		var sel []Image
+		for _, img := range imgs {
+			for _, n := range img.Names {
+				if SameName(n, opts.Name) {
+					sel = append(sel, Image{Descriptor: img.Descriptor, Names: []string{n}})
+					break
+				}
+			}
+		}
+		if len(sel) == 0 {
+			return nil, fmt.Errorf("%w: %s", ErrNoImage, opts.Name)
+		}
+		imgs = sel
+	}
+	// Copy everything first: a failure part way names nothing.
+	out := make([]Image, 0, len(imgs))
+	for _, img := range imgs {
+		d, err := layout.CopyImage(dst, tmp, img.Descriptor, opts.Copy)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Image{Descriptor: d, Names: img.Names})
+	}
+	return out, nil
+}
+
+// entry is a regular file of the archive, stored as a blob in the staging
+// layout.
+type entry struct {
+	d    digest.Digest
+	size int64
+}
+
+// scanned is what one pass over an archive found.
+type scanned struct {
+	files map[string]entry
+	links map[string]string // entry name -> name of the entry it points to
+	small map[string][]byte // index.json, manifest.json, oci-layout
+}
+
+var smallFiles = map[string]bool{"index.json": true, "manifest.json": true, "oci-layout": true}
+
+// scan reads every entry of the archive into tmp's blob store.
+func scan(r io.Reader, tmp *layout.Layout) (*scanned, error) {
+	dr, _, err := compression.NewSniffingReader(r)
+	if err != nil {
+		return nil, fmt.Errorf("read archive: %w", err)
+	}
+	defer dr.Close()
+	a := &scanned{files: map[string]entry{}, links: map[string]string{}, small: map[string][]byte{}}
+	seen := map[string]bool{}
+	tr := tar.NewReader(dr)
+	for n := 0; ; n++ {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			if n == 0 {
+				return nil, fmt.Errorf("%w: the archive is empty", ErrInvalidArchive)
+			}
+			return a, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read archive: %w", truncated(err))
+		}
+		if n >= maxEntries {
+			return nil, fmt.Errorf("%w: more than %d entries", ErrInvalidArchive, maxEntries)
+		}
+		name, err := CleanName(hdr.Name)
+		if err != nil {
+			return nil, err
+		}
+		if hdr.Typeflag == tar.TypeDir {
+			continue
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("%w: entry %s appears twice", ErrInvalidArchive, hdr.Name)
+		}
+		seen[name] = true
+		_, isBlob := blobName(name)
+		switch hdr.Typeflag {
+		case tar.TypeReg, tar.TypeRegA:
+			if err := a.store(tr, hdr, name, tmp); err != nil {
+				return nil, err
+			}
+		case tar.TypeSymlink, tar.TypeLink:
+			if isBlob {
+				return nil, fmt.Errorf("%w: blob %s is a link to %s", ErrUnsafeEntry, hdr.Name, hdr.Linkname)
+			}
+			target, err := linkTarget(name, hdr)
+			if err != nil {
+				return nil, err
+			}
+			a.links[name] = target
+		default:
+			// Devices, fifos and the like have no place in an image
+			// archive; strata never creates them, so they are skipped.
+			continue
+		}
+	}
+}
+
+// truncated makes a short archive say so.
+func truncated(err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: the archive is truncated: %v", ErrInvalidArchive, err)
+	}
+	return err
+}
+
+func (a *scanned) store(tr io.Reader, hdr *tar.Header, name string, tmp *layout.Layout) error {
+	if smallFiles[name] {
+		if hdr.Size > maxJSONFile {
+			return fmt.Errorf("%w: %s is %d bytes, limit %d", ErrInvalidArchive, name, hdr.Size, maxJSONFile)
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			return fmt.Errorf("read archive entry %s: %w", name, truncated(err))
+		}
+		a.small[name] = b
+		return nil
+	}
+	want, isBlob := blobName(name)
+	if !isBlob && strings.HasPrefix(name, "blobs/") && strings.Count(name, "/") == 2 {
+		return fmt.Errorf("%w: entry %s is under blobs/ but is not named by a valid digest", ErrInvalidArchive, name)
+	}
+	d, size, err := tmp.Blobs().Put(tr, want, hdr.Size)
+	if err != nil {
+		if errors.Is(err, blob.ErrDigestMismatch) || errors.Is(err, blob.ErrSizeMismatch) {
+			return fmt.Errorf("%w: entry %s: %w", ErrInvalidArchive, name, err)
+		}
+		return fmt.Errorf("read archive entry %s: %w", name, truncated(err))
+	}
+	if size != hdr.Size {
+		return fmt.Errorf("%w: entry %s: read %d bytes of %d", ErrInvalidArchive, name, size, hdr.Size)
+	}
+	a.files[name] = entry{d: d, size: size}
+	return nil
+}
+
+// CleanName checks an entry name and returns it cleaned and relative
+// ("./x" is "x"). Absolute names and names that climb out with ".." are
+// refused: an archive that has them was made to attack its reader.
+func CleanName(name string) (string, error) {
+	if name == "" || strings.ContainsRune(name, 0) {
+		return "", fmt.Errorf("%w: entry name %q", ErrUnsafeEntry, name)
+	}
+	if strings.HasPrefix(name, "/") {
+		return "", fmt.Errorf("%w: entry %s has an absolute name", ErrUnsafeEntry, name)
+	}
+	for _, c := range strings.Split(name, "/") {
+		if c == ".." {
+			return "", fmt.Errorf("%w: entry %s climbs out of the archive with ..", ErrUnsafeEntry, name)
+		}
+	}
+	c := path.Clean(name)
+	if c == "." {
+		return ".", nil
+	}
+	return c, nil
+}
+
+// linkTarget resolves a link entry's target to the name of another entry,
+// refusing targets outside the archive.
+func linkTarget(name string, hdr *tar.Header) (string, error) {
+	t := hdr.Linkname
+	if t == "" || strings.HasPrefix(t, "/") {
+		return "", fmt.Errorf("%w: link %s points to %q, outside the archive", ErrUnsafeEntry, name, t)
+	}
+	if hdr.Typeflag == tar.TypeSymlink {
+		t = path.Join(path.Dir(name), t)
+	} else {
+		t = path.Clean(t)
+	}
+	if t == ".." || strings.HasPrefix(t, "../") || t == "." {
+		return "", fmt.Errorf("%w: link %s points to %q, outside the archive", ErrUnsafeEntry, name, hdr.Linkname)
+	}
+	return t, nil
+}
+
+// blobName returns the digest a blobs/<alg>/<hex> entry must have.
+func blobName(name string) (digest.Digest, bool) {
+	parts := strings.Split(name, "/")
+	if len(parts) != 3 || parts[0] != "blobs" {
+		return "", false
+	}
+	d := digest.NewDigestFromEncoded(digest.Algorithm(parts[1]), parts[2])
+	if d.Validate() != nil {
+		return "", false
+	}
+	return d, true
+}
+
+// lookup finds the file an entry name (from manifest.json) stands for,
+// following links inside the archive.
+func (a *scanned) lookup(ref string) (entry, error) {
+	if strings.HasPrefix(ref, "/") {
+		return entry{}, fmt.Errorf("%w: %q is outside the archive", ErrUnsafeEntry, ref)
+	}
+	name, err := CleanName(ref)
+	if err != nil {
+		return entry{}, err
+	}
+	for hops := 0; hops <= maxLinkHops; hops++ {
+		if e, ok := a.files[name]; ok {
+			return e, nil
+		}
+		t, ok := a.links[name]
+		if !ok {
+			return entry{}, fmt.Errorf("%w: %s is not in the archive", ErrInvalidArchive, ref)
+		}
+		name = t
+	}
+	return entry{}, fmt.Errorf("%w: %s: too many levels of links", ErrInvalidArchive, ref)
+}
+
+// images works out the archive's images and stores any manifest they need
+// in tmp. The OCI layout part is preferred: it carries the manifests
+// exactly as they were, so digests survive a round trip.
+func (a *scanned) images(tmp *layout.Layout) ([]Image, error) {
+	if ib, ok := a.small["index.json"]; ok {
+		return a.ociImages(ib)
+	}
+	if mb, ok := a.small["manifest.json"]; ok {
+		return a.dockerImages(mb, tmp)
+	}
+	return nil, fmt.Errorf("%w: it has neither index.json nor manifest.json", ErrInvalidArchive)
+}
+
+func (a *scanned) ociImages(ib []byte) ([]Image, error) {
+	idx, err := layout.ParseIndex(ib)
+	if err != nil {
+		return nil, fmt.Errorf("%w: index.json: %v", ErrInvalidArchive, err)
+	}
+	var out []Image
+	pos := map[digest.Digest]int{}
+	for _, m := range idx.Manifests {
+		name := m.Annotations[layout.AnnotationImageName]
+		if name == "" {
+			name = m.Annotations[layout.AnnotationRefName]
+		}
+		d := m
+		d.Annotations = nil
+		for k, v := range m.Annotations {
+			if k != layout.AnnotationRefName && k != layout.AnnotationImageName {
+				if d.Annotations == nil {
+					d.Annotations = map[string]string{}
+				}
+				d.Annotations[k] = v
+			}
+		}
+		i, ok := pos[m.Digest]
+		if !ok {
+			i = len(out)
+			pos[m.Digest] = i
+			out = append(out, Image{Descriptor: d})
+		}
+		if name != "" {
+			out[i].Names = append(out[i].Names, name)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: index.json lists no images", ErrInvalidArchive)
+	}
+	return out, nil
+}
+
+func (a *scanned) dockerImages(mb []byte, tmp *layout.Layout) ([]Image, error) {
+	var entries []dockerEntry
+	if err := json.Unmarshal(mb, &entries); err != nil {
+		return nil, fmt.Errorf("%w: manifest.json: %v", ErrInvalidArchive, err)
+	}
+	if len(entries) == 0 {
+		return nil, fmt.Errorf("%w: manifest.json lists no images", ErrInvalidArchive)
+	}
+	if len(entries) > maxDockerImg {
+		return nil, fmt.Errorf("%w: manifest.json lists %d images", ErrInvalidArchive, len(entries))
+	}
+	out := make([]Image, 0, len(entries))
+	for i, e := range entries {
+		d, err := a.dockerManifest(e, tmp)
+		if err != nil {
+			return nil, fmt.Errorf("manifest.json image %d (%s): %w", i, strings.Join(e.RepoTags, ", "), err)
+		}
+		out = append(out, Image{Descriptor: d, Names: append([]string(nil), e.RepoTags...)})
+	}
+	return out, nil
+}
+
+// dockerManifest builds a Docker schema2 manifest for one manifest.json
+// element, after checking every layer against the config's diff_ids.
+func (a *scanned) dockerManifest(e dockerEntry, tmp *layout.Layout) (ocispec.Descriptor, error) {
+	ce, err := a.lookup(e.Config)
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("config: %w", err)
+	}
+	cb, err := tmp.Blobs().ReadAll(ce.d, ce.size, layout.MaxConfigSize)
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("config %s: %w", e.Config, err)
+	}
+	cfg, err := layout.ParseImageConfig(cb)
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("%w: config %s: %v", ErrInvalidArchive, e.Config, err)
+	}
+	if len(cfg.RootFS.DiffIDs) != len(e.Layers) {
+		return ocispec.Descriptor{}, fmt.Errorf("%w: config %s lists %d diff_ids for %d layers", ErrInvalidArchive, e.Config, len(cfg.RootFS.DiffIDs), len(e.Layers))
+	}
+	m := ocispec.Manifest{
+		Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: layout.MediaTypeDockerManifest,
+		Config:    ocispec.Descriptor{MediaType: layout.MediaTypeDockerConfig, Digest: ce.d, Size: ce.size},
+		Layers:    []ocispec.Descriptor{},
+	}
+	for i, lp := range e.Layers {
+		le, err := a.lookup(lp)
+		if err != nil {
+			return ocispec.Descriptor{}, fmt.Errorf("layer %d: %w", i, err)
+		}
+		mt, err := checkLayer(tmp.Blobs(), le, cfg.RootFS.DiffIDs[i])
+		if err != nil {
+			return ocispec.Descriptor{}, fmt.Errorf("layer %d (%s): %w", i, lp, err)
+		}
+		m.Layers = append(m.Layers, ocispec.Descriptor{MediaType: mt, Digest: le.d, Size: le.size})
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("encode manifest: %w", err)
+	}
+	d, err := tmp.PutBytes(layout.MediaTypeDockerManifest, b)
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("store manifest: %w", err)
+	}
+	d.Platform = &ocispec.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}
+	return d, nil
+}
+
+// checkLayer verifies a layer file against its diff_id and returns its
+// Docker media type. Uncompressed layers are their own diff_id; compressed
+// ones are decompressed and hashed.
+func checkLayer(s *blob.Store, e entry, diffID digest.Digest) (string, error) {
+	r, err := s.Open(e.d, e.size)
+	if err != nil {
+		return "", err
+	}
+	defer r.Close()
+	var head [8]byte
+	n, _ := io.ReadFull(r, head[:])
+	kind := compression.Detect(head[:n])
+	if kind == compression.None {
+		if e.d != diffID {
+			return "", fmt.Errorf("%w: content is %s, config says diff_id %s", ErrInvalidArchive, e.d, diffID)
+		}
+		return layout.MediaTypeDockerLayer, nil
+	}
+	var mt string
+	switch kind {
+	case compression.Gzip:
+		mt = layout.MediaTypeDockerLayerGzip
+	case compression.Zstd:
+		mt = layout.MediaTypeDockerLayerZstd
+	default:
+		return "", fmt.Errorf("%w: layer compressed with %s, which images cannot use", ErrInvalidArchive, kind)
+	}
+	zr, err := compression.NewReader(io.MultiReader(bytes.NewReader(head[:n]), r), kind)
+	if err != nil {
+		return "", err
+	}
+	defer zr.Close()
+	h := diffID.Algorithm().Hash()
+	if _, err := io.Copy(h, zr); err != nil {
+		return "", fmt.Errorf("decompress: %w", err)
+	}
+	if got := digest.NewDigest(diffID.Algorithm(), h); got != diffID {
+		return "", fmt.Errorf("%w: uncompressed content is %s, config says diff_id %s", ErrInvalidArchive, got, diffID)
+	}
+	return mt, nil
+}

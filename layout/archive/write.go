@@ -1,0 +1,216 @@
+package archive
+
+import (
+	"archive/tar"
+	"encoding/json"
+	"fmt"
+	"io"
+	"path"
+	"sort"
+	"time"
+
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-oci/strata/layout"
+)
+
+// epoch is the timestamp of every entry: archives must not depend on when
+// they were written.
+var epoch = time.Unix(0, 0).UTC()
+
+// Write writes imgs, whose blobs are all in l, to w as an archive of format
+// f. Each image is recorded under each of its names. A docker-archive needs
+// one manifest per image (select a platform out of an index first) and
+// gzip or uncompressed layers. w receives the archive as it is produced;
+// on error what was written is incomplete and must be discarded.
+func Write(w io.Writer, l *layout.Layout, f Format, imgs []Image) error {
+	if f != Docker && f != OCI {
+		return fmt.Errorf("archive format %q: use %s or %s", f, Docker, OCI)
+	}
+	blobs := map[digest.Digest]ocispec.Descriptor{}
+	var dockerEntries []dockerEntry
+	repos := map[string]map[string]string{}
+	idx := ocispec.Index{
+		Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: ocispec.MediaTypeImageIndex,
+		Manifests: []ocispec.Descriptor{},
+	}
+	for _, img := range imgs {
+		d := img.Descriptor
+		d.Annotations = nil
+		err := l.Walk(d, func(c ocispec.Descriptor, _ []byte) error {
+			blobs[c.Digest] = c
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("read image %s: %w", d.Digest, err)
+		}
+		if len(img.Names) == 0 {
+			idx.Manifests = append(idx.Manifests, d)
+		}
+		for _, n := range img.Names {
+			nd := d
+			nd.Annotations = map[string]string{layout.AnnotationRefName: n}
+			idx.Manifests = append(idx.Manifests, nd)
+		}
+		if f != Docker {
+			continue
+		}
+		e, err := dockerEntryFor(l, d, img.Names)
+		if err != nil {
+			return err
+		}
+		dockerEntries = append(dockerEntries, e)
+		for _, t := range e.RepoTags {
+			named, err := reference.ParseNormalizedNamed(t)
+			if err != nil {
+				continue
+			}
+			tagged, ok := named.(reference.NamedTagged)
+			if !ok {
+				continue
+			}
+			repo := reference.FamiliarName(named)
+			if repos[repo] == nil {
+				repos[repo] = map[string]string{}
+			}
+			repos[repo][tagged.Tag()] = path.Base(e.Config)
+		}
+	}
+
+	tw := tar.NewWriter(w)
+	digests := make([]digest.Digest, 0, len(blobs))
+	for d := range blobs {
+		digests = append(digests, d)
+	}
+	sort.Slice(digests, func(i, j int) bool { return digests[i] < digests[j] })
+	if err := writeDir(tw, "blobs/"); err != nil {
+		return err
+	}
+	lastAlg := ""
+	for _, d := range digests {
+		if alg := d.Algorithm().String(); alg != lastAlg {
+			if err := writeDir(tw, "blobs/"+alg+"/"); err != nil {
+				return err
+			}
+			lastAlg = alg
+		}
+		if err := writeBlob(tw, l, blobs[d]); err != nil {
+			return err
+		}
+	}
+	ib, err := json.Marshal(idx)
+	if err != nil {
+		return fmt.Errorf("encode index.json: %w", err)
+	}
+	if err := writeFile(tw, "index.json", ib); err != nil {
+		return err
+	}
+	if f == Docker {
+		mb, err := json.Marshal(dockerEntries)
+		if err != nil {
+			return fmt.Errorf("encode manifest.json: %w", err)
+		}
+		if err := writeFile(tw, "manifest.json", mb); err != nil {
+			return err
+		}
+	}
+	lb, _ := json.Marshal(map[string]string{"imageLayoutVersion": layout.LayoutVersion})
+	if err := writeFile(tw, "oci-layout", lb); err != nil {
+		return err
+	}
+	if f == Docker {
+		// encoding/json sorts map keys: the file is deterministic.
+		rb, err := json.Marshal(repos)
+		if err != nil {
+			return fmt.Errorf("encode repositories: %w", err)
+		}
+		if err := writeFile(tw, "repositories", rb); err != nil {
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return fmt.Errorf("finish archive: %w", err)
+	}
+	return nil
+}
+
+// dockerEntryFor builds the manifest.json element of one image.
+func dockerEntryFor(l *layout.Layout, d ocispec.Descriptor, names []string) (dockerEntry, error) {
+	if !layout.IsManifest(d.MediaType) {
+		return dockerEntry{}, fmt.Errorf("image %s: %w: it is an index (%s); choose a platform", d.Digest, ErrNotDockerCompatible, d.MediaType)
+	}
+	img, err := l.ReadImage(d)
+	if err != nil {
+		return dockerEntry{}, err
+	}
+	e := dockerEntry{Config: blobPath(img.Manifest.Config.Digest), RepoTags: []string{}}
+	for _, ly := range img.Manifest.Layers {
+		switch ly.MediaType {
+		case ocispec.MediaTypeImageLayerZstd, layout.MediaTypeDockerLayerZstd:
+			return dockerEntry{}, fmt.Errorf("image %s: layer %s: %w: zstd layers do not load in docker 20.10; recompress with --compression gzip", d.Digest, ly.Digest, ErrNotDockerCompatible)
+		}
+		if !layout.IsLayer(ly.MediaType) {
+			return dockerEntry{}, fmt.Errorf("image %s: layer %s: %w: media type %q is not a filesystem layer", d.Digest, ly.Digest, ErrNotDockerCompatible, ly.MediaType)
+		}
+		e.Layers = append(e.Layers, blobPath(ly.Digest))
+	}
+	if e.Layers == nil {
+		e.Layers = []string{}
+	}
+	seen := map[string]bool{}
+	for _, n := range names {
+		if t := DockerTag(n); t != "" && !seen[t] {
+			seen[t] = true
+			e.RepoTags = append(e.RepoTags, t)
+		}
+	}
+	return e, nil
+}
+
+func blobPath(d digest.Digest) string {
+	return "blobs/" + d.Algorithm().String() + "/" + d.Encoded()
+}
+
+func header(name string, typ byte, mode, size int64) *tar.Header {
+	return &tar.Header{
+		Typeflag: typ, Name: name, Mode: mode, Size: size,
+		ModTime: epoch,
+	}
+}
+
+func writeDir(tw *tar.Writer, name string) error {
+	if err := tw.WriteHeader(header(name, tar.TypeDir, 0o755, 0)); err != nil {
+		return fmt.Errorf("write archive entry %s: %w", name, err)
+	}
+	return nil
+}
+
+func writeFile(tw *tar.Writer, name string, b []byte) error {
+	if err := tw.WriteHeader(header(name, tar.TypeReg, 0o644, int64(len(b)))); err != nil {
+		return fmt.Errorf("write archive entry %s: %w", name, err)
+	}
+	if _, err := tw.Write(b); err != nil {
+		return fmt.Errorf("write archive entry %s: %w", name, err)
+	}
+	return nil
+}
+
+// writeBlob streams one blob through a verifying reader into the archive.
+func writeBlob(tw *tar.Writer, l *layout.Layout, d ocispec.Descriptor) error {
+	r, err := l.Blobs().Open(d.Digest, d.Size)
+	if err != nil {
+		return fmt.Errorf("archive blob %s: %w", d.Digest, err)
+	}
+	defer r.Close()
+	name := blobPath(d.Digest)
+	if err := tw.WriteHeader(header(name, tar.TypeReg, 0o644, r.Size())); err != nil {
+		return fmt.Errorf("write archive entry %s: %w", name, err)
+	}
+	if _, err := r.WriteTo(tw); err != nil {
+		return fmt.Errorf("archive blob %s: %w", d.Digest, err)
+	}
+	return nil
+}

@@ -1,0 +1,233 @@
+package layout
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+
+	"github.com/containerd/platforms"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-oci/strata/blob"
+)
+
+// CopyOptions says which part of an image CopyImage transfers.
+type CopyOptions struct {
+	// Platforms selects manifests out of an index. With none (and not
+	// AllPlatforms) the host platform is selected. One platform copies that
+	// platform's manifest alone; several copy a rewritten index that lists
+	// only those platforms.
+	Platforms []ocispec.Platform
+	// AllPlatforms copies an index whole, as it is.
+	AllPlatforms bool
+	// OnBlob, when set, is told about every blob transferred and how.
+	OnBlob func(d ocispec.Descriptor, how blob.CopyMethod)
+}
+
+// CopyImage transfers the image desc points at, with every blob it
+// reaches, from src into dst and returns the descriptor of what now stands
+// for it in dst (desc itself, or the selected manifest, or a rewritten
+// index). Blobs dst already holds are not transferred; on one filesystem
+// the others are reflinked or hardlinked; every blob is verified before it
+// becomes visible in dst. Children are stored before their parents, so a
+// manifest in dst never points at a missing blob. Nothing is named in dst:
+// see Tag and AddUntagged.
+func CopyImage(dst, src *Layout, desc ocispec.Descriptor, opts CopyOptions) (ocispec.Descriptor, error) {
+	if err := dst.Hold(); err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	root, err := src.selectForCopy(desc, opts)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	if root.newIndex != nil {
+		// Copy the chosen manifests, then write the rewritten index.
+		for _, m := range root.newIndex.Manifests {
+			if err := copyGraph(dst, src, m, opts); err != nil {
+				return ocispec.Descriptor{}, err
+			}
+		}
+		d, err := dst.PutJSON(root.desc.MediaType, root.newIndex)
+		if err != nil {
+			return ocispec.Descriptor{}, fmt.Errorf("store rewritten index: %w", err)
+		}
+		return d, nil
+	}
+	if err := copyGraph(dst, src, root.desc, opts); err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	return root.desc, nil
+}
+
+type copyRoot struct {
+	desc     ocispec.Descriptor
+	newIndex *Index // set when platform selection rewrites an index
+}
+
+// SelectPlatforms applies opts' platform selection to desc in l: it returns
+// desc itself (a manifest, or an index with AllPlatforms), the manifest of
+// the one platform asked for, or a rewritten index stored in l that lists
+// only the platforms asked for. It never changes index.json.
+func (l *Layout) SelectPlatforms(desc ocispec.Descriptor, opts CopyOptions) (ocispec.Descriptor, error) {
+	root, err := l.selectForCopy(desc, opts)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	if root.newIndex == nil {
+		return root.desc, nil
+	}
+	d, err := l.PutJSON(root.desc.MediaType, root.newIndex)
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("store rewritten index: %w", err)
+	}
+	return d, nil
+}
+
+func (l *Layout) selectForCopy(desc ocispec.Descriptor, opts CopyOptions) (copyRoot, error) {
+	desc = stripName(desc)
+	if desc.MediaType == "" {
+		b, err := l.ReadBlob(desc, MaxManifestSize)
+		if err != nil {
+			return copyRoot{}, fmt.Errorf("read %s: %w", desc.Digest, err)
+		}
+		desc.MediaType = sniffMediaType(b)
+	}
+	if !IsIndex(desc.MediaType) || opts.AllPlatforms {
+		return copyRoot{desc: desc}, nil
+	}
+	if len(opts.Platforms) <= 1 {
+		var p *ocispec.Platform
+		if len(opts.Platforms) == 1 {
+			p = &opts.Platforms[0]
+		}
+		md, err := l.SelectManifest(desc, p)
+		if err != nil {
+			return copyRoot{}, err
+		}
+		return copyRoot{desc: md}, nil
+	}
+	idx, err := l.ReadIndex(desc)
+	if err != nil {
+		return copyRoot{}, err
+	}
+	out := &Index{Index: idx.Index, Extra: idx.Extra}
+	out.Manifests = nil
+	seen := map[digest.Digest]bool{}
+	for _, p := range opts.Platforms {
+		md, err := l.SelectManifest(desc, &p)
+		if err != nil {
+			return copyRoot{}, err
+		}
+		if seen[md.Digest] {
+			continue
+		}
+		seen[md.Digest] = true
+		if md.Platform == nil {
+			np := platforms.Normalize(p)
+			md.Platform = &np
+		}
+		out.Manifests = append(out.Manifests, md)
+	}
+	return copyRoot{desc: desc, newIndex: out}, nil
+}
+
+// copyGraph transfers every blob reachable from root, leaves first, layers
+// on all cores.
+func copyGraph(dst, src *Layout, root ocispec.Descriptor, opts CopyOptions) error {
+	var order []ocispec.Descriptor
+	seen := map[digest.Digest]bool{}
+	err := src.Walk(root, func(d ocispec.Descriptor, _ []byte) error {
+		if !seen[d.Digest] {
+			seen[d.Digest] = true
+			order = append(order, d)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read image %s: %w", root.Digest, err)
+	}
+	// In reverse pre-order every blob comes after all it points at. Leaves
+	// (configs, layers) have no order among themselves: copy them in
+	// parallel, then the manifests and indexes in order.
+	var leaves, parents []ocispec.Descriptor
+	for i := len(order) - 1; i >= 0; i-- {
+		d := order[i]
+		if IsIndex(d.MediaType) || IsManifest(d.MediaType) {
+			parents = append(parents, d)
+		} else {
+			leaves = append(leaves, d)
+		}
+	}
+	if err := copyBlobs(dst, src, leaves, opts); err != nil {
+		return err
+	}
+	for _, d := range parents {
+		if err := copyBlob(dst, src, d, opts); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func copyBlobs(dst, src *Layout, descs []ocispec.Descriptor, opts CopyOptions) error {
+	workers := runtime.GOMAXPROCS(0)
+	if workers > len(descs) {
+		workers = len(descs)
+	}
+	jobs := make(chan ocispec.Descriptor)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for d := range jobs {
+				if err := copyBlob(dst, src, d, opts); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for _, d := range descs {
+		mu.Lock()
+		failed := len(errs) > 0
+		mu.Unlock()
+		if failed {
+			break
+		}
+		jobs <- d
+	}
+	close(jobs)
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func copyBlob(dst, src *Layout, d ocispec.Descriptor, opts CopyOptions) error {
+	how, err := dst.blobs.CopyFrom(src.blobs, d.Digest, d.Size)
+	if err != nil {
+		return fmt.Errorf("copy %s %s: %w", kindOf(d.MediaType), d.Digest, err)
+	}
+	if opts.OnBlob != nil {
+		opts.OnBlob(d, how)
+	}
+	return nil
+}
+
+// kindOf names what a media type is, for messages.
+func kindOf(mt string) string {
+	switch {
+	case IsIndex(mt):
+		return "index"
+	case IsManifest(mt):
+		return "manifest"
+	case IsConfig(mt):
+		return "config"
+	case IsLayer(mt):
+		return "layer"
+	}
+	return "blob"
+}
