@@ -45,7 +45,6 @@ package snapshot
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -126,17 +125,18 @@ const (
 	WhiteoutConvert
 )
 
-// Whiteouter writes whiteout markers in WhiteoutConvert mode. Names are
-// slash-separated and relative to root; root confines every write (use
-// its methods or fd-relative syscalls, never plain paths).
+// Whiteouter writes whiteout markers in WhiteoutConvert mode. It gets
+// file descriptors, never paths: dirfd is an O_PATH descriptor of a
+// directory already resolved inside the layer root, so implementations
+// must stay fd-relative (unix.Mknodat(dirfd, base, ...), or
+// unix.Lsetxattr on "/proc/self/fd/<dirfd>" for the directory itself).
 type Whiteouter interface {
-	// Whiteout marks name as deleted (overlayfs: a 0:0 character
-	// device). A file this layer put at name has already been removed.
-	Whiteout(root *os.Root, name string) error
-	// Opaque marks the directory dir (which exists) as hiding what lower
-	// layers hold in it (overlayfs: the trusted. or user.overlay.opaque
-	// xattr).
-	Opaque(root *os.Root, dir string) error
+	// Whiteout marks base in dirfd as deleted (overlayfs: a 0:0
+	// character device). Nothing exists at base when it is called.
+	Whiteout(dirfd int, base string) error
+	// Opaque marks the directory dirfd as hiding what lower layers hold
+	// in it (overlayfs: the trusted. or user.overlay.opaque xattr).
+	Opaque(dirfd int) error
 }
 
 // ApplyOptions tell the extractor how to write a layer.
