@@ -1,0 +1,435 @@
+package layout
+
+import (
+	"archive/tar"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-oci/strata/blob"
+	"github.com/strata-oci/strata/internal/compression"
+)
+
+// ErrNotTar means a layer's (decompressed) content is not a tar archive.
+var ErrNotTar = errors.New("not a tar archive")
+
+// Compression is a layer compression format. It aliases the internal
+// compression package's kind so that programs outside this module can
+// name formats too.
+type Compression = compression.Kind
+
+// Layer compression formats. Gzip, Zstd and None can be written; xz and
+// bzip2 are read only.
+const (
+	CompressionNone  = compression.None
+	CompressionGzip  = compression.Gzip
+	CompressionZstd  = compression.Zstd
+	CompressionXz    = compression.Xz
+	CompressionBzip2 = compression.Bzip2
+)
+
+// Layer is a layer blob written into a layout.
+type Layer struct {
+	// Descriptor names the stored blob, with an OCI layer media type that
+	// says how it is compressed.
+	Descriptor ocispec.Descriptor
+	// DiffID is the digest of the uncompressed tar, as listed in a
+	// config's rootfs.diff_ids.
+	DiffID digest.Digest
+	// UncompressedSize is the length of the uncompressed tar.
+	UncompressedSize int64
+	// Input is the compression the input stream had.
+	Input Compression
+	// Recompressed says whether the blob was (re)compressed by strata
+	// rather than stored as the input bytes.
+	Recompressed bool
+}
+
+type layerOptions struct {
+	out      compression.Kind
+	level    int
+	force    bool
+	checkTar bool
+}
+
+// LayerOption configures PutLayer.
+type LayerOption func(*layerOptions)
+
+// WithCompression sets the compression written for input that is not
+// already gzip or zstd (and for all input with WithRecompress). The default
+// is gzip, which every loader and registry accepts.
+func WithCompression(k Compression) LayerOption {
+	return func(o *layerOptions) { o.out = k }
+}
+
+// WithLevel sets the compression level (compression.DefaultLevel for the
+// format's default).
+func WithLevel(level int) LayerOption {
+	return func(o *layerOptions) { o.level = level }
+}
+
+// WithRecompress makes PutLayer decompress gzip and zstd input and
+// compress it again with the chosen compression, instead of storing the
+// input bytes as they are. Converting a layer to another compression
+// needs it.
+func WithRecompress() LayerOption {
+	return func(o *layerOptions) { o.force = true }
+}
+
+// WithTarCheck makes PutLayer read the tar headers of the uncompressed
+// stream as it passes and refuse input that is not a tar archive, so that
+// a wrong file given to import never becomes a layer. Nothing is stored
+// when the check fails.
+func WithTarCheck() LayerOption {
+	return func(o *layerOptions) { o.checkTar = true }
+}
+
+// LayerMediaType is the OCI layer media type for a blob compressed with k.
+func LayerMediaType(k Compression) (string, error) {
+	switch k {
+	case compression.Gzip:
+		return ocispec.MediaTypeImageLayerGzip, nil
+	case compression.Zstd:
+		return ocispec.MediaTypeImageLayerZstd, nil
+	case compression.None:
+		return ocispec.MediaTypeImageLayer, nil
+	}
+	return "", fmt.Errorf("%w %q as layer compression", compression.ErrUnsupported, k)
+}
+
+// PutLayer streams a layer tar (plain, gzip, zstd, xz or bzip2, sniffed
+// from its first bytes) into the layout's blob store in one pass and
+// returns the stored blob and the tar's diffID.
+//
+// gzip and zstd input is stored byte for byte, as docker import does, so
+// that the digest a registry or peer already knows is kept; the diffID is
+// computed from a decompressed copy of the same stream. Other input is
+// compressed with WithCompression's choice while both digests are
+// computed. The layer is never held in memory, and on any error the
+// partial blob is removed: either the whole layer is stored or nothing is.
+//
+// The blob is not referenced by index.json; the caller names it through a
+// manifest (see PutImage). PutLayer takes the layout's gc hold first.
+func (l *Layout) PutLayer(r io.Reader, opts ...LayerOption) (Layer, error) {
+	o := layerOptions{out: compression.Gzip, level: compression.DefaultLevel}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if _, err := LayerMediaType(o.out); err != nil {
+		return Layer{}, err
+	}
+	if err := l.Hold(); err != nil {
+		return Layer{}, err
+	}
+	in, src, err := compression.Sniff(r)
+	if err != nil {
+		return Layer{}, fmt.Errorf("read layer: %w", err)
+	}
+	w, err := l.blobs.NewWriter()
+	if err != nil {
+		return Layer{}, fmt.Errorf("store layer: %w", err)
+	}
+	defer w.Close()
+
+	var ly Layer
+	if (in == compression.Gzip || in == compression.Zstd) && !o.force {
+		ly, err = storeAsIs(w, src, in, o.checkTar)
+	} else {
+		ly, err = recompress(w, src, in, o)
+	}
+	if err != nil {
+		return Layer{}, err
+	}
+	d, size, err := w.Commit()
+	if err != nil {
+		return Layer{}, fmt.Errorf("store layer: %w", err)
+	}
+	ly.Descriptor.Digest = d
+	ly.Descriptor.Size = size
+	ly.Input = in
+	return ly, nil
+}
+
+// storeAsIs copies compressed input into w while a second goroutine-fed
+// reader decompresses the same bytes to compute the diffID, so reading,
+// hashing and writing the blob overlap with decompression.
+func storeAsIs(w *blob.Writer, src io.Reader, in compression.Kind, checkTar bool) (Layer, error) {
+	mt, err := LayerMediaType(in)
+	if err != nil {
+		return Layer{}, err
+	}
+	p := newChunkPipe(src, w)
+	defer p.Stop()
+	zr, err := compression.NewReader(p, in)
+	if err != nil {
+		return Layer{}, fmt.Errorf("read %s layer: %w", in, err)
+	}
+	h := sha256.New()
+	n, err := consumeTar(io.TeeReader(zr, h), checkTar)
+	zr.Close()
+	if err != nil {
+		// A read error from the source or the blob store is the real
+		// cause; report it rather than what it did to decompression.
+		if perr := p.ReadErr(); perr != nil {
+			return Layer{}, perr
+		}
+		return Layer{}, fmt.Errorf("read %s layer: %w", in, err)
+	}
+	// Bytes after the end of the compressed stream are stored too: the
+	// blob is the input, unchanged.
+	if _, err := io.Copy(io.Discard, p); err != nil {
+		return Layer{}, err
+	}
+	if err := p.Wait(); err != nil {
+		return Layer{}, err
+	}
+	return Layer{
+		Descriptor:       ocispec.Descriptor{MediaType: mt},
+		DiffID:           digest.NewDigest(digest.SHA256, h),
+		UncompressedSize: n,
+	}, nil
+}
+
+// recompress decompresses input (if compressed) and compresses it with
+// o.out into w; the uncompressed stream is hashed on the way.
+func recompress(w *blob.Writer, src io.Reader, in compression.Kind, o layerOptions) (Layer, error) {
+	mt, err := LayerMediaType(o.out)
+	if err != nil {
+		return Layer{}, err
+	}
+	zr, err := compression.NewReader(src, in)
+	if err != nil {
+		return Layer{}, fmt.Errorf("read %s layer: %w", in, err)
+	}
+	defer zr.Close()
+	zw, err := compression.NewWriter(w, o.out, o.level)
+	if err != nil {
+		return Layer{}, fmt.Errorf("compress layer: %w", err)
+	}
+	h := sha256.New()
+	sink := &failWriter{w: io.MultiWriter(h, zw)}
+	n, err := consumeTar(io.TeeReader(zr, sink), o.checkTar)
+	if err != nil {
+		zw.Close()
+		if sink.err != nil {
+			return Layer{}, fmt.Errorf("compress layer: %w", sink.err)
+		}
+		return Layer{}, fmt.Errorf("read %s layer: %w", in, err)
+	}
+	if err := zw.Close(); err != nil {
+		return Layer{}, fmt.Errorf("compress layer: %w", err)
+	}
+	return Layer{
+		Descriptor:       ocispec.Descriptor{MediaType: mt},
+		DiffID:           digest.NewDigest(digest.SHA256, h),
+		UncompressedSize: n,
+		Recompressed:     true,
+	}, nil
+}
+
+// failWriter remembers the first write error, so that a failure of the
+// compressor or the disk is not reported as a broken input stream.
+type failWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (f *failWriter) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if err != nil && f.err == nil {
+		f.err = err
+	}
+	return n, err
+}
+
+// consumeTar reads r to its end and returns its length. With check, r is
+// read through a tar reader, so that input which is not a tar archive
+// fails; bytes after the end-of-archive marker are still read, since they
+// are part of the layer's diffID.
+func consumeTar(r io.Reader, check bool) (int64, error) {
+	cr := &countReader{r: r}
+	if !check {
+		_, err := io.Copy(io.Discard, cr)
+		return cr.n, err
+	}
+	tr := tar.NewReader(cr)
+	entries := 0
+	for {
+		_, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if cr.err != nil {
+				return cr.n, cr.err
+			}
+			if entries == 0 {
+				return cr.n, fmt.Errorf("%w: %v", ErrNotTar, err)
+			}
+			return cr.n, fmt.Errorf("%w: entry %d: %v", ErrNotTar, entries+1, err)
+		}
+		entries++
+	}
+	if cr.err != nil {
+		return cr.n, cr.err
+	}
+	if cr.n == 0 {
+		return 0, fmt.Errorf("%w: input is empty", ErrNotTar)
+	}
+	if _, err := io.Copy(io.Discard, cr); err != nil {
+		return cr.n, err
+	}
+	return cr.n, nil
+}
+
+// countReader counts bytes and keeps the underlying reader's error, which
+// archive/tar may replace with its own.
+type countReader struct {
+	r   io.Reader
+	n   int64
+	err error
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if err != nil && err != io.EOF && c.err == nil {
+		c.err = err
+	}
+	return n, err
+}
+
+// chunkPipe reads src in a goroutine, writes every chunk to a sink (the
+// blob writer) and hands the same chunks to its Read side, with a few
+// chunks of buffering so that both sides run at once on two cores.
+type chunkPipe struct {
+	full chan chunk
+	free chan []byte
+	stop chan struct{}
+	done chan struct{}
+
+	cur    []byte
+	curBuf []byte
+	rerr   error // error seen by the Read side (io.EOF at the end)
+
+	stopOnce sync.Once
+	err      error // the producer's failure, valid after done is closed
+}
+
+type chunk struct {
+	buf []byte
+	n   int
+	err error
+}
+
+const (
+	pipeChunk  = 256 << 10
+	pipeChunks = 8
+)
+
+func newChunkPipe(src io.Reader, sink io.Writer) *chunkPipe {
+	p := &chunkPipe{
+		full: make(chan chunk, pipeChunks),
+		free: make(chan []byte, pipeChunks),
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+	}
+	for i := 0; i < pipeChunks; i++ {
+		p.free <- make([]byte, pipeChunk)
+	}
+	go p.produce(src, sink)
+	return p
+}
+
+func (p *chunkPipe) produce(src io.Reader, sink io.Writer) {
+	defer close(p.done)
+	defer close(p.full)
+	for {
+		var buf []byte
+		select {
+		case buf = <-p.free:
+		case <-p.stop:
+			return
+		}
+		n, err := io.ReadFull(src, buf)
+		if err == io.ErrUnexpectedEOF {
+			err = io.EOF
+		}
+		if n > 0 {
+			if _, werr := sink.Write(buf[:n]); werr != nil {
+				p.err = fmt.Errorf("store layer: %w", werr)
+				p.send(chunk{err: p.err})
+				return
+			}
+		}
+		if err != nil && err != io.EOF {
+			p.err = fmt.Errorf("read layer: %w", err)
+		}
+		c := chunk{buf: buf, n: n, err: err}
+		if p.err != nil {
+			c.err = p.err
+		}
+		if !p.send(c) || err != nil {
+			return
+		}
+	}
+}
+
+func (p *chunkPipe) send(c chunk) bool {
+	select {
+	case p.full <- c:
+		return true
+	case <-p.stop:
+		return false
+	}
+}
+
+// Read returns the bytes the producer stored, in order.
+func (p *chunkPipe) Read(b []byte) (int, error) {
+	for len(p.cur) == 0 {
+		if p.curBuf != nil {
+			p.free <- p.curBuf
+			p.curBuf = nil
+		}
+		if p.rerr != nil {
+			return 0, p.rerr
+		}
+		c, ok := <-p.full
+		if !ok {
+			p.rerr = io.EOF
+			return 0, io.EOF
+		}
+		p.cur, p.curBuf, p.rerr = c.buf[:c.n], c.buf, c.err
+		if c.buf == nil {
+			p.curBuf = nil
+		}
+	}
+	n := copy(b, p.cur)
+	p.cur = p.cur[n:]
+	return n, nil
+}
+
+// ReadErr is the producer's failure if the Read side has already seen
+// it, so the caller can tell a source or disk failure from bad content.
+func (p *chunkPipe) ReadErr() error {
+	if p.rerr == io.EOF {
+		return nil
+	}
+	return p.rerr
+}
+
+// Wait waits for the producer to finish and returns its failure.
+func (p *chunkPipe) Wait() error {
+	<-p.done
+	return p.err
+}
+
+// Stop ends the producer early; it is safe to call after Wait.
+func (p *chunkPipe) Stop() {
+	p.stopOnce.Do(func() { close(p.stop) })
+	<-p.done
+}
