@@ -57,20 +57,51 @@ func (s *Store) NewWriter(opts ...WriteOption) (*Writer, error) {
 	if err := mkdirAllSynced(s.staging); err != nil {
 		return nil, fmt.Errorf("create staging directory: %w", err)
 	}
-	w.path = filepath.Join(s.staging, randomName("ingest-"))
-	f, err := os.OpenFile(w.path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	for attempt := 0; ; attempt++ {
+		w.path = filepath.Join(s.staging, randomName("ingest-"))
+		f, err := os.OpenFile(w.path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("create staging file in %s: %w", s.staging, err)
+		}
+		// The lock tells gc that this staging file is alive.
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+			f.Close()
+			os.Remove(w.path)
+			return nil, fmt.Errorf("lock staging file %s: %w", w.path, err)
+		}
+		// CleanStaging may have locked and removed the file between its
+		// creation and our lock; then we hold a lock on an unlinked file
+		// and must start over with a new one.
+		if alive, err := stillLinked(f, w.path); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("check staging file %s: %w", w.path, err)
+		} else if !alive {
+			f.Close()
+			if attempt >= 8 {
+				return nil, fmt.Errorf("create staging file in %s: removed by a concurrent clean %d times", s.staging, attempt+1)
+			}
+			continue
+		}
+		w.f = f
+		w.h = w.alg.Hash()
+		return w, nil
+	}
+}
+
+// stillLinked reports whether path still names the open file f.
+func stillLinked(f *os.File, path string) (bool, error) {
+	fi, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("create staging file: %w", err)
+		return false, err
 	}
-	// The lock tells gc that this staging file is alive.
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		os.Remove(w.path)
-		return nil, fmt.Errorf("lock staging file: %w", err)
+	pi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
 	}
-	w.f = f
-	w.h = w.alg.Hash()
-	return w, nil
+	if err != nil {
+		return false, err
+	}
+	return os.SameFile(fi, pi), nil
 }
 
 // Write hashes and stores p.
