@@ -8,11 +8,54 @@ import (
 	"github.com/strata-oci/strata/layout"
 )
 
-// Shell completion. Cobra's own `completion` command, which it adds to
-// rootCmd by itself, writes the scripts for bash, zsh, fish and powershell
-// with install instructions in its help; the functions here complete
-// strata's arguments: directories for DIR, and the names and digests in a layout's
-// index.json for LAYOUT:REF.
+// Shell completion. The completion command writes cobra's scripts for
+// bash, zsh, fish and powershell; the scripts call back into strata (the
+// hidden __complete command), which runs the functions below: directories
+// for DIR, and the names and digests in a layout's index.json for
+// LAYOUT:REF.
+
+func init() {
+	var noDesc bool
+	c := &cobra.Command{
+		Use:   "completion bash|zsh|fish|powershell",
+		Short: "Print a shell completion script",
+		Long: `Print the script that makes SHELL complete strata's commands, flags,
+directories and, after LAYOUT:, the image names in that layout.
+
+  bash:        source <(strata completion bash)
+               (or save it as /etc/bash_completion.d/strata; needs the
+               bash-completion package)
+  zsh:         strata completion zsh > "${fpath[1]}/_strata"
+  fish:        strata completion fish > ~/.config/fish/completions/strata.fish
+  powershell:  strata completion powershell | Out-String | Invoke-Expression`,
+		ValidArgs:             []string{"bash", "zsh", "fish", "powershell"},
+		Args:                  exactArgs(1),
+		DisableFlagsInUseLine: true,
+		RunE: func(c *cobra.Command, args []string) error {
+			out := c.OutOrStdout()
+			root := c.Root()
+			switch args[0] {
+			case "bash":
+				return root.GenBashCompletionV2(out, !noDesc)
+			case "zsh":
+				if noDesc {
+					return root.GenZshCompletionNoDesc(out)
+				}
+				return root.GenZshCompletion(out)
+			case "fish":
+				return root.GenFishCompletion(out, !noDesc)
+			case "powershell":
+				if noDesc {
+					return root.GenPowerShellCompletion(out)
+				}
+				return root.GenPowerShellCompletionWithDesc(out)
+			}
+			return usagef("completion: unknown shell %q: want bash, zsh, fish or powershell", args[0])
+		},
+	}
+	c.Flags().BoolVar(&noDesc, "no-descriptions", false, "complete without descriptions")
+	rootCmd.AddCommand(c)
+}
 
 // completeDirs completes a DIR argument with directory names.
 func completeDirs(_ *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
