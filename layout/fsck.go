@@ -114,6 +114,7 @@ func (l *Layout) fsckDesc(d ocispec.Descriptor, where string, present map[digest
 		return
 	}
 	checked[d.Digest] = true
+	d = l.typed(d)
 	if !IsIndex(d.MediaType) && !IsManifest(d.MediaType) {
 		if IsConfig(d.MediaType) {
 			b, err := l.ReadBlob(d, MaxConfigSize)

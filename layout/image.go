@@ -268,11 +268,19 @@ func (l *Layout) selectManifest(desc ocispec.Descriptor, m platforms.MatchCompar
 	}
 	var cands []ocispec.Descriptor
 	for _, c := range idx.Manifests {
+		c = l.typed(c)
 		if IsIndex(c.MediaType) {
 			if got, err := l.selectManifest(c, m, want, depth+1); err == nil {
 				cands = append(cands, got)
 			}
 			continue
+		}
+		if c.Platform == nil && IsManifest(c.MediaType) {
+			// The platform is optional in an index: take it from the
+			// image's config.
+			if img, err := l.ReadImage(c); err == nil {
+				c.Platform = &ocispec.Platform{OS: img.Config.OS, Architecture: img.Config.Architecture, Variant: img.Config.Variant}
+			}
 		}
 		if c.Platform != nil && m.Match(platforms.Normalize(*c.Platform)) {
 			cands = append(cands, c)
@@ -292,7 +300,12 @@ func (l *Layout) selectManifest(desc ocispec.Descriptor, m platforms.MatchCompar
 
 // Platforms lists the platforms of the image desc points at: the platforms
 // of an index's manifests, or the os/arch of a manifest's config.
+// Other media types (artifacts) have no platform.
 func (l *Layout) Platforms(desc ocispec.Descriptor) ([]ocispec.Platform, error) {
+	desc = l.typed(desc)
+	if !IsIndex(desc.MediaType) && !IsManifest(desc.MediaType) {
+		return nil, nil
+	}
 	if IsIndex(desc.MediaType) {
 		idx, err := l.ReadIndex(desc)
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/strata-oci/strata/blob"
@@ -61,15 +62,21 @@ func Init(dir string) (*Layout, error) {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("init layout %s: %w", dir, err)
 	}
-	if len(ents) > 0 {
-		return nil, fmt.Errorf("init layout %s: directory is not empty and is not a layout", dir)
+	for _, e := range ents {
+		// What an Init killed before it wrote the marker leaves behind
+		// may be finished; anything else means the directory is in use.
+		if !initLeftover(e.Name()) {
+			return nil, fmt.Errorf("init layout %s: %w: directory is not empty (it holds %s)", dir, ErrNotLayout, e.Name())
+		}
 	}
 	if err := os.MkdirAll(filepath.Join(dir, BlobsDir), 0o755); err != nil {
 		return nil, fmt.Errorf("init layout %s: %w", dir, err)
 	}
-	idx, _ := json.Marshal(newIndex())
-	if err := writeFileAtomic(dir, IndexFile, idx); err != nil {
-		return nil, fmt.Errorf("init layout %s: %w", dir, err)
+	if !hasValidIndex(dir) {
+		idx, _ := json.Marshal(newIndex())
+		if err := writeFileAtomic(dir, IndexFile, idx); err != nil {
+			return nil, fmt.Errorf("init layout %s: %w", dir, err)
+		}
 	}
 	// The marker goes last: a layout is recognised only once it is whole.
 	marker, _ := json.Marshal(layoutMarker{Version: LayoutVersion})
@@ -77,6 +84,24 @@ func Init(dir string) (*Layout, error) {
 		return nil, fmt.Errorf("init layout %s: %w", dir, err)
 	}
 	return Open(dir)
+}
+
+// initLeftover reports whether name is something Init itself creates.
+func initLeftover(name string) bool {
+	switch name {
+	case BlobsDir, IndexFile, StateDir:
+		return true
+	}
+	return strings.HasPrefix(name, "."+IndexFile+".tmp-") || strings.HasPrefix(name, "."+LayoutFile+".tmp-")
+}
+
+func hasValidIndex(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, IndexFile))
+	if err != nil {
+		return false
+	}
+	_, err = ParseIndex(b)
+	return err == nil
 }
 
 // Open opens the existing layout at dir.

@@ -52,13 +52,14 @@ func IsLayer(mt string) bool {
 }
 
 // sniffMediaType finds the media type of a manifest or index from its
-// content, for descriptors and blobs that do not say.
+// content, for descriptors and blobs that do not say. An image config also
+// has a "config" field, so a manifest is recognised by its config being a
+// descriptor.
 func sniffMediaType(b []byte) string {
 	var probe struct {
-		MediaType string            `json:"mediaType"`
-		Manifests json.RawMessage   `json:"manifests"`
-		Config    json.RawMessage   `json:"config"`
-		Layers    []json.RawMessage `json:"layers"`
+		MediaType string          `json:"mediaType"`
+		Manifests json.RawMessage `json:"manifests"`
+		Config    json.RawMessage `json:"config"`
 	}
 	if json.Unmarshal(b, &probe) != nil {
 		return ""
@@ -69,7 +70,12 @@ func sniffMediaType(b []byte) string {
 	case probe.Manifests != nil:
 		return ocispec.MediaTypeImageIndex
 	case probe.Config != nil:
-		return ocispec.MediaTypeImageManifest
+		var cfg struct {
+			Digest string `json:"digest"`
+		}
+		if json.Unmarshal(probe.Config, &cfg) == nil && cfg.Digest != "" {
+			return ocispec.MediaTypeImageManifest
+		}
 	}
 	return ""
 }

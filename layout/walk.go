@@ -19,6 +19,7 @@ func (l *Layout) walk(d ocispec.Descriptor, fn func(ocispec.Descriptor, []byte) 
 	if depth > 16 {
 		return fmt.Errorf("%s: descriptors nested too deeply", d.Digest)
 	}
+	d = l.typed(d)
 	if !IsIndex(d.MediaType) && !IsManifest(d.MediaType) {
 		return fn(d, nil)
 	}
@@ -39,6 +40,23 @@ func (l *Layout) walk(d ocispec.Descriptor, fn func(ocispec.Descriptor, []byte) 
 		}
 	}
 	return nil
+}
+
+// typed fills in the media type of a descriptor that gives none when its
+// blob is a manifest or an index, so that what it references is followed
+// (and kept by gc) instead of it being taken for a leaf.
+func (l *Layout) typed(d ocispec.Descriptor) ocispec.Descriptor {
+	if d.MediaType != "" || d.Size < 0 || d.Size > MaxManifestSize {
+		return d
+	}
+	b, err := l.ReadBlob(d, MaxManifestSize)
+	if err != nil {
+		return d
+	}
+	if mt := sniffMediaType(b); IsIndex(mt) || IsManifest(mt) {
+		d.MediaType = mt
+	}
+	return d
 }
 
 // childrenOf lists the descriptors an index or manifest refers to.
