@@ -1,0 +1,179 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"github.com/strata-oci/strata/snapshot"
+)
+
+func init() {
+	var root string
+	var asJSON, noTrunc bool
+	c := &cobra.Command{
+		Use:   "snapshots",
+		Short: "List, verify, remove and garbage-collect extracted layers",
+		Long: `List the snapshots of the store (--root): one per extracted layer, keyed
+by chain ID, with its driver, unpacked size (the files of the root file
+system up to that layer, with vfs; of the layer alone, with overlay), file
+count and the number of unpacked bundles using it.`,
+		Args: exactArgs(0),
+		RunE: func(c *cobra.Command, args []string) error {
+			s, err := openStore(root)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			infos, err := s.List()
+			if err != nil {
+				return err
+			}
+			users, err := s.Users()
+			if err != nil {
+				return err
+			}
+			out := c.OutOrStdout()
+			if asJSON {
+				type row struct {
+					*snapshot.Info
+					Dir     string   `json:"dir"`
+					Bundles []string `json:"bundles"`
+				}
+				rows := []row{}
+				for _, in := range infos {
+					rows = append(rows, row{in, in.Dir, users[in.ID]})
+				}
+				b, err := json.MarshalIndent(rows, "", "  ")
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(out, "%s\n", b)
+				return err
+			}
+			tw := tabwriter.NewWriter(out, 0, 4, 3, ' ', 0)
+			fmt.Fprintln(tw, "ID\tPARENT\tDRIVER\tSIZE\tFILES\tBUNDLES\tCREATED")
+			for _, in := range infos {
+				id, parent := in.ID, in.Parent.Encoded()
+				if !noTrunc {
+					id, parent = shortDigest(id), shortDigest(parent)
+				}
+				if parent == "" {
+					parent = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", id, parent, in.Driver, humanSize(in.Size), in.Files,
+					len(users[in.ID]), in.Created.Format("2006-01-02 15:04:05"))
+			}
+			return tw.Flush()
+		},
+	}
+	c.PersistentFlags().StringVar(&root, "root", "", "snapshot store `DIR` (default /var/lib/strata, or $XDG_DATA_HOME/strata when not root)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the listing as JSON")
+	c.Flags().BoolVar(&noTrunc, "no-trunc", false, "print full IDs")
+
+	rm := &cobra.Command{
+		Use:   "rm ID...",
+		Short: "Remove snapshots no unpacked bundle uses",
+		Long: `Remove snapshots by ID (full, or a unique prefix of 12 or more hex
+digits). A snapshot a live bundle uses, or an overlay snapshot is built
+on, is refused: delete the bundle directory first.`,
+		Aliases: []string{"remove"},
+		Args:    minArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			s, err := openStore(root)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			if err := s.Remove(args...); err != nil {
+				return err
+			}
+			infof("removed %d snapshot(s)", len(args))
+			return nil
+		},
+	}
+
+	gc := &cobra.Command{
+		Use:   "gc",
+		Short: "Remove snapshots no bundle and no image uses",
+		Long: `Remove every snapshot that is not used. A snapshot is used when
+  - a bundle unpacked from this store still exists (its
+    DIR/.strata-unpack.json names the store) and its image has the layer,
+  - an image of a layout this store has unpacked from (any tag, any
+    platform) has the layer, while the layout exists, or
+  - an overlay snapshot in use is built on it.
+Interrupted extractions in the store's tmp/ are removed too.`,
+		Args: exactArgs(0),
+		RunE: func(c *cobra.Command, args []string) error {
+			s, err := openStore(root)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			res, err := s.GC()
+			if err != nil {
+				return err
+			}
+			for _, in := range res.Removed {
+				fmt.Fprintf(c.OutOrStdout(), "removed %s\n", in.ID)
+			}
+			infof("removed %d snapshot(s), %s; %d in use", len(res.Removed), humanSize(res.Bytes), res.Kept)
+			return nil
+		},
+	}
+
+	verify := &cobra.Command{
+		Use:   "verify ID|LAYOUT:REF...",
+		Short: "Rebuild layers from snapshots and check their diffIDs",
+		Long: `Rebuild the exact uncompressed layer of each snapshot from its files and
+its recorded tar-split metadata, and check it against the layer's diffID:
+this proves the extracted files are unchanged. A LAYOUT:REF argument
+verifies every snapshot of that image.`,
+		Args: minArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			s, err := openStore(root)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			var infos []*snapshot.Info
+			for _, a := range args {
+				if strings.Contains(a, ":") && !strings.HasPrefix(a, "sha256:") {
+					l, ref, err := openLayoutRef(a)
+					if err != nil {
+						return err
+					}
+					img, err := l.Image(ref, nil)
+					l.Close()
+					if err != nil {
+						return err
+					}
+					for i, id := range snapshot.ChainIDs(img.Config.RootFS.DiffIDs) {
+						in, err := s.Get(id.Encoded())
+						if err != nil {
+							return fmt.Errorf("%s: layer %d: %w (unpack it first)", a, i+1, err)
+						}
+						infos = append(infos, in)
+					}
+					continue
+				}
+				in, err := s.Get(a)
+				if err != nil {
+					return err
+				}
+				infos = append(infos, in)
+			}
+			for _, in := range infos {
+				if err := in.Verify(); err != nil {
+					return err
+				}
+				fmt.Fprintf(c.OutOrStdout(), "%s ok %s\n", in.ID, in.DiffID)
+			}
+			return nil
+		},
+	}
+	c.AddCommand(rm, gc, verify)
+	rootCmd.AddCommand(c)
+}

@@ -1,0 +1,880 @@
+package snapshot
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Whiteout names from the OCI layer spec.
+const (
+	whiteoutPrefix = ".wh."
+	whiteoutMeta   = ".wh..wh."
+	whiteoutOpaque = ".wh..wh..opq"
+)
+
+// RootlessXattr keeps the owner an unprivileged extraction could not
+// apply, in the rootless-containers protobuf encoding umoci uses.
+const RootlessXattr = "user.rootlesscontainers"
+
+// paxXattr prefixes PAX records that carry extended attributes.
+const paxXattr = "SCHILY.xattr."
+
+// Apply extracts the uncompressed tar stream r onto dir as one layer,
+// following the OCI layer spec, and updates files (the merged file list)
+// to match. Every write is confined to dir; a name that climbs out of it
+// is refused with ErrUnsafePath. On error dir is left half-written: the
+// caller builds snapshots in a temporary directory and removes it.
+func Apply(dir string, r io.Reader, opts ApplyOptions, files Files) error {
+	t, err := openTree(dir)
+	if err != nil {
+		return err
+	}
+	defer t.close()
+	a := &applier{
+		t: t, opts: opts, files: files,
+		written: map[string]bool{}, dirty: map[string]bool{},
+		buf: make([]byte, 128*1024),
+	}
+	if opts.Whiteouts == WhiteoutConvert && opts.Whiteouter == nil {
+		return errors.New("apply: whiteout conversion needs a Whiteouter")
+	}
+	if opts.Rootless {
+		// The copy of the parent gave every directory owner rights so
+		// this layer can write anywhere; put the image's modes back.
+		for p, e := range files {
+			if e.Type == TypeDir {
+				a.dirty[p] = true
+			}
+		}
+	}
+	tr := tar.NewReader(r)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read tar: %w", err)
+		}
+		if err := a.entry(hdr, tr); err != nil {
+			return fmt.Errorf("entry %q: %w", hdr.Name, err)
+		}
+	}
+	return a.finish()
+}
+
+type applier struct {
+	t     *tree
+	opts  ApplyOptions
+	files Files
+	// written holds the paths this layer wrote: whiteouts only hide
+	// what lower layers hold.
+	written map[string]bool
+	// dirty holds directories whose mode and mtime are set at the end,
+	// after their children are written.
+	dirty map[string]bool
+	buf   []byte
+}
+
+// cleanName turns a tar name into a slash-separated path relative to the
+// root ("." for the root itself). Absolute names are taken as relative to
+// the root; names that climb out of it are refused.
+func cleanName(name string) (string, error) {
+	if strings.IndexByte(name, 0) >= 0 {
+		return "", fmt.Errorf("%w: NUL in name", ErrUnsafePath)
+	}
+	n := path.Clean(strings.TrimLeft(name, "/"))
+	if n == ".." || strings.HasPrefix(n, "../") {
+		return "", fmt.Errorf("%w: %q", ErrUnsafePath, name)
+	}
+	return n, nil
+}
+
+func split(p string) (dir, base string) {
+	i := strings.LastIndexByte(p, '/')
+	if i < 0 {
+		return ".", p
+	}
+	return p[:i], p[i+1:]
+}
+
+func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
+	switch hdr.Typeflag {
+	case tar.TypeXGlobalHeader:
+		return nil
+	}
+	name, err := cleanName(hdr.Name)
+	if err != nil {
+		return err
+	}
+	dir, base := split(name)
+	if strings.HasPrefix(base, whiteoutPrefix) {
+		return a.whiteout(dir, base)
+	}
+	e := &Entry{
+		Path:     name,
+		Mode:     uint32(hdr.Mode) & 0o7777,
+		UID:      hdr.Uid,
+		GID:      hdr.Gid,
+		Mtime:    hdr.ModTime.UnixNano(),
+		DevMajor: hdr.Devmajor,
+		DevMinor: hdr.Devminor,
+	}
+	if hdr.ModTime.IsZero() {
+		e.Mtime = 0
+	}
+	for k, v := range hdr.PAXRecords {
+		if x, ok := strings.CutPrefix(k, paxXattr); ok && x != "" {
+			if e.Xattrs == nil {
+				e.Xattrs = map[string][]byte{}
+			}
+			e.Xattrs[x] = []byte(v)
+		}
+	}
+	if name == "." {
+		if hdr.Typeflag != tar.TypeDir {
+			return fmt.Errorf("%w: the root can only be a directory", ErrUnsafePath)
+		}
+		e.Type = TypeDir
+		return a.rootDir(e)
+	}
+	dfd, err := a.parent(dir)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	a.written[name] = true
+	switch hdr.Typeflag {
+	case tar.TypeReg, tar.TypeRegA, tar.TypeCont, tar.TypeGNUSparse:
+		e.Type, e.Size = TypeReg, hdr.Size
+		return a.regular(dfd, base, e, r)
+	case tar.TypeDir:
+		e.Type = TypeDir
+		return a.directory(dfd, base, e)
+	case tar.TypeSymlink:
+		e.Type, e.Link = TypeSymlink, hdr.Linkname
+		return a.symlink(dfd, base, e)
+	case tar.TypeLink:
+		return a.hardlink(dfd, base, name, hdr.Linkname)
+	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		e.Type = map[byte]byte{tar.TypeChar: TypeChar, tar.TypeBlock: TypeBlock, tar.TypeFifo: TypeFifo}[hdr.Typeflag]
+		return a.node(dfd, base, e)
+	}
+	return fmt.Errorf("unsupported tar entry type %q", hdr.Typeflag)
+}
+
+// parent returns a descriptor of the directory dir, creating it (and its
+// parents) when missing.
+func (a *applier) parent(dir string) (int, error) {
+	return a.t.mkdirAll(dir, a.implicitDir)
+}
+
+// implicitDir records a directory the layer needs but does not list: it
+// takes the metadata a lower layer gives it (overlay), or root-owned
+// 0755.
+func (a *applier) implicitDir(p string) {
+	a.dirty[p] = true
+	if old := a.files[p]; old != nil && old.Type == TypeDir {
+		return
+	}
+	e := &Entry{Path: p, Type: TypeDir, Mode: 0o755, Mtime: time.Now().UnixNano()}
+	for _, low := range a.opts.Lower {
+		var st unix.Stat_t
+		if err := lstatIn(low, p, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			e.Mode = st.Mode & 0o7777
+			e.Mtime = st.Mtim.Nano()
+			if le := a.files[p]; le != nil {
+				e = le
+			}
+			break
+		}
+	}
+	a.files[p] = e
+	a.owner(-1, p, "", e)
+}
+
+// lstatIn stats name inside the directory root without leaving it.
+func lstatIn(root, name string, st *unix.Stat_t) error {
+	t, err := openTree(root)
+	if err != nil {
+		return err
+	}
+	defer t.close()
+	fd, err := t.openat2(name, unix.O_PATH|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Fstat(fd, st)
+}
+
+// clear removes whatever is at base so a non-directory can take its
+// place, and drops it from the file list.
+func (a *applier) clear(dfd int, base, name string) error {
+	if err := removeAllAt(dfd, base); err != nil {
+		return err
+	}
+	a.files.deleteTree(name)
+	return nil
+}
+
+func (a *applier) regular(dfd int, base string, e *Entry, r io.Reader) error {
+	if err := a.clear(dfd, base, e.Path); err != nil {
+		return err
+	}
+	fd, err := unix.Openat(dfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return &os.PathError{Op: "create", Path: e.Path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), e.Path)
+	defer f.Close()
+	n, err := io.CopyBuffer(struct{ io.Writer }{f}, r, a.buf)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", e.Path, err)
+	}
+	if n != e.Size {
+		return fmt.Errorf("write %s: %d bytes of %d", e.Path, n, e.Size)
+	}
+	if err := a.owner(dfd, e.Path, base, e); err != nil {
+		return err
+	}
+	if err := unix.Fchmod(fd, e.Mode); err != nil {
+		return &os.PathError{Op: "chmod", Path: e.Path, Err: err}
+	}
+	if err := a.xattrs(fd, -1, "", e); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", e.Path, err)
+	}
+	a.files[e.Path] = e
+	a.touchParent(e.Path)
+	return setTimes(dfd, base, e.Mtime)
+}
+
+func (a *applier) directory(dfd int, base string, e *Entry) error {
+	var st unix.Stat_t
+	err := unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW)
+	switch {
+	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR:
+		// An existing directory keeps its children; its metadata is
+		// replaced.
+		if err := clearXattrs(dfd, base); err != nil {
+			return fmt.Errorf("%s: %w", e.Path, err)
+		}
+	case err == nil:
+		if err := a.clear(dfd, base, e.Path); err != nil {
+			return err
+		}
+		fallthrough
+	case errors.Is(err, unix.ENOENT):
+		if err := unix.Mkdirat(dfd, base, 0o700); err != nil {
+			return &os.PathError{Op: "mkdir", Path: e.Path, Err: err}
+		}
+	default:
+		return &os.PathError{Op: "lstat", Path: e.Path, Err: err}
+	}
+	if err := a.owner(dfd, e.Path, base, e); err != nil {
+		return err
+	}
+	if err := a.xattrs(-1, dfd, base, e); err != nil {
+		return err
+	}
+	a.files[e.Path] = e
+	a.dirty[e.Path] = true
+	a.touchParent(e.Path)
+	return nil
+}
+
+func (a *applier) rootDir(e *Entry) error {
+	if err := a.owner(a.t.fd, ".", "", e); err != nil {
+		return err
+	}
+	if err := a.xattrs(-1, a.t.fd, "", e); err != nil {
+		return err
+	}
+	a.files["."] = e
+	a.dirty["."] = true
+	return nil
+}
+
+func (a *applier) symlink(dfd int, base string, e *Entry) error {
+	if err := a.clear(dfd, base, e.Path); err != nil {
+		return err
+	}
+	if err := unix.Symlinkat(e.Link, dfd, base); err != nil {
+		return &os.PathError{Op: "symlink", Path: e.Path, Err: err}
+	}
+	if err := a.owner(dfd, e.Path, base, e); err != nil {
+		return err
+	}
+	if err := a.xattrs(-1, dfd, base, e); err != nil {
+		return err
+	}
+	a.files[e.Path] = e
+	a.touchParent(e.Path)
+	return setTimes(dfd, base, e.Mtime)
+}
+
+func (a *applier) node(dfd int, base string, e *Entry) error {
+	if err := a.clear(dfd, base, e.Path); err != nil {
+		return err
+	}
+	if e.Type != TypeFifo && a.opts.Rootless {
+		// An unprivileged user cannot make device nodes: an empty file
+		// stands in, and the file list remembers what it stands for.
+		fd, err := unix.Openat(dfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			return &os.PathError{Op: "create", Path: e.Path, Err: err}
+		}
+		unix.Close(fd)
+		e.Placeholder = true
+	} else {
+		mode := e.Mode
+		switch e.Type {
+		case TypeChar:
+			mode |= unix.S_IFCHR
+		case TypeBlock:
+			mode |= unix.S_IFBLK
+		default:
+			mode |= unix.S_IFIFO
+		}
+		dev := unix.Mkdev(uint32(e.DevMajor), uint32(e.DevMinor))
+		if err := unix.Mknodat(dfd, base, mode, int(dev)); err != nil {
+			return &os.PathError{Op: "mknod", Path: e.Path, Err: err}
+		}
+	}
+	if err := a.owner(dfd, e.Path, base, e); err != nil {
+		return err
+	}
+	// The node was just made by this process: base is not a symlink.
+	if err := unix.Fchmodat(dfd, base, e.Mode, 0); err != nil {
+		return &os.PathError{Op: "chmod", Path: e.Path, Err: err}
+	}
+	if err := a.xattrs(-1, dfd, base, e); err != nil {
+		return err
+	}
+	a.files[e.Path] = e
+	a.touchParent(e.Path)
+	return setTimes(dfd, base, e.Mtime)
+}
+
+func (a *applier) hardlink(dfd int, base, name, target string) error {
+	tname, err := cleanName(target)
+	if err != nil {
+		return err
+	}
+	if tname == "." || tname == name {
+		return fmt.Errorf("%w: hardlink %q to %q", ErrUnsafePath, name, target)
+	}
+	tdir, tbase := split(tname)
+	tfd, err := a.t.dirfd(tdir)
+	if err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("hardlink target %s: %w", target, err)
+	}
+	var st unix.Stat_t
+	if err == nil {
+		defer unix.Close(tfd)
+		err = unix.Fstatat(tfd, tbase, &st, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	if err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return fmt.Errorf("hardlink target %s is a directory", target)
+	}
+	if err := a.clear(dfd, base, name); err != nil {
+		return err
+	}
+	e := &Entry{Path: name, Type: TypeReg, Link: tname}
+	if te := a.files[tname]; te != nil {
+		c := *te
+		c.Path, c.Link = name, tname
+		if te.Type == TypeSymlink {
+			c.Link = te.Link
+		}
+		e = &c
+	}
+	if err == nil {
+		if err := unix.Linkat(tfd, tbase, dfd, base, 0); err != nil {
+			return &os.PathError{Op: "link", Path: name, Err: err}
+		}
+	} else {
+		// The target is in a lower layer this directory does not hold
+		// (overlay): copy it up under the new name.
+		if err := a.copyUp(dfd, base, tname, e); err != nil {
+			return fmt.Errorf("hardlink target %s: %w", target, err)
+		}
+	}
+	a.files[name] = e
+	a.touchParent(name)
+	return nil
+}
+
+// copyUp copies the regular file name of the first lower layer holding it
+// to base in dfd, with e's metadata.
+func (a *applier) copyUp(dfd int, base, name string, e *Entry) error {
+	for _, low := range a.opts.Lower {
+		lt, err := openTree(low)
+		if err != nil {
+			return err
+		}
+		sfd, err := lt.openat2(name, unix.O_RDONLY|unix.O_NOFOLLOW, 0)
+		lt.close()
+		if errors.Is(err, unix.ENOENT) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		src := os.NewFile(uintptr(sfd), name)
+		fd, err := unix.Openat(dfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			src.Close()
+			return &os.PathError{Op: "create", Path: e.Path, Err: err}
+		}
+		dst := os.NewFile(uintptr(fd), e.Path)
+		_, err = io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, a.buf)
+		src.Close()
+		if err == nil {
+			err = a.owner(dfd, e.Path, base, e)
+		}
+		if err == nil {
+			err = unix.Fchmod(fd, e.Mode)
+		}
+		if err == nil {
+			err = a.xattrs(fd, -1, "", e)
+		}
+		if cerr := dst.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+		return setTimes(dfd, base, e.Mtime)
+	}
+	return fmt.Errorf("%w (in no layer below)", os.ErrNotExist)
+}
+
+func (a *applier) whiteout(dir, base string) error {
+	if base == whiteoutOpaque {
+		return a.opaque(dir)
+	}
+	if strings.HasPrefix(base, whiteoutMeta) {
+		// Other .wh..wh. names are aufs bookkeeping, not whiteouts.
+		return nil
+	}
+	victim := strings.TrimPrefix(base, whiteoutPrefix)
+	if victim == "" || victim == "." || victim == ".." {
+		return fmt.Errorf("%w: whiteout %q", ErrUnsafePath, base)
+	}
+	name := victim
+	if dir != "." {
+		name = dir + "/" + victim
+	}
+	if a.written[name] {
+		// Whiteouts hide lower layers, not this one.
+		return nil
+	}
+	if a.opts.Whiteouts == WhiteoutConvert {
+		dfd, err := a.parent(dir)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(dfd)
+		if err := removeAllAt(dfd, victim); err != nil {
+			return err
+		}
+		a.files.deleteTree(name)
+		a.touchParent(name)
+		if err := a.opts.Whiteouter.Whiteout(dfd, victim); err != nil {
+			return fmt.Errorf("whiteout %s: %w", name, err)
+		}
+		return nil
+	}
+	dfd, err := a.t.dirfd(dir)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+		a.files.deleteTree(name)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	if err := removeAllAt(dfd, victim); err != nil {
+		return err
+	}
+	a.files.deleteTree(name)
+	a.touchParent(name)
+	return nil
+}
+
+func (a *applier) opaque(dir string) error {
+	if a.opts.Whiteouts == WhiteoutConvert {
+		dfd, err := a.parent(dir)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(dfd)
+		// What this layer already put in the directory stays; lower
+		// layers' files leave the merged list.
+		a.pruneList(dir)
+		if err := a.opts.Whiteouter.Opaque(dfd); err != nil {
+			return fmt.Errorf("opaque %s: %w", dir, err)
+		}
+		return nil
+	}
+	fd, err := a.t.openat2(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+		a.pruneList(dir)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := a.pruneDir(fd, dir); err != nil {
+		return err
+	}
+	a.pruneList(dir)
+	if dir != "." {
+		a.dirty[dir] = true
+	}
+	return nil
+}
+
+// pruneDir removes from the directory fd (at path dir) everything this
+// layer did not write, descending into directories it did write.
+func (a *applier) pruneDir(fd int, dir string) error {
+	f := os.NewFile(uintptr(fd), dir)
+	var names []string
+	for {
+		n, err := f.Readdirnames(512)
+		names = append(names, n...)
+		if err != nil || len(n) == 0 {
+			break
+		}
+	}
+	for _, n := range names {
+		p := n
+		if dir != "." {
+			p = dir + "/" + n
+		}
+		if !a.written[p] {
+			if err := removeAllAt(fd, n); err != nil {
+				return err
+			}
+			continue
+		}
+		cfd, err := unix.Openat(fd, n, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err == unix.ENOTDIR || err == unix.ELOOP {
+			continue
+		}
+		if err != nil {
+			return &os.PathError{Op: "open", Path: p, Err: err}
+		}
+		err = a.pruneDir(cfd, p)
+		unix.Close(cfd)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pruneList drops from the list what lies under dir and this layer did
+// not write.
+func (a *applier) pruneList(dir string) {
+	prefix := dir + "/"
+	for p := range a.files {
+		if (dir == "." && p != ".") || strings.HasPrefix(p, prefix) {
+			if !a.written[p] {
+				delete(a.files, p)
+			}
+		}
+	}
+}
+
+// touchParent notes that the directory holding name changed, so its
+// mtime is put back at the end.
+func (a *applier) touchParent(name string) {
+	dir, _ := split(name)
+	a.dirty[dir] = true
+}
+
+// owner applies e's ownership to base in dfd (dfd -1: to name through
+// the root), or with Rootless records it in RootlessXattr.
+func (a *applier) owner(dfd int, name, base string, e *Entry) error {
+	if dfd < 0 {
+		// Only directories come this way: the root and implicit parents.
+		fd, err := a.t.openat2(name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return a.ownerFd(fd, "", name, e)
+	}
+	return a.ownerFd(dfd, base, name, e)
+}
+
+func (a *applier) ownerFd(dfd int, base, name string, e *Entry) error {
+	if a.opts.Rootless {
+		if e.Type == TypeSymlink {
+			return nil // no user.* xattrs on symlinks
+		}
+		v := EncodeRootless(e.UID, e.GID)
+		var err error
+		switch {
+		case base == "" && v == nil:
+			// dfd is a directory: following its magic link reaches it.
+			err = unix.Removexattr(fdPath(dfd), RootlessXattr)
+		case base == "":
+			err = unix.Setxattr(fdPath(dfd), RootlessXattr, v, 0)
+		case v == nil:
+			err = unix.Lremovexattr(procPath(dfd, base), RootlessXattr)
+		default:
+			err = unix.Lsetxattr(procPath(dfd, base), RootlessXattr, v, 0)
+		}
+		if err == unix.ENODATA {
+			err = nil
+		}
+		if err != nil && err != unix.ENOTSUP {
+			return &os.PathError{Op: "set owner xattr", Path: name, Err: err}
+		}
+		return nil
+	}
+	uid, gid, err := a.opts.IDMap.ToHost(e.UID, e.GID)
+	if err != nil {
+		return fmt.Errorf("owner of %s: %w", name, err)
+	}
+	flags := unix.AT_SYMLINK_NOFOLLOW
+	if base == "" {
+		flags |= unix.AT_EMPTY_PATH
+	}
+	if err := unix.Fchownat(dfd, base, uid, gid, flags); err != nil {
+		return &os.PathError{Op: "chown", Path: name, Err: err}
+	}
+	return nil
+}
+
+// xattrs sets e's extended attributes on the open file fd, or on base in
+// dfd (base "": dfd itself).
+func (a *applier) xattrs(fd, dfd int, base string, e *Entry) error {
+	for _, k := range sortedKeys(e.Xattrs) {
+		if k == RootlessXattr && a.opts.Rootless {
+			continue
+		}
+		var err error
+		switch {
+		case fd >= 0:
+			err = unix.Fsetxattr(fd, k, e.Xattrs[k], 0)
+		case base == "":
+			// dfd is a directory (the root): its magic link reaches it.
+			err = unix.Setxattr(fdPath(dfd), k, e.Xattrs[k], 0)
+		default:
+			err = unix.Lsetxattr(procPath(dfd, base), k, e.Xattrs[k], 0)
+		}
+		if err == nil {
+			continue
+		}
+		// Unprivileged users cannot set security.* or trusted.*, nor
+		// user.* on symlinks and devices: the file list keeps them.
+		if a.opts.Rootless && (err == unix.EPERM || err == unix.EACCES || err == unix.ENOTSUP) {
+			continue
+		}
+		return &os.PathError{Op: "setxattr " + k, Path: e.Path, Err: err}
+	}
+	return nil
+}
+
+func clearXattrs(dfd int, base string) error {
+	p := procPath(dfd, base)
+	names, err := listXattrs(p)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := unix.Lremovexattr(p, n); err != nil && err != unix.ENODATA && err != unix.EPERM {
+			return fmt.Errorf("remove xattr %s: %w", n, err)
+		}
+	}
+	return nil
+}
+
+// listXattrs lists the extended attributes of path without following a
+// final symlink.
+func listXattrs(p string) ([]string, error) {
+	sz, err := unix.Llistxattr(p, nil)
+	if err == unix.ENOTSUP || sz == 0 {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, sz)
+	sz, err = unix.Llistxattr(p, buf)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, n := range strings.Split(string(buf[:sz]), "\x00") {
+		if n != "" {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+func setTimes(dfd int, base string, mtime int64) error {
+	ts := unix.NsecToTimespec(mtime)
+	if err := unix.UtimesNanoAt(dfd, base, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "chtimes", Path: base, Err: err}
+	}
+	return nil
+}
+
+// finish sets the mode and mtime of every directory the layer created or
+// changed, deepest first, so that neither a child's creation nor a
+// read-only parent gets in the way.
+func (a *applier) finish() error {
+	dirs := make([]string, 0, len(a.dirty))
+	for p := range a.dirty {
+		dirs = append(dirs, p)
+	}
+	sort.Slice(dirs, func(i, j int) bool {
+		di, dj := strings.Count(dirs[i], "/"), strings.Count(dirs[j], "/")
+		if dirs[i] == "." {
+			di = -1
+		}
+		if dirs[j] == "." {
+			dj = -1
+		}
+		if di != dj {
+			return di > dj
+		}
+		return dirs[i] < dirs[j]
+	})
+	for _, p := range dirs {
+		e := a.files[p]
+		if e == nil || e.Type != TypeDir {
+			continue
+		}
+		fd, err := a.t.openat2(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		// The magic link is the directory itself, never a symlink.
+		err = unix.Chmod(fdPath(fd), e.Mode)
+		if err == nil {
+			ts := unix.NsecToTimespec(e.Mtime)
+			err = unix.UtimesNano(fdPath(fd), []unix.Timespec{ts, ts})
+		}
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("directory %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+func sortedKeys(m map[string][]byte) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// EncodeRootless encodes an owner as the rootless-containers protobuf
+// message Resource{uint32 uid = 1; uint32 gid = 2}. 0:0 is no xattr at
+// all, as umoci writes it; proto3 leaves zero fields out.
+func EncodeRootless(uid, gid int) []byte {
+	if uid == 0 && gid == 0 {
+		return nil
+	}
+	var b []byte
+	if uid != 0 {
+		b = append(b, 0x08)
+		b = appendVarint(b, uint64(uint32(uid)))
+	}
+	if gid != 0 {
+		b = append(b, 0x10)
+		b = appendVarint(b, uint64(uint32(gid)))
+	}
+	return b
+}
+
+func appendVarint(b []byte, v uint64) []byte {
+	for v >= 0x80 {
+		b = append(b, byte(v)|0x80)
+		v >>= 7
+	}
+	return append(b, byte(v))
+}
+
+// DecodeRootless reads a RootlessXattr value; unknown fields are skipped
+// as protobuf requires.
+func DecodeRootless(b []byte) (uid, gid int, err error) {
+	for len(b) > 0 {
+		key, n := readVarint(b)
+		if n <= 0 {
+			return 0, 0, errors.New("rootless xattr: bad field key")
+		}
+		b = b[n:]
+		field, wire := key>>3, key&7
+		switch wire {
+		case 0:
+			v, n := readVarint(b)
+			if n <= 0 {
+				return 0, 0, errors.New("rootless xattr: bad varint")
+			}
+			b = b[n:]
+			switch field {
+			case 1:
+				uid = int(uint32(v))
+			case 2:
+				gid = int(uint32(v))
+			}
+		case 2:
+			l, n := readVarint(b)
+			if n <= 0 || uint64(len(b)-n) < l {
+				return 0, 0, errors.New("rootless xattr: bad length")
+			}
+			b = b[n+int(l):]
+		case 5:
+			if len(b) < 4 {
+				return 0, 0, errors.New("rootless xattr: truncated")
+			}
+			b = b[4:]
+		case 1:
+			if len(b) < 8 {
+				return 0, 0, errors.New("rootless xattr: truncated")
+			}
+			b = b[8:]
+		default:
+			return 0, 0, fmt.Errorf("rootless xattr: wire type %d", wire)
+		}
+	}
+	return uid, gid, nil
+}
+
+func readVarint(b []byte) (uint64, int) {
+	var v uint64
+	for i := 0; i < len(b) && i < 10; i++ {
+		v |= uint64(b[i]&0x7f) << (7 * i)
+		if b[i] < 0x80 {
+			return v, i + 1
+		}
+	}
+	return 0, 0
+}

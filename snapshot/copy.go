@@ -1,0 +1,298 @@
+package snapshot
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// copyOptions say how copyTree treats what it copies.
+type copyOptions struct {
+	// rootless: ownership is left to the user.rootlesscontainers xattr
+	// (copied with the other xattrs), unreadable sources are lent owner
+	// permissions for the time of the copy.
+	rootless bool
+	// writableDirs gives every copied directory owner rwx, for a layer to
+	// be applied on the copy; Apply puts the image's modes back.
+	writableDirs bool
+	// idMap shifts owners from the image's IDs to the host's.
+	idMap *IDMap
+}
+
+// copyTree copies the tree src (a snapshot: trusted, made by strata) to
+// dst, which must not exist: file types, modes, owners, xattrs, hardlinks
+// and times. File contents are cloned (FICLONE) where the file system
+// allows, else copied with copy_file_range, on every core.
+func copyTree(src, dst string, o copyOptions) error {
+	c := &copier{o: o, inodes: map[inodeKey]string{}}
+	c.work = make(chan copyJob)
+	n := runtime.GOMAXPROCS(0)
+	for range n {
+		c.wg.Add(1)
+		go c.worker()
+	}
+	err := c.copy(src, dst)
+	close(c.work)
+	c.wg.Wait()
+	if err == nil {
+		err = c.firstErr()
+	}
+	if err != nil {
+		return err
+	}
+	// Directory modes and times last, children before parents.
+	for _, d := range c.dirs {
+		if err := unix.Chmod(d.path, d.mode); err != nil {
+			return fmt.Errorf("copy %s: chmod: %w", d.path, err)
+		}
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, d.path, d.times[:], unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("copy %s: chtimes: %w", d.path, err)
+		}
+	}
+	return nil
+}
+
+type inodeKey struct{ dev, ino uint64 }
+
+type dirDone struct {
+	path  string
+	mode  uint32
+	times [2]unix.Timespec
+}
+
+type copyJob struct {
+	src, dst string
+	st       unix.Stat_t
+}
+
+type copier struct {
+	o      copyOptions
+	inodes map[inodeKey]string
+	dirs   []dirDone
+	work   chan copyJob
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	err    error
+	// pending holds the hardlinks to files still being copied.
+	pending sync.WaitGroup
+}
+
+func (c *copier) setErr(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
+	c.mu.Unlock()
+}
+
+func (c *copier) firstErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+func (c *copier) worker() {
+	defer c.wg.Done()
+	for j := range c.work {
+		if c.firstErr() == nil {
+			if err := c.copyFile(j.src, j.dst, &j.st); err != nil {
+				c.setErr(err)
+			}
+		}
+		c.pending.Done()
+	}
+}
+
+// lend gives the owner the permission bits perm on p for the duration of
+// fn when p's mode lacks them (rootless copies of 0000 files).
+func (c *copier) lend(p string, st *unix.Stat_t, perm uint32, fn func() error) error {
+	if !c.o.rootless || st.Mode&perm == perm {
+		return fn()
+	}
+	if err := unix.Chmod(p, (st.Mode&0o7777)|perm); err != nil {
+		return fn()
+	}
+	defer unix.Chmod(p, st.Mode&0o7777)
+	return fn()
+}
+
+func (c *copier) copy(src, dst string) error {
+	if err := c.firstErr(); err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(src, &st); err != nil {
+		return &os.PathError{Op: "lstat", Path: src, Err: err}
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		if err := unix.Mkdir(dst, 0o700); err != nil {
+			return &os.PathError{Op: "mkdir", Path: dst, Err: err}
+		}
+		if err := c.meta(src, dst, &st, false); err != nil {
+			return err
+		}
+		var names []string
+		err := c.lend(src, &st, 0o500, func() error {
+			f, err := os.Open(src)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			names, err = f.Readdirnames(-1)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("copy %s: %w", src, err)
+		}
+		for _, n := range names {
+			if err := c.copy(filepath.Join(src, n), filepath.Join(dst, n)); err != nil {
+				return err
+			}
+		}
+		mode := st.Mode & 0o7777
+		if c.o.writableDirs {
+			mode |= 0o700
+		}
+		c.dirs = append(c.dirs, dirDone{dst, mode, [2]unix.Timespec{st.Atim, st.Mtim}})
+		return nil
+	case unix.S_IFREG:
+		if st.Nlink > 1 {
+			k := inodeKey{st.Dev, st.Ino}
+			if first, ok := c.inodes[k]; ok {
+				// The first link may still be copying.
+				c.pending.Wait()
+				if err := os.Link(first, dst); err != nil {
+					return fmt.Errorf("copy %s: %w", src, err)
+				}
+				return nil
+			}
+			c.inodes[k] = dst
+		}
+		c.pending.Add(1)
+		c.work <- copyJob{src, dst, st}
+		return nil
+	case unix.S_IFLNK:
+		target, err := os.Readlink(src)
+		if err != nil {
+			return fmt.Errorf("copy %s: %w", src, err)
+		}
+		if err := os.Symlink(target, dst); err != nil {
+			return fmt.Errorf("copy %s: %w", src, err)
+		}
+		return c.meta(src, dst, &st, true)
+	default:
+		if err := unix.Mknod(dst, st.Mode, int(st.Rdev)); err != nil {
+			return &os.PathError{Op: "mknod", Path: dst, Err: err}
+		}
+		if err := unix.Chmod(dst, st.Mode&0o7777); err != nil {
+			return &os.PathError{Op: "chmod", Path: dst, Err: err}
+		}
+		return c.meta(src, dst, &st, true)
+	}
+}
+
+func (c *copier) copyFile(src, dst string, st *unix.Stat_t) error {
+	return c.lend(src, st, 0o400, func() error {
+		in, err := os.Open(src)
+		if err != nil {
+			return fmt.Errorf("copy %s: %w", src, err)
+		}
+		defer in.Close()
+		out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return fmt.Errorf("copy %s: %w", src, err)
+		}
+		defer out.Close()
+		if err := copyData(out, in, st.Size); err != nil {
+			return fmt.Errorf("copy %s: %w", src, err)
+		}
+		if err := c.meta(src, dst, st, false); err != nil {
+			return err
+		}
+		if err := unix.Fchmod(int(out.Fd()), st.Mode&0o7777); err != nil {
+			return fmt.Errorf("copy %s: %w", src, err)
+		}
+		if err := out.Close(); err != nil {
+			return fmt.Errorf("copy %s: %w", src, err)
+		}
+		ts := []unix.Timespec{st.Atim, st.Mtim}
+		return unix.UtimesNanoAt(unix.AT_FDCWD, dst, ts, unix.AT_SYMLINK_NOFOLLOW)
+	})
+}
+
+// copyData clones in into out, or copies it in the kernel, or streams it.
+func copyData(out, in *os.File, size int64) error {
+	if size == 0 {
+		return nil
+	}
+	if err := unix.IoctlFileClone(int(out.Fd()), int(in.Fd())); err == nil {
+		return nil
+	}
+	var done int64
+	for done < size {
+		n, err := unix.CopyFileRange(int(in.Fd()), nil, int(out.Fd()), nil, int(size-done), 0)
+		if err != nil || n == 0 {
+			if done == 0 && (errors.Is(err, unix.EXDEV) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP)) {
+				_, cerr := io.Copy(struct{ io.Writer }{out}, struct{ io.Reader }{in})
+				return cerr
+			}
+			if err == nil {
+				return fmt.Errorf("source shrank: %d of %d bytes", done, size)
+			}
+			return err
+		}
+		done += int64(n)
+	}
+	return nil
+}
+
+// meta copies owner and xattrs (and for links and nodes, times).
+func (c *copier) meta(src, dst string, st *unix.Stat_t, times bool) error {
+	if !c.o.rootless {
+		uid, gid, err := c.o.idMap.ToHost(int(st.Uid), int(st.Gid))
+		if err != nil {
+			return fmt.Errorf("copy %s: %w", src, err)
+		}
+		if err := unix.Lchown(dst, uid, gid); err != nil {
+			return &os.PathError{Op: "lchown", Path: dst, Err: err}
+		}
+	}
+	names, err := listXattrs(src)
+	if err != nil {
+		return fmt.Errorf("copy %s: xattrs: %w", src, err)
+	}
+	buf := make([]byte, 256)
+	for _, n := range names {
+		sz, err := unix.Lgetxattr(src, n, buf)
+		if err == unix.ERANGE {
+			sz, err = unix.Lgetxattr(src, n, nil)
+			if err == nil {
+				buf = make([]byte, sz)
+				sz, err = unix.Lgetxattr(src, n, buf)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("copy %s: xattr %s: %w", src, n, err)
+		}
+		if err := unix.Lsetxattr(dst, n, buf[:sz], 0); err != nil {
+			if c.o.rootless && (err == unix.EPERM || err == unix.ENOTSUP || err == unix.EACCES) {
+				continue
+			}
+			return fmt.Errorf("copy %s: xattr %s: %w", src, n, err)
+		}
+	}
+	if times {
+		ts := []unix.Timespec{st.Atim, st.Mtim}
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, dst, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return &os.PathError{Op: "chtimes", Path: dst, Err: err}
+		}
+	}
+	return nil
+}

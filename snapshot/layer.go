@@ -1,0 +1,292 @@
+package snapshot
+
+import (
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/strata-oci/strata/internal/compression"
+	"github.com/vbatts/tar-split/tar/asm"
+	"github.com/vbatts/tar-split/tar/storage"
+	"golang.org/x/sys/unix"
+)
+
+// LayerSource opens a layer blob (compressed or not); the reader must
+// verify the blob's digest, as layout's blob store does.
+type LayerSource func() (io.ReadCloser, error)
+
+// Layer names one layer of an image.
+type Layer struct {
+	// Digest is the blob's digest, DiffID the uncompressed stream's.
+	Digest digest.Digest
+	DiffID digest.Digest
+	Open   LayerSource
+}
+
+// Ensure returns the snapshot of layer on top of parent (nil for a base
+// layer), extracting it with driver d if the store does not hold it yet.
+// The snapshot appears only when complete: it is built in ROOT/tmp and
+// renamed into place; on any error, the diffID check included, nothing
+// is left behind.
+func (s *Store) Ensure(d Driver, parent *Info, layer Layer) (*Info, error) {
+	var parentChain digest.Digest
+	chain := layer.DiffID
+	if parent != nil {
+		parentChain = parent.ChainID
+		chain = digest.FromString(parent.ChainID.String() + " " + layer.DiffID.String())
+	}
+	if err := chain.Validate(); err != nil {
+		return nil, fmt.Errorf("layer %s: diffID %q: %w", layer.Digest, layer.DiffID, err)
+	}
+	final := s.Path(chain)
+	if in, err := readInfo(final); err == nil {
+		return in, nil
+	}
+	tmp, err := os.MkdirTemp(filepath.Join(s.root, TmpDir), chain.Encoded()[:12]+"-")
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", chain.Encoded(), err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = RemoveAll(tmp)
+		}
+	}()
+	fsDir := filepath.Join(tmp, FSDir)
+	if err := os.Mkdir(fsDir, 0o755); err != nil {
+		return nil, err
+	}
+	opts, err := d.PrepareLayer(fsDir, parent)
+	if err != nil {
+		return nil, fmt.Errorf("prepare snapshot of layer %s: %w", layer.Digest, err)
+	}
+	files := Files{}
+	if parent != nil {
+		if files, err = parent.ReadFiles(); err != nil {
+			return nil, fmt.Errorf("snapshot %s: %w", parent.ID, err)
+		}
+	}
+	rc, err := layer.Open()
+	if err != nil {
+		return nil, fmt.Errorf("open layer %s: %w", layer.Digest, err)
+	}
+	err = extract(fsDir, rc, layer.DiffID, filepath.Join(tmp, TarSplitFile), opts, files)
+	if cerr := rc.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: %w", layer.Digest, err)
+	}
+	if err := WriteFiles(filepath.Join(tmp, FilesFile), files); err != nil {
+		return nil, err
+	}
+	size, count, err := diskUsage(fsDir)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: size: %w", chain.Encoded(), err)
+	}
+	in := &Info{
+		ID: chain.Encoded(), ChainID: chain, Parent: parentChain, DiffID: layer.DiffID,
+		Layer: layer.Digest, Driver: d.Name(), Size: size, Files: count, Created: time.Now().UTC(),
+	}
+	b, _ := json.MarshalIndent(in, "", "\t")
+	if err := os.WriteFile(filepath.Join(tmp, MetaFile), b, 0o644); err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", chain.Encoded(), err)
+	}
+	if err := syncDir(tmp); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		// Another process finished the same snapshot first.
+		if in, rerr := readInfo(final); rerr == nil {
+			return in, nil
+		}
+		return nil, fmt.Errorf("snapshot %s: %w", chain.Encoded(), err)
+	}
+	ok = true
+	_ = syncDir(filepath.Dir(final))
+	in.Dir = final
+	return in, nil
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// extract decompresses the layer blob r, applies it on dir, records its
+// tar-split metadata in tarsplitPath and checks the uncompressed stream
+// against diffID, all in one pass: decompression and tar-split run in one
+// goroutine, the extraction in this one.
+func extract(dir string, r io.Reader, diffID digest.Digest, tarsplitPath string, opts ApplyOptions, files Files) (err error) {
+	if !diffID.Algorithm().Available() {
+		return fmt.Errorf("diffID %s: unsupported algorithm", diffID)
+	}
+	dr, _, err := compression.NewSniffingReader(r)
+	if err != nil {
+		return fmt.Errorf("decompress: %w", err)
+	}
+	defer dr.Close()
+	h := diffID.Algorithm().Hash()
+	tsf, err := os.OpenFile(tarsplitPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	defer tsf.Close()
+	zw := gzip.NewWriter(tsf)
+	stream, done, err := asm.NewInputTarStreamWithDone(io.TeeReader(dr, h), newPacker(zw), storage.NewDiscardFilePutter())
+	if err != nil {
+		return fmt.Errorf("tar-split: %w", err)
+	}
+	applyErr := Apply(dir, stream, opts, files)
+	if applyErr == nil {
+		// The tar end marker is not the stream's end: hash the padding
+		// too, as the diffID covers every byte.
+		_, applyErr = io.Copy(io.Discard, stream)
+	}
+	stream.Close()
+	splitErr := <-done
+	if applyErr != nil {
+		return applyErr
+	}
+	if splitErr != nil {
+		return fmt.Errorf("tar-split: %w", splitErr)
+	}
+	if got := digest.NewDigest(diffID.Algorithm(), h); got != diffID {
+		return fmt.Errorf("%w: uncompressed stream is %s, config says %s", ErrDiffIDMismatch, got, diffID)
+	}
+	if err := zw.Close(); err != nil {
+		return fmt.Errorf("tar-split: %w", err)
+	}
+	return tsf.Sync()
+}
+
+// packer writes tar-split entries as JSON lines. Unlike tar-split's own
+// packer it accepts a name twice: layers may legally repeat an entry.
+type packer struct {
+	enc *json.Encoder
+	pos int
+}
+
+func newPacker(w io.Writer) *packer { return &packer{enc: json.NewEncoder(w)} }
+
+func (p *packer) AddEntry(e storage.Entry) (int, error) {
+	e.Position = p.pos
+	if err := p.enc.Encode(e); err != nil {
+		return -1, err
+	}
+	p.pos++
+	return e.Position, nil
+}
+
+type unpacker struct{ dec *json.Decoder }
+
+func (u *unpacker) Next() (*storage.Entry, error) {
+	var e storage.Entry
+	if err := u.dec.Decode(&e); err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+// diskUsage sums the apparent size of the regular files under dir and
+// counts its entries.
+func diskUsage(dir string) (size, count int64, err error) {
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		count++
+		if d.Type().IsRegular() {
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			size += fi.Size()
+		}
+		return nil
+	})
+	return size, count - 1, err
+}
+
+// ErrVerify means a snapshot's files no longer rebuild its layer.
+var ErrVerify = errors.New("snapshot does not rebuild its layer")
+
+// Rebuild writes the snapshot's layer, uncompressed and byte for byte as
+// it was extracted, to w: the tar-split metadata gives headers and
+// padding, fs/ gives the file contents.
+func (i *Info) Rebuild(w io.Writer) error {
+	f, err := os.Open(filepath.Join(i.Dir, TarSplitFile))
+	if err != nil {
+		return fmt.Errorf("snapshot %s: %w", i.ID, err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return fmt.Errorf("snapshot %s: %s: %w", i.ID, TarSplitFile, err)
+	}
+	defer zr.Close()
+	t, err := openTree(i.FS())
+	if err != nil {
+		return err
+	}
+	defer t.close()
+	if err := asm.WriteOutputTarStream(treeGetter{t}, &unpacker{json.NewDecoder(zr)}, w); err != nil {
+		return fmt.Errorf("snapshot %s: rebuild layer: %w", i.ID, err)
+	}
+	return nil
+}
+
+// Verify rebuilds the snapshot's layer and checks it against its diffID.
+func (i *Info) Verify() error {
+	h := i.DiffID.Algorithm().Hash()
+	if err := i.Rebuild(h); err != nil {
+		return err
+	}
+	if got := digest.NewDigest(i.DiffID.Algorithm(), h); got != i.DiffID {
+		return fmt.Errorf("snapshot %s: %w: rebuilt %s, want %s", i.ID, ErrVerify, got, i.DiffID)
+	}
+	return nil
+}
+
+// treeGetter serves file contents from a snapshot's fs/, confined to it.
+type treeGetter struct{ t *tree }
+
+func (g treeGetter) Get(name string) (io.ReadCloser, error) {
+	n, err := cleanName(name)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := g.t.openat2(n, unix.O_RDONLY|unix.O_NOFOLLOW, 0)
+	if errors.Is(err, unix.EACCES) {
+		// A rootless snapshot keeps 0000 files as they are: lend the
+		// owner read permission for the time of the open.
+		if pfd, perr := g.t.openat2(n, unix.O_PATH|unix.O_NOFOLLOW, 0); perr == nil {
+			var st unix.Stat_t
+			if unix.Fstat(pfd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+				if unix.Chmod(fdPath(pfd), (st.Mode&0o7777)|0o400) == nil {
+					fd, err = g.t.openat2(n, unix.O_RDONLY|unix.O_NOFOLLOW, 0)
+					_ = unix.Chmod(fdPath(pfd), st.Mode&0o7777)
+				}
+			}
+			unix.Close(pfd)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}

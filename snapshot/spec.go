@@ -1,0 +1,302 @@
+package snapshot
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// SpecOptions tune the generated runtime spec.
+type SpecOptions struct {
+	// Rootless makes a spec an unprivileged user can run: a user
+	// namespace mapping the caller to root, no network namespace, /sys
+	// bind-mounted, no cgroup mount.
+	Rootless bool
+	// IDMap runs the container in a user namespace with these mappings
+	// (ignored with Rootless, which maps the caller alone).
+	IDMap *IDMap
+	// Hostname defaults to "strata".
+	Hostname string
+}
+
+// defaultPath is the PATH a container gets when its image sets none.
+const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// defaultCaps is the capability set Docker gives containers: enough for
+// package managers and daemons that drop privileges, nothing that reaches
+// the host.
+var defaultCaps = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
+	"CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+	"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+}
+
+// GenerateSpec derives a runtime-spec config.json for the image config
+// img, whose root file system is rootfs (used to resolve the image's user
+// through its /etc/passwd and /etc/group). The rootfs path in the spec is
+// relative: "rootfs", beside config.json.
+func GenerateSpec(img *ocispec.Image, rootfs string, o SpecOptions) (*specs.Spec, error) {
+	c := img.Config
+	args := append(append([]string{}, c.Entrypoint...), c.Cmd...)
+	if len(args) == 0 {
+		// runc needs a command; an image without one is meant to get
+		// one from the user, who can edit config.json.
+		args = []string{"sh"}
+	}
+	env := append([]string{}, c.Env...)
+	hasPath := false
+	for _, e := range env {
+		if strings.HasPrefix(e, "PATH=") {
+			hasPath = true
+		}
+	}
+	if !hasPath {
+		env = append([]string{defaultPath}, env...)
+	}
+	cwd := c.WorkingDir
+	if cwd == "" {
+		cwd = "/"
+	}
+	user, err := resolveUser(rootfs, c.User)
+	if err != nil {
+		return nil, err
+	}
+	hostname := o.Hostname
+	if hostname == "" {
+		hostname = "strata"
+	}
+	caps := append([]string{}, defaultCaps...)
+	s := &specs.Spec{
+		Version:  specs.Version,
+		Root:     &specs.Root{Path: RootfsDir},
+		Hostname: hostname,
+		Process: &specs.Process{
+			User: user, Args: args, Env: env, Cwd: cwd,
+			Capabilities: &specs.LinuxCapabilities{
+				Bounding: caps, Effective: caps, Permitted: caps,
+			},
+			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}},
+			NoNewPrivileges: true,
+		},
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc"},
+			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+			{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
+			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+			{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
+			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+			{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
+		},
+		Linux: &specs.Linux{
+			Resources: &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}}},
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.PIDNamespace}, {Type: specs.NetworkNamespace}, {Type: specs.IPCNamespace},
+				{Type: specs.UTSNamespace}, {Type: specs.MountNamespace}, {Type: specs.CgroupNamespace},
+			},
+			MaskedPaths: []string{
+				"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+				"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+				"/proc/scsi", "/sys/devices/virtual/powercap",
+			},
+			ReadonlyPaths: []string{
+				"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+			},
+		},
+		Annotations: map[string]string{},
+	}
+	for k, v := range c.Labels {
+		s.Annotations[k] = v
+	}
+	if img.Author != "" {
+		s.Annotations[ocispec.AnnotationAuthors] = img.Author
+	}
+	if img.Created != nil {
+		s.Annotations[ocispec.AnnotationCreated] = img.Created.UTC().Format("2006-01-02T15:04:05Z07:00")
+	}
+	if c.StopSignal != "" {
+		s.Annotations["org.opencontainers.image.stopSignal"] = c.StopSignal
+	}
+	if len(s.Annotations) == 0 {
+		s.Annotations = nil
+	}
+	switch {
+	case o.Rootless:
+		makeRootless(s)
+	case !o.IDMap.Empty():
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+		for _, r := range o.IDMap.UIDs {
+			s.Linux.UIDMappings = append(s.Linux.UIDMappings, specs.LinuxIDMapping{ContainerID: r.ContainerID, HostID: r.HostID, Size: r.Size})
+		}
+		for _, r := range o.IDMap.GIDs {
+			s.Linux.GIDMappings = append(s.Linux.GIDMappings, specs.LinuxIDMapping{ContainerID: r.ContainerID, HostID: r.HostID, Size: r.Size})
+		}
+	}
+	return s, nil
+}
+
+// makeRootless turns s into a spec an unprivileged user can run: the
+// caller is root in a new user namespace, and nothing needs host
+// privileges.
+func makeRootless(s *specs.Spec) {
+	var ns []specs.LinuxNamespace
+	for _, n := range s.Linux.Namespaces {
+		if n.Type != specs.NetworkNamespace && n.Type != specs.UserNamespace {
+			ns = append(ns, n)
+		}
+	}
+	s.Linux.Namespaces = append(ns, specs.LinuxNamespace{Type: specs.UserNamespace})
+	s.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: uint32(os.Geteuid()), Size: 1}}
+	s.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: uint32(os.Getegid()), Size: 1}}
+	// Only root is mapped: the image's user cannot exist in the
+	// namespace.
+	s.Process.User = specs.User{}
+	var mounts []specs.Mount
+	for _, m := range s.Mounts {
+		switch m.Destination {
+		case "/sys/fs/cgroup":
+			continue
+		case "/sys":
+			m = specs.Mount{Destination: "/sys", Type: "none", Source: "/sys", Options: []string{"rbind", "nosuid", "noexec", "nodev", "ro"}}
+		case "/dev/pts":
+			var opts []string
+			for _, o := range m.Options {
+				if o != "gid=5" {
+					opts = append(opts, o)
+				}
+			}
+			m.Options = opts
+		}
+		mounts = append(mounts, m)
+	}
+	s.Mounts = mounts
+	s.Linux.Resources = nil
+}
+
+// resolveUser turns the image's user ("", name, uid, name:group,
+// uid:gid...) into IDs, reading the rootfs's /etc/passwd and /etc/group
+// confined to the rootfs. Supplementary groups are the groups listing the
+// user by name, as Docker gives them.
+func resolveUser(rootfs, spec string) (specs.User, error) {
+	if spec == "" {
+		spec = "0"
+	}
+	userPart, groupPart, hasGroup := strings.Cut(spec, ":")
+	passwd, err := readRootfsFile(rootfs, "etc/passwd")
+	if err != nil {
+		return specs.User{}, err
+	}
+	groups, err := readRootfsFile(rootfs, "etc/group")
+	if err != nil {
+		return specs.User{}, err
+	}
+	var u specs.User
+	name := ""
+	if n, err := strconv.ParseUint(userPart, 10, 32); err == nil {
+		u.UID = uint32(n)
+		for _, f := range passwd {
+			if len(f) >= 4 && f[2] == userPart {
+				name = f[0]
+				if g, err := strconv.ParseUint(f[3], 10, 32); err == nil {
+					u.GID = uint32(g)
+				}
+				break
+			}
+		}
+	} else {
+		found := false
+		for _, f := range passwd {
+			if len(f) >= 4 && f[0] == userPart {
+				uid, err1 := strconv.ParseUint(f[2], 10, 32)
+				gid, err2 := strconv.ParseUint(f[3], 10, 32)
+				if err1 != nil || err2 != nil {
+					return specs.User{}, fmt.Errorf("user %q: bad /etc/passwd entry", userPart)
+				}
+				u.UID, u.GID, name, found = uint32(uid), uint32(gid), f[0], true
+				break
+			}
+		}
+		if !found {
+			return specs.User{}, fmt.Errorf("image user %q: no such user in the image's /etc/passwd", userPart)
+		}
+	}
+	if hasGroup {
+		if n, err := strconv.ParseUint(groupPart, 10, 32); err == nil {
+			u.GID = uint32(n)
+		} else {
+			found := false
+			for _, f := range groups {
+				if len(f) >= 3 && f[0] == groupPart {
+					g, err := strconv.ParseUint(f[2], 10, 32)
+					if err != nil {
+						return specs.User{}, fmt.Errorf("group %q: bad /etc/group entry", groupPart)
+					}
+					u.GID, found = uint32(g), true
+					break
+				}
+			}
+			if !found {
+				return specs.User{}, fmt.Errorf("image group %q: no such group in the image's /etc/group", groupPart)
+			}
+		}
+	}
+	if name != "" && !hasGroup {
+		for _, f := range groups {
+			if len(f) < 4 {
+				continue
+			}
+			g, err := strconv.ParseUint(f[2], 10, 32)
+			if err != nil || uint32(g) == u.GID {
+				continue
+			}
+			for _, m := range strings.Split(f[3], ",") {
+				if m == name {
+					u.AdditionalGids = append(u.AdditionalGids, uint32(g))
+					break
+				}
+			}
+		}
+	}
+	return u, nil
+}
+
+// readRootfsFile reads a colon-separated database (passwd, group) from
+// the rootfs, resolving symlinks inside it; a missing file is empty.
+func readRootfsFile(rootfs, name string) ([][]string, error) {
+	t, err := openTree(rootfs)
+	if err != nil {
+		return nil, err
+	}
+	defer t.close()
+	// O_NONBLOCK: a hostile image may put a fifo there.
+	fd, err := t.openat2(name, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.EACCES) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", name, err)
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return nil, nil
+	}
+	var out [][]string
+	sc := bufio.NewScanner(io.LimitReader(f, 16<<20))
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		out = append(out, strings.Split(line, ":"))
+	}
+	return out, nil
+}

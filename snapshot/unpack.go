@@ -1,0 +1,268 @@
+package snapshot
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-oci/strata/layout"
+	"golang.org/x/sys/unix"
+)
+
+// UnpackOptions tune Unpack.
+type UnpackOptions struct {
+	// Driver is the snapshot driver's name ("" is vfs).
+	Driver string
+	// Platform selects an image of an index (nil: the host's).
+	Platform *ocispec.Platform
+	// IDMap shifts ownership in the rootfs and runs the container in a
+	// user namespace with these mappings.
+	IDMap *IDMap
+	// Layer, when set, is called before each layer is made ready, with
+	// whether it had to be extracted.
+	Layer func(i, n int, d digest.Digest, extracted bool)
+}
+
+// Unpack makes dir (which must not exist, or be empty) a runtime-spec
+// bundle of the image ref in layout l: dir/rootfs made by the driver from
+// the image's snapshots (extracted into the store as needed) and
+// dir/config.json derived from the image config. On error dir is removed
+// (or emptied, if it existed); snapshots already complete stay.
+func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec *Record, err error) {
+	if o.Driver == "" {
+		o.Driver = VFS
+	}
+	d, err := NewDriver(o.Driver, s)
+	if err != nil {
+		return nil, err
+	}
+	img, err := l.Image(ref, o.Platform)
+	if err != nil {
+		return nil, err
+	}
+	diffIDs := img.Config.RootFS.DiffIDs
+	if len(diffIDs) != len(img.Manifest.Layers) {
+		return nil, fmt.Errorf("image %s: %d layers but %d diffIDs in config %s", img.Descriptor.Digest, len(img.Manifest.Layers), len(diffIDs), img.Manifest.Config.Digest)
+	}
+	for _, ld := range img.Manifest.Layers {
+		if !layout.IsLayer(ld.MediaType) {
+			return nil, fmt.Errorf("image %s: layer %s has media type %q, not a layer", img.Descriptor.Digest, ld.Digest, ld.MediaType)
+		}
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	created, err := prepareBundleDir(abs)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			if created {
+				_ = RemoveAll(abs)
+			} else {
+				emptyDir(abs)
+			}
+		}
+	}()
+
+	var chain []*Info
+	var parent *Info
+	for i, ld := range img.Manifest.Layers {
+		ld := ld
+		layer := Layer{Digest: ld.Digest, DiffID: diffIDs[i], Open: func() (io.ReadCloser, error) {
+			return l.Blobs().Open(ld.Digest, ld.Size)
+		}}
+		if o.Layer != nil {
+			_, statErr := os.Stat(s.Path(chainOf(parent, diffIDs[i])))
+			o.Layer(i, len(img.Manifest.Layers), ld.Digest, statErr != nil)
+		}
+		in, err := s.Ensure(d, parent, layer)
+		if err != nil {
+			return nil, err
+		}
+		if in.Driver != d.Name() {
+			return nil, fmt.Errorf("snapshot %s was made by the %s driver, not %s: remove it (strata snapshots rm) to switch drivers", in.ID, in.Driver, d.Name())
+		}
+		chain = append(chain, in)
+		parent = in
+	}
+	c := &Container{Dir: abs, Chain: chain, Rootless: os.Geteuid() != 0, IDMap: o.IDMap}
+	if err := d.CreateRootfs(c); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = d.RemoveRootfs(c)
+		}
+	}()
+	spec, err := GenerateSpec(&img.Config, c.Rootfs(), SpecOptions{Rootless: c.Rootless, IDMap: o.IDMap})
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", img.Descriptor.Digest, err)
+	}
+	sb, err := json.MarshalIndent(spec, "", "\t")
+	if err != nil {
+		return nil, err
+	}
+	if err := writeFileSync(filepath.Join(abs, SpecFile), sb, 0o644); err != nil {
+		return nil, err
+	}
+	layoutAbs, _ := filepath.Abs(l.Dir())
+	rec = &Record{
+		Dir: abs, Store: s.root, Driver: d.Name(), Layout: layoutAbs, Ref: ref,
+		Manifest: img.Descriptor.Digest, Config: img.Manifest.Config.Digest,
+		Rootless: c.Rootless, IDMap: o.IDMap, Unpacked: time.Now().UTC(),
+	}
+	if o.IDMap.Empty() {
+		rec.IDMap = nil
+	}
+	for _, in := range chain {
+		rec.Chain = append(rec.Chain, in.ChainID)
+	}
+	rb, _ := json.MarshalIndent(rec, "", "\t")
+	if err := writeFileSync(filepath.Join(s.root, ContainersDir, bundleKey(abs)+".json"), rb, 0o644); err != nil {
+		return nil, err
+	}
+	if err := s.addLayout(layoutAbs); err != nil {
+		return nil, err
+	}
+	// The record goes last: a bundle is one once it is whole.
+	if err := writeFileSync(filepath.Join(abs, RecordFile), rb, 0o644); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+func chainOf(parent *Info, diffID digest.Digest) digest.Digest {
+	if parent == nil {
+		return diffID
+	}
+	return digest.FromString(parent.ChainID.String() + " " + diffID.String())
+}
+
+// ChainIDs computes the chain IDs of a list of diffIDs, base first.
+func ChainIDs(diffIDs []digest.Digest) []digest.Digest {
+	out := make([]digest.Digest, len(diffIDs))
+	for i, d := range diffIDs {
+		if i == 0 {
+			out[i] = d
+		} else {
+			out[i] = digest.FromString(out[i-1].String() + " " + d.String())
+		}
+	}
+	return out
+}
+
+// bundleKey names a bundle's record in ROOT/containers.
+func bundleKey(abs string) string {
+	h := sha256.Sum256([]byte(abs))
+	return hex.EncodeToString(h[:16])
+}
+
+func prepareBundleDir(abs string) (created bool, err error) {
+	ents, err := os.ReadDir(abs)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(abs, 0o700); err != nil {
+			return false, fmt.Errorf("bundle %s: %w", abs, err)
+		}
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("bundle %s: %w", abs, err)
+	case len(ents) > 0:
+		return false, fmt.Errorf("bundle %s: directory is not empty", abs)
+	}
+	return false, nil
+}
+
+func emptyDir(abs string) {
+	ents, _ := os.ReadDir(abs)
+	for _, e := range ents {
+		_ = RemoveAll(filepath.Join(abs, e.Name()))
+	}
+}
+
+func writeFileSync(path string, b []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// ReadRecord reads the record of the bundle dir.
+func ReadRecord(dir string) (*Record, error) {
+	b, err := os.ReadFile(filepath.Join(dir, RecordFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("bundle %s: %w (no %s)", dir, ErrNotUnpacked, RecordFile)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", dir, err)
+	}
+	var rec Record
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return nil, fmt.Errorf("bundle %s: %w: %s: %v", dir, ErrNotUnpacked, RecordFile, err)
+	}
+	return &rec, nil
+}
+
+// addLayout remembers a layout images were unpacked from: gc keeps the
+// snapshots of its images.
+func (s *Store) addLayout(dir string) error {
+	return s.updateLayouts(func(m map[string]bool) { m[dir] = true })
+}
+
+func (s *Store) updateLayouts(fn func(map[string]bool)) error {
+	p := filepath.Join(s.root, LayoutsFile)
+	lf, err := os.OpenFile(p+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	defer lf.Close()
+	if err := flock(lf, unix.LOCK_EX); err != nil {
+		return err
+	}
+	m := map[string]bool{}
+	var list []string
+	if b, err := os.ReadFile(p); err == nil {
+		if err := json.Unmarshal(b, &list); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+	}
+	for _, d := range list {
+		m[d] = true
+	}
+	fn(m)
+	list = list[:0]
+	for d := range m {
+		list = append(list, d)
+	}
+	sortStrings(list)
+	b, _ := json.MarshalIndent(list, "", "\t")
+	return writeFileSync(p, b, 0o644)
+}

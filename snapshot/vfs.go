@@ -1,0 +1,64 @@
+package snapshot
+
+import (
+	"errors"
+	"fmt"
+	"os"
+)
+
+// VFS is the name of the copying driver.
+const VFS = "vfs"
+
+func init() {
+	RegisterDriver(VFS, func(s *Store) (Driver, error) { return &vfsDriver{rootless: os.Geteuid() != 0}, nil })
+}
+
+// vfsDriver keeps whole root file systems as plain directories: it works
+// on any file system and for any user, at the cost of a copy per layer
+// (cheap where the file system can clone files).
+type vfsDriver struct{ rootless bool }
+
+func (v *vfsDriver) Name() string { return VFS }
+
+func (v *vfsDriver) PrepareLayer(dir string, parent *Info) (ApplyOptions, error) {
+	opts := ApplyOptions{Whiteouts: WhiteoutDelete, Rootless: v.rootless}
+	if parent == nil {
+		return opts, nil
+	}
+	if parent.Driver != VFS {
+		return opts, fmt.Errorf("parent snapshot %s was made by the %s driver", parent.ID, parent.Driver)
+	}
+	// dir exists (empty): copy into it.
+	if err := os.Remove(dir); err != nil {
+		return opts, err
+	}
+	if err := copyTree(parent.FS(), dir, copyOptions{rootless: v.rootless, writableDirs: v.rootless}); err != nil {
+		return opts, fmt.Errorf("copy snapshot %s: %w", parent.ID, err)
+	}
+	return opts, nil
+}
+
+func (v *vfsDriver) CreateRootfs(c *Container) error {
+	top := c.Top()
+	if top == nil {
+		if err := os.Mkdir(c.Rootfs(), 0o755); err != nil {
+			return fmt.Errorf("create rootfs: %w", err)
+		}
+		return nil
+	}
+	if v.rootless && !c.IDMap.Empty() {
+		return errors.New("vfs: an id map needs root (or a user namespace)")
+	}
+	if err := copyTree(top.FS(), c.Rootfs(), copyOptions{rootless: v.rootless, idMap: c.IDMap}); err != nil {
+		_ = RemoveAll(c.Rootfs())
+		return fmt.Errorf("create rootfs from snapshot %s: %w", top.ID, err)
+	}
+	return nil
+}
+
+func (v *vfsDriver) RemoveRootfs(c *Container) error {
+	if err := RemoveAll(c.Rootfs()); err != nil {
+		return err
+	}
+	return RemoveAll(c.State())
+}
