@@ -1,0 +1,38 @@
+package main
+
+import (
+	"errors"
+
+	"github.com/spf13/cobra"
+	"github.com/strata-oci/strata/layout/remote"
+)
+
+func init() {
+	var authFile string
+	c := &cobra.Command{
+		Use:   "logout [flags] REGISTRY",
+		Short: "Remove the stored credentials of a registry",
+		Long: `Remove the credentials strata login (or docker login) stored for a
+registry. Logging out of a registry with no stored credentials is not an
+error.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var opts []remote.Option
+			if authFile != "" {
+				opts = append(opts, remote.WithAuthFile(authFile))
+			}
+			err := remote.Logout(cmd.Context(), args[0], opts...)
+			if errors.Is(err, remote.ErrNotLoggedIn) {
+				infof("not logged in to %s", args[0])
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			infof("removed the credentials for %s", args[0])
+			return nil
+		},
+	}
+	c.Flags().StringVar(&authFile, "authfile", "", "the credentials `FILE` (docker config.json format) to edit instead of $DOCKER_CONFIG/config.json or ~/.docker/config.json")
+	rootCmd.AddCommand(c)
+}

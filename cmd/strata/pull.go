@@ -1,0 +1,209 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"sync"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"github.com/strata-oci/strata/layout"
+	"github.com/strata-oci/strata/layout/remote"
+	"github.com/vbauerster/mpb/v8"
+)
+
+// registryFlags are the connection flags pull, push and login share.
+type registryFlags struct {
+	insecure  bool
+	plainHTTP bool
+	certDir   string
+	authFile  string
+}
+
+func (f *registryFlags) add(fs *pflag.FlagSet) {
+	fs.BoolVar(&f.insecure, "insecure", false, "do not verify the registry's TLS certificate, and allow plain HTTP when it does not speak HTTPS")
+	fs.BoolVar(&f.plainHTTP, "plain-http", false, "talk plain HTTP to the registry (loopback registries fall back to it by themselves)")
+	fs.StringVar(&f.certDir, "cert-dir", "", "trust the CAs (*.crt) and use the client certificates (*.cert + *.key) in `DIR` (default: /etc/containers/certs.d/HOST and /etc/docker/certs.d/HOST)")
+	fs.StringVar(&f.authFile, "authfile", "", "read credentials from `FILE` (docker config.json format) instead of $DOCKER_CONFIG/config.json or ~/.docker/config.json")
+}
+
+func (f *registryFlags) options() []remote.Option {
+	opts := []remote.Option{
+		remote.WithWarnings(func(s string) { fmt.Fprintf(os.Stderr, "strata: warning: %s\n", s) }),
+		remote.WithUserAgent("strata/" + version),
+	}
+	if f.insecure {
+		opts = append(opts, remote.WithInsecure())
+	}
+	if f.plainHTTP {
+		opts = append(opts, remote.WithPlainHTTP())
+	}
+	if f.certDir != "" {
+		opts = append(opts, remote.WithCertDir(f.certDir))
+	}
+	if f.authFile != "" {
+		opts = append(opts, remote.WithAuthFile(f.authFile))
+	}
+	return opts
+}
+
+// transferFlags are the flags pull and push share beyond the connection.
+type transferFlags struct {
+	registryFlags
+	platforms    []string
+	allPlatforms bool
+	jobs         int
+}
+
+func (f *transferFlags) add(fs *pflag.FlagSet) {
+	f.registryFlags.add(fs)
+	fs.StringSliceVar(&f.platforms, "platform", nil, "select `OS/ARCH[/VARIANT]` from a multi-platform image (default: the host's; repeat or separate with commas for several)")
+	fs.BoolVar(&f.allPlatforms, "all-platforms", false, "copy a multi-platform image whole, index included")
+	fs.IntVarP(&f.jobs, "jobs", "j", 4, "move `N` blobs at once")
+}
+
+func (f *transferFlags) options(what string) ([]remote.Option, func(), error) {
+	opts := f.registryFlags.options()
+	if f.allPlatforms && len(f.platforms) > 0 {
+		return nil, nil, usagef("--platform and --all-platforms exclude each other")
+	}
+	if f.jobs < 1 {
+		return nil, nil, usagef("--jobs must be at least 1, got %d", f.jobs)
+	}
+	for _, s := range f.platforms {
+		p, err := layout.ParsePlatform(s)
+		if err != nil {
+			return nil, nil, usageError{err}
+		}
+		opts = append(opts, remote.WithPlatform(p))
+	}
+	if f.allPlatforms {
+		opts = append(opts, remote.WithAllPlatforms())
+	}
+	opts = append(opts, remote.WithConcurrency(f.jobs))
+	report, done := transferProgress(what)
+	opts = append(opts, remote.WithProgress(report))
+	return opts, done, nil
+}
+
+// transferProgress draws a bar per blob on a terminal, or prints a line
+// per finished blob elsewhere (unless --quiet).
+func transferProgress(what string) (func(remote.Progress), func()) {
+	p := newProgress()
+	var (
+		mu   sync.Mutex
+		bars = map[string]*mpb.Bar{}
+	)
+	report := func(ev remote.Progress) {
+		d := ev.Descriptor
+		short := d.Digest.Encoded()
+		if len(short) > 12 {
+			short = short[:12]
+		}
+		if p.active() {
+			mu.Lock()
+			defer mu.Unlock()
+			b, ok := bars[d.Digest.String()]
+			if !ok {
+				b = p.byteBar(fmt.Sprintf("%s %s", kindOfBlob(d.MediaType), short), d.Size)
+				bars[d.Digest.String()] = b
+			}
+			b.SetCurrent(ev.Bytes)
+			return
+		}
+		switch ev.State {
+		case remote.StateDone:
+			infof("%s %s %s (%d bytes)", what, kindOfBlob(d.MediaType), d.Digest, d.Size)
+		case remote.StateExists:
+			infof("exists %s %s", kindOfBlob(d.MediaType), d.Digest)
+		case remote.StateMounted:
+			infof("mounted %s %s", kindOfBlob(d.MediaType), d.Digest)
+		}
+	}
+	return report, p.Wait
+}
+
+func kindOfBlob(mt string) string {
+	switch {
+	case layout.IsIndex(mt):
+		return "index"
+	case layout.IsManifest(mt):
+		return "manifest"
+	case layout.IsConfig(mt):
+		return "config"
+	case layout.IsLayer(mt):
+		return "layer"
+	}
+	return "blob"
+}
+
+func init() {
+	var (
+		f    transferFlags
+		mode string
+	)
+	c := &cobra.Command{
+		Use:   "pull [flags] [docker://]HOST/REPO[:TAG|@DIGEST] LAYOUT[:NAME]",
+		Short: "Copy an image from a registry into a layout",
+		Long: `Copy an image from a registry into an OCI image layout (created if needed)
+and name it NAME there; without NAME it is named by its full reference
+(docker.io/library/busybox:latest). Names without a registry are Docker Hub
+names. Without --all-platforms, one platform's manifest is copied out of a
+multi-platform image (the host's, or --platform).
+
+Blobs the layout already holds are not downloaded again, so a pull that was
+interrupted resumes where it stopped. Every blob is verified before it
+becomes visible, and the name is set only once the whole image is there.
+The pulled image's digest is printed on stdout.
+
+Credentials come from $DOCKER_CONFIG/config.json or ~/.docker/config.json
+(and the credential helpers it names); see strata login.`,
+		Example: `  strata pull busybox:1.36 ./images:busybox
+  strata pull --all-platforms docker://localhost:5000/app:v2 ./images
+  strata pull --pull missing --platform linux/arm64 ghcr.io/org/tool:1 ./images:tool`,
+		Args: exactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pm, err := remote.ParsePullMode(mode)
+			if err != nil {
+				return usageError{err}
+			}
+			if _, err := remote.ParseReference(args[0]); err != nil {
+				return usageError{err}
+			}
+			dir, name, err := parseRefArg(args[1])
+			if err != nil {
+				return err
+			}
+			opts, done, err := f.options("pulled")
+			if err != nil {
+				return err
+			}
+			opts = append(opts, remote.WithPullMode(pm))
+			var l *layout.Layout
+			if pm == remote.PullNever {
+				l, err = layout.Open(dir)
+			} else {
+				l, err = layout.Init(dir)
+			}
+			if err != nil {
+				return err
+			}
+			defer l.Close()
+			res, err := remote.Pull(cmd.Context(), l, args[0], name, opts...)
+			done()
+			if err != nil {
+				return err
+			}
+			if res.UpToDate {
+				infof("%s:%s is present (pull mode %s)", dir, res.Name, pm)
+			} else {
+				infof("pulled %s into %s:%s", res.Reference, dir, res.Name)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), res.Descriptor.Digest)
+			return nil
+		},
+	}
+	f.add(c.Flags())
+	c.Flags().StringVar(&mode, "pull", string(remote.PullAlways), "when to contact the registry: always, missing (only when the layout lacks the image) or never")
+	rootCmd.AddCommand(c)
+}

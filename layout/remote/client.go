@@ -1,0 +1,224 @@
+package remote
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/credentials"
+	"oras.land/oras-go/v2/registry/remote/retry"
+)
+
+// Default per-host certificate directories, as podman and docker read them.
+var defaultCertDirs = []string{"/etc/containers/certs.d", "/etc/docker/certs.d"}
+
+// tlsConfig builds the TLS settings for host.
+func (o *options) tlsConfig(host string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if o.insecure {
+		cfg.InsecureSkipVerify = true
+		return cfg, nil
+	}
+	dirs := []string{o.certDir}
+	if o.certDir == "" {
+		dirs = nil
+		for _, base := range defaultCertDirs {
+			dirs = append(dirs, filepath.Join(base, host))
+		}
+	}
+	for _, dir := range dirs {
+		if err := loadCertDir(cfg, dir, o.certDir != ""); err != nil {
+			return nil, err
+		}
+	}
+	return cfg, nil
+}
+
+// loadCertDir adds dir's CAs and client certificates to cfg. A missing
+// directory is an error only when the user named it.
+func loadCertDir(cfg *tls.Config, dir string, must bool) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) && !must {
+			return nil
+		}
+		return fmt.Errorf("certificate directory %s: %w", dir, err)
+	}
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		switch {
+		case strings.HasSuffix(e.Name(), ".crt"):
+			pem, err := os.ReadFile(p)
+			if err != nil {
+				return fmt.Errorf("read CA certificate %s: %w", p, err)
+			}
+			if cfg.RootCAs == nil {
+				pool, err := x509.SystemCertPool()
+				if err != nil || pool == nil {
+					pool = x509.NewCertPool()
+				}
+				cfg.RootCAs = pool
+			}
+			if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+				return fmt.Errorf("CA certificate %s: no PEM certificate in it", p)
+			}
+		case strings.HasSuffix(e.Name(), ".cert"):
+			key := strings.TrimSuffix(p, ".cert") + ".key"
+			cert, err := tls.LoadX509KeyPair(p, key)
+			if err != nil {
+				return fmt.Errorf("client certificate %s (key %s): %w", p, key, err)
+			}
+			cfg.Certificates = append(cfg.Certificates, cert)
+		}
+	}
+	return nil
+}
+
+// session is a configured connection to one registry.
+type session struct {
+	o      *options
+	host   string
+	plain  bool
+	client *auth.Client
+	store  credentials.Store
+}
+
+// credentialStore returns the store credentials come from: the caller's,
+// the auth file, or docker's config with its credential helpers.
+func (o *options) credentialStore() (credentials.Store, error) {
+	if o.store != nil {
+		return o.store, nil
+	}
+	sopts := credentials.StoreOptions{AllowPlaintextPut: true, DetectDefaultNativeStore: true}
+	var (
+		s   credentials.Store
+		err error
+	)
+	if o.authFile != "" {
+		s, err = credentials.NewStore(o.authFile, sopts)
+	} else {
+		s, err = credentials.NewStoreFromDocker(sopts)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load registry credentials: %w", err)
+	}
+	return s, nil
+}
+
+// connect prepares a session with host: TLS settings, credentials, and
+// whether to speak HTTPS or plain HTTP.
+func (o *options) connect(ctx context.Context, host string) (*session, error) {
+	tc, err := o.tlsConfig(host)
+	if err != nil {
+		return nil, err
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tc
+	hc := &http.Client{Transport: retry.NewTransport(tr)}
+	store, err := o.credentialStore()
+	if err != nil {
+		return nil, err
+	}
+	s := &session{o: o, host: host, store: store, client: &auth.Client{
+		Client:     hc,
+		Header:     http.Header{"User-Agent": {o.userAgent}},
+		Cache:      auth.NewCache(),
+		Credential: credentials.Credential(store),
+	}}
+	s.plain, err = o.probe(ctx, hc, host)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// probe finds out whether host speaks HTTPS; when it does not, plain HTTP
+// is used if it is allowed: for this machine's own addresses, with
+// --plain-http, and with --insecure (as nerdctl does).
+func (o *options) probe(ctx context.Context, hc *http.Client, host string) (plain bool, err error) {
+	if o.plainHTTP {
+		return true, nil
+	}
+	herr := ping(ctx, hc, "https", host)
+	if herr == nil {
+		return false, nil
+	}
+	if !noHTTPS(herr) {
+		return false, fmt.Errorf("registry %s: %w", host, herr)
+	}
+	if !o.insecure && !isLocalHost(host) {
+		return false, fmt.Errorf("registry %s does not answer HTTPS (%v): %w; if the network is trusted, use --plain-http (or --insecure) to talk plain HTTP to it",
+			host, herr, ErrPlainHTTPRefused)
+	}
+	if perr := ping(ctx, hc, "http", host); perr != nil {
+		return false, fmt.Errorf("registry %s: HTTPS: %v; plain HTTP: %w", host, herr, perr)
+	}
+	if !isLocalHost(host) {
+		o.warnf("registry %s does not speak HTTPS; using plain HTTP", host)
+	}
+	return true, nil
+}
+
+// ping asks for /v2/; any HTTP answer (401 included) shows the protocol
+// works.
+func ping(ctx context.Context, hc *http.Client, scheme, host string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+host+"/v2/", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	return nil
+}
+
+// noHTTPS says whether err shows that nothing speaks HTTPS at the address:
+// a plain HTTP answer to the TLS hello, or a refused connection (a registry
+// on port 80 only).
+func noHTTPS(err error) bool {
+	var rh tls.RecordHeaderError
+	return errors.As(err, &rh) || errors.Is(err, syscall.ECONNREFUSED) ||
+		strings.Contains(err.Error(), "server gave HTTP response to HTTPS client")
+}
+
+// repository opens ref's repository in the session.
+func (s *session) repository(ref Reference) (*remote.Repository, error) {
+	repo := &remote.Repository{
+		Client:    s.client,
+		PlainHTTP: s.plain,
+		Reference: registry.Reference{Registry: s.host, Repository: ref.Repository, Reference: ref.object()},
+	}
+	if err := repo.Reference.ValidateRepository(); err != nil {
+		return nil, fmt.Errorf("%w %s: %v", ErrInvalidReference, ref, err)
+	}
+	return repo, nil
+}
+
+// registry opens the session's registry, for login.
+func (s *session) registry() (*remote.Registry, error) {
+	reg, err := remote.NewRegistry(s.host)
+	if err != nil {
+		return nil, fmt.Errorf("%w %s: %v", ErrInvalidReference, s.host, err)
+	}
+	reg.Client = s.client
+	reg.PlainHTTP = s.plain
+	return reg, nil
+}

@@ -1,0 +1,194 @@
+// Package remote moves images between an OCI image layout and a container
+// registry (the distribution API that Docker Hub, distribution, Harbor,
+// quay and GHCR speak).
+//
+// The HTTP, authentication and upload protocol is oras-go's; this package
+// adds what strata needs around it: every pulled blob streams through a
+// verifying blob writer and becomes visible only once its digest and size
+// match, blobs already present on the receiving side are neither fetched
+// nor uploaded again (which is also how an interrupted pull resumes), the
+// reference is tagged in the layout only after the whole image is there,
+// and plain HTTP is used only for loopback registries or when the caller
+// says the network is trusted.
+package remote
+
+import (
+	"errors"
+	"fmt"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/registry/remote/credentials"
+)
+
+// Sentinel errors, for errors.Is.
+var (
+	// ErrInvalidReference means a registry reference is malformed.
+	ErrInvalidReference = errors.New("invalid registry reference")
+	// ErrPlainHTTPRefused means a registry does not answer HTTPS and plain
+	// HTTP was not allowed for it.
+	ErrPlainHTTPRefused = errors.New("plain HTTP not allowed")
+	// ErrNotPresent means the pull mode is "never" and the image is not in
+	// the layout.
+	ErrNotPresent = errors.New("image not present locally")
+	// ErrDigestConflict means a push destination names a digest that is not
+	// the digest of the image being pushed.
+	ErrDigestConflict = errors.New("digest does not match the image")
+)
+
+// PullMode says when Pull contacts the registry.
+type PullMode string
+
+// Pull modes, as nerdctl and podman name them.
+const (
+	// PullAlways contacts the registry every time; blobs already in the
+	// layout are still not downloaded again.
+	PullAlways PullMode = "always"
+	// PullMissing does nothing when the layout already holds the named
+	// image, complete, for the requested platform(s).
+	PullMissing PullMode = "missing"
+	// PullNever never contacts the registry and fails with ErrNotPresent
+	// when the image is not in the layout.
+	PullNever PullMode = "never"
+)
+
+// ParsePullMode checks a --pull flag value.
+func ParsePullMode(s string) (PullMode, error) {
+	switch m := PullMode(s); m {
+	case PullAlways, PullMissing, PullNever:
+		return m, nil
+	}
+	return "", fmt.Errorf("invalid pull mode %q: use always, missing or never", s)
+}
+
+// State is what happened to one blob during a transfer.
+type State string
+
+// Blob states reported to a progress callback.
+const (
+	StateCopying State = "copying" // the transfer of the blob starts
+	StateDone    State = "done"    // the blob was transferred and verified
+	StateExists  State = "exists"  // the other side had it: not transferred
+	StateMounted State = "mounted" // the registry linked it from another repository
+)
+
+// Progress is one event of a transfer.
+type Progress struct {
+	Descriptor ocispec.Descriptor
+	State      State
+	// Bytes is how many bytes of the blob have moved so far, reported while
+	// State is StateCopying.
+	Bytes int64
+}
+
+// Option configures Pull, Push, Login and Logout.
+type Option func(*options)
+
+type options struct {
+	platforms    []ocispec.Platform
+	allPlatforms bool
+	insecure     bool
+	plainHTTP    bool
+	certDir      string
+	store        credentials.Store
+	authFile     string
+	concurrency  int
+	progress     func(Progress)
+	warn         func(string)
+	mountFrom    []string
+	pullMode     PullMode
+	byDigest     bool
+	userAgent    string
+}
+
+func buildOptions(opts []Option) *options {
+	o := &options{concurrency: 4, pullMode: PullAlways, userAgent: "strata"}
+	for _, fn := range opts {
+		fn(o)
+	}
+	return o
+}
+
+// WithPlatform selects the image for platform p from a multi-platform
+// image; the default is the host's platform. Given more than once, the
+// platforms are copied with an index that lists only them (a new index,
+// so with a new digest). Push sends only the selected platforms too.
+func WithPlatform(p ocispec.Platform) Option {
+	return func(o *options) { o.platforms = append(o.platforms, p) }
+}
+
+// WithAllPlatforms copies a multi-platform image whole, index included, so
+// that its digest stays the same.
+func WithAllPlatforms() Option { return func(o *options) { o.allPlatforms = true } }
+
+// WithInsecure skips TLS certificate verification and allows falling back
+// to plain HTTP when the registry does not speak HTTPS.
+func WithInsecure() Option { return func(o *options) { o.insecure = true } }
+
+// WithPlainHTTP talks plain HTTP to the registry from the start.
+func WithPlainHTTP() Option { return func(o *options) { o.plainHTTP = true } }
+
+// WithCertDir adds the certificates of dir, laid out as Docker's and
+// podman's certs.d/HOST directories: *.crt files are trusted CAs and each
+// NAME.cert with NAME.key is a client certificate. Without it, those
+// per-host directories under /etc/containers/certs.d and
+// /etc/docker/certs.d are read when they exist. The system roots (and
+// SSL_CERT_FILE) are always trusted.
+func WithCertDir(dir string) Option { return func(o *options) { o.certDir = dir } }
+
+// WithCredentials uses store for registry credentials instead of the
+// docker config file.
+func WithCredentials(store credentials.Store) Option {
+	return func(o *options) { o.store = store }
+}
+
+// WithAuthFile reads and writes credentials in the docker-config-format
+// file path instead of $DOCKER_CONFIG/config.json or
+// ~/.docker/config.json.
+func WithAuthFile(path string) Option { return func(o *options) { o.authFile = path } }
+
+// WithConcurrency sets how many blobs move at once (default 4).
+func WithConcurrency(n int) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.concurrency = n
+		}
+	}
+}
+
+// WithProgress calls fn for every blob event. fn is called from several
+// goroutines at once and must be safe for that.
+func WithProgress(fn func(Progress)) Option { return func(o *options) { o.progress = fn } }
+
+// WithWarnings calls fn with notices worth telling a user, such as a
+// fallback to plain HTTP.
+func WithWarnings(fn func(string)) Option { return func(o *options) { o.warn = fn } }
+
+// WithMountFrom names repositories on the destination registry that may
+// already hold the pushed blobs; the registry is asked to link blobs from
+// them instead of receiving them again. Repositories of the names the
+// pushed image already has in the layout are tried as well.
+func WithMountFrom(repos ...string) Option {
+	return func(o *options) { o.mountFrom = append(o.mountFrom, repos...) }
+}
+
+// WithPullMode sets the pull mode (default PullAlways).
+func WithPullMode(m PullMode) Option { return func(o *options) { o.pullMode = m } }
+
+// WithByDigest pushes without a tag: the manifest is stored under its
+// digest only.
+func WithByDigest() Option { return func(o *options) { o.byDigest = true } }
+
+// WithUserAgent sets the User-Agent header of registry requests.
+func WithUserAgent(ua string) Option { return func(o *options) { o.userAgent = ua } }
+
+func (o *options) warnf(format string, a ...any) {
+	if o.warn != nil {
+		o.warn(fmt.Sprintf(format, a...))
+	}
+}
+
+func (o *options) report(p Progress) {
+	if o.progress != nil {
+		o.progress(p)
+	}
+}

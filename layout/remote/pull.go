@@ -1,0 +1,295 @@
+package remote
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/containerd/platforms"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-oci/strata/layout"
+	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/registry/remote"
+)
+
+// Result describes a finished pull or push.
+type Result struct {
+	// Descriptor is the image that was copied: a manifest, or an index
+	// when all platforms were copied.
+	Descriptor ocispec.Descriptor
+	// Reference is the registry side, pinned to the digest.
+	Reference Reference
+	// Name is the layout name the image was tagged with (pull only).
+	Name string
+	// UpToDate is set when the pull mode let Pull find the image in the
+	// layout without contacting the registry.
+	UpToDate bool
+}
+
+// Pull copies the image src (HOST/REPO[:TAG|@DIGEST], docker:// optional)
+// into l and names it name; an empty name is the full reference
+// (registry/repository:tag). The image is tagged only after every blob is
+// in the layout and verified, so an interrupted pull leaves the layout's
+// names as they were, and the next pull fetches only the blobs still
+// missing. Without WithAllPlatforms only one platform's manifest is copied
+// from a multi-platform image.
+func Pull(ctx context.Context, l *layout.Layout, src, name string, opts ...Option) (*Result, error) {
+	o := buildOptions(opts)
+	ref, err := ParseReference(src)
+	if err != nil {
+		return nil, err
+	}
+	ref = ref.WithDefaultTag()
+	if name == "" {
+		name = ref.String()
+	}
+	if err := layout.ValidateRef(name); err != nil {
+		return nil, err
+	}
+	if _, isDigest := layout.IsDigestRef(name); isDigest {
+		return nil, fmt.Errorf("%w %q: a pulled image is named by a tag or name, not a digest", layout.ErrInvalidRef, name)
+	}
+	if o.pullMode != PullAlways {
+		if desc, ok := present(l, name, o); ok {
+			return &Result{Descriptor: desc, Reference: ref, Name: name, UpToDate: true}, nil
+		}
+		if o.pullMode == PullNever {
+			return nil, fmt.Errorf("%s:%s: %w (pull mode %q)", l.Dir(), name, ErrNotPresent, PullNever)
+		}
+	}
+	res, err := fetch(ctx, l, ref, o)
+	if err != nil {
+		return nil, err
+	}
+	desc := bare(res.Descriptor)
+	if name != ref.String() {
+		// Keep the registry name beside a short local name, as containerd
+		// does; push uses it to mount blobs from their first repository.
+		desc.Annotations = map[string]string{layout.AnnotationImageName: ref.String()}
+	}
+	if err := l.Tag(desc, name); err != nil {
+		return nil, err
+	}
+	res.Name = name
+	return res, nil
+}
+
+// Fetch copies the image src into l like Pull, but names nothing: the
+// caller tags Result.Descriptor (see layout.Tag) or lets gc collect it.
+func Fetch(ctx context.Context, l *layout.Layout, src string, opts ...Option) (*Result, error) {
+	ref, err := ParseReference(src)
+	if err != nil {
+		return nil, err
+	}
+	return fetch(ctx, l, ref.WithDefaultTag(), buildOptions(opts))
+}
+
+func fetch(ctx context.Context, l *layout.Layout, ref Reference, o *options) (*Result, error) {
+	if err := l.Hold(); err != nil {
+		return nil, err
+	}
+	// Leftovers of pulls that were killed: no live writer holds them.
+	if _, err := l.Blobs().CleanStaging(); err != nil {
+		return nil, err
+	}
+	sess, err := o.connect(ctx, ref.Host())
+	if err != nil {
+		return nil, err
+	}
+	repo, err := sess.repository(ref)
+	if err != nil {
+		return nil, err
+	}
+	root, err := repo.Resolve(ctx, ref.object())
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", ref, err)
+	}
+	if ref.Digest != "" && root.Digest != ref.Digest {
+		return nil, fmt.Errorf("resolve %s: registry answered with %s: %w", ref, root.Digest, ErrDigestConflict)
+	}
+	root = bare(root)
+	store := &layoutStore{l: l, o: o}
+	copyOne := func(d ocispec.Descriptor) error {
+		if err := oras.CopyGraph(ctx, repo, store, d, o.graphOptions()); err != nil {
+			return fmt.Errorf("pull %s: %w", ref, err)
+		}
+		if err := missingBlob(l, d); err != nil {
+			return fmt.Errorf("pull %s: %w", ref, err)
+		}
+		return nil
+	}
+	res := &Result{Descriptor: root, Reference: ref}
+	res.Reference.Digest = root.Digest
+	switch {
+	case layout.IsIndex(root.MediaType) && !o.allPlatforms && len(o.platforms) > 1:
+		// Several platforms: their manifests, then an index of just them.
+		for _, p := range o.platforms {
+			md, err := selectRemote(ctx, repo, root, platforms.Normalize(p), 0)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", ref, err)
+			}
+			if err := copyOne(md); err != nil {
+				return nil, err
+			}
+		}
+		ib, err := content.FetchAll(ctx, repo, root)
+		if err != nil {
+			return nil, fmt.Errorf("fetch index %s of %s: %w", root.Digest, ref, err)
+		}
+		if _, err := l.PutBytes(root.MediaType, ib); err != nil {
+			return nil, err
+		}
+		d, err := l.SelectPlatforms(root, layout.CopyOptions{Platforms: o.platforms})
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", ref, err)
+		}
+		res.Descriptor = d
+		return res, nil
+	case layout.IsIndex(root.MediaType) && !o.allPlatforms:
+		md, err := selectRemote(ctx, repo, root, o.wantPlatform(), 0)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", ref, err)
+		}
+		res.Descriptor = bare(md)
+		res.Reference.Digest = md.Digest
+	case layout.IsManifest(root.MediaType) && len(o.platforms) > 0:
+		if err := checkPlatform(ctx, repo, root, o.platforms); err != nil {
+			return nil, fmt.Errorf("%s: %w", ref, err)
+		}
+	case !layout.IsIndex(root.MediaType) && !layout.IsManifest(root.MediaType):
+		return nil, fmt.Errorf("%s: media type %q is not an image", ref, root.MediaType)
+	}
+	if err := copyOne(res.Descriptor); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// wantPlatform is the one platform asked for, or the host's.
+func (o *options) wantPlatform() ocispec.Platform {
+	if len(o.platforms) > 0 {
+		return platforms.Normalize(o.platforms[0])
+	}
+	return platforms.DefaultSpec()
+}
+
+// present says whether l holds the image name, complete, for the requested
+// platform(s).
+func present(l *layout.Layout, name string, o *options) (ocispec.Descriptor, bool) {
+	desc, err := l.Resolve(name)
+	if err != nil {
+		return ocispec.Descriptor{}, false
+	}
+	if o.allPlatforms || !layout.IsIndex(desc.MediaType) {
+		return desc, missingBlob(l, desc) == nil
+	}
+	want := o.platforms
+	if len(want) == 0 {
+		want = []ocispec.Platform{platforms.DefaultSpec()}
+	}
+	for _, p := range want {
+		md, err := l.SelectManifest(desc, &p)
+		if err != nil || missingBlob(l, md) != nil {
+			return ocispec.Descriptor{}, false
+		}
+	}
+	return desc, true
+}
+
+// missingBlob names the first blob reachable from d that l lacks.
+func missingBlob(l *layout.Layout, d ocispec.Descriptor) error {
+	return l.Walk(d, func(c ocispec.Descriptor, _ []byte) error {
+		if !l.Blobs().Has(c.Digest, c.Size) {
+			return fmt.Errorf("%s %s (%d bytes) is missing from %s", kind(c), c.Digest, c.Size, l.Dir())
+		}
+		return nil
+	})
+}
+
+// selectRemote picks the best manifest for want from a registry index,
+// following nested indexes.
+func selectRemote(ctx context.Context, repo *remote.Repository, idxDesc ocispec.Descriptor, want ocispec.Platform, depth int) (ocispec.Descriptor, error) {
+	if depth > 8 {
+		return ocispec.Descriptor{}, fmt.Errorf("index %s: indexes nested too deeply", idxDesc.Digest)
+	}
+	b, err := content.FetchAll(ctx, repo, idxDesc)
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("fetch index %s: %w", idxDesc.Digest, err)
+	}
+	idx, err := layout.ParseIndex(b)
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("index %s: %w", idxDesc.Digest, err)
+	}
+	m := platforms.Only(want)
+	var cands []ocispec.Descriptor
+	for _, c := range idx.Manifests {
+		switch {
+		case layout.IsIndex(c.MediaType):
+			if got, err := selectRemote(ctx, repo, c, want, depth+1); err == nil {
+				cands = append(cands, got)
+			}
+		case layout.IsManifest(c.MediaType) && c.Platform != nil && m.Match(platforms.Normalize(*c.Platform)):
+			cands = append(cands, c)
+		}
+	}
+	if len(cands) == 0 {
+		return ocispec.Descriptor{}, fmt.Errorf("index %s: %w %s", idxDesc.Digest, layout.ErrNoPlatform, platforms.Format(want))
+	}
+	sort.SliceStable(cands, func(i, j int) bool {
+		return m.Less(platforms.Normalize(*cands[i].Platform), platforms.Normalize(*cands[j].Platform))
+	})
+	return cands[0], nil
+}
+
+// checkPlatform refuses a single-platform image whose config says another
+// platform than the one the caller asked for.
+func checkPlatform(ctx context.Context, repo *remote.Repository, md ocispec.Descriptor, want []ocispec.Platform) error {
+	mb, err := content.FetchAll(ctx, repo, md)
+	if err != nil {
+		return fmt.Errorf("fetch manifest %s: %w", md.Digest, err)
+	}
+	m, err := layout.ParseManifest(mb)
+	if err != nil {
+		return fmt.Errorf("manifest %s: %w", md.Digest, err)
+	}
+	if m.Config.Size > layout.MaxConfigSize {
+		return fmt.Errorf("config %s of manifest %s: %d bytes is too large", m.Config.Digest, md.Digest, m.Config.Size)
+	}
+	cb, err := content.FetchAll(ctx, repo, m.Config)
+	if err != nil {
+		return fmt.Errorf("fetch config %s: %w", m.Config.Digest, err)
+	}
+	c, err := layout.ParseImageConfig(cb)
+	if err != nil {
+		return fmt.Errorf("config %s: %w", m.Config.Digest, err)
+	}
+	got := platforms.Normalize(ocispec.Platform{OS: c.OS, Architecture: c.Architecture, Variant: c.Variant})
+	for _, p := range want {
+		if platforms.Only(platforms.Normalize(p)).Match(got) {
+			return nil
+		}
+	}
+	return fmt.Errorf("manifest %s is for %s: %w %s", md.Digest, platforms.Format(got), layout.ErrNoPlatform, platforms.Format(want[0]))
+}
+
+// graphOptions turns oras-go's copy hooks into progress events.
+func (o *options) graphOptions() oras.CopyGraphOptions {
+	ev := func(s State) func(context.Context, ocispec.Descriptor) error {
+		return func(_ context.Context, d ocispec.Descriptor) error {
+			p := Progress{Descriptor: d, State: s}
+			if s == StateDone || s == StateExists || s == StateMounted {
+				p.Bytes = d.Size
+			}
+			o.report(p)
+			return nil
+		}
+	}
+	return oras.CopyGraphOptions{
+		Concurrency:   o.concurrency,
+		PreCopy:       ev(StateCopying),
+		PostCopy:      ev(StateDone),
+		OnCopySkipped: ev(StateExists),
+		OnMounted:     ev(StateMounted),
+	}
+}
