@@ -24,7 +24,12 @@ func (p Problem) String() string { return p.Where + ": " + p.Err }
 // gives, and that every reachable index, manifest and config parses. It
 // returns the problems found, sorted; an error means the check itself could
 // not run. Staging files are in-progress writes and are not problems.
-func (l *Layout) Fsck() ([]Problem, error) {
+func (l *Layout) Fsck() ([]Problem, error) { return l.FsckProgress(nil) }
+
+// FsckProgress is Fsck that calls verified, from several goroutines, with
+// the size of each blob once its content has been checked, so that a
+// caller can show how far the check has come.
+func (l *Layout) FsckProgress(verified func(size int64)) ([]Problem, error) {
 	var (
 		mu       sync.Mutex
 		problems []Problem
@@ -48,7 +53,11 @@ func (l *Layout) Fsck() ([]Problem, error) {
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
-				if err := l.blobs.Verify(j.d, j.size); err != nil {
+				err := l.blobs.Verify(j.d, j.size)
+				if verified != nil {
+					verified(j.size)
+				}
+				if err != nil {
 					add("blob "+j.d.String(), unwrapBlob(err, j.d))
 					mu.Lock()
 					corrupt[j.d] = true

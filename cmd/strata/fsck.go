@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 	"github.com/strata-oci/strata/layout"
 )
@@ -25,7 +26,7 @@ is printed on its own line; the exit status is 1 when there is one.`,
 				return err
 			}
 			defer l.Close()
-			problems, err := l.Fsck()
+			problems, err := fsckWithProgress(l)
 			if err != nil {
 				return fmt.Errorf("fsck %s: %w", args[0], err)
 			}
@@ -59,4 +60,24 @@ is printed on its own line; the exit status is 1 when there is one.`,
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the problems as JSON")
 	rootCmd.AddCommand(c)
+}
+
+// fsckWithProgress runs fsck with a byte bar over the blobs' content when
+// bars are drawn.
+func fsckWithProgress(l *layout.Layout) ([]layout.Problem, error) {
+	p := newProgress()
+	if !p.active() {
+		return l.Fsck()
+	}
+	defer p.Wait()
+	var total int64
+	// The sizes are only for the bar: errors here are fsck's to report.
+	_ = l.Blobs().Walk(func(_ digest.Digest, size int64, err error) error {
+		if err == nil {
+			total += size
+		}
+		return nil
+	})
+	bar := p.Bytes("verify blobs", total)
+	return l.FsckProgress(bar.Add)
 }

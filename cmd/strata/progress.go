@@ -20,6 +20,8 @@ import (
 //	w = p.Writer("export", -1, w)                    // unknown size is fine
 //	c := p.Counter("verify blobs", int64(n))         // items, not bytes
 //	c.Add(1)
+//	b := p.Bytes("check", total)                     // bytes, advanced by hand
+//	b.Add(n)
 //
 // A progress and its bars are safe for concurrent use. Wait must be called
 // once, after the last bar's data has been read; it finishes bars that
@@ -38,9 +40,10 @@ func newProgress() *progress {
 	return newProgressTo(os.Stderr)
 }
 
-// newProgressTo returns a progress that always draws, on w.
+// newProgressTo returns a progress that always draws, on w, even when w
+// is not a terminal.
 func newProgressTo(w io.Writer) *progress {
-	return &progress{p: mpb.New(mpb.WithOutput(w), mpb.WithWidth(40))}
+	return &progress{p: mpb.New(mpb.WithOutput(w), mpb.WithWidth(40), mpb.WithAutoRefresh())}
 }
 
 // active says whether bars are drawn.
@@ -100,6 +103,15 @@ func (p *progress) Writer(name string, size int64, w io.Writer) io.Writer {
 	return &progressWriter{w: w, bar: p.byteBar(name, size)}
 }
 
+// Bytes adds a byte bar of total bytes (<= 0: unknown) that the caller
+// advances with Add, for work that is not a stream it can wrap.
+func (p *progress) Bytes(name string, total int64) *counter {
+	if !p.active() {
+		return nil
+	}
+	return &counter{bar: p.byteBar(name, total)}
+}
+
 // Counter adds a bar counting items (blobs, layers, files) up to total.
 func (p *progress) Counter(name string, total int64) *counter {
 	if !p.active() {
@@ -138,11 +150,12 @@ func (p *progress) Wait() {
 	p.p.Wait()
 }
 
-// counter advances an item-count bar. A nil counter (no bars drawn) does
+// counter advances a bar made by Counter or Bytes. A nil counter (no bars drawn) does
 // nothing.
 type counter struct{ bar *mpb.Bar }
 
-// Add advances the counter by n items.
+// Add advances the counter by n items or bytes. It is safe for concurrent
+// use.
 func (c *counter) Add(n int64) {
 	if c != nil {
 		c.bar.IncrInt64(n)

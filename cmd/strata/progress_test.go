@@ -20,6 +20,7 @@ func TestProgressInert(t *testing.T) {
 	}
 	c := p.Counter("x", 3)
 	c.Add(1) // a nil counter is a no-op
+	p.Bytes("x", 3).Add(1)
 	p.Wait()
 	var nilp *progress
 	nilp.Wait()
@@ -61,7 +62,14 @@ func TestProgressActive(t *testing.T) {
 			}
 			c := p.Counter("items", 4)
 			c.Add(2) // short of its total: Wait must not hang
+			b := p.Bytes("by hand", 100)
+			b.Add(100)
 			p.Wait()
+			for _, want := range []string{tc.name, "copy", "items", "2 / 4", "by hand"} {
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("progress output lacks %q:\n%s", want, out.String())
+				}
+			}
 		})
 	}
 }
