@@ -66,7 +66,7 @@ type dockerEntry struct {
 	Layers   []string
 	// Parent and LayerSources appear in archives docker writes; strata
 	// reads them only to keep them out of the way.
-	Parent       string                                  `json:",omitempty"`
+	Parent       string                        `json:",omitempty"`
 	LayerSources map[string]ocispec.Descriptor `json:",omitempty"`
 }
 

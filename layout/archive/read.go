@@ -83,16 +83,47 @@ func Read(r io.Reader, dst *layout.Layout, opts ReadOptions) ([]Image, error) {
 		}
 		imgs = sel
 	}
-	// Copy everything first: a failure part way names nothing.
+	// Select platforms, then check that every image is whole before
+	// anything reaches dst, so a refused archive adds not even a blob to
+	// it. An index may list platforms whose blobs the archive lacks (docker
+	// saves only the ones it pulled); only the selected ones must be there.
+	for i := range imgs {
+		d, err := tmp.SelectPlatforms(imgs[i].Descriptor, opts.Copy)
+		if err != nil {
+			return nil, fmt.Errorf("image %s: %w", imgs[i].Descriptor.Digest, err)
+		}
+		if err := complete(tmp, d); err != nil {
+			return nil, err
+		}
+		imgs[i].Descriptor = d
+	}
+	copyOpts := layout.CopyOptions{AllPlatforms: true, OnBlob: opts.Copy.OnBlob}
 	out := make([]Image, 0, len(imgs))
 	for _, img := range imgs {
-		d, err := layout.CopyImage(dst, tmp, img.Descriptor, opts.Copy)
+		d, err := layout.CopyImage(dst, tmp, img.Descriptor, copyOpts)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, Image{Descriptor: d, Names: img.Names})
 	}
 	return out, nil
+}
+
+// complete checks that every blob desc reaches is in l.
+func complete(l *layout.Layout, desc ocispec.Descriptor) error {
+	err := l.Walk(desc, func(d ocispec.Descriptor, _ []byte) error {
+		if !l.Blobs().Has(d.Digest, d.Size) {
+			return fmt.Errorf("%w: blob %s (%s) is missing or has the wrong size", ErrInvalidArchive, d.Digest, d.MediaType)
+		}
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, blob.ErrNotFound) || errors.Is(err, blob.ErrSizeMismatch) {
+			return fmt.Errorf("%w: image %s: %w", ErrInvalidArchive, desc.Digest, err)
+		}
+		return fmt.Errorf("image %s: %w", desc.Digest, err)
+	}
+	return nil
 }
 
 // entry is a regular file of the archive, stored as a blob in the staging

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+	"github.com/strata-oci/strata/layout/archive"
+	"github.com/strata-oci/strata/layout/transport"
+)
+
+func init() {
+	var f copyFlags
+	var out, format string
+	c := &cobra.Command{
+		Use:   "save LAYOUT:REF... -o FILE",
+		Short: "Write images to a docker-archive or oci-archive",
+		Long: `Write one or more images, each with its name, to one archive: a
+docker-archive (the default; docker load and podman load read it) or an
+oci-archive. FILE "-" is stdout. This is strata copy with several sources;
+--media-types converts manifests as copy's --format does.`,
+		Example: `  strata save ./img:v1 -o app.tar
+  strata save ./img:v1 ./img:v2 --format oci-archive -o - | ssh host strata load - /srv/img`,
+		Args:              minArgs(1),
+		ValidArgsFunction: completeRefArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			if out == "" {
+				return usagef("save needs -o FILE (- for stdout)")
+			}
+			var af archive.Format
+			switch format {
+			case string(archive.Docker), "docker":
+				af = archive.Docker
+			case string(archive.OCI), "oci":
+				af = archive.OCI
+			default:
+				return usagef("--format %q: use docker-archive or oci-archive", format)
+			}
+			o, err := f.options(false)
+			if err != nil {
+				return err
+			}
+			var srcs []transport.Source
+			for _, a := range args {
+				if _, _, err := parseRefArg(a); err != nil {
+					return err
+				}
+				s, err := transport.ParseSource("oci:" + a)
+				if err != nil {
+					return usageError{err}
+				}
+				srcs = append(srcs, s)
+			}
+			dst, err := transport.ParseDestination(string(af) + ":" + out)
+			if err != nil {
+				return usageError{err}
+			}
+			return runCopy(transport.Join(srcs...), dst, o, "saved")
+		},
+	}
+	c.Flags().StringVarP(&out, "output", "o", "", "write the archive to `FILE` (- for stdout)")
+	c.Flags().StringVar(&format, "format", string(archive.Docker), "archive format: `docker-archive` or oci-archive")
+	f.add(c.Flags(), "media-types")
+	rootCmd.AddCommand(c)
+}

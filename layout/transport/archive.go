@@ -1,0 +1,200 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/strata-oci/strata/layout"
+	"github.com/strata-oci/strata/layout/archive"
+)
+
+// Stdio is what "-" means as an archive file: the process's stdin and
+// stdout unless a caller (the CLI's tests, an embedding program) sets
+// others.
+var (
+	Stdin  io.Reader = os.Stdin
+	Stdout io.Writer = os.Stdout
+)
+
+func init() {
+	for _, f := range []archive.Format{archive.Docker, archive.OCI} {
+		f := f
+		Register(Transport{
+			Name: string(f),
+			NewSource: func(ref string) (Source, error) {
+				a, err := parseArchive(f, ref)
+				if err != nil {
+					return nil, err
+				}
+				if len(a.names) > 1 {
+					return nil, fmt.Errorf("%w %q: a source is selected by one name", ErrInvalidName, a.String())
+				}
+				return a, nil
+			},
+			NewDestination: func(ref string) (Destination, error) {
+				return parseArchive(f, ref)
+			},
+		})
+	}
+}
+
+// archiveRef is docker-archive:FILE[:NAME:TAG] or oci-archive:FILE[:REF].
+// FILE "-" is stdin or stdout.
+type archiveRef struct {
+	format archive.Format
+	file   string
+	names  []string
+}
+
+func parseArchive(f archive.Format, ref string) (*archiveRef, error) {
+	file, rest, _ := cutRef(ref)
+	if file == "" {
+		return nil, fmt.Errorf("%w %q: empty archive path", ErrInvalidName, string(f)+":"+ref)
+	}
+	names, err := splitNames(rest)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range names {
+		if f == archive.Docker {
+			if archive.DockerTag(n) == "" {
+				return nil, fmt.Errorf("%w %q: a docker-archive name is NAME[:TAG]", ErrInvalidName, n)
+			}
+			continue
+		}
+		if err := layout.ValidateRef(n); err != nil {
+			return nil, err
+		}
+	}
+	return &archiveRef{format: f, file: file, names: names}, nil
+}
+
+func (a *archiveRef) String() string {
+	s := string(a.format) + ":" + a.file
+	for i, n := range a.names {
+		if i == 0 {
+			s += ":" + n
+		} else {
+			s += "," + n
+		}
+	}
+	return s
+}
+
+func (a *archiveRef) Names() []string { return a.names }
+
+// Fetch reads the archive (either format is accepted whatever the
+// transport's name) into dst, in one streaming pass.
+func (a *archiveRef) Fetch(ctx context.Context, dst *layout.Layout, opts Options) ([]Image, error) {
+	var r io.Reader
+	if a.file == "-" {
+		r = Stdin
+	} else {
+		f, err := os.Open(a.file)
+		if err != nil {
+			return nil, fmt.Errorf("open archive: %w", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	ro := archive.ReadOptions{Copy: opts.Copy}
+	if len(a.names) == 1 {
+		ro.Name = a.names[0]
+	}
+	got, err := archive.Read(ctxReader{ctx, bufio.NewReaderSize(r, 1<<20)}, dst, ro)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", a.file, err)
+	}
+	out := make([]Image, len(got))
+	for i, g := range got {
+		out[i] = Image{Descriptor: g.Descriptor, Names: g.Names}
+	}
+	return out, nil
+}
+
+// StagingDir keeps staging on the archive's filesystem.
+func (a *archiveRef) StagingDir() string {
+	if a.file == "-" {
+		return ""
+	}
+	return filepath.Dir(a.file)
+}
+
+// Put writes the archive. A file is written under a temporary name and
+// renamed into place when complete, so a failed write leaves no archive and
+// an existing one unchanged.
+func (a *archiveRef) Put(ctx context.Context, src *layout.Layout, imgs []Image) error {
+	in := make([]archive.Image, len(imgs))
+	for i, img := range imgs {
+		in[i] = archive.Image{Descriptor: img.Descriptor, Names: img.Names}
+	}
+	if a.file == "-" {
+		bw := bufio.NewWriterSize(Stdout, 1<<20)
+		if err := archive.Write(ctxWriter{ctx, bw}, src, a.format, in); err != nil {
+			return err
+		}
+		return bw.Flush()
+	}
+	dir := filepath.Dir(a.file)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(a.file)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("create archive %s: %w", a.file, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	bw := bufio.NewWriterSize(f, 1<<20)
+	if err := archive.Write(ctxWriter{ctx, bw}, src, a.format, in); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write archive %s: %w", a.file, err)
+	}
+	if err := f.Chmod(0o644); err != nil {
+		return fmt.Errorf("write archive %s: %w", a.file, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("write archive %s: %w", a.file, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write archive %s: %w", a.file, err)
+	}
+	if err := os.Rename(f.Name(), a.file); err != nil {
+		return fmt.Errorf("write archive %s: %w", a.file, err)
+	}
+	ok = true
+	return nil
+}
+
+// ctxReader and ctxWriter stop a long copy when its context is cancelled.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c ctxWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.w.Write(p)
+}

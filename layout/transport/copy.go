@@ -1,0 +1,195 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-oci/strata/layout"
+)
+
+// CopyOptions configure Copy.
+type CopyOptions struct {
+	Options
+	// Convert, when set, rewrites each fetched image (media types,
+	// compression) in the layout that holds it and returns the new
+	// descriptor; see layout.Convert.
+	Convert func(l *layout.Layout, d ocispec.Descriptor) (ocispec.Descriptor, error)
+	// NameCanonical also records each NAME as NAME@DIGEST (the tag, if
+	// any, replaced by the digest of what was copied).
+	NameCanonical bool
+}
+
+// Copy copies the images src names to dst and returns them as dst now
+// holds them. Images keep the names the source gives them unless the
+// destination reference gives names, which it can only do for one image.
+func Copy(ctx context.Context, src Source, dst Destination, opts CopyOptions) ([]Image, error) {
+	if ld, ok := dst.(LayoutDestination); ok {
+		l, err := ld.OpenLayout()
+		if err != nil {
+			return nil, err
+		}
+		defer l.Close()
+		imgs, err := src.Fetch(ctx, l, opts.Options)
+		if err != nil {
+			return nil, fmt.Errorf("copy from %s: %w", src, err)
+		}
+		return finish(ctx, l, dst, imgs, opts)
+	}
+	if ls, ok := src.(LocalSource); ok && opts.Convert == nil && len(opts.Copy.Platforms) <= 1 {
+		l, imgs, err := ls.Local(opts.Options)
+		if err == nil {
+			defer l.Close()
+			for i := range imgs {
+				// With at most one platform nothing is written to the source.
+				d, err := l.SelectPlatforms(imgs[i].Descriptor, opts.Copy)
+				if err != nil {
+					return nil, fmt.Errorf("copy from %s: %w", src, err)
+				}
+				imgs[i].Descriptor = d
+			}
+			return finish(ctx, l, dst, imgs, opts)
+		}
+		if !errors.Is(err, errNotLocal) {
+			return nil, fmt.Errorf("copy from %s: %w", src, err)
+		}
+	}
+	// Stage through a private layout next to the destination.
+	base := ""
+	if sd, ok := dst.(StagingDestination); ok {
+		base = sd.StagingDir()
+	}
+	tmpDir, err := os.MkdirTemp(base, ".strata-copy-")
+	if err != nil {
+		return nil, fmt.Errorf("create staging layout: %w", err)
+	}
+	defer os.RemoveAll(tmpDir)
+	tmp, err := layout.Init(filepath.Join(tmpDir, "layout"))
+	if err != nil {
+		return nil, fmt.Errorf("create staging layout: %w", err)
+	}
+	defer tmp.Close()
+	imgs, err := src.Fetch(ctx, tmp, opts.Options)
+	if err != nil {
+		return nil, fmt.Errorf("copy from %s: %w", src, err)
+	}
+	return finish(ctx, tmp, dst, imgs, opts)
+}
+
+// finish converts and names the images held in l and hands them to dst.
+func finish(ctx context.Context, l *layout.Layout, dst Destination, imgs []Image, opts CopyOptions) ([]Image, error) {
+	if len(imgs) == 0 {
+		return nil, fmt.Errorf("copy to %s: the source holds no images", dst)
+	}
+	if opts.Convert != nil {
+		for i := range imgs {
+			d, err := opts.Convert(l, imgs[i].Descriptor)
+			if err != nil {
+				return nil, fmt.Errorf("convert image %s: %w", imgs[i].Descriptor.Digest, err)
+			}
+			imgs[i].Descriptor = d
+		}
+	}
+	if names := dst.Names(); names != nil {
+		if len(imgs) != 1 {
+			return nil, fmt.Errorf("copy to %s: the source holds %d images; a destination name can only name one", dst, len(imgs))
+		}
+		imgs[0].Names = append([]string(nil), names...)
+	}
+	if opts.NameCanonical {
+		for i := range imgs {
+			var extra []string
+			for _, n := range imgs[i].Names {
+				if c := Canonical(n, imgs[i].Descriptor); c != "" {
+					extra = append(extra, c)
+				}
+			}
+			imgs[i].Names = append(imgs[i].Names, extra...)
+		}
+	}
+	if err := dst.Put(ctx, l, imgs); err != nil {
+		return nil, fmt.Errorf("copy to %s: %w", dst, err)
+	}
+	return imgs, nil
+}
+
+// Canonical returns NAME@DIGEST for a name: its tag, if any, is replaced by
+// the digest. Names that already carry a digest give "".
+func Canonical(name string, d ocispec.Descriptor) string {
+	if strings.Contains(name, "@") {
+		return ""
+	}
+	repo := name
+	if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
+		repo = name[:i]
+	}
+	if repo == "" {
+		return ""
+	}
+	return repo + "@" + d.Digest.String()
+}
+
+// Join makes one source of several, for saving images of several layouts
+// or references into one archive. The images keep each source's names.
+func Join(srcs ...Source) Source {
+	if len(srcs) == 1 {
+		return srcs[0]
+	}
+	return joined(srcs)
+}
+
+type joined []Source
+
+func (j joined) String() string {
+	parts := make([]string, len(j))
+	for i, s := range j {
+		parts[i] = s.String()
+	}
+	return strings.Join(parts, " ")
+}
+
+func (j joined) Fetch(ctx context.Context, dst *layout.Layout, opts Options) ([]Image, error) {
+	var out []Image
+	for _, s := range j {
+		imgs, err := s.Fetch(ctx, dst, opts)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", s, err)
+		}
+		out = append(out, imgs...)
+	}
+	return out, nil
+}
+
+// Local serves the images in place when every source is a reference into
+// one layout, the common case of saving several tags of one layout.
+func (j joined) Local(opts Options) (*layout.Layout, []Image, error) {
+	dir := ""
+	for _, s := range j {
+		o, ok := s.(*ociSource)
+		if !ok || (dir != "" && !sameDir(dir, o.dir)) {
+			return nil, nil, errNotLocal
+		}
+		dir = o.dir
+	}
+	l, err := layout.Open(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	var out []Image
+	for _, s := range j {
+		imgs, err := s.(*ociSource).resolve(l, opts)
+		if err != nil {
+			l.Close()
+			return nil, nil, fmt.Errorf("%s: %w", s, err)
+		}
+		out = append(out, imgs...)
+	}
+	return l, out, nil
+}
+
+// errNotLocal makes Copy stage the images instead of reading them in place.
+var errNotLocal = errors.New("sources are not one layout")

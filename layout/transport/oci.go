@@ -1,0 +1,245 @@
+package transport
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/strata-oci/strata/layout"
+)
+
+func init() {
+	Register(Transport{
+		Name: "oci",
+		NewSource: func(ref string) (Source, error) {
+			dir, r, err := layout.SplitRef(ref)
+			if err != nil {
+				return nil, err
+			}
+			return &ociSource{dir: dir, ref: r}, nil
+		},
+		NewDestination: func(ref string) (Destination, error) {
+			dir, r, _ := cutRef(ref)
+			if dir == "" {
+				return nil, fmt.Errorf("%w %q: empty layout path", ErrInvalidName, "oci:"+ref)
+			}
+			names, err := splitNames(r)
+			if err != nil {
+				return nil, err
+			}
+			for _, n := range names {
+				if err := layout.ValidateRef(n); err != nil {
+					return nil, err
+				}
+				if _, ok := layout.IsDigestRef(n); ok {
+					return nil, fmt.Errorf("%w %q: a destination is named by a tag or name, not a digest", ErrInvalidName, n)
+				}
+			}
+			return &ociDest{dir: dir, names: names}, nil
+		},
+	})
+}
+
+func cutRef(s string) (string, string, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == ':' {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+// ociSource is oci:DIR[:REF].
+type ociSource struct{ dir, ref string }
+
+func (s *ociSource) String() string {
+	if s.ref == "" {
+		return "oci:" + s.dir
+	}
+	return "oci:" + s.dir + ":" + s.ref
+}
+
+// Local resolves the images: the one REF names, the layout's only image,
+// or with All every image of index.json with all its names.
+func (s *ociSource) Local(opts Options) (*layout.Layout, []Image, error) {
+	l, err := layout.Open(s.dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	imgs, err := s.resolve(l, opts)
+	if err != nil {
+		l.Close()
+		return nil, nil, err
+	}
+	return l, imgs, nil
+}
+
+func (s *ociSource) resolve(l *layout.Layout, opts Options) ([]Image, error) {
+	if s.ref == "" && opts.All {
+		idx, err := l.Index()
+		if err != nil {
+			return nil, err
+		}
+		var out []Image
+		pos := map[digest.Digest]int{}
+		for _, m := range idx.Manifests {
+			i, ok := pos[m.Digest]
+			if !ok {
+				i = len(out)
+				pos[m.Digest] = i
+				d := m
+				d.Annotations = nil
+				for k, v := range m.Annotations {
+					if k != layout.AnnotationRefName {
+						if d.Annotations == nil {
+							d.Annotations = map[string]string{}
+						}
+						d.Annotations[k] = v
+					}
+				}
+				out = append(out, Image{Descriptor: d})
+			}
+			if n := m.Annotations[layout.AnnotationRefName]; n != "" {
+				out[i].Names = append(out[i].Names, n)
+			}
+		}
+		if len(out) == 0 {
+			return nil, fmt.Errorf("layout %s holds no images", s.dir)
+		}
+		return out, nil
+	}
+	desc, err := l.Resolve(s.ref)
+	if err != nil {
+		return nil, err
+	}
+	img := Image{Descriptor: desc}
+	name := desc.Annotations[layout.AnnotationRefName]
+	if _, isDigest := layout.IsDigestRef(s.ref); s.ref != "" && !isDigest {
+		name = s.ref
+	}
+	if name != "" {
+		img.Names = []string{name}
+	}
+	img.Descriptor.Annotations = nil
+	for k, v := range desc.Annotations {
+		if k != layout.AnnotationRefName && k != layout.AnnotationImageName {
+			if img.Descriptor.Annotations == nil {
+				img.Descriptor.Annotations = map[string]string{}
+			}
+			img.Descriptor.Annotations[k] = v
+		}
+	}
+	return []Image{img}, nil
+}
+
+func (s *ociSource) Fetch(ctx context.Context, dst *layout.Layout, opts Options) ([]Image, error) {
+	l, imgs, err := s.Local(opts)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	for i := range imgs {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		d, err := layout.CopyImage(dst, l, imgs[i].Descriptor, opts.Copy)
+		if err != nil {
+			return nil, err
+		}
+		imgs[i].Descriptor = d
+	}
+	return imgs, nil
+}
+
+// ociDest is oci:DIR[:NAME[,NAME...]].
+type ociDest struct {
+	dir   string
+	names []string
+}
+
+func (d *ociDest) String() string { return "oci:" + d.dir }
+
+func (d *ociDest) Names() []string { return d.names }
+
+func (d *ociDest) OpenLayout() (*layout.Layout, error) { return layout.Init(d.dir) }
+
+// Put copies the images in (when src is another layout) and names them all
+// in one update of index.json: a name that named another image moves to
+// the new one.
+func (d *ociDest) Put(ctx context.Context, src *layout.Layout, imgs []Image) error {
+	l, err := d.OpenLayout()
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	same := sameDir(l.Dir(), src.Dir())
+	for i := range imgs {
+		for _, n := range imgs[i].Names {
+			if err := layout.ValidateRef(n); err != nil {
+				return err
+			}
+		}
+		if same {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		// The images are selected already: copy them as they are.
+		nd, err := layout.CopyImage(l, src, imgs[i].Descriptor, layout.CopyOptions{AllPlatforms: true})
+		if err != nil {
+			return err
+		}
+		imgs[i].Descriptor = nd
+	}
+	for _, img := range imgs {
+		if !l.Blobs().Has(img.Descriptor.Digest, img.Descriptor.Size) {
+			return fmt.Errorf("image %s is not in layout %s", img.Descriptor.Digest, d.dir)
+		}
+	}
+	return l.UpdateIndex(func(idx *layout.Index) error {
+		for _, img := range imgs {
+			desc := img.Descriptor
+			if len(img.Names) == 0 {
+				present := false
+				for _, m := range idx.Manifests {
+					if m.Digest == desc.Digest {
+						present = true
+						break
+					}
+				}
+				if !present {
+					idx.Manifests = append(idx.Manifests, desc)
+				}
+				continue
+			}
+			for _, n := range img.Names {
+				kept := idx.Manifests[:0]
+				for _, m := range idx.Manifests {
+					name := m.Annotations[layout.AnnotationRefName]
+					if name == n || (name == "" && m.Digest == desc.Digest) {
+						continue
+					}
+					kept = append(kept, m)
+				}
+				idx.Manifests = kept
+				nd := desc
+				nd.Annotations = map[string]string{layout.AnnotationRefName: n}
+				for k, v := range desc.Annotations {
+					if k != layout.AnnotationRefName {
+						nd.Annotations[k] = v
+					}
+				}
+				idx.Manifests = append(idx.Manifests, nd)
+			}
+		}
+		return nil
+	})
+}
+
+func sameDir(a, b string) bool {
+	aa, err1 := filepath.Abs(a)
+	bb, err2 := filepath.Abs(b)
+	return err1 == nil && err2 == nil && filepath.Clean(aa) == filepath.Clean(bb)
+}
