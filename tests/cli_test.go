@@ -324,3 +324,28 @@ func TestCLIPeersReadTags(t *testing.T) {
 	}
 	mustRun(t, "umoci", "stat", "--image", dir+":v2")
 }
+
+// Progress bars are drawn on a terminal, and not with --quiet or when
+// stderr is not a terminal. script(1) gives the command a terminal.
+func TestCLIProgress(t *testing.T) {
+	needTool(t, "script")
+	dir := filepath.Join(t.TempDir(), "img")
+	m, _ := cliImage(t, dir, "progress")
+	cliTag(t, dir, m, "v1")
+	onTerminal := func(args string) string {
+		t.Helper()
+		// A fresh pty is 0x0; bars need a width.
+		cmd := fmt.Sprintf("stty cols 120 rows 40; %s %s", strataBin, args)
+		return mustRun(t, "script", "-qec", cmd, "/dev/null")
+	}
+	if out := onTerminal("fsck " + dir); !strings.Contains(out, "verify blobs") || !strings.Contains(out, "100 %") {
+		t.Errorf("no progress bar on a terminal:\n%q", out)
+	}
+	if out := onTerminal("--quiet fsck " + dir); strings.Contains(out, "verify blobs") {
+		t.Errorf("progress bar with --quiet:\n%q", out)
+	}
+	r := runCmd(t, nil, strataBin, "fsck", dir)
+	if r.Code != 0 || r.Stderr != "" || r.Stdout != "ok\n" {
+		t.Errorf("fsck off a terminal: %+v", r)
+	}
+}
