@@ -99,6 +99,9 @@ REF names one) the index, as digests are computed over them.`,
 			}
 			s := summarize(img)
 			s.Name = desc.Annotations[layout.AnnotationRefName]
+			if s.Name == "" {
+				s.Name = desc.Annotations[layout.AnnotationImageName]
+			}
 			if isIndex {
 				d := desc
 				d.Annotations = nil
