@@ -552,14 +552,9 @@ func (a *applier) opaque(dir string) error {
 // pruneDir removes from the directory fd (at path dir) everything this
 // layer did not write, descending into directories it did write.
 func (a *applier) pruneDir(fd int, dir string) error {
-	f := os.NewFile(uintptr(fd), dir)
-	var names []string
-	for {
-		n, err := f.Readdirnames(512)
-		names = append(names, n...)
-		if err != nil || len(n) == 0 {
-			break
-		}
+	names, err := readDirNames(fd, dir)
+	if err != nil {
+		return err
 	}
 	for _, n := range names {
 		p := n
@@ -877,4 +872,20 @@ func readVarint(b []byte) (uint64, int) {
 		}
 	}
 	return 0, 0
+}
+
+// readDirNames lists the directory fd (opened for reading) without taking
+// ownership of fd.
+func readDirNames(fd int, dir string) ([]string, error) {
+	nfd, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	f := os.NewFile(uintptr(nfd), dir)
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("read directory %s: %w", dir, err)
+	}
+	return names, nil
 }
