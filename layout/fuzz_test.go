@@ -1,0 +1,181 @@
+package layout
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+var fuzzDigest = digest.FromString("fuzz").String()
+
+func FuzzParseIndex(f *testing.F) {
+	for _, s := range []string{
+		`{"schemaVersion":2,"manifests":[]}`,
+		`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"` + fuzzDigest + `","size":7,"platform":{"os":"linux","architecture":"arm64","variant":"v8"},"annotations":{"org.opencontainers.image.ref.name":"v1"}}],"x-extra":{"a":[1,2]}}`,
+		`{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[{"digest":"` + fuzzDigest + `","size":-1}]}`,
+		`{"schemaVersion":1}`, `null`, `[]`, `{"manifests":{}}`, `{"schemaVersion":2,"manifests":[{"digest":"sha256:../x"}]}`,
+		`{"schemaVersion":2,"subject":{"digest":"` + fuzzDigest + `","size":1},"artifactType":"x/y"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		idx, err := ParseIndex(b)
+		if err != nil {
+			return
+		}
+		for _, m := range idx.Manifests {
+			if m.Digest.Validate() != nil || m.Size < 0 {
+				t.Fatalf("accepted bad descriptor %+v", m)
+			}
+		}
+		out, err := json.Marshal(idx)
+		if err != nil {
+			t.Fatalf("marshal a parsed index: %v", err)
+		}
+		again, err := ParseIndex(out)
+		if err != nil {
+			t.Fatalf("re-parse %s: %v", out, err)
+		}
+		if len(again.Manifests) != len(idx.Manifests) || len(again.Extra) != len(idx.Extra) {
+			t.Fatalf("round trip changed the index: %s", out)
+		}
+		sniffMediaType(b)
+	})
+}
+
+func FuzzParseManifest(f *testing.F) {
+	for _, s := range []string{
+		`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"` + fuzzDigest + `","size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"` + fuzzDigest + `","size":3}]}`,
+		`{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{"digest":"` + fuzzDigest + `","size":2},"layers":[{"mediaType":"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip","digest":"` + fuzzDigest + `","size":3,"urls":["https://x"]}]}`,
+		`{"schemaVersion":1,"fsLayers":[]}`, `{}`, `{"schemaVersion":2,"config":null}`, `{"schemaVersion":2,"layers":[null]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := ParseManifest(b)
+		if err != nil {
+			return
+		}
+		if m.Config.Digest.Validate() != nil {
+			t.Fatalf("accepted a bad config descriptor %+v", m.Config)
+		}
+		for _, ly := range m.Layers {
+			if ly.Digest.Validate() != nil || ly.Size < 0 {
+				t.Fatalf("accepted a bad layer %+v", ly)
+			}
+		}
+		if _, err := childrenOf(ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest}, b); err != nil {
+			t.Fatalf("children of a parsed manifest: %v", err)
+		}
+	})
+}
+
+func FuzzParseConfig(f *testing.F) {
+	for _, s := range []string{
+		`{"architecture":"amd64","os":"linux","config":{"Cmd":["sh"],"Healthcheck":{"Test":["NONE"]}},"rootfs":{"type":"layers","diff_ids":["` + fuzzDigest + `"]},"history":[{"created_by":"x"}]}`,
+		`{"config":null}`, `{"rootfs":null,"history":null}`, `{"rootfs":{"diff_ids":"x"}}`, `{"history":{}}`, `{}`, `null`, `1`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ParseImageConfig(b)
+		c, err := ParseConfig(b)
+		if err != nil {
+			return
+		}
+		// Edits either fail cleanly or give a config that parses again
+		// with every unknown top-level field unchanged.
+		if err := c.SetRuntime("Cmd", []string{"true"}); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.AppendLayer(digest.FromString("layer"))
+		_ = c.AppendHistory(ocispec.History{CreatedBy: "fuzz"})
+		out, err := c.Bytes()
+		if err != nil {
+			t.Fatalf("encode: %v", err)
+		}
+		var before, after map[string]json.RawMessage
+		if json.Unmarshal(b, &before) != nil || json.Unmarshal(out, &after) != nil {
+			t.Fatalf("edited config does not parse: %s", out)
+		}
+		for k, v := range before {
+			switch k {
+			case "config", "rootfs", "history":
+				continue
+			}
+			if !jsonEqual(v, after[k]) {
+				t.Fatalf("field %s changed from %s to %s", k, v, after[k])
+			}
+		}
+		if _, err := ParseConfig(out); err != nil {
+			t.Fatalf("re-parse: %v", err)
+		}
+	})
+}
+
+func jsonEqual(a, b json.RawMessage) bool {
+	var x, y bytes.Buffer
+	if json.Compact(&x, a) != nil || json.Compact(&y, b) != nil {
+		return false
+	}
+	return x.String() == y.String()
+}
+
+func FuzzSplitRef(f *testing.F) {
+	for _, s := range []string{
+		"dir", "dir:v1", "dir:docker.io/library/debian:12", "dir:@" + fuzzDigest, "dir:name@" + fuzzDigest,
+		":x", "dir:", "a:b:c", "dir:x//y", "dir:-x", "dir:a..b", "dir:\xff",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		dir, ref, err := SplitRef(s)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidRef) {
+				t.Fatalf("error %v is not ErrInvalidRef", err)
+			}
+			return
+		}
+		if dir == "" || strings.Contains(dir, ":") {
+			t.Fatalf("SplitRef(%q) gave dir %q", s, dir)
+		}
+		if ref != "" && ValidateRef(ref) != nil {
+			t.Fatalf("SplitRef(%q) gave invalid ref %q", s, ref)
+		}
+		if want := dir + ":" + ref; ref != "" && want != s {
+			t.Fatalf("SplitRef(%q) lost characters: %q %q", s, dir, ref)
+		}
+	})
+}
+
+func FuzzValidateRef(f *testing.F) {
+	for _, s := range []string{
+		"v1", "1.0", "latest", "docker.io/library/debian:12", "localhost:5000/x/y:tag", "@" + fuzzDigest,
+		"name@" + fuzzDigest, "", "/", "a/", "a b", "@sha256:", "_x", "x__y", "\x00",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		err := ValidateRef(s)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidRef) {
+				t.Fatalf("error %v is not ErrInvalidRef", err)
+			}
+			return
+		}
+		// A valid reference is safe to print and to store in index.json.
+		for _, c := range s {
+			if c < 0x21 || c > 0x7e {
+				t.Fatalf("ValidateRef accepted %q with byte %q", s, c)
+			}
+		}
+		if d, ok := IsDigestRef(s); ok && d.Validate() != nil {
+			t.Fatalf("ValidateRef accepted bad digest %q", s)
+		}
+	})
+}
