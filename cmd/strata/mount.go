@@ -1,0 +1,139 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+
+	"github.com/spf13/cobra"
+	"github.com/strata-oci/strata/internal/userns"
+	"github.com/strata-oci/strata/overlay"
+	"github.com/strata-oci/strata/snapshot"
+)
+
+// RootfsEnv is set, for a command strata mount runs, to the mounted
+// rootfs.
+const RootfsEnv = "STRATA_ROOTFS"
+
+func init() {
+	// A strata re-executed into its own user namespace finishes entering
+	// it here, before any command runs.
+	userns.Init()
+	// Where overlay does not work, unpack --driver overlay uses vfs and
+	// says so (even with --quiet: the user asked for something else).
+	snapshot.OverlayFallback = func(reason error) {
+		fmt.Fprintf(os.Stderr, "strata: warning: %v; falling back to the vfs driver (copies instead of mounts)\n", reason)
+	}
+
+	c := &cobra.Command{
+		Use:   "mount DIR [-- CMD [ARG...]]",
+		Short: "Mount the overlay rootfs of a bundle unpacked with --driver overlay",
+		Long: `Mount DIR/rootfs, the overlay of the image's layers and the bundle's own
+upper directory (DIR/.strata/upper), as strata unpack --driver overlay left
+it: after a reboot, or after strata umount. Changes made before are kept.
+
+With CMD, strata mounts the rootfs (unless it is mounted already), runs CMD
+with ` + RootfsEnv + ` set to the rootfs, unmounts and exits with CMD's status.
+
+As an unprivileged user strata mounts inside its own user namespace, which
+ends with strata: a mount is only useful with CMD, which runs inside that
+namespace as its root.`,
+		Example: `  strata mount ./bundle && runc run -b ./bundle ctr
+  strata mount ./bundle -- sh -c 'ls "$` + RootfsEnv + `"/etc'`,
+		Args: minArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			dash := c.ArgsLenAtDash()
+			if (dash == -1 && len(args) > 1) || dash > 1 {
+				return usagef("mount takes one DIR, then optionally -- CMD [ARG...] (usage: %s)", c.UseLine())
+			}
+			var run []string
+			if dash == 1 {
+				run = args[1:]
+				if len(run) == 0 {
+					return usagef("mount: no command after --")
+				}
+			}
+			if userns.Needed() {
+				if run == nil {
+					return usagef("mount: an unprivileged strata mounts inside its own user namespace, which ends when strata does: give a command to run on the mount (strata mount %s -- CMD)", args[0])
+				}
+				return reexecInUserns()
+			}
+			s, o, ctr, err := snapshot.OverlayBundle(args[0])
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			if run == nil {
+				if err := o.Mount(ctr); err != nil {
+					return err
+				}
+				infof("mounted %s", ctr.Rootfs())
+				return nil
+			}
+			mounted, err := overlay.IsMounted(ctr.Rootfs())
+			if err != nil {
+				return err
+			}
+			if !mounted {
+				if err := o.Mount(ctr); err != nil {
+					return err
+				}
+				debugf("mounted %s for %s", ctr.Rootfs(), run[0])
+			}
+			code, runErr := runOnMount(run, ctr.Rootfs())
+			if !mounted {
+				if err := o.Unmount(ctr); err != nil {
+					return err
+				}
+			}
+			if runErr != nil {
+				return runErr
+			}
+			if code != 0 {
+				s.Close()
+				os.Exit(code)
+			}
+			return nil
+		},
+	}
+	rootCmd.AddCommand(c)
+}
+
+// runOnMount runs a command with the rootfs in its environment and
+// returns its exit status.
+func runOnMount(run []string, rootfs string) (int, error) {
+	cmd := exec.Command(run[0], run[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(), RootfsEnv+"="+rootfs)
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode(), nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("run %s: %w", run[0], err)
+	}
+	return 0, nil
+}
+
+// reexecInUserns runs this strata command again inside strata's own user
+// and mount namespace and exits with its status; it returns only an
+// error entering the namespace.
+func reexecInUserns() error {
+	debugf("entering a user namespace to mount overlay")
+	code, err := userns.Reexec(os.Args[1:])
+	if err != nil {
+		return err
+	}
+	os.Exit(code)
+	return nil
+}
+
+// overlayNeedsUserns says whether a command using the given driver must
+// re-execute in strata's user namespace: an unprivileged user asked for
+// overlay. Commands call reexecInUserns when it is true.
+func overlayNeedsUserns(driver string) bool {
+	return driver == snapshot.OverlayDriver && userns.Needed() && os.Getenv(overlay.DisableEnv) != "off"
+}

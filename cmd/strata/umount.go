@@ -1,0 +1,35 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+	"github.com/strata-oci/strata/internal/userns"
+	"github.com/strata-oci/strata/snapshot"
+)
+
+func init() {
+	c := &cobra.Command{
+		Use:   "umount DIR",
+		Short: "Unmount the overlay rootfs of a bundle, keeping its changes",
+		Long: `Unmount DIR/rootfs of a bundle unpacked with --driver overlay. The upper and
+work directories (DIR/.strata) stay: strata mount DIR brings the rootfs
+back with every change, and commit still sees them.`,
+		Example: `  strata umount ./bundle`,
+		Args:    exactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			if userns.Needed() {
+				return usagef("umount: an unprivileged strata mounts only inside its own user namespace, which ended with that command: there is nothing to unmount")
+			}
+			s, o, ctr, err := snapshot.OverlayBundle(args[0])
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			if err := o.Unmount(ctr); err != nil {
+				return err
+			}
+			infof("unmounted %s", ctr.Rootfs())
+			return nil
+		},
+	}
+	rootCmd.AddCommand(c)
+}

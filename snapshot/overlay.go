@@ -1,0 +1,374 @@
+package snapshot
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/strata-oci/strata/internal/userns"
+	"github.com/strata-oci/strata/overlay"
+	"golang.org/x/sys/unix"
+)
+
+// OverlayDriver is the name of the overlay driver.
+const OverlayDriver = "overlay"
+
+// Files the overlay driver keeps.
+const (
+	// OverlayStoreFile, in the store root, records which xattr form
+	// ("trusted" or "user") the store's overlay layers use: every layer
+	// of a chain, and the upper directories above them, must agree.
+	OverlayStoreFile = "overlay.json"
+	// UpperDir and WorkDir are the bundle's writable overlay pair, in
+	// the bundle's private state directory.
+	UpperDir = "upper"
+	WorkDir  = "work"
+)
+
+// Errors of the overlay driver.
+var (
+	// ErrAlreadyMounted means a bundle's rootfs is mounted already.
+	ErrAlreadyMounted = errors.New("rootfs is already mounted")
+	// ErrNotOverlay means a bundle was not unpacked with the overlay
+	// driver, so there is nothing to mount.
+	ErrNotOverlay = errors.New("bundle does not use the overlay driver")
+	// ErrXattrForm means the store's overlay layers use an xattr form
+	// this process cannot write.
+	ErrXattrForm = errors.New("store's overlay layers use another xattr form")
+)
+
+// OverlayFallback, when set, makes the "overlay" driver name fall back
+// to vfs where overlay does not work: it is called with the reason (which
+// wraps overlay.ErrUnsupported) and the vfs driver is returned instead,
+// so the bundle records vfs. The CLI sets it to print a warning. When nil,
+// NewDriver("overlay") fails with the reason.
+var OverlayFallback func(reason error)
+
+func init() {
+	RegisterDriver(OverlayDriver, func(s *Store) (Driver, error) {
+		o, err := NewOverlay(s)
+		if errors.Is(err, overlay.ErrUnsupported) && OverlayFallback != nil {
+			OverlayFallback(err)
+			return NewDriver(VFS, s)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return o, nil
+	})
+}
+
+// Overlay is the overlay snapshot driver: each layer is extracted once
+// into its own snapshot, whiteouts in overlay's form, and a rootfs is an
+// overlay mount of the chain with an upper and work directory in the
+// bundle's state directory.
+type Overlay struct {
+	s *Store
+	x overlay.Xattrs
+}
+
+type overlayStoreInfo struct {
+	Xattrs string `json:"xattrs"`
+}
+
+// NewOverlay returns the overlay driver for s after checking, in the
+// store's tmp directory, that overlay works there; when it does not, the
+// error wraps overlay.ErrUnsupported with the reason, and callers fall
+// back to vfs.
+func NewOverlay(s *Store) (*Overlay, error) {
+	o, err := openOverlay(s)
+	if err != nil {
+		return nil, err
+	}
+	if err := overlay.Check(filepath.Join(s.Root(), TmpDir), o.x); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// openOverlay reads (or on first use decides and records) the store's
+// xattr form without testing the kernel.
+func openOverlay(s *Store) (*Overlay, error) {
+	// Only root in the initial user namespace can write trusted.*
+	// xattrs; everyone else, root of a user namespace included, uses
+	// user.* with userxattr.
+	want := overlay.User
+	if os.Geteuid() == 0 && !userns.InNamespace() {
+		want = overlay.Trusted
+	}
+	p := filepath.Join(s.Root(), OverlayStoreFile)
+	b, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		b, _ = json.Marshal(overlayStoreInfo{Xattrs: want.String()})
+		f, cerr := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if cerr == nil {
+			err = nil
+			_, werr := f.Write(b)
+			if cerr = f.Close(); werr != nil {
+				cerr = werr
+			}
+			if cerr != nil {
+				os.Remove(p)
+				return nil, fmt.Errorf("overlay driver: record xattr form: %w", cerr)
+			}
+		} else if errors.Is(cerr, fs.ErrExist) {
+			// Another process decided first.
+			b, err = os.ReadFile(p)
+		} else {
+			return nil, fmt.Errorf("overlay driver: record xattr form: %w", cerr)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("overlay driver: %w", err)
+	}
+	var info overlayStoreInfo
+	if err := json.Unmarshal(b, &info); err != nil {
+		return nil, fmt.Errorf("overlay driver: %s: %w", p, err)
+	}
+	var x overlay.Xattrs
+	switch info.Xattrs {
+	case "trusted":
+		x = overlay.Trusted
+		if want != overlay.Trusted {
+			return nil, fmt.Errorf("overlay driver: %w: store %s was made by root with trusted.overlay xattrs, which only root can use (use another --root)", ErrXattrForm, s.Root())
+		}
+	case "user":
+		// Root can mount user-form layers with userxattr too.
+		x = overlay.User
+	default:
+		return nil, fmt.Errorf("overlay driver: %s: unknown xattr form %q", p, info.Xattrs)
+	}
+	return &Overlay{s: s, x: x}, nil
+}
+
+// Name is "overlay".
+func (o *Overlay) Name() string { return OverlayDriver }
+
+// Xattrs is the xattr form of the store's layers and upper directories;
+// commit reads upper directories with it.
+func (o *Overlay) Xattrs() overlay.Xattrs { return o.x }
+
+// Lowers lists the layer directories of the chain ending at top, topmost
+// first, as overlay's lowerdir wants them. A snapshot the vfs driver made
+// holds the whole tree up to its layer, so it ends the list.
+func (o *Overlay) Lowers(top *Info) ([]string, error) {
+	var out []string
+	for in := top; in != nil; {
+		out = append(out, in.FS())
+		if in.Driver != OverlayDriver || in.Parent == "" {
+			break
+		}
+		next, err := o.s.Get(in.Parent.Encoded())
+		if err != nil {
+			return nil, fmt.Errorf("layers below snapshot %s: %w", in.ID, err)
+		}
+		in = next
+	}
+	return out, nil
+}
+
+// PrepareLayer leaves dir empty: an overlay snapshot holds its layer
+// alone. Whiteouts are converted, and the extractor copies up hardlink
+// targets and implicit directories' metadata from the chain below.
+func (o *Overlay) PrepareLayer(dir string, parent *Info) (ApplyOptions, error) {
+	opts := ApplyOptions{Whiteouts: WhiteoutConvert, Whiteouter: overlayWhiteouter{o.x}}
+	// Owners can be applied by root, and by strata's user namespace when
+	// it maps a subordinate range; with the user alone mapped they are
+	// kept in an xattr instead.
+	if os.Geteuid() != 0 {
+		opts.Rootless = true
+	} else if userns.InNamespace() {
+		m, err := userns.Current()
+		if err != nil {
+			return ApplyOptions{}, err
+		}
+		opts.Rootless = !m.Ranges()
+	}
+	if parent != nil {
+		low, err := o.Lowers(parent)
+		if err != nil {
+			return ApplyOptions{}, err
+		}
+		opts.Lower = low
+	}
+	return opts, nil
+}
+
+// overlayWhiteouter writes overlay whiteouts through directory
+// descriptors (O_PATH, so xattrs go through the /proc/self/fd link, which
+// setxattr follows to the directory).
+type overlayWhiteouter struct{ x overlay.Xattrs }
+
+func (w overlayWhiteouter) Whiteout(dirfd int, base string) error {
+	if err := unix.Mknodat(dirfd, base, unix.S_IFCHR, 0); err != nil {
+		return fmt.Errorf("create overlay whiteout %s: %w", base, err)
+	}
+	return nil
+}
+
+func (w overlayWhiteouter) Opaque(dirfd int) error {
+	if err := unix.Setxattr("/proc/self/fd/"+strconv.Itoa(dirfd), w.x.Opaque(), []byte("y"), 0); err != nil {
+		return fmt.Errorf("set %s: %w", w.x.Opaque(), err)
+	}
+	return nil
+}
+
+// Upper is the bundle's upper directory: what changed in the rootfs.
+func (o *Overlay) Upper(c *Container) string { return filepath.Join(c.State(), UpperDir) }
+
+// Work is the bundle's overlay work directory.
+func (o *Overlay) Work(c *Container) string { return filepath.Join(c.State(), WorkDir) }
+
+// CreateRootfs creates a fresh upper and work directory for c and mounts
+// the rootfs. The upper directory's root takes the owner, mode and times
+// of the top layer's root, since overlay shows the upper root's metadata
+// for the rootfs's "/".
+func (o *Overlay) CreateRootfs(c *Container) (err error) {
+	if !c.IDMap.Empty() {
+		return fmt.Errorf("overlay rootfs in %s: the overlay driver cannot shift ownership by an id map (use the vfs driver)", c.Dir)
+	}
+	top := c.Top()
+	if top == nil {
+		return fmt.Errorf("overlay rootfs in %s: image has no layers", c.Dir)
+	}
+	upper, work := o.Upper(c), o.Work(c)
+	for _, d := range []string{upper, work} {
+		if _, err := os.Lstat(d); err == nil {
+			return fmt.Errorf("overlay rootfs in %s: %s exists already", c.Dir, d)
+		}
+	}
+	if err := os.MkdirAll(c.State(), 0o700); err != nil {
+		return fmt.Errorf("overlay rootfs in %s: %w", c.Dir, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = RemoveAll(upper)
+			_ = RemoveAll(work)
+		}
+	}()
+	if err := os.Mkdir(upper, 0o755); err != nil {
+		return fmt.Errorf("overlay rootfs in %s: %w", c.Dir, err)
+	}
+	if err := os.Mkdir(work, 0o700); err != nil {
+		return fmt.Errorf("overlay rootfs in %s: %w", c.Dir, err)
+	}
+	if err := copyRootMeta(top.FS(), upper); err != nil {
+		return fmt.Errorf("overlay rootfs in %s: %w", c.Dir, err)
+	}
+	if err := os.MkdirAll(c.Rootfs(), 0o755); err != nil {
+		return fmt.Errorf("overlay rootfs in %s: %w", c.Dir, err)
+	}
+	return o.Mount(c)
+}
+
+// copyRootMeta gives dst the owner, mode and times of src.
+func copyRootMeta(src, dst string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(src, &st); err != nil {
+		return &os.PathError{Op: "stat", Path: src, Err: err}
+	}
+	if err := os.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
+		return err
+	}
+	if err := unix.Chmod(dst, st.Mode&0o7777); err != nil {
+		return &os.PathError{Op: "chmod", Path: dst, Err: err}
+	}
+	ts := []unix.Timespec{st.Atim, st.Mtim}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, dst, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "set times", Path: dst, Err: err}
+	}
+	return nil
+}
+
+// Mount mounts c's rootfs over its existing upper and work directories:
+// after a reboot, or after Unmount.
+func (o *Overlay) Mount(c *Container) error {
+	mounted, err := overlay.IsMounted(c.Rootfs())
+	if err != nil {
+		return err
+	}
+	if mounted {
+		return fmt.Errorf("mount %s: %w", c.Rootfs(), ErrAlreadyMounted)
+	}
+	for _, d := range []string{o.Upper(c), o.Work(c)} {
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			return fmt.Errorf("mount %s: missing overlay directory %s (was the bundle unpacked with the overlay driver?)", c.Rootfs(), d)
+		}
+	}
+	low, err := o.Lowers(c.Top())
+	if err != nil {
+		return err
+	}
+	return overlay.Mount(c.Rootfs(), overlay.Options{Lower: low, Upper: o.Upper(c), Work: o.Work(c), Xattrs: o.x})
+}
+
+// Unmount unmounts c's rootfs and keeps the upper and work directories.
+func (o *Overlay) Unmount(c *Container) error {
+	return overlay.Unmount(c.Rootfs())
+}
+
+// RemoveRootfs unmounts c's rootfs if it is mounted and removes it with
+// the upper and work directories.
+func (o *Overlay) RemoveRootfs(c *Container) error {
+	if err := overlay.Unmount(c.Rootfs()); err != nil && !errors.Is(err, overlay.ErrNotMounted) && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	for _, d := range []string{o.Upper(c), o.Work(c), c.Rootfs()} {
+		if err := RemoveAll(d); err != nil {
+			return fmt.Errorf("remove overlay rootfs of %s: %w", c.Dir, err)
+		}
+	}
+	return nil
+}
+
+// OverlayBundle opens what mount and umount need for the bundle dir: its
+// store (to Close when done), the overlay driver and the Container.
+func OverlayBundle(dir string) (*Store, *Overlay, *Container, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("bundle %s: %w", dir, err)
+	}
+	b, err := os.ReadFile(filepath.Join(abs, RecordFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, nil, fmt.Errorf("bundle %s: %w (no %s)", dir, ErrNotUnpacked, RecordFile)
+	}
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("bundle %s: %w", dir, err)
+	}
+	var rec Record
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return nil, nil, nil, fmt.Errorf("bundle %s: %w: %s: %v", dir, ErrNotUnpacked, RecordFile, err)
+	}
+	if rec.Driver != OverlayDriver {
+		return nil, nil, nil, fmt.Errorf("bundle %s: %w (it uses %q; its rootfs is a plain directory)", dir, ErrNotOverlay, rec.Driver)
+	}
+	if len(rec.Chain) == 0 {
+		return nil, nil, nil, fmt.Errorf("bundle %s: %s lists no layers", dir, RecordFile)
+	}
+	s, err := Open(rec.Store)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("bundle %s: %w", dir, err)
+	}
+	chain := make([]*Info, len(rec.Chain))
+	for i, id := range rec.Chain {
+		if err := id.Validate(); err != nil || id.Algorithm() != digest.SHA256 {
+			s.Close()
+			return nil, nil, nil, fmt.Errorf("bundle %s: %s: bad chain ID %q", dir, RecordFile, id)
+		}
+		if chain[i], err = s.Get(id.Encoded()); err != nil {
+			s.Close()
+			return nil, nil, nil, fmt.Errorf("bundle %s: layer %d: %w", dir, i+1, err)
+		}
+	}
+	o, err := openOverlay(s)
+	if err != nil {
+		s.Close()
+		return nil, nil, nil, err
+	}
+	return s, o, &Container{Dir: abs, Chain: chain, Rootless: rec.Rootless, IDMap: rec.IDMap}, nil
+}
