@@ -622,3 +622,26 @@ func hexSum(b []byte) string {
 }
 
 func errorsAs(err error, target any) bool { return errors.As(err, target) }
+
+func FuzzRefCompletions(f *testing.F) {
+	dir := f.TempDir()
+	l, err := layout.Init(dir)
+	if err != nil {
+		f.Fatal(err)
+	}
+	l.Close()
+	for _, s := range []string{"", ":", "v", ":v1", ":@sha256:", "/nonexistent:x", "::"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, suffix string) {
+		for _, in := range []string{dir + suffix, suffix} {
+			got, _ := refCompletions(in)
+			d, _, _ := strings.Cut(in, ":")
+			for _, c := range got {
+				if !strings.HasPrefix(c, d+":") {
+					t.Fatalf("completion %q of %q is not under %q", c, in, d)
+				}
+			}
+		}
+	})
+}
