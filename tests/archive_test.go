@@ -3,6 +3,7 @@ package tests
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -561,6 +562,20 @@ func TestLoadDockerDialects(t *testing.T) {
 		{name: "manifest.json", body: jsonBytes(t, []map[string]any{{"Config": cfgHex + ".json", "RepoTags": []string{"legacy:1"}, "Layers": []string{"aaaa/layer.tar", "bbbb/layer.tar"}}})},
 		{name: "repositories", body: []byte(`{"legacy":{"1":"bbbb"}}`)},
 	}
+	// crane: config named sha256:<hex>, gzip layers named <hex>.tar.gz.
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(layer)
+	zw.Close()
+	ccfg := layout.NewConfig(ocispec.Platform{OS: "linux", Architecture: "amd64"})
+	_ = ccfg.AppendLayer(diffID)
+	ccb, _ := ccfg.Bytes()
+	gzHex := digest.FromBytes(gz.Bytes()).Encoded()
+	crane := []tarEntry{
+		{name: "sha256:" + digest.FromBytes(ccb).Encoded(), body: ccb},
+		{name: gzHex + ".tar.gz", body: gz.Bytes()},
+		{name: "manifest.json", body: jsonBytes(t, []map[string]any{{"Config": "sha256:" + digest.FromBytes(ccb).Encoded(), "RepoTags": []string{"crane.example/x:1"}, "Layers": []string{gzHex + ".tar.gz"}}})},
+	}
 	cases := []struct {
 		name     string
 		ents     []tarEntry
@@ -568,6 +583,7 @@ func TestLoadDockerDialects(t *testing.T) {
 		sameDesc bool
 	}{
 		{"docker25", docker25, "docker.io/library/x:1", true},
+		{"crane", crane, "crane.example/x:1", false},
 		{"manifest.json into blobs", manifestOnly, "x:1", false},
 		{"legacy", legacy, "legacy:1", false},
 	}
@@ -693,5 +709,43 @@ func TestLoadHostileArchives(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSkopeoInterop: skopeo reads strata's archives, strata reads
+// skopeo's.
+func TestSkopeoInterop(t *testing.T) {
+	needTool(t, "skopeo")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	img := makeImage(t, src, "skopeo", "linux/amd64", "", "example.com/strata/s:1")
+	for _, format := range []string{"oci-archive", "docker-archive"} {
+		f := filepath.Join(dir, format+".tar")
+		strata(t, "copy", "oci:"+src+":example.com/strata/s:1", format+":"+f)
+		var info struct{ Digest string }
+		if err := json.Unmarshal([]byte(mustRun(t, "skopeo", "inspect", format+":"+f)), &info); err != nil {
+			t.Fatal(err)
+		}
+		if format == "oci-archive" && info.Digest != img.Desc.Digest.String() {
+			t.Fatalf("skopeo inspect %s: digest %s, want %s", format, info.Digest, img.Desc.Digest)
+		}
+	}
+	cases := []struct {
+		dst, ref string
+		sameDigest bool
+	}{
+		{"docker-archive:" + filepath.Join(dir, "sk-d.tar") + ":example.com/strata/s:2", "example.com/strata/s:2", false},
+		{"oci-archive:" + filepath.Join(dir, "sk-o.tar") + ":example.com/strata/s:3", "example.com/strata/s:3", true},
+	}
+	for _, c := range cases {
+		mustRun(t, "skopeo", "copy", "oci:"+src+":example.com/strata/s:1", c.dst)
+		f, _, _ := strings.Cut(strings.SplitN(c.dst, ":", 2)[1], ":")
+		dst := filepath.Join(t.TempDir(), "l")
+		strata(t, "load", f, dst)
+		fsckClean(t, dst)
+		got := resolve(t, dst, c.ref)
+		if c.sameDigest && got.Digest != img.Desc.Digest {
+			t.Fatalf("%s: digest %s, want %s", c.dst, got.Digest, img.Desc.Digest)
+		}
 	}
 }
