@@ -731,7 +731,7 @@ func TestSkopeoInterop(t *testing.T) {
 		}
 	}
 	cases := []struct {
-		dst, ref string
+		dst, ref   string
 		sameDigest bool
 	}{
 		{"docker-archive:" + filepath.Join(dir, "sk-d.tar") + ":example.com/strata/s:2", "example.com/strata/s:2", false},
