@@ -177,18 +177,12 @@ func (o *Overlay) Lowers(top *Info) ([]string, error) {
 // targets and implicit directories' metadata from the chain below.
 func (o *Overlay) PrepareLayer(dir string, parent *Info) (ApplyOptions, error) {
 	opts := ApplyOptions{Whiteouts: WhiteoutConvert, Whiteouter: overlayWhiteouter{o.x}}
-	// Owners can be applied by root, and by strata's user namespace when
-	// it maps a subordinate range; with the user alone mapped they are
-	// kept in an xattr instead.
-	if os.Geteuid() != 0 {
-		opts.Rootless = true
-	} else if userns.InNamespace() {
-		m, err := userns.Current()
-		if err != nil {
-			return ApplyOptions{}, err
-		}
-		opts.Rootless = !m.Ranges()
-	}
+	// In a user namespace device nodes cannot be made, even with a
+	// subordinate range mapped: the extractor's rootless mode writes
+	// placeholders and keeps owners in an xattr (the file list keeps
+	// both), and the layer's files belong to the user, who can remove
+	// them without the namespace.
+	opts.Rootless = os.Geteuid() != 0 || userns.InNamespace()
 	if parent != nil {
 		low, err := o.Lowers(parent)
 		if err != nil {

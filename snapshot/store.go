@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/strata-oci/strata/internal/userns"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,7 +26,8 @@ type Store struct {
 // DefaultRoot is /var/lib/strata for root and $XDG_DATA_HOME/strata
 // (~/.local/share/strata) for other users.
 func DefaultRoot() (string, error) {
-	if os.Geteuid() == 0 {
+	// Root of strata's own user namespace is still the calling user.
+	if os.Geteuid() == 0 && !userns.Entered() {
 		return "/var/lib/strata", nil
 	}
 	if x := os.Getenv("XDG_DATA_HOME"); x != "" && filepath.IsAbs(x) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-oci/strata/internal/userns"
 	"github.com/strata-oci/strata/layout"
 	"golang.org/x/sys/unix"
 )
@@ -97,7 +98,7 @@ func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec 
 		chain = append(chain, in)
 		parent = in
 	}
-	c := &Container{Dir: abs, Chain: chain, Rootless: os.Geteuid() != 0, IDMap: o.IDMap}
+	c := &Container{Dir: abs, Chain: chain, Rootless: os.Geteuid() != 0 || userns.Entered(), IDMap: o.IDMap}
 	if err := d.CreateRootfs(c); err != nil {
 		return nil, err
 	}

@@ -34,6 +34,9 @@ is a rootless spec. --uid-map/--gid-map shift owners for a user namespace.`,
 		Args:              exactArgs(2),
 		ValidArgsFunction: completeFirstRef,
 		RunE: func(c *cobra.Command, args []string) error {
+			if overlayNeedsUserns(driver) {
+				return reexecInUserns()
+			}
 			var o snapshot.UnpackOptions
 			o.Driver = driver
 			if platform != "" {
