@@ -33,7 +33,7 @@ func Login(ctx context.Context, reg, username, password string, opts ...Option) 
 		return err
 	}
 	if err := credentials.Login(ctx, sess.store, r, auth.Credential{Username: username, Password: password}); err != nil {
-		return fmt.Errorf("login to %s: %w", domain, err)
+		return fmt.Errorf("login to %s: %w", domain, explain(err, domain))
 	}
 	return nil
 }

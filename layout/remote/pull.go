@@ -103,7 +103,7 @@ func fetch(ctx context.Context, l *layout.Layout, ref Reference, o *options) (*R
 	}
 	root, err := repo.Resolve(ctx, ref.object())
 	if err != nil {
-		return nil, fmt.Errorf("resolve %s: %w", ref, err)
+		return nil, fmt.Errorf("resolve %s: %w", ref, explain(err, ref.Domain))
 	}
 	if ref.Digest != "" && root.Digest != ref.Digest {
 		return nil, fmt.Errorf("resolve %s: registry answered with %s: %w", ref, root.Digest, ErrDigestConflict)
@@ -112,7 +112,7 @@ func fetch(ctx context.Context, l *layout.Layout, ref Reference, o *options) (*R
 	store := &layoutStore{l: l, o: o}
 	copyOne := func(d ocispec.Descriptor) error {
 		if err := oras.CopyGraph(ctx, repo, store, d, o.graphOptions()); err != nil {
-			return fmt.Errorf("pull %s: %w", ref, err)
+			return fmt.Errorf("pull %s: %w", ref, explain(err, ref.Domain))
 		}
 		if err := missingBlob(l, d); err != nil {
 			return fmt.Errorf("pull %s: %w", ref, err)

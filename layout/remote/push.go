@@ -69,10 +69,10 @@ func Push(ctx context.Context, l *layout.Layout, srcRef, dst string, opts ...Opt
 	if ref.Tag != "" {
 		copts := oras.CopyOptions{CopyGraphOptions: gopts}
 		if _, err := oras.Copy(ctx, &rootedSource{layoutStore: src, root: desc}, "", repo, ref.Tag, copts); err != nil {
-			return nil, fmt.Errorf("push %s: %w", ref, err)
+			return nil, fmt.Errorf("push %s: %w", ref, explain(err, ref.Domain))
 		}
 	} else if err := oras.CopyGraph(ctx, src, repo, desc, gopts); err != nil {
-		return nil, fmt.Errorf("push %s: %w", ref, err)
+		return nil, fmt.Errorf("push %s: %w", ref, explain(err, ref.Domain))
 	}
 	ref.Digest = desc.Digest
 	return &Result{Descriptor: desc, Reference: ref}, nil
