@@ -166,7 +166,7 @@ func storeAsIs(w *blob.Writer, src io.Reader, in compression.Kind, checkTar bool
 	defer p.Stop()
 	zr, err := compression.NewReader(p, in)
 	if err != nil {
-		return Layer{}, fmt.Errorf("read %s layer: %w", in, err)
+		return Layer{}, fmt.Errorf("read %s: %w", describeInput(in), err)
 	}
 	h := sha256.New()
 	n, err := consumeTar(io.TeeReader(zr, h), checkTar)
@@ -177,7 +177,7 @@ func storeAsIs(w *blob.Writer, src io.Reader, in compression.Kind, checkTar bool
 		if perr := p.ReadErr(); perr != nil {
 			return Layer{}, perr
 		}
-		return Layer{}, fmt.Errorf("read %s layer: %w", in, err)
+		return Layer{}, fmt.Errorf("read %s: %w", describeInput(in), err)
 	}
 	// Bytes after the end of the compressed stream are stored too: the
 	// blob is the input, unchanged.
@@ -203,7 +203,7 @@ func recompress(w *blob.Writer, src io.Reader, in compression.Kind, o layerOptio
 	}
 	zr, err := compression.NewReader(src, in)
 	if err != nil {
-		return Layer{}, fmt.Errorf("read %s layer: %w", in, err)
+		return Layer{}, fmt.Errorf("read %s: %w", describeInput(in), err)
 	}
 	defer zr.Close()
 	zw, err := compression.NewWriter(w, o.out, o.level)
@@ -218,7 +218,7 @@ func recompress(w *blob.Writer, src io.Reader, in compression.Kind, o layerOptio
 		if sink.err != nil {
 			return Layer{}, fmt.Errorf("compress layer: %w", sink.err)
 		}
-		return Layer{}, fmt.Errorf("read %s layer: %w", in, err)
+		return Layer{}, fmt.Errorf("read %s: %w", describeInput(in), err)
 	}
 	if err := zw.Close(); err != nil {
 		return Layer{}, fmt.Errorf("compress layer: %w", err)
@@ -229,6 +229,13 @@ func recompress(w *blob.Writer, src io.Reader, in compression.Kind, o layerOptio
 		UncompressedSize: n,
 		Recompressed:     true,
 	}, nil
+}
+
+func describeInput(k compression.Kind) string {
+	if k == compression.None {
+		return "layer"
+	}
+	return string(k) + " layer"
 }
 
 // failWriter remembers the first write error, so that a failure of the

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/strata-oci/strata/internal/compression"
+	"github.com/strata-oci/strata/internal/dockerfile"
+	"github.com/strata-oci/strata/layout"
+)
+
+func init() {
+	var (
+		changes     []string
+		message     string
+		author      string
+		platform    string
+		created     string
+		compress    string
+		level       int
+		createdByOf = func(src string) string { return "strata import " + src }
+	)
+	c := &cobra.Command{
+		Use:   "import [flags] TARBALL|- LAYOUT[:REF]",
+		Short: "Make a one-layer image from a root filesystem tarball",
+		Long: `Make an image whose only layer is TARBALL ("-" for stdin), as docker import
+does, and store it in LAYOUT (created if needed), named REF or, with no REF,
+untagged. The manifest digest is printed on stdout.
+
+TARBALL may be plain, gzip, zstd, xz or bzip2 (sniffed from its first
+bytes). gzip and zstd tarballs are stored byte for byte; the others are
+compressed with --compression. Input that is not a tar archive is refused
+and nothing is written.
+
+--change applies Dockerfile instructions to the config, as docker import
+--change does: CMD, ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK, LABEL, ONBUILD,
+STOPSIGNAL, USER, VOLUME and WORKDIR, in JSON or shell form.
+
+The creation time is --created, else $SOURCE_DATE_EPOCH, else now: with a
+fixed time the same tarball and flags give the same digest.`,
+		Example: `  strata import rootfs.tar.xz ./img:v1
+  tar -C rootfs -c . | strata import -c 'CMD ["/bin/sh"]' -c 'ENV LANG=C.UTF-8' - ./img:v1
+  SOURCE_DATE_EPOCH=1700000000 strata import --platform linux/arm64 rootfs.tgz ./img:arm64`,
+		Args: exactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			src := args[0]
+			dir, ref, err := parseRefArg(args[1])
+			if err != nil {
+				return err
+			}
+			if _, ok := layout.IsDigestRef(ref); ok {
+				return usagef("import %s: name the image with a tag, not a digest", args[1])
+			}
+			p, err := layout.ParsePlatform(platform)
+			if err != nil {
+				return usageError{err}
+			}
+			kind, err := compression.ParseKind(compress)
+			if err != nil {
+				return usageError{err}
+			}
+			lvl := compression.DefaultLevel
+			if level != 0 {
+				if kind == compression.None {
+					return usagef("--compression-level needs --compression gzip or zstd")
+				}
+				lvl = level
+			}
+			when, err := createdTime(cmd, created)
+			if err != nil {
+				return err
+			}
+			// Check the changes before anything is read or created.
+			if err := dockerfile.Apply(layout.NewConfig(p), changes); err != nil {
+				return usageError{err}
+			}
+
+			in, size, closeIn, err := openInput(src)
+			if err != nil {
+				return err
+			}
+			defer closeIn()
+
+			existed := isLayout(dir)
+			dirExisted := pathExists(dir)
+			l, err := layout.Init(dir)
+			if err != nil {
+				return err
+			}
+			prog := newProgress()
+			res, err := l.Import(prog.Reader("import "+filepath.Base(src), size, in), layout.ImportOptions{
+				Platform:  p,
+				Created:   when,
+				Author:    author,
+				Comment:   message,
+				CreatedBy: createdByOf(src),
+				Edit:      func(c *layout.Config) error { return dockerfile.Apply(c, changes) },
+				Layer:     []layout.LayerOption{layout.WithCompression(kind), layout.WithLevel(lvl)},
+				Ref:       ref,
+			})
+			prog.Wait()
+			l.Close()
+			if err != nil {
+				if !existed {
+					removeNewLayout(dir, dirExisted)
+				}
+				return fmt.Errorf("%s: %w", src, err)
+			}
+			name := dir + ":" + ref
+			if ref == "" {
+				name = dir + "@" + res.Manifest.Digest.String() + " (untagged)"
+			}
+			how := "stored as is"
+			if res.Layer.Recompressed {
+				how = fmt.Sprintf("compressed from %s", res.Layer.Input)
+			}
+			infof("imported %s: layer %s (%d bytes, %s), diffID %s", name, res.Layer.Descriptor.Digest, res.Layer.Descriptor.Size, how, res.Layer.DiffID)
+			fmt.Fprintln(cmd.OutOrStdout(), res.Manifest.Digest)
+			return nil
+		},
+	}
+	fl := c.Flags()
+	fl.StringArrayVarP(&changes, "change", "c", nil, "apply a Dockerfile `instruction` to the config (repeatable)")
+	fl.StringVarP(&message, "message", "m", "", "history comment for the layer")
+	fl.StringVar(&author, "author", "", "author of the image")
+	fl.StringVar(&platform, "platform", "", "image platform `os/arch[/variant]` (default: this machine's)")
+	fl.StringVar(&created, "created", "", "creation `time`, RFC 3339 or unix seconds (default: $SOURCE_DATE_EPOCH, else now)")
+	fl.StringVar(&compress, "compression", "gzip", "compression for plain, xz and bzip2 input: `gzip`, `zstd` or `none`")
+	fl.IntVar(&level, "compression-level", 0, "compression level (0: the format's default)")
+	rootCmd.AddCommand(c)
+}
+
+// createdTime picks the image's creation time: --created, else
+// SOURCE_DATE_EPOCH, else nil for now.
+func createdTime(cmd *cobra.Command, flag string) (*time.Time, error) {
+	if cmd.Flags().Changed("created") {
+		t, err := layout.ParseCreated(flag)
+		if err != nil {
+			return nil, usagef("--created: %w", err)
+		}
+		return &t, nil
+	}
+	if v, ok := os.LookupEnv("SOURCE_DATE_EPOCH"); ok && v != "" {
+		t, err := layout.ParseCreated(v)
+		if err != nil {
+			return nil, fmt.Errorf("SOURCE_DATE_EPOCH: %w", err)
+		}
+		return &t, nil
+	}
+	return nil, nil
+}
+
+// openInput opens TARBALL or stdin and returns its size (-1 if unknown).
+func openInput(src string) (io.Reader, int64, func(), error) {
+	if src == "-" {
+		return os.Stdin, -1, func() {}, nil
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, nil, err
+	}
+	if st.IsDir() {
+		f.Close()
+		return nil, 0, nil, fmt.Errorf("%s is a directory, not a tarball (tar -C %s -c . | strata import - ...)", src, src)
+	}
+	size := int64(-1)
+	if st.Mode().IsRegular() {
+		size = st.Size()
+	}
+	return f, size, func() { f.Close() }, nil
+}
+
+func isLayout(dir string) bool {
+	l, err := layout.Open(dir)
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
+}
+
+func pathExists(p string) bool {
+	_, err := os.Lstat(p)
+	return !errors.Is(err, fs.ErrNotExist)
+}
+
+// removeNewLayout undoes layout.Init after a failed import into a layout
+// that did not exist: the directory itself if the command made it, else
+// only the entries Init wrote.
+func removeNewLayout(dir string, dirExisted bool) {
+	if !dirExisted {
+		os.RemoveAll(dir)
+		return
+	}
+	for _, name := range []string{layout.LayoutFile, layout.IndexFile, layout.BlobsDir, layout.StateDir} {
+		os.RemoveAll(filepath.Join(dir, name))
+	}
+}
