@@ -1,0 +1,175 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// aptSource is one "deb" entry of apt's configuration: where a suite of
+// Debian packages is served from.
+type aptSource struct {
+	URI    string
+	Suites []string
+}
+
+// parseSourcesList reads the one-line format of /etc/apt/sources.list:
+// "deb [options] URI suite [component...]". deb-src lines, comments and
+// malformed lines are ignored.
+func parseSourcesList(b []byte) []aptSource {
+	var out []aptSource
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = line[:i]
+		}
+		f := strings.Fields(line)
+		if len(f) < 3 || f[0] != "deb" {
+			continue
+		}
+		f = f[1:]
+		// Options are "[ key=value ... ]", possibly split over fields.
+		if strings.HasPrefix(f[0], "[") {
+			for len(f) > 0 && !strings.HasSuffix(f[0], "]") {
+				f = f[1:]
+			}
+			if len(f) == 0 {
+				continue
+			}
+			f = f[1:]
+		}
+		if len(f) < 2 || !isHTTPURI(f[0]) {
+			continue
+		}
+		out = append(out, aptSource{URI: f[0], Suites: []string{f[1]}})
+	}
+	return out
+}
+
+// parseDeb822Sources reads the deb822 format of /etc/apt/sources.list.d/
+// *.sources: stanzas of "Key: value" fields separated by blank lines.
+func parseDeb822Sources(b []byte) []aptSource {
+	var out []aptSource
+	fields := map[string]string{}
+	last := ""
+	flush := func() {
+		defer func() { fields = map[string]string{}; last = "" }()
+		if en := strings.ToLower(strings.TrimSpace(fields["enabled"])); en == "no" || en == "false" {
+			return
+		}
+		if !containsWord(fields["types"], "deb") {
+			return
+		}
+		suites := strings.Fields(fields["suites"])
+		if len(suites) == 0 {
+			return
+		}
+		for _, u := range strings.Fields(fields["uris"]) {
+			if isHTTPURI(u) {
+				out = append(out, aptSource{URI: u, Suites: suites})
+			}
+		}
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		if strings.TrimSpace(line) == "" {
+			flush()
+			continue
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			// Continuation of the previous field.
+			if last != "" {
+				fields[last] += " " + strings.TrimSpace(line)
+			}
+			continue
+		}
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		last = strings.ToLower(strings.TrimSpace(k))
+		fields[last] = strings.TrimSpace(v)
+	}
+	flush()
+	return out
+}
+
+func containsWord(s, w string) bool {
+	for _, f := range strings.Fields(s) {
+		if f == w {
+			return true
+		}
+	}
+	return false
+}
+
+func isHTTPURI(s string) bool {
+	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+}
+
+// pickMirror chooses the URI that serves suite itself (not -security or
+// -updates, which debootstrap cannot bootstrap from).
+func pickMirror(srcs []aptSource, suite string) (string, bool) {
+	for _, s := range srcs {
+		for _, su := range s.Suites {
+			if su == suite {
+				return s.URI, true
+			}
+		}
+	}
+	return "", false
+}
+
+// debianMirror reads apt's configuration on this machine and returns the
+// mirror serving suite, so debootstrap uses the same (reachable) mirror as
+// apt-get.
+func debianMirror(suite string) (string, error) {
+	var srcs []aptSource
+	if b, err := os.ReadFile("/etc/apt/sources.list"); err == nil {
+		srcs = append(srcs, parseSourcesList(b)...)
+	}
+	lists, _ := filepath.Glob("/etc/apt/sources.list.d/*.list")
+	deb822, _ := filepath.Glob("/etc/apt/sources.list.d/*.sources")
+	sort.Strings(lists)
+	sort.Strings(deb822)
+	for _, p := range lists {
+		if b, err := os.ReadFile(p); err == nil {
+			srcs = append(srcs, parseSourcesList(b)...)
+		}
+	}
+	for _, p := range deb822 {
+		if b, err := os.ReadFile(p); err == nil {
+			srcs = append(srcs, parseDeb822Sources(b)...)
+		}
+	}
+	if u, ok := pickMirror(srcs, suite); ok {
+		return u, nil
+	}
+	return "", fmt.Errorf("no apt source serves suite %q (read /etc/apt/sources.list and /etc/apt/sources.list.d)", suite)
+}
+
+// hostSuite is this machine's Debian codename, from /etc/os-release.
+func hostSuite() string {
+	b, err := os.ReadFile("/etc/os-release")
+	if err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "VERSION_CODENAME="); ok {
+				if v = strings.Trim(v, `"'`); v != "" {
+					return v
+				}
+			}
+		}
+	}
+	return "bookworm"
+}

@@ -1,0 +1,234 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// rssLimit is the issue's memory target for every strata run.
+const rssLimit = 100 << 20
+
+type workloadReport struct {
+	WL      *workload
+	Results []*result
+}
+
+type reportInput struct {
+	Data     *dataset
+	Runs     int
+	Strata   string
+	Reports  []workloadReport
+	Elapsed  time.Duration
+	Profiles bool
+	Bin      string
+}
+
+// renderReport writes the markdown report: the machine and data, one
+// table of every side's median time, its time relative to strata's,
+// peak RSS and CPU time, then the targets of the issue met or missed.
+func renderReport(in *reportInput) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "## strata benchmark\n\n")
+	fmt.Fprintf(&b, "%s; %s; %d runs per figure (median; strata and peers alternate within each run); suite time %s.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), machine(), in.Runs, in.Elapsed.Round(time.Second))
+	fmt.Fprintf(&b, "strata: `%s`. Peers: %s.\n\n", in.Strata, peerVersions())
+	if d := in.Data; d != nil {
+		fmt.Fprintf(&b, "Data: base layer = Debian %s minbase from debootstrap (%d entries, %s of files); "+
+			"toolchain layer = the Go tree %s (%d entries, %s); changes layer = %d whiteouts, a whiteout of a directory, an opaque directory, a 4 MiB file with 10 hard links. "+
+			"gc and fsck run on a layout of %d images sharing those layers plus unreferenced images and blobs.\n\n",
+			hostSuite(), d.BaseFiles, fmtBytes(d.BaseBytes), runtime.Version(), d.GoFiles, fmtBytes(d.GoBytes), len(d.Plan.Deleted), manyImages)
+	}
+	b.WriteString("`× strata` is the side's median time divided by strata's: above 1 strata is faster. Peak RSS is the largest of any process of the command over all runs.\n\n")
+	b.WriteString("| workload | comp. | tool | median | × strata | peak RSS | CPU (user+sys) |\n")
+	b.WriteString("|---|---|---|---:|---:|---:|---:|\n")
+	var targets []string
+	var profiles []string
+	rssOK, rssMax, rssWho := true, int64(0), ""
+	for _, rep := range in.Reports {
+		var base *result
+		for _, r := range rep.Results {
+			if r.Side.Role == roleStrata && r.ok() {
+				base = r
+				break
+			}
+		}
+		for _, r := range rep.Results {
+			label := r.Side.Label
+			if r.Side.Role == roleLimit {
+				label = "_" + label + "_"
+			}
+			switch {
+			case r.NotRun != "":
+				fmt.Fprintf(&b, "| %s | %s | %s | %s | | | |\n", rep.WL.Name, rep.WL.Kind, label, r.NotRun)
+				continue
+			case r.Failed != "":
+				fmt.Fprintf(&b, "| %s | %s | %s | failed: %s | | | |\n", rep.WL.Name, rep.WL.Kind, label, mdEscape(r.Failed))
+				continue
+			}
+			ratio := ""
+			if base != nil {
+				ratio = fmt.Sprintf("%.2f", float64(r.median())/float64(base.median()))
+			}
+			med := fmtDuration(r.median())
+			if len(r.Samples) < in.Runs {
+				med += fmt.Sprintf(" (%d run%s)", len(r.Samples), plural(len(r.Samples)))
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", rep.WL.Name, rep.WL.Kind, label,
+				med, ratio, fmtBytes(r.peakRSS()), fmtDuration(r.medianCPU()))
+			if r.Side.Role == roleStrata {
+				if rss := r.peakRSS(); rss > rssMax {
+					rssMax, rssWho = rss, rep.WL.id()+" "+r.Side.Label
+				}
+				if r.peakRSS() >= rssLimit {
+					rssOK = false
+				}
+			}
+		}
+		for _, t := range rep.WL.Targets {
+			line, missed, prof := judge(rep, t)
+			targets = append(targets, line)
+			if missed && prof != "" && in.Profiles {
+				profiles = append(profiles, profileSummary(in.Bin, rep.WL.id()+" "+t.Strata, prof))
+			}
+		}
+	}
+	b.WriteString("\n### Targets\n\n| workload | target | measured | |\n|---|---|---:|---|\n")
+	for _, t := range targets {
+		b.WriteString(t)
+	}
+	if rssWho != "" {
+		status := "met"
+		if !rssOK {
+			status = "**missed**"
+		}
+		fmt.Fprintf(&b, "| all | strata peak RSS < 100 MB | %s (%s) | %s |\n", fmtBytes(rssMax), rssWho, status)
+	}
+	if len(profiles) > 0 {
+		b.WriteString("\n### Profiles of missed targets\n\n")
+		for _, p := range profiles {
+			b.WriteString(p)
+		}
+	}
+	return b.String()
+}
+
+// judge renders one target row: the measured ratio of peer to strata
+// against the minimum the issue asks for.
+func judge(rep workloadReport, t target) (line string, missed bool, profile string) {
+	var s, p *result
+	for _, r := range rep.Results {
+		switch r.Side.Label {
+		case t.Strata:
+			s = r
+		case t.Peer:
+			p = r
+		}
+	}
+	what := fmt.Sprintf("%s ≥ %s × faster than %s", t.Strata, fmtRatio(t.MinRatio), t.Peer)
+	if t.MinRatio < 1 {
+		what = fmt.Sprintf("%s within %s × of %s", t.Strata, fmtRatio(1/t.MinRatio), t.Peer)
+	} else if t.MinRatio == 1 {
+		what = fmt.Sprintf("%s faster than %s", t.Strata, t.Peer)
+	}
+	id := rep.WL.id()
+	if s == nil || p == nil || !s.ok() || !p.ok() {
+		why := "not measured"
+		switch {
+		case s == nil || p == nil:
+		case s.NotRun != "":
+			why = s.NotRun
+		case s.Failed != "":
+			why = "strata failed"
+		case p.NotRun != "":
+			why = p.NotRun
+		case p.Failed != "":
+			why = "peer failed"
+		}
+		return fmt.Sprintf("| %s | %s | – | %s |\n", id, what, why), false, ""
+	}
+	ratio := float64(p.median()) / float64(s.median())
+	status := "met"
+	if ratio < t.MinRatio {
+		status, missed = "**missed**", true
+	}
+	return fmt.Sprintf("| %s | %s | %.2f × | %s |\n", id, what, ratio, status), missed, s.Profile
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+func fmtRatio(r float64) string {
+	if r == float64(int(r)) {
+		return fmt.Sprintf("%d", int(r))
+	}
+	return fmt.Sprintf("%.1f", r)
+}
+
+// profileSummary is the top of `go tool pprof -top` for one profile.
+func profileSummary(bin, title, prof string) string {
+	out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=15", bin, prof).CombinedOutput()
+	text := strings.TrimSpace(string(out))
+	if err != nil {
+		text = fmt.Sprintf("go tool pprof failed: %v\n%s", err, text)
+	}
+	return fmt.Sprintf("#### %s\n\n`%s`\n\n```\n%s\n```\n\n", title, prof, text)
+}
+
+func mdEscape(s string) string {
+	s = strings.ReplaceAll(s, "|", `\|`)
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return s
+}
+
+// machine describes the hardware and kernel the figures come from.
+func machine() string {
+	cpu := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				cpu = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	kernel := "unknown kernel"
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = "Linux " + strings.TrimSpace(string(b))
+	}
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int64
+		if _, err := fmt.Sscanf(string(b), "MemTotal: %d kB", &kb); err == nil {
+			mem = fmt.Sprintf(", %.0f GB RAM", float64(kb)/1e6)
+		}
+	}
+	return fmt.Sprintf("%s, %d cores%s, %s", cpu, runtime.NumCPU(), mem, kernel)
+}
+
+// peerVersions names the version of every peer tool found.
+func peerVersions() string {
+	var out []string
+	for _, t := range []struct{ name, arg string }{
+		{"umoci", "--version"}, {"skopeo", "--version"}, {"crane", "version"},
+		{"oci-image-tool", "--version"}, {"gzip", "--version"}, {"zstd", "--version"}, {"pigz", "--version"}, {"tar", "--version"},
+	} {
+		b, err := exec.Command(t.name, t.arg).CombinedOutput()
+		if err != nil {
+			out = append(out, t.name+" (not installed)")
+			continue
+		}
+		line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+		out = append(out, strings.TrimSpace(line))
+	}
+	return strings.Join(out, ", ")
+}

@@ -1,0 +1,511 @@
+package main
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/strata-oci/strata/internal/compression"
+	"github.com/strata-oci/strata/layout"
+)
+
+// strataCLI builds strata command lines. Every strata invocation of the
+// suite is here, so a change of the CLI is a change of this one place;
+// the Needs of each workload name the same subcommands and flags.
+type strataCLI struct{ Bin string }
+
+func (c strataCLI) argv(args ...string) []string {
+	return append([]string{c.Bin, "--quiet"}, args...)
+}
+
+func (c strataCLI) importTar(k compression.Kind, tarball, ref string) []string {
+	return c.argv("import", "--compression", string(k), tarball, ref)
+}
+
+// unpack makes a bundle at dir with a snapshot store of its own at root,
+// so every run starts with no layer extracted (a cold unpack, as umoci's
+// always is).
+func (c strataCLI) unpack(driver, root, ref, dir string) []string {
+	return c.argv("--root", root, "unpack", "--driver", driver, ref, dir)
+}
+
+func (c strataCLI) commit(root, bundle, ref string) []string {
+	return c.argv("--root", root, "commit", bundle, ref)
+}
+
+func (c strataCLI) save(ref, out string) []string {
+	return c.argv("save", "-o", out, ref)
+}
+
+func (c strataCLI) copy(src, dst string) []string { return c.argv("copy", src, dst) }
+func (c strataCLI) gc(dir string) []string        { return c.argv("gc", dir) }
+func (c strataCLI) fsck(dir string) []string      { return c.argv("fsck", dir) }
+
+// env is what workload definitions need to know about this machine.
+type env struct {
+	Strata strataCLI
+	Data   *dataset
+	// Drivers are the strata snapshot drivers to time (overlay, vfs).
+	Drivers []string
+	// CraneMissing says why crane cannot run, or is empty.
+	CraneMissing string
+}
+
+// workloads lists every workload for every compression. To add one,
+// append a workload with its sides here.
+func workloads(e *env) []*workload {
+	var out []*workload
+	for _, k := range kinds {
+		out = append(out,
+			importWorkload(e, k),
+			unpackWorkload(e, k),
+			commitWorkload(e, k, "commit-1file", changeOneFile),
+			commitWorkload(e, k, "commit-large", changeLarge),
+			saveWorkload(e, k),
+			copyWorkload(e, k),
+			gcWorkload(e, k),
+			fsckWorkload(e, k),
+		)
+	}
+	return out
+}
+
+func sh(script string) []string { return []string{"/bin/sh", "-ec", script} }
+
+// q quotes a path for sh.
+func q(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+func importWorkload(e *env, k compression.Kind) *workload {
+	ds := e.Data
+	wl := &workload{Name: "import", Kind: k, Needs: []string{"import --compression"}}
+	strata := side{
+		Label: "strata import",
+		Role:  roleStrata,
+		Argv:  func(w *work) []string { return e.Strata.importTar(k, ds.BaseTar, filepath.Join(w.Dir, "l")+":bench") },
+		Check: func(w *work) error { return checkOneLayer(filepath.Join(w.Dir, "l"), "bench", k) },
+	}
+	umoci := side{
+		Label: "umoci raw add-layer",
+		Role:  rolePeer,
+		Tools: []string{"umoci"},
+		Setup: func(w *work) error {
+			l := filepath.Join(w.Dir, "l")
+			if err := quiet("umoci", "init", "--layout", l); err != nil {
+				return err
+			}
+			return quiet("umoci", "new", "--image", l+":bench")
+		},
+		Argv: func(w *work) []string {
+			return []string{"umoci", "raw", "add-layer", "--image", filepath.Join(w.Dir, "l") + ":bench", ds.BaseTar}
+		},
+		Check: func(w *work) error { return checkOneLayer(filepath.Join(w.Dir, "l"), "bench", k) },
+	}
+	crane := side{
+		Label:       "crane append",
+		Role:        rolePeer,
+		Tools:       []string{"crane"},
+		Unavailable: e.CraneMissing,
+		Argv: func(w *work) []string {
+			return []string{"crane", "append", "--oci-empty-base", "-f", ds.BaseTar, "-t", "bench:latest", "-o", filepath.Join(w.Dir, "out.tar")}
+		},
+	}
+	var limit side
+	if k == compression.Gzip {
+		limit = side{Label: "pigz -c (compress only)", Role: roleLimit, Tools: []string{"pigz"},
+			Argv: func(w *work) []string { return sh("pigz -c " + q(ds.BaseTar) + " > out.gz") }}
+	} else {
+		umoci.Unavailable = "n/a (umoci 0.4.7 writes only gzip layers)"
+		crane.Unavailable = "n/a (crane append writes only gzip layers)"
+		limit = side{Label: "zstd -T0 (compress only)", Role: roleLimit, Tools: []string{"zstd"},
+			Argv: func(w *work) []string { return sh("zstd -q -T0 -c " + q(ds.BaseTar) + " > out.zst") }}
+	}
+	wl.Sides = []side{strata, umoci, crane, limit}
+	wl.Targets = []target{{Strata: strata.Label, Peer: umoci.Label, MinRatio: 1}}
+	return wl
+}
+
+// checkOneLayer verifies that an import made image ref with one layer of
+// compression k.
+func checkOneLayer(dir, ref string, k compression.Kind) error {
+	l, err := layout.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	img, err := l.Image(ref, nil)
+	if err != nil {
+		return err
+	}
+	if n := len(img.Manifest.Layers); n != 1 {
+		return fmt.Errorf("image %s:%s has %d layers, want 1", dir, ref, n)
+	}
+	if mt := img.Manifest.Layers[0].MediaType; !strings.HasSuffix(mt, "+"+string(k)) && !strings.HasSuffix(mt, "."+string(k)) {
+		return fmt.Errorf("image %s:%s has a %s layer, want %s", dir, ref, mt, k)
+	}
+	return nil
+}
+
+func unpackWorkload(e *env, k compression.Kind) *workload {
+	ds := e.Data
+	src := ds.Layouts[k] + ":full"
+	wl := &workload{Name: "unpack", Kind: k, Needs: []string{"unpack --driver", "--root"}}
+	for _, drv := range e.Drivers {
+		wl.Sides = append(wl.Sides, side{
+			Label: "strata unpack (" + drv + ")",
+			Role:  roleStrata,
+			Argv: func(w *work) []string {
+				return e.Strata.unpack(drv, filepath.Join(w.Dir, "store"), src, filepath.Join(w.Dir, "bundle"))
+			},
+			Check: func(w *work) error { return checkRootfs(filepath.Join(w.Dir, "bundle", "rootfs"), ds.Plan) },
+		})
+	}
+	wl.Sides = append(wl.Sides, side{
+		Label: "umoci unpack",
+		Role:  rolePeer,
+		Tools: []string{"umoci"},
+		Argv: func(w *work) []string {
+			return []string{"umoci", "unpack", "--image", src, filepath.Join(w.Dir, "bundle")}
+		},
+		Check: func(w *work) error { return checkRootfs(filepath.Join(w.Dir, "bundle", "rootfs"), ds.Plan) },
+	})
+	dec := "gzip -dc"
+	if k == compression.Zstd {
+		dec = "zstd -qdc"
+	}
+	var script strings.Builder
+	script.WriteString("mkdir out\n")
+	for _, l := range ds.Layers[k] {
+		fmt.Fprintf(&script, "%s %s | tar --numeric-owner -xpf - -C out\n", dec, q(ds.blobPath(k, l.Digest)))
+	}
+	wl.Sides = append(wl.Sides, side{
+		Label: dec + " | tar -x (no whiteouts)",
+		Role:  roleLimit,
+		Tools: []string{strings.Fields(dec)[0], "tar"},
+		Argv:  func(w *work) []string { return sh(script.String()) },
+	})
+	for _, drv := range e.Drivers {
+		wl.Targets = append(wl.Targets,
+			target{Strata: "strata unpack (" + drv + ")", Peer: "umoci unpack", MinRatio: 2},
+			target{Strata: "strata unpack (" + drv + ")", Peer: dec + " | tar -x (no whiteouts)", MinRatio: 1 / 1.2})
+	}
+	return wl
+}
+
+// checkRootfs verifies an unpacked tree: files of all three layers are
+// there, and what the third layer deletes is not.
+func checkRootfs(rootfs string, plan changesPlan) error {
+	for _, p := range []string{"usr/bin/dpkg", "usr/local/go/bin/go", "opt/bench/link09.bin", filepath.Join(plan.Opaque, "README.strata-bench")} {
+		if _, err := os.Lstat(filepath.Join(rootfs, p)); err != nil {
+			return fmt.Errorf("unpacked rootfs lacks %s: %w", p, err)
+		}
+	}
+	gone := append([]string{plan.DeletedDir}, plan.Deleted...)
+	for _, p := range gone {
+		if _, err := os.Lstat(filepath.Join(rootfs, p)); err == nil {
+			return fmt.Errorf("unpacked rootfs still has %s, which the top layer deletes", p)
+		}
+	}
+	a, err := os.Stat(filepath.Join(rootfs, "opt/bench/data.bin"))
+	if err != nil {
+		return err
+	}
+	b, err := os.Stat(filepath.Join(rootfs, "opt/bench/link00.bin"))
+	if err != nil {
+		return err
+	}
+	if !os.SameFile(a, b) {
+		return errors.New("unpacked rootfs: opt/bench/link00.bin is not a hard link of opt/bench/data.bin")
+	}
+	return nil
+}
+
+// A change made to an unpacked rootfs before a commit.
+type change func(rootfs string) error
+
+func changeOneFile(rootfs string) error {
+	return os.WriteFile(filepath.Join(rootfs, "etc", "bench-commit"), []byte("one changed file\n"), 0o644)
+}
+
+// changeLarge adds 2,000 new files (about 100 MB, half of it
+// compressible), rewrites the toolchain's binaries' directory and deletes
+// a documentation tree.
+func changeLarge(rootfs string) error {
+	rng := rand.New(rand.NewPCG(7, 7))
+	buf := make([]byte, 100<<10)
+	for i := 0; i < 2000; i++ {
+		dir := filepath.Join(rootfs, "srv", "bench", fmt.Sprintf("d%02d", i%40))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		n := 10<<10 + rng.IntN(80<<10)
+		for j := 0; j < n; j += 8 {
+			v := rng.Uint64()
+			if j%(16<<10) < 8<<10 {
+				v &= 0x0f0f0f0f0f0f0f0f // compressible half
+			}
+			for b := 0; b < 8 && j+b < n; b++ {
+				buf[j+b] = byte(v >> (8 * b))
+			}
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%04d", i)), buf[:n], 0o644); err != nil {
+			return err
+		}
+	}
+	if err := os.RemoveAll(filepath.Join(rootfs, "usr/share/doc")); err != nil {
+		return err
+	}
+	bins, _ := filepath.Glob(filepath.Join(rootfs, "usr/local/go/bin/*"))
+	for _, b := range bins {
+		f, err := os.OpenFile(b, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return err
+		}
+		_, err = f.Write([]byte("\x00strata-bench"))
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func commitWorkload(e *env, k compression.Kind, name string, ch change) *workload {
+	ds := e.Data
+	wl := &workload{Name: name, Kind: k, Needs: []string{"unpack --driver", "--root", "commit"}}
+	for _, drv := range e.Drivers {
+		wl.Sides = append(wl.Sides, side{
+			Label: "strata commit (" + drv + ")",
+			Role:  roleStrata,
+			Setup: func(w *work) error {
+				l := filepath.Join(w.Dir, "l")
+				if err := copyLayout(ds.Layouts[k], l); err != nil {
+					return err
+				}
+				if err := quietArgv(e.Strata.unpack(drv, filepath.Join(w.Dir, "store"), l+":full", filepath.Join(w.Dir, "bundle"))); err != nil {
+					return err
+				}
+				return ch(filepath.Join(w.Dir, "bundle", "rootfs"))
+			},
+			Argv: func(w *work) []string {
+				return e.Strata.commit(filepath.Join(w.Dir, "store"), filepath.Join(w.Dir, "bundle"), filepath.Join(w.Dir, "l")+":new")
+			},
+			Check: func(w *work) error { return checkLayers(filepath.Join(w.Dir, "l"), "new", 4) },
+		})
+		target := 3.0
+		if drv == "overlay" {
+			target = 20
+		}
+		if name == "commit-1file" {
+			wl.Targets = append(wl.Targets, target2("strata commit ("+drv+")", "umoci repack", target))
+		}
+	}
+	wl.Sides = append(wl.Sides, side{
+		Label: "umoci repack",
+		Role:  rolePeer,
+		Tools: []string{"umoci"},
+		Setup: func(w *work) error {
+			l := filepath.Join(w.Dir, "l")
+			if err := copyLayout(ds.Layouts[k], l); err != nil {
+				return err
+			}
+			if err := quiet("umoci", "unpack", "--image", l+":full", filepath.Join(w.Dir, "bundle")); err != nil {
+				return err
+			}
+			return ch(filepath.Join(w.Dir, "bundle", "rootfs"))
+		},
+		Argv: func(w *work) []string {
+			return []string{"umoci", "repack", "--image", filepath.Join(w.Dir, "l") + ":new", filepath.Join(w.Dir, "bundle")}
+		},
+		Check: func(w *work) error { return checkLayers(filepath.Join(w.Dir, "l"), "new", 4) },
+	})
+	return wl
+}
+
+func target2(s, p string, r float64) target { return target{Strata: s, Peer: p, MinRatio: r} }
+
+// checkLayers verifies that image ref of the layout at dir has n layers.
+func checkLayers(dir, ref string, n int) error {
+	l, err := layout.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	img, err := l.Image(ref, nil)
+	if err != nil {
+		return err
+	}
+	if got := len(img.Manifest.Layers); got != n {
+		return fmt.Errorf("image %s:%s has %d layers, want %d", dir, ref, got, n)
+	}
+	for _, d := range img.Manifest.Layers {
+		if !l.Blobs().Has(d.Digest, d.Size) {
+			return fmt.Errorf("image %s:%s: layer %s is missing", dir, ref, d.Digest)
+		}
+	}
+	return nil
+}
+
+func saveWorkload(e *env, k compression.Kind) *workload {
+	ds := e.Data
+	src := ds.Layouts[k] + ":full"
+	wl := &workload{Name: "save", Kind: k, Needs: []string{"save -o"}}
+	out := func(w *work) string { return filepath.Join(w.Dir, "out.tar") }
+	wl.Sides = []side{
+		{
+			Label: "strata save",
+			Role:  roleStrata,
+			Argv:  func(w *work) []string { return e.Strata.save(src, out(w)) },
+			Check: func(w *work) error { return checkDockerArchive(out(w), 3) },
+		},
+		{
+			Label: "skopeo copy docker-archive:",
+			Role:  rolePeer,
+			Tools: []string{"skopeo"},
+			Argv: func(w *work) []string {
+				return []string{"skopeo", "copy", "-q", "oci:" + src, "docker-archive:" + out(w) + ":bench/full:latest"}
+			},
+			Check: func(w *work) error { return checkDockerArchive(out(w), 3) },
+		},
+	}
+	wl.Targets = []target{target2("strata save", "skopeo copy docker-archive:", 2)}
+	return wl
+}
+
+// checkDockerArchive reads the headers of a docker-archive (skipping
+// contents) and checks it has a manifest.json and at least layers
+// further entries.
+func checkDockerArchive(p string, layers int) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	manifest, n := false, 0
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", p, err)
+		}
+		if h.Name == "manifest.json" {
+			manifest = true
+		}
+		if h.Typeflag == tar.TypeReg {
+			n++
+		}
+	}
+	if !manifest {
+		return fmt.Errorf("%s has no manifest.json", p)
+	}
+	if n < layers+1 {
+		return fmt.Errorf("%s holds %d files, want at least %d", p, n, layers+1)
+	}
+	return nil
+}
+
+func copyWorkload(e *env, k compression.Kind) *workload {
+	ds := e.Data
+	src := ds.Layouts[k] + ":full"
+	dst := func(w *work) string { return filepath.Join(w.Dir, "dst") }
+	wl := &workload{Name: "copy", Kind: k, Needs: []string{"copy"}}
+	wl.Sides = []side{
+		{
+			Label: "strata copy",
+			Role:  roleStrata,
+			Argv:  func(w *work) []string { return e.Strata.copy(src, dst(w)+":full") },
+			Check: func(w *work) error { return checkLayers(dst(w), "full", 3) },
+		},
+		{
+			Label: "skopeo copy oci: oci:",
+			Role:  rolePeer,
+			Tools: []string{"skopeo"},
+			Argv: func(w *work) []string {
+				return []string{"skopeo", "copy", "-q", "oci:" + src, "oci:" + dst(w) + ":full"}
+			},
+			Check: func(w *work) error { return checkLayers(dst(w), "full", 3) },
+		},
+	}
+	wl.Targets = []target{target2("strata copy", "skopeo copy oci: oci:", 10)}
+	return wl
+}
+
+func gcWorkload(e *env, k compression.Kind) *workload {
+	ds := e.Data
+	l := func(w *work) string { return filepath.Join(w.Dir, "l") }
+	setup := func(w *work) error { return copyLayout(ds.Many[k], l(w)) }
+	check := func(w *work) error { return checkCollected(l(w), ds.Layers[k][2].Digest) }
+	wl := &workload{Name: "gc", Kind: k, Needs: []string{"gc"}}
+	wl.Sides = []side{
+		{Label: "strata gc", Role: roleStrata, Setup: setup, Argv: func(w *work) []string { return e.Strata.gc(l(w)) }, Check: check},
+		// umoci hashes every blob again for every image that refers to
+		// it: over a minute here, so it runs once.
+		{Label: "umoci gc", Role: rolePeer, Tools: []string{"umoci"}, Setup: setup, MaxRuns: 1,
+			Argv: func(w *work) []string { return []string{"umoci", "gc", "--layout", l(w)} }, Check: check},
+	}
+	return wl
+}
+
+// checkCollected verifies a gc: the stray blob is gone and every named
+// image is whole.
+func checkCollected(dir string, stray digest.Digest) error {
+	l, err := layout.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	if l.Blobs().Has(stray, -1) {
+		return fmt.Errorf("gc left the unreferenced blob %s", stray)
+	}
+	for i := 0; i < manyImages; i += 7 {
+		if err := checkLayers(dir, fmt.Sprintf("img%02d", i), 2+(1-i%2)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func fsckWorkload(e *env, k compression.Kind) *workload {
+	ds := e.Data
+	wl := &workload{Name: "fsck", Kind: k, Needs: []string{"fsck"}}
+	zstdUnknown := ""
+	if k == compression.Zstd {
+		zstdUnknown = "n/a (oci-image-tool 1.0.0-rc1 rejects the zstd layer media type)"
+	}
+	wl.Sides = []side{
+		{Label: "strata fsck", Role: roleStrata, Argv: func(w *work) []string { return e.Strata.fsck(ds.Many[k]) }},
+		{Label: "oci-image-tool validate", Role: rolePeer, Tools: []string{"oci-image-tool"}, MaxRuns: 1,
+			Unavailable: zstdUnknown,
+			Argv: func(w *work) []string {
+				return []string{"oci-image-tool", "validate", "--type", "image", ds.Many[k]}
+			}},
+		{Label: "sha256sum blobs (hash only)", Role: roleLimit, Tools: []string{"sha256sum"},
+			Argv: func(w *work) []string {
+				return sh("cd " + q(filepath.Join(ds.Many[k], "blobs", "sha256")) + " && sha256sum -- * > /dev/null")
+			}},
+	}
+	return wl
+}
+
+// quiet runs a setup command, returning its output in the error.
+func quiet(name string, args ...string) error {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func quietArgv(argv []string) error { return quiet(argv[0], argv[1:]...) }
