@@ -1,0 +1,185 @@
+package archive
+
+import (
+	"archive/tar"
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-oci/strata/layout"
+)
+
+func TestCleanName(t *testing.T) {
+	cases := []struct {
+		in, want string
+		bad      bool
+	}{
+		{"manifest.json", "manifest.json", false},
+		{"./manifest.json", "manifest.json", false},
+		{"blobs//sha256/x", "blobs/sha256/x", false},
+		{"a/./b", "a/b", false},
+		{"../x", "", true},
+		{"a/../../x", "", true},
+		{"a/../b", "", true}, // any ".." is refused, even one that stays inside
+		{"/etc/passwd", "", true},
+		{"", "", true},
+		{"a\x00b", "", true},
+	}
+	for _, c := range cases {
+		got, err := CleanName(c.in)
+		if c.bad {
+			if !errors.Is(err, ErrUnsafeEntry) {
+				t.Errorf("CleanName(%q) = %q, %v; want ErrUnsafeEntry", c.in, got, err)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("CleanName(%q) = %q, %v; want %q", c.in, got, err, c.want)
+		}
+	}
+}
+
+func TestDockerTag(t *testing.T) {
+	cases := map[string]string{
+		"busybox":                     "busybox:latest",
+		"busybox:1":                   "busybox:1",
+		"docker.io/library/busybox:1": "busybox:1",
+		"example.com:5000/a/b:2":      "example.com:5000/a/b:2",
+		"quay.io/x/y":                 "quay.io/x/y:latest",
+		"@sha256:abc":                 "",
+		"Upper:1":                     "",
+	}
+	for in, want := range cases {
+		if got := DockerTag(in); got != want {
+			t.Errorf("DockerTag(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if !SameName("busybox", "docker.io/library/busybox:latest") || SameName("busybox:1", "busybox:2") {
+		t.Error("SameName")
+	}
+}
+
+// testLayout makes a layout with one small image named name.
+func testLayout(t testing.TB, name string) (*layout.Layout, ocispec.Descriptor) {
+	t.Helper()
+	l, err := layout.Init(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	body := []byte("hello " + name)
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "etc/hello", Mode: 0o644, Size: int64(len(body))})
+	tw.Write(body)
+	tw.Close()
+	ly, err := l.PutLayer(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := layout.NewConfig(ocispec.Platform{OS: "linux", Architecture: "amd64"})
+	if err := cfg.AppendLayer(ly.DiffID); err != nil {
+		t.Fatal(err)
+	}
+	md, err := l.PutImage(cfg, []ocispec.Descriptor{ly.Descriptor}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Tag(md, name); err != nil {
+		t.Fatal(err)
+	}
+	return l, md
+}
+
+func TestWriteRead(t *testing.T) {
+	src, md := testLayout(t, "example.com/a:1")
+	for _, f := range []Format{Docker, OCI} {
+		t.Run(string(f), func(t *testing.T) {
+			var a, b bytes.Buffer
+			imgs := []Image{{Descriptor: md, Names: []string{"example.com/a:1", "example.com/a:latest"}}}
+			if err := Write(&a, src, f, imgs); err != nil {
+				t.Fatal(err)
+			}
+			if err := Write(&b, src, f, imgs); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(a.Bytes(), b.Bytes()) {
+				t.Fatal("archive is not deterministic")
+			}
+			dst, err := layout.Init(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dst.Close()
+			got, err := Read(bytes.NewReader(a.Bytes()), dst, ReadOptions{Name: "example.com/a:latest"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 1 || got[0].Descriptor.Digest != md.Digest || got[0].Names[0] != "example.com/a:latest" {
+				t.Fatalf("read %+v", got)
+			}
+			if _, err := Read(bytes.NewReader(a.Bytes()), dst, ReadOptions{Name: "other"}); !errors.Is(err, ErrNoImage) {
+				t.Fatalf("unknown name: %v", err)
+			}
+			ents, _ := os.ReadDir(filepath.Join(dst.Dir(), layout.StateDir))
+			for _, e := range ents {
+				if e.IsDir() && e.Name() != "staging" {
+					t.Fatalf("left %s behind", e.Name())
+				}
+			}
+		})
+	}
+}
+
+// FuzzRead feeds arbitrary bytes to the reader: it must never panic, and
+// whatever it accepts must be a sound image in the destination.
+func FuzzRead(f *testing.F) {
+	src, md := testLayout(f, "x:1")
+	for _, format := range []Format{Docker, OCI} {
+		var b bytes.Buffer
+		if err := Write(&b, src, format, []Image{{Descriptor: md, Names: []string{"x:1"}}}); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b.Bytes())
+		f.Add(b.Bytes()[:b.Len()/3])
+	}
+	f.Add([]byte{})
+	f.Add([]byte("not a tar"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		dst, err := layout.Init(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dst.Close()
+		imgs, err := Read(bytes.NewReader(data), dst, ReadOptions{})
+		if err != nil {
+			if ents, _ := os.ReadDir(filepath.Join(dst.Dir(), "blobs", "sha256")); len(ents) != 0 {
+				t.Fatalf("refused archive (%v) left %d blobs", err, len(ents))
+			}
+			return
+		}
+		for _, img := range imgs {
+			if err := dst.Walk(img.Descriptor, func(ocispec.Descriptor, []byte) error { return nil }); err != nil {
+				t.Fatalf("accepted an incomplete image: %v", err)
+			}
+		}
+	})
+}
+
+func FuzzCleanName(f *testing.F) {
+	for _, s := range []string{"a/b", "../a", "/a", "a/../b", "./a", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := CleanName(s)
+		if err != nil {
+			return
+		}
+		if filepath.IsAbs(c) || c == ".." || (len(c) > 2 && c[:3] == "../") {
+			t.Fatalf("CleanName(%q) = %q escapes", s, c)
+		}
+	})
+}
