@@ -113,7 +113,9 @@ func debugf(format string, a ...any) {
 }
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	code := run(os.Args[1:], os.Stdout, os.Stderr)
+	runAtExit() // profile.go: flush profiles, which os.Exit would skip
+	os.Exit(code)
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
