@@ -941,3 +941,48 @@ func TestRegistryKilledMidTransfer(t *testing.T) {
 		t.Fatalf("the resumed pull downloaded %d bytes: verified layers were fetched again", got)
 	}
 }
+
+// TestRegistryCopyTransport copies through docker:// with strata copy:
+// layout to registry, registry to layout, registry to registry.
+func TestRegistryCopyTransport(t *testing.T) {
+	reg := startRegistry(t, registryConfig{})
+	host := reg.listen
+	tmp := t.TempDir()
+	src := filepath.Join(tmp, "src")
+	single := putImage(t, src, "v1", ocispec.Platform{OS: "linux", Architecture: "amd64"}, nil,
+		tarLayer(t, map[string][]byte{"etc/copy": []byte("copy\n")}, nil))
+	idx, _, arm := putMultiImage(t, src, "multi", 40)
+
+	strata(t, "copy", "oci:"+src+":v1", "docker://"+host+"/copy/img:v1")
+	if d := rawDigest(t, "--tls-verify=false", "docker://"+host+"/copy/img:v1"); d != single.Digest {
+		t.Fatalf("copy to docker:// serves %s, want %s", d, single.Digest)
+	}
+	strata(t, "copy", "--all-platforms", src+":multi", "docker://"+host+"/copy/multi:v1")
+	if d := rawDigest(t, "--tls-verify=false", "docker://"+host+"/copy/multi:v1"); d != idx.Digest {
+		t.Fatalf("copy --all-platforms to docker:// serves %s, want %s", d, idx.Digest)
+	}
+
+	dst := filepath.Join(tmp, "dst")
+	strata(t, "copy", "docker://"+host+"/copy/img:v1", "oci:"+dst+":single")
+	strata(t, "copy", "--platform", "linux/arm64", "docker://"+host+"/copy/multi:v1", dst+":arm")
+	strata(t, "copy", "--all-platforms", "docker://"+host+"/copy/multi:v1", dst+":multi")
+	for name, want := range map[string]digest.Digest{"single": single.Digest, "arm": arm.Digest, "multi": idx.Digest} {
+		if got := resolveIn(t, dst, name); got != want {
+			t.Fatalf("%s: copied %s, want %s", name, got, want)
+		}
+	}
+	// Without a destination name the registry name is kept.
+	strata(t, "copy", "docker://"+host+"/copy/img:v1", "oci:"+dst)
+	if resolveIn(t, dst, host+"/copy/img:v1") != single.Digest {
+		t.Fatal("copy from docker:// did not keep the reference as the name")
+	}
+	strataFsck(t, dst)
+
+	strata(t, "copy", "--all-platforms", "docker://"+host+"/copy/multi:v1", "docker://"+host+"/copy/again:v2")
+	if d := rawDigest(t, "--tls-verify=false", "docker://"+host+"/copy/again:v2"); d != idx.Digest {
+		t.Fatalf("registry-to-registry copy serves %s, want %s", d, idx.Digest)
+	}
+	if r := strataFail(t, "copy", "docker:"+host+"/copy/img:v1", dst); r.Code != 2 {
+		t.Fatalf("docker: without //: exit %d: %s", r.Code, r.Stderr)
+	}
+}

@@ -189,7 +189,10 @@ Credentials come from $DOCKER_CONFIG/config.json or ~/.docker/config.json
 				return err
 			}
 			defer l.Close()
-			res, err := remote.Pull(cmd.Context(), l, args[0], name, opts...)
+			// Ctrl-C stops the transfer cleanly: partial blobs are removed.
+			ctx, cancel := signalContext()
+			defer cancel()
+			res, err := remote.Pull(ctx, l, args[0], name, opts...)
 			done()
 			if err != nil {
 				return err

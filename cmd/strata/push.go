@@ -47,7 +47,10 @@ reference, pinned to its digest, is printed on stdout.`,
 				opts = append(opts, remote.WithByDigest())
 			}
 			opts = append(opts, remote.WithMountFrom(mountFrom...))
-			res, err := remote.Push(cmd.Context(), l, ref, args[1], opts...)
+			// Ctrl-C stops the transfer cleanly: partial blobs are removed.
+			ctx, cancel := signalContext()
+			defer cancel()
+			res, err := remote.Push(ctx, l, ref, args[1], opts...)
 			done()
 			if err != nil {
 				return err
