@@ -569,6 +569,16 @@ func TestCopyFrom(t *testing.T) {
 	if m, err := dst.CopyFrom(src, d, int64(len(data))); err != nil || m != CopyExisted {
 		t.Fatalf("second copy: %s %v", m, err)
 	}
+	// A damaged (truncated) copy at the destination is replaced.
+	dp, _ := dst.Path(d)
+	os.Remove(dp)
+	os.WriteFile(dp, data[:1000], 0o444)
+	if _, err := dst.CopyFrom(src, d, int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Verify(d, int64(len(data))); err != nil {
+		t.Fatalf("damaged destination not repaired: %v", err)
+	}
 	// A corrupt source is refused whatever the method.
 	bad := content(6, 5000)
 	bd, _ := src.PutBytes(bad)

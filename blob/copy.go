@@ -61,11 +61,15 @@ func (s *Store) CopyFrom(src *Store, d digest.Digest, size int64) (CopyMethod, e
 		if err := src.Verify(d, size); err != nil {
 			return "", err
 		}
-		if err := os.Link(srcPath, dst); err == nil || errors.Is(err, fs.ErrExist) {
+		// A file already at dst has the wrong size (Has said no above),
+		// so it is damaged: the stream below replaces it.
+		if err := os.Link(srcPath, dst); err == nil {
 			if err := syncDir(dir); err != nil {
 				return "", fmt.Errorf("sync %s: %w", dir, err)
 			}
 			return CopyHardlink, nil
+		} else if errors.Is(err, fs.ErrExist) && s.Has(d, size) {
+			return CopyExisted, nil // a concurrent copy won
 		}
 	}
 
