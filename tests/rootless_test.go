@@ -1,0 +1,243 @@
+package tests
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/strata-oci/strata/overlay"
+	lt "github.com/strata-oci/strata/snapshot/layertest"
+	"golang.org/x/sys/unix"
+)
+
+// rootlessUser is the unprivileged user rootless tests run strata as;
+// tests/setup.sh creates it, and so does rootlessAccount when missing.
+const rootlessUser = "strata-test"
+
+// rootlessAccount makes sure rootlessUser exists with subordinate ID
+// ranges and returns its uid and gid.
+func rootlessAccount(t testing.TB) (uid, gid int) {
+	t.Helper()
+	needRoot(t)
+	for _, tool := range []string{"runuser", "newuidmap", "newgidmap"} {
+		needTool(t, tool)
+	}
+	u, err := user.Lookup(rootlessUser)
+	if err != nil {
+		mustRun(t, "useradd", "--create-home", "--shell", "/bin/sh", "--user-group", rootlessUser)
+		if u, err = user.Lookup(rootlessUser); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"/etc/subuid", "/etc/subgid"} {
+		b, err := os.ReadFile(f)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		if strings.Contains("\n"+string(b), "\n"+rootlessUser+":") {
+			continue
+		}
+		// The range setup.sh uses, far above what useradd hands out.
+		fh, err := os.OpenFile(f, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = fmt.Fprintf(fh, "%s:1879048192:65536\n", rootlessUser)
+		fh.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	uid, _ = strconv.Atoi(u.Uid)
+	gid, _ = strconv.Atoi(u.Gid)
+	return uid, gid
+}
+
+// rootlessDir makes a directory the test user owns (t.TempDir's parents
+// are closed to other users); it is removed when the test ends.
+func rootlessDir(t testing.TB, uid, gid int) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "strata-rootless-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// rlChownTree gives a tree to the test user.
+func rlChownTree(t testing.TB, dir string, uid, gid int) {
+	t.Helper()
+	err := filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, gid)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rlAsUser runs strata as the test user in dir.
+func rlAsUser(t testing.TB, dir string, args ...string) result {
+	t.Helper()
+	full := append([]string{"-u", rootlessUser, "--", strataBin, "--quiet"}, args...)
+	r := rlRunIn(t, dir, "runuser", full...)
+	return r
+}
+
+func rlRunIn(t testing.TB, dir, name string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	// The test user must be able to reach its working directory.
+	cmd.Dir = dir
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			t.Fatalf("run %s %s: %v", name, strings.Join(args, " "), err)
+		}
+		code = ee.ExitCode()
+	}
+	return result{Stdout: out.String(), Stderr: errb.String(), Code: code}
+}
+
+// TestRootlessOverlay unpacks with the overlay driver as an unprivileged
+// user: strata enters its own user namespace (the user's subordinate
+// ranges mapped), writes layers with user.overlay xattrs and mounts with
+// userxattr; the mount works for a command run through strata mount, and
+// root can mount the same bundle.
+func TestRootlessOverlay(t *testing.T) {
+	uid, gid := rootlessAccount(t)
+	dir := rootlessDir(t, uid, gid)
+	img := filepath.Join(dir, "img")
+	l1 := lt.Tar(
+		lt.Dir("etc", 0o755), lt.File("etc/a", "a", 0o644),
+		lt.Dir("d", 0o755), lt.File("d/x", "x", 0o644),
+		lt.Owned(lt.File("owned", "o", 0o640), 1000, 1000),
+		lt.Char("null", 1, 3), lt.File("gone", "g", 0o644),
+		lt.WithXattrs(lt.File("noted", "n", 0o644), map[string]string{"user.note": "kept"}),
+	)
+	l2 := lt.Tar(
+		lt.Whiteout("gone"),
+		lt.Dir("d", 0o750), lt.File("d/y", "y", 0o644), lt.Opaque("d"),
+		lt.File("etc/b", "b", 0o600),
+	)
+	if err := lt.BuildImage(img, "v1", lt.Image{Layers: [][]byte{l1, l2}}); err != nil {
+		t.Fatal(err)
+	}
+	rlChownTree(t, img, uid, gid)
+	store := filepath.Join(dir, "store")
+	b := filepath.Join(dir, "bundle")
+	ovlUnmountCleanup(t, b)
+
+	r := rlAsUser(t, dir, "unpack", "--root", store, "--driver", "overlay", img+":v1", b)
+	if r.Code != 0 {
+		t.Fatalf("rootless unpack: exit %d: %s", r.Code, r.Stderr)
+	}
+	if strings.Contains(r.Stderr, "falling back") {
+		t.Fatalf("rootless unpack fell back to vfs: %s", r.Stderr)
+	}
+	rec := ovlRecord(t, b)
+	if rec.Driver != "overlay" || !rec.Rootless {
+		t.Fatalf("record: driver %q rootless %v", rec.Driver, rec.Rootless)
+	}
+	if form, _ := os.ReadFile(filepath.Join(store, "overlay.json")); !strings.Contains(string(form), `"user"`) {
+		t.Errorf("store xattr form: %s", form)
+	}
+
+	// The layer snapshot holds the overlay forms of the whiteouts, in the
+	// user namespace's xattr form, and belongs to the user.
+	top := filepath.Join(store, "snapshots", rec.Chain[1].Encoded(), "fs")
+	if !ovlIsWhiteoutAt(filepath.Join(top, "gone")) {
+		t.Errorf("%s/gone is not a 0:0 character device", top)
+	}
+	if ok, err := overlay.IsOpaque(filepath.Join(top, "d"), overlay.User); !ok || err != nil {
+		t.Errorf("%s/d lacks user.overlay.opaque: %v", top, err)
+	}
+	if ok, _ := overlay.IsOpaque(filepath.Join(top, "d"), overlay.Trusted); ok {
+		t.Errorf("%s/d has trusted.overlay.opaque in a rootless store", top)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(top, "etc", "b"), &st); err != nil || int(st.Uid) != uid {
+		t.Errorf("layer file owner %d (%v), want the user %d", st.Uid, err, uid)
+	}
+
+	// A command run on the mount, inside strata's namespace.
+	script := `cd "$STRATA_ROOTFS" && find . | sort && cat /proc/self/uid_map && cat etc/b && echo new > new && rm etc/a`
+	r = rlAsUser(t, dir, "mount", b, "--", "sh", "-c", script)
+	if r.Code != 0 {
+		t.Fatalf("rootless mount -- sh: exit %d: %s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	for _, want := range []string{"./d/y\n", "./etc/a\n", "./null\n", "./owned\n", "./noted\n", "b"} {
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("rootless mount view lacks %q:\n%s", want, r.Stdout)
+		}
+	}
+	for _, unwanted := range []string{"./d/x", "./gone"} {
+		if strings.Contains(r.Stdout, unwanted) {
+			t.Errorf("rootless mount view shows %q, which a whiteout or opaque directory hides:\n%s", unwanted, r.Stdout)
+		}
+	}
+	// The namespace maps the user to root and the subordinate range
+	// above it.
+	if !strings.Contains(r.Stdout, fmt.Sprintf(" %d          1", uid)) || !strings.Contains(r.Stdout, "65536") {
+		t.Errorf("namespace mapping is not the user plus a subordinate range:\n%s", r.Stdout)
+	}
+	upper := filepath.Join(b, ".strata", "upper")
+	if got, err := os.ReadFile(filepath.Join(upper, "new")); err != nil || string(got) != "new\n" {
+		t.Errorf("upper/new = %q %v", got, err)
+	}
+	if !ovlIsWhiteoutAt(filepath.Join(upper, "etc", "a")) {
+		t.Errorf("deleting etc/a left no whiteout in the upper directory")
+	}
+	if ok, _ := overlay.IsMounted(filepath.Join(b, "rootfs")); ok {
+		t.Errorf("the namespace's mount is visible outside it")
+	}
+
+	// Without a command the mount would vanish with strata: refused.
+	for _, args := range [][]string{{"mount", b}, {"umount", b}} {
+		r := rlAsUser(t, dir, args...)
+		if r.Code != 2 || !strings.Contains(r.Stderr, "user namespace") {
+			t.Errorf("rootless strata %v: exit %d, %q", args, r.Code, r.Stderr)
+		}
+	}
+
+	// Root mounts the same bundle, with userxattr.
+	strata(t, "mount", b)
+	info := ovlMountOptions(t, filepath.Join(b, "rootfs"))
+	if !strings.Contains(info, "userxattr") {
+		t.Errorf("root's mount of a rootless bundle lacks userxattr: %s", info)
+	}
+	tree := ovlTree(t, filepath.Join(b, "rootfs"))
+	for _, want := range []string{"d/y", "etc/b", "new", "null", "owned"} {
+		if _, ok := tree[want]; !ok {
+			t.Errorf("root's mount lacks %s", want)
+		}
+	}
+	for _, gone := range []string{"d/x", "gone", "etc/a"} {
+		if _, ok := tree[gone]; ok {
+			t.Errorf("root's mount shows %s", gone)
+		}
+	}
+	if !strings.Contains(tree["noted"], "user.note=") {
+		t.Errorf("noted lost its xattr: %q", tree["noted"])
+	}
+	strata(t, "umount", b)
+}
