@@ -44,7 +44,12 @@ func Mount(target string, o Options) error {
 	if (o.Upper == "") != (o.Work == "") {
 		return fmt.Errorf("mount overlay at %s: upper and work directories go together", target)
 	}
-	err := mountNew(target, o)
+	var err error
+	if kernelAtLeast(6, 8) {
+		err = mountNew(target, o)
+	} else {
+		err = errOldKernel
+	}
 	if errors.Is(err, errOldKernel) {
 		err = mountLegacy(target, o)
 	}
@@ -52,6 +57,26 @@ func Mount(target string, o Options) error {
 		return fmt.Errorf("mount overlay of %d layers at %s: %w", len(o.Lower), target, err)
 	}
 	return nil
+}
+
+// kernelAtLeast says whether the running kernel's release is at least
+// major.minor. Before Linux 6.5 overlay took fsconfig options through a
+// legacy shim that accepts any key and fails only at create, so the
+// version, not a probe, decides whether lowerdir+ can be used.
+func kernelAtLeast(major, minor int) bool {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return false
+	}
+	return releaseAtLeast(unix.ByteSliceToString(u.Release[:]), major, minor)
+}
+
+func releaseAtLeast(release string, major, minor int) bool {
+	var ma, mi int
+	if n, _ := fmt.Sscanf(release, "%d.%d", &ma, &mi); n != 2 {
+		return false
+	}
+	return ma > major || (ma == major && mi >= minor)
 }
 
 // errOldKernel means the kernel lacks the new mount API or lowerdir+.

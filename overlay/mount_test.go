@@ -204,3 +204,23 @@ func TestCheckFailsWhereMountFails(t *testing.T) {
 		}
 	}
 }
+
+func TestReleaseAtLeast(t *testing.T) {
+	tests := []struct {
+		rel  string
+		want bool
+	}{
+		{"6.18.44-fc-v657", true},
+		{"6.8.0", true},
+		{"6.7.12-generic", false},
+		{"5.15.0-91-generic", false},
+		{"7.0", true},
+		{"garbage", false},
+		{"", false},
+	}
+	for _, tc := range tests {
+		if got := releaseAtLeast(tc.rel, 6, 8); got != tc.want {
+			t.Errorf("releaseAtLeast(%q, 6, 8) = %v", tc.rel, got)
+		}
+	}
+}
