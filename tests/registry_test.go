@@ -627,6 +627,17 @@ func TestRegistryTLSAuth(t *testing.T) {
 	if r.Code != 0 || !strings.Contains(r.Stderr, "not logged in") {
 		t.Fatalf("second logout: exit %d: %s", r.Code, r.Stderr)
 	}
+
+	// Credentials that skopeo (or podman) login stored are read too.
+	authFile := filepath.Join(tmp, "containers-auth.json")
+	needTool(t, "skopeo")
+	if r := runCmd(t, []byte("s3cret-pw\n"), "skopeo", "login", "--cert-dir", reg.certDir, "--authfile", authFile, "-u", "alice", "--password-stdin", host); r.Code != 0 {
+		t.Fatalf("skopeo login: exit %d: %s", r.Code, r.Stderr)
+	}
+	e := append(append([]string{}, env...), "REGISTRY_AUTH_FILE="+authFile)
+	if out := mustStrataEnv(t, e, "--quiet", "pull", "--cert-dir", reg.certDir, ref, dst+":podman-auth"); firstLine(out) != single.Digest.String() {
+		t.Fatalf("pull with skopeo's credentials printed %q", out)
+	}
 }
 
 // nonLoopbackIPv4 returns an address of this machine that is not loopback.

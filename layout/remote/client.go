@@ -109,13 +109,50 @@ func (o *options) credentialStore() (credentials.Store, error) {
 	)
 	if o.authFile != "" {
 		s, err = credentials.NewStore(o.authFile, sopts)
-	} else {
-		s, err = credentials.NewStoreFromDocker(sopts)
+		if err != nil {
+			return nil, fmt.Errorf("load registry credentials from %s: %w", o.authFile, err)
+		}
+		return s, nil
 	}
-	if err != nil {
+	if s, err = credentials.NewStoreFromDocker(sopts); err != nil {
 		return nil, fmt.Errorf("load registry credentials: %w", err)
 	}
+	// podman login and skopeo login write their own file in the same
+	// format: read it when docker's config has nothing for a registry.
+	var fallbacks []credentials.Store
+	for _, p := range containersAuthFiles() {
+		if fb, err := credentials.NewStore(p, credentials.StoreOptions{}); err == nil {
+			fallbacks = append(fallbacks, fb)
+		}
+	}
+	if len(fallbacks) > 0 {
+		s = credentials.NewStoreWithFallbacks(s, fallbacks...)
+	}
 	return s, nil
+}
+
+// containersAuthFiles lists the existing auth files of podman, buildah and
+// skopeo, in the order they read them.
+func containersAuthFiles() []string {
+	var cands []string
+	if p := os.Getenv("REGISTRY_AUTH_FILE"); p != "" {
+		cands = append(cands, p)
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		cands = append(cands, filepath.Join(d, "containers", "auth.json"))
+	} else {
+		cands = append(cands, filepath.Join("/run/containers", fmt.Sprint(os.Getuid()), "auth.json"))
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		cands = append(cands, filepath.Join(home, ".config", "containers", "auth.json"))
+	}
+	var out []string
+	for _, p := range cands {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // connect prepares a session with host: TLS settings, credentials, and
