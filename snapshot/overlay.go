@@ -254,9 +254,6 @@ func (o *Overlay) CreateRootfs(c *Container) (err error) {
 	if err := copyRootMeta(top.FS(), upper); err != nil {
 		return fmt.Errorf("overlay rootfs in %s: %w", c.Dir, err)
 	}
-	if err := os.MkdirAll(c.Rootfs(), 0o755); err != nil {
-		return fmt.Errorf("overlay rootfs in %s: %w", c.Dir, err)
-	}
 	return o.Mount(c)
 }
 
@@ -282,17 +279,20 @@ func copyRootMeta(src, dst string) error {
 // Mount mounts c's rootfs over its existing upper and work directories:
 // after a reboot, or after Unmount.
 func (o *Overlay) Mount(c *Container) error {
+	for _, d := range []string{o.Upper(c), o.Work(c)} {
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			return fmt.Errorf("mount %s: missing overlay directory %s (was the bundle unpacked with the overlay driver?)", c.Rootfs(), d)
+		}
+	}
+	if err := os.MkdirAll(c.Rootfs(), 0o755); err != nil {
+		return fmt.Errorf("mount %s: %w", c.Rootfs(), err)
+	}
 	mounted, err := overlay.IsMounted(c.Rootfs())
 	if err != nil {
 		return err
 	}
 	if mounted {
 		return fmt.Errorf("mount %s: %w", c.Rootfs(), ErrAlreadyMounted)
-	}
-	for _, d := range []string{o.Upper(c), o.Work(c)} {
-		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
-			return fmt.Errorf("mount %s: missing overlay directory %s (was the bundle unpacked with the overlay driver?)", c.Rootfs(), d)
-		}
 	}
 	low, err := o.Lowers(c.Top())
 	if err != nil {

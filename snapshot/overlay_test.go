@@ -1,0 +1,293 @@
+package snapshot
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/strata-oci/strata/overlay"
+	"golang.org/x/sys/unix"
+)
+
+// unmountLater unmounts a bundle's rootfs when the test ends.
+func unmountLater(t *testing.T, bundle string) {
+	t.Cleanup(func() {
+		rootfs := filepath.Join(bundle, RootfsDir)
+		if ok, _ := overlay.IsMounted(rootfs); ok {
+			if err := overlay.Unmount(rootfs); err != nil {
+				t.Errorf("cleanup: %v", err)
+			}
+		}
+	})
+}
+
+func TestOverlayDriverRoundTrip(t *testing.T) {
+	needRoot(t)
+	s := openStore(t)
+	img, _ := buildStandard(t)
+	bundle := filepath.Join(t.TempDir(), "bundle")
+	unmountLater(t, bundle)
+	rec := unpack(t, s, img, bundle, UnpackOptions{Driver: OverlayDriver})
+	if rec.Driver != OverlayDriver || len(rec.Chain) != 3 {
+		t.Fatalf("record: driver %q, %d layers", rec.Driver, len(rec.Chain))
+	}
+	rootfs := filepath.Join(bundle, RootfsDir)
+	if ok, err := overlay.IsMounted(rootfs); !ok || err != nil {
+		t.Fatalf("rootfs not mounted after unpack: %v", err)
+	}
+	st, o, c, err := OverlayBundle(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if o.Xattrs() != overlay.Trusted {
+		t.Errorf("root's store uses %v xattrs", o.Xattrs())
+	}
+	// The rootfs's "/" shows the top layer's root, not a fresh directory.
+	top, upper := lstat(t, c.Top().FS()), lstat(t, o.Upper(c))
+	if top.Mode != upper.Mode || top.Uid != upper.Uid || top.Gid != upper.Gid || top.Mtim != upper.Mtim {
+		t.Errorf("upper root %o %d:%d %v, top layer root %o %d:%d %v", upper.Mode, upper.Uid, upper.Gid, upper.Mtim, top.Mode, top.Uid, top.Gid, top.Mtim)
+	}
+	// Each snapshot holds its own layer only.
+	if _, err := os.Lstat(filepath.Join(c.Top().FS(), "etc", "passwd")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("top snapshot holds a base layer file: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "note"), []byte("kept"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Unmount(c); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Unmount(c); !errors.Is(err, overlay.ErrNotMounted) {
+		t.Errorf("second Unmount: %v, want ErrNotMounted", err)
+	}
+	if err := o.Mount(c); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(rootfs, "note")); err != nil || string(b) != "kept" {
+		t.Errorf("after remount note = %q %v", b, err)
+	}
+	if err := o.Mount(c); !errors.Is(err, ErrAlreadyMounted) {
+		t.Errorf("second Mount: %v, want ErrAlreadyMounted", err)
+	}
+	if err := o.RemoveRootfs(c); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{rootfs, o.Upper(c), o.Work(c)} {
+		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("RemoveRootfs left %s: %v", p, err)
+		}
+	}
+	if err := o.Mount(c); err == nil || !strings.Contains(err.Error(), "missing overlay directory") {
+		t.Errorf("Mount without upper: %v", err)
+	}
+}
+
+// fakeSnapshot writes a snapshot's meta.json and empty fs/.
+func fakeSnapshot(t *testing.T, s *Store, name, driver string, parent digest.Digest) *Info {
+	t.Helper()
+	id := digest.FromString(name)
+	in := &Info{ID: id.Encoded(), ChainID: id, Parent: parent, DiffID: id, Driver: driver}
+	dir := s.Path(id)
+	if err := os.MkdirAll(filepath.Join(dir, FSDir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(in)
+	if err := os.WriteFile(filepath.Join(dir, MetaFile), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in.Dir = dir
+	return in
+}
+
+func TestOverlayLowers(t *testing.T) {
+	s := openStore(t)
+	o := &Overlay{s: s, x: overlay.Trusted}
+	base := fakeSnapshot(t, s, "base", OverlayDriver, "")
+	mid := fakeSnapshot(t, s, "mid", OverlayDriver, base.ChainID)
+	top := fakeSnapshot(t, s, "top", OverlayDriver, mid.ChainID)
+	full := fakeSnapshot(t, s, "full", VFS, digest.FromString("never-read"))
+	onFull := fakeSnapshot(t, s, "on-full", OverlayDriver, full.ChainID)
+	orphan := fakeSnapshot(t, s, "orphan", OverlayDriver, digest.FromString("missing"))
+	tests := []struct {
+		name string
+		top  *Info
+		want []*Info
+		err  error
+	}{
+		{"chain", top, []*Info{top, mid, base}, nil},
+		{"base", base, []*Info{base}, nil},
+		// A vfs snapshot holds the whole tree below: it ends the list.
+		{"on vfs", onFull, []*Info{onFull, full}, nil},
+		{"missing parent", orphan, nil, ErrNotFound},
+	}
+	for _, tc := range tests {
+		got, err := o.Lowers(tc.top)
+		if tc.err != nil {
+			if !errors.Is(err, tc.err) {
+				t.Errorf("%s: err %v, want %v", tc.name, err, tc.err)
+			}
+			continue
+		}
+		var want []string
+		for _, in := range tc.want {
+			want = append(want, in.FS())
+		}
+		if err != nil || strings.Join(got, ":") != strings.Join(want, ":") {
+			t.Errorf("%s: %v %v, want %v", tc.name, got, err, want)
+		}
+	}
+	opts, err := o.PrepareLayer(t.TempDir(), top)
+	if err != nil || opts.Whiteouts != WhiteoutConvert || opts.Whiteouter == nil || len(opts.Lower) != 3 {
+		t.Errorf("PrepareLayer: %+v %v", opts, err)
+	}
+}
+
+func TestOverlayStoreForm(t *testing.T) {
+	needRoot(t)
+	tests := []struct {
+		name    string
+		content string // "" : no file
+		want    overlay.Xattrs
+		bad     bool
+	}{
+		{name: "new store", want: overlay.Trusted},
+		{name: "trusted", content: `{"xattrs":"trusted"}`, want: overlay.Trusted},
+		{name: "user store used by root", content: `{"xattrs":"user"}`, want: overlay.User},
+		{name: "unknown form", content: `{"xattrs":"sideways"}`, bad: true},
+		{name: "garbage", content: `{`, bad: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openStore(t)
+			p := filepath.Join(s.Root(), OverlayStoreFile)
+			if tc.content != "" {
+				if err := os.WriteFile(p, []byte(tc.content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			o, err := NewOverlay(s)
+			if tc.bad {
+				if err == nil {
+					t.Fatal("accepted a bad form file")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o.Xattrs() != tc.want {
+				t.Errorf("form %v, want %v", o.Xattrs(), tc.want)
+			}
+			b, _ := os.ReadFile(p)
+			if !strings.Contains(string(b), tc.want.String()) {
+				t.Errorf("%s holds %s", OverlayStoreFile, b)
+			}
+			if ents, _ := os.ReadDir(filepath.Join(s.Root(), TmpDir)); len(ents) != 0 {
+				t.Errorf("the overlay check left %d entries in tmp", len(ents))
+			}
+		})
+	}
+}
+
+func TestOverlayFallbackHook(t *testing.T) {
+	s := openStore(t)
+	t.Setenv(overlay.DisableEnv, "off")
+	saved := OverlayFallback
+	t.Cleanup(func() { OverlayFallback = saved })
+
+	OverlayFallback = nil
+	if _, err := NewDriver(OverlayDriver, s); !errors.Is(err, overlay.ErrUnsupported) {
+		t.Errorf("without a fallback: %v, want ErrUnsupported", err)
+	}
+	var reason error
+	OverlayFallback = func(err error) { reason = err }
+	d, err := NewDriver(OverlayDriver, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Name() != VFS {
+		t.Errorf("fallback driver is %s", d.Name())
+	}
+	if !errors.Is(reason, overlay.ErrUnsupported) || !strings.Contains(reason.Error(), overlay.DisableEnv) {
+		t.Errorf("fallback reason %v", reason)
+	}
+}
+
+func TestOverlayBundleErrors(t *testing.T) {
+	dir := t.TempDir()
+	if _, _, _, err := OverlayBundle(dir); !errors.Is(err, ErrNotUnpacked) {
+		t.Errorf("no record: %v", err)
+	}
+	tests := []struct {
+		name string
+		rec  string
+		want error
+	}{
+		{"vfs bundle", `{"driver":"vfs","chain":["sha256:` + strings.Repeat("a", 64) + `"]}`, ErrNotOverlay},
+		{"garbage", `{"driver":`, ErrNotUnpacked},
+	}
+	for _, tc := range tests {
+		if err := os.WriteFile(filepath.Join(dir, RecordFile), []byte(tc.rec), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, _, err := OverlayBundle(dir); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	store := filepath.Join(t.TempDir(), "store")
+	rec := `{"driver":"overlay","store":"` + store + `","chain":["sha256:` + strings.Repeat("b", 64) + `"]}`
+	if err := os.WriteFile(filepath.Join(dir, RecordFile), []byte(rec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := OverlayBundle(dir); !errors.Is(err, ErrNotFound) {
+		t.Errorf("missing snapshot: %v, want ErrNotFound", err)
+	}
+}
+
+func TestOverlayRefusesIDMap(t *testing.T) {
+	needRoot(t)
+	s := openStore(t)
+	o, err := NewOverlay(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := fakeSnapshot(t, s, "base", OverlayDriver, "")
+	c := &Container{Dir: t.TempDir(), Chain: []*Info{base}, IDMap: &IDMap{UIDs: []IDRange{{0, 100000, 65536}}}}
+	if err := o.CreateRootfs(c); err == nil || !strings.Contains(err.Error(), "id map") {
+		t.Errorf("CreateRootfs with an id map: %v", err)
+	}
+	if _, err := os.Lstat(c.State()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("failed CreateRootfs left state behind: %v", err)
+	}
+}
+
+func TestOverlayWhiteouter(t *testing.T) {
+	needRoot(t)
+	for _, x := range []overlay.Xattrs{overlay.Trusted, overlay.User} {
+		dir := t.TempDir()
+		fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := overlayWhiteouter{x}
+		if err := w.Whiteout(fd, "gone"); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Opaque(fd); err != nil {
+			t.Fatal(err)
+		}
+		unix.Close(fd)
+		fi, err := os.Lstat(filepath.Join(dir, "gone"))
+		if err != nil || !overlay.IsWhiteout(fi) {
+			t.Errorf("%v: gone is not a whiteout: %v", x, err)
+		}
+		if ok, err := overlay.IsOpaque(dir, x); !ok || err != nil {
+			t.Errorf("%v: directory not opaque: %v", x, err)
+		}
+	}
+}
