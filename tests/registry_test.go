@@ -461,6 +461,20 @@ func TestRegistryPlainHTTP(t *testing.T) {
 		}
 	}
 	strataFsck(t, multi)
+	// Several platforms: an index of just those.
+	out = strata(t, "pull", "--platform", "linux/arm64,linux/amd64", host+"/strata/multi:v1", multi+":both")
+	ml, err := layout.Open(multi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	both, err := ml.Resolve("both")
+	if err != nil || both.Digest.String() != firstLine(out) || !layout.IsIndex(both.MediaType) {
+		t.Fatalf("pull of two platforms: %v %v, printed %q", both, err, out)
+	}
+	if ps, err := ml.Platforms(both); err != nil || len(ps) != 2 {
+		t.Fatalf("pull of two platforms holds %v, %v", ps, err)
+	}
+	ml.Close()
 	// A platform the image does not have is an error.
 	if r := strataFail(t, "pull", "--platform", "linux/s390x", host+"/strata/multi:v1", multi+":none"); !strings.Contains(r.Stderr, "linux/s390x") {
 		t.Fatalf("missing platform: %s", r.Stderr)
@@ -546,7 +560,7 @@ func TestRegistryTLSAuth(t *testing.T) {
 
 	// The self-signed certificate is refused without the CA.
 	r := strataEnv(t, env, nil, "push", src+":v1", ref)
-	if r.Code != 1 || !strings.Contains(r.Stderr, "certificate") {
+	if r.Code != 1 || !strings.Contains(r.Stderr, "certificate") || !strings.Contains(r.Stderr, "--cert-dir") {
 		t.Fatalf("push without the CA: exit %d: %s", r.Code, r.Stderr)
 	}
 	// With the CA but no credentials the registry refuses.

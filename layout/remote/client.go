@@ -194,6 +194,10 @@ func (o *options) probe(ctx context.Context, hc *http.Client, host string) (plai
 		return false, nil
 	}
 	if !noHTTPS(herr) {
+		var cv *tls.CertificateVerificationError
+		if errors.As(herr, &cv) {
+			return false, fmt.Errorf("registry %s: %w (give its CA with --cert-dir DIR or SSL_CERT_FILE, or skip verification with --insecure)", host, herr)
+		}
 		return false, fmt.Errorf("registry %s: %w", host, herr)
 	}
 	if !o.insecure && !isLocalHost(host) {
