@@ -353,6 +353,12 @@ func TestCopyConvert(t *testing.T) {
 	if z.Manifest.Layers[0].MediaType != ocispec.MediaTypeImageLayerZstd || z.Config.RootFS.DiffIDs[0] != img.DiffID {
 		t.Fatalf("zstd: %s %v", z.Manifest.Layers[0].MediaType, z.Config.RootFS.DiffIDs)
 	}
+	// Only the converted image's blobs reach a fresh destination.
+	fresh := t.TempDir()
+	strata(t, "copy", "--compression", "zstd", "oci:"+src+":v1", "oci:"+fresh+":zstd")
+	if ents, _ := os.ReadDir(filepath.Join(fresh, "blobs", "sha256")); len(ents) != 3 {
+		t.Fatalf("%d blobs after a converting copy, want 3 (config, zstd layer, manifest)", len(ents))
+	}
 	strata(t, "copy", "--compression", "gzip", "--compression-level", "9", "--force-compression", "oci:"+src+":v1", "oci:"+dst+":gz9")
 	g := read(dst, "gz9")
 	if g.Manifest.Layers[0].Digest == read(src, "v1").Manifest.Layers[0].Digest || g.Config.RootFS.DiffIDs[0] != img.DiffID {

@@ -3,11 +3,15 @@ package archive
 import (
 	"archive/tar"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/layout"
 )
@@ -182,4 +186,59 @@ func FuzzCleanName(f *testing.F) {
 			t.Fatalf("CleanName(%q) = %q escapes", s, c)
 		}
 	})
+}
+
+// TestReadForeignPlatform reads an archive holding an index of which only
+// one, non-host, platform's blobs are present, as docker save writes for
+// a pulled image.
+func TestReadForeignPlatform(t *testing.T) {
+	src, md := testLayout(t, "x:1")
+	arm := md
+	arm.Platform = &ocispec.Platform{OS: "linux", Architecture: "s390x"}
+	missing := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.Digest("sha256:" + strings.Repeat("0", 64)), Size: 10,
+		Platform: &ocispec.Platform{OS: "linux", Architecture: "riscv64"}}
+	idxDesc, err := src.PutJSON(ocispec.MediaTypeImageIndex, ocispec.Index{
+		Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex,
+		Manifests: []ocispec.Descriptor{arm, missing},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	put := func(name string, b []byte) {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(b))})
+		tw.Write(b)
+	}
+	err = src.Walk(md, func(d ocispec.Descriptor, _ []byte) error {
+		b, err := src.Blobs().ReadAll(d.Digest, d.Size, 1<<20)
+		put(blobPath(d.Digest), b)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ib, _ := src.Blobs().ReadAll(idxDesc.Digest, idxDesc.Size, 1<<20)
+	put(blobPath(idxDesc.Digest), ib)
+	top, _ := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, Manifests: []ocispec.Descriptor{idxDesc}})
+	put("index.json", top)
+	tw.Close()
+
+	dst, err := layout.Init(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	got, err := Read(bytes.NewReader(buf.Bytes()), dst, ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Descriptor.Digest != md.Digest {
+		t.Fatalf("read %+v, want manifest %s", got, md.Digest)
+	}
+	// Asking for a platform that is not there is an error.
+	_, err = Read(bytes.NewReader(buf.Bytes()), dst, ReadOptions{Copy: layout.CopyOptions{Platforms: []ocispec.Platform{{OS: "linux", Architecture: "riscv64"}}}})
+	if err == nil {
+		t.Fatal("read a platform whose blobs are missing")
+	}
 }

@@ -89,6 +89,11 @@ func Read(r io.Reader, dst *layout.Layout, opts ReadOptions) ([]Image, error) {
 	// saves only the ones it pulled); only the selected ones must be there.
 	for i := range imgs {
 		d, err := tmp.SelectPlatforms(imgs[i].Descriptor, opts.Copy)
+		if errors.Is(err, layout.ErrNoPlatform) && len(opts.Copy.Platforms) == 0 {
+			// Docker saves an image's whole index but only the platform it
+			// pulled: with no platform asked for, that one will do.
+			d, err = onlyComplete(tmp, imgs[i].Descriptor, err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("image %s: %w", imgs[i].Descriptor.Digest, err)
 		}
@@ -107,6 +112,25 @@ func Read(r io.Reader, dst *layout.Layout, opts ReadOptions) ([]Image, error) {
 		out = append(out, Image{Descriptor: d, Names: img.Names})
 	}
 	return out, nil
+}
+
+// onlyComplete returns the one manifest of index desc whose blobs are all
+// in l, or selErr when there is not exactly one.
+func onlyComplete(l *layout.Layout, desc ocispec.Descriptor, selErr error) (ocispec.Descriptor, error) {
+	idx, err := l.ReadIndex(desc)
+	if err != nil {
+		return ocispec.Descriptor{}, selErr
+	}
+	var found []ocispec.Descriptor
+	for _, m := range idx.Manifests {
+		if layout.IsManifest(m.MediaType) && complete(l, m) == nil {
+			found = append(found, m)
+		}
+	}
+	if len(found) != 1 {
+		return ocispec.Descriptor{}, selErr
+	}
+	return found[0], nil
 }
 
 // complete checks that every blob desc reaches is in l.

@@ -34,11 +34,21 @@ func Copy(ctx context.Context, src Source, dst Destination, opts CopyOptions) ([
 			return nil, err
 		}
 		defer l.Close()
-		imgs, err := src.Fetch(ctx, l, opts.Options)
-		if err != nil {
-			return nil, fmt.Errorf("copy from %s: %w", src, err)
+		if opts.Convert == nil {
+			imgs, err := src.Fetch(ctx, l, opts.Options)
+			if err != nil {
+				return nil, fmt.Errorf("copy from %s: %w", src, err)
+			}
+			return finish(ctx, l, dst, imgs, opts)
 		}
-		return finish(ctx, l, dst, imgs, opts)
+		// Converting: stage inside the destination's state directory (one
+		// filesystem, so blobs move by hardlink) so that only the
+		// converted image's blobs reach the destination.
+		stateDir := filepath.Join(l.Dir(), layout.StateDir)
+		if err := os.MkdirAll(stateDir, 0o755); err != nil {
+			return nil, fmt.Errorf("create %s: %w", stateDir, err)
+		}
+		return staged(ctx, stateDir, src, dst, opts)
 	}
 	if ls, ok := src.(LocalSource); ok && opts.Convert == nil && len(opts.Copy.Platforms) <= 1 {
 		l, imgs, err := ls.Local(opts.Options)
@@ -63,6 +73,11 @@ func Copy(ctx context.Context, src Source, dst Destination, opts CopyOptions) ([
 	if sd, ok := dst.(StagingDestination); ok {
 		base = sd.StagingDir()
 	}
+	return staged(ctx, base, src, dst, opts)
+}
+
+// staged copies through a private layout made in base.
+func staged(ctx context.Context, base string, src Source, dst Destination, opts CopyOptions) ([]Image, error) {
 	tmpDir, err := os.MkdirTemp(base, ".strata-copy-")
 	if err != nil {
 		return nil, fmt.Errorf("create staging layout: %w", err)
