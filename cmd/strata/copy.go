@@ -91,7 +91,17 @@ func signalContext() (context.Context, context.CancelFunc) {
 func runCopy(src transport.Source, dst transport.Destination, o transport.CopyOptions, verb string) error {
 	ctx, cancel := signalContext()
 	defer cancel()
+	p := newProgress()
+	bar := p.Bytes("blobs", -1)
+	onBlob := o.Copy.OnBlob
+	o.Copy.OnBlob = func(d ocispec.Descriptor, how blob.CopyMethod) {
+		bar.Add(d.Size)
+		if onBlob != nil {
+			onBlob(d, how)
+		}
+	}
 	imgs, err := transport.Copy(ctx, src, dst, o)
+	p.Wait()
 	if err != nil {
 		return err
 	}
