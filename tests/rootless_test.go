@@ -20,21 +20,14 @@ import (
 // tests/setup.sh creates it, and so does rootlessAccount when missing.
 const rootlessUser = "strata-test"
 
+// rootlessSingleUser has no subordinate IDs: strata maps it alone.
+const rootlessSingleUser = "strata-test-single"
+
 // rootlessAccount makes sure rootlessUser exists with subordinate ID
 // ranges and returns its uid and gid.
 func rootlessAccount(t testing.TB) (uid, gid int) {
 	t.Helper()
-	needRoot(t)
-	for _, tool := range []string{"runuser", "newuidmap", "newgidmap"} {
-		needTool(t, tool)
-	}
-	u, err := user.Lookup(rootlessUser)
-	if err != nil {
-		mustRun(t, "useradd", "--create-home", "--shell", "/bin/sh", "--user-group", rootlessUser)
-		if u, err = user.Lookup(rootlessUser); err != nil {
-			t.Fatal(err)
-		}
-	}
+	u := rlEnsureUser(t, rootlessUser, false)
 	for _, f := range []string{"/etc/subuid", "/etc/subgid"} {
 		b, err := os.ReadFile(f)
 		if err != nil && !os.IsNotExist(err) {
@@ -57,6 +50,54 @@ func rootlessAccount(t testing.TB) (uid, gid int) {
 	uid, _ = strconv.Atoi(u.Uid)
 	gid, _ = strconv.Atoi(u.Gid)
 	return uid, gid
+}
+
+// rlEnsureUser creates a user when missing (a system user has no
+// subordinate IDs allocated).
+func rlEnsureUser(t testing.TB, name string, system bool) *user.User {
+	t.Helper()
+	needRoot(t)
+	for _, tool := range []string{"runuser", "newuidmap", "newgidmap", "useradd"} {
+		needTool(t, tool)
+	}
+	u, err := user.Lookup(name)
+	if err == nil {
+		return u
+	}
+	args := []string{"--create-home", "--shell", "/bin/sh", "--user-group"}
+	if system {
+		args = append(args, "--system")
+	}
+	mustRun(t, "useradd", append(args, name)...)
+	if u, err = user.Lookup(name); err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// rlImage writes a two-layer image with a whiteout, an opaque directory,
+// an owned file, a device and an xattr into dir/img, owned by uid:gid,
+// and returns the layout's path.
+func rlImage(t testing.TB, dir string, uid, gid int) string {
+	t.Helper()
+	img := filepath.Join(dir, "img")
+	l1 := lt.Tar(
+		lt.Dir("etc", 0o755), lt.File("etc/a", "a", 0o644),
+		lt.Dir("d", 0o755), lt.File("d/x", "x", 0o644),
+		lt.Owned(lt.File("owned", "o", 0o640), 1000, 1000),
+		lt.Char("null", 1, 3), lt.File("gone", "g", 0o644),
+		lt.WithXattrs(lt.File("noted", "n", 0o644), map[string]string{"user.note": "kept"}),
+	)
+	l2 := lt.Tar(
+		lt.Whiteout("gone"),
+		lt.Dir("d", 0o750), lt.File("d/y", "y", 0o644), lt.Opaque("d"),
+		lt.File("etc/b", "b", 0o600),
+	)
+	if err := lt.BuildImage(img, "v1", lt.Image{Layers: [][]byte{l1, l2}}); err != nil {
+		t.Fatal(err)
+	}
+	rlChownTree(t, img, uid, gid)
+	return img
 }
 
 // rootlessDir makes a directory the test user owns (t.TempDir's parents
@@ -126,23 +167,7 @@ func rlRunIn(t testing.TB, dir, name string, args ...string) result {
 func TestRootlessOverlay(t *testing.T) {
 	uid, gid := rootlessAccount(t)
 	dir := rootlessDir(t, uid, gid)
-	img := filepath.Join(dir, "img")
-	l1 := lt.Tar(
-		lt.Dir("etc", 0o755), lt.File("etc/a", "a", 0o644),
-		lt.Dir("d", 0o755), lt.File("d/x", "x", 0o644),
-		lt.Owned(lt.File("owned", "o", 0o640), 1000, 1000),
-		lt.Char("null", 1, 3), lt.File("gone", "g", 0o644),
-		lt.WithXattrs(lt.File("noted", "n", 0o644), map[string]string{"user.note": "kept"}),
-	)
-	l2 := lt.Tar(
-		lt.Whiteout("gone"),
-		lt.Dir("d", 0o750), lt.File("d/y", "y", 0o644), lt.Opaque("d"),
-		lt.File("etc/b", "b", 0o600),
-	)
-	if err := lt.BuildImage(img, "v1", lt.Image{Layers: [][]byte{l1, l2}}); err != nil {
-		t.Fatal(err)
-	}
-	rlChownTree(t, img, uid, gid)
+	img := rlImage(t, dir, uid, gid)
 	store := filepath.Join(dir, "store")
 	b := filepath.Join(dir, "bundle")
 	ovlUnmountCleanup(t, b)
@@ -240,4 +265,42 @@ func TestRootlessOverlay(t *testing.T) {
 		t.Errorf("noted lost its xattr: %q", tree["noted"])
 	}
 	strata(t, "umount", b)
+}
+
+// TestRootlessSingleMapping: a user without subordinate IDs gets a
+// namespace that maps only itself, and overlay still works there.
+func TestRootlessSingleMapping(t *testing.T) {
+	u := rlEnsureUser(t, rootlessSingleUser, true)
+	for _, f := range []string{"/etc/subuid", "/etc/subgid"} {
+		b, _ := os.ReadFile(f)
+		if strings.Contains("\n"+string(b), "\n"+rootlessSingleUser+":") || strings.Contains("\n"+string(b), "\n"+u.Uid+":") {
+			t.Fatalf("%s gives %s subordinate IDs; this test needs a user without them", f, rootlessSingleUser)
+		}
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	dir := rootlessDir(t, uid, gid)
+	img := rlImage(t, dir, uid, gid)
+	b := filepath.Join(dir, "bundle")
+	ovlUnmountCleanup(t, b)
+	run := func(args ...string) result {
+		return rlRunIn(t, dir, "runuser", append([]string{"-u", rootlessSingleUser, "--", strataBin, "--quiet"}, args...)...)
+	}
+	if r := run("unpack", "--root", filepath.Join(dir, "store"), "--driver", "overlay", img+":v1", b); r.Code != 0 || strings.Contains(r.Stderr, "falling back") {
+		t.Fatalf("unpack: exit %d: %s", r.Code, r.Stderr)
+	}
+	r := run("mount", b, "--", "sh", "-c", `cat /proc/self/uid_map; cd "$STRATA_ROOTFS" && find . | sort`)
+	if r.Code != 0 {
+		t.Fatalf("mount -- sh: exit %d: %s", r.Code, r.Stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(r.Stdout), "\n")
+	if f := strings.Fields(lines[0]); len(f) != 3 || f[0] != "0" || f[1] != u.Uid || f[2] != "1" {
+		t.Errorf("uid_map %q, want only 0 -> %s", lines[0], u.Uid)
+	}
+	if len(lines) > 1 && strings.Fields(lines[1])[0] == "1" {
+		t.Errorf("a second uid range is mapped: %q", lines[1])
+	}
+	if !strings.Contains(r.Stdout, "./d/y\n") || strings.Contains(r.Stdout, "./d/x") || strings.Contains(r.Stdout, "./gone") {
+		t.Errorf("rootfs view:\n%s", r.Stdout)
+	}
 }
