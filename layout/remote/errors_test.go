@@ -1,0 +1,99 @@
+package remote
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-oci/strata/layout"
+	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/errcode"
+)
+
+func TestExplain(t *testing.T) {
+	u, _ := url.Parse("https://r.example/v2/a/manifests/v1")
+	resp := func(code int) error {
+		return &errcode.ErrorResponse{Method: http.MethodGet, URL: u, StatusCode: code}
+	}
+	tests := []struct {
+		name string
+		err  error
+		want error
+		hint string
+	}{
+		{"no credentials", fmt.Errorf("x: %w", auth.ErrBasicCredentialNotFound), ErrUnauthorized, "strata login r.example"},
+		{"refused", resp(http.StatusUnauthorized), ErrUnauthorized, "refused"},
+		{"forbidden", resp(http.StatusForbidden), ErrDenied, ""},
+		{"missing", resp(http.StatusNotFound), ErrNotFound, ""},
+		{"missing tag", fmt.Errorf("v1: %w", errdef.ErrNotFound), ErrNotFound, ""},
+		{"copy wrapper", &oras.CopyError{Op: "Push", Origin: oras.CopyErrorOriginDestination, Err: resp(http.StatusUnauthorized)}, ErrUnauthorized, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := explain(tt.err, "r.example")
+			if !errors.Is(got, tt.want) {
+				t.Fatalf("explain = %v, want %v", got, tt.want)
+			}
+			if !strings.Contains(got.Error(), tt.hint) {
+				t.Fatalf("explain = %v, want %q in it", got, tt.hint)
+			}
+			if strings.Contains(got.Error(), "failed to perform") {
+				t.Fatalf("oras-go's wrapper text kept: %v", got)
+			}
+		})
+	}
+	other := errors.New("other")
+	if explain(other, "r") != other || explain(nil, "r") != nil {
+		t.Fatal("explain changed an unrelated error")
+	}
+}
+
+func TestMountCandidates(t *testing.T) {
+	l, err := layout.Init(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	desc, err := l.PutJSON(ocispec.MediaTypeImageIndex, ocispec.Index{Manifests: []ocispec.Descriptor{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Tag(desc, "short", "r.example/team/base:v1", "other.example/x/y:v1", "r.example/team/app:v1"); err != nil {
+		t.Fatal(err)
+	}
+	withImageName := desc
+	withImageName.Annotations = map[string]string{layout.AnnotationImageName: "r.example/origin/img:3"}
+	if err := l.Tag(withImageName, "local"); err != nil {
+		t.Fatal(err)
+	}
+	dst, _ := ParseReference("r.example/team/app:v2")
+	got := mountCandidates(l, desc.Digest, dst, []string{"r.example/extra/one", "extra/two", "team/app"})
+	want := []string{"extra/one", "extra/two", "team/base", "origin/img"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("mountCandidates = %v, want %v", got, want)
+	}
+}
+
+func FuzzNormalizeRegistry(f *testing.F) {
+	for _, s := range []string{"localhost:5000", "https://index.docker.io/v1/", "docker://a/b", "", "http://"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		h, err := NormalizeRegistry(s)
+		if err != nil {
+			return
+		}
+		if h == "" || strings.Contains(h, "/") {
+			t.Fatalf("NormalizeRegistry(%q) = %q", s, h)
+		}
+		if again, err := NormalizeRegistry(h); err != nil || again != h {
+			t.Fatalf("not idempotent: %q -> %q -> %q, %v", s, h, again, err)
+		}
+	})
+}
