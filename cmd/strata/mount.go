@@ -58,7 +58,7 @@ namespace as its root.`,
 				if run == nil {
 					return usagef("mount: an unprivileged strata mounts inside its own user namespace, which ends when strata does: give a command to run on the mount (strata mount %s -- CMD)", args[0])
 				}
-				return reexecInUserns()
+				return reexecInUserns(false)
 			}
 			s, o, ctr, err := snapshot.OverlayBundle(args[0])
 			if err != nil {
@@ -119,12 +119,18 @@ func runOnMount(run []string, rootfs string) (int, error) {
 }
 
 // reexecInUserns runs this strata command again inside strata's own user
-// and mount namespace and exits with its status; it returns only an
-// error entering the namespace.
-func reexecInUserns() error {
+// and mount namespace and exits with its status. It returns an error
+// when no namespace can be made; it returns nil in that case instead when
+// the command can go on without one (unpack then falls back to vfs with a
+// warning of its own).
+func reexecInUserns(canContinue bool) error {
 	debugf("entering a user namespace to mount overlay")
 	code, err := userns.Reexec(os.Args[1:])
 	if err != nil {
+		if canContinue && errors.Is(err, userns.ErrUnavailable) {
+			fmt.Fprintf(os.Stderr, "strata: warning: %v\n", err)
+			return nil
+		}
 		return err
 	}
 	os.Exit(code)
@@ -133,7 +139,8 @@ func reexecInUserns() error {
 
 // overlayNeedsUserns says whether a command using the given driver must
 // re-execute in strata's user namespace: an unprivileged user asked for
-// overlay. Commands call reexecInUserns when it is true.
+// overlay. Commands call reexecInUserns when it is true (unpack and
+// commit with canContinue, as they can fall back to vfs).
 func overlayNeedsUserns(driver string) bool {
 	return driver == snapshot.OverlayDriver && userns.Needed() && os.Getenv(overlay.DisableEnv) != "off"
 }

@@ -35,7 +35,9 @@ is a rootless spec. --uid-map/--gid-map shift owners for a user namespace.`,
 		ValidArgsFunction: completeFirstRef,
 		RunE: func(c *cobra.Command, args []string) error {
 			if overlayNeedsUserns(driver) {
-				return reexecInUserns()
+				if err := reexecInUserns(true); err != nil {
+					return err
+				}
 			}
 			var o snapshot.UnpackOptions
 			o.Driver = driver

@@ -229,55 +229,30 @@ func Init() {
 // Reexec runs the current executable again with args (without argv[0])
 // inside a new user and mount namespace, with the mapping Plan gives,
 // forwarding stdio and termination signals, and returns its exit code.
-// The child sees Entered() true.
+// The child sees Entered() true. When the setuid helpers fail to map the
+// subordinate ranges, the user alone is mapped. An error wrapping
+// ErrUnavailable means no namespace could be made at all (the kernel or
+// a security policy forbids unprivileged user namespaces).
 func Reexec(args []string) (int, error) {
 	if Entered() {
 		return 0, ErrNested
 	}
 	m, helpers := Plan()
-	cmd := exec.Command("/proc/self/exe", args...)
-	cmd.Args[0] = os.Args[0]
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags: unix.CLONE_NEWUSER | unix.CLONE_NEWNS,
-		Pdeathsig:  syscall.SIGKILL,
-	}
-	var syncW *os.File
-	if helpers {
-		r, w, err := os.Pipe()
-		if err != nil {
-			return 0, fmt.Errorf("enter user namespace: %w", err)
-		}
-		defer r.Close()
-		defer w.Close()
-		syncW = w
-		cmd.ExtraFiles = []*os.File{r}
-		cmd.Env = append(os.Environ(), stageEnv+"=wait")
-	} else {
-		cmd.Env = append(os.Environ(), stageEnv+"=in")
-		cmd.SysProcAttr.UidMappings = toSys(m.UIDs)
-		cmd.SysProcAttr.GidMappings = toSys(m.GIDs)
-		cmd.SysProcAttr.GidMappingsEnableSetgroups = false
-	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
 	defer signal.Stop(sigs)
-	if err := cmd.Start(); err != nil {
-		return 0, fmt.Errorf("enter user namespace: start %s: %w", os.Args[0], err)
+	cmd, err := start(args, m, helpers)
+	if err != nil && helpers && !errors.Is(err, ErrUnavailable) {
+		single, _ := Plan()
+		single.UIDs, single.GIDs = single.UIDs[:1], single.GIDs[:1]
+		var err2 error
+		if cmd, err2 = start(args, single, false); err2 != nil {
+			return 0, fmt.Errorf("%w (and with the user alone mapped: %v)", err, err2)
+		}
+		err = nil
 	}
-	if helpers {
-		cmd.ExtraFiles[0].Close()
-		if err := writeMaps(cmd.Process.Pid, m); err != nil {
-			syncW.Close()
-			_ = cmd.Wait()
-			return 0, fmt.Errorf("enter user namespace: %w", err)
-		}
-		if _, err := syncW.Write([]byte{1}); err != nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			return 0, fmt.Errorf("enter user namespace: %w", err)
-		}
-		syncW.Close()
+	if err != nil {
+		return 0, err
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -299,6 +274,61 @@ func Reexec(args []string) (int, error) {
 			return 0, nil
 		}
 	}
+}
+
+// ErrUnavailable means the process cannot create a user namespace.
+var ErrUnavailable = errors.New("user namespaces unavailable")
+
+// start starts the child in its namespace and, with helpers, maps it
+// and lets it go on.
+func start(args []string, m Mapping, helpers bool) (*exec.Cmd, error) {
+	cmd := exec.Command("/proc/self/exe", args...)
+	cmd.Args[0] = os.Args[0]
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags: unix.CLONE_NEWUSER | unix.CLONE_NEWNS,
+		Pdeathsig:  syscall.SIGKILL,
+	}
+	var syncR, syncW *os.File
+	if helpers {
+		var err error
+		if syncR, syncW, err = os.Pipe(); err != nil {
+			return nil, fmt.Errorf("enter user namespace: %w", err)
+		}
+		defer syncW.Close()
+		cmd.ExtraFiles = []*os.File{syncR}
+		cmd.Env = append(os.Environ(), stageEnv+"=wait")
+	} else {
+		cmd.Env = append(os.Environ(), stageEnv+"=in")
+		cmd.SysProcAttr.UidMappings = toSys(m.UIDs)
+		cmd.SysProcAttr.GidMappings = toSys(m.GIDs)
+		cmd.SysProcAttr.GidMappingsEnableSetgroups = false
+	}
+	err := cmd.Start()
+	if syncR != nil {
+		syncR.Close()
+	}
+	if err != nil {
+		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EACCES) {
+			return nil, fmt.Errorf("enter user namespace: %w: %v", ErrUnavailable, err)
+		}
+		return nil, fmt.Errorf("enter user namespace: start %s: %w", os.Args[0], err)
+	}
+	if !helpers {
+		return cmd, nil
+	}
+	if err := writeMaps(cmd.Process.Pid, m); err != nil {
+		// Closing the pipe unwritten makes the child exit.
+		syncW.Close()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("enter user namespace: %w", err)
+	}
+	if _, err := syncW.Write([]byte{1}); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("enter user namespace: %w", err)
+	}
+	return cmd, nil
 }
 
 func toSys(rs []Range) []syscall.SysProcIDMap {
