@@ -33,9 +33,9 @@ import (
 	"golang.org/x/crypto/bcrypt"
 )
 
-// testRegistry is a distribution 2.8 registry (Debian's docker-registry)
+// regServer is a distribution 2.8 registry (Debian's docker-registry)
 // serving on loopback for one test.
-type testRegistry struct {
+type regServer struct {
 	t      *testing.T
 	dir    string
 	listen string // host:port it listens on
@@ -48,15 +48,15 @@ type testRegistry struct {
 	caFile  string
 }
 
-type registryConfig struct {
+type regConfig struct {
 	tls      bool
 	user     string // with password: htpasswd auth
 	password string
 	ip       string // listen address; 127.0.0.1 by default
 }
 
-// freePort returns a port nothing listens on at ip.
-func freePort(t *testing.T, ip string) int {
+// regFreePort returns a port nothing listens on at ip.
+func regFreePort(t *testing.T, ip string) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
@@ -66,14 +66,14 @@ func freePort(t *testing.T, ip string) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-func startRegistry(t *testing.T, c registryConfig) *testRegistry {
+func regStart(t *testing.T, c regConfig) *regServer {
 	t.Helper()
 	needTool(t, "docker-registry")
 	if c.ip == "" {
 		c.ip = "127.0.0.1"
 	}
 	dir := t.TempDir()
-	r := &testRegistry{t: t, dir: dir, tls: c.tls, listen: net.JoinHostPort(c.ip, fmt.Sprint(freePort(t, c.ip)))}
+	r := &regServer{t: t, dir: dir, tls: c.tls, listen: net.JoinHostPort(c.ip, fmt.Sprint(regFreePort(t, c.ip)))}
 	conf := fmt.Sprintf(`version: 0.1
 log:
   level: warn
@@ -94,7 +94,7 @@ http:
 	if c.tls {
 		r.certDir = filepath.Join(dir, "certs")
 		r.caFile = filepath.Join(r.certDir, "ca.crt")
-		crt, key := writeTestCerts(t, r.certDir, filepath.Join(dir, "server"), c.ip)
+		crt, key := regWriteCerts(t, r.certDir, filepath.Join(dir, "server"), c.ip)
 		conf += fmt.Sprintf("  tls:\n    certificate: %s\n    key: %s\n", crt, key)
 	}
 	if c.user != "" {
@@ -117,7 +117,7 @@ http:
 }
 
 // start runs the registry and waits until /v2/ answers.
-func (r *testRegistry) start() {
+func (r *regServer) start() {
 	t := r.t
 	t.Helper()
 	r.log = &bytes.Buffer{}
@@ -152,7 +152,7 @@ func (r *testRegistry) start() {
 }
 
 // kill stops the registry at once, as a crash would.
-func (r *testRegistry) kill() {
+func (r *regServer) kill() {
 	if r.cmd == nil || r.cmd.Process == nil {
 		return
 	}
@@ -161,11 +161,11 @@ func (r *testRegistry) kill() {
 	r.cmd = nil
 }
 
-func (r *testRegistry) stop() { r.kill() }
+func (r *regServer) stop() { r.kill() }
 
-// writeTestCerts makes a CA (certDir/ca.crt) and a server certificate for
+// regWriteCerts makes a CA (certDir/ca.crt) and a server certificate for
 // ip and localhost signed by it, and returns the server's files.
-func writeTestCerts(t *testing.T, certDir, prefix, ip string) (crtFile, keyFile string) {
+func regWriteCerts(t *testing.T, certDir, prefix, ip string) (crtFile, keyFile string) {
 	t.Helper()
 	if err := os.MkdirAll(certDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -214,8 +214,8 @@ func writeTestCerts(t *testing.T, certDir, prefix, ip string) (crtFile, keyFile 
 	return crtFile, keyFile
 }
 
-// strataEnv runs strata with extra environment variables and stdin.
-func strataEnv(t *testing.T, env []string, stdin []byte, args ...string) result {
+// regStrataEnv runs strata with extra environment variables and stdin.
+func regStrataEnv(t *testing.T, env []string, stdin []byte, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(strataBin, args...)
 	cmd.Env = append(os.Environ(), env...)
@@ -236,18 +236,18 @@ func strataEnv(t *testing.T, env []string, stdin []byte, args ...string) result 
 	return result{Stdout: out.String(), Stderr: errb.String(), Code: code}
 }
 
-// mustStrataEnv is strataEnv that requires exit 0.
-func mustStrataEnv(t *testing.T, env []string, args ...string) string {
+// regMustStrataEnv is regStrataEnv that requires exit 0.
+func regMustStrataEnv(t *testing.T, env []string, args ...string) string {
 	t.Helper()
-	r := strataEnv(t, env, nil, args...)
+	r := regStrataEnv(t, env, nil, args...)
 	if r.Code != 0 {
 		t.Fatalf("strata %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.Code, r.Stdout, r.Stderr)
 	}
 	return r.Stdout
 }
 
-// tarLayer builds an uncompressed tar holding files (name -> content).
-func tarLayer(t *testing.T, files map[string][]byte, modes map[string]int64) []byte {
+// regTarLayer builds an uncompressed tar holding files (name -> content).
+func regTarLayer(t *testing.T, files map[string][]byte, modes map[string]int64) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -276,8 +276,8 @@ func tarLayer(t *testing.T, files map[string][]byte, modes map[string]int64) []b
 	return buf.Bytes()
 }
 
-// randomBytes returns n bytes that do not compress, different per seed.
-func randomBytes(seed uint64, n int) []byte {
+// regRandomBytes returns n bytes that do not compress, different per seed.
+func regRandomBytes(seed uint64, n int) []byte {
 	r := mrand.New(mrand.NewPCG(seed, seed^0x5eed))
 	b := make([]byte, n)
 	for i := 0; i+8 <= n; i += 8 {
@@ -289,9 +289,9 @@ func randomBytes(seed uint64, n int) []byte {
 	return b
 }
 
-// putImage writes a single-platform image whose layers are the given tars
+// regPutImage writes a single-platform image whose layers are the given tars
 // (gzip-compressed by the layout library) and names it ref.
-func putImage(t *testing.T, dir, ref string, p ocispec.Platform, cmd []string, tars ...[]byte) ocispec.Descriptor {
+func regPutImage(t *testing.T, dir, ref string, p ocispec.Platform, cmd []string, tars ...[]byte) ocispec.Descriptor {
 	t.Helper()
 	l, err := layout.Init(dir)
 	if err != nil {
@@ -327,14 +327,14 @@ func putImage(t *testing.T, dir, ref string, p ocispec.Platform, cmd []string, t
 	return md
 }
 
-// putMultiImage writes an index of a linux/amd64 and a linux/arm64 image
+// regPutMultiImage writes an index of a linux/amd64 and a linux/arm64 image
 // and names it ref. It returns the index and the two manifests.
-func putMultiImage(t *testing.T, dir, ref string, seed uint64) (idx, amd, arm ocispec.Descriptor) {
+func regPutMultiImage(t *testing.T, dir, ref string, seed uint64) (idx, amd, arm ocispec.Descriptor) {
 	t.Helper()
-	amd = putImage(t, dir, "", ocispec.Platform{OS: "linux", Architecture: "amd64"}, nil,
-		tarLayer(t, map[string][]byte{"etc/arch": []byte("amd64\n"), "data/a": randomBytes(seed, 64<<10)}, nil))
-	arm = putImage(t, dir, "", ocispec.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}, nil,
-		tarLayer(t, map[string][]byte{"etc/arch": []byte("arm64\n"), "data/a": randomBytes(seed+1, 64<<10)}, nil))
+	amd = regPutImage(t, dir, "", ocispec.Platform{OS: "linux", Architecture: "amd64"}, nil,
+		regTarLayer(t, map[string][]byte{"etc/arch": []byte("amd64\n"), "data/a": regRandomBytes(seed, 64<<10)}, nil))
+	arm = regPutImage(t, dir, "", ocispec.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}, nil,
+		regTarLayer(t, map[string][]byte{"etc/arch": []byte("arm64\n"), "data/a": regRandomBytes(seed+1, 64<<10)}, nil))
 	l, err := layout.Open(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -356,8 +356,8 @@ func putMultiImage(t *testing.T, dir, ref string, seed uint64) (idx, amd, arm oc
 	return idx, amd, arm
 }
 
-// resolveIn returns the digest a name has in a layout.
-func resolveIn(t *testing.T, dir, ref string) digest.Digest {
+// regResolve returns the digest a name has in a layout.
+func regResolve(t *testing.T, dir, ref string) digest.Digest {
 	t.Helper()
 	l, err := layout.Open(dir)
 	if err != nil {
@@ -371,19 +371,19 @@ func resolveIn(t *testing.T, dir, ref string) digest.Digest {
 	return d.Digest
 }
 
-// rawDigest asks skopeo for the digest of the manifest a registry serves.
-func rawDigest(t *testing.T, args ...string) digest.Digest {
+// regRawDigest asks skopeo for the digest of the manifest a registry serves.
+func regRawDigest(t *testing.T, args ...string) digest.Digest {
 	t.Helper()
 	out := mustRun(t, "skopeo", append([]string{"inspect", "--raw"}, args...)...)
 	return digest.FromBytes([]byte(out))
 }
 
-func firstLine(s string) string {
+func regFirstLine(s string) string {
 	l, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
 	return strings.TrimSpace(l)
 }
 
-func strataFsck(t *testing.T, dir string) {
+func regFsck(t *testing.T, dir string) {
 	t.Helper()
 	strata(t, "fsck", dir)
 }
@@ -392,21 +392,21 @@ func strataFsck(t *testing.T, dir string) {
 // to a loopback registry that speaks plain HTTP (allowed without flags for
 // loopback), with skopeo reading what strata pushed.
 func TestRegistryPlainHTTP(t *testing.T) {
-	reg := startRegistry(t, registryConfig{})
+	reg := regStart(t, regConfig{})
 	host := reg.listen
 	tmp := t.TempDir()
 	src := filepath.Join(tmp, "src")
-	single := putImage(t, src, "v1", ocispec.Platform{OS: "linux", Architecture: "amd64"}, []string{"/bin/true"},
-		tarLayer(t, map[string][]byte{"etc/hello": []byte("hello\n")}, nil),
-		tarLayer(t, map[string][]byte{"data/blob": randomBytes(1, 256<<10)}, nil))
-	idx, amd, arm := putMultiImage(t, src, "multi", 10)
+	single := regPutImage(t, src, "v1", ocispec.Platform{OS: "linux", Architecture: "amd64"}, []string{"/bin/true"},
+		regTarLayer(t, map[string][]byte{"etc/hello": []byte("hello\n")}, nil),
+		regTarLayer(t, map[string][]byte{"data/blob": regRandomBytes(1, 256<<10)}, nil))
+	idx, amd, arm := regPutMultiImage(t, src, "multi", 10)
 
 	// Single-platform image: push, skopeo reads it, pull it back.
 	out := strata(t, "push", src+":v1", host+"/strata/single:v1")
-	if want := host + "/strata/single:v1@" + single.Digest.String(); firstLine(out) != want {
+	if want := host + "/strata/single:v1@" + single.Digest.String(); regFirstLine(out) != want {
 		t.Fatalf("push printed %q, want %q", out, want)
 	}
-	if d := rawDigest(t, "--tls-verify=false", "docker://"+host+"/strata/single:v1"); d != single.Digest {
+	if d := regRawDigest(t, "--tls-verify=false", "docker://"+host+"/strata/single:v1"); d != single.Digest {
 		t.Fatalf("registry serves %s, pushed %s", d, single.Digest)
 	}
 	var info struct{ Architecture, Os string }
@@ -418,10 +418,10 @@ func TestRegistryPlainHTTP(t *testing.T) {
 	}
 	dst := filepath.Join(tmp, "dst")
 	out = strata(t, "pull", "docker://"+host+"/strata/single:v1", dst+":got")
-	if firstLine(out) != single.Digest.String() || resolveIn(t, dst, "got") != single.Digest {
+	if regFirstLine(out) != single.Digest.String() || regResolve(t, dst, "got") != single.Digest {
 		t.Fatalf("pull printed %q, want %s", out, single.Digest)
 	}
-	strataFsck(t, dst)
+	regFsck(t, dst)
 
 	// Nothing moves twice: a second push and pull find everything there.
 	r := runCmd(t, nil, strataBin, "push", src+":v1", host+"/strata/single:v1")
@@ -435,13 +435,13 @@ func TestRegistryPlainHTTP(t *testing.T) {
 
 	// Without a name the image is named by its full reference.
 	strata(t, "pull", host+"/strata/single:v1", dst)
-	if resolveIn(t, dst, host+"/strata/single:v1") != single.Digest {
+	if regResolve(t, dst, host+"/strata/single:v1") != single.Digest {
 		t.Fatal("pull without a name did not name the image by its reference")
 	}
 
 	// Multi-platform: whole, or one platform.
 	strata(t, "push", src+":multi", host+"/strata/multi:v1")
-	if d := rawDigest(t, "--tls-verify=false", "docker://"+host+"/strata/multi:v1"); d != idx.Digest {
+	if d := regRawDigest(t, "--tls-verify=false", "docker://"+host+"/strata/multi:v1"); d != idx.Digest {
 		t.Fatalf("registry serves %s, pushed index %s", d, idx.Digest)
 	}
 	multi := filepath.Join(tmp, "multi")
@@ -456,11 +456,11 @@ func TestRegistryPlainHTTP(t *testing.T) {
 	}
 	for _, tt := range tests {
 		out := strata(t, append(append([]string{"pull"}, tt.args...), host+"/strata/multi:v1", multi+":"+tt.name)...)
-		if firstLine(out) != tt.want.String() || resolveIn(t, multi, tt.name) != tt.want {
+		if regFirstLine(out) != tt.want.String() || regResolve(t, multi, tt.name) != tt.want {
 			t.Fatalf("pull %v printed %q, want %s", tt.args, out, tt.want)
 		}
 	}
-	strataFsck(t, multi)
+	regFsck(t, multi)
 	// Several platforms: an index of just those.
 	out = strata(t, "pull", "--platform", "linux/arm64,linux/amd64", host+"/strata/multi:v1", multi+":both")
 	ml, err := layout.Open(multi)
@@ -468,7 +468,7 @@ func TestRegistryPlainHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	both, err := ml.Resolve("both")
-	if err != nil || both.Digest.String() != firstLine(out) || !layout.IsIndex(both.MediaType) {
+	if err != nil || both.Digest.String() != regFirstLine(out) || !layout.IsIndex(both.MediaType) {
 		t.Fatalf("pull of two platforms: %v %v, printed %q", both, err, out)
 	}
 	if ps, err := ml.Platforms(both); err != nil || len(ps) != 2 {
@@ -481,7 +481,7 @@ func TestRegistryPlainHTTP(t *testing.T) {
 	}
 	// Push one platform out of the index.
 	out = strata(t, "push", "--platform", "linux/arm64", src+":multi", host+"/strata/arm:v1")
-	if !strings.HasSuffix(firstLine(out), "@"+arm.Digest.String()) {
+	if !strings.HasSuffix(regFirstLine(out), "@"+arm.Digest.String()) {
 		t.Fatalf("push --platform printed %q, want the arm64 manifest %s", out, arm.Digest)
 	}
 
@@ -495,7 +495,7 @@ func TestRegistryPlainHTTP(t *testing.T) {
 		t.Fatalf("pull never: %s", r.Stderr)
 	}
 	// Present images are not fetched again: a closed port is never asked.
-	closed := fmt.Sprintf("127.0.0.1:%d/strata/single:v1", freePort(t, "127.0.0.1"))
+	closed := fmt.Sprintf("127.0.0.1:%d/strata/single:v1", regFreePort(t, "127.0.0.1"))
 	strata(t, "pull", "--pull", "missing", closed, dst+":got")
 	strata(t, "pull", "--pull", "never", closed, dst+":got")
 	strataFail(t, "pull", "--pull", "always", closed, dst+":got")
@@ -505,10 +505,10 @@ func TestRegistryPlainHTTP(t *testing.T) {
 
 	// Push by digest: no tag, the digest names it.
 	out = strata(t, "push", "--by-digest", src+":v1", host+"/strata/bydigest")
-	if want := host + "/strata/bydigest@" + single.Digest.String(); firstLine(out) != want {
+	if want := host + "/strata/bydigest@" + single.Digest.String(); regFirstLine(out) != want {
 		t.Fatalf("push --by-digest printed %q, want %q", out, want)
 	}
-	if d := rawDigest(t, "--tls-verify=false", "docker://"+host+"/strata/bydigest@"+single.Digest.String()); d != single.Digest {
+	if d := regRawDigest(t, "--tls-verify=false", "docker://"+host+"/strata/bydigest@"+single.Digest.String()); d != single.Digest {
 		t.Fatalf("by-digest push serves %s", d)
 	}
 	strata(t, "push", src+":v1", host+"/strata/bydigest@"+single.Digest.String())
@@ -517,7 +517,7 @@ func TestRegistryPlainHTTP(t *testing.T) {
 	}
 	// Pull by digest.
 	out = strata(t, "pull", host+"/strata/bydigest@"+single.Digest.String(), dst+":bydigest")
-	if firstLine(out) != single.Digest.String() {
+	if regFirstLine(out) != single.Digest.String() {
 		t.Fatalf("pull by digest printed %q", out)
 	}
 
@@ -531,7 +531,7 @@ func TestRegistryPlainHTTP(t *testing.T) {
 	if r.Code != 0 || !strings.Contains(r.Stderr, "mounted layer") {
 		t.Fatalf("push --mount-from did not mount (exit %d):\n%s", r.Code, r.Stderr)
 	}
-	if d := rawDigest(t, "--tls-verify=false", "docker://"+host+"/strata/multi2:v1"); d != idx.Digest {
+	if d := regRawDigest(t, "--tls-verify=false", "docker://"+host+"/strata/multi2:v1"); d != idx.Digest {
 		t.Fatalf("mounted push serves %s", d)
 	}
 
@@ -547,29 +547,29 @@ func TestRegistryPlainHTTP(t *testing.T) {
 // TestRegistryTLSAuth talks to a registry with a self-signed CA and basic
 // auth: login and logout, --cert-dir, SSL_CERT_FILE and --insecure.
 func TestRegistryTLSAuth(t *testing.T) {
-	reg := startRegistry(t, registryConfig{tls: true, user: "alice", password: "s3cret-pw"})
+	reg := regStart(t, regConfig{tls: true, user: "alice", password: "s3cret-pw"})
 	host := reg.listen
 	tmp := t.TempDir()
 	cfgDir := filepath.Join(tmp, "docker")
 	env := []string{"DOCKER_CONFIG=" + cfgDir}
 	src := filepath.Join(tmp, "src")
-	single := putImage(t, src, "v1", ocispec.Platform{OS: "linux", Architecture: "amd64"}, nil,
-		tarLayer(t, map[string][]byte{"etc/tls": []byte("tls\n")}, nil))
-	idx, _, _ := putMultiImage(t, src, "multi", 20)
+	single := regPutImage(t, src, "v1", ocispec.Platform{OS: "linux", Architecture: "amd64"}, nil,
+		regTarLayer(t, map[string][]byte{"etc/tls": []byte("tls\n")}, nil))
+	idx, _, _ := regPutMultiImage(t, src, "multi", 20)
 	ref := host + "/secure/img:v1"
 
 	// The self-signed certificate is refused without the CA.
-	r := strataEnv(t, env, nil, "push", src+":v1", ref)
+	r := regStrataEnv(t, env, nil, "push", src+":v1", ref)
 	if r.Code != 1 || !strings.Contains(r.Stderr, "certificate") || !strings.Contains(r.Stderr, "--cert-dir") {
 		t.Fatalf("push without the CA: exit %d: %s", r.Code, r.Stderr)
 	}
 	// With the CA but no credentials the registry refuses.
-	r = strataEnv(t, env, nil, "push", "--cert-dir", reg.certDir, src+":v1", ref)
+	r = regStrataEnv(t, env, nil, "push", "--cert-dir", reg.certDir, src+":v1", ref)
 	if r.Code != 1 || !strings.Contains(strings.ToLower(r.Stderr), "unauthorized") {
 		t.Fatalf("push without credentials: exit %d: %s", r.Code, r.Stderr)
 	}
 	// login: a wrong password is refused and stores nothing.
-	r = strataEnv(t, env, []byte("wrong\n"), "login", "--cert-dir", reg.certDir, "-u", "alice", "--password-stdin", host)
+	r = regStrataEnv(t, env, []byte("wrong\n"), "login", "--cert-dir", reg.certDir, "-u", "alice", "--password-stdin", host)
 	if r.Code != 1 {
 		t.Fatalf("login with a wrong password: exit %d: %s", r.Code, r.Stderr)
 	}
@@ -580,10 +580,10 @@ func TestRegistryTLSAuth(t *testing.T) {
 		}
 	}
 	// Without a terminal the password must come from stdin.
-	if r := strataEnv(t, env, []byte{}, "login", "-u", "alice", host); r.Code != 2 {
+	if r := regStrataEnv(t, env, []byte{}, "login", "-u", "alice", host); r.Code != 2 {
 		t.Fatalf("login without --password-stdin off a terminal: exit %d: %s", r.Code, r.Stderr)
 	}
-	r = strataEnv(t, env, []byte("s3cret-pw\n"), "--quiet", "login", "--cert-dir", reg.certDir, "-u", "alice", "--password-stdin", host)
+	r = regStrataEnv(t, env, []byte("s3cret-pw\n"), "--quiet", "login", "--cert-dir", reg.certDir, "-u", "alice", "--password-stdin", host)
 	if r.Code != 0 {
 		t.Fatalf("login: exit %d: %s", r.Code, r.Stderr)
 	}
@@ -592,13 +592,13 @@ func TestRegistryTLSAuth(t *testing.T) {
 		t.Fatalf("login stored no credentials: %s %v", b, err)
 	}
 
-	out := mustStrataEnv(t, env, "--quiet", "push", "--cert-dir", reg.certDir, src+":v1", ref)
-	if !strings.HasSuffix(firstLine(out), "@"+single.Digest.String()) {
+	out := regMustStrataEnv(t, env, "--quiet", "push", "--cert-dir", reg.certDir, src+":v1", ref)
+	if !strings.HasSuffix(regFirstLine(out), "@"+single.Digest.String()) {
 		t.Fatalf("push printed %q", out)
 	}
-	mustStrataEnv(t, env, "--quiet", "push", "--cert-dir", reg.certDir, src+":multi", host+"/secure/multi:v1")
+	regMustStrataEnv(t, env, "--quiet", "push", "--cert-dir", reg.certDir, src+":multi", host+"/secure/multi:v1")
 	// skopeo reads it with the same CA and credentials.
-	if d := rawDigest(t, "--cert-dir", reg.certDir, "--authfile", filepath.Join(cfgDir, "config.json"), "docker://"+ref); d != single.Digest {
+	if d := regRawDigest(t, "--cert-dir", reg.certDir, "--authfile", filepath.Join(cfgDir, "config.json"), "docker://"+ref); d != single.Digest {
 		t.Fatalf("skopeo sees %s, pushed %s", d, single.Digest)
 	}
 
@@ -616,28 +616,28 @@ func TestRegistryTLSAuth(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := append(append([]string{}, env...), tt.env...)
 			args := append(append([]string{"--quiet", "pull"}, tt.flags...), ref, dst+":"+tt.name)
-			if out := mustStrataEnv(t, e, args...); firstLine(out) != single.Digest.String() {
+			if out := regMustStrataEnv(t, e, args...); regFirstLine(out) != single.Digest.String() {
 				t.Fatalf("pull printed %q, want %s", out, single.Digest)
 			}
 			args = append(append([]string{"--quiet", "pull", "--all-platforms"}, tt.flags...), host+"/secure/multi:v1", dst+":multi-"+tt.name)
-			if out := mustStrataEnv(t, e, args...); firstLine(out) != idx.Digest.String() {
+			if out := regMustStrataEnv(t, e, args...); regFirstLine(out) != idx.Digest.String() {
 				t.Fatalf("pull --all-platforms printed %q, want %s", out, idx.Digest)
 			}
 		})
 	}
-	strataFsck(t, dst)
+	regFsck(t, dst)
 
 	// logout: the credentials go, and the registry refuses again.
-	mustStrataEnv(t, env, "--quiet", "logout", host)
+	regMustStrataEnv(t, env, "--quiet", "logout", host)
 	b, _ = os.ReadFile(filepath.Join(cfgDir, "config.json"))
 	if strings.Contains(string(b), host) {
 		t.Fatalf("logout left the credentials: %s", b)
 	}
-	r = strataEnv(t, env, nil, "pull", "--cert-dir", reg.certDir, ref, dst+":after-logout")
+	r = regStrataEnv(t, env, nil, "pull", "--cert-dir", reg.certDir, ref, dst+":after-logout")
 	if r.Code != 1 || !strings.Contains(strings.ToLower(r.Stderr), "unauthorized") {
 		t.Fatalf("pull after logout: exit %d: %s", r.Code, r.Stderr)
 	}
-	r = strataEnv(t, env, nil, "logout", host)
+	r = regStrataEnv(t, env, nil, "logout", host)
 	if r.Code != 0 || !strings.Contains(r.Stderr, "not logged in") {
 		t.Fatalf("second logout: exit %d: %s", r.Code, r.Stderr)
 	}
@@ -649,13 +649,13 @@ func TestRegistryTLSAuth(t *testing.T) {
 		t.Fatalf("skopeo login: exit %d: %s", r.Code, r.Stderr)
 	}
 	e := append(append([]string{}, env...), "REGISTRY_AUTH_FILE="+authFile)
-	if out := mustStrataEnv(t, e, "--quiet", "pull", "--cert-dir", reg.certDir, ref, dst+":podman-auth"); firstLine(out) != single.Digest.String() {
+	if out := regMustStrataEnv(t, e, "--quiet", "pull", "--cert-dir", reg.certDir, ref, dst+":podman-auth"); regFirstLine(out) != single.Digest.String() {
 		t.Fatalf("pull with skopeo's credentials printed %q", out)
 	}
 }
 
-// nonLoopbackIPv4 returns an address of this machine that is not loopback.
-func nonLoopbackIPv4(t *testing.T) string {
+// regNonLoopbackIPv4 returns an address of this machine that is not loopback.
+func regNonLoopbackIPv4(t *testing.T) string {
 	t.Helper()
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
@@ -674,13 +674,13 @@ func nonLoopbackIPv4(t *testing.T) string {
 // not on loopback needs --plain-http or --insecure, and that the error says
 // so.
 func TestRegistryPlainHTTPHint(t *testing.T) {
-	ip := nonLoopbackIPv4(t)
-	reg := startRegistry(t, registryConfig{ip: ip})
+	ip := regNonLoopbackIPv4(t)
+	reg := regStart(t, regConfig{ip: ip})
 	host := reg.listen
 	tmp := t.TempDir()
 	src := filepath.Join(tmp, "src")
-	single := putImage(t, src, "v1", ocispec.Platform{OS: "linux", Architecture: "amd64"}, nil,
-		tarLayer(t, map[string][]byte{"etc/plain": []byte("plain\n")}, nil))
+	single := regPutImage(t, src, "v1", ocispec.Platform{OS: "linux", Architecture: "amd64"}, nil,
+		regTarLayer(t, map[string][]byte{"etc/plain": []byte("plain\n")}, nil))
 	ref := host + "/plain/img:v1"
 
 	for _, args := range [][]string{
@@ -694,34 +694,34 @@ func TestRegistryPlainHTTPHint(t *testing.T) {
 	}
 	strata(t, "push", "--plain-http", src+":v1", ref)
 	r := runCmd(t, nil, strataBin, "pull", "--insecure", ref, filepath.Join(tmp, "dst")+":v1")
-	if r.Code != 0 || firstLine(r.Stdout) != single.Digest.String() || !strings.Contains(r.Stderr, "plain HTTP") {
+	if r.Code != 0 || regFirstLine(r.Stdout) != single.Digest.String() || !strings.Contains(r.Stderr, "plain HTTP") {
 		t.Fatalf("pull --insecure: exit %d\nstdout %s\nstderr %s", r.Code, r.Stdout, r.Stderr)
 	}
 }
 
 // TestRegistrySkopeoPushes pulls what skopeo pushed.
 func TestRegistrySkopeoPushes(t *testing.T) {
-	reg := startRegistry(t, registryConfig{})
+	reg := regStart(t, regConfig{})
 	host := reg.listen
 	tmp := t.TempDir()
 	src := filepath.Join(tmp, "src")
-	putImage(t, src, "v1", ocispec.Platform{OS: "linux", Architecture: "amd64"}, nil,
-		tarLayer(t, map[string][]byte{"etc/skopeo": []byte("skopeo\n")}, nil))
-	putMultiImage(t, src, "multi", 30)
+	regPutImage(t, src, "v1", ocispec.Platform{OS: "linux", Architecture: "amd64"}, nil,
+		regTarLayer(t, map[string][]byte{"etc/skopeo": []byte("skopeo\n")}, nil))
+	regPutMultiImage(t, src, "multi", 30)
 
 	mustRun(t, "skopeo", "copy", "--dest-tls-verify=false", "oci:"+src+":v1", "docker://"+host+"/skopeo/single:v1")
 	mustRun(t, "skopeo", "copy", "--all", "--dest-tls-verify=false", "oci:"+src+":multi", "docker://"+host+"/skopeo/multi:v1")
-	single := rawDigest(t, "--tls-verify=false", "docker://"+host+"/skopeo/single:v1")
-	multi := rawDigest(t, "--tls-verify=false", "docker://"+host+"/skopeo/multi:v1")
+	single := regRawDigest(t, "--tls-verify=false", "docker://"+host+"/skopeo/single:v1")
+	multi := regRawDigest(t, "--tls-verify=false", "docker://"+host+"/skopeo/multi:v1")
 
 	dst := filepath.Join(tmp, "dst")
-	if out := strata(t, "pull", host+"/skopeo/single:v1", dst+":single"); firstLine(out) != single.String() {
+	if out := strata(t, "pull", host+"/skopeo/single:v1", dst+":single"); regFirstLine(out) != single.String() {
 		t.Fatalf("pull printed %q, skopeo pushed %s", out, single)
 	}
-	if out := strata(t, "pull", "--all-platforms", host+"/skopeo/multi:v1", dst+":multi"); firstLine(out) != multi.String() {
+	if out := strata(t, "pull", "--all-platforms", host+"/skopeo/multi:v1", dst+":multi"); regFirstLine(out) != multi.String() {
 		t.Fatalf("pull printed %q, skopeo pushed %s", out, multi)
 	}
-	strataFsck(t, dst)
+	regFsck(t, dst)
 	// And skopeo reads the pulled layout back.
 	mustRun(t, "skopeo", "inspect", "oci:"+dst+":single")
 }
@@ -735,17 +735,17 @@ func TestRegistryPulledImageRuns(t *testing.T) {
 	if err != nil {
 		t.Fatalf("this test needs busybox-static (/bin/busybox): %v", err)
 	}
-	reg := startRegistry(t, registryConfig{})
+	reg := regStart(t, regConfig{})
 	tmp := t.TempDir()
 	src := filepath.Join(tmp, "src")
-	putImage(t, src, "v1", ocispec.Platform{OS: "linux", Architecture: "amd64"}, []string{"/bin/busybox", "cat", "/etc/greeting"},
-		tarLayer(t, map[string][]byte{"bin/busybox": bb}, map[string]int64{"bin/busybox": 0o755}),
-		tarLayer(t, map[string][]byte{"etc/greeting": []byte("pulled and running\n")}, nil))
+	regPutImage(t, src, "v1", ocispec.Platform{OS: "linux", Architecture: "amd64"}, []string{"/bin/busybox", "cat", "/etc/greeting"},
+		regTarLayer(t, map[string][]byte{"bin/busybox": bb}, map[string]int64{"bin/busybox": 0o755}),
+		regTarLayer(t, map[string][]byte{"etc/greeting": []byte("pulled and running\n")}, nil))
 	ref := reg.listen + "/run/img:v1"
 	strata(t, "push", src+":v1", ref)
 	dst := filepath.Join(tmp, "dst")
 	strata(t, "pull", ref, dst+":v1")
-	strataFsck(t, dst)
+	regFsck(t, dst)
 
 	bundle := filepath.Join(tmp, "bundle")
 	strata(t, "unpack", dst+":v1", bundle)
@@ -778,10 +778,10 @@ func TestRegistryPulledImageRuns(t *testing.T) {
 	}
 }
 
-// killProxy forwards TCP connections to a registry and, once a number of
+// regKillProxy forwards TCP connections to a registry and, once a number of
 // bytes has passed in one direction, kills the registry and cuts every
 // connection: a registry crash at a known point of a transfer.
-type killProxy struct {
+type regKillProxy struct {
 	ln       net.Listener
 	target   string
 	upload   bool // count client->registry bytes (push), else registry->client
@@ -793,23 +793,23 @@ type killProxy struct {
 	conns    map[net.Conn]bool
 }
 
-func startKillProxy(t *testing.T, target string, upload bool) *killProxy {
+func regStartKillProxy(t *testing.T, target string, upload bool) *regKillProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &killProxy{ln: ln, target: target, upload: upload, conns: map[net.Conn]bool{}}
+	p := &regKillProxy{ln: ln, target: target, upload: upload, conns: map[net.Conn]bool{}}
 	p.limit.Store(-1)
 	go p.serve()
 	t.Cleanup(func() { ln.Close(); p.cutAll() })
 	return p
 }
 
-func (p *killProxy) addr() string { return p.ln.Addr().String() }
+func (p *regKillProxy) addr() string { return p.ln.Addr().String() }
 
 // arm makes the proxy trip after n more counted bytes.
-func (p *killProxy) arm(n int64, onTrip func()) {
+func (p *regKillProxy) arm(n int64, onTrip func()) {
 	p.tripOnce = sync.Once{}
 	p.onTrip = onTrip
 	p.total.Store(0)
@@ -817,12 +817,12 @@ func (p *killProxy) arm(n int64, onTrip func()) {
 }
 
 // count resets the counter and disarms the proxy.
-func (p *killProxy) count() {
+func (p *regKillProxy) count() {
 	p.limit.Store(-1)
 	p.total.Store(0)
 }
 
-func (p *killProxy) serve() {
+func (p *regKillProxy) serve() {
 	for {
 		c, err := p.ln.Accept()
 		if err != nil {
@@ -832,7 +832,7 @@ func (p *killProxy) serve() {
 	}
 }
 
-func (p *killProxy) track(c net.Conn, add bool) {
+func (p *regKillProxy) track(c net.Conn, add bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if add {
@@ -842,7 +842,7 @@ func (p *killProxy) track(c net.Conn, add bool) {
 	}
 }
 
-func (p *killProxy) cutAll() {
+func (p *regKillProxy) cutAll() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for c := range p.conns {
@@ -850,7 +850,7 @@ func (p *killProxy) cutAll() {
 	}
 }
 
-func (p *killProxy) handle(c net.Conn) {
+func (p *regKillProxy) handle(c net.Conn) {
 	up, err := net.Dial("tcp", p.target)
 	if err != nil {
 		c.Close()
@@ -903,18 +903,18 @@ func (p *killProxy) handle(c net.Conn) {
 // and of a pull: nothing is left corrupt, the next run completes, and the
 // resumed pull does not fetch again the blobs the first one verified.
 func TestRegistryKilledMidTransfer(t *testing.T) {
-	reg := startRegistry(t, registryConfig{})
+	reg := regStart(t, regConfig{})
 	tmp := t.TempDir()
 	src := filepath.Join(tmp, "src")
 	const layerSize = 4 << 20
 	var tars [][]byte
 	for i := 0; i < 3; i++ {
-		tars = append(tars, tarLayer(t, map[string][]byte{fmt.Sprintf("data/%d", i): randomBytes(uint64(100+i), layerSize)}, nil))
+		tars = append(tars, regTarLayer(t, map[string][]byte{fmt.Sprintf("data/%d", i): regRandomBytes(uint64(100+i), layerSize)}, nil))
 	}
-	img := putImage(t, src, "v1", ocispec.Platform{OS: "linux", Architecture: "amd64"}, nil, tars...)
+	img := regPutImage(t, src, "v1", ocispec.Platform{OS: "linux", Architecture: "amd64"}, nil, tars...)
 
 	// Push, killed after 6 MiB have gone up.
-	up := startKillProxy(t, reg.listen, true)
+	up := regStartKillProxy(t, reg.listen, true)
 	ref := up.addr() + "/crash/img:v1"
 	up.arm(6<<20, reg.kill)
 	r := strataFail(t, "push", src+":v1", ref)
@@ -922,20 +922,20 @@ func TestRegistryKilledMidTransfer(t *testing.T) {
 		t.Fatalf("interrupted push: exit %d: %s", r.Code, r.Stderr)
 	}
 	t.Logf("interrupted push: %s", r.Stderr)
-	strataFsck(t, src)
+	regFsck(t, src)
 	reg.start()
 	up.count()
 	out := strata(t, "push", src+":v1", ref)
-	if !strings.HasSuffix(firstLine(out), "@"+img.Digest.String()) {
+	if !strings.HasSuffix(regFirstLine(out), "@"+img.Digest.String()) {
 		t.Fatalf("push after the crash printed %q", out)
 	}
-	if d := rawDigest(t, "--tls-verify=false", "docker://"+ref); d != img.Digest {
+	if d := regRawDigest(t, "--tls-verify=false", "docker://"+ref); d != img.Digest {
 		t.Fatalf("registry serves %s after the resumed push, want %s", d, img.Digest)
 	}
 
 	// Pull, one blob at a time, killed after 6 MiB have come down: the
 	// first layer is in, the second half-way.
-	down := startKillProxy(t, reg.listen, false)
+	down := regStartKillProxy(t, reg.listen, false)
 	ref = down.addr() + "/crash/img:v1"
 	dst := filepath.Join(tmp, "dst")
 	down.arm(6<<20, reg.kill)
@@ -944,7 +944,7 @@ func TestRegistryKilledMidTransfer(t *testing.T) {
 		t.Fatalf("interrupted pull: exit %d: %s", r.Code, r.Stderr)
 	}
 	t.Logf("interrupted pull: %s", r.Stderr)
-	strataFsck(t, dst)
+	regFsck(t, dst)
 	l, err := layout.Open(dst)
 	if err != nil {
 		t.Fatal(err)
@@ -956,10 +956,10 @@ func TestRegistryKilledMidTransfer(t *testing.T) {
 	reg.start()
 	down.count()
 	out = strata(t, "pull", "--jobs", "1", ref, dst+":v1")
-	if firstLine(out) != img.Digest.String() {
+	if regFirstLine(out) != img.Digest.String() {
 		t.Fatalf("resumed pull printed %q, want %s", out, img.Digest)
 	}
-	strataFsck(t, dst)
+	regFsck(t, dst)
 	// The resumed pull fetched at most two of the three layers.
 	t.Logf("the resumed pull downloaded %d bytes of %d", down.total.Load(), 3*layerSize)
 	if got := down.total.Load(); got > 2*layerSize+layerSize/2 {
@@ -970,20 +970,20 @@ func TestRegistryKilledMidTransfer(t *testing.T) {
 // TestRegistryCopyTransport copies through docker:// with strata copy:
 // layout to registry, registry to layout, registry to registry.
 func TestRegistryCopyTransport(t *testing.T) {
-	reg := startRegistry(t, registryConfig{})
+	reg := regStart(t, regConfig{})
 	host := reg.listen
 	tmp := t.TempDir()
 	src := filepath.Join(tmp, "src")
-	single := putImage(t, src, "v1", ocispec.Platform{OS: "linux", Architecture: "amd64"}, nil,
-		tarLayer(t, map[string][]byte{"etc/copy": []byte("copy\n")}, nil))
-	idx, _, arm := putMultiImage(t, src, "multi", 40)
+	single := regPutImage(t, src, "v1", ocispec.Platform{OS: "linux", Architecture: "amd64"}, nil,
+		regTarLayer(t, map[string][]byte{"etc/copy": []byte("copy\n")}, nil))
+	idx, _, arm := regPutMultiImage(t, src, "multi", 40)
 
 	strata(t, "copy", "oci:"+src+":v1", "docker://"+host+"/copy/img:v1")
-	if d := rawDigest(t, "--tls-verify=false", "docker://"+host+"/copy/img:v1"); d != single.Digest {
+	if d := regRawDigest(t, "--tls-verify=false", "docker://"+host+"/copy/img:v1"); d != single.Digest {
 		t.Fatalf("copy to docker:// serves %s, want %s", d, single.Digest)
 	}
 	strata(t, "copy", "--all-platforms", src+":multi", "docker://"+host+"/copy/multi:v1")
-	if d := rawDigest(t, "--tls-verify=false", "docker://"+host+"/copy/multi:v1"); d != idx.Digest {
+	if d := regRawDigest(t, "--tls-verify=false", "docker://"+host+"/copy/multi:v1"); d != idx.Digest {
 		t.Fatalf("copy --all-platforms to docker:// serves %s, want %s", d, idx.Digest)
 	}
 
@@ -992,19 +992,19 @@ func TestRegistryCopyTransport(t *testing.T) {
 	strata(t, "copy", "--platform", "linux/arm64", "docker://"+host+"/copy/multi:v1", dst+":arm")
 	strata(t, "copy", "--all-platforms", "docker://"+host+"/copy/multi:v1", dst+":multi")
 	for name, want := range map[string]digest.Digest{"single": single.Digest, "arm": arm.Digest, "multi": idx.Digest} {
-		if got := resolveIn(t, dst, name); got != want {
+		if got := regResolve(t, dst, name); got != want {
 			t.Fatalf("%s: copied %s, want %s", name, got, want)
 		}
 	}
 	// Without a destination name the registry name is kept.
 	strata(t, "copy", "docker://"+host+"/copy/img:v1", "oci:"+dst)
-	if resolveIn(t, dst, host+"/copy/img:v1") != single.Digest {
+	if regResolve(t, dst, host+"/copy/img:v1") != single.Digest {
 		t.Fatal("copy from docker:// did not keep the reference as the name")
 	}
-	strataFsck(t, dst)
+	regFsck(t, dst)
 
 	strata(t, "copy", "--all-platforms", "docker://"+host+"/copy/multi:v1", "docker://"+host+"/copy/again:v2")
-	if d := rawDigest(t, "--tls-verify=false", "docker://"+host+"/copy/again:v2"); d != idx.Digest {
+	if d := regRawDigest(t, "--tls-verify=false", "docker://"+host+"/copy/again:v2"); d != idx.Digest {
 		t.Fatalf("registry-to-registry copy serves %s, want %s", d, idx.Digest)
 	}
 	if r := strataFail(t, "copy", "docker:"+host+"/copy/img:v1", dst); r.Code != 2 {
