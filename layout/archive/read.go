@@ -359,9 +359,12 @@ func (a *scanned) ociImages(ib []byte) ([]Image, error) {
 	var out []Image
 	pos := map[digest.Digest]int{}
 	for _, m := range idx.Manifests {
-		name := m.Annotations[layout.AnnotationImageName]
-		if name == "" {
-			name = m.Annotations[layout.AnnotationRefName]
+		// containerd and Docker 25 put the full name in
+		// io.containerd.image.name and only the tag in ref.name; strata
+		// puts the name as given in ref.name, and its full form beside it.
+		name := m.Annotations[layout.AnnotationRefName]
+		if full := m.Annotations[layout.AnnotationImageName]; full != "" && !SameName(name, full) {
+			name = full
 		}
 		d := m
 		d.Annotations = nil

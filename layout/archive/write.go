@@ -53,6 +53,11 @@ func Write(w io.Writer, l *layout.Layout, f Format, imgs []Image) error {
 		for _, n := range img.Names {
 			nd := d
 			nd.Annotations = map[string]string{layout.AnnotationRefName: n}
+			// Docker 25+ with the containerd image store names what it
+			// loads from the OCI part by this annotation.
+			if full := fullName(n); f == Docker && full != "" {
+				nd.Annotations[layout.AnnotationImageName] = full
+			}
 			idx.Manifests = append(idx.Manifests, nd)
 		}
 		if f != Docker {
@@ -168,6 +173,19 @@ func dockerEntryFor(l *layout.Layout, d ocispec.Descriptor, names []string) (doc
 		}
 	}
 	return e, nil
+}
+
+// fullName is the fully qualified docker.io/library/x:tag form of a name,
+// or "" for names that are not image references.
+func fullName(n string) string {
+	if DockerTag(n) == "" {
+		return ""
+	}
+	named, err := reference.ParseNormalizedNamed(n)
+	if err != nil {
+		return ""
+	}
+	return reference.TagNameOnly(named).String()
 }
 
 func blobPath(d digest.Digest) string {
