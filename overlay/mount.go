@@ -139,10 +139,12 @@ func mountNew(target string, o Options) error {
 	return nil
 }
 
-// setDir passes a directory to fsconfig: by name when it fits, else by
-// file descriptor, else by its /proc/self/fd name.
+// setDir passes a directory to fsconfig: by name when it fits and holds
+// nothing overlay might unescape (it does for upperdir and workdir, not
+// for lowerdir+), else by file descriptor, else by its /proc/self/fd
+// name.
 func setDir(fsfd int, key, dir string) error {
-	if len(dir) <= maxPathArg {
+	if len(dir) <= maxPathArg && !strings.ContainsAny(dir, `\,:`) {
 		return unix.FsconfigSetString(fsfd, key, dir)
 	}
 	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)

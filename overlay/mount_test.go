@@ -224,3 +224,39 @@ func TestReleaseAtLeast(t *testing.T) {
 		}
 	}
 }
+
+// TestMountOddPaths mounts layers whose paths hold the characters
+// mount(2)'s option syntax splits on.
+func TestMountOddPaths(t *testing.T) {
+	needRoot(t)
+	for _, mode := range []string{"fsconfig", "mount2"} {
+		t.Run(mode, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), `odd:dir,with\chars`)
+			var l []string
+			for _, d := range []string{"l1", "l:2", "u", "w", "m"} {
+				p := filepath.Join(dir, d)
+				if err := os.MkdirAll(p, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				l = append(l, p)
+			}
+			if err := os.WriteFile(filepath.Join(l[1], "f"), []byte("x"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			o := Options{Lower: l[:2], Upper: l[2], Work: l[3]}
+			var err error
+			if mode == "fsconfig" {
+				err = Mount(l[4], o)
+			} else {
+				err = mountLegacy(l[4], o)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer Unmount(l[4])
+			if b, err := os.ReadFile(filepath.Join(l[4], "f")); err != nil || string(b) != "x" {
+				t.Errorf("f = %q %v", b, err)
+			}
+		})
+	}
+}
