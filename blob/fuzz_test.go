@@ -18,14 +18,17 @@ func FuzzVerifiedRead(f *testing.F) {
 	f.Add([]byte("content"), []byte("other"), int64(7))
 	f.Add([]byte(""), []byte(""), int64(0))
 	f.Add([]byte("abc"), []byte("abcd"), int64(4))
+	dir := f.TempDir()
+	s := New(filepath.Join(dir, "blobs"), filepath.Join(dir, "staging"))
 	f.Fuzz(func(t *testing.T, stored, named []byte, size int64) {
-		s := New(filepath.Join(t.TempDir(), "blobs"), filepath.Join(t.TempDir(), "staging"))
 		d := digest.FromBytes(named)
 		p, _ := s.Path(d)
 		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.Remove(p)
 		if err := os.WriteFile(p, stored, 0o444); err != nil {
 			t.Fatal(err)
 		}
+		defer os.Remove(p)
 		got, err := s.ReadAll(d, size, 1<<20)
 		match := bytes.Equal(stored, named) && (size < 0 || size == int64(len(named)))
 		if match {
