@@ -17,6 +17,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/blob"
 	"github.com/strata-oci/strata/internal/compression"
+	"github.com/strata-oci/strata/internal/tempdir"
 	"github.com/strata-oci/strata/layout"
 )
 
@@ -49,12 +50,12 @@ func Read(r io.Reader, dst *layout.Layout, opts ReadOptions) ([]Image, error) {
 	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create %s: %w", stateDir, err)
 	}
-	tmpDir, err := os.MkdirTemp(stateDir, "archive-")
+	work, err := tempdir.Make(stateDir, "archive-")
 	if err != nil {
 		return nil, fmt.Errorf("create staging layout: %w", err)
 	}
-	defer os.RemoveAll(tmpDir)
-	tmp, err := layout.Init(tmpDir)
+	defer work.Remove()
+	tmp, err := layout.Init(filepath.Join(work.Path, "layout"))
 	if err != nil {
 		return nil, fmt.Errorf("create staging layout: %w", err)
 	}

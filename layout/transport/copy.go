@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-oci/strata/internal/tempdir"
 	"github.com/strata-oci/strata/layout"
 )
 
@@ -78,12 +79,12 @@ func Copy(ctx context.Context, src Source, dst Destination, opts CopyOptions) ([
 
 // staged copies through a private layout made in base.
 func staged(ctx context.Context, base string, src Source, dst Destination, opts CopyOptions) ([]Image, error) {
-	tmpDir, err := os.MkdirTemp(base, ".strata-copy-")
+	work, err := tempdir.Make(base, ".strata-copy-")
 	if err != nil {
 		return nil, fmt.Errorf("create staging layout: %w", err)
 	}
-	defer os.RemoveAll(tmpDir)
-	tmp, err := layout.Init(filepath.Join(tmpDir, "layout"))
+	defer work.Remove()
+	tmp, err := layout.Init(filepath.Join(work.Path, "layout"))
 	if err != nil {
 		return nil, fmt.Errorf("create staging layout: %w", err)
 	}
