@@ -39,7 +39,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 	echo "setup.sh: installing ${missing[*]}" >&2
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -q
-	apt-get install -y -q --no-install-recommends "${missing[@]}"
+	apt-get install -y -q "${missing[@]}"
 fi
 
 if ! id "$TEST_USER" >/dev/null 2>&1; then
