@@ -15,10 +15,11 @@ all: build
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/strata
 
-# Installs the peer tools (as root), then vets and runs every test.
+# Installs the peer tools (as root), then vets and runs every test. No test
+# cache: the end-to-end tests depend on installed tools go test cannot see.
 test: test-deps
 	$(GO) vet ./...
-	$(GO) test -timeout 20m ./...
+	$(GO) test -count=1 -timeout 20m ./...
 
 test-deps:
 	./tests/setup.sh
