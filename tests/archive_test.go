@@ -10,11 +10,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
@@ -754,4 +756,68 @@ func TestSkopeoInterop(t *testing.T) {
 			t.Fatalf("%s: digest %s, want %s", c.dst, got.Digest, img.Desc.Digest)
 		}
 	}
+}
+
+// TestLoadInterrupted kills strata while it reads an archive from stdin:
+// the layout is as it was, and the next load clears what the killed one
+// left in .strata.
+func TestLoadInterrupted(t *testing.T) {
+	src := t.TempDir()
+	makeImage(t, src, "interrupted", "linux/amd64", layout.CompressionNone, "i:1")
+	archive := []byte(strata(t, "save", "-o", "-", src+":i:1"))
+	dir := t.TempDir()
+	dst := filepath.Join(dir, "l")
+	makeImage(t, dst, "existing", "linux/amd64", "", "existing")
+	before := snapshotLayout(t, dst)
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGKILL} {
+		cmd := exec.Command(strataBin, "--quiet", "load", "-", dst)
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := in.Write(archive[:len(archive)/2]); err != nil {
+			t.Fatal(err)
+		}
+		// Wait until it is busy staging, then interrupt it.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			ents, _ := os.ReadDir(filepath.Join(dst, ".strata"))
+			busy := false
+			for _, e := range ents {
+				busy = busy || strings.HasPrefix(e.Name(), "archive-")
+			}
+			if busy || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err := cmd.Process.Signal(sig); err != nil {
+			t.Fatal(err)
+		}
+		in.Close()
+		if err := cmd.Wait(); err == nil {
+			t.Fatalf("load survived %v", sig)
+		}
+		if after := snapshotLayout(t, dst); after != before {
+			t.Fatalf("%v: the layout changed:\nbefore %s\nafter %s", sig, before, after)
+		}
+	}
+	// The next load completes and sweeps the killed load's staging.
+	r := runCmd(t, archive, strataBin, "--quiet", "load", "-", dst)
+	if r.Code != 0 {
+		t.Fatalf("load: %s", r.Stderr)
+	}
+	ents, _ := os.ReadDir(filepath.Join(dst, ".strata"))
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "archive-") {
+			t.Fatalf("staging %s left behind", e.Name())
+		}
+	}
+	if got := names(t, dst); strings.Join(got, " ") != "existing i:1" {
+		t.Fatalf("names %v", got)
+	}
+	fsckClean(t, dst)
 }

@@ -156,6 +156,10 @@ From an index the host platform's image is copied unless --platform or
 			if err != nil {
 				return usageError{err}
 			}
+			if strings.HasPrefix(args[1], "docker-archive:") && !f.allPlatforms {
+				// A docker-archive holds one platform per image.
+				o.Copy.AllPlatforms = false
+			}
 			return runCopy(src, dst, o, "copied")
 		},
 	}
