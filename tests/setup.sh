@@ -25,13 +25,18 @@ for p in "${PACKAGES[@]}"; do
 done
 
 if [ "$(id -u)" != 0 ]; then
+	need=0
 	if [ ${#missing[@]} -gt 0 ]; then
 		echo "setup.sh: not root; the tests need these Debian packages: ${missing[*]}" >&2
+		need=1
 	fi
 	if ! id "$TEST_USER" >/dev/null 2>&1; then
 		echo "setup.sh: not root; rootless tests need the user $TEST_USER with /etc/subuid and /etc/subgid ranges" >&2
+		need=1
 	fi
-	echo "setup.sh: run 'sudo make test-deps' to install them; continuing" >&2
+	if [ $need = 1 ]; then
+		echo "setup.sh: run 'sudo make test-deps' to set them up; continuing" >&2
+	fi
 	exit 0
 fi
 
