@@ -40,6 +40,15 @@ func Write(w io.Writer, l *layout.Layout, f Format, imgs []Image) error {
 	for _, img := range imgs {
 		d := img.Descriptor
 		d.Annotations = nil
+		for k, v := range img.Descriptor.Annotations {
+			// Names come from img.Names alone.
+			if k != layout.AnnotationRefName && k != layout.AnnotationImageName {
+				if d.Annotations == nil {
+					d.Annotations = map[string]string{}
+				}
+				d.Annotations[k] = v
+			}
+		}
 		err := l.Walk(d, func(c ocispec.Descriptor, _ []byte) error {
 			blobs[c.Digest] = c
 			return nil
@@ -53,6 +62,9 @@ func Write(w io.Writer, l *layout.Layout, f Format, imgs []Image) error {
 		for _, n := range img.Names {
 			nd := d
 			nd.Annotations = map[string]string{layout.AnnotationRefName: n}
+			for k, v := range d.Annotations {
+				nd.Annotations[k] = v
+			}
 			// Docker 25+ with the containerd image store names what it
 			// loads from the OCI part by this annotation.
 			if full := fullName(n); f == Docker && full != "" {
