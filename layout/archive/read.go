@@ -27,6 +27,7 @@ const (
 	maxJSONFile  = layout.MaxManifestSize
 	maxLinkHops  = 16
 	maxDockerImg = 1 << 16
+	maxLayers    = 1 << 12
 )
 
 // ReadOptions selects what Read takes out of an archive.
@@ -418,6 +419,9 @@ func (a *scanned) dockerImages(mb []byte, tmp *layout.Layout) ([]Image, error) {
 // dockerManifest builds a Docker schema2 manifest for one manifest.json
 // element, after checking every layer against the config's diff_ids.
 func (a *scanned) dockerManifest(e dockerEntry, tmp *layout.Layout) (ocispec.Descriptor, error) {
+	if len(e.Layers) > maxLayers {
+		return ocispec.Descriptor{}, fmt.Errorf("%w: %d layers, limit %d", ErrInvalidArchive, len(e.Layers), maxLayers)
+	}
 	ce, err := a.lookup(e.Config)
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("config: %w", err)
