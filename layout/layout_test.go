@@ -1031,3 +1031,53 @@ func TestSmoke(t *testing.T) {
 		t.Fatal("not empty")
 	}
 }
+
+// Documents that do not parse are problems fsck names, not errors that
+// stop it.
+func TestFsckUnparsableDocuments(t *testing.T) {
+	tests := []struct {
+		name   string
+		damage func(t *testing.T, l *Layout) string
+	}{
+		{"index.json", func(t *testing.T, l *Layout) string {
+			os.WriteFile(filepath.Join(l.Dir(), IndexFile), []byte("{not json"), 0o644)
+			return IndexFile
+		}},
+		{"manifest", func(t *testing.T, l *Layout) string {
+			d, _ := l.PutBytes(ocispec.MediaTypeImageManifest, []byte(`{"schemaVersion":2,"config":"nope"}`))
+			l.Tag(d, "bad")
+			return "(bad)"
+		}},
+		{"nested index", func(t *testing.T, l *Layout) string {
+			d, _ := l.PutBytes(ocispec.MediaTypeImageIndex, []byte(`{"schemaVersion":3}`))
+			l.Tag(addIndex(t, l, d), "outer")
+			return "index "
+		}},
+		{"config", func(t *testing.T, l *Layout) string {
+			cfg, _ := l.PutBytes(ocispec.MediaTypeImageConfig, []byte(`{"rootfs":{"diff_ids":[7]}}`))
+			m := map[string]any{"schemaVersion": 2, "mediaType": ocispec.MediaTypeImageManifest, "config": cfg, "layers": []any{}}
+			l.Tag(putRaw(t, l, ocispec.MediaTypeImageManifest, m), "badcfg")
+			return "config " + cfg.Digest.String()
+		}},
+		{"directory in blobs", func(t *testing.T, l *Layout) string {
+			d := digest.FromString("dir")
+			os.MkdirAll(filepath.Join(l.Blobs().Dir(), "sha256", d.Encoded()), 0o755)
+			return "not a regular file"
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := initTest(t)
+			good := addImage(t, l, "linux/amd64", "good")
+			l.Tag(good, "good")
+			want := tt.damage(t, l)
+			probs, err := l.Fsck()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(probs) != 1 || !strings.Contains(probs[0].String(), want) {
+				t.Fatalf("want one problem mentioning %q, got %v", want, probs)
+			}
+		})
+	}
+}
