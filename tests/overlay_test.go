@@ -509,3 +509,55 @@ func ovlIsWhiteoutAt(p string) bool {
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	return ok && fi.Mode()&fs.ModeCharDevice != 0 && st.Rdev == 0
 }
+
+// TestOverlayMountInterrupted: a signal to strata mount -- CMD reaches
+// CMD, and strata still unmounts.
+func TestOverlayMountInterrupted(t *testing.T) {
+	needRoot(t)
+	tmp := t.TempDir()
+	img := filepath.Join(tmp, "img")
+	if err := lt.BuildImage(img, "v1", lt.Image{Layers: [][]byte{lt.Tar(lt.File("f", "x", 0o644))}}); err != nil {
+		t.Fatal(err)
+	}
+	b := filepath.Join(tmp, "bundle")
+	ovlUnmountCleanup(t, b)
+	strata(t, "unpack", "--root", filepath.Join(tmp, "store"), "--driver", "overlay", img+":v1", b)
+	strata(t, "umount", b)
+	ready := filepath.Join(tmp, "ready")
+	cmd := exec.Command(strataBin, "--quiet", "mount", b, "--", "sh", "-c", `touch "$0"; exec sleep 600`, ready)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	// Wait for the command to run (it creates the file once mounted).
+	for waiting := true; waiting; {
+		select {
+		case err := <-done:
+			t.Fatalf("strata mount exited early: %v: %s", err, stderr.String())
+		default:
+		}
+		if _, err := os.Stat(ready); err == nil {
+			waiting = false
+		} else {
+			unix.Nanosleep(&unix.Timespec{Nsec: 20e6}, nil)
+		}
+	}
+	if ok, _ := overlay.IsMounted(filepath.Join(b, "rootfs")); !ok {
+		t.Fatal("rootfs not mounted while the command runs")
+	}
+	if err := cmd.Process.Signal(unix.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err := <-done
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 128+int(unix.SIGTERM) {
+		t.Errorf("strata mount after SIGTERM: %v (%s), want exit %d", err, stderr.String(), 128+int(unix.SIGTERM))
+	}
+	if ok, _ := overlay.IsMounted(filepath.Join(b, "rootfs")); ok {
+		t.Errorf("the rootfs stayed mounted after the interrupted command")
+	}
+}

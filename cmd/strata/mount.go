@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 	"github.com/strata-oci/strata/internal/userns"
 	"github.com/strata-oci/strata/overlay"
 	"github.com/strata-oci/strata/snapshot"
+	"golang.org/x/sys/unix"
 )
 
 // RootfsEnv is set, for a command strata mount runs, to the mounted
@@ -102,20 +105,38 @@ namespace as its root.`,
 }
 
 // runOnMount runs a command with the rootfs in its environment and
-// returns its exit status.
+// returns its exit status. Termination signals go to the command, so that
+// strata outlives it and unmounts.
 func runOnMount(run []string, rootfs string) (int, error) {
 	cmd := exec.Command(run[0], run[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), RootfsEnv+"="+rootfs)
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return ee.ExitCode(), nil
-	}
-	if err != nil {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
+	defer signal.Stop(sigs)
+	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("run %s: %w", run[0], err)
 	}
-	return 0, nil
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	for {
+		select {
+		case sig := <-sigs:
+			_ = cmd.Process.Signal(sig)
+		case err := <-done:
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+					return 128 + int(ws.Signal()), nil
+				}
+				return ee.ExitCode(), nil
+			}
+			if err != nil {
+				return 0, fmt.Errorf("run %s: %w", run[0], err)
+			}
+			return 0, nil
+		}
+	}
 }
 
 // reexecInUserns runs this strata command again inside strata's own user
