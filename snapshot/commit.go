@@ -1,0 +1,590 @@
+package snapshot
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-oci/strata/internal/userns"
+	"github.com/strata-oci/strata/layout"
+	"github.com/strata-oci/strata/overlay"
+	"golang.org/x/sys/unix"
+)
+
+// ErrParentGone means the image a bundle was unpacked from (or last
+// committed as) is no longer in its layout, so a commit has nothing to
+// build on.
+var ErrParentGone = errors.New("bundle's image is no longer in its layout")
+
+// CommitLock, in a bundle's state directory, serialises commits of one
+// bundle.
+const CommitLock = "commit.lock"
+
+// ctimeSlack widens the window of files commit compares: the kernel
+// stamps ctimes from a coarse clock that may lag the time a bundle
+// records by a tick.
+const ctimeSlack = time.Second
+
+// CommitOptions describe the image Commit makes.
+type CommitOptions struct {
+	// Ref names the new image in the layout; empty adds it untagged.
+	Ref string
+	// Author is the config's and history entry's author; empty keeps
+	// the parent image's.
+	Author string
+	// Comment is the history entry's comment (docker commit -m).
+	Comment string
+	// CreatedBy is the history entry's created_by.
+	CreatedBy string
+	// Edit changes the new config (Dockerfile --change instructions),
+	// before any layer is written.
+	Edit func(*layout.Config) error
+	// Compression of the new layer (gzip when empty) and its level
+	// (0: the format's default).
+	Compression layout.Compression
+	Level       int
+	// Timestamp, when set, is the image's creation time and caps the
+	// layer's mtimes (see WriteOptions.Clamp): the same change then
+	// gives the same layer digest on every run.
+	Timestamp *time.Time
+}
+
+// CommitResult is what Commit stored.
+type CommitResult struct {
+	// Manifest is the new image's manifest, with its platform.
+	Manifest ocispec.Descriptor
+	Config   digest.Digest
+	// Layer is the new layer; nil when nothing changed.
+	Layer *layout.Layer
+	// Entries counts the layer's entries, whiteouts included.
+	Entries int
+	// Record is the bundle's record after the commit: it now names the
+	// new image, and DIR keeps working on top of it.
+	Record *Record
+}
+
+// Commit turns what changed in the bundle dir since it was unpacked (or
+// last committed) into a new layer on top of the bundle's image, stores
+// the new image in l and moves the bundle onto it, so that commits stack.
+//
+// vfs bundles are diffed against the parent snapshot's file list; overlay
+// bundles by their upper directory alone. The layer is written as a PAX
+// tar, hashed and compressed in one streaming pass into l's blob store.
+// An empty diff adds no layer, only a history entry with empty_layer set.
+// The config inherits the parent's, with its diffID and history appended
+// and opts.Edit applied.
+//
+// The new layer is then extracted on top of the parent snapshot the
+// normal way, the bundle's record names the new image and chain, and an
+// overlay rootfs gets a fresh empty upper directory (remounted if it was
+// mounted). If Commit fails, the layout's names and the bundle are as
+// they were (blobs already written are unnamed, and gc removes them).
+//
+// Nothing stops a container from writing the rootfs during a commit; stop
+// it first, as a file that changes while it is read fails the commit.
+func Commit(dir string, l *layout.Layout, opts CommitOptions) (*CommitResult, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", dir, err)
+	}
+	if opts.Ref != "" {
+		if err := layout.ValidateRef(opts.Ref); err != nil {
+			return nil, err
+		}
+		if _, ok := layout.IsDigestRef(opts.Ref); ok {
+			return nil, fmt.Errorf("%w %q: a committed image is named by a tag, not a digest", layout.ErrInvalidRef, opts.Ref)
+		}
+	}
+	if opts.Compression == "" {
+		opts.Compression = layout.CompressionGzip
+	}
+	if _, err := layout.LayerMediaType(opts.Compression); err != nil {
+		return nil, err
+	}
+	rec, err := ReadRecord(abs)
+	if err != nil {
+		return nil, err
+	}
+	unlock, err := lockBundle(abs)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	// Re-read under the lock: a commit that just finished moved it.
+	if rec, err = ReadRecord(abs); err != nil {
+		return nil, err
+	}
+	s, err := Open(rec.Store)
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", dir, err)
+	}
+	defer s.Close()
+	c := &commit{abs: abs, l: l, s: s, rec: rec, opts: opts}
+	return c.run()
+}
+
+type commit struct {
+	abs  string
+	l    *layout.Layout
+	s    *Store
+	rec  *Record
+	opts CommitOptions
+
+	d     Driver
+	chain []*Info
+	ctr   *Container
+	img   *layout.Image
+}
+
+// lockBundle takes the bundle's commit lock exclusively.
+func lockBundle(abs string) (func(), error) {
+	state := filepath.Join(abs, BundleState)
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", abs, err)
+	}
+	f, err := os.OpenFile(filepath.Join(state, CommitLock), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", abs, err)
+	}
+	if err := flock(f, unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("bundle %s: lock: %w", abs, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+func (c *commit) run() (*CommitResult, error) {
+	rec := c.rec
+	d, err := NewDriver(rec.Driver, c.s)
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", c.abs, err)
+	}
+	if d.Name() != rec.Driver {
+		return nil, fmt.Errorf("bundle %s uses the %s driver, which does not work here", c.abs, rec.Driver)
+	}
+	c.d = d
+	for i, id := range rec.Chain {
+		if err := id.Validate(); err != nil || id.Algorithm() != digest.SHA256 {
+			return nil, fmt.Errorf("bundle %s: %s: bad chain ID %q", c.abs, RecordFile, id)
+		}
+		in, err := c.s.Get(id.Encoded())
+		if err != nil {
+			return nil, fmt.Errorf("bundle %s: layer %d: %w", c.abs, i+1, err)
+		}
+		c.chain = append(c.chain, in)
+	}
+	c.ctr = &Container{Dir: c.abs, Chain: c.chain, Rootless: rec.Rootless, IDMap: rec.IDMap}
+	if err := c.loadParent(); err != nil {
+		return nil, err
+	}
+
+	start := time.Now()
+	diff, err := c.diff()
+	if err != nil {
+		return nil, fmt.Errorf("commit %s: %w", c.abs, err)
+	}
+
+	created := start.UTC()
+	if c.opts.Timestamp != nil {
+		created = c.opts.Timestamp.UTC()
+	}
+	cfg, err := c.config(created)
+	if err != nil {
+		return nil, err
+	}
+
+	res := &CommitResult{Entries: diff.Len()}
+	layers := make([]ocispec.Descriptor, 0, len(c.img.Manifest.Layers)+1)
+	for _, ld := range c.img.Manifest.Layers {
+		ld.MediaType = ociLayerType(ld.MediaType)
+		ld.Annotations, ld.URLs, ld.Platform = nil, nil, nil
+		layers = append(layers, ld)
+	}
+	var top *Info
+	if len(c.chain) > 0 {
+		top = c.chain[len(c.chain)-1]
+	}
+	if !diff.Empty() {
+		ly, err := c.putLayer(diff)
+		if err != nil {
+			return nil, fmt.Errorf("commit %s: %w", c.abs, err)
+		}
+		res.Layer = &ly
+		layers = append(layers, ly.Descriptor)
+		if err := cfg.AppendLayer(ly.DiffID); err != nil {
+			return nil, err
+		}
+	}
+	author := c.opts.Author
+	if author == "" {
+		author = c.img.Config.Author
+	}
+	if err := cfg.AppendHistory(ocispec.History{
+		Created:    &created,
+		CreatedBy:  c.opts.CreatedBy,
+		Author:     author,
+		Comment:    c.opts.Comment,
+		EmptyLayer: diff.Empty(),
+	}); err != nil {
+		return nil, err
+	}
+	md, err := c.l.PutImage(cfg, layers, nil)
+	if err != nil {
+		return nil, fmt.Errorf("commit %s: %w", c.abs, err)
+	}
+	res.Manifest = md
+	cb, err := cfg.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	res.Config = digest.FromBytes(cb)
+
+	// The new layer's snapshot, through the normal extraction path.
+	newChain := c.chain
+	if res.Layer != nil {
+		ly := *res.Layer
+		in, err := c.s.Ensure(c.d, top, Layer{Digest: ly.Descriptor.Digest, DiffID: ly.DiffID, Open: func() (io.ReadCloser, error) {
+			return c.l.Blobs().Open(ly.Descriptor.Digest, ly.Descriptor.Size)
+		}})
+		if err != nil {
+			return nil, fmt.Errorf("commit %s: snapshot of the new layer: %w", c.abs, err)
+		}
+		newChain = append(append([]*Info{}, c.chain...), in)
+	}
+
+	if c.opts.Ref != "" {
+		err = c.l.Tag(md, c.opts.Ref)
+	} else {
+		err = c.l.AddUntagged(md)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("commit %s: %w", c.abs, err)
+	}
+
+	// Move the bundle onto the new image.
+	layoutAbs, err := filepath.Abs(c.l.Dir())
+	if err != nil {
+		return nil, err
+	}
+	next := *rec
+	next.Dir, next.Layout, next.Ref = c.abs, layoutAbs, c.opts.Ref
+	next.Manifest, next.Config = md.Digest, res.Config
+	next.Chain = nil
+	for _, in := range newChain {
+		next.Chain = append(next.Chain, in.ChainID)
+	}
+	next.Unpacked = start.UTC()
+	if err := c.s.addLayout(layoutAbs); err != nil {
+		return nil, fmt.Errorf("commit %s: %w", c.abs, err)
+	}
+	if res.Layer != nil {
+		if err := c.switchRootfs(diff, newChain, &next); err != nil {
+			return nil, fmt.Errorf("commit %s: image %s is stored, but the bundle stays on its old image: %w", c.abs, md.Digest, err)
+		}
+	} else if err := c.writeRecord(&next); err != nil {
+		return nil, fmt.Errorf("commit %s: image %s is stored, but the bundle stays on its old image: %w", c.abs, md.Digest, err)
+	}
+	res.Record = &next
+	return res, nil
+}
+
+// loadParent reads the bundle's image from the layout it came from and
+// makes sure its layers are in the target layout too.
+func (c *commit) loadParent() error {
+	rec := c.rec
+	src := c.l
+	if same, err := sameDir(rec.Layout, c.l.Dir()); err != nil || !same {
+		o, err := layout.Open(rec.Layout)
+		if err != nil {
+			return fmt.Errorf("bundle %s: layout %s of its image: %w", c.abs, rec.Layout, err)
+		}
+		defer o.Close()
+		src = o
+	}
+	size, err := src.Blobs().Stat(rec.Manifest)
+	if err != nil {
+		return fmt.Errorf("bundle %s: manifest %s in %s: %w: %v", c.abs, rec.Manifest, rec.Layout, ErrParentGone, err)
+	}
+	img, err := src.ReadImage(ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: rec.Manifest, Size: size})
+	if err != nil {
+		return fmt.Errorf("bundle %s: %w", c.abs, err)
+	}
+	if img.Manifest.Config.Digest != rec.Config {
+		return fmt.Errorf("bundle %s: manifest %s has config %s, the bundle records %s", c.abs, rec.Manifest, img.Manifest.Config.Digest, rec.Config)
+	}
+	ids := ChainIDs(img.Config.RootFS.DiffIDs)
+	if len(ids) != len(rec.Chain) || len(img.Manifest.Layers) != len(ids) {
+		return fmt.Errorf("bundle %s: image %s has %d layers, the bundle records %d snapshots", c.abs, rec.Manifest, len(img.Manifest.Layers), len(rec.Chain))
+	}
+	for i := range ids {
+		if ids[i] != rec.Chain[i] {
+			return fmt.Errorf("bundle %s: layer %d of image %s is chain %s, the bundle records %s", c.abs, i+1, rec.Manifest, ids[i], rec.Chain[i])
+		}
+	}
+	if src != c.l {
+		if err := c.l.Hold(); err != nil {
+			return err
+		}
+		for _, ld := range img.Manifest.Layers {
+			if c.l.Blobs().Has(ld.Digest, ld.Size) {
+				continue
+			}
+			if _, err := c.l.Blobs().CopyFrom(src.Blobs(), ld.Digest, ld.Size); err != nil {
+				return fmt.Errorf("copy layer %s from %s: %w", ld.Digest, rec.Layout, err)
+			}
+		}
+	}
+	c.img = img
+	return nil
+}
+
+func sameDir(a, b string) (bool, error) {
+	var sa, sb unix.Stat_t
+	if err := unix.Stat(a, &sa); err != nil {
+		return false, err
+	}
+	if err := unix.Stat(b, &sb); err != nil {
+		return false, err
+	}
+	return sa.Dev == sb.Dev && sa.Ino == sb.Ino, nil
+}
+
+// ociLayerType names a Docker layer media type by its OCI equivalent (the
+// bytes are the same), so that the new manifest is OCI throughout.
+func ociLayerType(mt string) string {
+	switch mt {
+	case layout.MediaTypeDockerLayer:
+		return ocispec.MediaTypeImageLayer
+	case layout.MediaTypeDockerLayerGzip:
+		return ocispec.MediaTypeImageLayerGzip
+	case layout.MediaTypeDockerLayerZstd:
+		return ocispec.MediaTypeImageLayerZstd
+	}
+	return mt
+}
+
+func (c *commit) owners() owners {
+	return owners{
+		rootless: c.rec.Rootless,
+		userns:   userns.InNamespace(),
+		euid:     os.Geteuid(),
+		egid:     os.Getegid(),
+		idMap:    c.rec.IDMap,
+	}
+}
+
+func (c *commit) diff() (*Diff, error) {
+	var top *Info
+	if len(c.chain) > 0 {
+		top = c.chain[len(c.chain)-1]
+	}
+	var files Files
+	readFiles := func() error {
+		files = Files{}
+		if top == nil {
+			return nil
+		}
+		var err error
+		if files, err = top.ReadFiles(); err != nil {
+			return fmt.Errorf("snapshot %s: %w", top.ID, err)
+		}
+		return nil
+	}
+	switch o := c.d.(type) {
+	case *Overlay:
+		// Placeholders and what the user could not write are only
+		// known from the file list.
+		if c.rec.Rootless {
+			if err := readFiles(); err != nil {
+				return nil, err
+			}
+		}
+		return diffOverlay(o.Upper(c.ctr), o.Xattrs(), files, c.owners())
+	default:
+		if err := readFiles(); err != nil {
+			return nil, err
+		}
+		var cutoff time.Time
+		if !c.rec.Unpacked.IsZero() {
+			cutoff = c.rec.Unpacked.Add(-ctimeSlack)
+		}
+		return diffVFS(c.ctr.Rootfs(), files, cutoff, c.owners())
+	}
+}
+
+// config starts the new config from the parent's.
+func (c *commit) config(created time.Time) (*layout.Config, error) {
+	cfg, err := layout.ParseConfig(c.img.ConfigRaw)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", c.img.Manifest.Config.Digest, err)
+	}
+	host, err := layout.ParsePlatform("")
+	if err != nil {
+		return nil, err
+	}
+	if c.img.Config.Architecture == "" {
+		if err := cfg.Set("architecture", host.Architecture); err != nil {
+			return nil, err
+		}
+		if host.Variant != "" && c.img.Config.Variant == "" {
+			if err := cfg.Set("variant", host.Variant); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if c.img.Config.OS == "" {
+		if err := cfg.Set("os", host.OS); err != nil {
+			return nil, err
+		}
+	}
+	if err := cfg.Set("created", created); err != nil {
+		return nil, err
+	}
+	if c.opts.Author != "" {
+		if err := cfg.Set("author", c.opts.Author); err != nil {
+			return nil, err
+		}
+	}
+	if c.opts.Edit != nil {
+		if err := c.opts.Edit(cfg); err != nil {
+			return nil, err
+		}
+	}
+	return cfg, nil
+}
+
+// putLayer streams the diff's tar into the layout: one goroutine writes
+// the tar (reading file contents), PutLayer hashes and compresses it on
+// the other cores as it comes.
+func (c *commit) putLayer(diff *Diff) (layout.Layer, error) {
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := diff.WriteTar(pw, WriteOptions{Clamp: c.opts.Timestamp, Rootless: c.rec.Rootless})
+		pw.CloseWithError(err)
+		done <- err
+	}()
+	ly, err := c.l.PutLayer(pr, layout.WithCompression(c.opts.Compression), layout.WithLevel(c.opts.Level), layout.WithRecompress())
+	pr.CloseWithError(errors.New("layer store stopped reading"))
+	werr := <-done
+	if werr != nil {
+		return layout.Layer{}, werr
+	}
+	if err != nil {
+		return layout.Layer{}, err
+	}
+	return ly, nil
+}
+
+// writeRecord replaces the bundle's record, in the store first (a gc
+// root) and then in the bundle.
+func (c *commit) writeRecord(rec *Record) error {
+	rb, err := json.MarshalIndent(rec, "", "\t")
+	if err != nil {
+		return err
+	}
+	if err := writeFileSync(filepath.Join(c.s.root, ContainersDir, bundleKey(c.abs)+".json"), rb, 0o644); err != nil {
+		return err
+	}
+	return writeFileSync(filepath.Join(c.abs, RecordFile), rb, 0o644)
+}
+
+// switchRootfs makes the bundle show the new chain. A vfs rootfs already
+// holds the new layer's files (only clamped mtimes are put in line); an
+// overlay rootfs gets a fresh upper directory over the new chain, and is
+// remounted if it was mounted. On error the bundle keeps its old chain
+// and upper directory.
+func (c *commit) switchRootfs(diff *Diff, chain []*Info, next *Record) error {
+	o, isOverlay := c.d.(*Overlay)
+	if !isOverlay {
+		if c.opts.Timestamp != nil {
+			if err := diff.fixClamped(c.ctr.Rootfs(), *c.opts.Timestamp); err != nil {
+				return err
+			}
+		}
+		return c.writeRecord(next)
+	}
+	newCtr := &Container{Dir: c.abs, Chain: chain, Rootless: c.ctr.Rootless, IDMap: c.ctr.IDMap}
+	upper, work := o.Upper(c.ctr), o.Work(c.ctr)
+	mounted, err := overlay.IsMounted(c.ctr.Rootfs())
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	// The next upper and work directories are made aside first.
+	nextUpper, err := os.MkdirTemp(c.ctr.State(), UpperDir+".next-")
+	if err != nil {
+		return err
+	}
+	nextWork := strings.Replace(nextUpper, UpperDir+".next-", WorkDir+".next-", 1)
+	cleanNext := func() {
+		_ = RemoveAll(nextUpper)
+		_ = RemoveAll(nextWork)
+	}
+	if err := os.Mkdir(nextWork, 0o700); err != nil {
+		cleanNext()
+		return err
+	}
+	if err := os.Chmod(nextUpper, 0o755); err != nil {
+		cleanNext()
+		return err
+	}
+	if err := copyRootMeta(newCtr.Top().FS(), nextUpper); err != nil {
+		cleanNext()
+		return fmt.Errorf("new upper directory: %w", err)
+	}
+	if mounted {
+		if err := o.Unmount(c.ctr); err != nil {
+			cleanNext()
+			return err
+		}
+	}
+	oldUpper := strings.Replace(nextUpper, UpperDir+".next-", UpperDir+".old-", 1)
+	oldWork := strings.Replace(nextUpper, UpperDir+".next-", WorkDir+".old-", 1)
+	undo := func() {
+		_ = os.Rename(oldUpper, upper)
+		_ = os.Rename(oldWork, work)
+		cleanNext()
+		if mounted {
+			_ = o.Mount(c.ctr)
+		}
+	}
+	if err := os.Rename(upper, oldUpper); err != nil {
+		undo()
+		return err
+	}
+	if err := os.Rename(work, oldWork); err != nil {
+		undo()
+		return err
+	}
+	if err := os.Rename(nextUpper, upper); err != nil {
+		undo()
+		return err
+	}
+	if err := os.Rename(nextWork, work); err != nil {
+		_ = os.Rename(upper, nextUpper)
+		undo()
+		return err
+	}
+	if err := c.writeRecord(next); err != nil {
+		_ = RemoveAll(upper)
+		_ = RemoveAll(work)
+		undo()
+		return err
+	}
+	if mounted {
+		if err := o.Mount(newCtr); err != nil {
+			return fmt.Errorf("remount %s on the new image (strata mount %s): %w", newCtr.Rootfs(), c.abs, err)
+		}
+	}
+	if err := RemoveAll(oldUpper); err != nil {
+		return err
+	}
+	return RemoveAll(oldWork)
+}

@@ -1,0 +1,457 @@
+package snapshot
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-oci/strata/layout"
+	"github.com/strata-oci/strata/overlay"
+	"golang.org/x/sys/unix"
+)
+
+// describeTree describes every file under root, one line per path: type,
+// mode, owner, size, content hash, link count, link target, device,
+// mtime (not the root's, which no layer sets) and xattrs (overlay's own
+// left out).
+func describeTree(t testing.TB, root string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "type=%o mode=%o owner=%d:%d", st.Mode&unix.S_IFMT, st.Mode&0o7777, st.Uid, st.Gid)
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG:
+			f, err := openContent(p, os.Geteuid() != 0)
+			if err != nil {
+				return err
+			}
+			h := sha256.New()
+			_, err = io.Copy(h, f)
+			f.Close()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(&b, " size=%d links=%d sha=%x", st.Size, st.Nlink, h.Sum(nil)[:6])
+		case unix.S_IFLNK:
+			l, _ := os.Readlink(p)
+			fmt.Fprintf(&b, " link=%s", l)
+		case unix.S_IFCHR, unix.S_IFBLK:
+			fmt.Fprintf(&b, " dev=%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+		}
+		if rel != "." {
+			fmt.Fprintf(&b, " mtime=%d", st.Mtim.Nano())
+		}
+		x, err := readXattrs(p)
+		if err != nil {
+			return err
+		}
+		for _, k := range sortedKeys(x) {
+			if strings.HasPrefix(k, "trusted.overlay.") || strings.HasPrefix(k, "user.overlay.") {
+				continue
+			}
+			fmt.Fprintf(&b, " %s=%x", k, x[k])
+		}
+		out[rel] = b.String()
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("walk %s: %v", root, err)
+	}
+	return out
+}
+
+// withoutLinkCounts drops link counts from a description: overlay shows
+// a file copied up from a lower layer apart from its lower hardlinks, so
+// counts differ from any extraction while contents agree.
+func withoutLinkCounts(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		if i := strings.Index(v, " links="); i >= 0 {
+			j := strings.Index(v[i+1:], " ")
+			v = v[:i] + v[i+1+j:]
+		}
+		out[k] = v
+	}
+	return out
+}
+
+func diffTrees(t testing.TB, nameA string, a map[string]string, nameB string, b map[string]string) {
+	t.Helper()
+	keys := map[string]bool{}
+	for k := range a {
+		keys[k] = true
+	}
+	for k := range b {
+		keys[k] = true
+	}
+	var sorted []string
+	for k := range keys {
+		sorted = append(sorted, k)
+	}
+	sort.Strings(sorted)
+	bad := 0
+	for _, k := range sorted {
+		if a[k] != b[k] {
+			if bad++; bad <= 20 {
+				t.Errorf("%s:\n  %s: %q\n  %s: %q", k, nameA, a[k], nameB, b[k])
+			}
+		}
+	}
+	if bad > 20 {
+		t.Errorf("%d paths differ in all", bad)
+	}
+}
+
+// must fails the test on err.
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// changeRootfs makes, as root, every kind of change a commit must carry.
+func changeRootfs(t testing.TB, r string) {
+	t.Helper()
+	p := func(n string) string { return filepath.Join(r, n) }
+	must(t, os.WriteFile(p("etc/added"), []byte("added\n"), 0o640))
+	must(t, os.MkdirAll(p("newdir/sub"), 0o755))
+	must(t, os.WriteFile(p("newdir/sub/f"), []byte("deep new"), 0o600))
+	f, err := os.OpenFile(p("etc/passwd"), os.O_APPEND|os.O_WRONLY, 0)
+	must(t, err)
+	_, err = f.WriteString("bob:x:1001:1001::/:/bin/sh\n")
+	must(t, err)
+	must(t, f.Close())
+	must(t, os.Remove(p("etc/group")))
+	must(t, os.RemoveAll(p("home/alice")))
+	must(t, os.Chmod(p("usr/bin/sgid"), 0o2700))
+	must(t, os.Lchown(p("app"), 1000, 10))
+	must(t, os.RemoveAll(p("opq")))
+	must(t, os.WriteFile(p("opq"), []byte("was a directory"), 0o644))
+	must(t, os.Link(p("big"), p("big-third")))
+	must(t, unix.Lsetxattr(p("usr/lib/libc.so"), "user.test", []byte("set"), 0))
+	must(t, os.RemoveAll(p("file-to-dir")))
+	must(t, os.Mkdir(p("file-to-dir"), 0o711))
+	must(t, os.WriteFile(p("file-to-dir/replaced"), []byte("new contents"), 0o644))
+	must(t, os.Remove(p("lib")))
+	must(t, os.Symlink("usr/lib64", p("lib")))
+	must(t, unix.Mkfifo(p("new-fifo"), 0o600))
+	must(t, unix.Mknod(p("dev/zero"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 5))))
+	must(t, os.WriteFile(p("etc/motd"), []byte("changed through a hardlink\n"), 0o644))
+}
+
+func commitBundle(t testing.TB, bundle, layoutDir, ref string, o CommitOptions) *CommitResult {
+	t.Helper()
+	l, err := layout.Open(layoutDir)
+	must(t, err)
+	defer l.Close()
+	o.Ref = ref
+	res, err := Commit(bundle, l, o)
+	if err != nil {
+		t.Fatalf("commit %s: %v", bundle, err)
+	}
+	return res
+}
+
+func unpackRef(t testing.TB, s *Store, layoutDir, ref, bundle string, o UnpackOptions) *Record {
+	t.Helper()
+	l, err := layout.Open(layoutDir)
+	must(t, err)
+	defer l.Close()
+	rec, err := s.Unpack(l, ref, bundle, o)
+	if err != nil {
+		t.Fatalf("unpack %s:%s: %v", layoutDir, ref, err)
+	}
+	return rec
+}
+
+func readImage(t testing.TB, layoutDir, ref string) *layout.Image {
+	t.Helper()
+	l, err := layout.Open(layoutDir)
+	must(t, err)
+	defer l.Close()
+	img, err := l.Image(ref, nil)
+	must(t, err)
+	return img
+}
+
+func TestCommitEmpty(t *testing.T) {
+	needRoot(t)
+	img, _ := buildStandard(t)
+	s := openStore(t)
+	bundle := filepath.Join(t.TempDir(), "b")
+	unpack(t, s, img, bundle, UnpackOptions{})
+	res := commitBundle(t, bundle, img, "v2", CommitOptions{Comment: "nothing", CreatedBy: "test"})
+	if res.Layer != nil || res.Entries != 0 {
+		t.Fatalf("empty commit wrote a layer: %+v", res.Layer)
+	}
+	parent := readImage(t, img, "v1")
+	got := readImage(t, img, "v2")
+	if len(got.Manifest.Layers) != 3 || len(got.Config.RootFS.DiffIDs) != 3 {
+		t.Fatalf("layers %d, diffIDs %d, want 3", len(got.Manifest.Layers), len(got.Config.RootFS.DiffIDs))
+	}
+	h := got.Config.History
+	if len(h) != len(parent.Config.History)+1 || !h[len(h)-1].EmptyLayer || h[len(h)-1].Comment != "nothing" || h[len(h)-1].CreatedBy != "test" {
+		t.Fatalf("history: %+v", h)
+	}
+	rec, err := ReadRecord(bundle)
+	must(t, err)
+	if rec.Manifest != res.Manifest.Digest || len(rec.Chain) != 3 || rec.Ref != "v2" {
+		t.Fatalf("record after commit: %+v", rec)
+	}
+}
+
+func TestCommitConfig(t *testing.T) {
+	needRoot(t)
+	img, _ := buildStandard(t)
+	s := openStore(t)
+	bundle := filepath.Join(t.TempDir(), "b")
+	unpack(t, s, img, bundle, UnpackOptions{})
+	must(t, os.WriteFile(filepath.Join(bundle, RootfsDir, "x"), []byte("x"), 0o644))
+	ts := time.Unix(1700000000, 0).UTC()
+	res := commitBundle(t, bundle, img, "", CommitOptions{
+		Author: "ann", Comment: "c", CreatedBy: "make x", Timestamp: &ts,
+		Compression: layout.CompressionZstd,
+		Edit:        func(c *layout.Config) error { return c.SetRuntime("Cmd", []string{"/app"}) },
+	})
+	if res.Layer == nil || res.Layer.Descriptor.MediaType != ocispec.MediaTypeImageLayerZstd {
+		t.Fatalf("layer: %+v", res.Layer)
+	}
+	l, err := layout.Open(img)
+	must(t, err)
+	defer l.Close()
+	got, err := l.ReadImage(res.Manifest)
+	must(t, err)
+	c := got.Config
+	if c.Author != "ann" || c.Created == nil || !c.Created.Equal(ts) || len(c.Config.Cmd) != 1 || c.Config.Cmd[0] != "/app" || c.Config.User != "alice" {
+		t.Fatalf("config: %+v", c)
+	}
+	last := c.History[len(c.History)-1]
+	if last.EmptyLayer || last.Author != "ann" || last.Comment != "c" || last.CreatedBy != "make x" || !last.Created.Equal(ts) {
+		t.Fatalf("history entry: %+v", last)
+	}
+	if c.RootFS.DiffIDs[len(c.RootFS.DiffIDs)-1] != res.Layer.DiffID {
+		t.Fatalf("diffIDs %v do not end with %s", c.RootFS.DiffIDs, res.Layer.DiffID)
+	}
+	// Untagged: listed by digest.
+	idx, err := l.Index()
+	must(t, err)
+	found := false
+	for _, m := range idx.Manifests {
+		found = found || (m.Digest == res.Manifest.Digest && m.Annotations[layout.AnnotationRefName] == "")
+	}
+	if !found {
+		t.Fatalf("untagged manifest %s not in index", res.Manifest.Digest)
+	}
+}
+
+// TestCommitChanges commits every kind of change and checks that the new
+// image unpacks to exactly the changed tree, that the bundle keeps
+// working on it (a second commit sees nothing new), and that commits
+// stack.
+func TestCommitChanges(t *testing.T) {
+	needRoot(t)
+	for _, driver := range []string{VFS, OverlayDriver} {
+		t.Run(driver, func(t *testing.T) {
+			img, _ := buildStandard(t)
+			s := openStore(t)
+			// Fresh unpacks use vfs, in a store of their own.
+			vs := openStore(t)
+			bundle := filepath.Join(t.TempDir(), "b")
+			unpack(t, s, img, bundle, UnpackOptions{Driver: driver})
+			rootfs := filepath.Join(bundle, RootfsDir)
+			if driver == OverlayDriver {
+				t.Cleanup(func() { _ = overlay.Unmount(rootfs) })
+			}
+			desc := func(root string) map[string]string {
+				if driver == OverlayDriver {
+					return withoutLinkCounts(describeTree(t, root))
+				}
+				return describeTree(t, root)
+			}
+			changeRootfs(t, rootfs)
+			want := desc(rootfs)
+			res := commitBundle(t, bundle, img, "v2", CommitOptions{})
+			if res.Layer == nil {
+				t.Fatal("no layer for a changed rootfs")
+			}
+			if driver == OverlayDriver {
+				ents, err := os.ReadDir(filepath.Join(bundle, BundleState, UpperDir))
+				must(t, err)
+				if len(ents) != 0 {
+					t.Fatalf("upper directory not fresh after commit: %d entries", len(ents))
+				}
+				if ok, _ := overlay.IsMounted(rootfs); !ok {
+					t.Fatal("rootfs not remounted after commit")
+				}
+			}
+			diffTrees(t, "changed", want, "bundle after commit", desc(rootfs))
+			fresh := filepath.Join(t.TempDir(), "fresh")
+			unpackRef(t, vs, img, "v2", fresh, UnpackOptions{})
+			diffTrees(t, "changed", want, "unpacked v2", desc(filepath.Join(fresh, RootfsDir)))
+
+			// Nothing changed since: an empty layer.
+			again := commitBundle(t, bundle, img, "v3", CommitOptions{})
+			if again.Layer != nil {
+				t.Fatalf("second commit wrote %d entries", again.Entries)
+			}
+			// And again on top: a third layer stacks.
+			must(t, os.WriteFile(filepath.Join(rootfs, "etc", "third"), []byte("3"), 0o644))
+			must(t, os.Remove(filepath.Join(rootfs, "etc", "added")))
+			third := commitBundle(t, bundle, img, "v4", CommitOptions{})
+			if third.Layer == nil || third.Entries != 3 {
+				t.Fatalf("third commit: want etc/, etc/.wh.added and etc/third, got %d entries", third.Entries)
+			}
+			want = desc(rootfs)
+			fresh4 := filepath.Join(t.TempDir(), "fresh4")
+			unpackRef(t, vs, img, "v4", fresh4, UnpackOptions{})
+			diffTrees(t, "changed", want, "unpacked v4", desc(filepath.Join(fresh4, RootfsDir)))
+			if n := len(readImage(t, img, "v4").Manifest.Layers); n != 5 {
+				t.Fatalf("v4 has %d layers, want 5", n)
+			}
+		})
+	}
+}
+
+func TestCommitReproducible(t *testing.T) {
+	needRoot(t)
+	img, _ := buildStandard(t)
+	s := openStore(t)
+	ts := time.Unix(1600000000, 0).UTC()
+	var digests []string
+	for i := range 2 {
+		bundle := filepath.Join(t.TempDir(), fmt.Sprint("b", i))
+		unpack(t, s, img, bundle, UnpackOptions{})
+		r := filepath.Join(bundle, RootfsDir)
+		must(t, os.WriteFile(filepath.Join(r, "etc/new"), []byte("same"), 0o644))
+		must(t, os.Remove(filepath.Join(r, "etc/passwd")))
+		// Different wall clocks, same change.
+		time.Sleep(10 * time.Millisecond)
+		res := commitBundle(t, bundle, img, fmt.Sprint("r", i), CommitOptions{Timestamp: &ts, CreatedBy: "same"})
+		digests = append(digests, res.Layer.Descriptor.Digest.String()+" "+res.Manifest.Digest.String())
+		// The rootfs took the clamped mtime, so the next commit is empty.
+		var st unix.Stat_t
+		must(t, unix.Lstat(filepath.Join(r, "etc/new"), &st))
+		if st.Mtim.Nano() != ts.UnixNano() {
+			t.Fatalf("etc/new mtime %d, want clamped %d", st.Mtim.Nano(), ts.UnixNano())
+		}
+		if again := commitBundle(t, bundle, img, "", CommitOptions{}); again.Layer != nil {
+			t.Fatalf("commit after a clamped commit wrote %v", again.Entries)
+		}
+	}
+	if digests[0] != digests[1] {
+		t.Fatalf("same change, different digests:\n%s\n%s", digests[0], digests[1])
+	}
+}
+
+func TestCommitIDMap(t *testing.T) {
+	needRoot(t)
+	img, _ := buildStandard(t)
+	s := openStore(t)
+	bundle := filepath.Join(t.TempDir(), "b")
+	m := &IDMap{UIDs: []IDRange{{0, 100000, 65536}}, GIDs: []IDRange{{0, 200000, 65536}}}
+	unpack(t, s, img, bundle, UnpackOptions{IDMap: m})
+	r := filepath.Join(bundle, RootfsDir)
+	must(t, os.WriteFile(filepath.Join(r, "owned"), []byte("x"), 0o644))
+	must(t, os.Lchown(filepath.Join(r, "owned"), 100000+7, 200000+8))
+	res := commitBundle(t, bundle, img, "v2", CommitOptions{})
+	if res.Entries != 1 {
+		t.Fatalf("want one entry, got %d", res.Entries)
+	}
+	fresh := filepath.Join(t.TempDir(), "fresh")
+	unpackRef(t, s, img, "v2", fresh, UnpackOptions{})
+	st := lstat(t, filepath.Join(fresh, RootfsDir, "owned"))
+	if st.Uid != 7 || st.Gid != 8 {
+		t.Fatalf("owner %d:%d, want the shift undone: 7:8", st.Uid, st.Gid)
+	}
+	// A file owned outside the map cannot be committed.
+	must(t, os.Lchown(filepath.Join(r, "owned"), 5, 5))
+	l, err := layout.Open(img)
+	must(t, err)
+	defer l.Close()
+	if _, err := Commit(bundle, l, CommitOptions{}); err == nil || !strings.Contains(err.Error(), "outside the id map") {
+		t.Fatalf("commit of an unmapped owner: %v", err)
+	}
+}
+
+func TestCommitErrors(t *testing.T) {
+	needRoot(t)
+	img, _ := buildStandard(t)
+	s := openStore(t)
+	l, err := layout.Open(img)
+	must(t, err)
+	defer l.Close()
+	if _, err := Commit(t.TempDir(), l, CommitOptions{}); !errors.Is(err, ErrNotUnpacked) {
+		t.Fatalf("commit of a plain directory: %v", err)
+	}
+	bundle := filepath.Join(t.TempDir(), "b")
+	unpack(t, s, img, bundle, UnpackOptions{})
+	if _, err := Commit(bundle, l, CommitOptions{Ref: "bad ref"}); err == nil {
+		t.Fatal("commit accepted a bad ref")
+	}
+	// The record names a manifest the layout no longer has.
+	rec, err := ReadRecord(bundle)
+	must(t, err)
+	rec.Manifest = digest.Digest("sha256:" + strings.Repeat("0", 64))
+	b, _ := json.Marshal(rec)
+	must(t, os.WriteFile(filepath.Join(bundle, RecordFile), b, 0o644))
+	before, err := l.Index()
+	must(t, err)
+	if _, err := Commit(bundle, l, CommitOptions{Ref: "v9"}); !errors.Is(err, ErrParentGone) {
+		t.Fatalf("commit without its parent image: %v", err)
+	}
+	after, err := l.Index()
+	must(t, err)
+	if len(after.Manifests) != len(before.Manifests) {
+		t.Fatal("a failed commit changed index.json")
+	}
+}
+
+// TestCommitOtherLayout commits into a layout that does not hold the
+// parent image: its layers are copied over.
+func TestCommitOtherLayout(t *testing.T) {
+	needRoot(t)
+	img, _ := buildStandard(t)
+	s := openStore(t)
+	bundle := filepath.Join(t.TempDir(), "b")
+	unpack(t, s, img, bundle, UnpackOptions{})
+	must(t, os.WriteFile(filepath.Join(bundle, RootfsDir, "x"), []byte("x"), 0o644))
+	other := filepath.Join(t.TempDir(), "other")
+	l, err := layout.Init(other)
+	must(t, err)
+	l.Close()
+	commitBundle(t, bundle, other, "v1", CommitOptions{})
+	ol, err := layout.Open(other)
+	must(t, err)
+	defer ol.Close()
+	problems, err := ol.Fsck()
+	must(t, err)
+	if len(problems) != 0 {
+		t.Fatalf("fsck: %v", problems)
+	}
+	fresh := filepath.Join(t.TempDir(), "fresh")
+	unpackRef(t, s, other, "v1", fresh, UnpackOptions{})
+	if _, err := os.Stat(filepath.Join(fresh, RootfsDir, "x")); err != nil {
+		t.Fatal(err)
+	}
+}

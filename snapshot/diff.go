@@ -1,0 +1,725 @@
+package snapshot
+
+import (
+	"archive/tar"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/strata-oci/strata/overlay"
+	"golang.org/x/sys/unix"
+)
+
+// ErrChangedDuringCommit means a file changed size while its content was
+// written into a layer: the rootfs was in use.
+var ErrChangedDuringCommit = errors.New("file changed while it was committed")
+
+// selinuxXattr is the host's label of a file, not image content: the
+// diff never carries it.
+const selinuxXattr = "security.selinux"
+
+type diffKind int
+
+const (
+	// diffFile is an entry with its metadata (and a regular file's
+	// content, read from src).
+	diffFile diffKind = iota
+	// diffLink is a hardlink to linkTo.
+	diffLink
+	// diffWhiteout deletes path.
+	diffWhiteout
+	// diffOpaque makes the directory path hide what lower layers hold.
+	diffOpaque
+)
+
+// diffEntry is one entry of a layer diff.
+type diffEntry struct {
+	kind   diffKind
+	path   string
+	e      *Entry
+	src    string
+	linkTo string
+
+	// Bookkeeping of the vfs walk.
+	parent  int // index of the parent directory entry, -1 for the root
+	st      unix.Stat_t
+	changed bool
+	keep    bool
+	clamped bool
+}
+
+// Diff is the change of a rootfs against the snapshot it was made from,
+// as the entries of a layer in the order they are written: depth first,
+// each directory's names in byte order, a directory before its contents.
+type Diff struct {
+	entries []*diffEntry
+}
+
+// Empty says whether nothing changed: commit then adds no layer.
+func (d *Diff) Empty() bool { return len(d.entries) == 0 }
+
+// Len is the number of layer entries (whiteouts included).
+func (d *Diff) Len() int { return len(d.entries) }
+
+// Paths lists the entries as a layer names them, for messages and tests:
+// whiteouts as .wh. names, hardlinks as "NAME -> TARGET".
+func (d *Diff) Paths() []string {
+	out := make([]string, 0, len(d.entries))
+	for _, de := range d.entries {
+		out = append(out, de.tarName())
+	}
+	return out
+}
+
+func (de *diffEntry) tarName() string {
+	switch de.kind {
+	case diffWhiteout:
+		return overlay.WhiteoutName(de.path)
+	case diffOpaque:
+		return overlay.OpaqueName(de.path)
+	case diffLink:
+		return de.path + " -> " + de.linkTo
+	}
+	if de.e != nil && de.e.Type == TypeDir {
+		return de.path + "/"
+	}
+	return de.path
+}
+
+// owners turns what a rootfs shows of a file's owner back into the
+// image's owner.
+type owners struct {
+	// rootless: the owner is the user.rootlesscontainers xattr when it
+	// is there; without it the file belongs to root.
+	rootless bool
+	// userns: stat shows IDs of strata's user namespace, which are the
+	// image's (the user is root there). Outside a namespace, a rootless
+	// rootfs belongs to the calling user, who stands for root.
+	userns     bool
+	euid, egid int
+	idMap      *IDMap
+}
+
+func (o owners) owner(name string, st *unix.Stat_t, xattrs map[string][]byte) (int, int, error) {
+	uid, gid := int(st.Uid), int(st.Gid)
+	if o.rootless {
+		if v, ok := xattrs[RootlessXattr]; ok {
+			u, g, err := DecodeRootless(v)
+			if err != nil {
+				return 0, 0, fmt.Errorf("owner of %s: %w", name, err)
+			}
+			return u, g, nil
+		}
+		if !o.userns {
+			if uid == o.euid {
+				uid = 0
+			}
+			if gid == o.egid {
+				gid = 0
+			}
+		}
+		return uid, gid, nil
+	}
+	u, g, err := o.idMap.ToContainer(uid, gid)
+	if err != nil {
+		return 0, 0, fmt.Errorf("owner %d:%d of %s: %w", uid, gid, name, err)
+	}
+	return u, g, nil
+}
+
+func fileType(mode uint32) (byte, bool) {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return TypeReg, true
+	case unix.S_IFDIR:
+		return TypeDir, true
+	case unix.S_IFLNK:
+		return TypeSymlink, true
+	case unix.S_IFCHR:
+		return TypeChar, true
+	case unix.S_IFBLK:
+		return TypeBlock, true
+	case unix.S_IFIFO:
+		return TypeFifo, true
+	}
+	return 0, false
+}
+
+// settable says whether an unprivileged extraction could have written the
+// xattr name on a file of type t: only user.* on files and directories.
+func settable(name string, t byte) bool {
+	return strings.HasPrefix(name, "user.") && (t == TypeReg || t == TypeDir)
+}
+
+// diskEntry describes the file full (at rel in the rootfs) as the image
+// would: owners mapped back, placeholders seen as the devices they stand
+// for, and in rootless mode what the user could not write (xattrs outside
+// user.*, symlink owners) taken from old, the parent's entry.
+func (o owners) diskEntry(full, rel string, st *unix.Stat_t, xattrs map[string][]byte, old *Entry) (*Entry, error) {
+	t, ok := fileType(st.Mode)
+	if !ok {
+		return nil, fmt.Errorf("%s: unsupported file type %o (a socket cannot be part of a layer)", rel, st.Mode&unix.S_IFMT)
+	}
+	e := &Entry{Path: rel, Type: t, Mode: st.Mode & 0o7777, Mtime: st.Mtim.Nano()}
+	uid, gid, err := o.owner(rel, st, xattrs)
+	if err != nil {
+		return nil, err
+	}
+	e.UID, e.GID = uid, gid
+	for k, v := range xattrs {
+		if k == selinuxXattr || (o.rootless && k == RootlessXattr) {
+			continue
+		}
+		if e.Xattrs == nil {
+			e.Xattrs = map[string][]byte{}
+		}
+		e.Xattrs[k] = v
+	}
+	switch t {
+	case TypeReg:
+		e.Size = st.Size
+	case TypeSymlink:
+		l, err := os.Readlink(full)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", rel, err)
+		}
+		e.Link = l
+	case TypeChar, TypeBlock:
+		e.DevMajor, e.DevMinor = int64(unix.Major(st.Rdev)), int64(unix.Minor(st.Rdev))
+	}
+	if o.rootless && old != nil {
+		if old.Placeholder && t == TypeReg && st.Size == 0 {
+			e.Type, e.Size, e.DevMajor, e.DevMinor, e.Placeholder = old.Type, 0, old.DevMajor, old.DevMinor, true
+		}
+		if t == TypeSymlink && old.Type == TypeSymlink {
+			e.UID, e.GID = old.UID, old.GID
+		}
+		if old.Type == e.Type {
+			for k, v := range old.Xattrs {
+				if _, ok := e.Xattrs[k]; !ok && !settable(k, t) && k != RootlessXattr {
+					if e.Xattrs == nil {
+						e.Xattrs = map[string][]byte{}
+					}
+					e.Xattrs[k] = v
+				}
+			}
+		}
+	}
+	return e, nil
+}
+
+// sameEntry compares what a layer entry carries, content aside.
+func sameEntry(a, b *Entry) bool {
+	if a.Type != b.Type || a.Mode != b.Mode || a.UID != b.UID || a.GID != b.GID || a.Mtime != b.Mtime {
+		return false
+	}
+	switch a.Type {
+	case TypeReg:
+		if a.Size != b.Size {
+			return false
+		}
+	case TypeSymlink:
+		if a.Link != b.Link {
+			return false
+		}
+	case TypeChar, TypeBlock:
+		if a.DevMajor != b.DevMajor || a.DevMinor != b.DevMinor {
+			return false
+		}
+	}
+	ax, bx := a.Xattrs, b.Xattrs
+	if len(ax) != len(bx) {
+		return false
+	}
+	for k, v := range ax {
+		w, ok := bx[k]
+		if !ok || !bytes.Equal(v, w) {
+			return false
+		}
+	}
+	return true
+}
+
+// readXattrs reads every extended attribute of p (not following a final
+// symlink).
+func readXattrs(p string) (map[string][]byte, error) {
+	names, err := listXattrs(p)
+	if err != nil {
+		return nil, fmt.Errorf("list xattrs of %s: %w", p, err)
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
+	out := make(map[string][]byte, len(names))
+	buf := make([]byte, 256)
+	for _, n := range names {
+		for {
+			sz, err := unix.Lgetxattr(p, n, buf)
+			if err == unix.ERANGE {
+				sz, err = unix.Lgetxattr(p, n, nil)
+				if err != nil {
+					return nil, fmt.Errorf("read xattr %s of %s: %w", n, p, err)
+				}
+				buf = make([]byte, sz+64)
+				continue
+			}
+			if err == unix.ENODATA {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("read xattr %s of %s: %w", n, p, err)
+			}
+			out[n] = append([]byte(nil), buf[:sz]...)
+			break
+		}
+	}
+	return out, nil
+}
+
+// diffVFS compares the plain directory rootfs with files, the merged file
+// list of the snapshot it was copied from. Files whose ctime is older
+// than cutoff have not been touched since the copy and are taken as they
+// are without reading their xattrs; every other file is compared by
+// metadata (type, mode, owner, size, mtime, link target, device, xattrs)
+// and contents are only read, later, for the files that changed. Paths in
+// the list that are gone become whiteouts; files sharing an inode stay
+// hardlinks.
+func diffVFS(rootfs string, files Files, cutoff time.Time, o owners) (*Diff, error) {
+	w := &vfsWalk{files: files, o: o, groups: map[inodeKey][]int{}, children: map[string][]string{}}
+	w.cutoff = math.MinInt64
+	if !cutoff.IsZero() {
+		w.cutoff = cutoff.UnixNano()
+	}
+	for p := range files {
+		if p == "." {
+			continue
+		}
+		dir, base := split(p)
+		w.children[dir] = append(w.children[dir], base)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(rootfs, &st); err != nil {
+		return nil, &os.PathError{Op: "lstat", Path: rootfs, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return nil, fmt.Errorf("rootfs %s is not a directory", rootfs)
+	}
+	if err := w.walk(rootfs, ".", -1); err != nil {
+		return nil, err
+	}
+	return w.finish()
+}
+
+type vfsWalk struct {
+	files    Files
+	o        owners
+	cutoff   int64
+	all      []*diffEntry
+	groups   map[inodeKey][]int
+	children map[string][]string
+	// listGroups maps a hardlink group key of the file list to its names.
+	listGroups map[string][]string
+}
+
+func join(dir, base string) string {
+	if dir == "." {
+		return base
+	}
+	return dir + "/" + base
+}
+
+func (w *vfsWalk) walk(full, rel string, parent int) error {
+	f, err := os.Open(full)
+	if err != nil {
+		return fmt.Errorf("read directory %s: %w", rel, err)
+	}
+	disk, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("read directory %s: %w", rel, err)
+	}
+	onDisk := make(map[string]bool, len(disk))
+	names := disk
+	for _, n := range disk {
+		onDisk[n] = true
+	}
+	for _, n := range w.children[rel] {
+		if !onDisk[n] {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		p := join(rel, n)
+		old := w.files[p]
+		if !onDisk[n] {
+			w.all = append(w.all, &diffEntry{kind: diffWhiteout, path: p, parent: parent, changed: true})
+			continue
+		}
+		fp := filepath.Join(full, n)
+		de := &diffEntry{kind: diffFile, path: p, src: fp, parent: parent}
+		if err := unix.Lstat(fp, &de.st); err != nil {
+			return &os.PathError{Op: "lstat", Path: fp, Err: err}
+		}
+		t, _ := fileType(de.st.Mode)
+		untouched := old != nil && de.st.Ctim.Nano() < w.cutoff &&
+			(old.Type == t || (old.Placeholder && t == TypeReg))
+		if !untouched {
+			if err := w.describe(de); err != nil {
+				return err
+			}
+			de.changed = old == nil || !sameEntry(de.e, old)
+		}
+		idx := len(w.all)
+		switch {
+		case t == TypeDir:
+			w.all = append(w.all, de)
+			if err := w.walk(fp, p, idx); err != nil {
+				return err
+			}
+		case t == TypeReg && de.st.Nlink > 1:
+			k := inodeKey{de.st.Dev, de.st.Ino}
+			w.all = append(w.all, de)
+			w.groups[k] = append(w.groups[k], idx)
+		case de.changed:
+			w.all = append(w.all, de)
+		}
+	}
+	return nil
+}
+
+func (w *vfsWalk) describe(de *diffEntry) error {
+	if de.e != nil {
+		return nil
+	}
+	x, err := readXattrs(de.src)
+	if err != nil {
+		return err
+	}
+	e, err := w.o.diskEntry(de.src, de.path, &de.st, x, w.files[de.path])
+	if err != nil {
+		return err
+	}
+	de.e = e
+	return nil
+}
+
+// listKey names the hardlink group of a regular file of the list: the
+// path its Link names, or its own.
+func (w *vfsWalk) listKey(p string) string {
+	if e := w.files[p]; e != nil && e.Type == TypeReg && e.Link != "" {
+		return e.Link
+	}
+	return p
+}
+
+// gainedLink says whether p now shares its inode with a name it was not
+// linked to in the list.
+func (w *vfsWalk) gainedLink(p string, names []string) bool {
+	old := w.files[p]
+	if old == nil || old.Type != TypeReg {
+		return true
+	}
+	if w.listGroups == nil {
+		w.listGroups = map[string][]string{}
+		for q, e := range w.files {
+			if e.Type == TypeReg {
+				k := w.listKey(q)
+				w.listGroups[k] = append(w.listGroups[k], q)
+			}
+		}
+	}
+	linked := map[string]bool{}
+	for _, q := range w.listGroups[w.listKey(p)] {
+		linked[q] = true
+	}
+	for _, q := range names {
+		if !linked[q] {
+			return true
+		}
+	}
+	return false
+}
+
+func (w *vfsWalk) finish() (*Diff, error) {
+	for _, de := range w.all {
+		if de.changed && (de.kind != diffFile || !(de.st.Mode&unix.S_IFMT == unix.S_IFREG && de.st.Nlink > 1)) {
+			de.keep = true
+		}
+	}
+	// Hardlink groups: names of one inode, in layer order.
+	keys := make([]inodeKey, 0, len(w.groups))
+	for k := range w.groups {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return w.groups[keys[i]][0] < w.groups[keys[j]][0] })
+	for _, k := range keys {
+		idx := w.groups[k]
+		names := make([]string, len(idx))
+		for i, j := range idx {
+			names[i] = w.all[j].path
+		}
+		if len(idx) == 1 {
+			w.all[idx[0]].keep = w.all[idx[0]].changed
+			continue
+		}
+		// The inode's own metadata changed: every name is written, the
+		// first with the content.
+		content := false
+		for _, j := range idx {
+			de := w.all[j]
+			if de.changed && w.files[de.path] != nil && w.files[de.path].Type == TypeReg {
+				content = true
+			}
+		}
+		var fresh []int
+		anchor := -1
+		for _, j := range idx {
+			de := w.all[j]
+			if content || de.changed || w.gainedLink(de.path, names) {
+				fresh = append(fresh, j)
+			} else if anchor < 0 {
+				anchor = j
+			}
+		}
+		if content {
+			anchor = -1
+		}
+		for _, j := range fresh {
+			de := w.all[j]
+			de.keep = true
+			if anchor < 0 {
+				anchor = j
+				continue
+			}
+			de.kind, de.linkTo = diffLink, w.all[anchor].path
+		}
+	}
+	// A written entry brings its parent directories, with their
+	// metadata.
+	for _, de := range w.all {
+		if !de.keep {
+			continue
+		}
+		for p := de.parent; p >= 0 && !w.all[p].keep; p = w.all[p].parent {
+			w.all[p].keep = true
+		}
+	}
+	d := &Diff{}
+	for _, de := range w.all {
+		if !de.keep {
+			continue
+		}
+		if de.kind == diffFile || de.kind == diffLink {
+			if err := w.describe(de); err != nil {
+				return nil, err
+			}
+		}
+		d.entries = append(d.entries, de)
+	}
+	w.all = nil
+	return d, nil
+}
+
+// diffOverlay turns the upper directory of an overlay rootfs (form x) into
+// a diff without looking at the layers below: whiteout devices become
+// whiteouts, opaque directories a directory and its opaque marker, and
+// every other entry, directories with their metadata, is written as it
+// is. files (the parent's list) is only needed in rootless mode, to see
+// placeholders and what the user could not write; it may be nil
+// otherwise.
+func diffOverlay(upper string, x overlay.Xattrs, files Files, o owners) (*Diff, error) {
+	d := &Diff{}
+	first := map[inodeKey]string{}
+	err := overlay.Changes(upper, x, func(c overlay.Change) error {
+		switch c.Kind {
+		case overlay.Deleted:
+			d.entries = append(d.entries, &diffEntry{kind: diffWhiteout, path: c.Path})
+			return nil
+		}
+		fp := filepath.Join(upper, filepath.FromSlash(c.Path))
+		de := &diffEntry{kind: diffFile, path: c.Path, src: fp}
+		if err := unix.Lstat(fp, &de.st); err != nil {
+			return &os.PathError{Op: "lstat", Path: fp, Err: err}
+		}
+		var old *Entry
+		if files != nil {
+			old = files[c.Path]
+		}
+		e, err := o.diskEntry(fp, c.Path, &de.st, c.Xattrs, old)
+		if err != nil {
+			return err
+		}
+		de.e = e
+		if e.Type == TypeReg && de.st.Nlink > 1 {
+			k := inodeKey{de.st.Dev, de.st.Ino}
+			if p, ok := first[k]; ok {
+				de.kind, de.linkTo = diffLink, p
+			} else {
+				first[k] = c.Path
+			}
+		}
+		d.entries = append(d.entries, de)
+		if c.Kind == overlay.OpaqueDir {
+			d.entries = append(d.entries, &diffEntry{kind: diffOpaque, path: c.Path})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// WriteOptions tune how a diff is written as a layer.
+type WriteOptions struct {
+	// Clamp, when set, caps every mtime at this time, as BuildKit's
+	// rewrite-timestamp does: files changed after it get it, older files
+	// keep theirs, so that the same change gives the same layer.
+	Clamp *time.Time
+	// Rootless lends the owner read permission to files that lack it.
+	Rootless bool
+}
+
+// WriteTar writes the diff as an uncompressed PAX tar layer: entries in
+// the diff's order, owners as numbers with no names, xattrs as
+// SCHILY.xattr records, mtimes with nanoseconds and no atime or ctime, so
+// that the same change always gives the same bytes. Whiteouts and opaque
+// markers are empty files owned by root with mtime 0.
+func (d *Diff) WriteTar(w io.Writer, o WriteOptions) error {
+	tw := tar.NewWriter(w)
+	buf := make([]byte, 256<<10)
+	for _, de := range d.entries {
+		hdr := de.header(o.Clamp)
+		if err := tw.WriteHeader(hdr); err != nil {
+			return fmt.Errorf("layer entry %s: %w", de.path, err)
+		}
+		if hdr.Typeflag == tar.TypeReg && de.kind == diffFile && hdr.Size > 0 {
+			if err := copyContent(tw, de, hdr.Size, buf, o.Rootless); err != nil {
+				return err
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return fmt.Errorf("layer end: %w", err)
+	}
+	return nil
+}
+
+func (de *diffEntry) header(clamp *time.Time) *tar.Header {
+	switch de.kind {
+	case diffWhiteout, diffOpaque:
+		name := overlay.WhiteoutName(de.path)
+		if de.kind == diffOpaque {
+			name = overlay.OpaqueName(de.path)
+		}
+		return &tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(name, "./"), ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
+	}
+	e := de.e
+	mt := time.Unix(0, e.Mtime)
+	if clamp != nil && mt.After(*clamp) {
+		mt = *clamp
+		de.clamped = true
+	}
+	hdr := &tar.Header{
+		Name:    e.Path,
+		Mode:    int64(e.Mode),
+		Uid:     e.UID,
+		Gid:     e.GID,
+		ModTime: mt,
+		Format:  tar.FormatPAX,
+	}
+	for _, k := range sortedKeys(e.Xattrs) {
+		if hdr.PAXRecords == nil {
+			hdr.PAXRecords = map[string]string{}
+		}
+		hdr.PAXRecords[paxXattr+k] = string(e.Xattrs[k])
+	}
+	if de.kind == diffLink {
+		hdr.Typeflag, hdr.Linkname = tar.TypeLink, de.linkTo
+		return hdr
+	}
+	switch e.Type {
+	case TypeReg:
+		hdr.Typeflag, hdr.Size = tar.TypeReg, e.Size
+	case TypeDir:
+		hdr.Typeflag, hdr.Name = tar.TypeDir, e.Path+"/"
+	case TypeSymlink:
+		hdr.Typeflag, hdr.Linkname = tar.TypeSymlink, e.Link
+	case TypeChar:
+		hdr.Typeflag, hdr.Devmajor, hdr.Devminor = tar.TypeChar, e.DevMajor, e.DevMinor
+	case TypeBlock:
+		hdr.Typeflag, hdr.Devmajor, hdr.Devminor = tar.TypeBlock, e.DevMajor, e.DevMinor
+	case TypeFifo:
+		hdr.Typeflag = tar.TypeFifo
+	}
+	return hdr
+}
+
+// copyContent writes size bytes of de's file; a file that is shorter or
+// longer than when it was compared fails the layer rather than giving it
+// a header that lies.
+func copyContent(w io.Writer, de *diffEntry, size int64, buf []byte, rootless bool) error {
+	f, err := openContent(de.src, rootless)
+	if err != nil {
+		return fmt.Errorf("layer entry %s: %w", de.path, err)
+	}
+	defer f.Close()
+	n, err := io.CopyBuffer(w, io.LimitReader(f, size), buf)
+	if err != nil {
+		return fmt.Errorf("layer entry %s: %w", de.path, err)
+	}
+	if n != size {
+		return fmt.Errorf("layer entry %s: %w: %d bytes of %d", de.path, ErrChangedDuringCommit, n, size)
+	}
+	var one [1]byte
+	if m, _ := f.Read(one[:]); m > 0 {
+		return fmt.Errorf("layer entry %s: %w: longer than %d bytes", de.path, ErrChangedDuringCommit, size)
+	}
+	return nil
+}
+
+// openContent opens a regular file for reading without following a
+// symlink; in rootless mode a file without owner read permission is
+// lent it for the time of the open.
+func openContent(p string, rootless bool) (*os.File, error) {
+	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	if err == nil || !rootless || !errors.Is(err, unix.EACCES) {
+		return f, err
+	}
+	var st unix.Stat_t
+	if serr := unix.Lstat(p, &st); serr != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, err
+	}
+	if cerr := unix.Chmod(p, (st.Mode&0o7777)|0o400); cerr != nil {
+		return nil, err
+	}
+	f, err = os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	_ = unix.Chmod(p, st.Mode&0o7777)
+	return f, err
+}
+
+// fixClamped gives the files of rootfs whose mtime the layer clamped the
+// layer's mtime, so that the rootfs and the new snapshot agree and the
+// next commit does not see them as changed.
+func (d *Diff) fixClamped(rootfs string, clamp time.Time) error {
+	ts := unix.NsecToTimespec(clamp.UnixNano())
+	for _, de := range d.entries {
+		if !de.clamped || de.kind == diffWhiteout || de.kind == diffOpaque {
+			continue
+		}
+		p := filepath.Join(rootfs, filepath.FromSlash(de.path))
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("set clamped mtime of %s: %w", path.Clean(de.path), err)
+		}
+	}
+	return nil
+}
