@@ -104,24 +104,7 @@ func openOverlay(s *Store) (*Overlay, error) {
 	p := filepath.Join(s.Root(), OverlayStoreFile)
 	b, err := os.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		b, _ = json.Marshal(overlayStoreInfo{Xattrs: want.String()})
-		f, cerr := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-		if cerr == nil {
-			err = nil
-			_, werr := f.Write(b)
-			if cerr = f.Close(); werr != nil {
-				cerr = werr
-			}
-			if cerr != nil {
-				os.Remove(p)
-				return nil, fmt.Errorf("overlay driver: record xattr form: %w", cerr)
-			}
-		} else if errors.Is(cerr, fs.ErrExist) {
-			// Another process decided first.
-			b, err = os.ReadFile(p)
-		} else {
-			return nil, fmt.Errorf("overlay driver: record xattr form: %w", cerr)
-		}
+		b, err = recordForm(p, want)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("overlay driver: %w", err)
@@ -144,6 +127,36 @@ func openOverlay(s *Store) (*Overlay, error) {
 		return nil, fmt.Errorf("overlay driver: %s: unknown xattr form %q", p, info.Xattrs)
 	}
 	return &Overlay{s: s, x: x}, nil
+}
+
+// recordForm writes the store's form file if no other process has, and
+// returns the file's content. The file appears whole (link of a complete
+// temporary file), so a concurrent reader never sees it half-written.
+func recordForm(p string, x overlay.Xattrs) ([]byte, error) {
+	b, _ := json.Marshal(overlayStoreInfo{Xattrs: x.String()})
+	f, err := os.CreateTemp(filepath.Dir(p), OverlayStoreFile+".tmp-")
+	if err != nil {
+		return nil, fmt.Errorf("record xattr form: %w", err)
+	}
+	defer os.Remove(f.Name())
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(f.Name(), 0o644)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("record xattr form: %w", err)
+	}
+	if err := os.Link(f.Name(), p); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			// Another process decided first.
+			return os.ReadFile(p)
+		}
+		return nil, fmt.Errorf("record xattr form: %w", err)
+	}
+	return b, nil
 }
 
 // Name is "overlay".

@@ -291,3 +291,40 @@ func TestOverlayWhiteouter(t *testing.T) {
 		}
 	}
 }
+
+// TestOverlayStoreFormConcurrent: processes deciding the form at once
+// all read a whole file and agree.
+func TestOverlayStoreFormConcurrent(t *testing.T) {
+	s := openStore(t)
+	errs := make(chan error, 16)
+	forms := make(chan overlay.Xattrs, 16)
+	for i := 0; i < 16; i++ {
+		go func() {
+			o, err := openOverlay(s)
+			if err != nil {
+				errs <- err
+				return
+			}
+			forms <- o.Xattrs()
+		}()
+	}
+	var first overlay.Xattrs
+	for i := 0; i < 16; i++ {
+		select {
+		case err := <-errs:
+			t.Fatal(err)
+		case x := <-forms:
+			if i == 0 {
+				first = x
+			} else if x != first {
+				t.Fatalf("forms disagree: %v and %v", first, x)
+			}
+		}
+	}
+	ents, _ := os.ReadDir(s.Root())
+	for _, e := range ents {
+		if strings.Contains(e.Name(), ".tmp-") {
+			t.Errorf("left %s behind", e.Name())
+		}
+	}
+}
