@@ -253,7 +253,7 @@ func TestMountOddPaths(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer Unmount(l[4])
+			t.Cleanup(func() { _ = Unmount(l[4]) })
 			if b, err := os.ReadFile(filepath.Join(l[4], "f")); err != nil || string(b) != "x" {
 				t.Errorf("f = %q %v", b, err)
 			}
