@@ -449,9 +449,18 @@ func TestSaveLoad(t *testing.T) {
 			}
 		})
 	}
-	r := strataFail(t, "load", filepath.Join(src, "index.json"), t.TempDir())
-	if r.Code != 1 {
-		t.Fatalf("load of a non-archive: exit %d", r.Code)
+	// A failed load into a new layout leaves no layout behind, nor files
+	// in an empty directory.
+	empty := t.TempDir()
+	missing := filepath.Join(empty, "new")
+	for _, dst := range []string{missing, empty} {
+		r := strataFail(t, "load", filepath.Join(src, "index.json"), dst)
+		if r.Code != 1 {
+			t.Fatalf("load of a non-archive: exit %d", r.Code)
+		}
+	}
+	if ents, _ := os.ReadDir(empty); len(ents) != 0 {
+		t.Fatalf("a failed load left %d files", len(ents))
 	}
 }
 

@@ -28,7 +28,14 @@ type CopyOptions struct {
 // Copy copies the images src names to dst and returns them as dst now
 // holds them. Images keep the names the source gives them unless the
 // destination reference gives names, which it can only do for one image.
-func Copy(ctx context.Context, src Source, dst Destination, opts CopyOptions) ([]Image, error) {
+func Copy(ctx context.Context, src Source, dst Destination, opts CopyOptions) (imgs []Image, err error) {
+	if dd, ok := dst.(discarder); ok {
+		defer func() {
+			if err != nil {
+				_ = dd.Discard()
+			}
+		}()
+	}
 	if ld, ok := dst.(LayoutDestination); ok {
 		l, err := ld.OpenLayout()
 		if err != nil {
@@ -95,6 +102,9 @@ func staged(ctx context.Context, base string, src Source, dst Destination, opts 
 	}
 	return finish(ctx, tmp, dst, imgs, opts)
 }
+
+// discarder is a Destination that can undo what a failed copy created.
+type discarder interface{ Discard() error }
 
 // finish converts and names the images held in l and hands them to dst.
 func finish(ctx context.Context, l *layout.Layout, dst Destination, imgs []Image, opts CopyOptions) ([]Image, error) {

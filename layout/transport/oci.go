@@ -2,7 +2,10 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
@@ -156,13 +159,49 @@ func (s *ociSource) Fetch(ctx context.Context, dst *layout.Layout, opts Options)
 type ociDest struct {
 	dir   string
 	names []string
+	// made says OpenLayout created the layout: in a missing directory
+	// (madeDir) or an empty one.
+	made, madeDir bool
 }
 
 func (d *ociDest) String() string { return "oci:" + d.dir }
 
 func (d *ociDest) Names() []string { return d.names }
 
-func (d *ociDest) OpenLayout() (*layout.Layout, error) { return layout.Init(d.dir) }
+func (d *ociDest) OpenLayout() (*layout.Layout, error) {
+	if l, err := layout.Open(d.dir); err == nil {
+		return l, nil
+	}
+	_, statErr := os.Stat(d.dir)
+	l, err := layout.Init(d.dir)
+	if err != nil {
+		return nil, err
+	}
+	d.made, d.madeDir = true, errors.Is(statErr, fs.ErrNotExist)
+	return l, nil
+}
+
+// Discard removes the layout a failed copy created, so that the failure
+// leaves no trace: the directory when it did not exist, its content when
+// it was empty.
+func (d *ociDest) Discard() error {
+	if !d.made {
+		return nil
+	}
+	if d.madeDir {
+		return os.RemoveAll(d.dir)
+	}
+	ents, err := os.ReadDir(d.dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(d.dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // Put copies the images in (when src is another layout) and names them all
 // in one update of index.json: a name that named another image moves to
