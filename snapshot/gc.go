@@ -72,7 +72,9 @@ func (s *Store) Users() (map[string][]string, error) {
 	m := map[string][]string{}
 	for _, r := range recs {
 		for _, c := range r.Chain {
-			m[c.Encoded()] = append(m[c.Encoded()], r.Dir)
+			if h := hexOf(c); h != "" {
+				m[h] = append(m[h], r.Dir)
+			}
 		}
 	}
 	return m, nil
@@ -197,7 +199,7 @@ func (s *Store) GC() (*GCResult, error) {
 	}
 	for _, r := range recs {
 		for _, c := range r.Chain {
-			keep[c.Encoded()] = true
+			keep[hexOf(c)] = true
 		}
 	}
 	var layouts []string
@@ -292,4 +294,13 @@ func layoutChains(dir string) ([]digest.Digest, error) {
 		}
 	}
 	return out, nil
+}
+
+// hexOf is a chain ID's hex, or "" for a malformed one (records are
+// files a user could edit).
+func hexOf(d digest.Digest) string {
+	if d.Validate() != nil {
+		return ""
+	}
+	return d.Encoded()
 }

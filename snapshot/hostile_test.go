@@ -76,40 +76,6 @@ func (sb *sandbox) state(t testing.TB) string {
 	return strings.Join(lines, "\n")
 }
 
-// hostileLayers is a corpus of layers that try to reach outside the root;
-// sentinel is the absolute path of the sentinel directory.
-func hostileLayers(sentinel string) map[string][]layertest.Entry {
-	L := layertest.File
-	return map[string][]layertest.Entry{
-		"dotdot file":              {L("../sentinel/file", "pwned", 0o644)},
-		"dotdot deep":              {L("a/../../sentinel/new", "pwned", 0o644)},
-		"absolute name":            {L(sentinel+"/file", "pwned", 0o644)},
-		"dotdot dir":               {layertest.Dir("../sentinel/sub", 0o777)},
-		"symlink parent escape":    {layertest.Symlink("up", "../../../../.."), L("up"+sentinel+"/file", "pwned", 0o644)},
-		"absolute symlink dir":     {layertest.Symlink("s", sentinel), L("s/file", "pwned", 0o644), L("s/new", "pwned", 0o644)},
-		"symlink to root":          {layertest.Symlink("s", "/"), layertest.Dir("s"+sentinel, 0o777), L("s"+sentinel+"/file", "pwned", 0o644)},
-		"symlink replaces dir":     {layertest.Dir("d", 0o755), layertest.Symlink("d", sentinel), L("d/file", "pwned", 0o644)},
-		"write over symlink":       {layertest.Symlink("f", sentinel+"/file"), L("f", "pwned", 0o644)},
-		"dir over symlink":         {layertest.Symlink("d", sentinel), layertest.Dir("d", 0o700)},
-		"chmod via symlink":        {layertest.Symlink("x", sentinel+"/file"), layertest.Symlink("x", sentinel+"/sub")},
-		"hardlink dotdot":          {layertest.Hardlink("h", "../sentinel/file")},
-		"hardlink absolute":        {layertest.Hardlink("h", sentinel+"/file"), L("h", "pwned", 0o644)},
-		"hardlink via symlink":     {layertest.Symlink("s", sentinel), layertest.Hardlink("h", "s/file")},
-		"hardlink to symlink":      {layertest.Symlink("s", sentinel+"/file"), layertest.Hardlink("h", "s"), L("h", "pwned", 0o644)},
-		"whiteout dotdot":          {layertest.Whiteout("../sentinel/file")},
-		"whiteout parent name":     {layertest.Dir("a", 0o755), {Name: "a/.wh..", Type: '0', Mode: 0o644}},
-		"whiteout via symlink":     {layertest.Symlink("s", sentinel), layertest.Whiteout("s/file"), layertest.Whiteout("s/sub")},
-		"whiteout symlink to root": {layertest.Symlink("s", "/"), layertest.Whiteout("s" + sentinel)},
-		"opaque via symlink":       {layertest.Symlink("s", sentinel), layertest.Opaque("s")},
-		"opaque dotdot":            {layertest.Opaque("../sentinel")},
-		"root as file":             {L(".", "x", 0o644)},
-		"xattr via symlink":        {layertest.Symlink("s", sentinel+"/file"), layertest.WithXattrs(layertest.Symlink("s", sentinel+"/file"), map[string]string{"trusted.pwned": "1"})},
-		"device over symlink":      {layertest.Symlink("n", sentinel+"/file"), layertest.Fifo("n")},
-		"mtime via symlink dir":    {layertest.Symlink("s", sentinel), layertest.Dir("s/sub", 0o700)},
-		"dotdot symlink target":    {layertest.Symlink("s", "../sentinel"), L("s/file", "pwned", 0o644)},
-	}
-}
-
 func TestHostileLayers(t *testing.T) {
 	needRoot(t)
 	for _, mode := range []struct {
@@ -117,11 +83,11 @@ func TestHostileLayers(t *testing.T) {
 		opts ApplyOptions
 	}{{"root", ApplyOptions{}}, {"rootless", ApplyOptions{Rootless: true}}} {
 		probe := newSandbox(t)
-		for name := range hostileLayers(probe.sentinel) {
+		for name := range layertest.Hostile(probe.sentinel) {
 			t.Run(mode.name+"/"+name, func(t *testing.T) {
 				sb := newSandbox(t)
 				// Rebuild the corpus for this sandbox's sentinel path.
-				entries := hostileLayers(sb.sentinel)[name]
+				entries := layertest.Hostile(sb.sentinel)[name]
 				before := sb.state(t)
 				err := Apply(sb.root, bytes.NewReader(layertest.Tar(entries...)), mode.opts, Files{})
 				if after := sb.state(t); after != before {
@@ -138,7 +104,7 @@ func TestHostileLayers(t *testing.T) {
 
 func FuzzApply(f *testing.F) {
 	probe := "/nonexistent-sentinel"
-	for _, entries := range hostileLayers(probe) {
+	for _, entries := range layertest.Hostile(probe) {
 		f.Add(layertest.Tar(entries...))
 	}
 	// Small seeds: the fuzzer slows to a crawl on large inputs.

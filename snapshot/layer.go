@@ -203,22 +203,51 @@ func (u *unpacker) Next() (*storage.Entry, error) {
 }
 
 // diskUsage sums the apparent size of the regular files under dir and
-// counts its entries.
+// counts its entries. Directories an unprivileged owner cannot read (mode
+// 0000 in the image) are lent owner permissions for the time of the read.
 func diskUsage(dir string) (size, count int64, err error) {
-	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	var walk func(p string) error
+	walk = func(p string) error {
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return &os.PathError{Op: "lstat", Path: p, Err: err}
+		}
+		count++
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG:
+			size += st.Size
+			return nil
+		case unix.S_IFDIR:
+		default:
+			return nil
+		}
+		f, err := os.Open(p)
+		if errors.Is(err, fs.ErrPermission) && unix.Chmod(p, (st.Mode&0o7777)|0o500) == nil {
+			f, err = os.Open(p)
+			_ = unix.Chmod(p, st.Mode&0o7777)
+		}
 		if err != nil {
 			return err
 		}
-		count++
-		if d.Type().IsRegular() {
-			fi, err := d.Info()
-			if err != nil {
+		names, err := f.Readdirnames(-1)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("read %s: %w", p, err)
+		}
+		if st.Mode&0o100 == 0 && len(names) > 0 {
+			// Lstat of the children needs search permission.
+			if err := unix.Chmod(p, (st.Mode&0o7777)|0o100); err == nil {
+				defer unix.Chmod(p, st.Mode&0o7777)
+			}
+		}
+		for _, n := range names {
+			if err := walk(filepath.Join(p, n)); err != nil {
 				return err
 			}
-			size += fi.Size()
 		}
 		return nil
-	})
+	}
+	err = walk(dir)
 	return size, count - 1, err
 }
 

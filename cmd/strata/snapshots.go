@@ -56,12 +56,12 @@ count and the number of unpacked bundles using it.`,
 			tw := tabwriter.NewWriter(out, 0, 4, 3, ' ', 0)
 			fmt.Fprintln(tw, "ID\tPARENT\tDRIVER\tSIZE\tFILES\tBUNDLES\tCREATED")
 			for _, in := range infos {
-				id, parent := in.ID, in.Parent.Encoded()
+				id, parent := in.ID, "-"
+				if in.Parent != "" {
+					parent = in.Parent.String()
+				}
 				if !noTrunc {
 					id, parent = shortDigest(id), shortDigest(parent)
-				}
-				if parent == "" {
-					parent = "-"
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", id, parent, in.Driver, humanSize(in.Size), in.Files,
 					len(users[in.ID]), in.Created.Format("2006-01-02 15:04:05"))

@@ -270,3 +270,39 @@ func Standard(busybox []byte) [][]byte {
 	}
 	return [][]byte{Tar(base...), Tar(l2...), Tar(l3...)}
 }
+
+// Hostile returns a corpus of layers that try to reach outside the
+// extraction root: each must be refused or confined. sentinel is the
+// absolute path of a directory outside the root holding "file" and
+// "sub/deep", which no layer may touch.
+func Hostile(sentinel string) map[string][]Entry {
+	L := File
+	return map[string][]Entry{
+		"dotdot file":              {L("../sentinel/file", "pwned", 0o644)},
+		"dotdot deep":              {L("a/../../sentinel/new", "pwned", 0o644)},
+		"absolute name":            {L(sentinel+"/file", "pwned", 0o644)},
+		"dotdot dir":               {Dir("../sentinel/sub", 0o777)},
+		"symlink parent escape":    {Symlink("up", "../../../../.."), L("up"+sentinel+"/file", "pwned", 0o644)},
+		"absolute symlink dir":     {Symlink("s", sentinel), L("s/file", "pwned", 0o644), L("s/new", "pwned", 0o644)},
+		"symlink to root":          {Symlink("s", "/"), Dir("s"+sentinel, 0o777), L("s"+sentinel+"/file", "pwned", 0o644)},
+		"symlink replaces dir":     {Dir("d", 0o755), Symlink("d", sentinel), L("d/file", "pwned", 0o644)},
+		"write over symlink":       {Symlink("f", sentinel+"/file"), L("f", "pwned", 0o644)},
+		"dir over symlink":         {Symlink("d", sentinel), Dir("d", 0o700)},
+		"chmod via symlink":        {Symlink("x", sentinel+"/file"), Symlink("x", sentinel+"/sub")},
+		"hardlink dotdot":          {Hardlink("h", "../sentinel/file")},
+		"hardlink absolute":        {Hardlink("h", sentinel+"/file"), L("h", "pwned", 0o644)},
+		"hardlink via symlink":     {Symlink("s", sentinel), Hardlink("h", "s/file")},
+		"hardlink to symlink":      {Symlink("s", sentinel+"/file"), Hardlink("h", "s"), L("h", "pwned", 0o644)},
+		"whiteout dotdot":          {Whiteout("../sentinel/file")},
+		"whiteout parent name":     {Dir("a", 0o755), {Name: "a/.wh..", Type: '0', Mode: 0o644}},
+		"whiteout via symlink":     {Symlink("s", sentinel), Whiteout("s/file"), Whiteout("s/sub")},
+		"whiteout symlink to root": {Symlink("s", "/"), Whiteout("s" + sentinel)},
+		"opaque via symlink":       {Symlink("s", sentinel), Opaque("s")},
+		"opaque dotdot":            {Opaque("../sentinel")},
+		"root as file":             {L(".", "x", 0o644)},
+		"xattr via symlink":        {Symlink("s", sentinel+"/file"), WithXattrs(Symlink("s", sentinel+"/file"), map[string]string{"trusted.pwned": "1"})},
+		"device over symlink":      {Symlink("n", sentinel+"/file"), Fifo("n")},
+		"mtime via symlink dir":    {Symlink("s", sentinel), Dir("s/sub", 0o700)},
+		"dotdot symlink target":    {Symlink("s", "../sentinel"), L("s/file", "pwned", 0o644)},
+	}
+}
