@@ -24,7 +24,7 @@ func (f *registryFlags) add(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.insecure, "insecure", false, "do not verify the registry's TLS certificate, and allow plain HTTP when it does not speak HTTPS")
 	fs.BoolVar(&f.plainHTTP, "plain-http", false, "talk plain HTTP to the registry (loopback registries fall back to it by themselves)")
 	fs.StringVar(&f.certDir, "cert-dir", "", "trust the CAs (*.crt) and use the client certificates (*.cert + *.key) in `DIR` (default: /etc/containers/certs.d/HOST and /etc/docker/certs.d/HOST)")
-	fs.StringVar(&f.authFile, "authfile", "", "read credentials from `FILE` (docker config.json format) instead of $DOCKER_CONFIG/config.json or ~/.docker/config.json")
+	fs.StringVar(&f.authFile, "authfile", "", "keep credentials in `FILE` (docker config.json format) instead of $DOCKER_CONFIG/config.json or ~/.docker/config.json")
 }
 
 func (f *registryFlags) options() []remote.Option {
@@ -207,6 +207,6 @@ Credentials come from $DOCKER_CONFIG/config.json or ~/.docker/config.json
 		},
 	}
 	f.add(c.Flags())
-	c.Flags().StringVar(&mode, "pull", string(remote.PullAlways), "when to contact the registry: always, missing (only when the layout lacks the image) or never")
+	c.Flags().StringVar(&mode, "pull", string(remote.PullAlways), "when to contact the registry, `MODE` always, missing (only when the layout lacks the image) or never")
 	rootCmd.AddCommand(c)
 }
