@@ -345,7 +345,11 @@ func (a *scanned) lookup(ref string) (entry, error) {
 // exactly as they were, so digests survive a round trip.
 func (a *scanned) images(tmp *layout.Layout) ([]Image, error) {
 	if ib, ok := a.small["index.json"]; ok {
-		return a.ociImages(ib)
+		imgs, err := a.ociImages(ib)
+		if _, hasDocker := a.small["manifest.json"]; err == nil || !hasDocker {
+			return imgs, err
+		}
+		// An unusable OCI part beside a manifest.json: read the latter.
 	}
 	if mb, ok := a.small["manifest.json"]; ok {
 		return a.dockerImages(mb, tmp)
