@@ -495,10 +495,23 @@ func TestRegistryPlainHTTP(t *testing.T) {
 		t.Fatalf("pull never: %s", r.Stderr)
 	}
 	// Present images are not fetched again: a closed port is never asked.
+	dl, err := layout.Open(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dl.Tag(single, "local-only"); err != nil {
+		t.Fatal(err)
+	}
+	dl.Close()
 	closed := fmt.Sprintf("127.0.0.1:%d/strata/single:v1", regFreePort(t, "127.0.0.1"))
-	strata(t, "pull", "--pull", "missing", closed, dst+":got")
-	strata(t, "pull", "--pull", "never", closed, dst+":got")
-	strataFail(t, "pull", "--pull", "always", closed, dst+":got")
+	strata(t, "pull", "--pull", "missing", closed, dst+":local-only")
+	strata(t, "pull", "--pull", "never", closed, dst+":local-only")
+	strataFail(t, "pull", "--pull", "always", closed, dst+":local-only")
+	strata(t, "pull", "--pull", "missing", host+"/strata/single:v1", dst+":got")
+	// A name pulled from another reference does not stand for this one.
+	if r := strataFail(t, "pull", "--pull", "never", closed, dst+":got"); !strings.Contains(r.Stderr, "not present") {
+		t.Fatalf("pull never with a name from another reference: %s", r.Stderr)
+	}
 	if r := strataFail(t, "pull", "--pull", "sometimes", closed, dst+":got"); r.Code != 2 {
 		t.Fatalf("bad --pull value: exit %d", r.Code)
 	}

@@ -51,8 +51,8 @@ func Pull(ctx context.Context, l *layout.Layout, src, name string, opts ...Optio
 		return nil, fmt.Errorf("%w %q: a pulled image is named by a tag or name, not a digest", layout.ErrInvalidRef, name)
 	}
 	if o.pullMode != PullAlways {
-		if desc, ok := present(l, name, o); ok {
-			return &Result{Descriptor: desc, Reference: ref, Name: name, UpToDate: true}, nil
+		if desc, ok := present(l, name, ref, o); ok {
+			return &Result{Descriptor: bare(desc), Reference: ref, Name: name, UpToDate: true}, nil
 		}
 		if o.pullMode == PullNever {
 			return nil, fmt.Errorf("%s:%s: %w (pull mode %q)", l.Dir(), name, ErrNotPresent, PullNever)
@@ -175,10 +175,14 @@ func (o *options) wantPlatform() ocispec.Platform {
 }
 
 // present says whether l holds the image name, complete, for the requested
-// platform(s).
-func present(l *layout.Layout, name string, o *options) (ocispec.Descriptor, bool) {
+// platform(s). A name that records the registry reference it was pulled
+// from counts only for that reference.
+func present(l *layout.Layout, name string, ref Reference, o *options) (ocispec.Descriptor, bool) {
 	desc, err := l.Resolve(name)
 	if err != nil {
+		return ocispec.Descriptor{}, false
+	}
+	if from := desc.Annotations[layout.AnnotationImageName]; from != "" && from != ref.String() {
 		return ocispec.Descriptor{}, false
 	}
 	if o.allPlatforms || !layout.IsIndex(desc.MediaType) {
