@@ -325,8 +325,6 @@ type vfsWalk struct {
 	all      []*diffEntry
 	groups   map[inodeKey][]int
 	children map[string][]string
-	// listGroups maps a hardlink group key of the file list to its names.
-	listGroups map[string][]string
 }
 
 func join(dir, base string) string {
@@ -421,34 +419,6 @@ func (w *vfsWalk) listKey(p string) string {
 	return p
 }
 
-// gainedLink says whether p now shares its inode with a name it was not
-// linked to in the list.
-func (w *vfsWalk) gainedLink(p string, names []string) bool {
-	old := w.files[p]
-	if old == nil || old.Type != TypeReg {
-		return true
-	}
-	if w.listGroups == nil {
-		w.listGroups = map[string][]string{}
-		for q, e := range w.files {
-			if e.Type == TypeReg {
-				k := w.listKey(q)
-				w.listGroups[k] = append(w.listGroups[k], q)
-			}
-		}
-	}
-	linked := map[string]bool{}
-	for _, q := range w.listGroups[w.listKey(p)] {
-		linked[q] = true
-	}
-	for _, q := range names {
-		if !linked[q] {
-			return true
-		}
-	}
-	return false
-}
-
 func (w *vfsWalk) finish() (*Diff, error) {
 	for _, de := range w.all {
 		if de.changed && (de.kind != diffFile || !(de.st.Mode&unix.S_IFMT == unix.S_IFREG && de.st.Nlink > 1)) {
@@ -463,10 +433,6 @@ func (w *vfsWalk) finish() (*Diff, error) {
 	sort.Slice(keys, func(i, j int) bool { return w.groups[keys[i]][0] < w.groups[keys[j]][0] })
 	for _, k := range keys {
 		idx := w.groups[k]
-		names := make([]string, len(idx))
-		for i, j := range idx {
-			names[i] = w.all[j].path
-		}
 		if len(idx) == 1 {
 			w.all[idx[0]].keep = w.all[idx[0]].changed
 			continue
@@ -480,18 +446,22 @@ func (w *vfsWalk) finish() (*Diff, error) {
 				content = true
 			}
 		}
-		var fresh []int
+		// Otherwise the first name that was there, unchanged, stays, and
+		// names that were not linked to it become links to it.
 		anchor := -1
+		var fresh []int
 		for _, j := range idx {
 			de := w.all[j]
-			if content || de.changed || w.gainedLink(de.path, names) {
-				fresh = append(fresh, j)
-			} else if anchor < 0 {
+			old := w.files[de.path]
+			inPlace := !content && !de.changed && old != nil && old.Type == TypeReg
+			if inPlace && anchor < 0 {
 				anchor = j
+				continue
 			}
-		}
-		if content {
-			anchor = -1
+			if inPlace && w.listKey(de.path) == w.listKey(w.all[anchor].path) {
+				continue
+			}
+			fresh = append(fresh, j)
 		}
 		for _, j := range fresh {
 			de := w.all[j]

@@ -1,0 +1,259 @@
+package snapshot
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/strata-oci/strata/snapshot/layertest"
+	"golang.org/x/sys/unix"
+)
+
+// diffBase extracts a base layer into a snapshot-like directory and copies
+// it to a rootfs, as unpack does, and returns both with the file list and
+// the time the copy was complete.
+func diffBase(t testing.TB, entries ...layertest.Entry) (snap, rootfs string, files Files, done time.Time) {
+	t.Helper()
+	dir := t.TempDir()
+	snap, rootfs = filepath.Join(dir, "snap"), filepath.Join(dir, "rootfs")
+	must(t, os.Mkdir(snap, 0o755))
+	files = Files{}
+	must(t, Apply(snap, bytes.NewReader(layertest.Tar(entries...)), ApplyOptions{}, files))
+	must(t, copyTree(snap, rootfs, copyOptions{}))
+	return snap, rootfs, files, time.Now()
+}
+
+// checkDiff applies the diff's layer onto a copy of snap and checks that
+// it gives rootfs exactly.
+func checkDiff(t testing.TB, d *Diff, snap, rootfs string, files Files) {
+	t.Helper()
+	var buf bytes.Buffer
+	must(t, d.WriteTar(&buf, WriteOptions{}))
+	next := filepath.Join(t.TempDir(), "next")
+	must(t, copyTree(snap, next, copyOptions{}))
+	if err := Apply(next, &buf, ApplyOptions{}, files.Clone()); err != nil {
+		t.Fatalf("apply the diff %v: %v", d.Paths(), err)
+	}
+	diffTrees(t, "rootfs", describeTree(t, rootfs), "parent+diff", describeTree(t, next))
+}
+
+func TestDiffVFS(t *testing.T) {
+	needRoot(t)
+	base := []layertest.Entry{
+		layertest.Dir("d", 0o755),
+		layertest.File("d/a", "a", 0o644),
+		layertest.File("d/b", "b", 0o644),
+		layertest.Hardlink("d/c", "d/b"),
+		layertest.Dir("e", 0o755),
+		layertest.File("e/x", "x", 0o644),
+		layertest.Symlink("s", "d/a"),
+		layertest.File("top", "top", 0o600),
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(r string) error
+		want   []string
+	}{
+		{"nothing", func(string) error { return nil }, []string{}},
+		{"new link to an unchanged file", func(r string) error {
+			return os.Link(filepath.Join(r, "d/a"), filepath.Join(r, "d/a2"))
+		}, []string{"d/", "d/a2 -> d/a"}},
+		{"linked file changed", func(r string) error {
+			return os.WriteFile(filepath.Join(r, "d/c"), []byte("changed"), 0o644)
+		}, []string{"d/", "d/b", "d/c -> d/b"}},
+		{"one name of a link removed", func(r string) error {
+			return os.Remove(filepath.Join(r, "d/c"))
+		}, []string{"d/", "d/.wh.c"}},
+		{"new linked pair", func(r string) error {
+			if err := os.WriteFile(filepath.Join(r, "n1"), []byte("n"), 0o644); err != nil {
+				return err
+			}
+			return os.Link(filepath.Join(r, "n1"), filepath.Join(r, "n2"))
+		}, []string{"n1", "n2 -> n1"}},
+		{"chmod only", func(r string) error { return os.Chmod(filepath.Join(r, "top"), 0o640) }, []string{"top"}},
+		{"chown only", func(r string) error { return os.Lchown(filepath.Join(r, "top"), 3, 4) }, []string{"top"}},
+		{"xattr only", func(r string) error {
+			return unix.Lsetxattr(filepath.Join(r, "e/x"), "user.k", []byte("v"), 0)
+		}, []string{"e/", "e/x"}},
+		{"directory removed", func(r string) error { return os.RemoveAll(filepath.Join(r, "e")) }, []string{".wh.e"}},
+		{"directory replaced by a file", func(r string) error {
+			if err := os.RemoveAll(filepath.Join(r, "e")); err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(r, "e"), []byte("file"), 0o644)
+		}, []string{"e"}},
+		{"directory emptied and refilled", func(r string) error {
+			if err := os.RemoveAll(filepath.Join(r, "e")); err != nil {
+				return err
+			}
+			if err := os.Mkdir(filepath.Join(r, "e"), 0o700); err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(r, "e/y"), []byte("y"), 0o644)
+		}, []string{"e/", "e/.wh.x", "e/y"}},
+		{"symlink retargeted", func(r string) error {
+			if err := os.Remove(filepath.Join(r, "s")); err != nil {
+				return err
+			}
+			return os.Symlink("top", filepath.Join(r, "s"))
+		}, []string{"s"}},
+		{"mtime only", func(r string) error {
+			ts := unix.NsecToTimespec(12345)
+			return unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(r, "d/a"), []unix.Timespec{ts, ts}, 0)
+		}, []string{"d/", "d/a"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			snap, rootfs, files, done := diffBase(t, base...)
+			must(t, tc.change(rootfs))
+			d, err := diffVFS(rootfs, files, done.Add(-ctimeSlack), owners{})
+			must(t, err)
+			got := d.Paths()
+			// Directories whose mtime the change moved come along; the
+			// cases list what must be there.
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("diff: got %q, want %q", got, tc.want)
+			}
+			checkDiff(t, d, snap, rootfs, files)
+		})
+	}
+}
+
+// TestDiffVFSUntouchedSkipped shows that files whose ctime is older than
+// the cutoff are trusted without comparison: the cost of a vfs diff is a
+// stat per file, and reads only where something changed.
+func TestDiffVFSUntouchedSkipped(t *testing.T) {
+	needRoot(t)
+	_, rootfs, files, _ := diffBase(t, layertest.File("a", "a", 0o644))
+	// The list lies about a's mode; a cutoff in the future trusts the
+	// rootfs, a cutoff before the copy compares and sees it.
+	e := *files["a"]
+	e.Mode = 0o600
+	files["a"] = &e
+	d, err := diffVFS(rootfs, files, time.Now().Add(time.Hour), owners{})
+	must(t, err)
+	if !d.Empty() {
+		t.Fatalf("untouched file compared: %v", d.Paths())
+	}
+	d, err = diffVFS(rootfs, files, time.Time{}, owners{})
+	must(t, err)
+	if got := d.Paths(); len(got) != 1 || got[0] != "a" {
+		t.Fatalf("diff with no cutoff: %v", got)
+	}
+}
+
+func TestSameEntry(t *testing.T) {
+	base := Entry{Path: "f", Type: TypeReg, Mode: 0o644, UID: 1, GID: 2, Size: 3, Mtime: 4, Xattrs: map[string][]byte{"user.a": []byte("1")}}
+	for _, tc := range []struct {
+		name string
+		edit func(e *Entry)
+		same bool
+	}{
+		{"identical", func(*Entry) {}, true},
+		{"hardlink target ignored", func(e *Entry) { e.Link = "g" }, true},
+		{"mode", func(e *Entry) { e.Mode = 0o600 }, false},
+		{"uid", func(e *Entry) { e.UID = 0 }, false},
+		{"gid", func(e *Entry) { e.GID = 0 }, false},
+		{"size", func(e *Entry) { e.Size = 4 }, false},
+		{"mtime", func(e *Entry) { e.Mtime = 5 }, false},
+		{"type", func(e *Entry) { e.Type = TypeFifo }, false},
+		{"xattr value", func(e *Entry) { e.Xattrs = map[string][]byte{"user.a": []byte("2")} }, false},
+		{"xattr added", func(e *Entry) { e.Xattrs = map[string][]byte{"user.a": []byte("1"), "user.b": nil} }, false},
+		{"xattr removed", func(e *Entry) { e.Xattrs = nil }, false},
+	} {
+		e := base
+		tc.edit(&e)
+		if got := sameEntry(&base, &e); got != tc.same {
+			t.Errorf("%s: sameEntry = %v, want %v", tc.name, got, tc.same)
+		}
+	}
+	a := Entry{Type: TypeSymlink, Link: "x"}
+	b := a
+	b.Link = "y"
+	if sameEntry(&a, &b) {
+		t.Error("symlinks with different targets compare equal")
+	}
+	c := Entry{Type: TypeChar, DevMajor: 1, DevMinor: 3}
+	d := c
+	d.DevMinor = 5
+	if sameEntry(&c, &d) {
+		t.Error("devices with different numbers compare equal")
+	}
+}
+
+func TestOwnersRootless(t *testing.T) {
+	o := owners{rootless: true, euid: 1001, egid: 1002}
+	st := &unix.Stat_t{Uid: 1001, Gid: 1002}
+	if u, g, err := o.owner("f", st, nil); err != nil || u != 0 || g != 0 {
+		t.Fatalf("user's file: %d:%d %v, want 0:0", u, g, err)
+	}
+	if u, g, err := o.owner("f", st, map[string][]byte{RootlessXattr: EncodeRootless(5, 6)}); err != nil || u != 5 || g != 6 {
+		t.Fatalf("xattr owner: %d:%d %v, want 5:6", u, g, err)
+	}
+	if _, _, err := o.owner("f", st, map[string][]byte{RootlessXattr: {0xff}}); err == nil {
+		t.Fatal("bad rootless xattr accepted")
+	}
+	ns := owners{rootless: true, userns: true}
+	if u, g, _ := ns.owner("f", &unix.Stat_t{Uid: 7, Gid: 8}, nil); u != 7 || g != 8 {
+		t.Fatalf("in a user namespace: %d:%d, want 7:8", u, g)
+	}
+	m := owners{idMap: &IDMap{UIDs: []IDRange{{0, 1000, 10}}, GIDs: []IDRange{{0, 2000, 10}}}}
+	if u, g, err := m.owner("f", &unix.Stat_t{Uid: 1003, Gid: 2004}, nil); err != nil || u != 3 || g != 4 {
+		t.Fatalf("id map: %d:%d %v, want 3:4", u, g, err)
+	}
+}
+
+// FuzzDiffVFS runs a random sequence of changes on a small tree and
+// checks that the diff, applied on the parent, gives the changed tree.
+func FuzzDiffVFS(f *testing.F) {
+	if os.Geteuid() != 0 {
+		f.Fatal("this fuzz test must run as root (CI runs the suite as root)")
+	}
+	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9})
+	f.Add([]byte{3, 17, 9, 200, 41, 5, 6, 99, 12, 1, 0, 250})
+	f.Add([]byte{7, 7, 7, 1, 2, 3, 8, 8, 8, 4, 6, 2})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		if len(ops) > 40 {
+			ops = ops[:40]
+		}
+		snap, rootfs, files, done := diffBase(t,
+			layertest.Dir("a", 0o755), layertest.File("a/f", "f", 0o644),
+			layertest.File("a/g", "g", 0o644), layertest.Hardlink("a/h", "a/g"),
+			layertest.Dir("b", 0o755), layertest.Dir("b/c", 0o700), layertest.File("b/c/f", "deep", 0o600),
+			layertest.Symlink("l", "a/f"), layertest.File("t", "t", 0o644))
+		names := []string{"a", "a/f", "a/g", "a/h", "b", "b/c", "b/c/f", "l", "t", "n", "a/n", "b/n"}
+		for i := 0; i+1 < len(ops); i += 2 {
+			p := filepath.Join(rootfs, names[int(ops[i+1])%len(names)])
+			q := filepath.Join(rootfs, names[int(ops[i+1]/16)%len(names)])
+			// Errors are fine: the op may not apply to what is there.
+			switch ops[i] % 9 {
+			case 0:
+				_ = os.WriteFile(p, []byte(fmt.Sprint("w", i)), 0o644)
+			case 1:
+				_ = os.RemoveAll(p)
+			case 2:
+				_ = os.Mkdir(p, 0o750)
+			case 3:
+				_ = os.Link(q, p)
+			case 4:
+				_ = os.Chmod(p, os.FileMode(0o600+uint32(i)%0o100))
+			case 5:
+				_ = os.Symlink(fmt.Sprint("target", i), p)
+			case 6:
+				_ = os.Rename(q, p)
+			case 7:
+				_ = os.Lchown(p, i, i+1)
+			case 8:
+				_ = unix.Lsetxattr(p, "user.fuzz", []byte{byte(i)}, 0)
+			}
+		}
+		d, err := diffVFS(rootfs, files, done.Add(-ctimeSlack), owners{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkDiff(t, d, snap, rootfs, files)
+	})
+}
