@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -87,6 +88,28 @@ func loadCertDir(cfg *tls.Config, dir string, must bool) error {
 	return nil
 }
 
+// idleTimeout is how long a connection may see no traffic at all before
+// strata gives up on it: a registry that died without closing its
+// connections must not hang a pull or a push forever.
+var idleTimeout = 2 * time.Minute
+
+// idleConn fails a read after idleTimeout without traffic in either
+// direction. Writes count as traffic, so a long upload whose answer comes
+// only at its end is not cut.
+type idleConn struct {
+	net.Conn
+}
+
+func (c *idleConn) Read(p []byte) (int, error) {
+	_ = c.Conn.SetReadDeadline(time.Now().Add(idleTimeout))
+	return c.Conn.Read(p)
+}
+
+func (c *idleConn) Write(p []byte) (int, error) {
+	_ = c.Conn.SetReadDeadline(time.Now().Add(idleTimeout))
+	return c.Conn.Write(p)
+}
+
 // session is a configured connection to one registry.
 type session struct {
 	o      *options
@@ -164,6 +187,15 @@ func (o *options) connect(ctx context.Context, host string) (*session, error) {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tc
+	tr.ResponseHeaderTimeout = idleTimeout
+	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &idleConn{Conn: c}, nil
+	}
 	hc := &http.Client{Transport: retry.NewTransport(tr)}
 	store, err := o.credentialStore()
 	if err != nil {

@@ -4,16 +4,19 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/blob"
 	"github.com/strata-oci/strata/layout"
+	"oras.land/oras-go/v2/registry/remote/credentials"
 )
 
 func TestParseReference(t *testing.T) {
@@ -253,4 +256,51 @@ func TestLayoutStore(t *testing.T) {
 		t.Fatalf("fetch = %q, %v", buf.Bytes(), err)
 	}
 	rc.Close()
+}
+
+// TestIdleTimeout checks that a registry that stops sending in the middle
+// of a blob makes the transfer fail instead of hanging.
+func TestIdleTimeout(t *testing.T) {
+	old := idleTimeout
+	idleTimeout = 300 * time.Millisecond
+	defer func() { idleTimeout = old }()
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			return
+		}
+		w.Header().Set("Content-Length", "1000")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(make([]byte, 100))
+		w.(http.Flusher).Flush()
+		<-release
+	}))
+	defer srv.Close()
+	defer close(release)
+	host := srv.Listener.Addr().String()
+	o := buildOptions([]Option{WithCredentials(credentials.NewMemoryStore())})
+	sess, err := o.connect(context.Background(), host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sess.plain {
+		t.Fatal("a loopback plain HTTP registry was not detected")
+	}
+	ref, _ := ParseReference(host + "/a/b:v1")
+	repo, err := sess.repository(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 1000)
+	d := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.FromBytes(data), Size: 1000}
+	rc, err := repo.Fetch(context.Background(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	_, err = io.Copy(io.Discard, rc)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("reading a stalled blob: %v, want a timeout", err)
+	}
 }
