@@ -261,7 +261,7 @@ func TestRunWorkload(t *testing.T) {
 		t.Fatalf("runs do not rotate: %v", order)
 	}
 	md := renderReport(&reportInput{Runs: 3, Reports: []workloadReport{{WL: wl, Results: res}}})
-	for _, want := range []string{"| t | gzip | strata |", "failed:", "n/a (no-such-tool-strata-bench not installed)", "(1 run)"} {
+	for _, want := range []string{"| t | gzip | strata |", "failed (see below)", "### Failures", "n/a (no-such-tool-strata-bench not installed)", "(1 run)"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}

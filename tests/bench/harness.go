@@ -207,7 +207,7 @@ func (r *runner) runWorkload(wl *workload) []*result {
 			s, prof, err := r.runOnce(wl, rs.Side, run)
 			if err != nil {
 				rs.Failed = err.Error()
-				r.Logf("  %-28s %s run %d: FAILED: %v", wl.id(), rs.Side.Label, run+1, err)
+				r.Logf("  %-28s %-32s run %d: FAILED: %v", wl.id(), rs.Side.Label, run+1, err)
 				continue
 			}
 			if prof != "" && rs.Profile == "" {

@@ -46,7 +46,7 @@ func renderReport(in *reportInput) string {
 	b.WriteString("| workload | comp. | tool | median | × strata | peak RSS | CPU (user+sys) |\n")
 	b.WriteString("|---|---|---|---:|---:|---:|---:|\n")
 	var targets []string
-	var profiles []string
+	var profiles, failures []string
 	rssOK, rssMax, rssWho := true, int64(0), ""
 	for _, rep := range in.Reports {
 		var base *result
@@ -57,7 +57,7 @@ func renderReport(in *reportInput) string {
 			}
 		}
 		for _, r := range rep.Results {
-			label := r.Side.Label
+			label := mdEscape(r.Side.Label)
 			if r.Side.Role == roleLimit {
 				label = "_" + label + "_"
 			}
@@ -66,7 +66,8 @@ func renderReport(in *reportInput) string {
 				fmt.Fprintf(&b, "| %s | %s | %s | %s | | | |\n", rep.WL.Name, rep.WL.Kind, label, r.NotRun)
 				continue
 			case r.Failed != "":
-				fmt.Fprintf(&b, "| %s | %s | %s | failed: %s | | | |\n", rep.WL.Name, rep.WL.Kind, label, mdEscape(r.Failed))
+				failures = append(failures, fmt.Sprintf("- %s, %s: %s\n", rep.WL.id(), r.Side.Label, r.Failed))
+				fmt.Fprintf(&b, "| %s | %s | %s | failed (see below) | | | |\n", rep.WL.Name, rep.WL.Kind, label)
 				continue
 			}
 			ratio := ""
@@ -107,6 +108,12 @@ func renderReport(in *reportInput) string {
 		}
 		fmt.Fprintf(&b, "| all | strata peak RSS < 100 MB | %s (%s) | %s |\n", fmtBytes(rssMax), rssWho, status)
 	}
+	if len(failures) > 0 {
+		b.WriteString("\n### Failures\n\n")
+		for _, f := range failures {
+			b.WriteString(f)
+		}
+	}
 	if len(profiles) > 0 {
 		b.WriteString("\n### Profiles of missed targets\n\n")
 		for _, p := range profiles {
@@ -134,6 +141,7 @@ func judge(rep workloadReport, t target) (line string, missed bool, profile stri
 	} else if t.MinRatio == 1 {
 		what = fmt.Sprintf("%s faster than %s", t.Strata, t.Peer)
 	}
+	what = mdEscape(what)
 	id := rep.WL.id()
 	if s == nil || p == nil || !s.ok() || !p.ok() {
 		why := "not measured"
@@ -182,13 +190,8 @@ func profileSummary(bin, title, prof string) string {
 	return fmt.Sprintf("#### %s\n\n`%s`\n\n```\n%s\n```\n\n", title, prof, text)
 }
 
-func mdEscape(s string) string {
-	s = strings.ReplaceAll(s, "|", `\|`)
-	if len(s) > 200 {
-		s = s[:200] + "…"
-	}
-	return s
-}
+// mdEscape keeps a pipe in a label from ending a table cell.
+func mdEscape(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
 
 // machine describes the hardware and kernel the figures come from.
 func machine() string {

@@ -34,15 +34,19 @@ func (c strataCLI) importTar(k compression.Kind, tarball, ref string) []string {
 // so every run starts with no layer extracted (a cold unpack, as umoci's
 // always is).
 func (c strataCLI) unpack(driver, root, ref, dir string) []string {
-	return c.argv("--root", root, "unpack", "--driver", driver, ref, dir)
+	return c.argv("unpack", "--root", root, "--driver", driver, ref, dir)
 }
 
 func (c strataCLI) commit(root, bundle, ref string) []string {
-	return c.argv("--root", root, "commit", bundle, ref)
+	return c.argv("commit", "--root", root, bundle, ref)
 }
 
 func (c strataCLI) save(ref, out string) []string {
 	return c.argv("save", "-o", out, ref)
+}
+
+func (c strataCLI) saveOCI(ref, out string) []string {
+	return c.argv("save", "--format", "oci-archive", "-o", out, ref)
 }
 
 func (c strataCLI) copy(src, dst string) []string { return c.argv("copy", src, dst) }
@@ -156,7 +160,7 @@ func checkOneLayer(dir, ref string, k compression.Kind) error {
 func unpackWorkload(e *env, k compression.Kind) *workload {
 	ds := e.Data
 	src := ds.Layouts[k] + ":full"
-	wl := &workload{Name: "unpack", Kind: k, Needs: []string{"unpack --driver", "--root"}}
+	wl := &workload{Name: "unpack", Kind: k, Needs: []string{"unpack --driver --root"}}
 	for _, drv := range e.Drivers {
 		wl.Sides = append(wl.Sides, side{
 			Label: "strata unpack (" + drv + ")",
@@ -281,7 +285,7 @@ func changeLarge(rootfs string) error {
 
 func commitWorkload(e *env, k compression.Kind, name string, ch change) *workload {
 	ds := e.Data
-	wl := &workload{Name: name, Kind: k, Needs: []string{"unpack --driver", "--root", "commit"}}
+	wl := &workload{Name: name, Kind: k, Needs: []string{"unpack --driver --root", "commit --root"}}
 	for _, drv := range e.Drivers {
 		wl.Sides = append(wl.Sides, side{
 			Label: "strata commit (" + drv + ")",
@@ -355,36 +359,45 @@ func checkLayers(dir, ref string, n int) error {
 	return nil
 }
 
+// saveWorkload writes the image as a docker-archive when its layers are
+// gzip, and as an oci-archive when they are zstd, which docker 20.10 cannot
+// load (strata refuses, skopeo fails).
 func saveWorkload(e *env, k compression.Kind) *workload {
 	ds := e.Data
 	src := ds.Layouts[k] + ":full"
-	wl := &workload{Name: "save", Kind: k, Needs: []string{"save -o"}}
 	out := func(w *work) string { return filepath.Join(w.Dir, "out.tar") }
+	if k == compression.Zstd {
+		wl := &workload{Name: "save", Kind: k, Needs: []string{"save -o --format"}}
+		check := func(w *work) error { return checkArchive(out(w), "index.json", 3) }
+		wl.Sides = []side{
+			{Label: "strata save --format oci-archive", Role: roleStrata, Check: check,
+				Argv: func(w *work) []string { return e.Strata.saveOCI(src, out(w)) }},
+			{Label: "skopeo copy oci-archive:", Role: rolePeer, Tools: []string{"skopeo"}, Check: check,
+				Argv: func(w *work) []string {
+					return []string{"skopeo", "copy", "-q", "oci:" + src, "oci-archive:" + out(w) + ":full"}
+				}},
+		}
+		wl.Targets = []target{target2(wl.Sides[0].Label, wl.Sides[1].Label, 2)}
+		return wl
+	}
+	wl := &workload{Name: "save", Kind: k, Needs: []string{"save -o"}}
+	check := func(w *work) error { return checkArchive(out(w), "manifest.json", 3) }
 	wl.Sides = []side{
-		{
-			Label: "strata save",
-			Role:  roleStrata,
-			Argv:  func(w *work) []string { return e.Strata.save(src, out(w)) },
-			Check: func(w *work) error { return checkDockerArchive(out(w), 3) },
-		},
-		{
-			Label: "skopeo copy docker-archive:",
-			Role:  rolePeer,
-			Tools: []string{"skopeo"},
+		{Label: "strata save", Role: roleStrata, Check: check,
+			Argv: func(w *work) []string { return e.Strata.save(src, out(w)) }},
+		{Label: "skopeo copy docker-archive:", Role: rolePeer, Tools: []string{"skopeo"}, Check: check,
 			Argv: func(w *work) []string {
 				return []string{"skopeo", "copy", "-q", "oci:" + src, "docker-archive:" + out(w) + ":bench/full:latest"}
-			},
-			Check: func(w *work) error { return checkDockerArchive(out(w), 3) },
-		},
+			}},
 	}
 	wl.Targets = []target{target2("strata save", "skopeo copy docker-archive:", 2)}
 	return wl
 }
 
-// checkDockerArchive reads the headers of a docker-archive (skipping
-// contents) and checks it has a manifest.json and at least layers
-// further entries.
-func checkDockerArchive(p string, layers int) error {
+// checkArchive reads the headers of an image archive (skipping contents)
+// and checks it has the file index (manifest.json for a docker-archive,
+// index.json for an oci-archive) and at least layers further files.
+func checkArchive(p, index string, layers int) error {
 	f, err := os.Open(p)
 	if err != nil {
 		return err
@@ -400,7 +413,7 @@ func checkDockerArchive(p string, layers int) error {
 		if err != nil {
 			return fmt.Errorf("read %s: %w", p, err)
 		}
-		if h.Name == "manifest.json" {
+		if strings.TrimPrefix(h.Name, "./") == index {
 			manifest = true
 		}
 		if h.Typeflag == tar.TypeReg {
@@ -408,7 +421,7 @@ func checkDockerArchive(p string, layers int) error {
 		}
 	}
 	if !manifest {
-		return fmt.Errorf("%s has no manifest.json", p)
+		return fmt.Errorf("%s has no %s", p, index)
 	}
 	if n < layers+1 {
 		return fmt.Errorf("%s holds %d files, want at least %d", p, n, layers+1)
