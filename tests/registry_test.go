@@ -734,6 +734,16 @@ func TestRegistrySkopeoPushes(t *testing.T) {
 	if out := strata(t, "pull", "--all-platforms", host+"/skopeo/multi:v1", dst+":multi"); regFirstLine(out) != multi.String() {
 		t.Fatalf("pull printed %q, skopeo pushed %s", out, multi)
 	}
+	// Docker schema2 media types survive a round trip byte for byte.
+	mustRun(t, "skopeo", "copy", "--format", "v2s2", "--dest-tls-verify=false", "oci:"+src+":v1", "docker://"+host+"/skopeo/v2s2:v1")
+	v2s2 := regRawDigest(t, "--tls-verify=false", "docker://"+host+"/skopeo/v2s2:v1")
+	if out := strata(t, "pull", host+"/skopeo/v2s2:v1", dst+":v2s2"); regFirstLine(out) != v2s2.String() {
+		t.Fatalf("pull of a schema2 image printed %q, skopeo pushed %s", out, v2s2)
+	}
+	strata(t, "push", dst+":v2s2", host+"/skopeo/v2s2-back:v1")
+	if d := regRawDigest(t, "--tls-verify=false", "docker://"+host+"/skopeo/v2s2-back:v1"); d != v2s2 {
+		t.Fatalf("schema2 image pushed back as %s, was %s", d, v2s2)
+	}
 	regFsck(t, dst)
 	// And skopeo reads the pulled layout back.
 	mustRun(t, "skopeo", "inspect", "oci:"+dst+":single")
