@@ -138,23 +138,32 @@ func (c *copier) copy(src, dst string) error {
 		if err := c.meta(src, dst, &st, false); err != nil {
 			return err
 		}
-		var names []string
+		// Reading the directory and reaching its children needs owner
+		// read and search rights for as long as the children are copied.
 		err := c.lend(src, &st, 0o500, func() error {
 			f, err := os.Open(src)
 			if err != nil {
-				return err
+				return fmt.Errorf("copy %s: %w", src, err)
 			}
-			defer f.Close()
-			names, err = f.Readdirnames(-1)
-			return err
+			names, err := f.Readdirnames(-1)
+			f.Close()
+			if err != nil {
+				return fmt.Errorf("copy %s: %w", src, err)
+			}
+			for _, n := range names {
+				if err := c.copy(filepath.Join(src, n), filepath.Join(dst, n)); err != nil {
+					return err
+				}
+			}
+			// Workers may still be reading children: wait before the
+			// permissions are taken back.
+			if st.Mode&0o500 != 0o500 {
+				c.pending.Wait()
+			}
+			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("copy %s: %w", src, err)
-		}
-		for _, n := range names {
-			if err := c.copy(filepath.Join(src, n), filepath.Join(dst, n)); err != nil {
-				return err
-			}
+			return err
 		}
 		mode := st.Mode & 0o7777
 		if c.o.writableDirs {

@@ -299,23 +299,14 @@ func (g treeGetter) Get(name string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	fd, err := g.t.openat2(n, unix.O_RDONLY|unix.O_NOFOLLOW, 0)
-	if errors.Is(err, unix.EACCES) {
-		// A rootless snapshot keeps 0000 files as they are: lend the
-		// owner read permission for the time of the open.
-		if pfd, perr := g.t.openat2(n, unix.O_PATH|unix.O_NOFOLLOW, 0); perr == nil {
-			var st unix.Stat_t
-			if unix.Fstat(pfd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
-				if unix.Chmod(fdPath(pfd), (st.Mode&0o7777)|0o400) == nil {
-					fd, err = g.t.openat2(n, unix.O_RDONLY|unix.O_NOFOLLOW, 0)
-					_ = unix.Chmod(fdPath(pfd), st.Mode&0o7777)
-				}
-			}
-			unix.Close(pfd)
-		}
-	}
+	fd, err := g.t.openReadLending(n)
 	if err != nil {
 		return nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%s: not a regular file in the snapshot", name)
 	}
 	return os.NewFile(uintptr(fd), name), nil
 }

@@ -175,3 +175,55 @@ func RemoveAll(p string) error {
 	}
 	return nil
 }
+
+// openReadLending opens the regular file name for reading. When an
+// unprivileged owner lacks the rights (a rootless snapshot keeps an
+// image's 0000 directories and files as they are), it lends itself search
+// rights on the directories on the way and read rights on the file, for
+// the time of the open only.
+func (t *tree) openReadLending(name string) (int, error) {
+	fd, err := t.openat2(name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if !errors.Is(err, unix.EACCES) {
+		return fd, err
+	}
+	var restore []func()
+	defer func() {
+		for i := len(restore) - 1; i >= 0; i-- {
+			restore[i]()
+		}
+	}()
+	lend := func(p string, perm uint32, flags uint64) error {
+		pfd, err := t.openat2(p, unix.O_PATH|unix.O_NOFOLLOW|flags, 0)
+		if err != nil {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(pfd, &st); err != nil {
+			unix.Close(pfd)
+			return err
+		}
+		if st.Mode&perm == perm {
+			unix.Close(pfd)
+			return nil
+		}
+		if err := unix.Chmod(fdPath(pfd), (st.Mode&0o7777)|perm); err != nil {
+			unix.Close(pfd)
+			return err
+		}
+		restore = append(restore, func() {
+			_ = unix.Chmod(fdPath(pfd), st.Mode&0o7777)
+			unix.Close(pfd)
+		})
+		return nil
+	}
+	parts := strings.Split(name, "/")
+	for i := 0; i < len(parts)-1; i++ {
+		if err := lend(strings.Join(parts[:i+1], "/"), 0o100, unix.O_DIRECTORY); err != nil {
+			return -1, err
+		}
+	}
+	if err := lend(name, 0o400, 0); err != nil {
+		return -1, err
+	}
+	return t.openat2(name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+}

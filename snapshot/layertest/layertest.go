@@ -242,6 +242,8 @@ func Standard(busybox []byte) [][]byte {
 		Dir("dir-to-file", 0o755),
 		File("dir-to-file/child", "child", 0o644),
 		Dir("locked", 0o000),
+		Dir("locked/sub", 0o000),
+		File("locked/sub/inside", "hidden", 0o000),
 		File("zero-mode", "secret", 0o000),
 	}
 	if busybox != nil {
