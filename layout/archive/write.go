@@ -169,6 +169,9 @@ func dockerEntryFor(l *layout.Layout, d ocispec.Descriptor, names []string) (doc
 		case ocispec.MediaTypeImageLayerZstd, layout.MediaTypeDockerLayerZstd:
 			return dockerEntry{}, fmt.Errorf("image %s: layer %s: %w: zstd layers do not load in docker 20.10; recompress with --compression gzip", d.Digest, ly.Digest, ErrNotDockerCompatible)
 		}
+		if ly.MediaType == layout.MediaTypeDockerForeignLayer && len(ly.URLs) > 0 {
+			return dockerEntry{}, fmt.Errorf("image %s: layer %s: %w: it is a foreign layer, fetched from %s by its users", d.Digest, ly.Digest, ErrNotDockerCompatible, ly.URLs[0])
+		}
 		if !layout.IsLayer(ly.MediaType) {
 			return dockerEntry{}, fmt.Errorf("image %s: layer %s: %w: media type %q is not a filesystem layer", d.Digest, ly.Digest, ErrNotDockerCompatible, ly.MediaType)
 		}
