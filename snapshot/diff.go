@@ -26,6 +26,9 @@ var ErrChangedDuringCommit = errors.New("file changed while it was committed")
 // diff never carries it.
 const selinuxXattr = "security.selinux"
 
+// noopID in a rootless owner xattr means "the file's own owner": root.
+const noopID = 1<<32 - 1
+
 type diffKind int
 
 const (
@@ -115,6 +118,13 @@ func (o owners) owner(name string, st *unix.Stat_t, xattrs map[string][]byte) (i
 			u, g, err := DecodeRootless(v)
 			if err != nil {
 				return 0, 0, fmt.Errorf("owner of %s: %w", name, err)
+			}
+			// umoci writes 2^32-1, "no change", for root.
+			if uint32(u) == noopID {
+				u = 0
+			}
+			if uint32(g) == noopID {
+				g = 0
 			}
 			return u, g, nil
 		}
@@ -335,6 +345,15 @@ func join(dir, base string) string {
 }
 
 func (w *vfsWalk) walk(full, rel string, parent int) error {
+	if w.o.rootless && parent >= 0 {
+		// A rootless rootfs keeps the image's modes, 0000 directories
+		// too: lend the owner rights for the time of the walk.
+		if m := w.all[parent].st.Mode & 0o7777; m&0o700 != 0o700 {
+			if err := unix.Chmod(full, m|0o700); err == nil {
+				defer unix.Chmod(full, m)
+			}
+		}
+	}
 	f, err := os.Open(full)
 	if err != nil {
 		return fmt.Errorf("read directory %s: %w", rel, err)
