@@ -125,8 +125,16 @@ func TestWriteRead(t *testing.T) {
 			if len(got) != 1 || got[0].Descriptor.Digest != md.Digest || got[0].Names[0] != "example.com/a:latest" {
 				t.Fatalf("read %+v", got)
 			}
-			if _, err := Read(bytes.NewReader(a.Bytes()), dst, ReadOptions{Name: "other"}); !errors.Is(err, ErrNoImage) {
-				t.Fatalf("unknown name: %v", err)
+			for _, sel := range []string{"other", "@1", "@" + string(digest.FromString("nothing")), "@x"} {
+				if _, err := Read(bytes.NewReader(a.Bytes()), dst, ReadOptions{Name: sel}); !errors.Is(err, ErrNoImage) {
+					t.Fatalf("select %s: %v", sel, err)
+				}
+			}
+			for _, sel := range []string{"@0", "@" + string(md.Digest)} {
+				got, err := Read(bytes.NewReader(a.Bytes()), dst, ReadOptions{Name: sel})
+				if err != nil || len(got) != 1 || got[0].Descriptor.Digest != md.Digest {
+					t.Fatalf("select %s: %+v %v", sel, got, err)
+				}
 			}
 			ents, _ := os.ReadDir(filepath.Join(dst.Dir(), layout.StateDir))
 			for _, e := range ents {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
@@ -70,7 +71,13 @@ func Read(r io.Reader, dst *layout.Layout, opts ReadOptions) ([]Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	if opts.Name != "" {
+	if n, ok := strings.CutPrefix(opts.Name, "@"); ok {
+		sel, err := selectBy(imgs, n)
+		if err != nil {
+			return nil, err
+		}
+		imgs = sel
+	} else if opts.Name != "" {
 		var sel []Image
 		for _, img := range imgs {
 			for _, n := range img.Names {
@@ -133,6 +140,27 @@ func onlyComplete(l *layout.Layout, desc ocispec.Descriptor, selErr error) (ocis
 		return ocispec.Descriptor{}, selErr
 	}
 	return found[0], nil
+}
+
+// selectBy picks images by @N (the Nth image, from 0, in the archive's
+// order, as skopeo's docker-archive:FILE:@N does) or by @DIGEST.
+func selectBy(imgs []Image, sel string) ([]Image, error) {
+	if i, err := strconv.Atoi(sel); err == nil {
+		if i < 0 || i >= len(imgs) {
+			return nil, fmt.Errorf("%w: @%d: the archive holds %d images", ErrNoImage, i, len(imgs))
+		}
+		return imgs[i : i+1], nil
+	}
+	d := digest.Digest(sel)
+	if err := d.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: @%s is neither an image number nor a digest", ErrNoImage, sel)
+	}
+	for _, img := range imgs {
+		if img.Descriptor.Digest == d {
+			return []Image{img}, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: @%s", ErrNoImage, sel)
 }
 
 // complete checks that every blob desc reaches is in l.

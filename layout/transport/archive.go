@@ -7,7 +7,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/layout/archive"
 )
@@ -36,7 +38,16 @@ func init() {
 				return a, nil
 			},
 			NewDestination: func(ref string) (Destination, error) {
-				return parseArchive(f, ref)
+				a, err := parseArchive(f, ref)
+				if err != nil {
+					return nil, err
+				}
+				for _, n := range a.names {
+					if strings.HasPrefix(n, "@") {
+						return nil, fmt.Errorf("%w %q: a destination is named by a name, not @N or a digest", ErrInvalidName, n)
+					}
+				}
+				return a, nil
 			},
 		})
 	}
@@ -60,6 +71,9 @@ func parseArchive(f archive.Format, ref string) (*archiveRef, error) {
 		return nil, err
 	}
 	for _, n := range names {
+		if isSelector(n) {
+			continue
+		}
 		if f == archive.Docker {
 			if archive.DockerTag(n) == "" {
 				return nil, fmt.Errorf("%w %q: a docker-archive name is NAME[:TAG]", ErrInvalidName, n)
@@ -71,6 +85,19 @@ func parseArchive(f archive.Format, ref string) (*archiveRef, error) {
 		}
 	}
 	return &archiveRef{format: f, file: file, names: names}, nil
+}
+
+// isSelector reports whether a source name picks an image by number (@N)
+// or digest (@sha256:...) rather than by name.
+func isSelector(n string) bool {
+	rest, ok := strings.CutPrefix(n, "@")
+	if !ok || rest == "" {
+		return false
+	}
+	if strings.Trim(rest, "0123456789") == "" {
+		return true
+	}
+	return digest.Digest(rest).Validate() == nil
 }
 
 func (a *archiveRef) String() string {

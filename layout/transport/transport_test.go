@@ -29,6 +29,9 @@ func TestParse(t *testing.T) {
 		{in: "docker-archive:", src: "", dst: ""},
 		{in: "oci:", src: "", dst: ""},
 		{in: "oci:/a:,", src: "", dst: ""},
+		{in: "docker-archive:/t.tar:@1", src: "docker-archive:/t.tar:@1", dst: ""},
+		{in: "oci-archive:/t.tar:@" + digest.FromString("x").String(), src: "oci-archive:/t.tar:@" + digest.FromString("x").String(), dst: ""},
+		{in: "docker-archive:/t.tar:@x", src: "", dst: ""},
 		{in: "bogus-archive:/x", unknownTr: true},
 	}
 	for _, c := range cases {
