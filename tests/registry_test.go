@@ -799,6 +799,26 @@ func TestRegistryPulledImageRuns(t *testing.T) {
 	if strings.TrimSpace(out) != "pulled and running" {
 		t.Fatalf("the pulled image printed %q", out)
 	}
+
+	// podman loads it after strata save (podman cannot run here: this
+	// machine refuses setrlimit).
+	archive := filepath.Join(tmp, "img.tar")
+	strata(t, "save", dst+":v1", "-o", archive)
+	// podman wants a short runroot: not under the test's long temp dir.
+	store, err := os.MkdirTemp("", "strata-pm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	podman := []string{"--root", filepath.Join(store, "root"), "--runroot", filepath.Join(store, "run"), "--storage-driver", "vfs"}
+	t.Cleanup(func() {
+		_ = exec.Command("podman", append(podman, "system", "reset", "--force")...).Run()
+		_ = os.RemoveAll(store)
+	})
+	mustRun(t, "podman", append(podman, "load", "-i", archive)...)
+	cmdJSON := mustRun(t, "podman", append(podman, "image", "inspect", "--format", "{{json .Config.Cmd}}", "v1")...)
+	if !strings.Contains(cmdJSON, "/etc/greeting") {
+		t.Fatalf("podman loaded a config with Cmd %s", cmdJSON)
+	}
 }
 
 // regKillProxy forwards TCP connections to a registry and, once a number of
