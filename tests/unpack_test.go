@@ -374,3 +374,53 @@ func TestUnpackRootless(t *testing.T) {
 		t.Fatalf("rootless gc: %s", r.Stderr)
 	}
 }
+
+// hostTar archives paths of this machine with GNU tar in the given format.
+func hostTar(t *testing.T, format string, paths ...string) []byte {
+	t.Helper()
+	needTool(t, "tar")
+	args := append([]string{"--format=" + format, "--numeric-owner", "--xattrs", "--xattrs-include=*", "-C", "/", "-cf", "-"}, paths...)
+	r := runCmd(t, nil, "tar", args...)
+	// Exit 1 means a file changed while it was read: the archive is
+	// still a valid one.
+	if r.Code > 1 {
+		t.Fatalf("tar %v: exit %d: %s", paths, r.Code, r.Stderr)
+	}
+	return []byte(r.Stdout)
+}
+
+// TestUnpackHostTreeMatchesUmoci unpacks layers made by GNU tar (gnu and
+// pax formats) from real trees of this machine, thousands of files with
+// hardlinks, then deletes and hides parts of them in a third layer.
+func TestUnpackHostTreeMatchesUmoci(t *testing.T) {
+	needRoot(t)
+	needTool(t, "umoci")
+	l1 := hostTar(t, "gnu", "etc")
+	l2 := hostTar(t, "pax", "usr/share/zoneinfo")
+	l3 := layertest.Tar(
+		layertest.Whiteout("etc/apt"),
+		layertest.Opaque("usr/share/zoneinfo/posix"),
+		layertest.File("usr/share/zoneinfo/posix/UTC", "replaced", 0o644),
+		layertest.Hardlink("etc/zone-link", "usr/share/zoneinfo/Etc/UTC"),
+		layertest.Dir("etc/hostname", 0o755),
+	)
+	img := filepath.Join(t.TempDir(), "layout")
+	if err := layertest.BuildImage(img, "v1", layertest.Image{Layers: [][]byte{l1, l2, l3}, Cmd: []string{"/bin/sh"}}); err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
+	root := filepath.Join(work, "store")
+	strata(t, "unpack", "--root", root, img+":v1", filepath.Join(work, "ours"))
+	mustRun(t, "umoci", "unpack", "--image", img+":v1", filepath.Join(work, "theirs"))
+	a := treeState(t, filepath.Join(work, "ours", "rootfs"))
+	b := treeState(t, filepath.Join(work, "theirs", "rootfs"))
+	if d := diffLines(b, a); d != "" {
+		t.Fatalf("strata's rootfs differs from umoci's (- umoci, + strata):\n%s", d)
+	}
+	if len(a) < 2000 {
+		t.Fatalf("only %d files unpacked", len(a))
+	}
+	if out := strata(t, "snapshots", "verify", "--root", root, img+":v1"); strings.Count(out, " ok ") != 3 {
+		t.Fatalf("verify:\n%s", out)
+	}
+}
