@@ -19,7 +19,7 @@ func init() {
 		passwordStdin bool
 	)
 	c := &cobra.Command{
-		Use:   "login [flags] REGISTRY",
+		Use:   "login [flags] [REGISTRY]",
 		Short: "Store credentials for a registry",
 		Long: `Check a user name and password against a registry and store them where
 docker login stores them: $DOCKER_CONFIG/config.json or ~/.docker/config.json,
@@ -27,11 +27,16 @@ or the credential helper that file names (credsStore, credHelpers). pull,
 push and skopeo-compatible tools read them from there.
 
 The password is read from stdin with --password-stdin, or asked for when
-stdin is a terminal; it is never taken from the command line.`,
+stdin is a terminal; it is never taken from the command line. With no
+REGISTRY, Docker Hub is meant.`,
 		Example: `  strata login -u alice localhost:5000
   echo "$TOKEN" | strata login -u bot --password-stdin registry.example.com`,
-		Args: exactArgs(1),
+		Args: rangeArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// Like docker, no registry means Docker Hub.
+			if len(args) == 0 {
+				args = []string{"docker.io"}
+			}
 			in := cmd.InOrStdin()
 			tty := isTerminal(in)
 			var password string

@@ -10,13 +10,17 @@ import (
 func init() {
 	var authFile string
 	c := &cobra.Command{
-		Use:   "logout [flags] REGISTRY",
+		Use:   "logout [flags] [REGISTRY]",
 		Short: "Remove the stored credentials of a registry",
 		Long: `Remove the credentials strata login (or docker login) stored for a
 registry. Logging out of a registry with no stored credentials is not an
 error.`,
-		Args: exactArgs(1),
+		Args: rangeArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// Like docker, no registry means Docker Hub.
+			if len(args) == 0 {
+				args = []string{"docker.io"}
+			}
 			var opts []remote.Option
 			if authFile != "" {
 				opts = append(opts, remote.WithAuthFile(authFile))
