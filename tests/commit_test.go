@@ -16,6 +16,7 @@ import (
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/overlay"
 	"github.com/strata-oci/strata/snapshot"
+	lt "github.com/strata-oci/strata/snapshot/layertest"
 	"golang.org/x/sys/unix"
 )
 
@@ -463,8 +464,17 @@ func mustRunIn(t testing.TB, stdin io.Reader, name string, args ...string) strin
 // loads it into podman, whose rootfs (exported) holds the change.
 func TestCommitDockerPodman(t *testing.T) {
 	needRoot(t)
-	img := standardImage(t)
 	work := t.TempDir()
+	// Docker refuses the standard image (a hardlink into a lower layer):
+	// a plain busybox image.
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatalf("busybox-static is required by this test: %v", err)
+	}
+	img := filepath.Join(work, "img")
+	base := lt.Tar(lt.Dir("bin", 0o755), lt.File("bin/busybox", string(bb), 0o755), lt.Symlink("bin/sh", "busybox"),
+		lt.Dir("etc", 0o755), lt.File("etc/motd", "base\n", 0o644))
+	cmtMust(t, lt.BuildImage(img, "v1", lt.Image{Layers: [][]byte{base}, Cmd: []string{"/bin/sh"}}))
 	bundle := filepath.Join(work, "b")
 	strata(t, "unpack", "--root", filepath.Join(work, "store"), img+":v1", bundle)
 	rootfs := filepath.Join(bundle, "rootfs")
@@ -487,7 +497,7 @@ func TestCommitDockerPodman(t *testing.T) {
 	export := filepath.Join(work, "podman.tar")
 	podman(t, root, "export", "-o", export, ctr)
 	list := mustRun(t, "tar", "-tf", export)
-	if !strings.Contains("\n"+list, "\netc/added\n") || strings.Contains("\n"+list, "\netc/motd\n") || !strings.Contains(list, "bin/busybox") {
+	if !strings.Contains("\n"+list, "\netc/added\n") || strings.Contains("\n"+list, "\netc/motd\n") || !strings.Contains("\n"+list, "\nbin/busybox\n") {
 		t.Fatalf("podman's rootfs of the committed image:\n%s", list)
 	}
 	added := mustRun(t, "tar", "-xOf", export, "etc/added")
