@@ -39,6 +39,8 @@ func TestMain(m *testing.M) {
 		err = childChurn()
 	case "hold":
 		err = childHold()
+	case "gc":
+		err = childGC()
 	default:
 		err = fmt.Errorf("unknown child %q", child)
 	}
@@ -178,6 +180,26 @@ func childHold() error {
 	fmt.Println(md.Digest)
 	io.Copy(io.Discard, os.Stdin)
 	return l.Tag(md, "held")
+}
+
+// childGC adds unreferenced blobs and collects them, over and over.
+func childGC() error {
+	l, err := Open(os.Getenv("STRATA_DIR"))
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	fmt.Println("ready")
+	for i := 0; ; i++ {
+		for j := range 20 {
+			if _, err := putStreamedImage(l, uint64(1_000_000+i*100+j), 50000); err != nil {
+				return err
+			}
+		}
+		if _, err := l.GC(); err != nil {
+			return err
+		}
+	}
 }
 
 type child struct {
@@ -442,4 +464,39 @@ func TestKilledWriterLeavesLayoutConsistent(t *testing.T) {
 		l.Close()
 	}
 	t.Logf("reached img-%d", last)
+}
+
+// A gc killed at a random point removes nothing that is named.
+func TestKilledGCKeepsNamedImages(t *testing.T) {
+	l := initTest(t)
+	var want []ocispec.Descriptor
+	for i := range 4 {
+		md, err := putStreamedImage(l, uint64(i), 300000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Tag(md, fmt.Sprintf("keep-%d", i))
+		want = append(want, md)
+	}
+	l.Close()
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
+	for it := range 8 {
+		k := startChild(t, "gc", l.Dir())
+		k.line(t)
+		time.Sleep(time.Duration(rng.IntN(120)) * time.Millisecond)
+		k.cmd.Process.Signal(syscall.SIGKILL)
+		k.cmd.Wait()
+		ol, err := Open(l.Dir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, md := range want {
+			img, err := ol.Image(fmt.Sprintf("keep-%d", i), nil)
+			if err != nil || img.Descriptor.Digest != md.Digest {
+				t.Fatalf("iteration %d: keep-%d: %v", it, i, err)
+			}
+		}
+		mustFsckClean(t, ol)
+		ol.Close()
+	}
 }
