@@ -12,6 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-oci/strata/internal/compression"
 	"github.com/strata-oci/strata/internal/userns"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/overlay"
@@ -471,7 +472,11 @@ func (c *commit) putLayer(diff *Diff) (layout.Layer, error) {
 		pw.CloseWithError(err)
 		done <- err
 	}()
-	ly, err := c.l.PutLayer(pr, layout.WithCompression(c.opts.Compression), layout.WithLevel(c.opts.Level), layout.WithRecompress())
+	level := c.opts.Level
+	if level == 0 {
+		level = compression.DefaultLevel
+	}
+	ly, err := c.l.PutLayer(pr, layout.WithCompression(c.opts.Compression), layout.WithLevel(level), layout.WithRecompress())
 	pr.CloseWithError(errors.New("layer store stopped reading"))
 	werr := <-done
 	if werr != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/strata-oci/strata/internal/compression"
 	"github.com/strata-oci/strata/internal/dockerfile"
 	"github.com/strata-oci/strata/layout"
+	"github.com/strata-oci/strata/layout/archive"
 	"github.com/strata-oci/strata/snapshot"
 )
 
@@ -138,6 +139,107 @@ gives the same layer digest on every run.`,
 	fl.IntVar(&level, "compression-level", 0, "compression level (0: the format's default)")
 	fl.StringVar(&timestamp, "timestamp", "", "creation `time`, RFC 3339 or unix seconds, that also caps file mtimes (default: $SOURCE_DATE_EPOCH, else now, uncapped)")
 	rootCmd.AddCommand(c)
+
+	addDemoStep(demoStep{100, "Unpack the image into a bundle (strata unpack)", demoUnpack})
+	addDemoStep(demoStep{110, "Change files in the bundle's rootfs", demoChange})
+	addDemoStep(demoStep{120, "Commit the change as a new layer (strata commit)", demoCommit})
+	addDemoStep(demoStep{130, "Save both images for docker load (strata save)", demoSave})
+}
+
+// The demo's bundle and snapshot store live inside its layout directory.
+const (
+	demoBundle   = "demo-bundle"
+	demoStore    = "demo-snapshots"
+	demoCommitTo = "demo-v2"
+	demoArchive  = "demo-docker.tar"
+)
+
+func demoUnpack(d *demoRun) error {
+	s, err := snapshot.Open(filepath.Join(d.dir, demoStore))
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	bundle := filepath.Join(d.dir, demoBundle)
+	rec, err := s.Unpack(d.l, demoRef, bundle, snapshot.UnpackOptions{})
+	if err != nil {
+		return err
+	}
+	d.say("%s/rootfs     the image's files (%s driver; snapshots in %s)", rec.Dir, rec.Driver, filepath.Join(d.dir, demoStore))
+	d.say("%s/config.json a runtime spec: runc run -b %s NAME runs %s", rec.Dir, rec.Dir, "/bin/hello")
+	return nil
+}
+
+func demoChange(d *demoRun) error {
+	rootfs := filepath.Join(d.dir, demoBundle, snapshot.RootfsDir)
+	msg := filepath.Join(rootfs, "etc", "motd")
+	if err := os.WriteFile(msg, []byte("committed by strata demo\n"), 0o644); err != nil {
+		return err
+	}
+	readme := filepath.Join(rootfs, "usr", "share", "doc", "strata-demo", "README")
+	if err := os.Remove(readme); err != nil {
+		return err
+	}
+	// Fixed times, so that the commit is reproducible too.
+	for _, p := range []string{msg, filepath.Dir(msg), filepath.Dir(readme)} {
+		if err := os.Chtimes(p, demoEpoch, demoEpoch); err != nil {
+			return err
+		}
+	}
+	d.say("added   /etc/motd")
+	d.say("removed /usr/share/doc/strata-demo/README")
+	return nil
+}
+
+func demoCommit(d *demoRun) error {
+	when := demoEpoch.Add(time.Hour)
+	res, err := snapshot.Commit(filepath.Join(d.dir, demoBundle), d.l, snapshot.CommitOptions{
+		Ref:       demoCommitTo,
+		Comment:   "add /etc/motd, drop the README",
+		CreatedBy: "strata demo",
+		Timestamp: &when,
+		Edit:      func(c *layout.Config) error { return dockerfile.Apply(c, []string{`LABEL stage=committed`}) },
+	})
+	if err != nil {
+		return err
+	}
+	d.say("Only what changed goes into the layer: the new file, a whiteout for")
+	d.say("the deleted one, and their parent directories (%d entries):", res.Entries)
+	d.say("  layer    %s (%d bytes)", res.Layer.Descriptor.Digest, res.Layer.Descriptor.Size)
+	d.say("  diffID   %s", res.Layer.DiffID)
+	d.say("  manifest %s, named %q", res.Manifest.Digest, demoCommitTo)
+	d.say("The bundle now works on top of %q: commit again and layers stack.", demoCommitTo)
+	return nil
+}
+
+func demoSave(d *demoRun) error {
+	var imgs []archive.Image
+	for _, ref := range []string{demoRef, demoCommitTo} {
+		desc, err := d.l.Resolve(ref)
+		if err != nil {
+			return err
+		}
+		imgs = append(imgs, archive.Image{Descriptor: desc, Names: []string{"strata-" + ref + ":latest"}})
+	}
+	p := filepath.Join(d.dir, demoArchive)
+	f, err := os.Create(p)
+	if err != nil {
+		return err
+	}
+	err = archive.Write(f, d.l, archive.Docker, imgs)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("save %s: %w", p, err)
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	d.say("%s (%d bytes): docker load -i %s", p, fi.Size(), p)
+	d.say("loads strata-%s:latest and strata-%s:latest; the second shares the first's layer.", demoRef, demoCommitTo)
+	return nil
 }
 
 // commitTime is --timestamp, else SOURCE_DATE_EPOCH, else nil (now, and
