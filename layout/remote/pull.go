@@ -93,6 +93,7 @@ func fetch(ctx context.Context, l *layout.Layout, ref Reference, o *options) (*R
 	if _, err := l.Blobs().CleanStaging(); err != nil {
 		return nil, err
 	}
+	prunePartials(PartialDir(l))
 	sess, err := o.connect(ctx, ref.Host())
 	if err != nil {
 		return nil, err
@@ -110,8 +111,9 @@ func fetch(ctx context.Context, l *layout.Layout, ref Reference, o *options) (*R
 	}
 	root = bare(root)
 	store := &layoutStore{l: l, o: o}
+	src := &resumableSource{repo: repo, sess: sess}
 	copyOne := func(d ocispec.Descriptor) error {
-		if err := oras.CopyGraph(ctx, repo, store, d, o.graphOptions()); err != nil {
+		if err := oras.CopyGraph(ctx, src, store, d, o.graphOptions()); err != nil {
 			return fmt.Errorf("pull %s: %w", ref, explain(err, ref.Domain))
 		}
 		if err := missingBlob(l, d); err != nil {
