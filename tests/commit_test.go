@@ -586,3 +586,60 @@ func cmtSetProcess(t testing.TB, bundle string, args []string) {
 	cmtMust(t, err)
 	cmtMust(t, os.WriteFile(p, b, 0o644))
 }
+
+// TestCommitCLIErrors: usage errors exit 2, a directory that is not a
+// bundle exits 1, and neither touches the layout.
+func TestCommitCLIErrors(t *testing.T) {
+	needRoot(t)
+	img := standardImage(t)
+	work := t.TempDir()
+	bundle := filepath.Join(work, "b")
+	strata(t, "unpack", "--root", filepath.Join(work, "store"), img+":v1", bundle)
+	before, err := os.ReadFile(filepath.Join(img, "index.json"))
+	cmtMust(t, err)
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"commit", bundle}, 2, "takes 2 argument"},
+		{[]string{"commit", bundle, img + ":@sha256:" + strings.Repeat("a", 64)}, 2, "tag, not a digest"},
+		{[]string{"commit", "--compression", "xz", bundle, img + ":x"}, 2, "xz"},
+		{[]string{"commit", "--timestamp", "yesterday", bundle, img + ":x"}, 2, "--timestamp"},
+		{[]string{"commit", "-c", "RUN true", bundle, img + ":x"}, 2, "RUN"},
+		{[]string{"commit", work, img + ":x"}, 1, "not a strata bundle"},
+	} {
+		r := strataFail(t, tc.args...)
+		if r.Code != tc.code || !strings.Contains(r.Stderr, tc.msg) {
+			t.Errorf("strata %v: exit %d, stderr %q; want exit %d mentioning %q", tc.args, r.Code, r.Stderr, tc.code, tc.msg)
+		}
+	}
+	after, err := os.ReadFile(filepath.Join(img, "index.json"))
+	cmtMust(t, err)
+	if string(before) != string(after) {
+		t.Fatal("a failed commit changed index.json")
+	}
+}
+
+// TestDemoCommitSteps: strata demo unpacks, changes, commits and saves; the
+// kept layout holds the committed image and the archive loads back.
+func TestDemoCommitSteps(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "demo")
+	out := strata(t, "demo", "--keep", dir)
+	for _, want := range []string{"strata unpack", "strata commit", "strata save", "whiteout"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q", want)
+		}
+	}
+	v1, v2 := cmtImage(t, dir, "demo"), cmtImage(t, dir, "demo-v2")
+	if len(v2.Manifest.Layers) != len(v1.Manifest.Layers)+1 {
+		t.Fatalf("demo-v2 has %d layers, demo %d", len(v2.Manifest.Layers), len(v1.Manifest.Layers))
+	}
+	loaded := filepath.Join(t.TempDir(), "loaded")
+	strata(t, "load", filepath.Join(dir, "demo-docker.tar"), loaded)
+	fresh := filepath.Join(t.TempDir(), "fresh")
+	strata(t, "unpack", "--root", filepath.Join(t.TempDir(), "store"), loaded+":strata-demo-v2:latest", fresh)
+	if b, err := os.ReadFile(filepath.Join(fresh, "rootfs", "etc", "motd")); err != nil || string(b) != "committed by strata demo\n" {
+		t.Fatalf("etc/motd of the saved, loaded, unpacked commit: %q (%v)", b, err)
+	}
+}
