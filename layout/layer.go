@@ -2,6 +2,7 @@ package layout
 
 import (
 	"archive/tar"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -54,6 +55,7 @@ type layerOptions struct {
 	level    int
 	force    bool
 	checkTar bool
+	ctx      context.Context
 }
 
 // LayerOption configures PutLayer.
@@ -86,6 +88,26 @@ func WithRecompress() LayerOption {
 // when the check fails.
 func WithTarCheck() LayerOption {
 	return func(o *layerOptions) { o.checkTar = true }
+}
+
+// WithContext makes PutLayer stop with ctx's error, storing nothing, once
+// ctx is done. A read that is blocked in the input is not interrupted;
+// close the input to end it.
+func WithContext(ctx context.Context) LayerOption {
+	return func(o *layerOptions) { o.ctx = ctx }
+}
+
+// ctxReader fails reads once its context is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // LayerMediaType is the OCI layer media type for a blob compressed with k.
@@ -124,6 +146,9 @@ func (l *Layout) PutLayer(r io.Reader, opts ...LayerOption) (Layer, error) {
 	}
 	if err := l.Hold(); err != nil {
 		return Layer{}, err
+	}
+	if o.ctx != nil {
+		r = ctxReader{o.ctx, r}
 	}
 	in, src, err := compression.Sniff(r)
 	if err != nil {

@@ -3,6 +3,7 @@ package layout
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -288,4 +289,40 @@ func FuzzPutLayer(f *testing.F) {
 			t.Fatalf("layer %s reported stored but missing", ly.Descriptor.Digest)
 		}
 	})
+}
+
+// cancelAfter cancels a context once n bytes have been read through it.
+type cancelAfter struct {
+	r      io.Reader
+	n      int
+	cancel func()
+}
+
+func (c *cancelAfter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n -= n
+	if c.n <= 0 {
+		c.cancel()
+	}
+	return n, err
+}
+
+func TestPutLayerContext(t *testing.T) {
+	tarball := testTar(t, 4<<20)
+	for _, tool := range []string{"", "gzip"} {
+		t.Run("input "+tool, func(t *testing.T) {
+			in := compressWith(t, tool, tarball)
+			l := newTestLayout(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			r := &cancelAfter{r: bytes.NewReader(in), n: len(in) / 3, cancel: cancel}
+			_, err := l.PutLayer(r, WithContext(ctx), WithTarCheck())
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("error %v is not context.Canceled", err)
+			}
+			if len(blobList(t, l)) != 0 || stagingFiles(t, l) != 0 {
+				t.Fatal("a cancelled layer write left files")
+			}
+		})
+	}
 }

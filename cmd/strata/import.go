@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -86,6 +88,12 @@ fixed time the same tarball and flags give the same digest.`,
 				return err
 			}
 			defer closeIn()
+			// On Ctrl-C or SIGTERM, stop reading (closing the input ends a
+			// read blocked on a pipe) and undo what was started.
+			ctx, cancel := signalContext()
+			defer cancel()
+			stop := context.AfterFunc(ctx, closeIn)
+			defer stop()
 
 			existed := isLayout(dir)
 			dirExisted := pathExists(dir)
@@ -101,7 +109,7 @@ fixed time the same tarball and flags give the same digest.`,
 				Comment:   message,
 				CreatedBy: createdByOf(src),
 				Edit:      func(c *layout.Config) error { return dockerfile.Apply(c, changes) },
-				Layer:     []layout.LayerOption{layout.WithCompression(kind), layout.WithLevel(lvl)},
+				Layer:     []layout.LayerOption{layout.WithCompression(kind), layout.WithLevel(lvl), layout.WithContext(ctx)},
 				Ref:       ref,
 			})
 			prog.Wait()
@@ -109,6 +117,9 @@ fixed time the same tarball and flags give the same digest.`,
 			if err != nil {
 				if !existed {
 					removeNewLayout(dir, dirExisted)
+				}
+				if ctx.Err() != nil {
+					return fmt.Errorf("import %s: interrupted; %s is as it was", src, dir)
 				}
 				return fmt.Errorf("%s: %w", src, err)
 			}
@@ -159,7 +170,7 @@ func createdTime(cmd *cobra.Command, flag string) (*time.Time, error) {
 // openInput opens TARBALL or stdin and returns its size (-1 if unknown).
 func openInput(src string) (io.Reader, int64, func(), error) {
 	if src == "-" {
-		return os.Stdin, -1, func() {}, nil
+		return os.Stdin, -1, func() { os.Stdin.Close() }, nil
 	}
 	f, err := os.Open(src)
 	if err != nil {
@@ -178,7 +189,8 @@ func openInput(src string) (io.Reader, int64, func(), error) {
 	if st.Mode().IsRegular() {
 		size = st.Size()
 	}
-	return f, size, func() { f.Close() }, nil
+	var once sync.Once
+	return f, size, func() { once.Do(func() { f.Close() }) }, nil
 }
 
 func isLayout(dir string) bool {
