@@ -55,10 +55,16 @@ type transferFlags struct {
 	jobs         int
 }
 
-func (f *transferFlags) add(fs *pflag.FlagSet) {
+// add registers the flags. A push sends a multi-platform image whole
+// unless --platform narrows it, so it has no --all-platforms.
+func (f *transferFlags) add(fs *pflag.FlagSet, push bool) {
 	f.registryFlags.add(fs)
-	fs.StringSliceVar(&f.platforms, "platform", nil, "select `OS/ARCH[/VARIANT]` from a multi-platform image (default: the host's; repeat or separate with commas for several)")
-	fs.BoolVar(&f.allPlatforms, "all-platforms", false, "copy a multi-platform image whole, index included")
+	if push {
+		fs.StringSliceVar(&f.platforms, "platform", nil, "push only `OS/ARCH[/VARIANT]` out of a multi-platform image (default: all of it; several make a new index)")
+	} else {
+		fs.StringSliceVar(&f.platforms, "platform", nil, "select `OS/ARCH[/VARIANT]` from a multi-platform image (default: the host's; several make a new index)")
+		fs.BoolVar(&f.allPlatforms, "all-platforms", false, "copy a multi-platform image whole, index included")
+	}
 	fs.IntVarP(&f.jobs, "jobs", "j", 4, "move `N` blobs at once")
 }
 
@@ -206,7 +212,7 @@ Credentials come from $DOCKER_CONFIG/config.json or ~/.docker/config.json
 			return nil
 		},
 	}
-	f.add(c.Flags())
+	f.add(c.Flags(), false)
 	c.Flags().StringVar(&mode, "pull", string(remote.PullAlways), "when to contact the registry, `MODE` always, missing (only when the layout lacks the image) or never")
 	rootCmd.AddCommand(c)
 }

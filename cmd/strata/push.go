@@ -60,7 +60,7 @@ reference, pinned to its digest, is printed on stdout.`,
 			return nil
 		},
 	}
-	f.add(c.Flags())
+	f.add(c.Flags(), true)
 	c.Flags().BoolVar(&byDigest, "by-digest", false, "push without a tag: the image is stored under its digest only")
 	c.Flags().StringSliceVar(&mountFrom, "mount-from", nil, "ask the registry to mount blobs from `REPO` (another repository of the destination registry)")
 	rootCmd.AddCommand(c)
