@@ -3,13 +3,13 @@
 // quay and GHCR speak).
 //
 // The HTTP, authentication and upload protocol is oras-go's; this package
-// adds what strata needs around it: every pulled blob streams through a
-// verifying blob writer and becomes visible only once its digest and size
-// match, blobs already present on the receiving side are neither fetched
-// nor uploaded again (which is also how an interrupted pull resumes), the
-// reference is tagged in the layout only after the whole image is there,
-// and plain HTTP is used only for loopback registries or when the caller
-// says the network is trusted.
+// adds what strata needs around it: every pulled blob is verified before
+// it becomes visible, blobs already present on the receiving side are
+// neither fetched nor uploaded again, a large blob whose download was
+// interrupted continues from the byte it stopped at, the reference is
+// tagged in the layout only after the whole image is there, and plain
+// HTTP is used only for loopback registries or when the caller says the
+// network is trusted.
 package remote
 
 import (
