@@ -65,18 +65,7 @@ func (s *layoutStore) Exists(_ context.Context, d ocispec.Descriptor) (bool, err
 	if !layout.IsIndex(d.MediaType) && !layout.IsManifest(d.MediaType) {
 		return true, nil
 	}
-	return complete(s.l, d), nil
-}
-
-// complete says whether every blob reachable from d is in the layout.
-func complete(l *layout.Layout, d ocispec.Descriptor) bool {
-	err := l.Walk(d, func(c ocispec.Descriptor, _ []byte) error {
-		if !l.Blobs().Has(c.Digest, c.Size) {
-			return blob.ErrNotFound
-		}
-		return nil
-	})
-	return err == nil
+	return missingBlob(s.l, d) == nil, nil
 }
 
 // kind names a blob for messages.
