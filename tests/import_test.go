@@ -234,6 +234,26 @@ func TestImportZstdOutputAndStdin(t *testing.T) {
 	}
 }
 
+func TestImportForceCompression(t *testing.T) {
+	work := t.TempDir()
+	dir := filepath.Join(work, "oci")
+	tarball := rootfsTar(t)
+	file := compressFile(t, work, "gzip", tarball)
+	strata(t, "import", "--force-compression", "--compression", "zstd", "--compression-level", "3", file, dir+":z")
+	m := skopeoRawManifest(t, dir+":z")
+	if len(m.Layers) != 1 || m.Layers[0].MediaType != "application/vnd.oci.image.layer.v1.tar+zstd" {
+		t.Fatalf("layers %+v", m.Layers)
+	}
+	if c := skopeoConfig(t, dir+":z"); c.RootFS.DiffIDs[0] != sha256Hex(tarball) {
+		t.Fatalf("diff_ids %v", c.RootFS.DiffIDs)
+	}
+	// Without --force-compression the gzip input is kept.
+	strata(t, "import", "--compression", "zstd", file, dir+":g")
+	if m := skopeoRawManifest(t, dir+":g"); m.Layers[0].MediaType != "application/vnd.oci.image.layer.v1.tar+gzip" {
+		t.Fatalf("layers %+v", m.Layers)
+	}
+}
+
 func TestImportUntagged(t *testing.T) {
 	work := t.TempDir()
 	dir := filepath.Join(work, "oci")

@@ -26,6 +26,7 @@ func init() {
 		created     string
 		compress    string
 		level       int
+		force       bool
 		createdByOf = func(src string) string { return "strata import " + src }
 	)
 	c := &cobra.Command{
@@ -36,9 +37,9 @@ does, and store it in LAYOUT (created if needed), named REF or, with no REF,
 untagged. The manifest digest is printed on stdout.
 
 TARBALL may be plain, gzip, zstd, xz or bzip2 (sniffed from its first
-bytes). gzip and zstd tarballs are stored byte for byte; the others are
-compressed with --compression. Input that is not a tar archive is refused
-and nothing is written.
+bytes). gzip and zstd tarballs are stored byte for byte (unless
+--force-compression); the others are compressed with --compression.
+Input that is not a tar archive is refused and nothing is written.
 
 --change applies Dockerfile instructions to the config, as docker import
 --change does: CMD, ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK, LABEL, ONBUILD,
@@ -66,6 +67,10 @@ fixed time the same tarball and flags give the same digest.`,
 			kind, err := compression.ParseKind(compress)
 			if err != nil {
 				return usageError{err}
+			}
+			layerOpts := []layout.LayerOption{layout.WithCompression(kind)}
+			if force {
+				layerOpts = append(layerOpts, layout.WithRecompress())
 			}
 			lvl := compression.DefaultLevel
 			if level != 0 {
@@ -109,7 +114,7 @@ fixed time the same tarball and flags give the same digest.`,
 				Comment:   message,
 				CreatedBy: createdByOf(src),
 				Edit:      func(c *layout.Config) error { return dockerfile.Apply(c, changes) },
-				Layer:     []layout.LayerOption{layout.WithCompression(kind), layout.WithLevel(lvl), layout.WithContext(ctx)},
+				Layer:     append(layerOpts, layout.WithLevel(lvl), layout.WithContext(ctx)),
 				Ref:       ref,
 			})
 			prog.Wait()
@@ -144,6 +149,7 @@ fixed time the same tarball and flags give the same digest.`,
 	fl.StringVar(&created, "created", "", "creation `time`, RFC 3339 or unix seconds (default: $SOURCE_DATE_EPOCH, else now)")
 	fl.StringVar(&compress, "compression", "gzip", "compression for plain, xz and bzip2 input: `gzip`, `zstd` or `none`")
 	fl.IntVar(&level, "compression-level", 0, "compression level (0: the format's default)")
+	fl.BoolVar(&force, "force-compression", false, "recompress gzip and zstd input too, with --compression")
 	rootCmd.AddCommand(c)
 }
 
