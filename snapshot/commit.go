@@ -85,8 +85,11 @@ type CommitResult struct {
 // The new layer is then extracted on top of the parent snapshot the
 // normal way, the bundle's record names the new image and chain, and an
 // overlay rootfs gets a fresh empty upper directory (remounted if it was
-// mounted). If Commit fails, the layout's names and the bundle are as
-// they were (blobs already written are unnamed, and gc removes them).
+// mounted). If Commit fails before the image is named, the layout's names
+// and the bundle are as they were (blobs already written are unnamed, and
+// gc removes them); after that the error says the image is stored, and
+// the bundle is on the old image or, for overlay, on the new one with its
+// old upper directory, which shows the same tree.
 //
 // Nothing stops a container from writing the rootfs during a commit; stop
 // it first, as a file that changes while it is read fails the commit.
@@ -182,6 +185,11 @@ func (c *commit) run() (*CommitResult, error) {
 		c.chain = append(c.chain, in)
 	}
 	c.ctr = &Container{Dir: c.abs, Chain: c.chain, Rootless: rec.Rootless, IDMap: rec.IDMap}
+	if o, ok := d.(*Overlay); ok {
+		if err := recoverUpper(o, c.ctr); err != nil {
+			return nil, err
+		}
+	}
 	if err := c.loadParent(); err != nil {
 		return nil, err
 	}
@@ -287,7 +295,7 @@ func (c *commit) run() (*CommitResult, error) {
 	}
 	if res.Layer != nil {
 		if err := c.switchRootfs(diff, newChain, &next); err != nil {
-			return nil, fmt.Errorf("commit %s: image %s is stored, but the bundle stays on its old image: %w", c.abs, md.Digest, err)
+			return nil, fmt.Errorf("commit %s: image %s is stored: %w", c.abs, md.Digest, err)
 		}
 	} else if err := c.writeRecord(&next); err != nil {
 		return nil, fmt.Errorf("commit %s: image %s is stored, but the bundle stays on its old image: %w", c.abs, md.Digest, err)
@@ -502,10 +510,13 @@ func (c *commit) writeRecord(rec *Record) error {
 }
 
 // switchRootfs makes the bundle show the new chain. A vfs rootfs already
-// holds the new layer's files (only clamped mtimes are put in line); an
-// overlay rootfs gets a fresh upper directory over the new chain, and is
-// remounted if it was mounted. On error the bundle keeps its old chain
-// and upper directory.
+// holds the new layer's files (only clamped mtimes are put in line). An
+// overlay bundle's record moves to the new chain first: its old upper
+// directory over the new chain still shows the same tree (what it holds
+// is in the new layer too), so that an interruption at any point leaves
+// a working bundle. Then the upper directory is swapped for a fresh one
+// and the rootfs remounted if it was mounted; leftovers of an interrupted
+// swap are put right by the next commit (recoverUpper).
 func (c *commit) switchRootfs(diff *Diff, chain []*Info, next *Record) error {
 	o, isOverlay := c.d.(*Overlay)
 	if !isOverlay {
@@ -523,73 +534,122 @@ func (c *commit) switchRootfs(diff *Diff, chain []*Info, next *Record) error {
 		return err
 	}
 	// The next upper and work directories are made aside first.
-	nextUpper, err := os.MkdirTemp(c.ctr.State(), UpperDir+".next-")
+	nextUpper, err := os.MkdirTemp(c.ctr.State(), UpperDir+swapNext)
 	if err != nil {
 		return err
 	}
-	nextWork := strings.Replace(nextUpper, UpperDir+".next-", WorkDir+".next-", 1)
+	suffix := strings.TrimPrefix(filepath.Base(nextUpper), UpperDir+swapNext)
+	nextWork := filepath.Join(c.ctr.State(), WorkDir+swapNext+suffix)
+	oldUpper := filepath.Join(c.ctr.State(), UpperDir+swapOld+suffix)
+	oldWork := filepath.Join(c.ctr.State(), WorkDir+swapOld+suffix)
 	cleanNext := func() {
 		_ = RemoveAll(nextUpper)
 		_ = RemoveAll(nextWork)
 	}
-	if err := os.Mkdir(nextWork, 0o700); err != nil {
-		cleanNext()
-		return err
+	err = os.Mkdir(nextWork, 0o700)
+	if err == nil {
+		err = os.Chmod(nextUpper, 0o755)
 	}
-	if err := os.Chmod(nextUpper, 0o755); err != nil {
-		cleanNext()
-		return err
+	if err == nil {
+		err = copyRootMeta(newCtr.Top().FS(), nextUpper)
 	}
-	if err := copyRootMeta(newCtr.Top().FS(), nextUpper); err != nil {
+	if err == nil {
+		err = c.writeRecord(next)
+	}
+	if err != nil {
 		cleanNext()
 		return fmt.Errorf("new upper directory: %w", err)
 	}
+	// From here on the bundle is on the new image.
 	if mounted {
 		if err := o.Unmount(c.ctr); err != nil {
 			cleanNext()
+			return fmt.Errorf("the bundle is on the new image with its old upper directory: %w", err)
+		}
+	}
+	swapErr := func() error {
+		if err := os.Rename(upper, oldUpper); err != nil {
 			return err
 		}
-	}
-	oldUpper := strings.Replace(nextUpper, UpperDir+".next-", UpperDir+".old-", 1)
-	oldWork := strings.Replace(nextUpper, UpperDir+".next-", WorkDir+".old-", 1)
-	undo := func() {
-		_ = os.Rename(oldUpper, upper)
-		_ = os.Rename(oldWork, work)
-		cleanNext()
-		if mounted {
-			_ = o.Mount(c.ctr)
+		if err := os.Rename(work, oldWork); err != nil {
+			_ = os.Rename(oldUpper, upper)
+			return err
 		}
-	}
-	if err := os.Rename(upper, oldUpper); err != nil {
-		undo()
-		return err
-	}
-	if err := os.Rename(work, oldWork); err != nil {
-		undo()
-		return err
-	}
-	if err := os.Rename(nextUpper, upper); err != nil {
-		undo()
-		return err
-	}
-	if err := os.Rename(nextWork, work); err != nil {
-		_ = os.Rename(upper, nextUpper)
-		undo()
-		return err
-	}
-	if err := c.writeRecord(next); err != nil {
-		_ = RemoveAll(upper)
-		_ = RemoveAll(work)
-		undo()
-		return err
+		if err := os.Rename(nextUpper, upper); err != nil {
+			_ = os.Rename(oldUpper, upper)
+			_ = os.Rename(oldWork, work)
+			return err
+		}
+		if err := os.Rename(nextWork, work); err != nil {
+			_ = os.Rename(upper, nextUpper)
+			_ = os.Rename(oldUpper, upper)
+			_ = os.Rename(oldWork, work)
+			return err
+		}
+		return nil
+	}()
+	if swapErr != nil {
+		cleanNext()
 	}
 	if mounted {
 		if err := o.Mount(newCtr); err != nil {
 			return fmt.Errorf("remount %s on the new image (strata mount %s): %w", newCtr.Rootfs(), c.abs, err)
 		}
 	}
+	if swapErr != nil {
+		return fmt.Errorf("the bundle is on the new image with its old upper directory: %w", swapErr)
+	}
 	if err := RemoveAll(oldUpper); err != nil {
 		return err
 	}
 	return RemoveAll(oldWork)
+}
+
+// Name parts of the directories an upper directory swap uses.
+const (
+	swapNext = ".next-"
+	swapOld  = ".old-"
+)
+
+// recoverUpper puts right what an interrupted upper directory swap left
+// in an overlay bundle's state directory: with no upper directory, the
+// old one comes back (it is valid over either chain); fresh ones never
+// put in place and old ones already replaced are removed.
+func recoverUpper(o *Overlay, ctr *Container) error {
+	state := ctr.State()
+	ents, err := os.ReadDir(state)
+	if err != nil {
+		return fmt.Errorf("bundle %s: %w", ctr.Dir, err)
+	}
+	for _, pair := range [][2]string{{o.Upper(ctr), UpperDir}, {o.Work(ctr), WorkDir}} {
+		cur, name := pair[0], pair[1]
+		_, statErr := os.Lstat(cur)
+		for _, e := range ents {
+			n := e.Name()
+			p := filepath.Join(state, n)
+			switch {
+			case strings.HasPrefix(n, name+swapNext):
+				if err := RemoveAll(p); err != nil {
+					return err
+				}
+			case strings.HasPrefix(n, name+swapOld):
+				if errors.Is(statErr, os.ErrNotExist) {
+					if err := os.Rename(p, cur); err != nil {
+						return fmt.Errorf("bundle %s: restore %s: %w", ctr.Dir, n, err)
+					}
+					statErr = nil
+					continue
+				}
+				if err := RemoveAll(p); err != nil {
+					return err
+				}
+			}
+		}
+		if errors.Is(statErr, os.ErrNotExist) && name == WorkDir {
+			if err := os.Mkdir(cur, 0o700); err != nil {
+				return fmt.Errorf("bundle %s: %w", ctr.Dir, err)
+			}
+		}
+	}
+	return nil
 }

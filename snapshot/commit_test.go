@@ -455,3 +455,51 @@ func TestCommitOtherLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCommitRecoverUpper simulates commits killed in the middle of the
+// overlay upper directory swap: the next commit puts the bundle right.
+func TestCommitRecoverUpper(t *testing.T) {
+	needRoot(t)
+	img, _ := buildStandard(t)
+	s := openStore(t)
+	bundle := filepath.Join(t.TempDir(), "b")
+	unpack(t, s, img, bundle, UnpackOptions{Driver: OverlayDriver})
+	rootfs := filepath.Join(bundle, RootfsDir)
+	t.Cleanup(func() { _ = overlay.Unmount(rootfs) })
+	must(t, os.WriteFile(filepath.Join(rootfs, "one"), []byte("1"), 0o644))
+	must(t, overlay.Unmount(rootfs))
+	state := filepath.Join(bundle, BundleState)
+	// Killed after the upper directory was moved away, before the new
+	// one took its place.
+	must(t, os.Rename(filepath.Join(state, UpperDir), filepath.Join(state, UpperDir+swapOld+"1")))
+	must(t, os.Rename(filepath.Join(state, WorkDir), filepath.Join(state, WorkDir+swapOld+"1")))
+	must(t, os.Mkdir(filepath.Join(state, UpperDir+swapNext+"1"), 0o755))
+	res := commitBundle(t, bundle, img, "v2", CommitOptions{})
+	if res.Layer == nil || res.Entries != 1 {
+		t.Fatalf("commit after recovery: %+v", res)
+	}
+	ents, err := os.ReadDir(state)
+	must(t, err)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	if strings.Join(names, " ") != strings.Join([]string{CommitLock, UpperDir, WorkDir}, " ") {
+		t.Fatalf("state directory after recovery: %v", names)
+	}
+	// Killed after the swap, before the old directories were removed.
+	must(t, os.Mkdir(filepath.Join(state, UpperDir+swapOld+"2"), 0o755))
+	must(t, os.Mkdir(filepath.Join(state, WorkDir+swapOld+"2"), 0o700))
+	if again := commitBundle(t, bundle, img, "v3", CommitOptions{}); again.Layer != nil {
+		t.Fatalf("stale old upper directory was committed: %d entries", again.Entries)
+	}
+	if _, err := os.Lstat(filepath.Join(state, UpperDir+swapOld+"2")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stale old upper directory kept: %v", err)
+	}
+	fresh := filepath.Join(t.TempDir(), "fresh")
+	unpackRef(t, openStore(t), img, "v3", fresh, UnpackOptions{})
+	if b, err := os.ReadFile(filepath.Join(fresh, RootfsDir, "one")); err != nil || string(b) != "1" {
+		t.Fatalf("one: %q %v", b, err)
+	}
+}
