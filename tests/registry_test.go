@@ -548,6 +548,15 @@ func TestRegistryPlainHTTP(t *testing.T) {
 		t.Fatalf("mounted push serves %s", d)
 	}
 
+	// A pull that fails before anything arrives leaves no new layout.
+	never := filepath.Join(tmp, "never-created")
+	if r := strataFail(t, "pull", host+"/strata/no-such-image:v1", never); !strings.Contains(r.Stderr, "not found") {
+		t.Fatalf("pull of a missing image: %s", r.Stderr)
+	}
+	if _, err := os.Stat(never); !os.IsNotExist(err) {
+		t.Fatalf("a failed pull left %s: %v", never, err)
+	}
+
 	// Usage errors.
 	if r := strataFail(t, "pull", "Not/A:Valid:Ref", dst); r.Code != 2 {
 		t.Fatalf("bad reference: exit %d", r.Code)

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/spf13/cobra"
@@ -129,6 +132,21 @@ func transferProgress(what string) (func(remote.Progress), func()) {
 	return report, p.Wait
 }
 
+// holdsFiles says whether any of dirs holds a regular file, at any depth.
+func holdsFiles(dirs ...string) bool {
+	found := false
+	for _, d := range dirs {
+		_ = filepath.WalkDir(d, func(_ string, e fs.DirEntry, err error) error {
+			if err == nil && e.Type().IsRegular() {
+				found = true
+				return filepath.SkipAll
+			}
+			return nil
+		})
+	}
+	return found
+}
+
 func kindOfBlob(mt string) string {
 	switch {
 	case layout.IsIndex(mt):
@@ -186,6 +204,8 @@ Credentials come from $DOCKER_CONFIG/config.json or ~/.docker/config.json
 			}
 			opts = append(opts, remote.WithPullMode(pm))
 			var l *layout.Layout
+			_, statErr := os.Stat(dir)
+			created := errors.Is(statErr, fs.ErrNotExist)
 			if pm == remote.PullNever {
 				l, err = layout.Open(dir)
 			} else {
@@ -195,12 +215,19 @@ Credentials come from $DOCKER_CONFIG/config.json or ~/.docker/config.json
 				return err
 			}
 			defer l.Close()
-			// Ctrl-C stops the transfer cleanly: partial blobs are removed.
+			// Ctrl-C stops the transfer cleanly; what was downloaded and
+			// verified is kept for the next pull.
 			ctx, cancel := signalContext()
 			defer cancel()
 			res, err := remote.Pull(ctx, l, args[0], name, opts...)
 			done()
 			if err != nil {
+				if created && !holdsFiles(filepath.Join(dir, layout.BlobsDir), remote.PartialDir(l)) {
+					// Nothing came: do not leave behind a layout the
+					// user did not have.
+					l.Close()
+					_ = os.RemoveAll(dir)
+				}
 				return err
 			}
 			if res.UpToDate {
