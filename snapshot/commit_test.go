@@ -37,6 +37,9 @@ func describeTree(t testing.TB, root string) map[string]string {
 		if err := unix.Lstat(p, &st); err != nil {
 			return err
 		}
+		if st.Mode&unix.S_IFMT == unix.S_IFSOCK {
+			return nil // no layer carries sockets
+		}
 		var b strings.Builder
 		fmt.Fprintf(&b, "type=%o mode=%o owner=%d:%d", st.Mode&unix.S_IFMT, st.Mode&0o7777, st.Uid, st.Gid)
 		switch st.Mode & unix.S_IFMT {

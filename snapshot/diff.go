@@ -386,7 +386,12 @@ func (w *vfsWalk) walk(full, rel string, parent int) error {
 		if err := unix.Lstat(fp, &de.st); err != nil {
 			return &os.PathError{Op: "lstat", Path: fp, Err: err}
 		}
-		t, _ := fileType(de.st.Mode)
+		t, ok := fileType(de.st.Mode)
+		if !ok {
+			// A socket a container left behind has no tar form; a
+			// layer leaves it out, as docker commit does.
+			continue
+		}
 		untouched := old != nil && de.st.Ctim.Nano() < w.cutoff &&
 			(old.Type == t || (old.Placeholder && t == TypeReg))
 		if !untouched {
@@ -538,6 +543,9 @@ func diffOverlay(upper string, x overlay.Xattrs, files Files, o owners) (*Diff, 
 		de := &diffEntry{kind: diffFile, path: c.Path, src: fp}
 		if err := unix.Lstat(fp, &de.st); err != nil {
 			return &os.PathError{Op: "lstat", Path: fp, Err: err}
+		}
+		if _, ok := fileType(de.st.Mode); !ok {
+			return nil // a socket: no tar form
 		}
 		var old *Entry
 		if files != nil {

@@ -80,6 +80,14 @@ func TestDiffVFS(t *testing.T) {
 			return unix.Lsetxattr(filepath.Join(r, "e/x"), "user.k", []byte("v"), 0)
 		}, []string{"e/", "e/x"}},
 		{"directory removed", func(r string) error { return os.RemoveAll(filepath.Join(r, "e")) }, []string{".wh.e"}},
+		{"socket left out", func(r string) error {
+			fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(fd)
+			return unix.Bind(fd, &unix.SockaddrUnix{Name: filepath.Join(r, "e/sock")})
+		}, []string{"e/"}},
 		{"directory replaced by a file", func(r string) error {
 			if err := os.RemoveAll(filepath.Join(r, "e")); err != nil {
 				return err
