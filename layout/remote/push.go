@@ -47,6 +47,9 @@ func Push(ctx context.Context, l *layout.Layout, srcRef, dst string, opts ...Opt
 		return nil, fmt.Errorf("%s:%s: media type %q is not an image", l.Dir(), srcRef, desc.MediaType)
 	}
 	if err := missingBlob(l, desc); err != nil {
+		if layout.IsIndex(desc.MediaType) {
+			return nil, fmt.Errorf("push %s:%s: %w (the layout holds only part of this multi-platform image: push what it holds with --platform)", l.Dir(), srcRef, err)
+		}
 		return nil, fmt.Errorf("push %s:%s: %w", l.Dir(), srcRef, err)
 	}
 	if ref.Digest != "" && ref.Digest != desc.Digest {
