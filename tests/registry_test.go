@@ -548,6 +548,26 @@ func TestRegistryPlainHTTP(t *testing.T) {
 		t.Fatalf("mounted push serves %s", d)
 	}
 
+	// A layout that holds part of a multi-platform image pushes that part.
+	part := filepath.Join(tmp, "part")
+	_, _, partArm := regPutMultiImage(t, part, "multi", 50)
+	pl, err := layout.Open(part)
+	if err != nil {
+		t.Fatal(err)
+	}
+	armImg, err := pl.ReadImage(partArm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pl.Blobs().Delete(armImg.Manifest.Layers[0].Digest); err != nil {
+		t.Fatal(err)
+	}
+	pl.Close()
+	if r := strataFail(t, "push", part+":multi", host+"/strata/part:v1"); !strings.Contains(r.Stderr, "--platform") {
+		t.Fatalf("push of a partial index: %s", r.Stderr)
+	}
+	strata(t, "push", "--platform", "linux/amd64", part+":multi", host+"/strata/part:v1")
+
 	// A pull that fails before anything arrives leaves no new layout.
 	never := filepath.Join(tmp, "never-created")
 	if r := strataFail(t, "pull", host+"/strata/no-such-image:v1", never); !strings.Contains(r.Stderr, "not found") {
