@@ -484,3 +484,99 @@ func TestImportUmociUnpack(t *testing.T) {
 	// oci-image-tool agrees the layout is valid.
 	mustRun(t, "oci-image-tool", "validate", "--type", "image", "--ref", "name=v1", dir)
 }
+
+// runtimeFields reads the runtime config fields --change sets, with
+// null, missing and empty treated alike, for comparing with Docker.
+func runtimeFields(t testing.TB, configJSON []byte) map[string]string {
+	t.Helper()
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(configJSON, &m); err != nil {
+		t.Fatalf("config %s: %v", configJSON, err)
+	}
+	out := map[string]string{}
+	for _, k := range []string{"Cmd", "Entrypoint", "Env", "ExposedPorts", "Labels", "User", "Volumes",
+		"WorkingDir", "StopSignal", "Healthcheck", "OnBuild"} {
+		raw := m[k]
+		var v any
+		if len(raw) > 0 {
+			if err := json.Unmarshal(raw, &v); err != nil {
+				t.Fatalf("%s: %v", k, err)
+			}
+		}
+		b, _ := json.Marshal(v) // maps marshal with sorted keys
+		switch s := string(b); s {
+		case "null", `""`, "[]", "{}":
+			out[k] = ""
+		default:
+			out[k] = s
+		}
+	}
+	return out
+}
+
+// TestImportChangesMatchDocker imports one tarball with the same --change
+// lists into strata and into a real Docker engine and compares the
+// resulting configs field by field. Docker 20.10 refuses STOPSIGNAL as a
+// change (strata accepts it), so it is checked in TestImportChanges only.
+func TestImportChangesMatchDocker(t *testing.T) {
+	e := startDockerd(t)
+	work := t.TempDir()
+	file := compressFile(t, work, "", rootfsTar(t))
+	dir := filepath.Join(work, "oci")
+	sets := [][]string{
+		{`ENV PATH=/usr/bin:/bin LANG=C.UTF-8`, `ENTRYPOINT ["/bin/hello"]`, `CMD hello --verbose`,
+			`EXPOSE 80 53/udp`, `LABEL org.example.team=core "with space"=yes`, `USER 33:33`,
+			`VOLUME ["/srv"]`, `WORKDIR /srv`, `WORKDIR data`,
+			`HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 CMD /bin/hello || exit 1`,
+			`ONBUILD RUN echo child`},
+		{`CMD ["a"]`, `ENTRYPOINT ["/init"]`},
+		{`ENTRYPOINT /init --flag`},
+		{`ENTRYPOINT ["/init"]`, `CMD ["b"]`},
+		{`ENV A=1`, `ENV B=${A}2 C="$A and $B"`, `WORKDIR /x/$A`, `USER $A`, `LABEL l=$B`, `VOLUME /v/$A /w`},
+		{`ENV PORTS="80 81"`, `EXPOSE $PORTS 9000-9002/udp 22/TCP`},
+		{`ENV A one two`, `ENV A=replaced B=b`},
+		{`HEALTHCHECK NONE`, `ONBUILD RUN a`, `ONBUILD COPY . /src`},
+		{`HEALTHCHECK CMD ["/bin/check", "-q"]`, `CMD echo "quoted \"word\""`},
+		{`LABEL a=b`, `LABEL a=c "x y"="z w"`, `VOLUME ["/a", "/b"]`, `VOLUME /c`},
+	}
+	for i, changes := range sets {
+		var args []string
+		for _, c := range changes {
+			args = append(args, "-c", c)
+		}
+		tag := "set" + string(rune('a'+i))
+		strata(t, append(append([]string{"import"}, args...), file, dir+":"+tag)...)
+		ours := runtimeFields(t, mustConfigObject(t, mustRun(t, "skopeo", "inspect", "--raw", "--config", "oci:"+dir+":"+tag)))
+		e.must(t, append(append([]string{"import"}, args...), file, "strata-test/"+tag+":1")...)
+		theirs := runtimeFields(t, []byte(e.must(t, "image", "inspect", "--format", "{{json .Config}}", "strata-test/"+tag+":1")))
+		set := 0
+		for _, v := range theirs {
+			if v != "" {
+				set++
+			}
+		}
+		if set == 0 {
+			t.Fatalf("changes %q: docker's config shows none of them", changes)
+		}
+		for k, want := range theirs {
+			if ours[k] != want {
+				t.Errorf("changes %q: %s = %s, docker has %s", changes, k, ours[k], want)
+			}
+		}
+	}
+}
+
+// mustConfigObject returns the "config" object of an image config.
+func mustConfigObject(t testing.TB, configJSON string) []byte {
+	t.Helper()
+	var top struct {
+		Config json.RawMessage `json:"config"`
+	}
+	if err := json.Unmarshal([]byte(configJSON), &top); err != nil {
+		t.Fatal(err)
+	}
+	if len(top.Config) == 0 {
+		return []byte("{}")
+	}
+	return top.Config
+}
