@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/overlay"
@@ -641,5 +642,56 @@ func TestDemoCommitSteps(t *testing.T) {
 	strata(t, "unpack", "--root", filepath.Join(t.TempDir(), "store"), loaded+":strata-demo-v2:latest", fresh)
 	if b, err := os.ReadFile(filepath.Join(fresh, "rootfs", "etc", "motd")); err != nil || string(b) != "committed by strata demo\n" {
 		t.Fatalf("etc/motd of the saved, loaded, unpacked commit: %q (%v)", b, err)
+	}
+}
+
+// TestCommitKilled kills strata commit at several points (storing the
+// layer, extracting its snapshot, moving the bundle) with both drivers:
+// the layout stays consistent (fsck clean, the name absent or complete),
+// and the next commit gives an image with the change.
+func TestCommitKilled(t *testing.T) {
+	needRoot(t)
+	for _, driver := range []string{"vfs", "overlay"} {
+		t.Run(driver, func(t *testing.T) {
+			img := standardImage(t)
+			work := t.TempDir()
+			bundle := filepath.Join(work, "b")
+			store := filepath.Join(work, "store")
+			strata(t, "unpack", "--driver", driver, "--root", store, img+":v1", bundle)
+			rootfs := filepath.Join(bundle, "rootfs")
+			cmtUnmount(t, rootfs)
+			data := make([]byte, 48<<20)
+			for i := range data {
+				data[i] = byte(i * 7 / 5)
+			}
+			cmtMust(t, os.WriteFile(filepath.Join(rootfs, "payload"), data, 0o644))
+			want := sha256.Sum256(data)
+			for _, delay := range []time.Duration{30 * time.Millisecond, 150 * time.Millisecond, 400 * time.Millisecond, 900 * time.Millisecond} {
+				cmd := exec.Command(strataBin, "--quiet", "commit", bundle, img+":v2")
+				cmtMust(t, cmd.Start())
+				time.Sleep(delay)
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+				if r := runCmd(t, nil, strataBin, "fsck", img); r.Code != 0 {
+					t.Fatalf("fsck after a commit killed at %v: %s%s", delay, r.Stdout, r.Stderr)
+				}
+				if _, err := snapshot.ReadRecord(bundle); err != nil {
+					t.Fatalf("bundle record after a commit killed at %v: %v", delay, err)
+				}
+			}
+			strata(t, "commit", bundle, img+":v2")
+			fresh := filepath.Join(work, "fresh")
+			strata(t, "unpack", "--root", filepath.Join(work, "vfs-store"), img+":v2", fresh)
+			got, err := os.ReadFile(filepath.Join(fresh, "rootfs", "payload"))
+			cmtMust(t, err)
+			if sha256.Sum256(got) != want {
+				t.Fatal("payload of the committed image differs")
+			}
+			// The bundle is consistent: nothing left to commit.
+			strata(t, "commit", bundle, img+":v3")
+			if n, m := len(cmtImage(t, img, "v3").Manifest.Layers), len(cmtImage(t, img, "v2").Manifest.Layers); n != m {
+				t.Fatalf("commit after the last commit added a layer (%d, %d)", n, m)
+			}
+		})
 	}
 }
