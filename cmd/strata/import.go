@@ -147,7 +147,7 @@ fixed time the same tarball and flags give the same digest.`,
 	fl.StringVar(&author, "author", "", "author of the image")
 	fl.StringVar(&platform, "platform", "", "image platform `os/arch[/variant]` (default: this machine's)")
 	fl.StringVar(&created, "created", "", "creation `time`, RFC 3339 or unix seconds (default: $SOURCE_DATE_EPOCH, else now)")
-	fl.StringVar(&compress, "compression", "gzip", "compression for plain, xz and bzip2 input: `gzip`, `zstd` or `none`")
+	fl.StringVar(&compress, "compression", "gzip", "compression `KIND` for plain, xz and bzip2 input: gzip, zstd or none")
 	fl.IntVar(&level, "compression-level", 0, "compression level (0: the format's default)")
 	fl.BoolVar(&force, "force-compression", false, "recompress gzip and zstd input too, with --compression")
 	rootCmd.AddCommand(c)
