@@ -201,6 +201,10 @@ func cmtChange(t testing.TB, r string, owner int, devices bool) {
 	create("new-fifo")
 	if devices {
 		cmtMust(t, unix.Mknod(p("dev/zero"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 5))))
+	} else {
+		// A rootless rootfs holds an empty file in place of the device:
+		// a chmod there must still commit a device.
+		cmtMust(t, os.Chmod(p("dev/null"), 0o600))
 	}
 	cmtMust(t, os.WriteFile(p("etc/motd"), []byte("changed through a hardlink\n"), 0o644))
 	if owner >= 0 {
@@ -342,7 +346,7 @@ func TestCommitRootless(t *testing.T) {
 		want := cmtTree(t, rootfs, true)
 		rlMust(t, rlAsUser(t, dir, "commit", bundle, img+":v2"))
 		// Committed owners are the image's, not the user's.
-		cmtRootlessOwners(t, dir, img)
+		cmtRootlessOwners(t, dir, img, true)
 		fresh := filepath.Join(dir, "fresh")
 		rlMust(t, rlAsUser(t, dir, "unpack", "--root", filepath.Join(dir, "store2"), img+":v2", fresh))
 		t.Cleanup(func() { snapshot.RemoveAll(filepath.Join(dir, "store2")); snapshot.RemoveAll(fresh) })
@@ -379,11 +383,12 @@ ln big big-third
 rm -r file-to-dir; mkdir file-to-dir; echo new > file-to-dir/replaced
 rm lib; ln -s usr/lib64 lib
 mkfifo new-fifo
+chmod 600 dev/null
 echo changed > etc/motd
 `
 		rlMust(t, rlAsUser(t, dir, "mount", bundle, "--", "/bin/sh", "-c", script))
 		rlMust(t, rlAsUser(t, dir, "commit", bundle, img+":v2"))
-		cmtRootlessOwners(t, dir, img)
+		cmtRootlessOwners(t, dir, img, true)
 		fresh := filepath.Join(dir, "fresh")
 		rlMust(t, rlAsUser(t, dir, "unpack", "--root", filepath.Join(dir, "store2"), img+":v2", fresh))
 		t.Cleanup(func() { snapshot.RemoveAll(filepath.Join(dir, "store2")); snapshot.RemoveAll(fresh) })
@@ -425,7 +430,7 @@ func rlMust(t testing.TB, r result) {
 
 // cmtRootlessOwners reads the new layer of LAYOUT:v2 and checks that
 // owners are the image's: app chowned to 1000:10, new files root's.
-func cmtRootlessOwners(t testing.TB, dir, img string) {
+func cmtRootlessOwners(t testing.TB, dir, img string, placeholder bool) {
 	t.Helper()
 	v2 := cmtImage(t, img, "v2")
 	ld := v2.Manifest.Layers[len(v2.Manifest.Layers)-1]
@@ -436,12 +441,16 @@ func cmtRootlessOwners(t testing.TB, dir, img string) {
 	cmtMust(t, err)
 	defer rc.Close()
 	list := mustRunIn(t, rc, "tar", "-tvzf", "-", "--numeric-owner")
-	owners := map[string]string{}
+	owners, modes := map[string]string{}, map[string]string{}
 	for _, line := range strings.Split(list, "\n") {
 		f := strings.Fields(line)
 		if len(f) >= 6 {
-			owners[strings.TrimSuffix(f[5], "/")] = f[1]
+			owners[strings.TrimSuffix(f[len(f)-1], "/")] = f[1]
+			modes[strings.TrimSuffix(f[len(f)-1], "/")] = f[0]
 		}
+	}
+	if placeholder && modes["dev/null"] != "crw-------" {
+		t.Errorf("chmod of a placeholder committed %q, want the device crw-------\n%s", modes["dev/null"], list)
 	}
 	for path, want := range map[string]string{"app": "1000/10", "etc/added": "0/0", "newdir/sub/f": "0/0", "etc": "0/0"} {
 		if owners[path] != want {
