@@ -144,7 +144,7 @@ func FuzzSplitRef(f *testing.F) {
 		if dir == "" || strings.Contains(dir, ":") {
 			t.Fatalf("SplitRef(%q) gave dir %q", s, dir)
 		}
-		if ref != "" && ValidateRef(ref) != nil {
+		if ref != "" && CheckLookupRef(ref) != nil {
 			t.Fatalf("SplitRef(%q) gave invalid ref %q", s, ref)
 		}
 		if want := dir + ":" + ref; ref != "" && want != s {
@@ -176,6 +176,18 @@ func FuzzValidateRef(f *testing.F) {
 		}
 		if d, ok := IsDigestRef(s); ok && d.Validate() != nil {
 			t.Fatalf("ValidateRef accepted bad digest %q", s)
+		}
+		// Every written name is also a lookup name, with no separator
+		// at either end of a component.
+		if CheckLookupRef(s) != nil {
+			t.Fatalf("ValidateRef accepted %q, CheckLookupRef did not", s)
+		}
+		if _, ok := IsDigestRef(s); !ok {
+			for _, comp := range strings.Split(s, "/") {
+				if comp == "" || !isAlnum(comp[0]) || !isAlnum(comp[len(comp)-1]) || strings.Contains(comp, "__") || strings.Contains(comp, "---") {
+					t.Fatalf("ValidateRef accepted component %q of %q", comp, s)
+				}
+			}
 		}
 	})
 }

@@ -60,7 +60,7 @@ func (l *Layout) resolveIn(idx *Index, ref string) (ocispec.Descriptor, error) {
 		}
 		return ocispec.Descriptor{}, fmt.Errorf("layout %s holds %d images: %w: name one as %s:REF", l.dir, len(seen), ErrAmbiguous, l.dir)
 	}
-	if err := ValidateRef(ref); err != nil {
+	if err := CheckLookupRef(ref); err != nil {
 		return ocispec.Descriptor{}, err
 	}
 	if d, ok := IsDigestRef(ref); ok {

@@ -655,7 +655,7 @@ func TestParsePlatform(t *testing.T) {
 	}
 }
 
-func TestRefs(t *testing.T) {
+func TestSplitRef(t *testing.T) {
 	sha := digest.FromString("x").String()
 	tests := []struct {
 		in       string
@@ -671,17 +671,19 @@ func TestRefs(t *testing.T) {
 		{"dir:name@" + sha, "dir", "name@" + sha, false},
 		{"dir:@" + sha, "dir", "@" + sha, false},
 		{"dir:v1_beta-2", "dir", "v1_beta-2", false},
+		// Names other tools may have written stay reachable.
+		{"dir:docker.io/x/foo__bar:_tag", "dir", "docker.io/x/foo__bar:_tag", false},
 		{"dir:", "dir", "", false},
 		{":v1", "", "", true},
 		{"", "", "", true},
 		{"dir:a b", "", "", true},
+		{"dir:a,b", "", "", true},
 		{"dir:a//b", "", "", true},
 		{"dir:x/", "", "", true},
-		{"dir:.x", "", "", true},
-		{"dir:x.", "", "", true},
 		{"dir:@sha256:abc", "", "", true},
 		{"dir:@" + sha + "x", "", "", true},
 		{"dir:a\x00b", "", "", true},
+		{"dir:a\tb", "", "", true},
 		{"dir:ümlaut", "", "", true},
 		{"dir:" + strings.Repeat("a", 5000), "", "", true},
 	}
@@ -704,6 +706,55 @@ func TestRefs(t *testing.T) {
 	}
 	if _, ok := IsDigestRef("v1"); ok {
 		t.Error("IsDigestRef(v1)")
+	}
+}
+
+// ValidateRef follows the image-spec grammar for ref.name, as skopeo does.
+func TestValidateRef(t *testing.T) {
+	sha := digest.FromString("x").String()
+	good := []string{
+		"v1", "1.0", "latest", "V1.0-rc.1", "a_b", "a--b", "x+y", "a@b", "3.9-slim",
+		"docker.io/library/debian:12", "localhost:5000/x/y:tag", "name@" + sha, "@" + sha,
+		"example.com/strata/s:1", strings.Repeat("a", 4096),
+	}
+	bad := []string{
+		"", "a b", "a//b", "x/", "/x", ".x", "x.", "-x", "_x", "a__b", "a---b", "a.-b", "a=b",
+		"a\x00", "ümlaut", "@sha256:abc", "@" + sha + "/x", strings.Repeat("a", 4097),
+	}
+	for _, r := range good {
+		if err := ValidateRef(r); err != nil {
+			t.Errorf("ValidateRef(%q): %v", r, err)
+		}
+	}
+	for _, r := range bad {
+		if err := ValidateRef(r); !errors.Is(err, ErrInvalidRef) {
+			t.Errorf("ValidateRef(%q) = %v, want ErrInvalidRef", r, err)
+		}
+	}
+}
+
+// A name another tool wrote that strata would not write can still be
+// found and removed; strata refuses to write it.
+func TestLenientNamesFromOtherTools(t *testing.T) {
+	l := initTest(t)
+	md := addImage(t, l, "linux/amd64", "x")
+	err := l.UpdateIndex(func(idx *Index) error {
+		d := md
+		d.Annotations = map[string]string{AnnotationRefName: "docker.io/x/foo__bar:_tag"}
+		idx.Manifests = append(idx.Manifests, d)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, err := l.Resolve("docker.io/x/foo__bar:_tag"); err != nil || d.Digest != md.Digest {
+		t.Fatalf("resolve: %v", err)
+	}
+	if err := l.Tag(md, "foo__bar"); !errors.Is(err, ErrInvalidRef) {
+		t.Errorf("Tag with a name outside the grammar: %v", err)
+	}
+	if err := l.Untag("docker.io/x/foo__bar:_tag"); err != nil {
+		t.Fatal(err)
 	}
 }
 

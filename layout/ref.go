@@ -20,14 +20,16 @@ var (
 
 // SplitRef splits a command-line reference LAYOUT[:REF] at its first colon,
 // as skopeo's oci: transport and umoci's --image do. REF is empty when
-// there is no colon. The REF part is validated with ValidateRef.
+// there is no colon. REF is checked with CheckLookupRef, so that names
+// other tools wrote stay reachable; names strata writes are checked with
+// ValidateRef where they are written.
 func SplitRef(s string) (dir, ref string, err error) {
 	dir, ref, _ = strings.Cut(s, ":")
 	if dir == "" {
 		return "", "", fmt.Errorf("%w %q: empty layout path", ErrInvalidRef, s)
 	}
 	if ref != "" {
-		if err := ValidateRef(ref); err != nil {
+		if err := CheckLookupRef(ref); err != nil {
 			return "", "", err
 		}
 	}
@@ -43,10 +45,13 @@ func IsDigestRef(ref string) (digest.Digest, bool) {
 	return digest.Digest(ref[1:]), true
 }
 
-// ValidateRef checks a reference: a tag (v1), a full name
-// (docker.io/library/debian:12, localhost:5000/x/y:tag, name@sha256:...)
-// or a digest (@sha256:...).
-func ValidateRef(ref string) error {
+// CheckLookupRef checks a reference used to find an image: a digest
+// reference (@sha256:...) must be a valid digest, and any other reference
+// must be made of letters, digits and - . _ : @ + = in non-empty
+// components joined by /. It is looser than ValidateRef because index.json
+// may hold names other tools wrote (Docker allows foo__bar and _tag, which
+// the image-spec grammar does not).
+func CheckLookupRef(ref string) error {
 	if d, ok := IsDigestRef(ref); ok {
 		if err := d.Validate(); err != nil {
 			return fmt.Errorf("%w %q: %v", ErrInvalidRef, ref, err)
@@ -56,33 +61,81 @@ func ValidateRef(ref string) error {
 	if ref == "" {
 		return fmt.Errorf("%w: empty reference", ErrInvalidRef)
 	}
-	if len(ref) > 4096 {
-		return fmt.Errorf("%w: reference longer than 4096 bytes", ErrInvalidRef)
+	if len(ref) > maxRefLen {
+		return fmt.Errorf("%w: reference longer than %d bytes", ErrInvalidRef, maxRefLen)
 	}
-	// The image-spec's grammar for ref.name: components of alphanumerics
-	// joined by separators, components joined by '/'.
 	for _, comp := range strings.Split(ref, "/") {
 		if comp == "" {
 			return fmt.Errorf("%w %q: empty path component", ErrInvalidRef, ref)
 		}
-		prevSep := true
 		for i := 0; i < len(comp); i++ {
-			c := comp[i]
-			switch {
-			case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-				prevSep = false
-			case c == '-' || c == '.' || c == '_' || c == ':' || c == '@' || c == '+' || c == '=':
-				if prevSep && c != '-' && c != '_' {
-					return fmt.Errorf("%w %q: %q cannot follow a separator or start a component", ErrInvalidRef, ref, c)
-				}
-				prevSep = true
-			default:
+			if c := comp[i]; !isAlnum(c) && strings.IndexByte("-._:@+=", c) < 0 {
 				return fmt.Errorf("%w %q: character %q is not allowed", ErrInvalidRef, ref, c)
 			}
 		}
-		if prevSep {
-			return fmt.Errorf("%w %q: component %q ends with a separator", ErrInvalidRef, ref, comp)
+	}
+	return nil
+}
+
+const maxRefLen = 4096
+
+// ValidateRef checks a name strata is about to write, or a digest
+// reference: a tag (v1), a full name (docker.io/library/debian:12,
+// localhost:5000/x/y:tag, name@sha256:...) or a digest (@sha256:...).
+// Names follow the image-spec grammar for org.opencontainers.image.ref.name,
+// which skopeo and umoci enforce, so that every name strata writes can be
+// used with them: components of letters and digits joined by one of
+// - . _ : @ + or by --, components joined by /.
+func ValidateRef(ref string) error {
+	if err := CheckLookupRef(ref); err != nil {
+		return err
+	}
+	if _, ok := IsDigestRef(ref); ok {
+		return nil
+	}
+	for _, comp := range strings.Split(ref, "/") {
+		if err := validComponent(comp); err != nil {
+			return fmt.Errorf("%w %q: %v", ErrInvalidRef, ref, err)
 		}
 	}
 	return nil
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+// validComponent checks one /-separated component: runs of letters and
+// digits, each pair joined by exactly one separator.
+func validComponent(c string) error {
+	if c == "" {
+		return errors.New("empty path component")
+	}
+	i := 0
+	for {
+		start := i
+		for i < len(c) && isAlnum(c[i]) {
+			i++
+		}
+		if i == start {
+			if start == 0 {
+				return fmt.Errorf("component %q must start with a letter or digit", c)
+			}
+			return fmt.Errorf("component %q: separators must be followed by a letter or digit", c)
+		}
+		if i == len(c) {
+			return nil
+		}
+		switch {
+		case c[i] == '-' && i+1 < len(c) && c[i+1] == '-':
+			i += 2
+		case strings.IndexByte("-._:@+", c[i]) >= 0:
+			i++
+		default:
+			return fmt.Errorf("character %q is not allowed", c[i])
+		}
+		if i == len(c) {
+			return fmt.Errorf("component %q ends with a separator", c)
+		}
+	}
 }

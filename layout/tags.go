@@ -78,7 +78,7 @@ func (l *Layout) AddUntagged(desc ocispec.Descriptor) error {
 // for gc to collect.
 func (l *Layout) Untag(refs ...string) error {
 	for _, ref := range refs {
-		if err := ValidateRef(ref); err != nil {
+		if err := CheckLookupRef(ref); err != nil {
 			return err
 		}
 	}
