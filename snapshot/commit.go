@@ -309,7 +309,9 @@ func (c *commit) run() (*CommitResult, error) {
 func (c *commit) loadParent() error {
 	rec := c.rec
 	src := c.l
-	if same, err := sameDir(rec.Layout, c.l.Dir()); err != nil || !same {
+	// The target layout may hold the image already (it is the bundle's
+	// own layout, or a copy of it).
+	if _, err := c.l.Blobs().Stat(rec.Manifest); err != nil {
 		o, err := layout.Open(rec.Layout)
 		if err != nil {
 			return fmt.Errorf("bundle %s: layout %s of its image: %w", c.abs, rec.Layout, err)
@@ -352,17 +354,6 @@ func (c *commit) loadParent() error {
 	}
 	c.img = img
 	return nil
-}
-
-func sameDir(a, b string) (bool, error) {
-	var sa, sb unix.Stat_t
-	if err := unix.Stat(a, &sa); err != nil {
-		return false, err
-	}
-	if err := unix.Stat(b, &sb); err != nil {
-		return false, err
-	}
-	return sa.Dev == sb.Dev && sa.Ino == sb.Ino, nil
 }
 
 // ociLayerType names a Docker layer media type by its OCI equivalent (the
