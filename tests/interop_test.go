@@ -206,6 +206,24 @@ func TestInteropPeersReadStrataLayouts(t *testing.T) {
 		t.Errorf("skopeo inspect --raw multi hashes to %s, want %s", digest.FromString(raw), il.index.Digest)
 	}
 
+	// Every name strata writes is one skopeo can address; names outside
+	// the image-spec grammar are refused.
+	edgeNames := []string{"a--b", "x+y:1.0", "localhost:5000/n/m:t", "V_1.2-rc.3"}
+	strata(t, append([]string{"tag", il.dir + ":v1"}, edgeNames...)...)
+	for _, n := range edgeNames {
+		if info := skopeoInspect(t, "oci:"+il.dir+":"+n); info.Digest != il.single.Digest.String() {
+			t.Errorf("skopeo inspect %s: %s", n, info.Digest)
+		}
+	}
+	for _, n := range []string{"a__b", "_x", "a=b", "x-"} {
+		strataFail(t, "tag", il.dir+":v1", n)
+	}
+	rm := []string{"rm"}
+	for _, n := range edgeNames {
+		rm = append(rm, il.dir+":"+n)
+	}
+	strata(t, rm...)
+
 	got := strings.Fields(mustRun(t, "umoci", "ls", "--layout", il.dir))
 	sort.Strings(got)
 	if !slices.Equal(got, []string{"docker.io/library/single:1", "multi", "v1"}) {
