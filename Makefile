@@ -22,7 +22,7 @@ test: test-deps
 	$(GO) test -count=1 -timeout 20m ./...
 
 test-deps:
-	./tests/setup.sh
+	bash tests/setup.sh
 
 demo:
 	$(GO) run ./cmd/strata demo
