@@ -53,6 +53,15 @@ gives the same layer digest on every run.`,
   strata commit -c 'CMD ["/app"]' -c 'ENV MODE=prod' ./bundle ./img:v3
   SOURCE_DATE_EPOCH=1700000000 strata commit --compression zstd ./bundle ./img:v4`,
 		Args: exactArgs(2),
+		ValidArgsFunction: func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+			switch len(args) {
+			case 0:
+				return completeDirs(cmd, args, toComplete)
+			case 1:
+				return refCompletions(toComplete)
+			}
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			bundle := args[0]
 			dir, ref, err := parseRefArg(args[1])
