@@ -326,3 +326,40 @@ func TestPutLayerContext(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkPutLayer measures the whole one-pass pipeline (sniff, tar
+// check, both digests, compression, blob write and fsync) per input form.
+func BenchmarkPutLayer(b *testing.B) {
+	tarball := testTar(b, 32<<20)
+	// Half of the random file made compressible, as layers usually are.
+	copy(tarball[len(tarball)/2:len(tarball)-8192], bytes.Repeat([]byte("usr/lib/x86_64-linux-gnu "), len(tarball)/2/25))
+	for _, tc := range []struct {
+		name string
+		tool string
+		opts []LayerOption
+	}{
+		{"plain-to-gzip", "", nil},
+		{"plain-to-zstd", "", []LayerOption{WithCompression(compression.Zstd)}},
+		{"gzip-as-is", "gzip", nil},
+		{"zstd-as-is", "zstd", nil},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			in := compressWith(b, tc.tool, tarball)
+			l := newTestLayout(b)
+			opts := append([]LayerOption{WithTarCheck()}, tc.opts...)
+			b.SetBytes(int64(len(tarball)))
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				ly, err := l.PutLayer(bytes.NewReader(in), opts...)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				if err := l.Blobs().Delete(ly.Descriptor.Digest); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+		})
+	}
+}
