@@ -486,12 +486,19 @@ func TestCleanStaging(t *testing.T) {
 	if err := os.WriteFile(stale, []byte("half"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// And a symbolic link, which no writer makes.
+	if err := os.Symlink("/nonexistent", filepath.Join(s.StagingDir(), "ingest-link")); err != nil {
+		t.Fatal(err)
+	}
 	n, err := s.CleanStaging()
-	if err != nil || n != 1 {
+	if err != nil || n != 2 {
 		t.Fatalf("CleanStaging: %d %v", n, err)
 	}
 	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
 		t.Error("stale staging file kept")
+	}
+	if got := stagingFiles(t, s); len(got) != 1 {
+		t.Errorf("staging after clean: %v, want only the live writer's file", got)
 	}
 	live.Write([]byte(" and done"))
 	if _, _, err := live.Commit(); err != nil {

@@ -183,9 +183,9 @@ func (s *Store) CleanStaging() (int, error) {
 			if errors.Is(err, fs.ErrNotExist) {
 				continue
 			}
-			// Not ours to judge (a directory, a symlink): remove it only if
-			// it is not a regular file we could lock.
-			if rerr := os.RemoveAll(p); rerr == nil {
+			// A symbolic link is never a writer's file. Anything else we
+			// cannot open (another user's file) may be alive: keep it.
+			if errors.Is(err, unix.ELOOP) && os.Remove(p) == nil {
 				removed++
 			}
 			continue
