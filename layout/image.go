@@ -313,6 +313,7 @@ func (l *Layout) Platforms(desc ocispec.Descriptor) ([]ocispec.Platform, error) 
 		}
 		var out []ocispec.Platform
 		for _, c := range idx.Manifests {
+			c = l.typed(c)
 			switch {
 			case IsIndex(c.MediaType):
 				sub, err := l.Platforms(c)
@@ -325,6 +326,13 @@ func (l *Layout) Platforms(desc ocispec.Descriptor) ([]ocispec.Platform, error) 
 					continue // attestation manifests
 				}
 				out = append(out, *c.Platform)
+			case IsManifest(c.MediaType):
+				// No platform in the index: the image's config says.
+				sub, err := l.Platforms(c)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, sub...)
 			}
 		}
 		return out, nil
