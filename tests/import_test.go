@@ -440,6 +440,13 @@ func TestImportReproducible(t *testing.T) {
 	if other == digests[0] {
 		t.Fatal("a different SOURCE_DATE_EPOCH gave the same digest")
 	}
+	// A malformed SOURCE_DATE_EPOCH is an error, not silently "now".
+	cmd := exec.Command(strataBin, "--quiet", "import", plain, filepath.Join(work, "ocie")+":v1")
+	cmd.Env = append(os.Environ(), "SOURCE_DATE_EPOCH=last tuesday")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "SOURCE_DATE_EPOCH") {
+		t.Fatalf("bad SOURCE_DATE_EPOCH: %v, %s", err, out)
+	}
 }
 
 func TestImportUmociUnpack(t *testing.T) {
