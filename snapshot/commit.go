@@ -55,6 +55,9 @@ type CommitOptions struct {
 	// layer's mtimes (see WriteOptions.Clamp): the same change then
 	// gives the same layer digest on every run.
 	Timestamp *time.Time
+	// Progress, when set, wraps the uncompressed layer stream on its way
+	// to the blob store (a progress bar reads through it).
+	Progress func(io.Reader) io.Reader
 }
 
 // CommitResult is what Commit stored.
@@ -475,7 +478,11 @@ func (c *commit) putLayer(diff *Diff) (layout.Layer, error) {
 	if level == 0 {
 		level = compression.DefaultLevel
 	}
-	ly, err := c.l.PutLayer(pr, layout.WithCompression(c.opts.Compression), layout.WithLevel(level), layout.WithRecompress())
+	var r io.Reader = pr
+	if c.opts.Progress != nil {
+		r = c.opts.Progress(pr)
+	}
+	ly, err := c.l.PutLayer(r, layout.WithCompression(c.opts.Compression), layout.WithLevel(level), layout.WithRecompress())
 	pr.CloseWithError(errors.New("layer store stopped reading"))
 	werr := <-done
 	if werr != nil {

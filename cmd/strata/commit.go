@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -109,7 +110,9 @@ gives the same layer digest on every run.`,
 			if err != nil {
 				return err
 			}
+			prog := newProgress()
 			res, err := snapshot.Commit(bundle, l, snapshot.CommitOptions{
+				Progress:    func(r io.Reader) io.Reader { return prog.Reader("commit "+filepath.Base(bundle), -1, r) },
 				Ref:         ref,
 				Author:      author,
 				Comment:     message,
@@ -119,6 +122,7 @@ gives the same layer digest on every run.`,
 				Level:       lvl,
 				Timestamp:   when,
 			})
+			prog.Wait()
 			l.Close()
 			if err != nil {
 				if !existed {
