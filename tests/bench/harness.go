@@ -82,10 +82,15 @@ func (wl *workload) id() string { return wl.Name + "/" + string(wl.Kind) }
 
 // work is one run of one side.
 type work struct {
-	Dir  string // empty scratch directory, removed after the run
-	Run  int
-	Side *side
-	WL   *workload
+	Dir string // empty scratch directory, removed after the run
+	// Cache is a directory kept for the whole suite, shared by every run
+	// of sides with the same label and compression: for setup that need
+	// not be repeated (a warm snapshot store, a pristine unpacked bundle
+	// to copy). Created on first use by the setup.
+	Cache string
+	Run   int
+	Side  *side
+	WL    *workload
 }
 
 // sample is what one timed run cost.
@@ -225,7 +230,8 @@ func (r *runner) runOnce(wl *workload, sd *side, run int) (sample, string, error
 	if err != nil {
 		return sample{}, "", err
 	}
-	w := &work{Dir: dir, Run: run, Side: sd, WL: wl}
+	w := &work{Dir: dir, Run: run, Side: sd, WL: wl,
+		Cache: filepath.Join(r.Scratch, "cache", string(wl.Kind), slug(sd.Label))}
 	defer func() {
 		if sd.Cleanup != nil {
 			if err := sd.Cleanup(w); err != nil {
