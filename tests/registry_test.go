@@ -46,6 +46,7 @@ type regServer struct {
 	// certDir holds ca.crt, for --cert-dir.
 	certDir string
 	caFile  string
+	netns   string // network namespace it runs in; "" for this one
 }
 
 type regConfig struct {
@@ -53,7 +54,14 @@ type regConfig struct {
 	user     string // with password: htpasswd auth
 	password string
 	ip       string // listen address; 127.0.0.1 by default
+	// netns runs the registry in that network namespace (see regNetns),
+	// listening on ip there.
+	netns string
 }
+
+// regNetnsPort is the port a registry listens on in a namespace of its
+// own: the namespace is new, so nothing else can hold it.
+const regNetnsPort = 5000
 
 // regFreePort returns a port nothing listens on at ip.
 func regFreePort(t *testing.T, ip string) int {
@@ -73,7 +81,11 @@ func regStart(t *testing.T, c regConfig) *regServer {
 		c.ip = "127.0.0.1"
 	}
 	dir := t.TempDir()
-	r := &regServer{t: t, dir: dir, tls: c.tls, listen: net.JoinHostPort(c.ip, fmt.Sprint(regFreePort(t, c.ip)))}
+	port := regNetnsPort
+	if c.netns == "" {
+		port = regFreePort(t, c.ip)
+	}
+	r := &regServer{t: t, dir: dir, tls: c.tls, netns: c.netns, listen: net.JoinHostPort(c.ip, fmt.Sprint(port))}
 	conf := fmt.Sprintf(`version: 0.1
 log:
   level: warn
@@ -121,7 +133,13 @@ func (r *regServer) start() {
 	t := r.t
 	t.Helper()
 	r.log = &bytes.Buffer{}
-	r.cmd = exec.Command("docker-registry", "serve", filepath.Join(r.dir, "config.yml"))
+	argv := []string{"docker-registry", "serve", filepath.Join(r.dir, "config.yml")}
+	if r.netns != "" {
+		// ip netns exec execs the registry itself: r.cmd's pid is the
+		// registry's, so kill stops it and nothing else lingers.
+		argv = append([]string{"ip", "netns", "exec", r.netns}, argv...)
+	}
+	r.cmd = exec.Command(argv[0], argv[1:]...)
 	r.cmd.Stdout, r.cmd.Stderr = r.log, r.log
 	if err := r.cmd.Start(); err != nil {
 		t.Fatalf("start docker-registry: %v", err)
@@ -696,28 +714,61 @@ func TestRegistryTLSAuth(t *testing.T) {
 	}
 }
 
-// regNonLoopbackIPv4 returns an address of this machine that is not loopback.
-func regNonLoopbackIPv4(t *testing.T) string {
+// regNetns makes a network namespace joined to this one by a veth pair
+// and returns its name and its address on the pair. A registry there is
+// reached through an address that is not loopback, the way a registry on
+// another machine is, while no packet leaves this machine. Everything it
+// makes goes when the test ends, whether it passed or not.
+func regNetns(t *testing.T) (ns, ip string) {
 	t.Helper()
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		t.Fatal(err)
+	needRoot(t)
+	needTool(t, "ip")
+	// Names and the subnet derive from the pid, so that test processes
+	// running side by side (several checkouts, go test -count) never share
+	// a namespace, an interface or a route. Interface names stay within
+	// the kernel's 15 bytes.
+	pid := os.Getpid()
+	ns = fmt.Sprintf("strata-reg-%d", pid)
+	hostIf, nsIf := fmt.Sprintf("sreg%dh", pid), fmt.Sprintf("sreg%dn", pid)
+	// One /30 out of 198.18.0.0/15 (reserved for network tests, RFC 2544),
+	// which holds 32768 of them.
+	n := uint32(pid%(1<<15)) * 4
+	addr := func(host uint32) string {
+		v := (uint32(198)<<24 | uint32(18)<<16) + n + host
+		return net.IPv4(byte(v>>24), byte(v>>16), byte(v>>8), byte(v)).String()
 	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
-			return n.IP.String()
-		}
+	hostIP := addr(1)
+	ip = addr(2)
+	remove := func() {
+		// Deleting the namespace deletes its end of the pair, and with it
+		// the other end; the second delete covers a namespace that was
+		// never made.
+		_ = exec.Command("ip", "netns", "delete", ns).Run()
+		_ = exec.Command("ip", "link", "delete", hostIf).Run()
 	}
-	t.Fatal("this test needs a non-loopback IPv4 address on the machine")
-	return ""
+	// Leftovers of a killed run that had the same pid.
+	remove()
+	t.Cleanup(remove)
+	for _, args := range [][]string{
+		{"netns", "add", ns},
+		{"link", "add", hostIf, "type", "veth", "peer", "name", nsIf, "netns", ns},
+		{"addr", "add", hostIP + "/30", "dev", hostIf},
+		{"link", "set", hostIf, "up"},
+		{"-n", ns, "link", "set", "lo", "up"},
+		{"-n", ns, "addr", "add", ip + "/30", "dev", nsIf},
+		{"-n", ns, "link", "set", nsIf, "up"},
+	} {
+		mustRun(t, "ip", args...)
+	}
+	return ns, ip
 }
 
 // TestRegistryPlainHTTPHint checks that plain HTTP to a registry that is
 // not on loopback needs --plain-http or --insecure, and that the error says
-// so.
+// so. The registry runs in a network namespace of the test's own.
 func TestRegistryPlainHTTPHint(t *testing.T) {
-	ip := regNonLoopbackIPv4(t)
-	reg := regStart(t, regConfig{ip: ip})
+	ns, ip := regNetns(t)
+	reg := regStart(t, regConfig{ip: ip, netns: ns})
 	host := reg.listen
 	tmp := t.TempDir()
 	src := filepath.Join(tmp, "src")
@@ -728,6 +779,7 @@ func TestRegistryPlainHTTPHint(t *testing.T) {
 	for _, args := range [][]string{
 		{"push", src + ":v1", ref},
 		{"pull", ref, filepath.Join(tmp, "dst")},
+		{"copy", "oci:" + src + ":v1", "docker://" + host + "/plain/copy:v1"},
 	} {
 		r := strataFail(t, args...)
 		if r.Code != 1 || !strings.Contains(r.Stderr, "--plain-http") || !strings.Contains(r.Stderr, "--insecure") {
@@ -739,6 +791,13 @@ func TestRegistryPlainHTTPHint(t *testing.T) {
 	if r.Code != 0 || regFirstLine(r.Stdout) != single.Digest.String() || !strings.Contains(r.Stderr, "plain HTTP") {
 		t.Fatalf("pull --insecure: exit %d\nstdout %s\nstderr %s", r.Code, r.Stdout, r.Stderr)
 	}
+	// copy takes the same flags.
+	strata(t, "copy", "--plain-http", "oci:"+src+":v1", "docker://"+host+"/plain/copy:v1")
+	strata(t, "copy", "--insecure", "docker://"+host+"/plain/copy:v1", "oci:"+filepath.Join(tmp, "dst")+":copied")
+	if got := regResolve(t, filepath.Join(tmp, "dst"), "copied"); got != single.Digest {
+		t.Fatalf("copy --insecure from the registry: %s, want %s", got, single.Digest)
+	}
+	regFsck(t, filepath.Join(tmp, "dst"))
 }
 
 // TestRegistrySkopeoPushes pulls what skopeo pushed.
@@ -1089,4 +1148,36 @@ func TestRegistryCopyTransport(t *testing.T) {
 	if r := strataFail(t, "copy", "docker:"+host+"/copy/img:v1", dst); r.Code != 2 {
 		t.Fatalf("docker: without //: exit %d: %s", r.Code, r.Stderr)
 	}
+
+	// A registry with its own CA and a password: copy takes --cert-dir and
+	// --authfile as pull and push do.
+	sec := regStart(t, regConfig{tls: true, user: "bob", password: "copy-pw"})
+	env := []string{"DOCKER_CONFIG=" + filepath.Join(tmp, "no-docker-config")}
+	authFile := filepath.Join(tmp, "auth.json")
+	secRef := "docker://" + sec.listen + "/copy/secure:v1"
+	r := regStrataEnv(t, env, nil, "copy", "oci:"+src+":v1", secRef)
+	if r.Code != 1 || !strings.Contains(r.Stderr, "certificate") || !strings.Contains(r.Stderr, "--cert-dir") {
+		t.Fatalf("copy to a registry without its CA: exit %d: %s", r.Code, r.Stderr)
+	}
+	r = regStrataEnv(t, env, nil, "copy", "--cert-dir", sec.certDir, "oci:"+src+":v1", secRef)
+	if r.Code != 1 || !strings.Contains(strings.ToLower(r.Stderr), "unauthorized") {
+		t.Fatalf("copy without credentials: exit %d: %s", r.Code, r.Stderr)
+	}
+	if r := regStrataEnv(t, env, []byte("copy-pw\n"), "--quiet", "login", "--cert-dir", sec.certDir, "--authfile", authFile, "-u", "bob", "--password-stdin", sec.listen); r.Code != 0 {
+		t.Fatalf("login --authfile: exit %d: %s", r.Code, r.Stderr)
+	}
+	regMustStrataEnv(t, env, "--quiet", "copy", "--cert-dir", sec.certDir, "--authfile", authFile, "oci:"+src+":v1", secRef)
+	if d := regRawDigest(t, "--cert-dir", sec.certDir, "--authfile", authFile, secRef); d != single.Digest {
+		t.Fatalf("copy to the TLS registry serves %s, want %s", d, single.Digest)
+	}
+	regMustStrataEnv(t, env, "--quiet", "copy", "--cert-dir", sec.certDir, "--authfile", authFile, secRef, "oci:"+dst+":secure")
+	// --insecure stands in for the CA; the password still comes from --authfile.
+	regMustStrataEnv(t, env, "--quiet", "copy", "--insecure", "--authfile", authFile, "--all-platforms", "docker://"+host+"/copy/multi:v1", "docker://"+sec.listen+"/copy/multi:v1")
+	regMustStrataEnv(t, env, "--quiet", "copy", "--insecure", "--authfile", authFile, "--platform", "linux/arm64", "docker://"+sec.listen+"/copy/multi:v1", "oci:"+dst+":secure-arm")
+	for name, want := range map[string]digest.Digest{"secure": single.Digest, "secure-arm": arm.Digest} {
+		if got := regResolve(t, dst, name); got != want {
+			t.Fatalf("%s: copied %s from the TLS registry, want %s", name, got, want)
+		}
+	}
+	regFsck(t, dst)
 }

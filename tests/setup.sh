@@ -9,7 +9,7 @@ set -euo pipefail
 PACKAGES=(
 	skopeo umoci podman oci-image-tool docker.io runc docker-registry
 	uidmap debootstrap busybox-static zstd xz-utils bzip2 pigz
-	fuse-overlayfs hyperfine make git ca-certificates
+	fuse-overlayfs hyperfine make git ca-certificates iproute2
 )
 TEST_USER=strata-test
 # Subordinate id range for the test user (65536 ids), far above the ranges

@@ -116,16 +116,21 @@ func runCopy(src transport.Source, dst transport.Destination, o transport.CopyOp
 }
 
 func init() {
-	var f copyFlags
-	var all bool
+	var (
+		f   copyFlags
+		reg registryFlags
+		all bool
+	)
 	c := &cobra.Command{
 		Use:   "copy SRC DST",
 		Short: "Copy images between layouts and archives, converting them on the way",
 		Long: `Copy an image from SRC to DST. Both are named as skopeo names them:
 
-  oci:DIR[:REF]                  an OCI image layout (oci: may be left out)
-  oci-archive:FILE[:REF]         a tar of an image layout
-  docker-archive:FILE[:NAME:TAG] the docker save format (docker load, podman load)
+  oci:DIR[:REF]                    an OCI image layout (oci: may be left out)
+  oci-archive:FILE[:REF]           a tar of an image layout
+  docker-archive:FILE[:NAME:TAG]   the docker save format (docker load, podman load)
+  docker://HOST/REPO[:TAG|@DIGEST] a registry; --insecure, --plain-http, --cert-dir
+                                   and --authfile mean what they mean for pull and push
 
 FILE "-" is stdin or stdout. Copying into an existing layout transfers
 only the blobs it lacks; on one filesystem blobs are reflinked or
@@ -148,6 +153,7 @@ From an index the host platform's image is copied unless --platform or
 			if err != nil {
 				return err
 			}
+			transport.RegistryOptions = reg.options()
 			src, err := transport.ParseSource(args[0])
 			if err != nil {
 				return usageError{err}
@@ -164,6 +170,7 @@ From an index the host platform's image is copied unless --platform or
 		},
 	}
 	f.add(c.Flags(), "format")
+	reg.add(c.Flags())
 	c.Flags().BoolVar(&all, "all", false, "copy every image of an oci:DIR source given without REF, with its names")
 	rootCmd.AddCommand(c)
 }

@@ -15,41 +15,6 @@ import (
 	"github.com/vbauerster/mpb/v8"
 )
 
-// registryFlags are the connection flags pull, push and login share.
-type registryFlags struct {
-	insecure  bool
-	plainHTTP bool
-	certDir   string
-	authFile  string
-}
-
-func (f *registryFlags) add(fs *pflag.FlagSet) {
-	fs.BoolVar(&f.insecure, "insecure", false, "do not verify the registry's TLS certificate, and allow plain HTTP when it does not speak HTTPS")
-	fs.BoolVar(&f.plainHTTP, "plain-http", false, "talk plain HTTP to the registry (loopback registries fall back to it by themselves)")
-	fs.StringVar(&f.certDir, "cert-dir", "", "trust the CAs (*.crt) and use the client certificates (*.cert + *.key) in `DIR` (default: /etc/containers/certs.d/HOST and /etc/docker/certs.d/HOST)")
-	fs.StringVar(&f.authFile, "authfile", "", "keep credentials in `FILE` (docker config.json format) instead of $DOCKER_CONFIG/config.json or ~/.docker/config.json")
-}
-
-func (f *registryFlags) options() []remote.Option {
-	opts := []remote.Option{
-		remote.WithWarnings(func(s string) { fmt.Fprintf(os.Stderr, "strata: warning: %s\n", s) }),
-		remote.WithUserAgent("strata/" + version),
-	}
-	if f.insecure {
-		opts = append(opts, remote.WithInsecure())
-	}
-	if f.plainHTTP {
-		opts = append(opts, remote.WithPlainHTTP())
-	}
-	if f.certDir != "" {
-		opts = append(opts, remote.WithCertDir(f.certDir))
-	}
-	if f.authFile != "" {
-		opts = append(opts, remote.WithAuthFile(f.authFile))
-	}
-	return opts
-}
-
 // transferFlags are the flags pull and push share beyond the connection.
 type transferFlags struct {
 	registryFlags
