@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -205,6 +206,9 @@ func (r *runner) runWorkload(wl *workload) []*result {
 	n := len(wl.Sides)
 	for run := 0; run < r.Runs; run++ {
 		for k := 0; k < n; k++ {
+			if stopping.Load() {
+				return res
+			}
 			rs := res[(run+k)%n]
 			if rs.NotRun != "" || rs.Failed != "" || (rs.Side.MaxRuns > 0 && len(rs.Samples) >= rs.Side.MaxRuns) {
 				continue
@@ -294,13 +298,19 @@ func measure(argv []string, env []string, dir string, timeout time.Duration) (sa
 	cmd.WaitDelay = 10 * time.Second
 	var out tailBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
+	if stopping.Load() {
+		pw.Close()
+		return sample{}, errors.New("interrupted")
+	}
 	if err := cmd.Start(); err != nil {
 		pw.Close()
 		return sample{}, fmt.Errorf("start %s: %w", argv[0], err)
 	}
 	pw.Close()
+	running.Store(int64(cmd.Process.Pid))
 	report, rerr := io.ReadAll(io.LimitReader(pr, 4096))
 	err = cmd.Wait()
+	running.Store(0)
 	var s sample
 	if rerr == nil && len(report) > 0 {
 		if jerr := json.Unmarshal(report, &s); jerr != nil {
@@ -321,6 +331,20 @@ func measure(argv []string, env []string, dir string, timeout time.Duration) (sa
 		return s, fmt.Errorf("%s: the launcher reported nothing", argv[0])
 	}
 	return s, nil
+}
+
+// stopping is set by an interrupt: no further command is started.
+var stopping atomic.Bool
+
+// running is the process group of the command being measured, 0 when
+// none: an interrupted suite kills it before cleaning up.
+var running atomic.Int64
+
+// killRunning kills the measured command's process group, if any.
+func killRunning() {
+	if pg := running.Load(); pg > 0 {
+		_ = syscall.Kill(-int(pg), syscall.SIGKILL)
+	}
 }
 
 // launcherArg, as the first argument, makes this program the launcher.

@@ -19,17 +19,25 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"time"
 )
+
+// errInterrupted ends an interrupted suite with status 130.
+var errInterrupted = errors.New("interrupted")
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == launcherArg {
 		os.Exit(launch(os.Args[2:]))
 	}
 	if err := mainErr(); err != nil {
+		if errors.Is(err, errInterrupted) {
+			os.Exit(130)
+		}
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -94,6 +102,17 @@ func mainErr() error {
 		return err
 	}
 	defer removeAll(scratch)
+	// Ctrl-C: kill the command being measured and start no other; the
+	// loop below then returns, and the scratch tree (with any mount in it)
+	// is removed on the way out.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		sig := <-sigs
+		logf("bench: %v: stopping", sig)
+		stopping.Store(true)
+		killRunning()
+	}()
 	bin := o.strataBin
 	if bin == "" {
 		bin = filepath.Join(scratch, "strata")
@@ -136,6 +155,9 @@ func mainErr() error {
 		}
 		logf("%s", wl.id())
 		reports = append(reports, workloadReport{WL: wl, Results: r.runWorkload(wl)})
+		if stopping.Load() {
+			return errInterrupted
+		}
 	}
 	md := renderReport(&reportInput{
 		Data:     ds,
