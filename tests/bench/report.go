@@ -47,6 +47,7 @@ func renderReport(in *reportInput) string {
 	b.WriteString("|---|---|---|---:|---:|---:|---:|\n")
 	var targets []string
 	var profiles, failures []string
+	profiled := map[*result]bool{}
 	rssOK, rssMax, rssWho := true, int64(0), ""
 	for _, rep := range in.Reports {
 		var base *result
@@ -90,10 +91,11 @@ func renderReport(in *reportInput) string {
 			}
 		}
 		for _, t := range rep.WL.Targets {
-			line, missed, prof := judge(rep, t)
+			line, missed, sr := judge(rep, t)
 			targets = append(targets, line)
-			if missed && prof != "" && in.Profiles {
-				profiles = append(profiles, profileSummary(in.Bin, rep.WL.id()+" "+t.Strata, prof))
+			if missed && sr != nil && sr.Profile != "" && in.Profiles && !profiled[sr] {
+				profiled[sr] = true
+				profiles = append(profiles, profileSummary(in.Bin, rep.WL.id()+" "+t.Strata, sr))
 			}
 		}
 	}
@@ -125,7 +127,7 @@ func renderReport(in *reportInput) string {
 
 // judge renders one target row: the measured ratio of peer to strata
 // against the minimum the issue asks for.
-func judge(rep workloadReport, t target) (line string, missed bool, profile string) {
+func judge(rep workloadReport, t target) (line string, missed bool, strata *result) {
 	var s, p *result
 	for _, r := range rep.Results {
 		switch r.Side.Label {
@@ -156,14 +158,14 @@ func judge(rep workloadReport, t target) (line string, missed bool, profile stri
 		case p.Failed != "":
 			why = "peer failed"
 		}
-		return fmt.Sprintf("| %s | %s | – | %s |\n", id, what, why), false, ""
+		return fmt.Sprintf("| %s | %s | – | %s |\n", id, what, why), false, nil
 	}
 	ratio := float64(p.median()) / float64(s.median())
 	status := "met"
 	if ratio < t.MinRatio {
 		status, missed = "**missed**", true
 	}
-	return fmt.Sprintf("| %s | %s | %.2f × | %s |\n", id, what, ratio, status), missed, s.Profile
+	return fmt.Sprintf("| %s | %s | %.2f × | %s |\n", id, what, ratio, status), missed, s
 }
 
 func plural(n int) string {
@@ -180,14 +182,26 @@ func fmtRatio(r float64) string {
 	return fmt.Sprintf("%.1f", r)
 }
 
-// profileSummary is the top of `go tool pprof -top` for one profile.
-func profileSummary(bin, title, prof string) string {
-	out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=15", bin, prof).CombinedOutput()
+// profileSummary is the top of `go tool pprof -top` for the first
+// profiled run of r, with its CPU time against its wall time: a CPU
+// profile does not show time spent waiting for the disk.
+func profileSummary(bin, title string, r *result) string {
+	out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=15", bin, r.Profile).CombinedOutput()
 	text := strings.TrimSpace(string(out))
 	if err != nil {
 		text = fmt.Sprintf("go tool pprof failed: %v\n%s", err, text)
 	}
-	return fmt.Sprintf("#### %s\n\n`%s`\n\n```\n%s\n```\n\n", title, prof, text)
+	wall, cpu := r.median(), r.medianCPU()
+	off := ""
+	if wall > 0 {
+		why := "CPU-bound on more than one core"
+		if cpu < wall {
+			why = "for the rest of the time strata waited: for the disk, fsync, or a busy machine"
+		}
+		off = fmt.Sprintf("Median wall time %s, CPU time %s: %.0f%% of one core; %s.\n\n",
+			fmtDuration(wall), fmtDuration(cpu), 100*float64(cpu)/float64(wall), why)
+	}
+	return fmt.Sprintf("#### %s\n\n%s`%s`\n\n```\n%s\n```\n\n", title, off, r.Profile, text)
 }
 
 // mdEscape keeps a pipe in a label from ending a table cell.
