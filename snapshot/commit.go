@@ -167,28 +167,65 @@ func lockBundle(abs string) (func(), error) {
 	return func() { f.Close() }, nil
 }
 
-func (c *commit) run() (*CommitResult, error) {
+// BundleDiff returns what changed in the bundle dir since it was unpacked
+// or last committed: the entries the next commit's layer would hold. It
+// changes nothing.
+func BundleDiff(dir string) (*Diff, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", dir, err)
+	}
+	rec, err := ReadRecord(abs)
+	if err != nil {
+		return nil, err
+	}
+	s, err := Open(rec.Store)
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", dir, err)
+	}
+	defer s.Close()
+	c := &commit{abs: abs, s: s, rec: rec}
+	if err := c.setup(); err != nil {
+		return nil, err
+	}
+	d, err := c.diff()
+	if err != nil {
+		return nil, fmt.Errorf("diff %s: %w", abs, err)
+	}
+	return d, nil
+}
+
+// setup finds the bundle's driver and snapshots.
+func (c *commit) setup() error {
 	rec := c.rec
 	d, err := NewDriver(rec.Driver, c.s)
 	if err != nil {
-		return nil, fmt.Errorf("bundle %s: %w", c.abs, err)
+		return fmt.Errorf("bundle %s: %w", c.abs, err)
 	}
 	if d.Name() != rec.Driver {
-		return nil, fmt.Errorf("bundle %s uses the %s driver, which does not work here", c.abs, rec.Driver)
+		return fmt.Errorf("bundle %s uses the %s driver, which does not work here", c.abs, rec.Driver)
 	}
 	c.d = d
 	for i, id := range rec.Chain {
 		if err := id.Validate(); err != nil || id.Algorithm() != digest.SHA256 {
-			return nil, fmt.Errorf("bundle %s: %s: bad chain ID %q", c.abs, RecordFile, id)
+			return fmt.Errorf("bundle %s: %s: bad chain ID %q", c.abs, RecordFile, id)
 		}
 		in, err := c.s.Get(id.Encoded())
 		if err != nil {
-			return nil, fmt.Errorf("bundle %s: layer %d: %w", c.abs, i+1, err)
+			return fmt.Errorf("bundle %s: layer %d: %w", c.abs, i+1, err)
 		}
 		c.chain = append(c.chain, in)
 	}
 	c.ctr = &Container{Dir: c.abs, Chain: c.chain, Rootless: rec.Rootless, IDMap: rec.IDMap}
-	if o, ok := d.(*Overlay); ok {
+	return nil
+}
+
+func (c *commit) run() (*CommitResult, error) {
+	if err := c.setup(); err != nil {
+		return nil, err
+	}
+	rec := c.rec
+	if o, ok := c.d.(*Overlay); ok {
 		if err := recoverUpper(o, c.ctr); err != nil {
 			return nil, err
 		}

@@ -294,6 +294,11 @@ func TestCommitChanges(t *testing.T) {
 			}
 			changeRootfs(t, rootfs)
 			want := desc(rootfs)
+			pending, err := BundleDiff(bundle)
+			must(t, err)
+			if pending.Empty() {
+				t.Fatal("BundleDiff sees no change")
+			}
 			res := commitBundle(t, bundle, img, "v2", CommitOptions{})
 			if res.Layer == nil {
 				t.Fatal("no layer for a changed rootfs")
@@ -314,6 +319,11 @@ func TestCommitChanges(t *testing.T) {
 			diffTrees(t, "changed", want, "unpacked v2", desc(filepath.Join(fresh, RootfsDir)))
 
 			// Nothing changed since: an empty layer.
+			pending, err = BundleDiff(bundle)
+			must(t, err)
+			if !pending.Empty() {
+				t.Fatalf("BundleDiff after a commit: %v", pending.Paths())
+			}
 			again := commitBundle(t, bundle, img, "v3", CommitOptions{})
 			if again.Layer != nil {
 				t.Fatalf("second commit wrote %d entries", again.Entries)
