@@ -18,6 +18,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/overlay"
+	"github.com/strata-oci/strata/snapshot/layertest"
 	"golang.org/x/sys/unix"
 )
 
@@ -514,5 +515,41 @@ func TestCommitRecoverUpper(t *testing.T) {
 	unpackRef(t, openStore(t), img, "v3", fresh, UnpackOptions{})
 	if b, err := os.ReadFile(filepath.Join(fresh, RootfsDir, "one")); err != nil || string(b) != "1" {
 		t.Fatalf("one: %q %v", b, err)
+	}
+}
+
+// TestCommitHostPlatform: a parent config without os and architecture
+// gets the host's in the committed image.
+func TestCommitHostPlatform(t *testing.T) {
+	needRoot(t)
+	dir := filepath.Join(t.TempDir(), "img")
+	l, err := layout.Init(dir)
+	must(t, err)
+	tarball := layertest.Tar(layertest.File("f", "f", 0o644))
+	ld, err := l.PutBytes(ocispec.MediaTypeImageLayerGzip, layertest.Gzip(tarball))
+	must(t, err)
+	cfg := layout.NewConfig(ocispec.Platform{})
+	must(t, cfg.Set("architecture", nil))
+	must(t, cfg.Set("os", nil))
+	must(t, cfg.AppendLayer(layertest.DiffID(tarball)))
+	md, err := l.PutImage(cfg, []ocispec.Descriptor{ld}, nil)
+	must(t, err)
+	md.Platform = nil
+	must(t, l.Tag(md, "v1"))
+	l.Close()
+	s := openStore(t)
+	bundle := filepath.Join(t.TempDir(), "b")
+	unpack(t, s, dir, bundle, UnpackOptions{})
+	must(t, os.WriteFile(filepath.Join(bundle, RootfsDir, "g"), []byte("g"), 0o644))
+	res := commitBundle(t, bundle, dir, "v2", CommitOptions{})
+	host, err := layout.ParsePlatform("")
+	must(t, err)
+	l, err = layout.Open(dir)
+	must(t, err)
+	defer l.Close()
+	img, err := l.ReadImage(res.Manifest)
+	must(t, err)
+	if img.Config.OS != host.OS || img.Config.Architecture != host.Architecture {
+		t.Fatalf("platform %s/%s, want the host's %s/%s", img.Config.OS, img.Config.Architecture, host.OS, host.Architecture)
 	}
 }
