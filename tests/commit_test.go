@@ -704,3 +704,35 @@ func TestCommitKilled(t *testing.T) {
 		})
 	}
 }
+
+// TestCommitUIDMap: a bundle unpacked with --uid-map/--gid-map commits
+// the image's owners, the shift undone.
+func TestCommitUIDMap(t *testing.T) {
+	needRoot(t)
+	img := standardImage(t)
+	work := t.TempDir()
+	bundle := filepath.Join(work, "b")
+	strata(t, "unpack", "--uid-map", "0:100000:65536", "--gid-map", "0:200000:65536", "--root", filepath.Join(work, "store"), img+":v1", bundle)
+	rootfs := filepath.Join(bundle, "rootfs")
+	cmtMust(t, os.WriteFile(filepath.Join(rootfs, "etc/owned"), []byte("x"), 0o644))
+	cmtMust(t, os.Lchown(filepath.Join(rootfs, "etc/owned"), 100000+7, 200000+8))
+	cmtMust(t, os.Lchown(filepath.Join(rootfs, "etc/passwd"), 100000+1000, 200000+1000))
+	strata(t, "commit", bundle, img+":v2")
+	v2 := cmtImage(t, img, "v2")
+	ld := v2.Manifest.Layers[len(v2.Manifest.Layers)-1]
+	l, err := layout.Open(img)
+	cmtMust(t, err)
+	defer l.Close()
+	rc, err := l.Blobs().Open(ld.Digest, ld.Size)
+	cmtMust(t, err)
+	defer rc.Close()
+	list := mustRunIn(t, rc, "tar", "-tvzf", "-", "--numeric-owner")
+	for _, want := range []string{" 7/8 ", " 1000/1000 "} {
+		if !strings.Contains(list, want) {
+			t.Errorf("layer lacks an entry owned %s:\n%s", want, list)
+		}
+	}
+	if strings.Contains(list, "100000") || strings.Contains(list, "200000") || strings.Contains(list, "101000") {
+		t.Errorf("layer has host IDs:\n%s", list)
+	}
+}
