@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -32,8 +33,22 @@ func TestMain(m *testing.M) {
 }
 
 // childBlob is blob i of the sequence the writer children write.
-func childBlob(i int) []byte {
-	return content(uint64(500+i), (1<<20)*(1+i%6)+i)
+// Blob 8 is large (48 MiB), so that many kills land inside one long
+// streamed write.
+func childBlobSize(i int) int {
+	if i == 8 {
+		return 48 << 20
+	}
+	return (1<<20)*(1+i%6) + i
+}
+
+func childBlob(i int) []byte { return content(uint64(500+i), childBlobSize(i)) }
+
+// childBlobStream produces childBlob(i) without holding it in memory.
+func childBlobStream(i int) io.Reader {
+	seed := uint64(500 + i)
+	src := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), byte(seed >> 16)})
+	return io.LimitReader(src, int64(childBlobSize(i)))
 }
 
 // childWrite writes blobs STRATA_FIRST..STRATA_LAST of the child sequence
@@ -45,18 +60,16 @@ func childWrite() int {
 	s := New(filepath.Join(dir, "blobs"), filepath.Join(dir, "staging"))
 	fmt.Println("ready")
 	for i := first; i <= last; i++ {
-		b := childBlob(i)
-		w, err := s.NewWriter(WithExpected(digest.FromBytes(b), int64(len(b))))
+		// Streamed as a layer would arrive; Commit checks the size and
+		// the parent checks the digest.
+		w, err := s.NewWriter(WithExpected("", int64(childBlobSize(i))))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		// Stream in pieces, as a layer would arrive.
-		for off := 0; off < len(b); off += 64 << 10 {
-			if _, err := w.Write(b[off:min(off+64<<10, len(b))]); err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
+		if _, err := w.ReadFrom(childBlobStream(i)); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
 		}
 		if _, _, err := w.Commit(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
