@@ -64,21 +64,25 @@ type env struct {
 	CraneMissing string
 }
 
-// workloads lists every workload for every compression. To add one,
-// append a workload with its sides here.
+// workloads lists every workload for every compression, a workload's
+// compressions next to each other. To add one, write a function that
+// returns it with its sides and append it here.
 func workloads(e *env) []*workload {
+	makers := []func(*env, compression.Kind) *workload{
+		importWorkload,
+		unpackWorkload,
+		func(e *env, k compression.Kind) *workload { return commitWorkload(e, k, "commit-1file", changeOneFile) },
+		func(e *env, k compression.Kind) *workload { return commitWorkload(e, k, "commit-large", changeLarge) },
+		saveWorkload,
+		copyWorkload,
+		gcWorkload,
+		fsckWorkload,
+	}
 	var out []*workload
-	for _, k := range kinds {
-		out = append(out,
-			importWorkload(e, k),
-			unpackWorkload(e, k),
-			commitWorkload(e, k, "commit-1file", changeOneFile),
-			commitWorkload(e, k, "commit-large", changeLarge),
-			saveWorkload(e, k),
-			copyWorkload(e, k),
-			gcWorkload(e, k),
-			fsckWorkload(e, k),
-		)
+	for _, mk := range makers {
+		for _, k := range kinds {
+			out = append(out, mk(e, k))
+		}
 	}
 	return out
 }
