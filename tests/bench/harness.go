@@ -55,9 +55,6 @@ type side struct {
 	// that running it as often as strata would blow the suite's time
 	// budget. The table says how many runs its figure has.
 	MaxRuns int
-	// Cleanup undoes what the run left outside w.Dir or mounted inside it
-	// (untimed). Optional.
-	Cleanup func(w *work) error
 }
 
 // target is a goal from the issue: strata side Strata is at least
@@ -237,11 +234,8 @@ func (r *runner) runOnce(wl *workload, sd *side, run int) (sample, string, error
 	w := &work{Dir: dir, Run: run, Side: sd, WL: wl,
 		Cache: filepath.Join(r.Scratch, "cache", string(wl.Kind), slug(sd.Label))}
 	defer func() {
-		if sd.Cleanup != nil {
-			if err := sd.Cleanup(w); err != nil {
-				r.Logf("  cleanup of %s %s: %v", wl.id(), sd.Label, err)
-			}
-		}
+		// Mounts a run leaves in its directory (an overlay rootfs) are
+		// detached by removeAll.
 		if err := removeAll(dir); err != nil {
 			r.Logf("  remove %s: %v", dir, err)
 		}
