@@ -149,6 +149,18 @@ func mainErr() error {
 	}
 	var reports []workloadReport
 	start := time.Now()
+	// Profile summaries (go tool pprof) only go in the final report.
+	render := func(final bool) string {
+		return renderReport(&reportInput{
+			Data:     ds,
+			Runs:     o.runs,
+			Strata:   probe.version(),
+			Reports:  reports,
+			Elapsed:  time.Since(start),
+			Profiles: final && o.profileDir != "",
+			Bin:      bin,
+		})
+	}
 	for _, wl := range workloads(e) {
 		if !only.match(wl) {
 			continue
@@ -158,16 +170,15 @@ func mainErr() error {
 		if stopping.Load() {
 			return errInterrupted
 		}
+		// The file always holds what is measured so far: a long suite
+		// stopped half way still leaves its figures.
+		if o.out != "" {
+			if err := os.WriteFile(o.out, []byte(render(false)), 0o644); err != nil {
+				return fmt.Errorf("write %s: %w", o.out, err)
+			}
+		}
 	}
-	md := renderReport(&reportInput{
-		Data:     ds,
-		Runs:     o.runs,
-		Strata:   probe.version(),
-		Reports:  reports,
-		Elapsed:  time.Since(start),
-		Profiles: o.profileDir != "",
-		Bin:      bin,
-	})
+	md := render(true)
 	fmt.Print(md)
 	if o.out != "" {
 		if err := os.WriteFile(o.out, []byte(md), 0o644); err != nil {
