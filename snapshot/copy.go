@@ -23,6 +23,11 @@ type copyOptions struct {
 	writableDirs bool
 	// idMap shifts owners from the image's IDs to the host's.
 	idMap *IDMap
+	// linkFiles hardlinks every non-directory instead of copying it. Only
+	// for snapshot to snapshot: Apply never changes a file in place (it
+	// replaces it), so snapshots can share inodes; a rootfs, which a
+	// container writes to, always gets copies.
+	linkFiles bool
 }
 
 // copyTree copies the tree src (a snapshot: trusted, made by strata) to
@@ -171,6 +176,17 @@ func (c *copier) copy(src, dst string) error {
 		}
 		c.dirs = append(c.dirs, dirDone{dst, mode, [2]unix.Timespec{st.Atim, st.Mtim}})
 		return nil
+	}
+	if c.o.linkFiles && c.o.idMap.Empty() {
+		err := os.Link(src, dst)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, unix.EXDEV) && !errors.Is(err, unix.EMLINK) && !errors.Is(err, unix.EPERM) {
+			return fmt.Errorf("copy %s: %w", src, err)
+		}
+	}
+	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
 		if st.Nlink > 1 {
 			k := inodeKey{st.Dev, st.Ino}

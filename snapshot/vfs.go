@@ -14,8 +14,11 @@ func init() {
 }
 
 // vfsDriver keeps whole root file systems as plain directories: it works
-// on any file system and for any user, at the cost of a copy per layer
-// (cheap where the file system can clone files).
+// on any file system and for any user. Each layer is applied on a copy of
+// its parent whose directories are new and whose other files are
+// hardlinks to the parent's (safe because extraction replaces files and
+// never writes into one); a rootfs is a real copy, cloned where the file
+// system can, else copied with copy_file_range.
 type vfsDriver struct{ rootless bool }
 
 func (v *vfsDriver) Name() string { return VFS }
@@ -32,7 +35,7 @@ func (v *vfsDriver) PrepareLayer(dir string, parent *Info) (ApplyOptions, error)
 	if err := os.Remove(dir); err != nil {
 		return opts, err
 	}
-	if err := copyTree(parent.FS(), dir, copyOptions{rootless: v.rootless, writableDirs: v.rootless}); err != nil {
+	if err := copyTree(parent.FS(), dir, copyOptions{rootless: v.rootless, writableDirs: v.rootless, linkFiles: true}); err != nil {
 		return opts, fmt.Errorf("copy snapshot %s: %w", parent.ID, err)
 	}
 	return opts, nil
