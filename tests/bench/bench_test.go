@@ -108,6 +108,33 @@ func FuzzParseSources(f *testing.F) {
 	})
 }
 
+func TestOSReleaseCodename(t *testing.T) {
+	for in, want := range map[string]string{
+		"NAME=\"Debian\"\nVERSION_CODENAME=bookworm\n": "bookworm",
+		"VERSION_CODENAME=\"trixie\"":                  "trixie",
+		"  VERSION_CODENAME='sid'  \n":                 "sid",
+		"VERSION_CODENAME=\n":                          "",
+		"":                                             "",
+	} {
+		if got := osReleaseCodename([]byte(in)); got != want {
+			t.Errorf("osReleaseCodename(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func FuzzHelpAndOSRelease(f *testing.F) {
+	f.Add("      --root DIR\n", "--root")
+	f.Add("VERSION_CODENAME=x", "-o")
+	f.Fuzz(func(t *testing.T, text, flag string) {
+		if helpHasFlag(text, flag) && (flag == "" || !strings.Contains(text, flag)) {
+			t.Fatalf("found %q in %q", flag, text)
+		}
+		if c := osReleaseCodename([]byte(text)); strings.ContainsAny(c, "\n") {
+			t.Fatalf("codename %q spans lines", c)
+		}
+	})
+}
+
 func TestMedianDuration(t *testing.T) {
 	for _, tc := range []struct {
 		in   []time.Duration

@@ -279,6 +279,9 @@ func (p *strataProbe) has(need string) bool {
 // helpHasFlag reports whether cobra help text lists flag (as "--name"
 // followed by a space, "=", a comma or the end of a line).
 func helpHasFlag(help, flag string) bool {
+	if flag == "" {
+		return false
+	}
 	for i := 0; ; {
 		j := strings.Index(help[i:], flag)
 		if j < 0 {

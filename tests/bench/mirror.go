@@ -161,15 +161,21 @@ func debianMirror(suite string) (string, error) {
 
 // hostSuite is this machine's Debian codename, from /etc/os-release.
 func hostSuite() string {
-	b, err := os.ReadFile("/etc/os-release")
-	if err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "VERSION_CODENAME="); ok {
-				if v = strings.Trim(v, `"'`); v != "" {
-					return v
-				}
+	b, _ := os.ReadFile("/etc/os-release")
+	if v := osReleaseCodename(b); v != "" {
+		return v
+	}
+	return "bookworm"
+}
+
+// osReleaseCodename reads VERSION_CODENAME from os-release content.
+func osReleaseCodename(b []byte) string {
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "VERSION_CODENAME="); ok {
+			if v = strings.Trim(v, `"'`); v != "" {
+				return v
 			}
 		}
 	}
-	return "bookworm"
+	return ""
 }
