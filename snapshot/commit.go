@@ -255,7 +255,6 @@ func (c *commit) run() (*CommitResult, error) {
 	layers := make([]ocispec.Descriptor, 0, len(c.img.Manifest.Layers)+1)
 	for _, ld := range c.img.Manifest.Layers {
 		ld.MediaType = ociLayerType(ld.MediaType)
-		ld.Annotations, ld.URLs, ld.Platform = nil, nil, nil
 		layers = append(layers, ld)
 	}
 	var top *Info
@@ -310,6 +309,9 @@ func (c *commit) run() (*CommitResult, error) {
 		}})
 		if err != nil {
 			return nil, fmt.Errorf("commit %s: snapshot of the new layer: %w", c.abs, err)
+		}
+		if in.Driver != c.d.Name() {
+			return nil, fmt.Errorf("commit %s: snapshot %s of the new layer was made by the %s driver, not %s: remove it (strata snapshots rm) or use another --root", c.abs, in.ID, in.Driver, c.d.Name())
 		}
 		newChain = append(append([]*Info{}, c.chain...), in)
 	}
