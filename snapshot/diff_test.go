@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strata-oci/strata/overlay"
 	"github.com/strata-oci/strata/snapshot/layertest"
 	"golang.org/x/sys/unix"
 )
@@ -263,5 +264,87 @@ func FuzzDiffVFS(f *testing.F) {
 			t.Fatal(err)
 		}
 		checkDiff(t, d, snap, rootfs, files)
+	})
+}
+
+// FuzzDiffOverlay runs random changes through an overlay mount and checks
+// that the diff of the upper directory, applied on the lower tree, gives
+// what the mount showed.
+func FuzzDiffOverlay(f *testing.F) {
+	if os.Geteuid() != 0 {
+		f.Fatal("this fuzz test must run as root (CI runs the suite as root)")
+	}
+	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9})
+	f.Add([]byte{1, 4, 1, 5, 2, 4, 0, 37, 3, 34, 6, 70, 9, 3})
+	f.Add([]byte{2, 11, 0, 11, 1, 2, 2, 2, 0, 35, 8, 6, 7, 1})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		if len(ops) > 40 {
+			ops = ops[:40]
+		}
+		snap, _, files, _ := diffBase(t,
+			layertest.Dir("a", 0o755), layertest.File("a/f", "f", 0o644),
+			layertest.File("a/g", "g", 0o644), layertest.Hardlink("a/h", "a/g"),
+			layertest.Dir("b", 0o755), layertest.Dir("b/c", 0o700), layertest.File("b/c/f", "deep", 0o600),
+			layertest.Symlink("l", "a/f"), layertest.File("t", "t", 0o644))
+		dir := t.TempDir()
+		upper, work, merged := filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "merged")
+		for _, d := range []string{upper, work, merged} {
+			must(t, os.Mkdir(d, 0o755))
+		}
+		must(t, copyRootMeta(snap, upper))
+		must(t, overlay.Mount(merged, overlay.Options{Lower: []string{snap}, Upper: upper, Work: work, Xattrs: overlay.Trusted}))
+		mounted := true
+		defer func() {
+			if mounted {
+				_ = overlay.Unmount(merged)
+			}
+		}()
+		names := []string{"a", "a/f", "a/g", "a/h", "b", "b/c", "b/c/f", "l", "t", "n", "a/n", "b/n"}
+		for i := 0; i+1 < len(ops); i += 2 {
+			p := filepath.Join(merged, names[int(ops[i+1])%len(names)])
+			q := filepath.Join(merged, names[int(ops[i+1]/16)%len(names)])
+			switch ops[i] % 10 {
+			case 0:
+				_ = os.WriteFile(p, []byte(fmt.Sprint("w", i)), 0o644)
+			case 1:
+				_ = os.RemoveAll(p)
+			case 2:
+				_ = os.Mkdir(p, 0o750)
+			case 3:
+				_ = os.Link(q, p)
+			case 4:
+				_ = os.Chmod(p, os.FileMode(0o600+uint32(i)%0o100))
+			case 5:
+				_ = os.Symlink(fmt.Sprint("target", i), p)
+			case 6:
+				_ = os.Rename(q, p)
+			case 7:
+				_ = os.Lchown(p, i, i+1)
+			case 8:
+				_ = unix.Lsetxattr(p, "user.fuzz", []byte{byte(i)}, 0)
+			case 9:
+				// A directory removed and made again: overlay makes it
+				// opaque.
+				if os.RemoveAll(p) == nil {
+					_ = os.Mkdir(p, 0o711)
+					_ = os.WriteFile(filepath.Join(p, "new"), []byte("n"), 0o644)
+				}
+			}
+		}
+		want := withoutLinkCounts(describeTree(t, merged))
+		must(t, overlay.Unmount(merged))
+		mounted = false
+		d, err := diffOverlay(upper, overlay.Trusted, nil, owners{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		must(t, d.WriteTar(&buf, WriteOptions{}))
+		next := filepath.Join(t.TempDir(), "next")
+		must(t, copyTree(snap, next, copyOptions{}))
+		if err := Apply(next, &buf, ApplyOptions{}, files.Clone()); err != nil {
+			t.Fatalf("apply the diff %v: %v", d.Paths(), err)
+		}
+		diffTrees(t, "overlay mount", want, "lower+diff", withoutLinkCounts(describeTree(t, next)))
 	})
 }
