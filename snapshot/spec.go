@@ -11,6 +11,7 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/strata-oci/strata/internal/userns"
 	"golang.org/x/sys/unix"
 )
 
@@ -153,8 +154,9 @@ func makeRootless(s *specs.Spec) {
 		}
 	}
 	s.Linux.Namespaces = append(ns, specs.LinuxNamespace{Type: specs.UserNamespace})
-	s.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: uint32(os.Geteuid()), Size: 1}}
-	s.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: uint32(os.Getegid()), Size: 1}}
+	uid, gid := hostIDs()
+	s.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: uid, Size: 1}}
+	s.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: gid, Size: 1}}
 	// Only root is mapped: the image's user cannot exist in the
 	// namespace.
 	s.Process.User = specs.User{}
@@ -299,4 +301,30 @@ func readRootfsFile(rootfs, name string) ([][]string, error) {
 		out = append(out, strings.Split(line, ":"))
 	}
 	return out, nil
+}
+
+// hostIDs is the caller's user and group outside any user namespace it
+// runs in: runc, started by that user, maps them to root.
+func hostIDs() (uint32, uint32) {
+	uid, gid := uint32(os.Geteuid()), uint32(os.Getegid())
+	if !userns.InNamespace() {
+		return uid, gid
+	}
+	m, err := userns.Current()
+	if err != nil {
+		return uid, gid
+	}
+	for _, r := range m.UIDs {
+		if uint64(uid) >= uint64(r.Inside) && uint64(uid) < uint64(r.Inside)+uint64(r.Size) {
+			uid = r.Outside + (uid - r.Inside)
+			break
+		}
+	}
+	for _, r := range m.GIDs {
+		if uint64(gid) >= uint64(r.Inside) && uint64(gid) < uint64(r.Inside)+uint64(r.Size) {
+			gid = r.Outside + (gid - r.Inside)
+			break
+		}
+	}
+	return uid, gid
 }

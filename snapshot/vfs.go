@@ -4,13 +4,19 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"github.com/strata-oci/strata/internal/userns"
 )
 
 // VFS is the name of the copying driver.
 const VFS = "vfs"
 
 func init() {
-	RegisterDriver(VFS, func(s *Store) (Driver, error) { return &vfsDriver{rootless: os.Geteuid() != 0}, nil })
+	RegisterDriver(VFS, func(s *Store) (Driver, error) {
+		// In a user namespace root can chown only to mapped IDs and
+		// cannot make devices: extract as an unprivileged user would.
+		return &vfsDriver{rootless: os.Geteuid() != 0 || userns.InNamespace()}, nil
+	})
 }
 
 // vfsDriver keeps whole root file systems as plain directories: it works
