@@ -392,7 +392,17 @@ echo changed > etc/motd
 /usr/bin/python3 -c 'import os; os.setxattr("usr/lib/libc.so", "user.test", b"set")'
 `
 		rlMust(t, rlAsUser(t, dir, "mount", bundle, "--", "/bin/sh", "-c", script))
+		changed := cmtNSTree(t, dir, bundle)
+		if len(changed) < 30 || !strings.Contains(changed["app"], " 1000:10 ") || !strings.Contains(changed["usr/lib/libc.so"], "user.test=") {
+			t.Fatalf("the namespace's view of the changed rootfs is not what the script made: %d paths, app %q, usr/lib/libc.so %q", len(changed), changed["app"], changed["usr/lib/libc.so"])
+		}
 		rlMust(t, rlAsUser(t, dir, "commit", bundle, img+":v2"))
+		// The new image, unpacked with overlay from the committed
+		// snapshots, looks the same from inside the namespace.
+		again := filepath.Join(dir, "again")
+		t.Cleanup(func() { snapshot.RemoveAll(again) })
+		rlMust(t, rlAsUser(t, dir, "unpack", "--driver", "overlay", "--root", store, img+":v2", again))
+		cmtCompare(t, "changed (in the namespace)", changed, "v2 unpacked (in the namespace)", cmtNSTree(t, dir, again))
 		cmtRootlessOwners(t, dir, img, true)
 		fresh := filepath.Join(dir, "fresh")
 		rlMust(t, rlAsUser(t, dir, "unpack", "--root", filepath.Join(dir, "store2"), img+":v2", fresh))
@@ -429,6 +439,58 @@ echo changed > etc/motd
 		}
 	})
 }
+
+// cmtNSTree describes an overlay bundle's rootfs as strata's user
+// namespace shows it: type, mode, owner (the user.rootlesscontainers
+// xattr where there is one, else the namespace's view), size (not for
+// directories), mtime, link target and user.* xattrs of every path.
+func cmtNSTree(t testing.TB, dir, bundle string) map[string]string {
+	t.Helper()
+	r := rlAsUser(t, dir, "mount", bundle, "--", "/usr/bin/python3", "-c", cmtDescribe)
+	rlMust(t, r)
+	out := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(r.Stdout), "\n") {
+		if name, desc, ok := strings.Cut(line, "|"); ok {
+			out[name] = desc
+		}
+	}
+	return out
+}
+
+// cmtDescribe is the describing script cmtNSTree runs in the namespace.
+const cmtDescribe = `
+import os, stat
+def varints(b):
+    out, i = {}, 0
+    while i < len(b):
+        key, shift = 0, 0
+        while True:
+            c = b[i]; i += 1; key |= (c & 0x7f) << shift; shift += 7
+            if c < 0x80: break
+        v, shift = 0, 0
+        while True:
+            c = b[i]; i += 1; v |= (c & 0x7f) << shift; shift += 7
+            if c < 0x80: break
+        out[key >> 3] = v
+    return out
+root = os.environ["STRATA_ROOTFS"]
+for d, dirs, files in os.walk(root):
+    for n in dirs + files:
+        p = os.path.join(d, n)
+        st = os.lstat(p)
+        uid, gid = st.st_uid, st.st_gid
+        xs = []
+        if not stat.S_ISLNK(st.st_mode):
+            for x in sorted(os.listxattr(p, follow_symlinks=False)):
+                v = os.getxattr(p, x, follow_symlinks=False)
+                if x == "user.rootlesscontainers":
+                    f = varints(v); uid, gid = f.get(1, 0), f.get(2, 0)
+                elif x.startswith("user.") and not x.startswith("user.overlay."):
+                    xs.append(x + "=" + v.hex())
+        size = "-" if stat.S_ISDIR(st.st_mode) else str(st.st_size)
+        link = os.readlink(p) if stat.S_ISLNK(st.st_mode) else ""
+        print("%s|%o %o %d:%d %s %d %s %s" % (os.path.relpath(p, root), stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), uid, gid, size, st.st_mtime_ns, link, " ".join(xs)))
+`
 
 func rlMust(t testing.TB, r result) {
 	t.Helper()
