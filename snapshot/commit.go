@@ -26,6 +26,10 @@ import (
 // build on.
 var ErrParentGone = errors.New("bundle's image is no longer in its layout")
 
+// ErrNotOwner means root was asked to commit a bundle an unprivileged
+// user unpacked: only that user can.
+var ErrNotOwner = errors.New("commit it as that user")
+
 // CommitLock, in a bundle's state directory, serialises commits of one
 // bundle.
 const CommitLock = "commit.lock"
@@ -418,20 +422,32 @@ func ociLayerType(mt string) string {
 	return mt
 }
 
-func (c *commit) owners() owners {
-	return owners{
+// owners says how the rootfs shows owners.
+func (c *commit) owners() (owners, error) {
+	o := owners{
 		rootless: c.rec.Rootless,
 		userns:   userns.InNamespace(),
 		euid:     os.Geteuid(),
 		egid:     os.Getegid(),
 		idMap:    c.rec.IDMap,
 	}
+	if o.rootless && o.euid == 0 && !o.userns {
+		// Its files stand for root by belonging to that user, and its
+		// snapshot store is theirs: what root wrote there would lock
+		// them out of it.
+		return o, fmt.Errorf("bundle %s was unpacked by an unprivileged user: %w", c.abs, ErrNotOwner)
+	}
+	return o, nil
 }
 
 func (c *commit) diff() (*Diff, error) {
 	var top *Info
 	if len(c.chain) > 0 {
 		top = c.chain[len(c.chain)-1]
+	}
+	own, err := c.owners()
+	if err != nil {
+		return nil, err
 	}
 	var files Files
 	readFiles := func() error {
@@ -454,7 +470,7 @@ func (c *commit) diff() (*Diff, error) {
 				return nil, err
 			}
 		}
-		return diffOverlay(o.Upper(c.ctr), o.Xattrs(), files, c.owners())
+		return diffOverlay(o.Upper(c.ctr), o.Xattrs(), files, own)
 	default:
 		if err := readFiles(); err != nil {
 			return nil, err
@@ -463,7 +479,7 @@ func (c *commit) diff() (*Diff, error) {
 		if !c.rec.Unpacked.IsZero() {
 			cutoff = c.rec.Unpacked.Add(-ctimeSlack)
 		}
-		return diffVFS(c.ctr.Rootfs(), files, cutoff, c.owners())
+		return diffVFS(c.ctr.Rootfs(), files, cutoff, own)
 	}
 }
 

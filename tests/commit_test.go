@@ -355,6 +355,11 @@ func TestCommitRootless(t *testing.T) {
 		rlMust(t, rlRunIn(t, dir, "runuser", "-u", rootlessUser, "--", "umoci", "unpack", "--rootless", "--image", img+":v2", um))
 		t.Cleanup(func() { snapshot.RemoveAll(um) })
 		cmtCompare(t, "changed", want, "umoci unpack --rootless", cmtTree(t, filepath.Join(um, "rootfs"), true))
+
+		// Root does not commit the user's bundle (its store is theirs).
+		if r := strataFail(t, "commit", bundle, img+":v3"); r.Code != 1 || !strings.Contains(r.Stderr, "as that user") {
+			t.Fatalf("root's commit of a rootless bundle: exit %d: %s", r.Code, r.Stderr)
+		}
 	})
 	t.Run("overlay", func(t *testing.T) {
 		// python3 sets an xattr inside the namespace (no setfattr here).
