@@ -204,7 +204,15 @@ func BundleDiff(dir string) (*Diff, error) {
 // setup finds the bundle's driver and snapshots.
 func (c *commit) setup() error {
 	rec := c.rec
-	d, err := NewDriver(rec.Driver, c.s)
+	var d Driver
+	var err error
+	if rec.Driver == OverlayDriver {
+		// The bundle's overlay works already: skip the driver's trial
+		// mount.
+		d, err = openOverlay(c.s)
+	} else {
+		d, err = NewDriver(rec.Driver, c.s)
+	}
 	if err != nil {
 		return fmt.Errorf("bundle %s: %w", c.abs, err)
 	}
