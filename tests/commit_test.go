@@ -727,6 +727,8 @@ func TestCommitCLIErrors(t *testing.T) {
 // kept layout holds the committed image and the archive loads back.
 func TestDemoCommitSteps(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "demo")
+	strata(t, "demo", "--keep", dir)
+	// Again into the same directory: the earlier bundle is replaced.
 	out := strata(t, "demo", "--keep", dir)
 	for _, want := range []string{"strata unpack", "strata commit", "strata save", "whiteout"} {
 		if !strings.Contains(out, want) {

@@ -168,6 +168,12 @@ const (
 )
 
 func demoUnpack(d *demoRun) error {
+	// A kept layout may hold the bundle of an earlier demo: start afresh.
+	for _, n := range []string{demoBundle, demoStore, demoArchive} {
+		if err := snapshot.RemoveAll(filepath.Join(d.dir, n)); err != nil {
+			return err
+		}
+	}
 	s, err := snapshot.Open(filepath.Join(d.dir, demoStore))
 	if err != nil {
 		return err
