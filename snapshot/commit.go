@@ -487,7 +487,11 @@ func (c *commit) diff() (*Diff, error) {
 		if !c.rec.Unpacked.IsZero() {
 			cutoff = c.rec.Unpacked.Add(-ctimeSlack)
 		}
-		return diffVFS(c.ctr.Rootfs(), files, cutoff, own)
+		lower := ""
+		if top != nil {
+			lower = top.FS()
+		}
+		return diffVFS(c.ctr.Rootfs(), lower, files, cutoff, own)
 	}
 }
 

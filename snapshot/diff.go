@@ -10,8 +10,10 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/strata-oci/strata/overlay"
@@ -295,15 +297,18 @@ func readXattrs(p string) (map[string][]byte, error) {
 }
 
 // diffVFS compares the plain directory rootfs with files, the merged file
-// list of the snapshot it was copied from. Files whose ctime is older
-// than cutoff have not been touched since the copy and are taken as they
-// are without reading their xattrs; every other file is compared by
-// metadata (type, mode, owner, size, mtime, link target, device, xattrs)
-// and contents are only read, later, for the files that changed. Paths in
-// the list that are gone become whiteouts; files sharing an inode stay
+// list of the snapshot it was copied from, whose files are in lower ("":
+// no parent). Files whose ctime is older than cutoff have not been
+// touched since the copy and are taken as they are without reading their
+// xattrs; every other file is compared by metadata (type, mode, owner,
+// size, mtime, link target, device, xattrs). A regular file whose ctime
+// moved while the rest of its metadata did not (renamed over, linked,
+// touched back) is compared by content with its copy in lower; no other
+// content is read but that of the files the layer carries. Paths in the
+// list that are gone become whiteouts; files sharing an inode stay
 // hardlinks.
-func diffVFS(rootfs string, files Files, cutoff time.Time, o owners) (*Diff, error) {
-	w := &vfsWalk{files: files, o: o, groups: map[inodeKey][]int{}, children: map[string][]string{}}
+func diffVFS(rootfs, lower string, files Files, cutoff time.Time, o owners) (*Diff, error) {
+	w := &vfsWalk{lower: lower, files: files, o: o, groups: map[inodeKey][]int{}, children: map[string][]string{}}
 	w.cutoff = math.MinInt64
 	if !cutoff.IsZero() {
 		w.cutoff = cutoff.UnixNano()
@@ -329,12 +334,15 @@ func diffVFS(rootfs string, files Files, cutoff time.Time, o owners) (*Diff, err
 }
 
 type vfsWalk struct {
+	lower    string
 	files    Files
 	o        owners
 	cutoff   int64
 	all      []*diffEntry
 	groups   map[inodeKey][]int
 	children map[string][]string
+	// sem bounds the directories scanned at once beside the caller's.
+	sem chan struct{}
 }
 
 func join(dir, base string) string {
@@ -344,11 +352,51 @@ func join(dir, base string) string {
 	return dir + "/" + base
 }
 
+// dirScan is what the walk found in one directory: its entries in layer
+// order, and for each subdirectory among them, what is below it.
+type dirScan struct {
+	entries []*diffEntry
+	subs    map[int]*dirScan
+}
+
+// walk scans the tree under full (at rel) and appends what it found to
+// w.all in layer order. Directories are scanned on every core; the order
+// of the result does not depend on it.
 func (w *vfsWalk) walk(full, rel string, parent int) error {
-	if w.o.rootless && parent >= 0 {
+	w.sem = make(chan struct{}, runtime.GOMAXPROCS(0)-1)
+	var st unix.Stat_t
+	if parent >= 0 {
+		st = w.all[parent].st
+	}
+	root, err := w.scan(full, rel, &st, parent >= 0)
+	if err != nil {
+		return err
+	}
+	w.flatten(root, parent)
+	return nil
+}
+
+func (w *vfsWalk) flatten(d *dirScan, parent int) {
+	for i, de := range d.entries {
+		de.parent = parent
+		idx := len(w.all)
+		w.all = append(w.all, de)
+		if sub := d.subs[i]; sub != nil {
+			w.flatten(sub, idx)
+		} else if de.kind == diffFile && de.st.Mode&unix.S_IFMT == unix.S_IFREG && de.st.Nlink > 1 {
+			k := inodeKey{de.st.Dev, de.st.Ino}
+			w.groups[k] = append(w.groups[k], idx)
+		}
+	}
+}
+
+// scan reads the directory full (at rel, whose stat is st when lend
+// applies) and the directories below it.
+func (w *vfsWalk) scan(full, rel string, st *unix.Stat_t, lend bool) (*dirScan, error) {
+	if w.o.rootless && lend {
 		// A rootless rootfs keeps the image's modes, 0000 directories
 		// too: lend the owner rights for the time of the walk.
-		if m := w.all[parent].st.Mode & 0o7777; m&0o700 != 0o700 {
+		if m := st.Mode & 0o7777; m&0o700 != 0o700 {
 			if err := unix.Chmod(full, m|0o700); err == nil {
 				defer unix.Chmod(full, m)
 			}
@@ -356,12 +404,12 @@ func (w *vfsWalk) walk(full, rel string, parent int) error {
 	}
 	f, err := os.Open(full)
 	if err != nil {
-		return fmt.Errorf("read directory %s: %w", rel, err)
+		return nil, fmt.Errorf("read directory %s: %w", rel, err)
 	}
 	disk, err := f.Readdirnames(-1)
 	f.Close()
 	if err != nil {
-		return fmt.Errorf("read directory %s: %w", rel, err)
+		return nil, fmt.Errorf("read directory %s: %w", rel, err)
 	}
 	onDisk := make(map[string]bool, len(disk))
 	names := disk
@@ -374,17 +422,30 @@ func (w *vfsWalk) walk(full, rel string, parent int) error {
 		}
 	}
 	sort.Strings(names)
+	d := &dirScan{}
+	type slot struct {
+		i    int
+		scan *dirScan
+		err  error
+	}
+	var slots []*slot
+	var wg sync.WaitGroup
+	// Scans already started finish before an error returns.
+	fail := func(err error) (*dirScan, error) {
+		wg.Wait()
+		return nil, err
+	}
 	for _, n := range names {
 		p := join(rel, n)
 		old := w.files[p]
 		if !onDisk[n] {
-			w.all = append(w.all, &diffEntry{kind: diffWhiteout, path: p, parent: parent, changed: true})
+			d.entries = append(d.entries, &diffEntry{kind: diffWhiteout, path: p, changed: true})
 			continue
 		}
 		fp := filepath.Join(full, n)
-		de := &diffEntry{kind: diffFile, path: p, src: fp, parent: parent}
+		de := &diffEntry{kind: diffFile, path: p, src: fp}
 		if err := unix.Lstat(fp, &de.st); err != nil {
-			return &os.PathError{Op: "lstat", Path: fp, Err: err}
+			return fail(&os.PathError{Op: "lstat", Path: fp, Err: err})
 		}
 		t, ok := fileType(de.st.Mode)
 		if !ok {
@@ -396,26 +457,93 @@ func (w *vfsWalk) walk(full, rel string, parent int) error {
 			(old.Type == t || (old.Placeholder && t == TypeReg))
 		if !untouched {
 			if err := w.describe(de); err != nil {
-				return err
+				return fail(err)
 			}
 			de.changed = old == nil || !sameEntry(de.e, old)
+			if !de.changed && t == TypeReg && old.Type == TypeReg && de.st.Size > 0 {
+				same, err := w.sameContent(fp, p, de.st.Size)
+				if err != nil {
+					return fail(err)
+				}
+				de.changed = !same
+			}
 		}
-		idx := len(w.all)
 		switch {
 		case t == TypeDir:
-			w.all = append(w.all, de)
-			if err := w.walk(fp, p, idx); err != nil {
-				return err
+			sl := &slot{i: len(d.entries)}
+			slots = append(slots, sl)
+			d.entries = append(d.entries, de)
+			// Each scan writes its own slot only.
+			run := func() { sl.scan, sl.err = w.scan(fp, p, &de.st, true) }
+			select {
+			case w.sem <- struct{}{}:
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer func() { <-w.sem }()
+					run()
+				}()
+			default:
+				run()
 			}
-		case t == TypeReg && de.st.Nlink > 1:
-			k := inodeKey{de.st.Dev, de.st.Ino}
-			w.all = append(w.all, de)
-			w.groups[k] = append(w.groups[k], idx)
-		case de.changed:
-			w.all = append(w.all, de)
+		case t == TypeReg && de.st.Nlink > 1, de.changed:
+			d.entries = append(d.entries, de)
 		}
 	}
-	return nil
+	wg.Wait()
+	if len(slots) > 0 {
+		d.subs = make(map[int]*dirScan, len(slots))
+	}
+	for _, sl := range slots {
+		if sl.err != nil {
+			return nil, sl.err
+		}
+		d.subs[sl.i] = sl.scan
+	}
+	return d, nil
+}
+
+// sameContent compares the regular file full with the parent snapshot's
+// file at rel, both size bytes long by their metadata.
+func (w *vfsWalk) sameContent(full, rel string, size int64) (bool, error) {
+	if w.lower == "" {
+		return false, nil
+	}
+	a, err := openContent(full, w.o.rootless)
+	if err != nil {
+		return false, fmt.Errorf("compare %s: %w", rel, err)
+	}
+	defer a.Close()
+	t, err := openTree(w.lower)
+	if err != nil {
+		return false, err
+	}
+	b, err := treeGetter{t}.Get(rel)
+	t.close()
+	if err != nil {
+		// Not in the parent snapshot as a readable file: a change.
+		return false, nil
+	}
+	defer b.Close()
+	const chunk = 128 << 10
+	ba, bb := make([]byte, chunk), make([]byte, chunk)
+	for done := int64(0); done < size; {
+		n := int64(chunk)
+		if size-done < n {
+			n = size - done
+		}
+		if _, err := io.ReadFull(a, ba[:n]); err != nil {
+			return false, fmt.Errorf("compare %s: %w", rel, err)
+		}
+		if _, err := io.ReadFull(b, bb[:n]); err != nil {
+			return false, nil
+		}
+		if !bytes.Equal(ba[:n], bb[:n]) {
+			return false, nil
+		}
+		done += n
+	}
+	return true, nil
 }
 
 func (w *vfsWalk) describe(de *diffEntry) error {
@@ -461,31 +589,31 @@ func (w *vfsWalk) finish() (*Diff, error) {
 			w.all[idx[0]].keep = w.all[idx[0]].changed
 			continue
 		}
-		// The inode's own metadata changed: every name is written, the
-		// first with the content.
-		content := false
-		for _, j := range idx {
-			de := w.all[j]
-			if de.changed && w.files[de.path] != nil && w.files[de.path].Type == TypeReg {
-				content = true
-			}
-		}
-		// Otherwise the first name that was there, unchanged, stays, and
-		// names that were not linked to it become links to it.
-		anchor := -1
+		// Names that were in the list, unchanged, all of one hardlink
+		// group there, keep their content: names new to the list become
+		// links to the first of them. Anything else (metadata changed,
+		// names from several groups of the list, none from the list) is
+		// written whole from the disk, the first name with the content:
+		// metadata alone cannot tell which of the old contents the inode
+		// holds.
+		anchor, whole := -1, false
 		var fresh []int
 		for _, j := range idx {
 			de := w.all[j]
 			old := w.files[de.path]
-			inPlace := !content && !de.changed && old != nil && old.Type == TypeReg
-			if inPlace && anchor < 0 {
+			switch {
+			case old == nil || old.Type != TypeReg:
+				fresh = append(fresh, j)
+			case de.changed:
+				whole = true
+			case anchor < 0:
 				anchor = j
-				continue
+			case w.listKey(de.path) != w.listKey(w.all[anchor].path):
+				whole = true
 			}
-			if inPlace && w.listKey(de.path) == w.listKey(w.all[anchor].path) {
-				continue
-			}
-			fresh = append(fresh, j)
+		}
+		if whole || anchor < 0 {
+			anchor, fresh = -1, idx
 		}
 		for _, j := range fresh {
 			de := w.all[j]

@@ -118,7 +118,7 @@ func TestDiffVFS(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			snap, rootfs, files, done := diffBase(t, base...)
 			must(t, tc.change(rootfs))
-			d, err := diffVFS(rootfs, files, done.Add(-ctimeSlack), owners{})
+			d, err := diffVFS(rootfs, snap, files, done.Add(-ctimeSlack), owners{})
 			must(t, err)
 			got := d.Paths()
 			// Directories whose mtime the change moved come along; the
@@ -136,18 +136,18 @@ func TestDiffVFS(t *testing.T) {
 // stat per file, and reads only where something changed.
 func TestDiffVFSUntouchedSkipped(t *testing.T) {
 	needRoot(t)
-	_, rootfs, files, _ := diffBase(t, layertest.File("a", "a", 0o644))
+	snap, rootfs, files, _ := diffBase(t, layertest.File("a", "a", 0o644))
 	// The list lies about a's mode; a cutoff in the future trusts the
 	// rootfs, a cutoff before the copy compares and sees it.
 	e := *files["a"]
 	e.Mode = 0o600
 	files["a"] = &e
-	d, err := diffVFS(rootfs, files, time.Now().Add(time.Hour), owners{})
+	d, err := diffVFS(rootfs, snap, files, time.Now().Add(time.Hour), owners{})
 	must(t, err)
 	if !d.Empty() {
 		t.Fatalf("untouched file compared: %v", d.Paths())
 	}
-	d, err = diffVFS(rootfs, files, time.Time{}, owners{})
+	d, err = diffVFS(rootfs, snap, files, time.Time{}, owners{})
 	must(t, err)
 	if got := d.Paths(); len(got) != 1 || got[0] != "a" {
 		t.Fatalf("diff with no cutoff: %v", got)
@@ -224,6 +224,11 @@ func FuzzDiffVFS(f *testing.F) {
 	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9})
 	f.Add([]byte{3, 17, 9, 200, 41, 5, 6, 99, 12, 1, 0, 250})
 	f.Add([]byte{7, 7, 7, 1, 2, 3, 8, 8, 8, 4, 6, 2})
+	// mv a/h a/f: a/f's name holds a/g's inode, with a/f's metadata.
+	f.Add([]byte("!10"))
+	// ... then mv b/c/f a/g: a/f alone holds a/g's old content with its
+	// own old metadata; only its ctime tells.
+	f.Add([]byte("!1!b"))
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		if len(ops) > 40 {
 			ops = ops[:40]
@@ -259,7 +264,7 @@ func FuzzDiffVFS(f *testing.F) {
 				_ = unix.Lsetxattr(p, "user.fuzz", []byte{byte(i)}, 0)
 			}
 		}
-		d, err := diffVFS(rootfs, files, done.Add(-ctimeSlack), owners{})
+		d, err := diffVFS(rootfs, snap, files, done.Add(-ctimeSlack), owners{})
 		if err != nil {
 			t.Fatal(err)
 		}
