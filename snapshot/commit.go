@@ -36,8 +36,9 @@ const CommitLock = "commit.lock"
 
 // ctimeSlack widens the window of files commit compares: the kernel
 // stamps ctimes from a coarse clock that may lag the time a bundle
-// records by a tick.
-const ctimeSlack = time.Second
+// records by a tick (10 ms at HZ=100). Files copied in that window are
+// compared, content too, for nothing, so it stays small.
+const ctimeSlack = 50 * time.Millisecond
 
 // CommitOptions describe the image Commit makes.
 type CommitOptions struct {
