@@ -6,12 +6,14 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
+	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/snapshot"
 )
 
 func init() {
-	var root string
+	var root, platform string
 	var asJSON, noTrunc bool
 	c := &cobra.Command{
 		Use:   "snapshots",
@@ -145,7 +147,16 @@ verifies every snapshot of that image.`,
 					if err != nil {
 						return err
 					}
-					img, err := l.Image(ref, nil)
+					var plat *ocispec.Platform
+					if platform != "" {
+						p, err := layout.ParsePlatform(platform)
+						if err != nil {
+							l.Close()
+							return usageError{err}
+						}
+						plat = &p
+					}
+					img, err := l.Image(ref, plat)
 					l.Close()
 					if err != nil {
 						return err
@@ -174,6 +185,7 @@ verifies every snapshot of that image.`,
 			return nil
 		},
 	}
+	verify.Flags().StringVar(&platform, "platform", "", "image platform `os/arch[/variant]` of an index (default: this machine's)")
 	c.AddCommand(rm, gc, verify)
 	rootCmd.AddCommand(c)
 }
