@@ -58,6 +58,11 @@ func Apply(dir string, r io.Reader, opts ApplyOptions, files Files) error {
 	}
 	tr := tar.NewReader(r)
 	for {
+		select {
+		case <-opts.Done:
+			return ErrInterrupted
+		default:
+		}
 		hdr, err := tr.Next()
 		if err == io.EOF {
 			break

@@ -68,6 +68,8 @@ var (
 	ErrUnsafePath = errors.New("path escapes the root")
 	// ErrNotUnpacked means a directory is not a bundle strata unpacked.
 	ErrNotUnpacked = errors.New("not a strata bundle")
+	// ErrInterrupted means work was abandoned on request (a signal).
+	ErrInterrupted = errors.New("interrupted")
 )
 
 // File names inside the store, a snapshot and a bundle.
@@ -155,6 +157,9 @@ type ApplyOptions struct {
 	Rootless bool
 	// IDMap shifts ownership from the image's IDs to host IDs.
 	IDMap *IDMap
+	// Done, when closed, makes the extraction stop with ErrInterrupted
+	// at the next entry (nil: never).
+	Done <-chan struct{}
 }
 
 // Driver lays out snapshots and makes root file systems from them.

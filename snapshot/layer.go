@@ -28,6 +28,8 @@ type Layer struct {
 	Digest digest.Digest
 	DiffID digest.Digest
 	Open   LayerSource
+	// Done, when closed, abandons the extraction (see ApplyOptions.Done).
+	Done <-chan struct{}
 }
 
 // Ensure returns the snapshot of layer on top of parent (nil for a base
@@ -67,6 +69,7 @@ func (s *Store) Ensure(d Driver, parent *Info, layer Layer) (*Info, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prepare snapshot of layer %s: %w", layer.Digest, err)
 	}
+	opts.Done = layer.Done
 	files := Files{}
 	if parent != nil {
 		if files, err = parent.ReadFiles(); err != nil {

@@ -237,3 +237,34 @@ func TestDiffIDMismatchLeavesNothing(t *testing.T) {
 		t.Fatalf("bundle dir left behind: %v", err)
 	}
 }
+
+func TestUnpackInterrupted(t *testing.T) {
+	needRoot(t)
+	img, _ := buildStandard(t)
+	s := openStore(t)
+	l, err := layout.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	done := make(chan struct{})
+	bundle := filepath.Join(t.TempDir(), "b")
+	// Interrupted during the second layer's extraction.
+	_, err = s.Unpack(l, "v1", bundle, UnpackOptions{Done: done, Layer: func(i, n int, _ digest.Digest, _ bool) {
+		if i == 1 {
+			close(done)
+		}
+	}})
+	if !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("unpack: %v, want ErrInterrupted", err)
+	}
+	if _, err := os.Stat(bundle); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("bundle left behind: %v", err)
+	}
+	if infos, _ := s.List(); len(infos) != 1 {
+		t.Fatalf("%d snapshots, want the first layer's only", len(infos))
+	}
+	if ents, _ := os.ReadDir(filepath.Join(s.Root(), TmpDir)); len(ents) != 0 {
+		t.Fatalf("tmp holds %d leftovers", len(ents))
+	}
+}

@@ -31,6 +31,9 @@ type UnpackOptions struct {
 	// Layer, when set, is called before each layer is made ready, with
 	// whether it had to be extracted.
 	Layer func(i, n int, d digest.Digest, extracted bool)
+	// Done, when closed, abandons the unpack (ErrInterrupted): the
+	// bundle directory is removed and no partial snapshot stays.
+	Done <-chan struct{}
 }
 
 // Unpack makes dir (which must not exist, or be empty) a runtime-spec
@@ -81,7 +84,10 @@ func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec 
 	var parent *Info
 	for i, ld := range img.Manifest.Layers {
 		ld := ld
-		layer := Layer{Digest: ld.Digest, DiffID: diffIDs[i], Open: func() (io.ReadCloser, error) {
+		if interrupted(o.Done) {
+			return nil, ErrInterrupted
+		}
+		layer := Layer{Digest: ld.Digest, DiffID: diffIDs[i], Done: o.Done, Open: func() (io.ReadCloser, error) {
 			return l.Blobs().Open(ld.Digest, ld.Size)
 		}}
 		if o.Layer != nil {
@@ -99,6 +105,9 @@ func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec 
 		parent = in
 	}
 	c := &Container{Dir: abs, Chain: chain, Rootless: os.Geteuid() != 0 || userns.Entered(), IDMap: o.IDMap}
+	if interrupted(o.Done) {
+		return nil, ErrInterrupted
+	}
 	if err := d.CreateRootfs(c); err != nil {
 		return nil, err
 	}
@@ -142,6 +151,15 @@ func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec 
 		return nil, err
 	}
 	return rec, nil
+}
+
+func interrupted(done <-chan struct{}) bool {
+	select {
+	case <-done:
+		return true
+	default:
+		return false
+	}
 }
 
 func chainOf(parent *Info, diffID digest.Digest) digest.Digest {

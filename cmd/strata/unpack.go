@@ -70,6 +70,10 @@ is a rootless spec. --uid-map/--gid-map shift owners for a user namespace.`,
 					debugf("layer %d/%d %s already extracted", i+1, n, d)
 				}
 			}
+			// An interrupted unpack removes what it made.
+			ctx, cancel := signalContext()
+			defer cancel()
+			o.Done = ctx.Done()
 			rec, err := s.Unpack(l, ref, args[1], o)
 			if err != nil {
 				return err
