@@ -155,3 +155,51 @@ func FuzzResolveUser(f *testing.F) {
 		_, _ = resolveUser(root, spec)
 	})
 }
+
+func FuzzParseIDRange(f *testing.F) {
+	for _, s := range []string{"0:100000:65536", "1:2", "a:b:c", "4294967295:0:1", "::"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := ParseIDRange(s)
+		if err != nil {
+			return
+		}
+		if r.Size == 0 || uint64(r.ContainerID)+uint64(r.Size) > 1<<32 || uint64(r.HostID)+uint64(r.Size) > 1<<32 {
+			t.Fatalf("ParseIDRange(%q) accepted %+v", s, r)
+		}
+		m := &IDMap{UIDs: []IDRange{r}, GIDs: []IDRange{r}}
+		u, g, err := m.ToHost(int(r.ContainerID), int(r.ContainerID+r.Size-1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cu, cg, err := m.ToContainer(u, g); err != nil || cu != int(r.ContainerID) || cg != int(r.ContainerID+r.Size-1) {
+			t.Fatalf("round trip of %+v: %d,%d (%v)", r, cu, cg, err)
+		}
+	})
+}
+
+func FuzzReadFiles(f *testing.F) {
+	dir := f.TempDir()
+	p := filepath.Join(dir, "seed")
+	files := Files{"a": {Path: "a", Type: TypeReg, Mode: 0o644, Xattrs: map[string][]byte{"user.x": {1}}}, "d": {Path: "d", Type: TypeDir}}
+	if err := WriteFiles(p, files); err != nil {
+		f.Fatal(err)
+	}
+	b, _ := os.ReadFile(p)
+	f.Add(b)
+	f.Add([]byte{0x1f, 0x8b})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p := filepath.Join(t.TempDir(), "files")
+		os.WriteFile(p, b, 0o644)
+		got, err := ReadFiles(p)
+		if err != nil {
+			return
+		}
+		for k, e := range got {
+			if k != e.Path || k == "" || k[0] == '/' {
+				t.Fatalf("bad entry %q: %+v", k, e)
+			}
+		}
+	})
+}
