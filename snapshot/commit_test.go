@@ -45,7 +45,7 @@ func describeTree(t testing.TB, root string) map[string]string {
 		fmt.Fprintf(&b, "type=%o mode=%o owner=%d:%d", st.Mode&unix.S_IFMT, st.Mode&0o7777, st.Uid, st.Gid)
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFREG:
-			f, err := openContent(p, os.Geteuid() != 0)
+			f, err := os.Open(p)
 			if err != nil {
 				return err
 			}

@@ -8,8 +8,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"path"
-	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -35,7 +33,7 @@ type diffKind int
 
 const (
 	// diffFile is an entry with its metadata (and a regular file's
-	// content, read from src).
+	// content, read from the diff's root at path).
 	diffFile diffKind = iota
 	// diffLink is a hardlink to linkTo.
 	diffLink
@@ -50,7 +48,6 @@ type diffEntry struct {
 	kind   diffKind
 	path   string
 	e      *Entry
-	src    string
 	linkTo string
 
 	// Bookkeeping of the vfs walk.
@@ -66,6 +63,9 @@ type diffEntry struct {
 // each directory's names in byte order, a directory before its contents.
 type Diff struct {
 	entries []*diffEntry
+	// root is the directory the entries' files are read from (a rootfs
+	// or an upper directory), always through names resolved inside it.
+	root string
 }
 
 // Empty says whether nothing changed: commit then adds no layer.
@@ -228,6 +228,16 @@ func (o owners) diskEntry(full, rel string, st *unix.Stat_t, xattrs map[string][
 	return e, nil
 }
 
+// entryAt describes base in the directory dfd (at rel) as diskEntry does.
+func (o owners) entryAt(dfd int, base, rel string, st *unix.Stat_t, old *Entry) (*Entry, error) {
+	p := procPath(dfd, base)
+	x, err := readXattrs(p)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", rel, err)
+	}
+	return o.diskEntry(p, rel, st, x, old)
+}
+
 // sameEntry compares what a layer entry carries, content aside.
 func sameEntry(a, b *Entry) bool {
 	if a.Type != b.Type || a.Mode != b.Mode || a.UID != b.UID || a.GID != b.GID || a.Mtime != b.Mtime {
@@ -327,13 +337,27 @@ func diffVFS(rootfs, lower string, files Files, cutoff time.Time, o owners) (*Di
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return nil, fmt.Errorf("rootfs %s is not a directory", rootfs)
 	}
-	if err := w.walk(rootfs, ".", -1); err != nil {
+	t, err := openTree(rootfs)
+	if err != nil {
 		return nil, err
 	}
-	return w.finish()
+	defer t.close()
+	w.t = t
+	if err := w.walk(); err != nil {
+		return nil, err
+	}
+	d, err := w.finish()
+	if err != nil {
+		return nil, err
+	}
+	d.root = rootfs
+	return d, nil
 }
 
 type vfsWalk struct {
+	// t is the rootfs: every name is resolved inside it, so that a
+	// symlink a container swaps in during the walk leads nowhere else.
+	t        *tree
 	lower    string
 	files    Files
 	o        owners
@@ -359,20 +383,16 @@ type dirScan struct {
 	subs    map[int]*dirScan
 }
 
-// walk scans the tree under full (at rel) and appends what it found to
-// w.all in layer order. Directories are scanned on every core; the order
-// of the result does not depend on it.
-func (w *vfsWalk) walk(full, rel string, parent int) error {
+// walk scans the rootfs and appends what it found to w.all in layer
+// order. Directories are scanned on every core; the order of the result
+// does not depend on it.
+func (w *vfsWalk) walk() error {
 	w.sem = make(chan struct{}, runtime.GOMAXPROCS(0)-1)
-	var st unix.Stat_t
-	if parent >= 0 {
-		st = w.all[parent].st
-	}
-	root, err := w.scan(full, rel, &st, parent >= 0)
+	root, err := w.scan(".", nil)
 	if err != nil {
 		return err
 	}
-	w.flatten(root, parent)
+	w.flatten(root, -1)
 	return nil
 }
 
@@ -390,26 +410,27 @@ func (w *vfsWalk) flatten(d *dirScan, parent int) {
 	}
 }
 
-// scan reads the directory full (at rel, whose stat is st when lend
-// applies) and the directories below it.
-func (w *vfsWalk) scan(full, rel string, st *unix.Stat_t, lend bool) (*dirScan, error) {
-	if w.o.rootless && lend {
+// scan reads the directory rel (whose stat is st; nil for the root) and
+// the directories below it.
+func (w *vfsWalk) scan(rel string, st *unix.Stat_t) (*dirScan, error) {
+	dfd, err := w.t.openat2(rel, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read directory %s: %w", rel, err)
+	}
+	defer unix.Close(dfd)
+	if w.o.rootless && st != nil {
 		// A rootless rootfs keeps the image's modes, 0000 directories
-		// too: lend the owner rights for the time of the walk.
+		// too: lend the owner rights for the time of the walk. The
+		// magic link is the directory itself.
 		if m := st.Mode & 0o7777; m&0o700 != 0o700 {
-			if err := unix.Chmod(full, m|0o700); err == nil {
-				defer unix.Chmod(full, m)
+			if err := unix.Chmod(fdPath(dfd), m|0o700); err == nil {
+				defer unix.Chmod(fdPath(dfd), m)
 			}
 		}
 	}
-	f, err := os.Open(full)
+	disk, err := readDirNames(dfd, rel)
 	if err != nil {
-		return nil, fmt.Errorf("read directory %s: %w", rel, err)
-	}
-	disk, err := f.Readdirnames(-1)
-	f.Close()
-	if err != nil {
-		return nil, fmt.Errorf("read directory %s: %w", rel, err)
+		return nil, err
 	}
 	onDisk := make(map[string]bool, len(disk))
 	names := disk
@@ -442,10 +463,9 @@ func (w *vfsWalk) scan(full, rel string, st *unix.Stat_t, lend bool) (*dirScan, 
 			d.entries = append(d.entries, &diffEntry{kind: diffWhiteout, path: p, changed: true})
 			continue
 		}
-		fp := filepath.Join(full, n)
-		de := &diffEntry{kind: diffFile, path: p, src: fp}
-		if err := unix.Lstat(fp, &de.st); err != nil {
-			return fail(&os.PathError{Op: "lstat", Path: fp, Err: err})
+		de := &diffEntry{kind: diffFile, path: p}
+		if err := unix.Fstatat(dfd, n, &de.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fail(&os.PathError{Op: "lstat", Path: p, Err: err})
 		}
 		t, ok := fileType(de.st.Mode)
 		if !ok {
@@ -456,12 +476,12 @@ func (w *vfsWalk) scan(full, rel string, st *unix.Stat_t, lend bool) (*dirScan, 
 		untouched := old != nil && de.st.Ctim.Nano() < w.cutoff &&
 			(old.Type == t || (old.Placeholder && t == TypeReg))
 		if !untouched {
-			if err := w.describe(de); err != nil {
+			if err := w.describeAt(dfd, n, de); err != nil {
 				return fail(err)
 			}
 			de.changed = old == nil || !sameEntry(de.e, old)
 			if !de.changed && t == TypeReg && old.Type == TypeReg && de.st.Size > 0 {
-				same, err := w.sameContent(fp, p, de.st.Size)
+				same, err := w.sameContent(p, de.st.Size)
 				if err != nil {
 					return fail(err)
 				}
@@ -474,7 +494,7 @@ func (w *vfsWalk) scan(full, rel string, st *unix.Stat_t, lend bool) (*dirScan, 
 			slots = append(slots, sl)
 			d.entries = append(d.entries, de)
 			// Each scan writes its own slot only.
-			run := func() { sl.scan, sl.err = w.scan(fp, p, &de.st, true) }
+			run := func() { sl.scan, sl.err = w.scan(p, &de.st) }
 			select {
 			case w.sem <- struct{}{}:
 				wg.Add(1)
@@ -503,13 +523,13 @@ func (w *vfsWalk) scan(full, rel string, st *unix.Stat_t, lend bool) (*dirScan, 
 	return d, nil
 }
 
-// sameContent compares the regular file full with the parent snapshot's
-// file at rel, both size bytes long by their metadata.
-func (w *vfsWalk) sameContent(full, rel string, size int64) (bool, error) {
+// sameContent compares the regular file rel of the rootfs with the parent
+// snapshot's, both size bytes long by their metadata.
+func (w *vfsWalk) sameContent(rel string, size int64) (bool, error) {
 	if w.lower == "" {
 		return false, nil
 	}
-	a, err := openContent(full, w.o.rootless)
+	a, err := treeGetter{w.t}.Get(rel)
 	if err != nil {
 		return false, fmt.Errorf("compare %s: %w", rel, err)
 	}
@@ -546,15 +566,35 @@ func (w *vfsWalk) sameContent(full, rel string, size int64) (bool, error) {
 	return true, nil
 }
 
+// describe fills de.e from the disk, resolving de.path inside the rootfs.
 func (w *vfsWalk) describe(de *diffEntry) error {
 	if de.e != nil {
 		return nil
 	}
-	x, err := readXattrs(de.src)
+	dir, base := split(de.path)
+	dfd, err := w.t.dirfd(dir)
 	if err != nil {
 		return err
 	}
-	e, err := w.o.diskEntry(de.src, de.path, &de.st, x, w.files[de.path])
+	defer unix.Close(dfd)
+	var st unix.Stat_t
+	if err := unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "lstat", Path: de.path, Err: err}
+	}
+	if st.Ino != de.st.Ino || st.Dev != de.st.Dev {
+		return fmt.Errorf("%s: %w: replaced during the walk", de.path, ErrChangedDuringCommit)
+	}
+	return w.describeAt(dfd, base, de)
+}
+
+// describeAt fills de.e from base in the directory dfd: xattrs and link
+// targets are read through the descriptor's magic link, never following
+// base itself.
+func (w *vfsWalk) describeAt(dfd int, base string, de *diffEntry) error {
+	if de.e != nil {
+		return nil
+	}
+	e, err := w.o.entryAt(dfd, base, de.path, &de.st, w.files[de.path])
 	if err != nil {
 		return err
 	}
@@ -659,18 +699,28 @@ func (w *vfsWalk) finish() (*Diff, error) {
 // placeholders and what the user could not write; it may be nil
 // otherwise.
 func diffOverlay(upper string, x overlay.Xattrs, files Files, o owners) (*Diff, error) {
-	d := &Diff{}
+	d := &Diff{root: upper}
+	t, err := openTree(upper)
+	if err != nil {
+		return nil, err
+	}
+	defer t.close()
 	first := map[inodeKey]string{}
-	err := overlay.Changes(upper, x, func(c overlay.Change) error {
+	err = overlay.Changes(upper, x, func(c overlay.Change) error {
 		switch c.Kind {
 		case overlay.Deleted:
 			d.entries = append(d.entries, &diffEntry{kind: diffWhiteout, path: c.Path})
 			return nil
 		}
-		fp := filepath.Join(upper, filepath.FromSlash(c.Path))
-		de := &diffEntry{kind: diffFile, path: c.Path, src: fp}
-		if err := unix.Lstat(fp, &de.st); err != nil {
-			return &os.PathError{Op: "lstat", Path: fp, Err: err}
+		de := &diffEntry{kind: diffFile, path: c.Path}
+		dir, base := split(c.Path)
+		dfd, err := t.dirfd(dir)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(dfd)
+		if err := unix.Fstatat(dfd, base, &de.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return &os.PathError{Op: "lstat", Path: c.Path, Err: err}
 		}
 		if _, ok := fileType(de.st.Mode); !ok {
 			return nil // a socket: no tar form
@@ -679,7 +729,7 @@ func diffOverlay(upper string, x overlay.Xattrs, files Files, o owners) (*Diff, 
 		if files != nil {
 			old = files[c.Path]
 		}
-		e, err := o.diskEntry(fp, c.Path, &de.st, c.Xattrs, old)
+		e, err := o.diskEntry(procPath(dfd, base), c.Path, &de.st, c.Xattrs, old)
 		if err != nil {
 			return err
 		}
@@ -720,6 +770,14 @@ type WriteOptions struct {
 // that the same change always gives the same bytes. Whiteouts and opaque
 // markers are empty files owned by root with mtime 0.
 func (d *Diff) WriteTar(w io.Writer, o WriteOptions) error {
+	var t *tree
+	if d.root != "" {
+		var err error
+		if t, err = openTree(d.root); err != nil {
+			return err
+		}
+		defer t.close()
+	}
 	tw := tar.NewWriter(w)
 	buf := make([]byte, 256<<10)
 	for _, de := range d.entries {
@@ -728,7 +786,10 @@ func (d *Diff) WriteTar(w io.Writer, o WriteOptions) error {
 			return fmt.Errorf("layer entry %s: %w", de.path, err)
 		}
 		if hdr.Typeflag == tar.TypeReg && de.kind == diffFile && hdr.Size > 0 {
-			if err := copyContent(tw, de, hdr.Size, buf, o.Rootless); err != nil {
+			if t == nil {
+				return fmt.Errorf("layer entry %s: diff has no root to read it from", de.path)
+			}
+			if err := copyContent(tw, t, de, hdr.Size, buf); err != nil {
 				return err
 			}
 		}
@@ -789,15 +850,25 @@ func (de *diffEntry) header(clamp *time.Time) *tar.Header {
 	return hdr
 }
 
-// copyContent writes size bytes of de's file; a file that is shorter or
-// longer than when it was compared fails the layer rather than giving it
-// a header that lies.
-func copyContent(w io.Writer, de *diffEntry, size int64, buf []byte, rootless bool) error {
-	f, err := openContent(de.src, rootless)
+// copyContent writes size bytes of de's file, opened inside t (file
+// without read permission are lent it for the time of the open); a file
+// that is shorter or longer than when it was compared fails the layer
+// rather than giving it a header that lies.
+func copyContent(w io.Writer, t *tree, de *diffEntry, size int64, buf []byte) error {
+	f, err := treeGetter{t}.Get(de.path)
 	if err != nil {
 		return fmt.Errorf("layer entry %s: %w", de.path, err)
 	}
 	defer f.Close()
+	if osf, ok := f.(*os.File); ok {
+		var st unix.Stat_t
+		if err := unix.Fstat(int(osf.Fd()), &st); err != nil {
+			return fmt.Errorf("layer entry %s: %w", de.path, err)
+		}
+		if st.Ino != de.st.Ino || st.Dev != de.st.Dev {
+			return fmt.Errorf("layer entry %s: %w: replaced", de.path, ErrChangedDuringCommit)
+		}
+	}
 	n, err := io.CopyBuffer(w, io.LimitReader(f, size), buf)
 	if err != nil {
 		return fmt.Errorf("layer entry %s: %w", de.path, err)
@@ -812,38 +883,28 @@ func copyContent(w io.Writer, de *diffEntry, size int64, buf []byte, rootless bo
 	return nil
 }
 
-// openContent opens a regular file for reading without following a
-// symlink; in rootless mode a file without owner read permission is
-// lent it for the time of the open.
-func openContent(p string, rootless bool) (*os.File, error) {
-	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
-	if err == nil || !rootless || !errors.Is(err, unix.EACCES) {
-		return f, err
-	}
-	var st unix.Stat_t
-	if serr := unix.Lstat(p, &st); serr != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, err
-	}
-	if cerr := unix.Chmod(p, (st.Mode&0o7777)|0o400); cerr != nil {
-		return nil, err
-	}
-	f, err = os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
-	_ = unix.Chmod(p, st.Mode&0o7777)
-	return f, err
-}
-
 // fixClamped gives the files of rootfs whose mtime the layer clamped the
 // layer's mtime, so that the rootfs and the new snapshot agree and the
 // next commit does not see them as changed.
 func (d *Diff) fixClamped(rootfs string, clamp time.Time) error {
+	t, err := openTree(rootfs)
+	if err != nil {
+		return err
+	}
+	defer t.close()
 	ts := unix.NsecToTimespec(clamp.UnixNano())
 	for _, de := range d.entries {
 		if !de.clamped || de.kind == diffWhiteout || de.kind == diffOpaque {
 			continue
 		}
-		p := filepath.Join(rootfs, filepath.FromSlash(de.path))
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return fmt.Errorf("set clamped mtime of %s: %w", path.Clean(de.path), err)
+		dir, base := split(de.path)
+		dfd, err := t.dirfd(dir)
+		if err == nil {
+			err = unix.UtimesNanoAt(dfd, base, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
+			unix.Close(dfd)
+		}
+		if err != nil {
+			return fmt.Errorf("set clamped mtime of %s: %w", de.path, err)
 		}
 	}
 	return nil

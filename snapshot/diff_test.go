@@ -353,3 +353,38 @@ func FuzzDiffOverlay(f *testing.F) {
 		diffTrees(t, "overlay mount", want, "lower+diff", withoutLinkCounts(describeTree(t, next)))
 	})
 }
+
+// TestDiffConfined swaps a directory of the rootfs for a symlink out of it
+// between the diff and the layer: the layer refuses rather than carrying
+// the outside file.
+func TestDiffConfined(t *testing.T) {
+	needRoot(t)
+	_, rootfs, files, done := diffBase(t, layertest.Dir("d", 0o755), layertest.File("d/a", "a", 0o644))
+	must(t, os.WriteFile(filepath.Join(rootfs, "d/secret"), []byte("inside"), 0o644))
+	d, err := diffVFS(rootfs, "", files, done.Add(-ctimeSlack), owners{})
+	must(t, err)
+	outside := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(outside, "secret"), []byte("OUTSID"), 0o644))
+	must(t, os.Rename(filepath.Join(rootfs, "d"), filepath.Join(rootfs, "d.moved")))
+	must(t, os.Symlink(outside, filepath.Join(rootfs, "d")))
+	var buf bytes.Buffer
+	err = d.WriteTar(&buf, WriteOptions{})
+	if err == nil {
+		t.Fatal("layer written through a swapped-in symlink")
+	}
+	if bytes.Contains(buf.Bytes(), []byte("OUTSID")) {
+		t.Fatal("the layer holds a file from outside the rootfs")
+	}
+	// The same through the clamped mtimes fix: nothing outside changes.
+	var before unix.Stat_t
+	must(t, unix.Lstat(filepath.Join(outside, "secret"), &before))
+	for _, de := range d.entries {
+		de.clamped = true
+	}
+	_ = d.fixClamped(rootfs, time.Unix(1, 0))
+	var after unix.Stat_t
+	must(t, unix.Lstat(filepath.Join(outside, "secret"), &after))
+	if after.Mtim != before.Mtim {
+		t.Fatal("fixing clamped mtimes touched a file outside the rootfs")
+	}
+}
