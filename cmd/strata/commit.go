@@ -83,7 +83,7 @@ gives the same layer digest on every run.`,
 				}
 				lvl = level
 			}
-			when, err := commitTime(cmd, timestamp)
+			when, err := createdTime(cmd, "timestamp", timestamp)
 			if err != nil {
 				return err
 			}
@@ -259,26 +259,6 @@ func demoSave(d *demoRun) error {
 	d.say("%s (%d bytes): docker load -i %s", p, fi.Size(), p)
 	d.say("loads strata-%s:latest and strata-%s:latest; the second shares the first's layer.", demoRef, demoCommitTo)
 	return nil
-}
-
-// commitTime is --timestamp, else SOURCE_DATE_EPOCH, else nil (now, and
-// mtimes kept).
-func commitTime(cmd *cobra.Command, flag string) (*time.Time, error) {
-	if cmd.Flags().Changed("timestamp") {
-		t, err := layout.ParseCreated(flag)
-		if err != nil {
-			return nil, usagef("--timestamp: %w", err)
-		}
-		return &t, nil
-	}
-	if v, ok := os.LookupEnv("SOURCE_DATE_EPOCH"); ok && v != "" {
-		t, err := layout.ParseCreated(v)
-		if err != nil {
-			return nil, fmt.Errorf("SOURCE_DATE_EPOCH: %w", err)
-		}
-		return &t, nil
-	}
-	return nil, nil
 }
 
 // bundleCommand is the bundle's process command line, as docker commit

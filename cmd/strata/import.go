@@ -79,7 +79,7 @@ fixed time the same tarball and flags give the same digest.`,
 				}
 				lvl = level
 			}
-			when, err := createdTime(cmd, created)
+			when, err := createdTime(cmd, "created", created)
 			if err != nil {
 				return err
 			}
@@ -153,13 +153,13 @@ fixed time the same tarball and flags give the same digest.`,
 	rootCmd.AddCommand(c)
 }
 
-// createdTime picks the image's creation time: --created, else
-// SOURCE_DATE_EPOCH, else nil for now.
-func createdTime(cmd *cobra.Command, flag string) (*time.Time, error) {
-	if cmd.Flags().Changed("created") {
-		t, err := layout.ParseCreated(flag)
+// createdTime picks a reproducible time: the flag named name (value is
+// its value) when given, else SOURCE_DATE_EPOCH, else nil for now.
+func createdTime(cmd *cobra.Command, name, value string) (*time.Time, error) {
+	if cmd.Flags().Changed(name) {
+		t, err := layout.ParseCreated(value)
 		if err != nil {
-			return nil, usagef("--created: %w", err)
+			return nil, usagef("--%s: %w", name, err)
 		}
 		return &t, nil
 	}
