@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"errors"
 	"fmt"
+	"hash/crc64"
 	"io"
 	"os"
 	"path"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	tstar "github.com/vbatts/tar-split/archive/tar"
+	"github.com/vbatts/tar-split/tar/storage"
 	"golang.org/x/sys/unix"
 )
 
@@ -34,34 +37,15 @@ const paxXattr = "SCHILY.xattr."
 // is refused with ErrUnsafePath. On error dir is left half-written: the
 // caller builds snapshots in a temporary directory and removes it.
 func Apply(dir string, r io.Reader, opts ApplyOptions, files Files) error {
-	t, err := openTree(dir)
+	a, err := newApplier(dir, opts, files)
 	if err != nil {
 		return err
 	}
-	defer t.close()
-	a := &applier{
-		t: t, opts: opts, files: files,
-		written: map[string]bool{}, dirty: map[string]bool{},
-		buf: make([]byte, 128*1024),
-	}
-	if opts.Whiteouts == WhiteoutConvert && opts.Whiteouter == nil {
-		return errors.New("apply: whiteout conversion needs a Whiteouter")
-	}
-	if opts.Rootless {
-		// The copy of the parent gave every directory owner rights so
-		// this layer can write anywhere; put the image's modes back.
-		for p, e := range files {
-			if e.Type == TypeDir {
-				a.dirty[p] = true
-			}
-		}
-	}
+	defer a.t.close()
 	tr := tar.NewReader(r)
 	for {
-		select {
-		case <-opts.Done:
+		if interrupted(opts.Done) {
 			return ErrInterrupted
-		default:
 		}
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -75,6 +59,119 @@ func Apply(dir string, r io.Reader, opts ApplyOptions, files Files) error {
 		}
 	}
 	return a.finish()
+}
+
+// applyRecording is Apply that also records the layer's tar-split
+// metadata in p, in the same pass and goroutine: tar-split's own reader
+// (its fork of archive/tar) gives the raw header bytes, and file
+// payloads are checksummed as they are written. r is read to its end,
+// padding after the end-of-archive marker included.
+func applyRecording(dir string, r io.Reader, opts ApplyOptions, files Files, p storage.Packer) error {
+	a, err := newApplier(dir, opts, files)
+	if err != nil {
+		return err
+	}
+	defer a.t.close()
+	segment := func(b []byte) error {
+		if len(b) == 0 {
+			return nil
+		}
+		_, err := p.AddEntry(storage.Entry{Type: storage.SegmentType, Payload: b})
+		return err
+	}
+	tr := tstar.NewReader(r)
+	tr.RawAccounting = true
+	crc := crc64.New(storage.CRCTable)
+	for {
+		if interrupted(opts.Done) {
+			return ErrInterrupted
+		}
+		th, err := tr.Next()
+		if err == io.EOF {
+			if err := segment(tr.RawBytes()); err != nil {
+				return err
+			}
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read tar: %w", err)
+		}
+		if err := segment(tr.RawBytes()); err != nil {
+			return err
+		}
+		hdr := stdHeader(th)
+		crc.Reset()
+		if err := a.entry(hdr, io.TeeReader(tr, crc)); err != nil {
+			return fmt.Errorf("entry %q: %w", hdr.Name, err)
+		}
+		// What the entry did not read (payloads of non-files) still
+		// counts for the checksum.
+		if _, err := io.CopyBuffer(crc, struct{ io.Reader }{tr}, a.buf); err != nil {
+			return fmt.Errorf("entry %q: %w", hdr.Name, err)
+		}
+		e := storage.Entry{Type: storage.FileType, Size: th.Size}
+		if th.Size > 0 {
+			e.Payload = crc.Sum(nil)
+		}
+		e.SetName(th.Name)
+		if _, err := p.AddEntry(e); err != nil {
+			return err
+		}
+		if err := segment(tr.RawBytes()); err != nil {
+			return err
+		}
+	}
+	if err := a.finish(); err != nil {
+		return err
+	}
+	// Padding after the end-of-archive marker belongs to the layer too.
+	for {
+		n, err := io.ReadFull(r, a.buf)
+		if serr := segment(a.buf[:n]); serr != nil {
+			return serr
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// stdHeader converts a header of tar-split's tar reader.
+func stdHeader(h *tstar.Header) *tar.Header {
+	return &tar.Header{
+		Typeflag: h.Typeflag, Name: h.Name, Linkname: h.Linkname, Size: h.Size,
+		Mode: h.Mode, Uid: h.Uid, Gid: h.Gid, Uname: h.Uname, Gname: h.Gname,
+		ModTime: h.ModTime, AccessTime: h.AccessTime, ChangeTime: h.ChangeTime,
+		Devmajor: h.Devmajor, Devminor: h.Devminor, PAXRecords: h.PAXRecords,
+	}
+}
+
+func newApplier(dir string, opts ApplyOptions, files Files) (*applier, error) {
+	if opts.Whiteouts == WhiteoutConvert && opts.Whiteouter == nil {
+		return nil, errors.New("apply: whiteout conversion needs a Whiteouter")
+	}
+	t, err := openTree(dir)
+	if err != nil {
+		return nil, err
+	}
+	a := &applier{
+		t: t, opts: opts, files: files,
+		written: map[string]bool{}, dirty: map[string]bool{},
+		buf: make([]byte, 128*1024),
+	}
+	if opts.Rootless {
+		// The copy of the parent gave every directory owner rights so
+		// this layer can write anywhere; put the image's modes back.
+		for p, e := range files {
+			if e.Type == TypeDir {
+				a.dirty[p] = true
+			}
+		}
+	}
+	return a, nil
 }
 
 type applier struct {
@@ -240,9 +337,15 @@ func (a *applier) regular(dfd int, base string, e *Entry, r io.Reader) error {
 	if err != nil {
 		return &os.PathError{Op: "create", Path: e.Path, Err: err}
 	}
-	f := os.NewFile(uintptr(fd), e.Path)
-	defer f.Close()
-	n, err := io.CopyBuffer(struct{ io.Writer }{f}, r, a.buf)
+	// A raw descriptor: os.File would register it with the poller and
+	// cost a few syscalls per file, which adds up over many small files.
+	closed := false
+	defer func() {
+		if !closed {
+			unix.Close(fd)
+		}
+	}()
+	n, err := io.CopyBuffer(fdWriter(fd), r, a.buf)
 	if err != nil {
 		return fmt.Errorf("write %s: %w", e.Path, err)
 	}
@@ -258,7 +361,8 @@ func (a *applier) regular(dfd int, base string, e *Entry, r io.Reader) error {
 	if err := a.xattrs(fd, -1, "", e); err != nil {
 		return err
 	}
-	if err := f.Close(); err != nil {
+	closed = true
+	if err := unix.Close(fd); err != nil {
 		return fmt.Errorf("write %s: %w", e.Path, err)
 	}
 	a.files[e.Path] = e
@@ -898,4 +1002,22 @@ func readDirNames(fd int, dir string) ([]string, error) {
 		return nil, fmt.Errorf("read directory %s: %w", dir, err)
 	}
 	return names, nil
+}
+
+// fdWriter writes to a raw file descriptor.
+type fdWriter int
+
+func (w fdWriter) Write(p []byte) (int, error) {
+	done := 0
+	for done < len(p) {
+		n, err := unix.Write(int(w), p[done:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return done, err
+		}
+		done += n
+	}
+	return done, nil
 }

@@ -27,7 +27,10 @@ func (f Files) deleteTree(name string) {
 		}
 		return
 	}
-	if e := f[name]; e == nil || e.Type == TypeDir {
+	// Only a directory has entries under it: a path the list does not
+	// hold has none either (Apply lists implicit directories too), and
+	// scanning the whole list for every new file would be quadratic.
+	if e := f[name]; e != nil && e.Type == TypeDir {
 		prefix := name + "/"
 		for p := range f {
 			if strings.HasPrefix(p, prefix) {

@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"bufio"
 	"compress/gzip"
 	"encoding/json"
 	"errors"
@@ -132,8 +133,9 @@ func syncDir(dir string) error {
 
 // extract decompresses the layer blob r, applies it on dir, records its
 // tar-split metadata in tarsplitPath and checks the uncompressed stream
-// against diffID, all in one pass: decompression and tar-split run in one
-// goroutine, the extraction in this one.
+// against diffID, all in one pass on two goroutines: one decompresses and
+// hashes, the other extracts and records. They hand over 1 MiB chunks,
+// not tar blocks, so small files cost no goroutine switches.
 func extract(dir string, r io.Reader, diffID digest.Digest, tarsplitPath string, opts ApplyOptions, files Files) (err error) {
 	if !diffID.Algorithm().Available() {
 		return fmt.Errorf("diffID %s: unsupported algorithm", diffID)
@@ -143,33 +145,51 @@ func extract(dir string, r io.Reader, diffID digest.Digest, tarsplitPath string,
 		return fmt.Errorf("decompress: %w", err)
 	}
 	defer dr.Close()
-	h := diffID.Algorithm().Hash()
 	tsf, err := os.OpenFile(tarsplitPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return err
 	}
 	defer tsf.Close()
 	zw := gzip.NewWriter(tsf)
-	stream, done, err := asm.NewInputTarStreamWithDone(io.TeeReader(dr, h), newPacker(zw), storage.NewDiscardFilePutter())
-	if err != nil {
-		return fmt.Errorf("tar-split: %w", err)
-	}
-	applyErr := Apply(dir, stream, opts, files)
-	if applyErr == nil {
-		// The tar end marker is not the stream's end: hash the padding
-		// too, as the diffID covers every byte.
-		_, applyErr = io.Copy(io.Discard, stream)
-	}
-	stream.Close()
-	splitErr := <-done
+	bw := bufio.NewWriterSize(zw, 256*1024)
+
+	h := diffID.Algorithm().Hash()
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 1<<20)
+		for {
+			n, rerr := io.ReadFull(dr, buf)
+			if n > 0 {
+				h.Write(buf[:n])
+				if _, werr := pw.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+				pw.Close()
+				return
+			}
+			if rerr != nil {
+				pw.CloseWithError(fmt.Errorf("decompress: %w", rerr))
+				return
+			}
+		}
+	}()
+	applyErr := applyRecording(dir, bufio.NewReaderSize(pr, 1<<20), opts, files, newPacker(bw))
+	// Stop the decompressing goroutine (on error) and wait for it: h is
+	// complete once it is done.
+	pr.CloseWithError(ErrInterrupted)
+	<-done
 	if applyErr != nil {
 		return applyErr
 	}
-	if splitErr != nil {
-		return fmt.Errorf("tar-split: %w", splitErr)
-	}
 	if got := digest.NewDigest(diffID.Algorithm(), h); got != diffID {
 		return fmt.Errorf("%w: uncompressed stream is %s, config says %s", ErrDiffIDMismatch, got, diffID)
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("tar-split: %w", err)
 	}
 	if err := zw.Close(); err != nil {
 		return fmt.Errorf("tar-split: %w", err)
