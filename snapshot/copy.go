@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -36,7 +37,7 @@ type copyOptions struct {
 // allows, else copied with copy_file_range, on every core.
 func copyTree(src, dst string, o copyOptions) error {
 	c := &copier{o: o, inodes: map[inodeKey]string{}}
-	c.work = make(chan copyJob)
+	c.work = make(chan copyJob, 64)
 	n := runtime.GOMAXPROCS(0)
 	for range n {
 		c.wg.Add(1)
@@ -86,6 +87,7 @@ type copier struct {
 	err    error
 	// pending holds the hardlinks to files still being copied.
 	pending sync.WaitGroup
+	noClone atomic.Bool
 }
 
 func (c *copier) setErr(err error) {
@@ -225,26 +227,34 @@ func (c *copier) copy(src, dst string) error {
 
 func (c *copier) copyFile(src, dst string, st *unix.Stat_t) error {
 	return c.lend(src, st, 0o400, func() error {
-		in, err := os.Open(src)
+		// Raw descriptors: os.File would try to register each with the
+		// poller, syscalls that add up over many small files.
+		in, err := unix.Open(src, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return fmt.Errorf("copy %s: %w", src, err)
+			return &os.PathError{Op: "copy", Path: src, Err: err}
 		}
-		defer in.Close()
-		out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		defer unix.Close(in)
+		out, err := unix.Open(dst, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 		if err != nil {
-			return fmt.Errorf("copy %s: %w", src, err)
+			return &os.PathError{Op: "copy", Path: dst, Err: err}
 		}
-		defer out.Close()
-		if err := copyData(out, in, st.Size); err != nil {
+		closed := false
+		defer func() {
+			if !closed {
+				unix.Close(out)
+			}
+		}()
+		if err := c.copyData(out, in, st.Size); err != nil {
 			return fmt.Errorf("copy %s: %w", src, err)
 		}
 		if err := c.meta(src, dst, st, false); err != nil {
 			return err
 		}
-		if err := unix.Fchmod(int(out.Fd()), st.Mode&0o7777); err != nil {
+		if err := unix.Fchmod(out, st.Mode&0o7777); err != nil {
 			return fmt.Errorf("copy %s: %w", src, err)
 		}
-		if err := out.Close(); err != nil {
+		closed = true
+		if err := unix.Close(out); err != nil {
 			return fmt.Errorf("copy %s: %w", src, err)
 		}
 		ts := []unix.Timespec{st.Atim, st.Mtim}
@@ -253,19 +263,26 @@ func (c *copier) copyFile(src, dst string, st *unix.Stat_t) error {
 }
 
 // copyData clones in into out, or copies it in the kernel, or streams it.
-func copyData(out, in *os.File, size int64) error {
+// A file system that cannot clone is not asked again.
+func (c *copier) copyData(out, in int, size int64) error {
 	if size == 0 {
 		return nil
 	}
-	if err := unix.IoctlFileClone(int(out.Fd()), int(in.Fd())); err == nil {
-		return nil
+	if !c.noClone.Load() {
+		err := unix.IoctlFileClone(out, in)
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.EXDEV) || errors.Is(err, unix.EINVAL) {
+			c.noClone.Store(true)
+		}
 	}
 	var done int64
 	for done < size {
-		n, err := unix.CopyFileRange(int(in.Fd()), nil, int(out.Fd()), nil, int(size-done), 0)
+		n, err := unix.CopyFileRange(in, nil, out, nil, int(size-done), 0)
 		if err != nil || n == 0 {
 			if done == 0 && (errors.Is(err, unix.EXDEV) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP)) {
-				_, cerr := io.Copy(struct{ io.Writer }{out}, struct{ io.Reader }{in})
+				_, cerr := io.CopyBuffer(fdWriter(out), fdReader(in), make([]byte, 128*1024))
 				return cerr
 			}
 			if err == nil {
@@ -276,6 +293,25 @@ func copyData(out, in *os.File, size int64) error {
 		done += int64(n)
 	}
 	return nil
+}
+
+// fdReader reads from a raw file descriptor.
+type fdReader int
+
+func (r fdReader) Read(p []byte) (int, error) {
+	for {
+		n, err := unix.Read(int(r), p)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		if n == 0 && len(p) > 0 {
+			return 0, io.EOF
+		}
+		return n, nil
+	}
 }
 
 // meta copies owner and xattrs (and for links and nodes, times).
