@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -117,6 +118,8 @@ func FuzzApply(f *testing.F) {
 		before := sb.state(t)
 		_ = Apply(sb.root, bytes.NewReader(data), ApplyOptions{}, Files{})
 		_ = Apply(sb.root, bytes.NewReader(data), ApplyOptions{Rootless: true}, Files{})
+		// The path unpack takes: tar-split's reader, recording.
+		_ = applyRecording(sb.root, bytes.NewReader(data), ApplyOptions{}, Files{}, newPacker(io.Discard))
 		if after := sb.state(t); after != before {
 			t.Fatalf("layer changed files outside the root\nbefore:\n%s\nafter:\n%s", before, after)
 		}
