@@ -245,6 +245,10 @@ func (r *runner) runOnce(wl *workload, sd *side, run int) (sample, string, error
 			return sample{}, "", fmt.Errorf("setup: %w", err)
 		}
 	}
+	// Write back what setup and earlier runs left dirty (a removed tree of
+	// the last run, the bundle setup made) so that the kernel does not
+	// flush it during, and charge it to, the timed command.
+	syscall.Sync()
 	argv := sd.Argv(w)
 	env := os.Environ()
 	prof := ""

@@ -194,8 +194,11 @@ func profileSummary(bin, title string, r *result) string {
 	wall, cpu := r.median(), r.medianCPU()
 	off := ""
 	if wall > 0 {
-		why := "CPU-bound on more than one core"
-		if cpu < wall {
+		why := "CPU-bound on one core"
+		switch {
+		case cpu > wall*11/10:
+			why = "CPU-bound on more than one core"
+		case cpu < wall*9/10:
 			why = "for the rest of the time strata waited: for the disk, fsync, or a busy machine"
 		}
 		off = fmt.Sprintf("Median wall time %s, CPU time %s: %.0f%% of one core; %s.\n\n",
