@@ -907,6 +907,17 @@ func TestRegistryPulledImageRuns(t *testing.T) {
 	if !strings.Contains(cmdJSON, "/etc/greeting") {
 		t.Fatalf("podman loaded a config with Cmd %s", cmdJSON)
 	}
+
+	// And a real Docker engine loads the saved archive and runs it.
+	e := startDockerd(t)
+	e.must(t, "load", "-i", archive)
+	imgID := strings.TrimSpace(e.must(t, "images", "-q", "--no-trunc"))
+	if strings.Count(imgID, "\n") != 0 || !strings.HasPrefix(imgID, "sha256:") {
+		t.Fatalf("docker holds images %q after one load", imgID)
+	}
+	if got := e.must(t, "run", "--rm", "--network=none", imgID); strings.TrimSpace(got) != "pulled and running" {
+		t.Fatalf("docker run of the pulled image printed %q", got)
+	}
 }
 
 // regKillProxy forwards TCP connections to a registry and, once a number of
