@@ -331,9 +331,38 @@ func commitWorkload(e *env, k compression.Kind, name string, ch change) *workloa
 		if drv == "overlay" {
 			target = 20
 		}
-		if name == "commit-1file" {
+		switch {
+		case name == "commit-1file":
 			wl.Targets = append(wl.Targets, target2("strata commit ("+drv+")", "umoci repack", target))
+		case k == compression.Gzip:
+			wl.Targets = append(wl.Targets, target2("strata commit ("+drv+")", tarGzip1, 1/1.3))
+		default:
+			// zstd is to beat the gzip reference outright.
+			wl.Targets = append(wl.Targets, target2("strata commit ("+drv+")", tarGzip1, 1))
 		}
+	}
+	if name != "commit-1file" {
+		// The floor for a large change: archive and compress the changed
+		// files and nothing else (no diff, no hashing, no blob store).
+		wl.Sides = append(wl.Sides, side{
+			Label: tarGzip1,
+			Role:  roleLimit,
+			Tools: []string{"tar", "gzip"},
+			Setup: func(w *work) error {
+				// The change rewrites the toolchain's binaries: start from them.
+				dir := filepath.Join(w.Dir, "changed")
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					return err
+				}
+				if err := quiet("tar", "-C", dir, "-xf", ds.GoTar, "--wildcards", "usr/local/go/bin/*"); err != nil {
+					return err
+				}
+				return ch(dir)
+			},
+			Argv: func(w *work) []string {
+				return sh("tar -C " + q(filepath.Join(w.Dir, "changed")) + " -cf - . | gzip -1 > out.gz")
+			},
+		})
 	}
 	wl.Sides = append(wl.Sides, side{
 		Label:       "umoci repack",
@@ -366,6 +395,10 @@ func commitWorkload(e *env, k compression.Kind, name string, ch change) *workloa
 	})
 	return wl
 }
+
+// tarGzip1 is the large commit's reference: the same changed files through
+// tar and single-threaded gzip -1.
+const tarGzip1 = "tar -c | gzip -1 (changed files only)"
 
 func target2(s, p string, r float64) target { return target{Strata: s, Peer: p, MinRatio: r} }
 
