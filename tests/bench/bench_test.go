@@ -7,10 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/strata-oci/strata/internal/debmirror"
 )
 
 // TestMain lets the test binary act as the measuring launcher, as the
@@ -22,106 +23,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func TestParseSourcesList(t *testing.T) {
-	for _, tc := range []struct {
-		name, in string
-		want     []aptSource
-	}{
-		{"plain", "deb http://deb.debian.org/debian bookworm main\n", []aptSource{{"http://deb.debian.org/debian", []string{"bookworm"}}}},
-		{"options", "deb [arch=amd64 signed-by=/k.gpg] https://m.example/debian bookworm main contrib", []aptSource{{"https://m.example/debian", []string{"bookworm"}}}},
-		{"split options", "deb [ arch=amd64 ] http://m/d bookworm main", []aptSource{{"http://m/d", []string{"bookworm"}}}},
-		{"comment and src", "# deb http://x/d bookworm main\ndeb-src http://y/d bookworm main\n", nil},
-		{"trailing comment", "deb http://m/d bookworm main # the mirror", []aptSource{{"http://m/d", []string{"bookworm"}}}},
-		{"cdrom", "deb cdrom:[Debian]/ bookworm main", nil},
-		{"unterminated options", "deb [arch=amd64 http://m/d bookworm", nil},
-		{"short", "deb http://m/d", nil},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := parseSourcesList([]byte(tc.in)); !reflect.DeepEqual(got, tc.want) {
-				t.Fatalf("got %#v, want %#v", got, tc.want)
-			}
-		})
-	}
-}
-
-func TestParseDeb822Sources(t *testing.T) {
-	in := `Types: deb
-# a comment
-URIs: http://deb.debian.org/debian
-Suites: bookworm bookworm-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-
-Types: deb
-URIs: http://deb.debian.org/debian-security
-Suites: bookworm-security
-Components: main
-
-Types: deb-src
-URIs: http://src.example/debian
-Suites: bookworm
-
-Enabled: no
-Types: deb
-URIs: http://disabled.example/debian
-Suites: bookworm
-
-Types: deb deb-src
-URIs: http://a.example/debian
- https://b.example/debian
-Suites: trixie
-`
-	got := parseDeb822Sources([]byte(in))
-	want := []aptSource{
-		{"http://deb.debian.org/debian", []string{"bookworm", "bookworm-updates"}},
-		{"http://deb.debian.org/debian-security", []string{"bookworm-security"}},
-		{"http://a.example/debian", []string{"trixie"}},
-		{"https://b.example/debian", []string{"trixie"}},
-	}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("got %#v\nwant %#v", got, want)
-	}
-	for suite, mirror := range map[string]string{
-		"bookworm":          "http://deb.debian.org/debian",
-		"bookworm-security": "http://deb.debian.org/debian-security",
-		"trixie":            "http://a.example/debian",
-	} {
-		if m, ok := pickMirror(got, suite); !ok || m != mirror {
-			t.Errorf("pickMirror(%s) = %q, %v; want %q", suite, m, ok, mirror)
-		}
-	}
-	if _, ok := pickMirror(got, "sid"); ok {
-		t.Error("pickMirror found a mirror for a suite no source serves")
-	}
-}
-
-func FuzzParseSources(f *testing.F) {
-	f.Add([]byte("deb [arch=amd64] http://m/d bookworm main\n"))
-	f.Add([]byte("Types: deb\nURIs: http://m/d\n http://n/d\nSuites: bookworm\n\n"))
-	f.Add([]byte("Enabled: no\n\tx\n:\n"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		for _, s := range append(parseSourcesList(b), parseDeb822Sources(b)...) {
-			if !isHTTPURI(s.URI) || len(s.Suites) == 0 {
-				t.Fatalf("bad source %#v", s)
-			}
-		}
-	})
-}
-
-func TestOSReleaseCodename(t *testing.T) {
-	for in, want := range map[string]string{
-		"NAME=\"Debian\"\nVERSION_CODENAME=bookworm\n": "bookworm",
-		"VERSION_CODENAME=\"trixie\"":                  "trixie",
-		"  VERSION_CODENAME='sid'  \n":                 "sid",
-		"VERSION_CODENAME=\n":                          "",
-		"":                                             "",
-	} {
-		if got := osReleaseCodename([]byte(in)); got != want {
-			t.Errorf("osReleaseCodename(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func FuzzHelpAndOSRelease(f *testing.F) {
 	f.Add("      --root DIR\n", "--root")
 	f.Add("VERSION_CODENAME=x", "-o")
@@ -129,7 +30,7 @@ func FuzzHelpAndOSRelease(f *testing.F) {
 		if helpHasFlag(text, flag) && (flag == "" || !strings.Contains(text, flag)) {
 			t.Fatalf("found %q in %q", flag, text)
 		}
-		if c := osReleaseCodename([]byte(text)); strings.ContainsAny(c, "\n") {
+		if c := debmirror.Codename([]byte(text)); strings.ContainsAny(c, "\n") {
 			t.Fatalf("codename %q spans lines", c)
 		}
 	})

@@ -19,6 +19,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/strata-oci/strata/internal/compression"
+	"github.com/strata-oci/strata/internal/debmirror"
 	"github.com/strata-oci/strata/layout"
 )
 
@@ -169,8 +170,8 @@ func debootstrap(dir, rootfs string, logf func(string, ...any)) error {
 	if _, err := exec.LookPath("debootstrap"); err != nil {
 		return errors.New("debootstrap is not installed (apt-get install debootstrap)")
 	}
-	suite := hostSuite()
-	mirror, err := debianMirror(suite)
+	suite := debmirror.HostSuite()
+	mirror, err := debmirror.Mirror(suite)
 	if err != nil {
 		return err
 	}

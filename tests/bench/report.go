@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/strata-oci/strata/internal/debmirror"
 )
 
 // rssLimit is the issue's memory target for every strata run.
@@ -40,7 +42,7 @@ func renderReport(in *reportInput) string {
 		fmt.Fprintf(&b, "Data: base layer = Debian %s minbase from debootstrap (%d entries, %s of files); "+
 			"toolchain layer = the Go tree %s (%d entries, %s); changes layer = %d whiteouts, a whiteout of a directory, an opaque directory, a 4 MiB file with 10 hard links. "+
 			"gc and fsck run on a layout of %d images sharing those layers plus unreferenced images and blobs.\n\n",
-			hostSuite(), d.BaseFiles, fmtBytes(d.BaseBytes), runtime.Version(), d.GoFiles, fmtBytes(d.GoBytes), len(d.Plan.Deleted), manyImages)
+			debmirror.HostSuite(), d.BaseFiles, fmtBytes(d.BaseBytes), runtime.Version(), d.GoFiles, fmtBytes(d.GoBytes), len(d.Plan.Deleted), manyImages)
 	}
 	b.WriteString("`× strata` is the side's median time divided by strata's: above 1 strata is faster. Peak RSS is the largest of any process of the command over all runs.\n\n")
 	b.WriteString("| workload | comp. | tool | median | × strata | peak RSS | CPU (user+sys) |\n")

@@ -1,4 +1,8 @@
-package main
+// Package debmirror finds what debootstrap needs to build a Debian tree
+// like this machine's: the release codename and the mirror apt already
+// uses (the one mirror known to be reachable from here, in CI too).
+// Both the end-to-end tests and the benchmark bootstrap minbase trees.
+package debmirror
 
 import (
 	"bufio"
@@ -10,18 +14,18 @@ import (
 	"strings"
 )
 
-// aptSource is one "deb" entry of apt's configuration: where a suite of
+// Source is one "deb" entry of apt's configuration: where a suite of
 // Debian packages is served from.
-type aptSource struct {
+type Source struct {
 	URI    string
 	Suites []string
 }
 
-// parseSourcesList reads the one-line format of /etc/apt/sources.list:
-// "deb [options] URI suite [component...]". deb-src lines, comments and
-// malformed lines are ignored.
-func parseSourcesList(b []byte) []aptSource {
-	var out []aptSource
+// ParseSourcesList reads the one-line format of /etc/apt/sources.list:
+// "deb [options] URI suite [component...]". deb-src lines, comments,
+// non-HTTP URIs and malformed lines are ignored.
+func ParseSourcesList(b []byte) []Source {
+	var out []Source
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	for sc.Scan() {
@@ -47,15 +51,16 @@ func parseSourcesList(b []byte) []aptSource {
 		if len(f) < 2 || !isHTTPURI(f[0]) {
 			continue
 		}
-		out = append(out, aptSource{URI: f[0], Suites: []string{f[1]}})
+		out = append(out, Source{URI: f[0], Suites: []string{f[1]}})
 	}
 	return out
 }
 
-// parseDeb822Sources reads the deb822 format of /etc/apt/sources.list.d/
+// ParseDeb822Sources reads the deb822 format of /etc/apt/sources.list.d/
 // *.sources: stanzas of "Key: value" fields separated by blank lines.
-func parseDeb822Sources(b []byte) []aptSource {
-	var out []aptSource
+// Disabled stanzas and those without a "deb" type are ignored.
+func ParseDeb822Sources(b []byte) []Source {
+	var out []Source
 	fields := map[string]string{}
 	last := ""
 	flush := func() {
@@ -72,7 +77,7 @@ func parseDeb822Sources(b []byte) []aptSource {
 		}
 		for _, u := range strings.Fields(fields["uris"]) {
 			if isHTTPURI(u) {
-				out = append(out, aptSource{URI: u, Suites: suites})
+				out = append(out, Source{URI: u, Suites: suites})
 			}
 		}
 	}
@@ -118,9 +123,9 @@ func isHTTPURI(s string) bool {
 	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
 }
 
-// pickMirror chooses the URI that serves suite itself (not -security or
+// Pick chooses the URI that serves suite itself (not -security or
 // -updates, which debootstrap cannot bootstrap from).
-func pickMirror(srcs []aptSource, suite string) (string, bool) {
+func Pick(srcs []Source, suite string) (string, bool) {
 	for _, s := range srcs {
 		for _, su := range s.Suites {
 			if su == suite {
@@ -131,13 +136,13 @@ func pickMirror(srcs []aptSource, suite string) (string, bool) {
 	return "", false
 }
 
-// debianMirror reads apt's configuration on this machine and returns the
+// Mirror reads apt's configuration on this machine and returns the
 // mirror serving suite, so debootstrap uses the same (reachable) mirror as
 // apt-get.
-func debianMirror(suite string) (string, error) {
-	var srcs []aptSource
+func Mirror(suite string) (string, error) {
+	var srcs []Source
 	if b, err := os.ReadFile("/etc/apt/sources.list"); err == nil {
-		srcs = append(srcs, parseSourcesList(b)...)
+		srcs = append(srcs, ParseSourcesList(b)...)
 	}
 	lists, _ := filepath.Glob("/etc/apt/sources.list.d/*.list")
 	deb822, _ := filepath.Glob("/etc/apt/sources.list.d/*.sources")
@@ -145,31 +150,33 @@ func debianMirror(suite string) (string, error) {
 	sort.Strings(deb822)
 	for _, p := range lists {
 		if b, err := os.ReadFile(p); err == nil {
-			srcs = append(srcs, parseSourcesList(b)...)
+			srcs = append(srcs, ParseSourcesList(b)...)
 		}
 	}
 	for _, p := range deb822 {
 		if b, err := os.ReadFile(p); err == nil {
-			srcs = append(srcs, parseDeb822Sources(b)...)
+			srcs = append(srcs, ParseDeb822Sources(b)...)
 		}
 	}
-	if u, ok := pickMirror(srcs, suite); ok {
+	if u, ok := Pick(srcs, suite); ok {
 		return u, nil
 	}
 	return "", fmt.Errorf("no apt source serves suite %q (read /etc/apt/sources.list and /etc/apt/sources.list.d)", suite)
 }
 
-// hostSuite is this machine's Debian codename, from /etc/os-release.
-func hostSuite() string {
+// HostSuite is this machine's Debian codename, from /etc/os-release;
+// bookworm when it names none.
+func HostSuite() string {
 	b, _ := os.ReadFile("/etc/os-release")
-	if v := osReleaseCodename(b); v != "" {
+	if v := Codename(b); v != "" {
 		return v
 	}
 	return "bookworm"
 }
 
-// osReleaseCodename reads VERSION_CODENAME from os-release content.
-func osReleaseCodename(b []byte) string {
+// Codename reads VERSION_CODENAME from os-release content ("" when
+// absent or empty).
+func Codename(b []byte) string {
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "VERSION_CODENAME="); ok {
 			if v = strings.Trim(v, `"'`); v != "" {
