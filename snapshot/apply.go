@@ -904,23 +904,28 @@ func sortedKeys(m map[string][]byte) []string {
 	return keys
 }
 
+// rootlessNoopID in a RootlessXattr field means "the file's real owner",
+// which in a rootless container is its root: umoci writes it for the 0 half
+// of an owner like 0:42, and strata writes the same bytes.
+const rootlessNoopID = 1<<32 - 1
+
 // EncodeRootless encodes an owner as the rootless-containers protobuf
 // message Resource{uint32 uid = 1; uint32 gid = 2}. 0:0 is no xattr at
-// all, as umoci writes it; proto3 leaves zero fields out.
+// all and a 0 beside a non-zero id is rootlessNoopID, byte for byte as
+// umoci writes them.
 func EncodeRootless(uid, gid int) []byte {
 	if uid == 0 && gid == 0 {
 		return nil
 	}
-	var b []byte
-	if uid != 0 {
-		b = append(b, 0x08)
-		b = appendVarint(b, uint64(uint32(uid)))
+	if uid == 0 {
+		uid = rootlessNoopID
 	}
-	if gid != 0 {
-		b = append(b, 0x10)
-		b = appendVarint(b, uint64(uint32(gid)))
+	if gid == 0 {
+		gid = rootlessNoopID
 	}
-	return b
+	b := append([]byte{0x08}, appendVarint(nil, uint64(uint32(uid)))...)
+	b = append(b, 0x10)
+	return appendVarint(b, uint64(uint32(gid)))
 }
 
 func appendVarint(b []byte, v uint64) []byte {
@@ -948,10 +953,10 @@ func DecodeRootless(b []byte) (uid, gid int, err error) {
 				return 0, 0, errors.New("rootless xattr: bad varint")
 			}
 			b = b[n:]
-			switch field {
-			case 1:
+			switch {
+			case field == 1 && uint32(v) != rootlessNoopID:
 				uid = int(uint32(v))
-			case 2:
+			case field == 2 && uint32(v) != rootlessNoopID:
 				gid = int(uint32(v))
 			}
 		case 2:

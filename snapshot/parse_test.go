@@ -49,8 +49,9 @@ func TestRootlessEncoding(t *testing.T) {
 		want     []byte
 	}{
 		{0, 0, nil},
-		{1000, 0, []byte{0x08, 0xe8, 0x07}},
-		{0, 5, []byte{0x10, 0x05}},
+		{1000, 0, []byte{0x08, 0xe8, 0x07, 0x10, 0xff, 0xff, 0xff, 0xff, 0x0f}},
+		// umoci's bytes for 0:42 (etc/shadow of a Debian tree).
+		{0, 42, []byte{0x08, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x10, 0x2a}},
 		{1, 1, []byte{0x08, 0x01, 0x10, 0x01}},
 		{65534, 65534, []byte{0x08, 0xfe, 0xff, 0x03, 0x10, 0xfe, 0xff, 0x03}},
 	} {
@@ -61,6 +62,23 @@ func TestRootlessEncoding(t *testing.T) {
 		u, g, err := DecodeRootless(got)
 		if err != nil || u != tc.uid || g != tc.gid {
 			t.Errorf("DecodeRootless(%x) = %d,%d,%v", got, u, g, err)
+		}
+	}
+}
+
+// TestDecodeRootlessOlderForms reads the forms that leave a zero id out
+// (strata before it wrote umoci's bytes, and any proto3 encoder).
+func TestDecodeRootlessOlderForms(t *testing.T) {
+	for _, tc := range []struct {
+		in       []byte
+		uid, gid int
+	}{
+		{[]byte{0x10, 0x05}, 0, 5},
+		{[]byte{0x08, 0xe8, 0x07}, 1000, 0},
+		{[]byte{0x08, 0x00, 0x10, 0xff, 0xff, 0xff, 0xff, 0x0f}, 0, 0},
+	} {
+		if u, g, err := DecodeRootless(tc.in); err != nil || u != tc.uid || g != tc.gid {
+			t.Errorf("DecodeRootless(%x) = %d,%d,%v; want %d,%d", tc.in, u, g, err, tc.uid, tc.gid)
 		}
 	}
 }
