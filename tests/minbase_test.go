@@ -41,7 +41,15 @@ func minbaseTar(t *testing.T) string {
 		t.Fatal(err)
 	}
 	// Built beside the cache and renamed into place, so an interrupted
-	// run leaves no half tarball behind for the next run to trust.
+	// run leaves no half tarball behind for the next run to trust; what
+	// such a run left is removed here.
+	if stale, _ := filepath.Glob(filepath.Join(minbaseCacheDir, "minbase-"+suite+"-*")); len(stale) > 0 {
+		for _, p := range stale {
+			if err := os.RemoveAll(p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	tmp, err := os.MkdirTemp(minbaseCacheDir, "minbase-"+suite+"-")
 	if err != nil {
 		t.Fatal(err)
