@@ -317,8 +317,17 @@ func (c *commit) run() (*CommitResult, error) {
 		if d.Name() == VFS {
 			d = linkedVFS{d}
 		}
+		// The snapshot is fed the diff's tar again rather than the stored
+		// blob: no decompression of what was just compressed. Ensure
+		// checks the stream against the layer's diffID, so the snapshot
+		// holds exactly the committed layer (a file that changed since
+		// fails the commit).
 		in, err := c.s.Ensure(d, top, Layer{Digest: ly.Descriptor.Digest, DiffID: ly.DiffID, Open: func() (io.ReadCloser, error) {
-			return c.l.Blobs().Open(ly.Descriptor.Digest, ly.Descriptor.Size)
+			pr, pw := io.Pipe()
+			go func() {
+				pw.CloseWithError(diff.WriteTar(pw, WriteOptions{Clamp: c.opts.Timestamp, Rootless: c.rec.Rootless}))
+			}()
+			return pr, nil
 		}})
 		if err != nil {
 			return nil, fmt.Errorf("commit %s: snapshot of the new layer: %w", c.abs, err)
