@@ -235,7 +235,7 @@ func TestUnpackMinbaseMatchesUmoci(t *testing.T) {
 	ovlUnmountCleanup(t, ovlB)
 	strata(t, "unpack", "--root", filepath.Join(dir, "store-overlay"), "--driver", "overlay", ref, ovlB)
 	checkMinbaseChanges(t, filepath.Join(ovlB, "rootfs"), got)
-	ovlDiffTrees(t, "overlay", ovlTree(t, filepath.Join(ovlB, "rootfs")), "umoci", ovlTree(t, filepath.Join(umociB, "rootfs")))
+	ovlDiffTrees(t, "overlay", cmtTree(t, filepath.Join(ovlB, "rootfs"), false), "umoci", cmtTree(t, filepath.Join(umociB, "rootfs"), false))
 	os.RemoveAll(umociB)
 
 	// As the unprivileged test user: owners live in the xattr.

@@ -2,11 +2,9 @@ package tests
 
 import (
 	"bufio"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -21,87 +19,6 @@ import (
 	lt "github.com/strata-oci/strata/snapshot/layertest"
 	"golang.org/x/sys/unix"
 )
-
-// ovlTree describes every file under root, one line per path: type,
-// mode, owner, size, link target, content hash, mtime and xattrs (overlay's
-// own excluded). The root's own mtime is left out: no layer sets it, so
-// each unpacker picks its own.
-func ovlTree(t testing.TB, root string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			return err
-		}
-		var b strings.Builder
-		fmt.Fprintf(&b, "type=%o mode=%o owner=%d:%d", st.Mode&unix.S_IFMT, st.Mode&0o7777, st.Uid, st.Gid)
-		switch st.Mode & unix.S_IFMT {
-		case unix.S_IFREG:
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			h := sha256.New()
-			_, err = io.Copy(h, f)
-			f.Close()
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(&b, " size=%d sha256=%x", st.Size, h.Sum(nil)[:8])
-		case unix.S_IFLNK:
-			l, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(&b, " link=%s", l)
-		case unix.S_IFCHR, unix.S_IFBLK:
-			fmt.Fprintf(&b, " dev=%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
-		}
-		if rel != "." {
-			fmt.Fprintf(&b, " mtime=%d.%09d", st.Mtim.Sec, st.Mtim.Nsec)
-		}
-		b.WriteString(ovlXattrs(t, p))
-		out[rel] = b.String()
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("walk %s: %v", root, err)
-	}
-	return out
-}
-
-func ovlXattrs(t testing.TB, p string) string {
-	buf := make([]byte, 64<<10)
-	n, err := unix.Llistxattr(p, buf)
-	if err != nil {
-		if errors.Is(err, unix.ENOTSUP) {
-			return ""
-		}
-		t.Fatalf("list xattrs of %s: %v", p, err)
-	}
-	var names []string
-	for _, s := range strings.Split(string(buf[:n]), "\x00") {
-		if s != "" && !strings.HasPrefix(s, "trusted.overlay.") && !strings.HasPrefix(s, "user.overlay.") {
-			names = append(names, s)
-		}
-	}
-	sort.Strings(names)
-	var b strings.Builder
-	for _, name := range names {
-		v := make([]byte, 64<<10)
-		m, err := unix.Lgetxattr(p, name, v)
-		if err != nil {
-			t.Fatalf("read xattr %s of %s: %v", name, p, err)
-		}
-		fmt.Fprintf(&b, " %s=%x", name, v[:m])
-	}
-	return b.String()
-}
 
 // ovlDiffTrees reports every path whose description differs.
 func ovlDiffTrees(t testing.TB, nameA string, a map[string]string, nameB string, b map[string]string) {
@@ -223,13 +140,13 @@ func TestOverlayMatchesVFSAndUmoci(t *testing.T) {
 		t.Errorf("mounted with metacopy: %s", info)
 	}
 
-	ot := ovlTree(t, filepath.Join(ob, "rootfs"))
+	ot := cmtTree(t, filepath.Join(ob, "rootfs"), false)
 	if len(ot) < 40 || !strings.Contains(ot["dev/null"], "dev=1:3") || !strings.Contains(ot["usr/bin/ping"], "security.capability=") ||
 		!strings.Contains(ot["home/alice/notes"], "owner=1000:1000") {
 		t.Fatalf("overlay rootfs is not the standard image (%d paths): dev/null %q, usr/bin/ping %q", len(ot), ot["dev/null"], ot["usr/bin/ping"])
 	}
-	ovlDiffTrees(t, "overlay", ot, "vfs", ovlTree(t, filepath.Join(vb, "rootfs")))
-	ovlDiffTrees(t, "overlay", ot, "umoci", ovlTree(t, filepath.Join(ub, "rootfs")))
+	ovlDiffTrees(t, "overlay", ot, "vfs", cmtTree(t, filepath.Join(vb, "rootfs"), false))
+	ovlDiffTrees(t, "overlay", ot, "umoci", cmtTree(t, filepath.Join(ub, "rootfs"), false))
 	for _, gone := range []string{"gone-file", "gone-dir", "opq/lower", "opq/sub", "usr/share-note"} {
 		if _, ok := ot[gone]; ok {
 			t.Errorf("%s is visible through the overlay", gone)
@@ -309,7 +226,7 @@ func TestOverlayMountUmount(t *testing.T) {
 	if err := os.Remove(filepath.Join(rootfs, "app")); err != nil {
 		t.Fatal(err)
 	}
-	before := ovlTree(t, rootfs)
+	before := cmtTree(t, rootfs, false)
 
 	strata(t, "umount", b)
 	if ents, _ := os.ReadDir(rootfs); len(ents) != 0 {
@@ -336,7 +253,7 @@ func TestOverlayMountUmount(t *testing.T) {
 	}
 
 	strata(t, "mount", b)
-	ovlDiffTrees(t, "before", before, "remounted", ovlTree(t, rootfs))
+	ovlDiffTrees(t, "before", before, "remounted", cmtTree(t, rootfs, false))
 	r = strataFail(t, "mount", b)
 	if r.Code != 1 || !strings.Contains(r.Stderr, "already mounted") {
 		t.Errorf("second mount: exit %d, %q", r.Code, r.Stderr)

@@ -250,7 +250,7 @@ func TestRootlessOverlay(t *testing.T) {
 	if !strings.Contains(info, "userxattr") {
 		t.Errorf("root's mount of a rootless bundle lacks userxattr: %s", info)
 	}
-	tree := ovlTree(t, filepath.Join(b, "rootfs"))
+	tree := cmtTree(t, filepath.Join(b, "rootfs"), false)
 	for _, want := range []string{"d/y", "etc/b", "new", "null", "owned"} {
 		if _, ok := tree[want]; !ok {
 			t.Errorf("root's mount lacks %s", want)
