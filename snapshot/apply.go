@@ -516,9 +516,25 @@ func (a *applier) hardlink(dfd int, base, name, target string) error {
 		}
 	} else {
 		// The target is in a lower layer this directory does not hold
-		// (overlay): copy it up under the new name.
-		if err := a.copyUp(dfd, base, tname, e); err != nil {
+		// (overlay). Layers cannot link across each other, so copy the
+		// target up to its own path in this layer and link the new name
+		// to that copy: through the mount both names stay one file, as
+		// they are in the image.
+		te := a.files[tname]
+		if te == nil || te.Type != TypeReg {
+			return fmt.Errorf("hardlink target %s: %w (in no layer below)", target, os.ErrNotExist)
+		}
+		tdfd, err := a.parent(tdir)
+		if err != nil {
 			return fmt.Errorf("hardlink target %s: %w", target, err)
+		}
+		defer unix.Close(tdfd)
+		tcopy := *te
+		if err := a.copyUp(tdfd, tbase, tname, &tcopy); err != nil {
+			return fmt.Errorf("hardlink target %s: %w", target, err)
+		}
+		if err := unix.Linkat(tdfd, tbase, dfd, base, 0); err != nil {
+			return &os.PathError{Op: "link", Path: name, Err: err}
 		}
 	}
 	a.files[name] = e
