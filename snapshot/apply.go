@@ -377,7 +377,7 @@ func (a *applier) directory(dfd int, base string, e *Entry) error {
 	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR:
 		// An existing directory keeps its children; its metadata is
 		// replaced.
-		if err := clearXattrs(dfd, base); err != nil {
+		if err := clearXattrs(dfd, base, a.opts.Whiteouts == WhiteoutConvert); err != nil {
 			return fmt.Errorf("%s: %w", e.Path, err)
 		}
 	case err == nil:
@@ -795,15 +795,19 @@ func (a *applier) xattrs(fd, dfd int, base string, e *Entry) error {
 		if k == RootlessXattr && a.opts.Rootless {
 			continue
 		}
+		name := k
+		if a.opts.XattrName != nil {
+			name = a.opts.XattrName(k)
+		}
 		var err error
 		switch {
 		case fd >= 0:
-			err = unix.Fsetxattr(fd, k, e.Xattrs[k], 0)
+			err = unix.Fsetxattr(fd, name, e.Xattrs[k], 0)
 		case base == "":
 			// dfd is a directory (the root): its magic link reaches it.
-			err = unix.Setxattr(fdPath(dfd), k, e.Xattrs[k], 0)
+			err = unix.Setxattr(fdPath(dfd), name, e.Xattrs[k], 0)
 		default:
-			err = unix.Lsetxattr(procPath(dfd, base), k, e.Xattrs[k], 0)
+			err = unix.Lsetxattr(procPath(dfd, base), name, e.Xattrs[k], 0)
 		}
 		if err == nil {
 			continue
@@ -818,13 +822,18 @@ func (a *applier) xattrs(fd, dfd int, base string, e *Entry) error {
 	return nil
 }
 
-func clearXattrs(dfd int, base string) error {
+func clearXattrs(dfd int, base string, keepOpaque bool) error {
 	p := procPath(dfd, base)
 	names, err := listXattrs(p)
 	if err != nil {
 		return err
 	}
 	for _, n := range names {
+		// A directory listed again after its opaque marker (the marker
+		// may come anywhere in the layer) stays opaque.
+		if keepOpaque && (n == "trusted.overlay.opaque" || n == "user.overlay.opaque") {
+			continue
+		}
 		if err := unix.Lremovexattr(p, n); err != nil && err != unix.ENODATA && err != unix.EPERM {
 			return fmt.Errorf("remove xattr %s: %w", n, err)
 		}

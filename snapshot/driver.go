@@ -160,6 +160,12 @@ type ApplyOptions struct {
 	// Done, when closed, makes the extraction stop with ErrInterrupted
 	// at the next entry (nil: never).
 	Done <-chan struct{}
+	// XattrName, when set, gives the name a layer's xattr is stored
+	// under. Overlay reads its own namespace (trusted.overlay.*, or
+	// user.overlay.* with userxattr) as metadata, so an image xattr there
+	// must be stored escaped, or an image could mark its own directories
+	// opaque or redirected by an xattr instead of a whiteout.
+	XattrName func(name string) string
 }
 
 // Driver lays out snapshots and makes root file systems from them.

@@ -189,7 +189,12 @@ func (o *Overlay) Lowers(top *Info) ([]string, error) {
 // alone. Whiteouts are converted, and the extractor copies up hardlink
 // targets and implicit directories' metadata from the chain below.
 func (o *Overlay) PrepareLayer(dir string, parent *Info) (ApplyOptions, error) {
-	opts := ApplyOptions{Whiteouts: WhiteoutConvert, Whiteouter: overlayWhiteouter{o.x}}
+	x := o.x
+	opts := ApplyOptions{
+		Whiteouts:  WhiteoutConvert,
+		Whiteouter: overlayWhiteouter{x},
+		XattrName:  func(name string) string { return overlay.StoredXattr(name, x) },
+	}
 	// In a user namespace device nodes cannot be made, even with a
 	// subordinate range mapped: the extractor's rootless mode writes
 	// placeholders and keeps owners in an xattr (the file list keeps
