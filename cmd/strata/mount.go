@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"syscall"
 
 	"github.com/spf13/cobra"
 	"github.com/strata-oci/strata/internal/userns"
@@ -117,26 +116,11 @@ func runOnMount(run []string, rootfs string) (int, error) {
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("run %s: %w", run[0], err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	for {
-		select {
-		case sig := <-sigs:
-			_ = cmd.Process.Signal(sig)
-		case err := <-done:
-			var ee *exec.ExitError
-			if errors.As(err, &ee) {
-				if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-					return 128 + int(ws.Signal()), nil
-				}
-				return ee.ExitCode(), nil
-			}
-			if err != nil {
-				return 0, fmt.Errorf("run %s: %w", run[0], err)
-			}
-			return 0, nil
-		}
+	code, err := userns.Wait(cmd, sigs)
+	if err != nil {
+		return 0, fmt.Errorf("run %s: %w", run[0], err)
 	}
+	return code, nil
 }
 
 // reexecInUserns runs this strata command again inside strata's own user

@@ -254,6 +254,18 @@ func Reexec(args []string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	code, err := Wait(cmd, sigs)
+	if err != nil {
+		return 0, fmt.Errorf("enter user namespace: %w", err)
+	}
+	return code, nil
+}
+
+// Wait waits for the started cmd, passing it every signal that arrives on
+// sigs, and returns its exit status as a shell reports it: 128+N when
+// signal N killed it. The error is only for a cmd that could not be
+// waited for.
+func Wait(cmd *exec.Cmd, sigs <-chan os.Signal) (int, error) {
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	for {
@@ -268,10 +280,7 @@ func Reexec(args []string) (int, error) {
 				}
 				return ee.ExitCode(), nil
 			}
-			if err != nil {
-				return 0, fmt.Errorf("enter user namespace: %w", err)
-			}
-			return 0, nil
+			return 0, err
 		}
 	}
 }
