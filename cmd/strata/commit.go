@@ -65,23 +65,17 @@ gives the same layer digest on every run.`,
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			bundle := args[0]
-			dir, ref, err := parseRefArg(args[1])
+			dir, ref, err := parseNewImageArg("commit", args[1])
 			if err != nil {
 				return err
-			}
-			if _, ok := layout.IsDigestRef(ref); ok {
-				return usagef("commit %s: name the image with a tag, not a digest", args[1])
 			}
 			kind, err := compression.ParseKind(compress)
 			if err != nil {
 				return usageError{err}
 			}
-			lvl := compression.DefaultLevel
-			if level != 0 {
-				if kind == compression.None {
-					return usagef("--compression-level needs --compression gzip or zstd")
-				}
-				lvl = level
+			lvl, err := compressionLevel(kind, level)
+			if err != nil {
+				return err
 			}
 			when, err := createdTime(cmd, "timestamp", timestamp)
 			if err != nil {

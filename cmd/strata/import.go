@@ -53,12 +53,9 @@ fixed time the same tarball and flags give the same digest.`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			src := args[0]
-			dir, ref, err := parseRefArg(args[1])
+			dir, ref, err := parseNewImageArg("import", args[1])
 			if err != nil {
 				return err
-			}
-			if _, ok := layout.IsDigestRef(ref); ok {
-				return usagef("import %s: name the image with a tag, not a digest", args[1])
 			}
 			p, err := layout.ParsePlatform(platform)
 			if err != nil {
@@ -72,12 +69,9 @@ fixed time the same tarball and flags give the same digest.`,
 			if force {
 				layerOpts = append(layerOpts, layout.WithRecompress())
 			}
-			lvl := compression.DefaultLevel
-			if level != 0 {
-				if kind == compression.None {
-					return usagef("--compression-level needs --compression gzip or zstd")
-				}
-				lvl = level
+			lvl, err := compressionLevel(kind, level)
+			if err != nil {
+				return err
 			}
 			when, err := createdTime(cmd, "created", created)
 			if err != nil {
@@ -171,6 +165,30 @@ func createdTime(cmd *cobra.Command, name, value string) (*time.Time, error) {
 		return &t, nil
 	}
 	return nil, nil
+}
+
+// parseNewImageArg parses the LAYOUT[:REF] an image is written to: REF
+// names the new image, so a digest cannot be one.
+func parseNewImageArg(verb, arg string) (dir, ref string, err error) {
+	if dir, ref, err = parseRefArg(arg); err != nil {
+		return "", "", err
+	}
+	if _, ok := layout.IsDigestRef(ref); ok {
+		return "", "", usagef("%s %s: name the image with a tag, not a digest", verb, arg)
+	}
+	return dir, ref, nil
+}
+
+// compressionLevel turns --compression-level (0: the format's default)
+// into a level for kind.
+func compressionLevel(kind compression.Kind, level int) (int, error) {
+	if level == 0 {
+		return compression.DefaultLevel, nil
+	}
+	if kind == compression.None {
+		return 0, usagef("--compression-level needs --compression gzip or zstd")
+	}
+	return level, nil
 }
 
 // openInput opens TARBALL or stdin and returns its size (-1 if unknown).
