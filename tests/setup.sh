@@ -10,12 +10,20 @@ PACKAGES=(
 	skopeo umoci podman oci-image-tool docker.io runc docker-registry
 	uidmap debootstrap busybox-static zstd xz-utils bzip2 pigz
 	fuse-overlayfs hyperfine make git ca-certificates iproute2
+	curl gpgv debian-archive-keyring dpkg
 )
 TEST_USER=strata-test
 # Subordinate id range for the test user (65536 ids), far above the ranges
 # useradd hands out so that it overlaps nobody.
 SUB_START=1879048192
 SUB_COUNT=65536
+# Docker 25+ for the docker-archive tests: Debian trixie's docker.io and
+# docker-cli unpacked here (not installed: bookworm's docker.io stays the
+# system's engine). bookworm's containerd, runc and tini serve it.
+DOCKER26_SUITE=trixie
+DOCKER26_MIRROR=${STRATA_DOCKER26_MIRROR:-http://deb.debian.org/debian}
+DOCKER26_DIR=/var/cache/strata-tests/docker26
+DOCKER26_PACKAGES=(docker.io docker-cli)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -32,6 +40,10 @@ if [ "$(id -u)" != 0 ]; then
 	fi
 	if ! id "$TEST_USER" >/dev/null 2>&1; then
 		echo "setup.sh: not root; rootless tests need the user $TEST_USER with /etc/subuid and /etc/subgid ranges" >&2
+		need=1
+	fi
+	if [ ! -x "$DOCKER26_DIR/usr/sbin/dockerd" ] || [ ! -x "$DOCKER26_DIR/usr/bin/docker" ]; then
+		echo "setup.sh: not root; the Docker 26 tests need Debian $DOCKER26_SUITE's docker.io and docker-cli unpacked in $DOCKER26_DIR" >&2
 		need=1
 	fi
 	if [ $need = 1 ]; then
@@ -66,3 +78,111 @@ if [ -e /proc/sys/user/max_user_namespaces ] &&
 	[ "$(cat /proc/sys/user/max_user_namespaces)" = 0 ]; then
 	sysctl -q -w user.max_user_namespaces=15000
 fi
+
+# fetch_docker26 unpacks Debian trixie's docker.io and docker-cli into
+# $DOCKER26_DIR without touching apt's sources or the installed packages:
+# InRelease checked with gpgv against the Debian archive keyring, then
+# Packages.xz and both .debs checked against the sha256 sums it signs.
+# Nothing is fetched when the stamp names what is already unpacked.
+fetch_docker26() {
+	local arch stamp work
+	arch=$(dpkg --print-architecture)
+	stamp="$DOCKER26_DIR/.strata-docker26"
+	if [ -x "$DOCKER26_DIR/usr/sbin/dockerd" ] && [ -x "$DOCKER26_DIR/usr/bin/docker" ] &&
+		[ -f "$stamp" ] && grep -qx "arch=$arch" "$stamp"; then
+		return 0
+	fi
+	work=$(mktemp -d "$(dirname "$DOCKER26_DIR")/.docker26-XXXXXX")
+	# shellcheck disable=SC2064 # expand now: work is local
+	trap "rm -rf '$work'" EXIT
+	local fail="setup.sh: Docker 26 from Debian $DOCKER26_SUITE ($DOCKER26_MIRROR)"
+	echo "setup.sh: fetching docker.io and docker-cli from Debian $DOCKER26_SUITE ($arch) into $DOCKER26_DIR" >&2
+
+	curl -fsSL --retry 3 -o "$work/InRelease" "$DOCKER26_MIRROR/dists/$DOCKER26_SUITE/InRelease" ||
+		{ echo "$fail: cannot download dists/$DOCKER26_SUITE/InRelease" >&2; return 1; }
+	if ! gpgv --keyring /usr/share/keyrings/debian-archive-keyring.gpg --status-fd 3 \
+		--output "$work/Release" "$work/InRelease" 3>"$work/gpgv.status" 2>"$work/gpgv.log" ||
+		! grep -q '^\[GNUPG:\] VALIDSIG ' "$work/gpgv.status"; then
+		echo "$fail: the signature of InRelease does not verify against /usr/share/keyrings/debian-archive-keyring.gpg:" >&2
+		cat "$work/gpgv.log" >&2
+		return 1
+	fi
+	# Only the signed text (gpgv's output) is read from here on.
+	if ! grep -qx "Codename: $DOCKER26_SUITE" "$work/Release"; then
+		echo "$fail: the signed Release is not $DOCKER26_SUITE's" >&2
+		return 1
+	fi
+	local pkgs="main/binary-$arch/Packages.xz" sum size url
+	read -r sum size < <(awk -v f="$pkgs" '
+		/^[^ ]/ { in256 = ($1 == "SHA256:") }
+		in256 && $3 == f { print $1, $2; exit }' "$work/Release") || true
+	if ! [[ ${sum:-} =~ ^[0-9a-f]{64}$ ]]; then
+		echo "$fail: the signed Release has no SHA256 line for $pkgs" >&2
+		return 1
+	fi
+	url="$DOCKER26_MIRROR/dists/$DOCKER26_SUITE/$pkgs"
+	if grep -qx 'Acquire-By-Hash: yes' "$work/Release"; then
+		# By hash, the file cannot change between the two downloads.
+		url="$DOCKER26_MIRROR/dists/$DOCKER26_SUITE/main/binary-$arch/by-hash/SHA256/$sum"
+	fi
+	curl -fsSL --retry 3 -o "$work/Packages.xz" "$url" ||
+		{ echo "$fail: cannot download $url" >&2; return 1; }
+	if [ "$(sha256sum "$work/Packages.xz" | cut -d' ' -f1)" != "$sum" ]; then
+		echo "$fail: $pkgs does not match the sha256 $sum of the signed Release" >&2
+		return 1
+	fi
+	xz -dc "$work/Packages.xz" >"$work/Packages" ||
+		{ echo "$fail: cannot decompress $pkgs" >&2; return 1; }
+
+	mkdir "$work/tree"
+	local p version filename debsum versions=()
+	for p in "${DOCKER26_PACKAGES[@]}"; do
+		read -r version filename debsum < <(awk -v p="$p" '
+			BEGIN { RS = ""; FS = "\n" }
+			{
+				name = ""; v = ""; f = ""; s = ""
+				for (i = 1; i <= NF; i++) {
+					if ($i ~ /^Package: /) name = substr($i, 10)
+					else if ($i ~ /^Version: /) v = substr($i, 10)
+					else if ($i ~ /^Filename: /) f = substr($i, 11)
+					else if ($i ~ /^SHA256: /) s = substr($i, 9)
+				}
+				if (name == p) { print v, f, s; exit }
+			}' "$work/Packages") || true
+		if [ -z "${version:-}" ] || ! [[ ${debsum:-} =~ ^[0-9a-f]{64}$ ]] ||
+			! [[ ${filename:-} =~ ^pool/[A-Za-z0-9.+~_/-]+\.deb$ ]] || [[ $filename == *..* ]]; then
+			echo "$fail: no usable entry (Version, Filename, SHA256) for $p in $pkgs" >&2
+			return 1
+		fi
+		curl -fsSL --retry 3 -o "$work/$p.deb" "$DOCKER26_MIRROR/$filename" ||
+			{ echo "$fail: cannot download $filename" >&2; return 1; }
+		if [ "$(sha256sum "$work/$p.deb" | cut -d' ' -f1)" != "$debsum" ]; then
+			echo "$fail: $filename does not match the sha256 $debsum of $pkgs" >&2
+			return 1
+		fi
+		dpkg-deb -x "$work/$p.deb" "$work/tree" ||
+			{ echo "$fail: cannot unpack $filename" >&2; return 1; }
+		versions+=("$p=$version")
+	done
+	if [ ! -x "$work/tree/usr/sbin/dockerd" ] || [ ! -x "$work/tree/usr/bin/docker" ]; then
+		echo "$fail: the packages hold no usr/sbin/dockerd and usr/bin/docker" >&2
+		return 1
+	fi
+	{
+		echo "suite=$DOCKER26_SUITE"
+		echo "arch=$arch"
+		printf '%s\n' "${versions[@]}"
+	} >"$work/tree/.strata-docker26"
+	rm -rf "$DOCKER26_DIR"
+	mv "$work/tree" "$DOCKER26_DIR"
+	rm -rf "$work"
+	trap - EXIT
+	echo "setup.sh: Docker 26 ready: ${versions[*]}" >&2
+}
+
+# One setup at a time fetches it.
+mkdir -p "$(dirname "$DOCKER26_DIR")"
+exec 9>"$(dirname "$DOCKER26_DIR")/.docker26.lock"
+flock 9
+fetch_docker26 || exit 1
+exec 9>&-
