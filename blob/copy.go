@@ -24,10 +24,11 @@ const (
 )
 
 // CopyFrom transfers blob d (of the given size, or any size when size < 0)
-// from src into s. The source content is always verified against d before
-// the blob becomes visible in s. On one filesystem the blob is cloned with a
-// reflink when the filesystem supports it, else hardlinked; otherwise it is
-// streamed through a verifying writer.
+// from src into s. The content is always verified against d before the
+// blob becomes visible in s. On one filesystem the blob is cloned with a
+// reflink when the filesystem supports it (the clone is hashed), else
+// hardlinked (the source is hashed, or recognised by its seal: see
+// WithSeals); otherwise it is streamed through a verifying writer.
 func (s *Store) CopyFrom(src *Store, d digest.Digest, size int64) (CopyMethod, error) {
 	if s.Has(d, size) {
 		return CopyExisted, nil
@@ -54,23 +55,48 @@ func (s *Store) CopyFrom(src *Store, d digest.Digest, size int64) (CopyMethod, e
 		return "", err
 	}
 
-	// Hardlink: verify the source, then give it a second name. The source
-	// is immutable by contract, so the verified bytes are the linked bytes.
+	// Hardlink: a second name for a verified file. The source is verified
+	// by its seal when it has a matching one, else hashed; either way its
+	// identity is taken before and checked after the link, so what got
+	// linked is what was verified.
 	srcPath, _ := src.Path(d)
 	if sameFS(srcPath, dir) {
-		if err := src.Verify(d, size); err != nil {
-			return "", err
+		before, ok := src.sealed(d, size)
+		if !ok {
+			before = fileIdentity(r.File())
+			if _, err := r.WriteTo(io.Discard); err != nil {
+				src.unseal(d)
+				return "", err
+			}
+			if now, err := src.statBlob(d); err != nil || now != before {
+				return "", fmt.Errorf("blob %s: %w: it changed while it was verified", d, ErrDigestMismatch)
+			}
 		}
 		// A file already at dst has the wrong size (Has said no above),
 		// so it is damaged: the stream below replaces it.
-		if err := os.Link(srcPath, dst); err == nil {
+		err := os.Link(srcPath, dst)
+		if err == nil {
+			after, serr := s.statBlob(d)
+			if serr != nil || !after.sameContent(before) {
+				_ = os.Remove(dst)
+				return "", fmt.Errorf("blob %s: %w: it changed while it was linked", d, ErrDigestMismatch)
+			}
 			if err := syncDir(dir); err != nil {
 				return "", fmt.Errorf("sync %s: %w", dir, err)
 			}
+			// One inode, one identity (the link moved its ctime).
+			s.seal(d, after)
+			src.seal(d, after)
 			return CopyHardlink, nil
-		} else if errors.Is(err, fs.ErrExist) && s.Has(d, size) {
+		}
+		if errors.Is(err, fs.ErrExist) && s.Has(d, size) {
 			return CopyExisted, nil // a concurrent copy won
 		}
+		// Not linkable (protected_hardlinks, a bind mount): stream it.
+		if r, err = src.Open(d, size); err != nil {
+			return "", err
+		}
+		defer r.Close()
 	}
 
 	w, err := s.NewWriter(WithExpected(d, size))

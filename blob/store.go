@@ -43,14 +43,19 @@ var (
 type Store struct {
 	dir     string
 	staging string
+	seals   string // "" when seals are off; see seal.go
 }
 
 // New returns a store whose blobs live under dir (dir/<alg>/<hex>) and whose
 // in-progress writes live in staging. Both must be on one filesystem so that
 // a finished write can be renamed into place. Neither directory is created
 // until the first write.
-func New(dir, staging string) *Store {
-	return &Store{dir: dir, staging: staging}
+func New(dir, staging string, opts ...Option) *Store {
+	s := &Store{dir: dir, staging: staging}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // Dir is the directory that holds the blobs.
@@ -106,6 +111,9 @@ func (s *Store) Delete(d digest.Digest) error {
 	if err != nil {
 		return err
 	}
+	// The seal goes first: a seal without its blob is harmless, but one
+	// left behind could in theory meet a new file with the same identity.
+	s.unseal(d)
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("delete blob %s: %w", d, err)
 	}

@@ -189,6 +189,9 @@ func (w *Writer) Commit() (digest.Digest, int64, error) {
 		return "", 0, fmt.Errorf("publish blob %s: %w", got, err)
 	}
 	w.done = true
+	// The content was hashed on its way in: seal the published file (its
+	// identity after the rename, which moves the ctime).
+	w.s.sealFile(got, w.f, fileIdentity(w.f))
 	w.f.Close()
 	if err := syncDir(dir); err != nil {
 		return "", 0, fmt.Errorf("sync %s: %w", dir, err)

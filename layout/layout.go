@@ -128,7 +128,7 @@ func Open(dir string) (*Layout, error) {
 	}
 	return &Layout{
 		dir:   dir,
-		blobs: blob.New(filepath.Join(dir, BlobsDir), filepath.Join(dir, StateDir, "staging")),
+		blobs: blob.New(filepath.Join(dir, BlobsDir), filepath.Join(dir, StateDir, "staging"), blob.WithSeals(filepath.Join(dir, StateDir, "seals"))),
 	}, nil
 }
 

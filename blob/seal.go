@@ -1,0 +1,199 @@
+package blob
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+)
+
+// A seal records that the file of a blob was verified (hashed, or written
+// through a hashing writer) and which inode it was at the time: device,
+// inode number, size, mtime and ctime. As long as the file still has that
+// identity its content has not been written since, because any write,
+// truncation, chmod or utimes moves the ctime, which no unprivileged
+// program can set back (and kernels since 6.13 give a changed inode a
+// fine-grained ctime once it has been stat'ed, so two changes are never
+// confused). CopyFrom uses seals to link a blob within one file system
+// without hashing it again: no byte moves, and the destination name
+// shares an inode whose content was verified.
+//
+// Seals are a cache. A missing, unreadable or stale seal only means the
+// blob is hashed again; they are written without fsync, removed with their
+// blob, and never trusted for anything but an identical inode. What they
+// cannot see is media corruption below the file system (bit rot keeps the
+// ctime): `strata fsck` hashes every blob whatever its seal says.
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithSeals keeps seals in dir (dir/<alg>/<hex>). Without it the store
+// neither writes nor trusts seals and every CopyFrom hashes.
+func WithSeals(dir string) Option {
+	return func(s *Store) { s.seals = dir }
+}
+
+// identity is what a seal records of a blob's file.
+type identity struct {
+	dev, ino     uint64
+	nlink        uint64
+	size         int64
+	mtime, ctime int64 // nanoseconds since the epoch
+}
+
+func identityOf(st *unix.Stat_t) identity {
+	return identity{
+		dev:   uint64(st.Dev),
+		ino:   st.Ino,
+		nlink: uint64(st.Nlink),
+		size:  st.Size,
+		mtime: st.Mtim.Nano(),
+		ctime: st.Ctim.Nano(),
+	}
+}
+
+// matches reports whether a file that was sealed with identity a can only
+// be unwritten now that it has identity b: the same inode, size and mtime,
+// and the same ctime unless its link count changed, since adding or
+// removing a name (a copy, a gc of another layout) moves the ctime too.
+func (a identity) matches(b identity) bool {
+	return a.sameContent(b) && (a.ctime == b.ctime || a.nlink != b.nlink)
+}
+
+// sameContent reports whether two identities can only be the same,
+// unwritten file: everything but the ctime, which a new link moves.
+func (a identity) sameContent(b identity) bool {
+	return a.dev == b.dev && a.ino == b.ino && a.size == b.size && a.mtime == b.mtime
+}
+
+const sealVersion = "strata-seal-1"
+
+func (id identity) encode() string {
+	return fmt.Sprintf("%s %d %d %d %d %d %d\n", sealVersion, id.dev, id.ino, id.nlink, id.size, id.mtime, id.ctime)
+}
+
+func parseIdentity(s string) (identity, error) {
+	f := strings.Fields(s)
+	if len(f) != 7 || f[0] != sealVersion {
+		return identity{}, errors.New("malformed seal")
+	}
+	var n [6]int64
+	for i := range n {
+		v, err := strconv.ParseInt(f[i+1], 10, 64)
+		if err != nil {
+			return identity{}, errors.New("malformed seal")
+		}
+		n[i] = v
+	}
+	return identity{dev: uint64(n[0]), ino: uint64(n[1]), nlink: uint64(n[2]), size: n[3], mtime: n[4], ctime: n[5]}, nil
+}
+
+func (s *Store) sealPath(d digest.Digest) string {
+	return filepath.Join(s.seals, d.Algorithm().String(), d.Encoded())
+}
+
+// statBlob returns the identity of blob d's file as it is now.
+func (s *Store) statBlob(d digest.Digest) (identity, error) {
+	p, err := s.Path(d)
+	if err != nil {
+		return identity{}, err
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		return identity{}, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return identity{}, fmt.Errorf("blob %s: not a regular file", d)
+	}
+	return identityOf(&st), nil
+}
+
+// sealed reports whether blob d has a seal matching its file exactly, and
+// the file's identity.
+func (s *Store) sealed(d digest.Digest, size int64) (identity, bool) {
+	if s.seals == "" {
+		return identity{}, false
+	}
+	id, err := s.statBlob(d)
+	if err != nil || (size >= 0 && id.size != size) {
+		return identity{}, false
+	}
+	b, err := os.ReadFile(s.sealPath(d))
+	if err != nil {
+		return identity{}, false
+	}
+	rec, err := parseIdentity(string(b))
+	if err != nil || !rec.matches(id) {
+		return identity{}, false
+	}
+	return id, true
+}
+
+// seal records id for blob d. Failing to is harmless (the blob is hashed
+// next time), so errors are dropped: a read-only source layout still
+// copies.
+func (s *Store) seal(d digest.Digest, id identity) {
+	if s.seals == "" {
+		return
+	}
+	p := s.sealPath(d)
+	dir := filepath.Dir(p)
+	tmp := filepath.Join(dir, randomName(".seal-"))
+	err := os.WriteFile(tmp, []byte(id.encode()), 0o644)
+	if errors.Is(err, os.ErrNotExist) {
+		if os.MkdirAll(dir, 0o755) != nil {
+			return
+		}
+		err = os.WriteFile(tmp, []byte(id.encode()), 0o644)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return
+	}
+	if os.Rename(tmp, p) != nil {
+		_ = os.Remove(tmp)
+	}
+}
+
+// unseal drops blob d's seal.
+func (s *Store) unseal(d digest.Digest) {
+	if s.seals != "" {
+		_ = os.Remove(s.sealPath(d))
+	}
+}
+
+// sealFile seals blob d after its content was verified through f, if f is
+// still the file at d's path and unchanged since before (taken before the
+// content was read).
+func (s *Store) sealFile(d digest.Digest, f *os.File, before identity) {
+	if s.seals == "" {
+		return
+	}
+	var st unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &st) != nil {
+		return
+	}
+	now := identityOf(&st)
+	if now != before {
+		return
+	}
+	if at, err := s.statBlob(d); err != nil || at != now {
+		return
+	}
+	s.seal(d, now)
+}
+
+// fileIdentity is f's identity, or the zero identity (which matches no
+// file) when it cannot be read.
+func fileIdentity(f *os.File) identity {
+	var st unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &st) != nil {
+		return identity{}
+	}
+	return identityOf(&st)
+}
