@@ -13,21 +13,25 @@ import (
 )
 
 // A seal records that the file of a blob was verified (hashed, or written
-// through a hashing writer) and which inode it was at the time: device,
-// inode number, size, mtime and ctime. As long as the file still has that
-// identity its content has not been written since, because any write,
-// truncation, chmod or utimes moves the ctime, which no unprivileged
-// program can set back (and kernels since 6.13 give a changed inode a
-// fine-grained ctime once it has been stat'ed, so two changes are never
-// confused). CopyFrom uses seals to link a blob within one file system
-// without hashing it again: no byte moves, and the destination name
-// shares an inode whose content was verified.
+// through a hashing writer) and which inode it was then: device, inode
+// number, link count, size, mtime and ctime. A file that still has that
+// identity has not been written since: a write or truncation moves the
+// mtime (and the size, often), a replacement changes the inode, and
+// chmod, chown, xattrs or utimes move the ctime, which no program can set
+// back. The one allowance is a changed link count, which also moves the
+// ctime: copies link blobs and a removed copy unlinks them, and neither
+// touches the content. So a seal holds when inode, size and mtime are the
+// same and the ctime is the same unless the link count changed.
+// CopyFrom uses seals to link a blob within one file system without
+// hashing it again: no byte moves, and the new name shares an inode whose
+// content was verified.
 //
 // Seals are a cache. A missing, unreadable or stale seal only means the
-// blob is hashed again; they are written without fsync, removed with their
-// blob, and never trusted for anything but an identical inode. What they
-// cannot see is media corruption below the file system (bit rot keeps the
-// ctime): `strata fsck` hashes every blob whatever its seal says.
+// blob is hashed again; they are written without fsync and removed with
+// their blob. What they cannot see is damage that keeps the mtime: media
+// corruption below the file system, or a deliberate write followed by
+// utimes and a link. `strata fsck` hashes every blob whatever its seal
+// says (and reseals what passes).
 
 // Option configures a Store.
 type Option func(*Store)
