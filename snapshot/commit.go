@@ -632,7 +632,7 @@ func (c *commit) switchRootfs(diff *Diff, chain []*Info, next *Record) error {
 		err = os.Chmod(nextUpper, 0o755)
 	}
 	if err == nil {
-		err = copyRootMeta(newCtr.Top().FS(), nextUpper)
+		err = copyRootMetaShifted(newCtr.Top().FS(), nextUpper, newCtr.IDMap)
 	}
 	if err == nil {
 		err = c.writeRecord(next)

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/strata-oci/strata/internal/idmap"
 	"github.com/strata-oci/strata/internal/userns"
 	"github.com/strata-oci/strata/overlay"
 	"golang.org/x/sys/unix"
@@ -40,6 +42,10 @@ var (
 	// ErrXattrForm means the store's overlay layers use an xattr form
 	// this process cannot write.
 	ErrXattrForm = errors.New("store's overlay layers use another xattr form")
+	// ErrIDMapNeedsRoot means an id map was asked for without the
+	// privilege to make idmapped mounts (root in the initial user
+	// namespace).
+	ErrIDMapNeedsRoot = errors.New("overlay with an id map needs root (outside any user namespace)")
 )
 
 // OverlayFallback, when set, makes the "overlay" driver name fall back
@@ -240,13 +246,26 @@ func (o *Overlay) Work(c *Container) string { return filepath.Join(c.State(), Wo
 // the rootfs. The upper directory's root takes the owner, mode and times
 // of the top layer's root, since overlay shows the upper root's metadata
 // for the rootfs's "/".
+//
+// With an id map the layers are mounted through idmapped clones (see
+// Mount), so nothing is copied: every map shares the one set of
+// snapshots. The upper directory then holds host IDs, as a vfs rootfs
+// does, and commit shifts them back.
 func (o *Overlay) CreateRootfs(c *Container) (err error) {
-	if !c.IDMap.Empty() {
-		return fmt.Errorf("overlay rootfs in %s: the overlay driver cannot shift ownership by an id map (use the vfs driver)", c.Dir)
-	}
 	top := c.Top()
 	if top == nil {
 		return fmt.Errorf("overlay rootfs in %s: image has no layers", c.Dir)
+	}
+	if !c.IDMap.Empty() {
+		if c.Rootless || os.Geteuid() != 0 || userns.InNamespace() {
+			return fmt.Errorf("overlay rootfs in %s: %w", c.Dir, ErrIDMapNeedsRoot)
+		}
+		if err := c.IDMap.Validate(); err != nil {
+			return fmt.Errorf("overlay rootfs in %s: %w", c.Dir, err)
+		}
+		if err := checkMapped(top, c.IDMap); err != nil {
+			return fmt.Errorf("overlay rootfs in %s: %w", c.Dir, err)
+		}
 	}
 	upper, work := o.Upper(c), o.Work(c)
 	for _, d := range []string{upper, work} {
@@ -269,19 +288,27 @@ func (o *Overlay) CreateRootfs(c *Container) (err error) {
 	if err := os.Mkdir(work, 0o700); err != nil {
 		return fmt.Errorf("overlay rootfs in %s: %w", c.Dir, err)
 	}
-	if err := copyRootMeta(top.FS(), upper); err != nil {
+	if err := copyRootMetaShifted(top.FS(), upper, c.IDMap); err != nil {
 		return fmt.Errorf("overlay rootfs in %s: %w", c.Dir, err)
 	}
 	return o.Mount(c)
 }
 
 // copyRootMeta gives dst the owner, mode and times of src.
-func copyRootMeta(src, dst string) error {
+func copyRootMeta(src, dst string) error { return copyRootMetaShifted(src, dst, nil) }
+
+// copyRootMetaShifted gives dst the owner (shifted by m to host IDs),
+// mode and times of src.
+func copyRootMetaShifted(src, dst string, m *IDMap) error {
 	var st unix.Stat_t
 	if err := unix.Lstat(src, &st); err != nil {
 		return &os.PathError{Op: "stat", Path: src, Err: err}
 	}
-	if err := os.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
+	uid, gid, err := m.ToHost(int(st.Uid), int(st.Gid))
+	if err != nil {
+		return fmt.Errorf("owner of %s: %w", src, err)
+	}
+	if err := os.Lchown(dst, uid, gid); err != nil {
 		return err
 	}
 	if err := unix.Chmod(dst, st.Mode&0o7777); err != nil {
@@ -316,7 +343,21 @@ func (o *Overlay) Mount(c *Container) error {
 	if err != nil {
 		return err
 	}
-	return overlay.Mount(c.Rootfs(), overlay.Options{Lower: low, Upper: o.Upper(c), Work: o.Work(c), Xattrs: o.x})
+	if c.IDMap.Empty() {
+		return overlay.Mount(c.Rootfs(), overlay.Options{Lower: low, Upper: o.Upper(c), Work: o.Work(c), Xattrs: o.x})
+	}
+	if c.Rootless || os.Geteuid() != 0 || userns.InNamespace() {
+		return fmt.Errorf("mount %s: %w", c.Rootfs(), ErrIDMapNeedsRoot)
+	}
+	mapped, release, err := idmappedLayers(low, c.IDMap)
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", c.Rootfs(), err)
+	}
+	defer release()
+	if err := overlay.Mount(c.Rootfs(), overlay.Options{Lower: mapped, Upper: o.Upper(c), Work: o.Work(c), Xattrs: o.x}); err != nil {
+		return fmt.Errorf("%w (layers shifted by an id map are detached idmapped mounts, which overlay takes from Linux 6.15 on; --driver vfs copies instead)", err)
+	}
+	return nil
 }
 
 // Unmount unmounts c's rootfs and keeps the upper and work directories.
@@ -383,4 +424,44 @@ func OverlayBundle(dir string) (*Store, *Overlay, *Container, error) {
 		return nil, nil, nil, err
 	}
 	return s, o, &Container{Dir: abs, Chain: chain, Rootless: rec.Rootless, IDMap: rec.IDMap}, nil
+}
+
+// idmappedLayers clones each layer directory as an idmapped mount that
+// shows the image's owners as m's host IDs, and returns names overlay
+// can take them by. release closes the clones; a mounted overlay keeps
+// its own.
+func idmappedLayers(dirs []string, m *IDMap) (paths []string, release func(), err error) {
+	conv := func(rs []IDRange) []idmap.Range {
+		out := make([]idmap.Range, len(rs))
+		for i, r := range rs {
+			out[i] = idmap.Range{ContainerID: r.ContainerID, HostID: r.HostID, Size: r.Size}
+		}
+		return out
+	}
+	mounts, err := idmap.Clone(dirs, conv(m.UIDs), conv(m.GIDs))
+	if err != nil {
+		return nil, nil, err
+	}
+	return mounts.Paths(), mounts.Close, nil
+}
+
+// checkMapped makes sure every owner of the image up to top has a host
+// ID under m: an idmapped mount would show the others as the overflow
+// ID (nobody), and the vfs driver refuses them too.
+func checkMapped(top *Info, m *IDMap) error {
+	files, err := top.ReadFiles()
+	if err != nil {
+		return fmt.Errorf("snapshot %s: %w", top.ID, err)
+	}
+	var bad *Entry
+	var badErr error
+	for _, e := range files {
+		if _, _, err := m.ToHost(e.UID, e.GID); err != nil && (bad == nil || e.Path < bad.Path) {
+			bad, badErr = e, err
+		}
+	}
+	if bad != nil {
+		return fmt.Errorf("%s is owned by %d:%d: %w", path.Join("/", bad.Path), bad.UID, bad.GID, badErr)
+	}
+	return nil
 }

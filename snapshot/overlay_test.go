@@ -249,23 +249,6 @@ func TestOverlayBundleErrors(t *testing.T) {
 	}
 }
 
-func TestOverlayRefusesIDMap(t *testing.T) {
-	needRoot(t)
-	s := openStore(t)
-	o, err := NewOverlay(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := fakeSnapshot(t, s, "base", OverlayDriver, "")
-	c := &Container{Dir: t.TempDir(), Chain: []*Info{base}, IDMap: &IDMap{UIDs: []IDRange{{0, 100000, 65536}}}}
-	if err := o.CreateRootfs(c); err == nil || !strings.Contains(err.Error(), "id map") {
-		t.Errorf("CreateRootfs with an id map: %v", err)
-	}
-	if _, err := os.Lstat(c.State()); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("failed CreateRootfs left state behind: %v", err)
-	}
-}
-
 func TestOverlayWhiteouter(t *testing.T) {
 	needRoot(t)
 	for _, x := range []overlay.Xattrs{overlay.Trusted, overlay.User} {

@@ -45,6 +45,9 @@ func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec 
 	if o.Driver == "" {
 		o.Driver = VFS
 	}
+	if err := o.IDMap.Validate(); err != nil {
+		return nil, err
+	}
 	d, err := NewDriver(o.Driver, s)
 	if err != nil {
 		return nil, err
@@ -284,4 +287,53 @@ func (s *Store) updateLayouts(fn func(map[string]bool)) error {
 	sortStrings(list)
 	b, _ := json.MarshalIndent(list, "", "\t")
 	return writeFileSync(p, b, 0o644)
+}
+
+// ErrInvalidIDMap means an id map cannot be a user namespace's mapping.
+var ErrInvalidIDMap = errors.New("invalid id map")
+
+// maxIDRanges is the most lines the kernel takes in a uid_map or gid_map.
+const maxIDRanges = 340
+
+// ValidateIDRanges checks that rs could be written to a uid_map or
+// gid_map: no two ranges overlap on either side (a shifted ID must shift
+// back to one image ID), and at most 340 of them.
+func ValidateIDRanges(rs []IDRange) error {
+	if len(rs) > maxIDRanges {
+		return fmt.Errorf("%w: %d ranges, the kernel takes at most %d", ErrInvalidIDMap, len(rs), maxIDRanges)
+	}
+	overlap := func(a, b uint32, size, bsize uint32) bool {
+		return uint64(a) < uint64(b)+uint64(bsize) && uint64(b) < uint64(a)+uint64(size)
+	}
+	for i, a := range rs {
+		if a.Size == 0 {
+			return fmt.Errorf("%w: range %d:%d:%d is empty", ErrInvalidIDMap, a.ContainerID, a.HostID, a.Size)
+		}
+		if uint64(a.ContainerID)+uint64(a.Size) > 1<<32 || uint64(a.HostID)+uint64(a.Size) > 1<<32 {
+			return fmt.Errorf("%w: range %d:%d:%d overflows 32 bits", ErrInvalidIDMap, a.ContainerID, a.HostID, a.Size)
+		}
+		for _, b := range rs[:i] {
+			if overlap(a.ContainerID, b.ContainerID, a.Size, b.Size) {
+				return fmt.Errorf("%w: ranges %d:%d:%d and %d:%d:%d map the same container IDs", ErrInvalidIDMap, b.ContainerID, b.HostID, b.Size, a.ContainerID, a.HostID, a.Size)
+			}
+			if overlap(a.HostID, b.HostID, a.Size, b.Size) {
+				return fmt.Errorf("%w: ranges %d:%d:%d and %d:%d:%d map to the same host IDs", ErrInvalidIDMap, b.ContainerID, b.HostID, b.Size, a.ContainerID, a.HostID, a.Size)
+			}
+		}
+	}
+	return nil
+}
+
+// Validate checks both halves of m with ValidateIDRanges.
+func (m *IDMap) Validate() error {
+	if m == nil {
+		return nil
+	}
+	if err := ValidateIDRanges(m.UIDs); err != nil {
+		return fmt.Errorf("uid map: %w", err)
+	}
+	if err := ValidateIDRanges(m.GIDs); err != nil {
+		return fmt.Errorf("gid map: %w", err)
+	}
+	return nil
 }

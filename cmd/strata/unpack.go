@@ -28,14 +28,25 @@ chain ID, and shared by every image and bundle that uses them. --driver vfs
 
 As an unprivileged user the rootfs keeps the image's owners in the
 user.rootlesscontainers xattr, devices become empty files, and config.json
-is a rootless spec. --uid-map/--gid-map shift owners for a user namespace.`,
+is a rootless spec. --uid-map/--gid-map shift owners for a user namespace
+(root only): vfs chowns the copy, overlay mounts the shared layers through
+idmapped mounts, so nothing is copied; commit shifts owners back.`,
 		Example: `  strata unpack ./img:v1 ./bundle && runc run -b ./bundle ctr
   strata unpack --platform linux/arm64 --driver overlay ./img:v1 ./bundle
-  strata unpack --uid-map 0:100000:65536 --gid-map 0:100000:65536 ./img:v1 ./bundle`,
+  strata unpack --uid-map 0:100000:65536 --gid-map 0:100000:65536 ./img:v1 ./bundle
+  strata unpack --driver overlay --uid-map 0:100000:65536 ./img:v1 ./bundle`,
 		Args:              exactArgs(2),
 		ValidArgsFunction: completeFirstRef,
 		RunE: func(c *cobra.Command, args []string) error {
+			m, err := parseIDMaps(uidMaps, gidMaps)
+			if err != nil {
+				return err
+			}
 			if overlayNeedsUserns(driver) {
+				if !m.Empty() {
+					// Idmapped mounts of the layers need root.
+					return fmt.Errorf("--uid-map/--gid-map with --driver overlay: %w", snapshot.ErrIDMapNeedsRoot)
+				}
 				if err := reexecInUserns(true); err != nil {
 					return err
 				}
@@ -52,10 +63,6 @@ is a rootless spec. --uid-map/--gid-map shift owners for a user namespace.`,
 					return usageError{err}
 				}
 				o.Platform = &p
-			}
-			m, err := parseIDMaps(uidMaps, gidMaps)
-			if err != nil {
-				return err
 			}
 			o.IDMap = m
 			l, ref, err := openLayoutRef(args[0])
@@ -112,6 +119,12 @@ func parseIDMaps(uids, gids []string) (*snapshot.IDMap, error) {
 			return nil, usagef("--gid-map: %v", err)
 		}
 		m.GIDs = append(m.GIDs, r)
+	}
+	if err := snapshot.ValidateIDRanges(m.UIDs); err != nil {
+		return nil, usagef("--uid-map: %v", err)
+	}
+	if err := snapshot.ValidateIDRanges(m.GIDs); err != nil {
+		return nil, usagef("--gid-map: %v", err)
 	}
 	if len(m.UIDs) == 0 {
 		m.UIDs = m.GIDs
