@@ -16,14 +16,31 @@ import (
 
 // dockerEngine is a private dockerd started for one test.
 type dockerEngine struct {
-	host   string // DOCKER_HOST value
-	client string // docker client binary
+	host    string // DOCKER_HOST value
+	client  string // docker client binary
+	version string // the server's version, as it reports it
+	// containerdStore is true when images live in containerd's image
+	// store (Docker 25+'s containerd-snapshotter feature): image IDs are
+	// manifest digests there, config digests otherwise.
+	containerdStore bool
 }
 
-// startDockerd starts Debian's dockerd as root with its own data and exec
-// roots and socket, no networking, and waits until it answers. It is
-// stopped (by its pid file) and its directories removed when the test
-// ends. Every test that needs a Docker engine uses it.
+// docker26Dir holds Debian trixie's docker.io and docker-cli unpacked by
+// tests/setup.sh: Docker 26 beside the system's Docker 20.10.
+const docker26Dir = "/var/cache/strata-tests/docker26"
+
+// engineConfig says which dockerd to start and how.
+type engineConfig struct {
+	dockerd, client string
+	// path is put in front of dockerd's PATH, for its helpers
+	// (docker-proxy, docker-init); containerd and runc come from the
+	// system either way.
+	path            string
+	containerdStore bool
+}
+
+// startDockerd starts Debian 12's dockerd (20.10). Every test that needs a
+// Docker engine and does not ask for a version uses it.
 func startDockerd(t testing.TB) *dockerEngine {
 	t.Helper()
 	needRoot(t)
@@ -32,6 +49,44 @@ func startDockerd(t testing.TB) *dockerEngine {
 	if _, err := os.Stat(client); err != nil {
 		client = needTool(t, "docker")
 	}
+	return startEngine(t, engineConfig{dockerd: dockerd, client: client})
+}
+
+// startDocker26 starts Debian trixie's dockerd 26 from docker26Dir, with
+// the classic graph-driver image store or, with containerdStore, the
+// containerd image store. It fails, never skips, when setup.sh has not
+// unpacked it.
+func startDocker26(t testing.TB, containerdStore bool) *dockerEngine {
+	t.Helper()
+	needRoot(t)
+	dockerd := filepath.Join(docker26Dir, "usr/sbin/dockerd")
+	client := filepath.Join(docker26Dir, "usr/bin/docker")
+	for _, f := range []string{dockerd, client} {
+		if _, err := os.Stat(f); err != nil {
+			t.Fatalf("Docker 26 (%s) is required by this test and is not there: run `make test-deps` as root, which unpacks Debian trixie's docker.io and docker-cli into %s", f, docker26Dir)
+		}
+	}
+	needTool(t, "containerd")
+	needTool(t, "runc")
+	e := startEngine(t, engineConfig{
+		dockerd: dockerd, client: client,
+		path:            filepath.Join(docker26Dir, "usr/sbin"),
+		containerdStore: containerdStore,
+	})
+	major, _, _ := strings.Cut(e.version, ".")
+	if n, err := strconv.Atoi(major); err != nil || n < 25 {
+		t.Fatalf("%s is Docker %q, want 25 or later", dockerd, e.version)
+	}
+	return e
+}
+
+// startEngine starts dockerd as root with its own data and exec roots,
+// socket, pid file and daemon.json (the host's /etc/docker is not read),
+// no networking, and waits until it answers. Engines of both versions can
+// run at once. It is stopped (by its pid file), whatever it mounted is
+// unmounted and its directories are removed when the test ends.
+func startEngine(t testing.TB, c engineConfig) *dockerEngine {
+	t.Helper()
 	// Socket paths are limited to 108 bytes: keep the roots short.
 	root, err := os.MkdirTemp("/tmp", "sd-")
 	if err != nil {
@@ -40,21 +95,32 @@ func startDockerd(t testing.TB) *dockerEngine {
 	data, exe := filepath.Join(root, "data"), filepath.Join(root, "exec")
 	sock := filepath.Join(root, "docker.sock")
 	pidFile := filepath.Join(root, "docker.pid")
+	daemonJSON := filepath.Join(root, "daemon.json")
+	conf := "{}"
+	if c.containerdStore {
+		conf = `{"features":{"containerd-snapshotter":true}}`
+	}
+	if err := os.WriteFile(daemonJSON, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	logFile, err := os.Create(filepath.Join(root, "dockerd.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(dockerd, "--iptables=false", "--ip6tables=false", "--bridge=none",
+	cmd := exec.Command(c.dockerd, "--config-file", daemonJSON, "--iptables=false", "--ip6tables=false", "--bridge=none",
 		"--data-root", data, "--exec-root", exe, "-H", "unix://"+sock, "--pidfile", pidFile)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if c.path != "" {
+		cmd.Env = append(os.Environ(), "PATH="+c.path+string(os.PathListSeparator)+os.Getenv("PATH"))
+	}
 	// Its own process group, so that nothing of it outlives the test.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start dockerd: %v", err)
+		t.Fatalf("start %s: %v", c.dockerd, err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	e := &dockerEngine{host: "unix://" + sock, client: client}
+	e := &dockerEngine{host: "unix://" + sock, client: c.client, containerdStore: c.containerdStore}
 	t.Cleanup(func() {
 		stopDockerd(t, cmd.Process.Pid, pidFile, exited)
 		logFile.Close()
@@ -68,17 +134,25 @@ func startDockerd(t testing.TB) *dockerEngine {
 		select {
 		case err := <-exited:
 			log, _ := os.ReadFile(logFile.Name())
-			t.Fatalf("dockerd exited: %v\n%s", err, tail(string(log), 3000))
+			t.Fatalf("%s exited: %v\n%s", c.dockerd, err, tail(string(log), 3000))
 		default:
 		}
 		r := e.run(t, "version", "--format", "{{.Server.Version}}")
 		if r.Code == 0 {
-			t.Logf("dockerd %s at %s", strings.TrimSpace(r.Stdout), sock)
+			e.version = strings.TrimSpace(r.Stdout)
+			if c.containerdStore {
+				// The feature is silently off in engines that lack it.
+				driver := strings.TrimSpace(e.must(t, "info", "--format", "{{range .DriverStatus}}{{index . 1}} {{end}}"))
+				if !strings.Contains(driver, "io.containerd.snapshotter") {
+					t.Fatalf("dockerd %s did not turn on the containerd image store: driver status %q", e.version, driver)
+				}
+			}
+			t.Logf("dockerd %s at %s (containerd image store: %v)", e.version, sock, c.containerdStore)
 			return e
 		}
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(logFile.Name())
-			t.Fatalf("dockerd did not answer within 90s: %s\n%s", r.Stderr, tail(string(log), 3000))
+			t.Fatalf("%s did not answer within 90s: %s\n%s", c.dockerd, r.Stderr, tail(string(log), 3000))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -130,11 +204,17 @@ func tail(s string, n int) string {
 	return s
 }
 
+// command is the docker client against this engine, not yet started.
+func (e *dockerEngine) command(args ...string) *exec.Cmd {
+	cmd := exec.Command(e.client, args...)
+	cmd.Env = append(os.Environ(), "DOCKER_HOST="+e.host)
+	return cmd
+}
+
 // run runs the docker client against this engine.
 func (e *dockerEngine) run(t testing.TB, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(e.client, args...)
-	cmd.Env = append(os.Environ(), "DOCKER_HOST="+e.host)
+	cmd := e.command(args...)
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
