@@ -23,6 +23,10 @@ type CopyOptions struct {
 	AllPlatforms bool
 	// OnBlob, when set, is told about every blob transferred and how.
 	OnBlob func(d ocispec.Descriptor, how blob.CopyMethod)
+	// Added, when set, records the blobs the copy adds to dst, and the
+	// caller discards them if it fails later. Without it CopyImage
+	// discards what it added when it fails itself.
+	Added *Added
 }
 
 // CopyImage transfers the image desc points at, with every blob it
@@ -33,9 +37,17 @@ type CopyOptions struct {
 // becomes visible in dst. Children are stored before their parents, so a
 // manifest in dst never points at a missing blob. Nothing is named in dst:
 // see Tag and AddUntagged.
-func CopyImage(dst, src *Layout, desc ocispec.Descriptor, opts CopyOptions) (ocispec.Descriptor, error) {
+func CopyImage(dst, src *Layout, desc ocispec.Descriptor, opts CopyOptions) (_ ocispec.Descriptor, err error) {
 	if err := dst.Hold(); err != nil {
 		return ocispec.Descriptor{}, err
+	}
+	if opts.Added == nil {
+		opts.Added = &Added{}
+		defer func() {
+			if err != nil {
+				_, _ = dst.Discard(opts.Added)
+			}
+		}()
 	}
 	root, err := src.selectForCopy(desc, opts)
 	if err != nil {
@@ -210,6 +222,9 @@ func copyBlob(dst, src *Layout, d ocispec.Descriptor, opts CopyOptions) error {
 	how, err := dst.blobs.CopyFrom(src.blobs, d.Digest, d.Size)
 	if err != nil {
 		return fmt.Errorf("copy %s %s: %w", kindOf(d.MediaType), d.Digest, err)
+	}
+	if how != blob.CopyExisted && opts.Added != nil {
+		opts.Added.Add(d.Digest)
 	}
 	if opts.OnBlob != nil {
 		opts.OnBlob(d, how)

@@ -136,17 +136,28 @@ func (s *ociSource) resolve(l *layout.Layout, opts Options) ([]Image, error) {
 	return []Image{img}, nil
 }
 
-func (s *ociSource) Fetch(ctx context.Context, dst *layout.Layout, opts Options) ([]Image, error) {
+func (s *ociSource) Fetch(ctx context.Context, dst *layout.Layout, opts Options) (_ []Image, err error) {
 	l, imgs, err := s.Local(opts)
 	if err != nil {
 		return nil, err
 	}
 	defer l.Close()
+	// Several images are one operation: a failure takes back what the
+	// ones before it added.
+	copyOpts := opts.Copy
+	if copyOpts.Added == nil {
+		copyOpts.Added = &layout.Added{}
+		defer func() {
+			if err != nil {
+				_, _ = dst.Discard(copyOpts.Added)
+			}
+		}()
+	}
 	for i := range imgs {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		d, err := layout.CopyImage(dst, l, imgs[i].Descriptor, opts.Copy)
+		d, err := layout.CopyImage(dst, l, imgs[i].Descriptor, copyOpts)
 		if err != nil {
 			return nil, err
 		}
