@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"hash/crc64"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,7 +43,7 @@ func Apply(dir string, r io.Reader, opts ApplyOptions, files Files) error {
 	if err != nil {
 		return err
 	}
-	defer a.t.close()
+	defer a.close()
 	tr := tar.NewReader(r)
 	for {
 		if interrupted(opts.Done) {
@@ -62,16 +64,22 @@ func Apply(dir string, r io.Reader, opts ApplyOptions, files Files) error {
 }
 
 // applyRecording is Apply that also records the layer's tar-split
-// metadata in p, in the same pass and goroutine: tar-split's own reader
-// (its fork of archive/tar) gives the raw header bytes, and file
-// payloads are checksummed as they are written. r is read to its end,
-// padding after the end-of-archive marker included.
-func applyRecording(dir string, r io.Reader, opts ApplyOptions, files Files, p storage.Packer) error {
+// metadata in p, in the same pass and goroutine. tar-split's own reader
+// (its fork of archive/tar) parses the stream; a tap under it keeps the
+// raw bytes in front of each entry, which become the segments, and
+// checksums each entry's data as the archive holds it (a sparse file's
+// data without its holes, whose map is recorded with the entry). r is
+// read to its end, padding after the end-of-archive marker included.
+// Regular files that a later entry replaces are moved to the directory
+// shadow (made when first needed; "" removes them instead), named by
+// their entry's number, so that a rebuild finds every payload.
+func applyRecording(dir string, r io.Reader, opts ApplyOptions, files Files, p *packer, shadow string) error {
 	a, err := newApplier(dir, opts, files)
 	if err != nil {
 		return err
 	}
-	defer a.t.close()
+	defer a.close()
+	a.shadowDir = shadow
 	segment := func(b []byte) error {
 		if len(b) == 0 {
 			return nil
@@ -79,16 +87,16 @@ func applyRecording(dir string, r io.Reader, opts ApplyOptions, files Files, p s
 		_, err := p.AddEntry(storage.Entry{Type: storage.SegmentType, Payload: b})
 		return err
 	}
-	tr := tstar.NewReader(r)
-	tr.RawAccounting = true
-	crc := crc64.New(storage.CRCTable)
-	for {
+	tap := &tapReader{r: r, sum: crc64.New(storage.CRCTable)}
+	tr := tstar.NewReader(tap)
+	for seq := 0; ; seq++ {
 		if interrupted(opts.Done) {
 			return ErrInterrupted
 		}
+		tap.startHeader()
 		th, err := tr.Next()
 		if err == io.EOF {
-			if err := segment(tr.RawBytes()); err != nil {
+			if err := segment(tap.head); err != nil {
 				return err
 			}
 			break
@@ -96,28 +104,37 @@ func applyRecording(dir string, r io.Reader, opts ApplyOptions, files Files, p s
 		if err != nil {
 			return fmt.Errorf("read tar: %w", err)
 		}
-		if err := segment(tr.RawBytes()); err != nil {
+		// Entries start on 512-byte blocks: what precedes the first
+		// block boundary is the padding of the entry before.
+		frags, err := sparseFragments(th, tap.head, int(-tap.started&511))
+		if err != nil {
+			return fmt.Errorf("entry %q: %w", th.Name, err)
+		}
+		if err := segment(tap.head); err != nil {
 			return err
 		}
+		tap.startData()
 		hdr := stdHeader(th)
-		crc.Reset()
-		if err := a.entry(hdr, io.TeeReader(tr, crc)); err != nil {
+		a.seq = seq
+		if err := a.entry(hdr, tr); err != nil {
 			return fmt.Errorf("entry %q: %w", hdr.Name, err)
 		}
 		// What the entry did not read (payloads of non-files) still
 		// counts for the checksum.
-		if _, err := io.CopyBuffer(crc, struct{ io.Reader }{tr}, a.buf); err != nil {
+		if _, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{tr}, a.buf); err != nil {
 			return fmt.Errorf("entry %q: %w", hdr.Name, err)
 		}
-		e := storage.Entry{Type: storage.FileType, Size: th.Size}
-		if th.Size > 0 {
-			e.Payload = crc.Sum(nil)
+		if frags != nil {
+			if err := checkFragments(frags, th.Size, tap.data); err != nil {
+				return fmt.Errorf("entry %q: %w", hdr.Name, err)
+			}
+		}
+		e := storage.Entry{Type: storage.FileType, Size: tap.data}
+		if tap.data > 0 {
+			e.Payload = tap.sum.Sum(nil)
 		}
 		e.SetName(th.Name)
-		if _, err := p.AddEntry(e); err != nil {
-			return err
-		}
-		if err := segment(tr.RawBytes()); err != nil {
+		if err := p.addFile(e, frags); err != nil {
 			return err
 		}
 	}
@@ -159,7 +176,8 @@ func newApplier(dir string, opts ApplyOptions, files Files) (*applier, error) {
 	}
 	a := &applier{
 		t: t, opts: opts, files: files,
-		written: map[string]bool{}, dirty: map[string]bool{},
+		written: map[string]bool{}, upper: map[string]bool{}, dirty: map[string]bool{},
+		payload: map[string]int{}, under: map[string]int{}, shadowFd: -1,
 		buf: make([]byte, 128*1024),
 	}
 	if opts.Rootless {
@@ -181,10 +199,34 @@ type applier struct {
 	// written holds the paths this layer wrote: whiteouts only hide
 	// what lower layers hold.
 	written map[string]bool
+	// upper holds the directories above the paths in written: a
+	// whiteout or an opaque marker keeps them (and what this layer put
+	// in them), as umoci and docker do.
+	upper map[string]bool
 	// dirty holds directories whose mode and mtime are set at the end,
 	// after their children are written.
 	dirty map[string]bool
 	buf   []byte
+
+	// seq is the number of the entry being applied, counted from 0.
+	seq int
+	// payload maps the regular files with data this layer wrote to
+	// their entry numbers, and under counts them by directory above
+	// them: a later entry that replaces one moves it to shadowDir
+	// (opened as shadowFd when first needed) instead of deleting it,
+	// because rebuilding the layer needs its bytes.
+	payload   map[string]int
+	under     map[string]int
+	shadowDir string
+	shadowFd  int
+}
+
+func (a *applier) close() {
+	if a.shadowFd >= 0 {
+		unix.Close(a.shadowFd)
+		a.shadowFd = -1
+	}
+	a.t.close()
 }
 
 // cleanName turns a tar name into a slash-separated path relative to the
@@ -255,6 +297,9 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 	}
 	defer unix.Close(dfd)
 	a.written[name] = true
+	for p := dir; p != "." && !a.upper[p]; p, _ = split(p) {
+		a.upper[p] = true
+	}
 	switch hdr.Typeflag {
 	case tar.TypeReg, tar.TypeRegA, tar.TypeCont, tar.TypeGNUSparse:
 		e.Type, e.Size = TypeReg, hdr.Size
@@ -320,12 +365,92 @@ func lstatIn(root, name string, st *unix.Stat_t) error {
 }
 
 // clear removes whatever is at base so a non-directory can take its
-// place, and drops it from the file list.
+// place, and drops it from the file list. Files of this layer's earlier
+// entries there are moved to the shadow directory first.
 func (a *applier) clear(dfd int, base, name string) error {
+	if a.shadowDir != "" && len(a.payload) > 0 {
+		if err := a.keepPayloads(dfd, base, name); err != nil {
+			return err
+		}
+	}
 	if err := removeAllAt(dfd, base); err != nil {
 		return err
 	}
 	a.files.deleteTree(name)
+	return nil
+}
+
+// notePayload records that the regular file name holds the data of the
+// current entry.
+func (a *applier) notePayload(name string) {
+	if a.shadowDir == "" {
+		return
+	}
+	a.payload[name] = a.seq
+	for p, _ := split(name); p != "."; p, _ = split(p) {
+		a.under[p]++
+	}
+}
+
+func (a *applier) dropPayload(name string) {
+	delete(a.payload, name)
+	for p, _ := split(name); p != "."; p, _ = split(p) {
+		if a.under[p]--; a.under[p] <= 0 {
+			delete(a.under, p)
+		}
+	}
+}
+
+// keepPayloads moves base in dfd (the path name), or the files under it
+// that hold payloads of this layer's entries, to the shadow directory:
+// a rename, no copy. Only directories that hold such files are read.
+func (a *applier) keepPayloads(dfd int, base, name string) error {
+	if seq, ok := a.payload[name]; ok {
+		if err := a.shadow(dfd, base, name, seq); err != nil {
+			return err
+		}
+		return nil
+	}
+	if a.under[name] == 0 {
+		return nil
+	}
+	fd, err := unix.Openat(dfd, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err == unix.ENOTDIR || err == unix.ELOOP || err == unix.ENOENT {
+		return nil
+	}
+	if err != nil {
+		return &os.PathError{Op: "open", Path: name, Err: err}
+	}
+	defer unix.Close(fd)
+	names, err := readDirNames(fd, name)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := a.keepPayloads(fd, n, name+"/"+n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// shadow moves the file base in dfd, the data of entry seq, to the
+// shadow directory.
+func (a *applier) shadow(dfd int, base, name string, seq int) error {
+	if a.shadowFd < 0 {
+		if err := os.Mkdir(a.shadowDir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("keep replaced file %s: %w", name, err)
+		}
+		fd, err := unix.Open(a.shadowDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return &os.PathError{Op: "open", Path: a.shadowDir, Err: err}
+		}
+		a.shadowFd = fd
+	}
+	if err := unix.Renameat(dfd, base, a.shadowFd, strconv.Itoa(seq)); err != nil {
+		return &os.PathError{Op: "keep replaced file", Path: name, Err: err}
+	}
+	a.dropPayload(name)
 	return nil
 }
 
@@ -345,12 +470,25 @@ func (a *applier) regular(dfd int, base string, e *Entry, r io.Reader) error {
 			unix.Close(fd)
 		}
 	}()
-	n, err := io.CopyBuffer(fdWriter(fd), r, a.buf)
+	var n int64
+	if e.Size < holeMin {
+		n, err = io.CopyBuffer(fdWriter(fd), r, a.buf)
+	} else {
+		// Large files keep their holes (sparse entries, runs of
+		// zeros): the bytes read back are the same.
+		n, err = writeHoley(fd, r, 0, a.buf, holeBlock(fd))
+		if err == nil {
+			err = unix.Ftruncate(fd, n)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("write %s: %w", e.Path, err)
 	}
 	if n != e.Size {
 		return fmt.Errorf("write %s: %d bytes of %d", e.Path, n, e.Size)
+	}
+	if n > 0 {
+		a.notePayload(e.Path)
 	}
 	if err := a.owner(dfd, e.Path, base, e); err != nil {
 		return err
@@ -565,7 +703,8 @@ func (a *applier) copyUp(dfd int, base, name string, e *Entry) error {
 			return &os.PathError{Op: "create", Path: e.Path, Err: err}
 		}
 		dst := os.NewFile(uintptr(fd), e.Path)
-		_, err = io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, a.buf)
+		// The copy keeps the lower file's holes.
+		err = copyHoley(fd, sfd, a.buf)
 		src.Close()
 		if err == nil {
 			err = a.owner(dfd, e.Path, base, e)
@@ -606,6 +745,11 @@ func (a *applier) whiteout(dir, base string) error {
 	if a.written[name] {
 		// Whiteouts hide lower layers, not this one.
 		return nil
+	}
+	if a.upper[name] {
+		// This layer put files under name: only what lower layers hold
+		// there goes, as with an opaque marker.
+		return a.opaque(name)
 	}
 	if a.opts.Whiteouts == WhiteoutConvert {
 		dfd, err := a.parent(dir)
@@ -686,7 +830,7 @@ func (a *applier) pruneDir(fd int, dir string) error {
 		if dir != "." {
 			p = dir + "/" + n
 		}
-		if !a.written[p] {
+		if !a.written[p] && !a.upper[p] {
 			if err := removeAllAt(fd, n); err != nil {
 				return err
 			}
@@ -709,12 +853,12 @@ func (a *applier) pruneDir(fd int, dir string) error {
 }
 
 // pruneList drops from the list what lies under dir and this layer did
-// not write.
+// not write (nor holds something it wrote).
 func (a *applier) pruneList(dir string) {
 	prefix := dir + "/"
 	for p := range a.files {
 		if (dir == "." && p != ".") || strings.HasPrefix(p, prefix) {
-			if !a.written[p] {
+			if !a.written[p] && !a.upper[p] {
 				delete(a.files, p)
 			}
 		}

@@ -22,6 +22,8 @@
 //	                               commit diffs a rootfs against it
 //	    tarsplit.json.gz           tar-split metadata of the layer: with fs/
 //	                               it rebuilds the exact uncompressed layer
+//	    shadow/<n>                 only when the layer names a path twice: the
+//	                               file of entry n that a later entry replaced
 //	ROOT/tmp/                      snapshots being built, renamed into
 //	                               snapshots/ when complete; gc empties it
 //	ROOT/containers/<hash>.json    one Record per unpacked bundle (gc roots)

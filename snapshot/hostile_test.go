@@ -119,7 +119,7 @@ func FuzzApply(f *testing.F) {
 		_ = Apply(sb.root, bytes.NewReader(data), ApplyOptions{}, Files{})
 		_ = Apply(sb.root, bytes.NewReader(data), ApplyOptions{Rootless: true}, Files{})
 		// The path unpack takes: tar-split's reader, recording.
-		_ = applyRecording(sb.root, bytes.NewReader(data), ApplyOptions{}, Files{}, newPacker(io.Discard))
+		_ = applyRecording(sb.root, bytes.NewReader(data), ApplyOptions{}, Files{}, newPacker(io.Discard), "")
 		if after := sb.state(t); after != before {
 			t.Fatalf("layer changed files outside the root\nbefore:\n%s\nafter:\n%s", before, after)
 		}

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -81,7 +82,7 @@ func (s *Store) Ensure(d Driver, parent *Info, layer Layer) (*Info, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open layer %s: %w", layer.Digest, err)
 	}
-	err = extract(fsDir, rc, layer.DiffID, filepath.Join(tmp, TarSplitFile), opts, files)
+	err = extract(fsDir, rc, layer.DiffID, tmp, opts, files)
 	if cerr := rc.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
@@ -132,11 +133,12 @@ func syncDir(dir string) error {
 }
 
 // extract decompresses the layer blob r, applies it on dir, records its
-// tar-split metadata in tarsplitPath and checks the uncompressed stream
+// tar-split metadata (and the files of entries a later entry replaced)
+// in the snapshot directory snap and checks the uncompressed stream
 // against diffID, all in one pass on two goroutines: one decompresses and
 // hashes, the other extracts and records. They hand over 1 MiB chunks,
 // not tar blocks, so small files cost no goroutine switches.
-func extract(dir string, r io.Reader, diffID digest.Digest, tarsplitPath string, opts ApplyOptions, files Files) (err error) {
+func extract(dir string, r io.Reader, diffID digest.Digest, snap string, opts ApplyOptions, files Files) (err error) {
 	if !diffID.Algorithm().Available() {
 		return fmt.Errorf("diffID %s: unsupported algorithm", diffID)
 	}
@@ -145,7 +147,7 @@ func extract(dir string, r io.Reader, diffID digest.Digest, tarsplitPath string,
 		return fmt.Errorf("decompress: %w", err)
 	}
 	defer dr.Close()
-	tsf, err := os.OpenFile(tarsplitPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	tsf, err := os.OpenFile(filepath.Join(snap, TarSplitFile), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return err
 	}
@@ -177,7 +179,7 @@ func extract(dir string, r io.Reader, diffID digest.Digest, tarsplitPath string,
 			}
 		}
 	}()
-	applyErr := applyRecording(dir, bufio.NewReaderSize(pr, 1<<20), opts, files, newPacker(bw))
+	applyErr := applyRecording(dir, bufio.NewReaderSize(pr, 1<<20), opts, files, newPacker(bw), filepath.Join(snap, ShadowDir))
 	// Stop the decompressing goroutine (on error) and wait for it: h is
 	// complete once it is done.
 	pr.CloseWithError(ErrInterrupted)
@@ -195,6 +197,23 @@ func extract(dir string, r io.Reader, diffID digest.Digest, tarsplitPath string,
 		return fmt.Errorf("tar-split: %w", err)
 	}
 	return tsf.Sync()
+}
+
+// ShadowDir, in a snapshot, holds the files of a layer's entries that a
+// later entry of the same layer replaced or removed (a name given twice,
+// a directory in place of a file, a file in place of its parent
+// directory), named by the entry's number in the layer counted from 0:
+// fs/ no longer has them, and a rebuild needs their bytes. Snapshots
+// whose layers name nothing twice have none.
+const ShadowDir = "shadow"
+
+// record is one line of tarsplit.json.gz: a tar-split entry, and for a
+// sparse file the regions of the file its data fills (the archive holds
+// them one after the other, holes left out). Older snapshots have no
+// sparse field; tar-split itself ignores it.
+type record struct {
+	storage.Entry
+	Sparse []fragment `json:"sparse,omitempty"`
 }
 
 // packer writes tar-split entries as JSON lines. Unlike tar-split's own
@@ -215,14 +234,18 @@ func (p *packer) AddEntry(e storage.Entry) (int, error) {
 	return e.Position, nil
 }
 
-type unpacker struct{ dec *json.Decoder }
-
-func (u *unpacker) Next() (*storage.Entry, error) {
-	var e storage.Entry
-	if err := u.dec.Decode(&e); err != nil {
-		return nil, err
+// addFile records a file entry with its sparse map (nil: not sparse).
+func (p *packer) addFile(e storage.Entry, sparse []fragment) error {
+	if sparse == nil {
+		_, err := p.AddEntry(e)
+		return err
 	}
-	return &e, nil
+	e.Position = p.pos
+	if err := p.enc.Encode(record{Entry: e, Sparse: sparse}); err != nil {
+		return err
+	}
+	p.pos++
+	return nil
 }
 
 // diskUsage sums the apparent size of the regular files under dir and
@@ -291,12 +314,12 @@ func (i *Info) Rebuild(w io.Writer) error {
 		return fmt.Errorf("snapshot %s: %s: %w", i.ID, TarSplitFile, err)
 	}
 	defer zr.Close()
-	t, err := openTree(i.FS())
+	rb, err := newRebuilder(i.Dir, zr)
 	if err != nil {
-		return err
+		return fmt.Errorf("snapshot %s: %w", i.ID, err)
 	}
-	defer t.close()
-	if err := asm.WriteOutputTarStream(treeGetter{t}, &unpacker{json.NewDecoder(zr)}, w); err != nil {
+	defer rb.close()
+	if err := asm.WriteOutputTarStream(rb, rb, w); err != nil {
 		return fmt.Errorf("snapshot %s: rebuild layer: %w", i.ID, err)
 	}
 	return nil
@@ -314,10 +337,99 @@ func (i *Info) Verify() error {
 	return nil
 }
 
+// rebuilder is both halves tar-split's assembler asks for: the unpacker
+// of tarsplit.json.gz and the getter of file contents. The assembler
+// asks for the contents of each file entry with data right after the
+// unpacker returned it, so the rebuilder knows which entry a name
+// stands for: a file that a later entry replaced is served from the
+// shadow directory by its number, a sparse file as its data regions.
+type rebuilder struct {
+	dec    *json.Decoder
+	fs     *tree
+	shadow *tree
+	// kept lists the entry numbers the shadow directory holds.
+	kept   map[int]bool
+	seq    int
+	sparse []fragment
+}
+
+func newRebuilder(snap string, r io.Reader) (*rebuilder, error) {
+	t, err := openTree(filepath.Join(snap, FSDir))
+	if err != nil {
+		return nil, err
+	}
+	rb := &rebuilder{dec: json.NewDecoder(r), fs: t, seq: -1}
+	names, err := os.ReadDir(filepath.Join(snap, ShadowDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return rb, nil
+	}
+	if err != nil {
+		t.close()
+		return nil, err
+	}
+	if rb.shadow, err = openTree(filepath.Join(snap, ShadowDir)); err != nil {
+		t.close()
+		return nil, err
+	}
+	rb.kept = map[int]bool{}
+	for _, n := range names {
+		if v, err := strconv.Atoi(n.Name()); err == nil {
+			rb.kept[v] = true
+		}
+	}
+	return rb, nil
+}
+
+func (rb *rebuilder) close() {
+	rb.fs.close()
+	if rb.shadow != nil {
+		rb.shadow.close()
+	}
+}
+
+func (rb *rebuilder) Next() (*storage.Entry, error) {
+	var rec record
+	if err := rb.dec.Decode(&rec); err != nil {
+		return nil, err
+	}
+	if rec.Type == storage.FileType {
+		rb.seq++
+		rb.sparse = rec.Sparse
+	}
+	return &rec.Entry, nil
+}
+
+func (rb *rebuilder) Get(name string) (io.ReadCloser, error) {
+	var (
+		f   *os.File
+		err error
+	)
+	if rb.kept[rb.seq] {
+		fd, err := rb.shadow.openReadLending(strconv.Itoa(rb.seq))
+		if err != nil {
+			return nil, fmt.Errorf("%s (entry %d, replaced later in the layer): %w", name, rb.seq, err)
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+			unix.Close(fd)
+			return nil, fmt.Errorf("%s (entry %d, replaced later in the layer): not a regular file", name, rb.seq)
+		}
+		f = os.NewFile(uintptr(fd), name)
+	} else if f, err = (treeGetter{rb.fs}).open(name); err != nil {
+		return nil, err
+	}
+	if rb.sparse != nil {
+		return &fragmentReader{f: f, c: f, frags: rb.sparse}, nil
+	}
+	return f, nil
+}
+
 // treeGetter serves file contents from a snapshot's fs/, confined to it.
 type treeGetter struct{ t *tree }
 
-func (g treeGetter) Get(name string) (io.ReadCloser, error) {
+func (g treeGetter) Get(name string) (io.ReadCloser, error) { return g.open(name) }
+
+func (g treeGetter) open(name string) (*os.File, error) {
 	n, err := cleanName(name)
 	if err != nil {
 		return nil, err
