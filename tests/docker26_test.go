@@ -157,7 +157,7 @@ func d26Reset(t testing.TB, e *dockerEngine) {
 // TestDocker26LoadRun writes archives of a three-layer image and a second
 // image that Docker 26 loads under their names and runs, with both of its
 // image stores: the default docker-archive (OCI layout + manifest.json),
-// one with Docker media types, two images in one archive, an oci-archive
+// an untagged image, one with Docker media types, an oci-archive
 // (the containerd store reads those), and an archive streamed from
 // strata save's stdout into docker load's stdin.
 func TestDocker26LoadRun(t *testing.T) {
@@ -187,6 +187,16 @@ func TestDocker26LoadRun(t *testing.T) {
 			if id := strings.TrimSpace(e.must(t, "image", "inspect", "--format", "{{.Id}}", d26Layered)); digest.Digest(id) != want {
 				t.Fatalf("docker %s image id %s, want %s", e.version, id, want)
 			}
+
+			// An image saved by digest has no name: docker loads it by
+			// its ID, and runs it by that ID.
+			d26Reset(t, e)
+			untagged := filepath.Join(dir, "untagged.tar")
+			strata(t, "save", "-o", untagged, src+":@"+layered.Descriptor.Digest.String())
+			if out := e.must(t, "load", "-i", untagged); out != "Loaded image ID: "+want.String()+"\n" {
+				t.Fatalf("docker %s load of an untagged image: %q, want ID %s", e.version, out, want)
+			}
+			d26Run(t, e, want.String(), d26LayeredOut)
 
 			// Docker schema2 media types.
 			d26Reset(t, e)
