@@ -86,13 +86,16 @@ fi
 # Nothing is fetched when the stamp names what is already unpacked.
 fetch_docker26() {
 	local arch stamp work
-	arch=$(dpkg --print-architecture)
+	# Called in an || list, where set -e does not apply: every step
+	# checks its own status.
+	arch=$(dpkg --print-architecture) || { echo "setup.sh: dpkg --print-architecture failed" >&2; return 1; }
 	stamp="$DOCKER26_DIR/.strata-docker26"
 	if [ -x "$DOCKER26_DIR/usr/sbin/dockerd" ] && [ -x "$DOCKER26_DIR/usr/bin/docker" ] &&
 		[ -f "$stamp" ] && grep -qx "arch=$arch" "$stamp"; then
 		return 0
 	fi
-	work=$(mktemp -d "$(dirname "$DOCKER26_DIR")/.docker26-XXXXXX")
+	work=$(mktemp -d "$(dirname "$DOCKER26_DIR")/.docker26-XXXXXX") ||
+		{ echo "setup.sh: cannot make a working directory beside $DOCKER26_DIR" >&2; return 1; }
 	# shellcheck disable=SC2064 # expand now: work is local
 	trap "rm -rf '$work'" EXIT
 	local fail="setup.sh: Docker 26 from Debian $DOCKER26_SUITE ($DOCKER26_MIRROR)"
@@ -100,9 +103,13 @@ fetch_docker26() {
 
 	curl -fsSL --retry 3 -o "$work/InRelease" "$DOCKER26_MIRROR/dists/$DOCKER26_SUITE/InRelease" ||
 		{ echo "$fail: cannot download dists/$DOCKER26_SUITE/InRelease" >&2; return 1; }
-	if ! gpgv --keyring /usr/share/keyrings/debian-archive-keyring.gpg --status-fd 3 \
-		--output "$work/Release" "$work/InRelease" 3>"$work/gpgv.status" 2>"$work/gpgv.log" ||
-		! grep -q '^\[GNUPG:\] VALIDSIG ' "$work/gpgv.status"; then
+	# As apt does: good when a key of the keyring made a valid signature
+	# and no signature is bad; a signature by a key this older keyring
+	# lacks (gpgv then exits non-zero) is not an error.
+	gpgv --keyring /usr/share/keyrings/debian-archive-keyring.gpg --status-fd 3 \
+		--output "$work/Release" "$work/InRelease" 3>"$work/gpgv.status" 2>"$work/gpgv.log" || true
+	if ! grep -q '^\[GNUPG:\] VALIDSIG ' "$work/gpgv.status" ||
+		grep -q '^\[GNUPG:\] BADSIG ' "$work/gpgv.status" || [ ! -s "$work/Release" ]; then
 		echo "$fail: the signature of InRelease does not verify against /usr/share/keyrings/debian-archive-keyring.gpg:" >&2
 		cat "$work/gpgv.log" >&2
 		return 1
@@ -134,7 +141,7 @@ fetch_docker26() {
 	xz -dc "$work/Packages.xz" >"$work/Packages" ||
 		{ echo "$fail: cannot decompress $pkgs" >&2; return 1; }
 
-	mkdir "$work/tree"
+	mkdir "$work/tree" || return 1
 	local p version filename debsum versions=()
 	for p in "${DOCKER26_PACKAGES[@]}"; do
 		read -r version filename debsum < <(awk -v p="$p" '
@@ -172,9 +179,11 @@ fetch_docker26() {
 		echo "suite=$DOCKER26_SUITE"
 		echo "arch=$arch"
 		printf '%s\n' "${versions[@]}"
-	} >"$work/tree/.strata-docker26"
-	rm -rf "$DOCKER26_DIR"
-	mv "$work/tree" "$DOCKER26_DIR"
+	} >"$work/tree/.strata-docker26" || return 1
+	if ! rm -rf "$DOCKER26_DIR" || ! mv "$work/tree" "$DOCKER26_DIR"; then
+		echo "$fail: cannot move the unpacked packages to $DOCKER26_DIR" >&2
+		return 1
+	fi
 	rm -rf "$work"
 	trap - EXIT
 	echo "setup.sh: Docker 26 ready: ${versions[*]}" >&2
