@@ -73,6 +73,14 @@ func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec 
 	if err != nil {
 		return nil, err
 	}
+	if created && !o.IDMap.Empty() {
+		// The container's root is a host user other than root: the
+		// runtime reaches the rootfs as that user, through DIR.
+		if err := os.Chmod(abs, 0o711); err != nil {
+			_ = RemoveAll(abs)
+			return nil, fmt.Errorf("bundle %s: %w", abs, err)
+		}
+	}
 	defer func() {
 		if err != nil {
 			if created {
@@ -119,7 +127,10 @@ func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec 
 			_ = d.RemoveRootfs(c)
 		}
 	}()
-	spec, err := GenerateSpec(&img.Config, c.Rootfs(), SpecOptions{Rootless: c.Rootless, IDMap: o.IDMap})
+	// A rootless overlay mount exists only in strata's namespace: the
+	// bundle is run there.
+	inNS := c.Rootless && userns.Entered() && d.Name() == OverlayDriver
+	spec, err := GenerateSpec(&img.Config, c.Rootfs(), SpecOptions{Rootless: c.Rootless, InNamespace: inNS, IDMap: o.IDMap})
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", img.Descriptor.Digest, err)
 	}
