@@ -113,6 +113,10 @@ func FuzzApply(f *testing.F) {
 		layertest.Hardlink("d/h", "d/f"), layertest.Symlink("s", "/d"), layertest.Char("c", 1, 3),
 		layertest.Fifo("p"), layertest.Whiteout("d/f"), layertest.Opaque("d"),
 		layertest.WithXattrs(layertest.File("x", "", 0o644), map[string]string{"user.a": "b"})))
+	// Sparse entries in GNU tar's four forms.
+	for _, s := range sparseSeeds(f) {
+		f.Add(s)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		sb := newSandbox(t)
 		before := sb.state(t)
