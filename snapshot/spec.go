@@ -21,6 +21,13 @@ type SpecOptions struct {
 	// namespace mapping the caller to root, no network namespace, /sys
 	// bind-mounted, no cgroup mount.
 	Rootless bool
+	// InNamespace, with Rootless, makes the spec for the user namespace
+	// strata enters itself, where a rootless overlay mount lives and so
+	// where the bundle runs (`strata mount DIR -- runc run ...`): that
+	// namespace already maps the user to root, so the spec asks for no
+	// user namespace of its own, and the image's user is kept when the
+	// namespace maps it.
+	InNamespace bool
 	// IDMap runs the container in a user namespace with these mappings
 	// (ignored with Rootless, which maps the caller alone).
 	IDMap *IDMap
@@ -129,6 +136,18 @@ func GenerateSpec(img *ocispec.Image, rootfs string, o SpecOptions) (*specs.Spec
 		s.Annotations = nil
 	}
 	switch {
+	case o.Rootless && o.InNamespace:
+		u := s.Process.User
+		makeRootless(s)
+		s.Linux.UIDMappings, s.Linux.GIDMappings = nil, nil
+		var ns []specs.LinuxNamespace
+		for _, n := range s.Linux.Namespaces {
+			if n.Type != specs.UserNamespace {
+				ns = append(ns, n)
+			}
+		}
+		s.Linux.Namespaces = ns
+		s.Process.User = mappedUser(u)
 	case o.Rootless:
 		makeRootless(s)
 	case !o.IDMap.Empty():
@@ -141,6 +160,34 @@ func GenerateSpec(img *ocispec.Image, rootfs string, o SpecOptions) (*specs.Spec
 		}
 	}
 	return s, nil
+}
+
+// mappedUser is u with what the current user namespace does not map
+// dropped: the user and group fall back to root, unmapped supplementary
+// groups are left out.
+func mappedUser(u specs.User) specs.User {
+	m, err := userns.Current()
+	if err != nil {
+		return specs.User{}
+	}
+	in := func(rs []userns.Range, id uint32) bool {
+		for _, r := range rs {
+			if id >= r.Inside && uint64(id) < uint64(r.Inside)+uint64(r.Size) {
+				return true
+			}
+		}
+		return false
+	}
+	if !in(m.UIDs, u.UID) || !in(m.GIDs, u.GID) {
+		return specs.User{}
+	}
+	out := specs.User{UID: u.UID, GID: u.GID}
+	for _, g := range u.AdditionalGids {
+		if in(m.GIDs, g) {
+			out.AdditionalGids = append(out.AdditionalGids, g)
+		}
+	}
+	return out
 }
 
 // makeRootless turns s into a spec an unprivileged user can run: the
