@@ -382,7 +382,10 @@ func (a *scanned) images(tmp *layout.Layout) ([]Image, error) {
 	if mb, ok := a.small["manifest.json"]; ok {
 		return a.dockerImages(mb, tmp)
 	}
-	return nil, fmt.Errorf("%w: it has neither index.json nor manifest.json", ErrInvalidArchive)
+	if a.isLegacy() {
+		return a.legacyImages(tmp)
+	}
+	return nil, fmt.Errorf("%w: it has no index.json, manifest.json or repositories", ErrInvalidArchive)
 }
 
 func (a *scanned) ociImages(ib []byte) ([]Image, error) {
