@@ -100,7 +100,7 @@ func newLegacyFixture(t testing.TB) *legacyFixture {
 		"created": "2015-10-01T10:00:00.5Z", "author": "someone", "comment": "top",
 		"docker_version": "1.9.1", "architecture": "amd64", "os": "linux", "container": "abc",
 		"container_config": map[string]any{"Cmd": []string{"/bin/sh", "-c", "echo c > /etc/c"}},
-		"config": map[string]any{"Cmd": []string{"/bin/sh"}, "Env": []string{"PATH=/bin", "A=1"}, "WorkingDir": "/etc"},
+		"config":           map[string]any{"Cmd": []string{"/bin/sh"}, "Env": []string{"PATH=/bin", "A=1"}, "WorkingDir": "/etc"},
 	}
 	f.ents = []lent{
 		{name: "repositories", body: mustJSON(t, map[string]map[string]string{"example.com/old": {"1": idTop}, "old": {"latest": idTop}})},
