@@ -231,8 +231,8 @@ func TestDocker26LoadRun(t *testing.T) {
 // TestDocker26SaveLoad reads what Docker 26's docker save writes (an OCI
 // layout with manifest.json beside it), from a file and from a pipe, with
 // both of its image stores: the images keep their config, diffIDs and
-// names (a second tag docker added included), and unpack to the files
-// they hold.
+// names (a second tag docker added included), unpack to the files they
+// hold, and go back into Docker from strata's archive.
 func TestDocker26SaveLoad(t *testing.T) {
 	src := d26Image(t)
 	layered := d26Read(t, src, d26Layered)
@@ -265,6 +265,16 @@ func TestDocker26SaveLoad(t *testing.T) {
 			pipeline(t, e.command("save", d26Layered, retag), exec.Command(strataBin, "--quiet", "load", "-", piped))
 			fsckClean(t, piped)
 			d26Same(t, e, piped, layered, retag)
+
+			// And back: strata's archive of what docker saved (in the graph
+			// driver's case, uncompressed OCI layers docker made) loads
+			// and runs under both names.
+			d26Reset(t, e)
+			again := filepath.Join(dir, "again.tar")
+			strata(t, "save", "-o", again, dst+":"+d26Layered, dst+":docker.io/library/"+retag)
+			d26Loaded(t, e, e.must(t, "load", "-i", again), d26Layered, retag)
+			d26Run(t, e, d26Layered, d26LayeredOut)
+			d26Run(t, e, retag, d26LayeredOut)
 
 			// The files the image holds, unpacked from what docker saved.
 			bundle := filepath.Join(dir, "bundle")
