@@ -466,12 +466,14 @@ func legacyConfig(top *v1Layer, diffIDs []digest.Digest, history []ocispec.Histo
 	}
 	// A config needs a platform; Docker before 1.10 ran linux/amd64
 	// images only, and some of its JSON says nothing.
+	// A value that is there but not a string is left for the config
+	// check to refuse.
 	for k, def := range map[string]string{"os": "linux", "architecture": "amd64"} {
-		var s string
-		if raw, ok := c[k]; ok {
-			_ = json.Unmarshal(raw, &s)
+		var s *string
+		if raw, ok := c[k]; ok && json.Unmarshal(raw, &s) != nil {
+			continue
 		}
-		if s == "" {
+		if s == nil || *s == "" {
 			c[k], _ = json.Marshal(def)
 		}
 	}

@@ -385,6 +385,7 @@ func TestReadLegacyHostile(t *testing.T) {
 		{"json not JSON", with(lent{name: idMid + "/json", body: []byte("not json")}), ErrInvalidArchive, idMid + "/json"},
 		{"json not an object", with(lent{name: idTop + "/json", body: []byte(`[1]`)}), ErrInvalidArchive, idTop + "/json"},
 		{"json bad config", with(lent{name: idTop + "/json", body: []byte(`{"parent":"` + idMid + `","config":{"Cmd":7}}`)}), ErrInvalidArchive, idTop},
+		{"json os not a string", with(lent{name: idTop + "/json", body: []byte(`{"parent":"` + idMid + `","os":7}`)}), ErrInvalidArchive, idTop},
 		{"json says another id", with(lent{name: idMid + "/json", body: mustJSON(t, map[string]any{"id": idX, "parent": idBase})}), ErrInvalidArchive, idX},
 		{"json is a link", with(lent{name: idMid + "/json", link: "../" + idBase + "/json"}), ErrUnsafeEntry, idMid + "/json is a link"},
 		{"layer.tar links out of the archive", with(lent{name: idTop + "/layer.tar", link: "/etc/passwd"}), ErrUnsafeEntry, "outside"},
