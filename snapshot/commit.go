@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -479,6 +480,7 @@ func (c *commit) diff() (*Diff, error) {
 		}
 		return nil
 	}
+	var d *Diff
 	switch o := c.d.(type) {
 	case *Overlay:
 		// Placeholders and what the user could not write are only
@@ -488,7 +490,7 @@ func (c *commit) diff() (*Diff, error) {
 				return nil, err
 			}
 		}
-		return diffOverlay(o.Upper(c.ctr), o.Xattrs(), files, own)
+		d, err = diffOverlay(o.Upper(c.ctr), o.Xattrs(), files, own)
 	default:
 		if err := readFiles(); err != nil {
 			return nil, err
@@ -501,8 +503,62 @@ func (c *commit) diff() (*Diff, error) {
 		if top != nil {
 			lower = top.FS()
 		}
-		return diffVFS(c.ctr.Rootfs(), lower, files, cutoff, own)
+		d, err = diffVFS(c.ctr.Rootfs(), lower, files, cutoff, own)
 	}
+	if err != nil || c.rec.IDMap.Empty() {
+		return d, err
+	}
+	if err := unshiftCaps(d, c.rec.IDMap); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// File capability xattr forms (linux/capability.h): v2 holds the
+// capability sets, v3 adds the uid of the user namespace root they are
+// for.
+const (
+	capXattr       = "security.capability"
+	capRevisionV2  = 0x02000000
+	capRevisionV3  = 0x03000000
+	capRevisionBit = 0xff000000
+	capV2Size      = 20
+	capV3Size      = 24
+)
+
+// unshiftCaps puts file capabilities back in the image's terms. In a
+// rootfs shifted by m, capabilities are scoped to the container's root:
+// the kernel shows (and copy-up and setcap in the container store) the
+// v3 form naming its host uid, where the image had the v2 form, which
+// means "for root". A root uid that maps back to the image's root gives
+// the v2 form again, as the kernel itself writes it for the initial
+// namespace; any other mapped uid stays v3 with the image's uid.
+func unshiftCaps(d *Diff, m *IDMap) error {
+	for _, de := range d.entries {
+		if de.e == nil {
+			continue
+		}
+		v, ok := de.e.Xattrs[capXattr]
+		if !ok || len(v) != capV3Size || binary.LittleEndian.Uint32(v)&capRevisionBit != capRevisionV3 {
+			continue
+		}
+		host := binary.LittleEndian.Uint32(v[capV2Size:])
+		id, err := shift(m.UIDs, int(host), false)
+		if err != nil {
+			return fmt.Errorf("%s of /%s: root uid %d: %w", capXattr, de.path, host, err)
+		}
+		var out []byte
+		if id == 0 {
+			out = append([]byte(nil), v[:capV2Size]...)
+			flags := binary.LittleEndian.Uint32(out) &^ capRevisionBit
+			binary.LittleEndian.PutUint32(out, capRevisionV2|flags)
+		} else {
+			out = append([]byte(nil), v...)
+			binary.LittleEndian.PutUint32(out[capV2Size:], uint32(id))
+		}
+		de.e.Xattrs[capXattr] = out
+	}
+	return nil
 }
 
 // config starts the new config from the parent's.

@@ -2,6 +2,8 @@ package snapshot
 
 import (
 	"archive/tar"
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"os"
@@ -13,6 +15,7 @@ import (
 	"github.com/strata-oci/strata/internal/compression"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/overlay"
+	"golang.org/x/sys/unix"
 )
 
 // testMap shifts users by 100000 and groups by 200000, so that a swapped
@@ -284,6 +287,98 @@ func FuzzValidateIDRanges(f *testing.F) {
 					t.Fatalf("%v: %d -> %d -> %d, %v", rs, id, u, bu, err)
 				}
 			}
+		}
+	})
+}
+
+// capV2 is the image's form of a file capability (cap_net_raw, effective).
+var capV2 = []byte("\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")
+
+// capV3 is capV2 scoped to the namespace whose root is uid.
+func capV3(uid uint32) []byte {
+	v := append([]byte(nil), capV2...)
+	binary.LittleEndian.PutUint32(v, 0x03000001)
+	return binary.LittleEndian.AppendUint32(v, uid)
+}
+
+// TestOverlayIDMapCaps: the kernel shows an image's file capability
+// through the idmapped layers as scoped to the container's root, and
+// copy-up stores it so; commit writes the image's form back.
+func TestOverlayIDMapCaps(t *testing.T) {
+	needRoot(t)
+	img, _ := buildStandard(t)
+	s := openStore(t)
+	ob := filepath.Join(t.TempDir(), "overlay")
+	unmountLater(t, ob)
+	unpack(t, s, img, ob, UnpackOptions{Driver: OverlayDriver, IDMap: testMap})
+	ping := filepath.Join(ob, RootfsDir, "usr/bin/ping")
+	must(t, os.Chmod(ping, 0o750))
+	buf := make([]byte, 64)
+	n, err := unix.Lgetxattr(filepath.Join(ob, BundleState, UpperDir, "usr/bin/ping"), capXattr, buf)
+	must(t, err)
+	if !bytes.Equal(buf[:n], capV3(100000)) {
+		t.Logf("copied-up capability %x (the kernel may store another form)", buf[:n])
+	}
+	res := commitBundle(t, ob, img, "v2", CommitOptions{})
+	h := layerHeaders(t, img, res)["usr/bin/ping"]
+	if h == nil {
+		t.Fatal("layer lacks usr/bin/ping")
+	}
+	if got := h.PAXRecords["SCHILY.xattr."+capXattr]; got != string(capV2) {
+		t.Errorf("committed capability %x, want the image's %x", got, capV2)
+	}
+}
+
+func TestUnshiftCaps(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		in, out []byte
+		err     bool
+	}{
+		{"container root", capV3(100000), capV2, false},
+		{"other mapped user", capV3(101000), capV3(1000), false},
+		{"outside the map", capV3(5), nil, true},
+		{"v2 unchanged", capV2, capV2, false},
+		{"short unchanged", capV2[:10], capV2[:10], false},
+		{"v3 magic, v2 size", append([]byte{0, 0, 0, 3}, capV2[4:]...), append([]byte{0, 0, 0, 3}, capV2[4:]...), false},
+	} {
+		d := &Diff{entries: []*diffEntry{{kind: diffFile, path: "f", e: &Entry{Path: "f", Xattrs: map[string][]byte{capXattr: tc.in, "user.x": capV3(100000)}}}, {kind: diffWhiteout, path: "w"}}}
+		err := unshiftCaps(d, testMap)
+		if (err != nil) != tc.err {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		if err != nil {
+			if !strings.Contains(err.Error(), "/f") {
+				t.Errorf("%s: error %v does not name the file", tc.name, err)
+			}
+			continue
+		}
+		x := d.entries[0].e.Xattrs
+		if !bytes.Equal(x[capXattr], tc.out) {
+			t.Errorf("%s: %x, want %x", tc.name, x[capXattr], tc.out)
+		}
+		if !bytes.Equal(x["user.x"], capV3(100000)) {
+			t.Errorf("%s: another xattr changed", tc.name)
+		}
+	}
+}
+
+// FuzzUnshiftCaps: any capability value either fails naming the file or
+// comes out as itself or a well-formed v2/v3 value.
+func FuzzUnshiftCaps(f *testing.F) {
+	f.Add(capV3(100000))
+	f.Add(capV2)
+	f.Add(capV3(7))
+	f.Fuzz(func(t *testing.T, v []byte) {
+		in := append([]byte(nil), v...)
+		d := &Diff{entries: []*diffEntry{{kind: diffFile, path: "f", e: &Entry{Xattrs: map[string][]byte{capXattr: v}}}}}
+		if err := unshiftCaps(d, testMap); err != nil {
+			return
+		}
+		out := d.entries[0].e.Xattrs[capXattr]
+		if !bytes.Equal(out, in) && len(out) != capV2Size && len(out) != capV3Size {
+			t.Fatalf("%x became %x", in, out)
 		}
 	})
 }
