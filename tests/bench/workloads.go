@@ -71,6 +71,7 @@ func workloads(e *env) []*workload {
 	makers := []func(*env, compression.Kind) *workload{
 		importWorkload,
 		unpackWorkload,
+		unpackSharedWorkload,
 		func(e *env, k compression.Kind) *workload { return commitWorkload(e, k, "commit-1file", changeOneFile) },
 		func(e *env, k compression.Kind) *workload { return commitWorkload(e, k, "commit-large", changeLarge) },
 		saveWorkload,
