@@ -272,4 +272,15 @@ func TestOverlayIDMapErrors(t *testing.T) {
 			t.Errorf("unpack %v left the bundle directory", tc.args)
 		}
 	}
+	// Idmapped mounts need root: an unprivileged user is told so before
+	// anything is written.
+	needTool(t, "setpriv")
+	r := runCmd(t, nil, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", strataBin, "--quiet",
+		"unpack", "--root", store, "--driver", "overlay", "--uid-map", idmArg, ref, b)
+	if r.Code != 1 || !strings.Contains(r.Stderr, "--uid-map/--gid-map with --driver overlay") || !strings.Contains(r.Stderr, "needs root") {
+		t.Errorf("unprivileged mapped overlay unpack: exit %d, %q", r.Code, r.Stderr)
+	}
+	if _, err := os.Lstat(b); err == nil {
+		t.Errorf("unprivileged unpack left the bundle directory")
+	}
 }
