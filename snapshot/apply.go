@@ -37,34 +37,16 @@ const paxXattr = "SCHILY.xattr."
 // following the OCI layer spec, and updates files (the merged file list)
 // to match. Every write is confined to dir; a name that climbs out of it
 // is refused with ErrUnsafePath. On error dir is left half-written: the
-// caller builds snapshots in a temporary directory and removes it.
+// caller builds snapshots in a temporary directory and removes it. r is
+// read to its end.
 func Apply(dir string, r io.Reader, opts ApplyOptions, files Files) error {
-	a, err := newApplier(dir, opts, files)
-	if err != nil {
-		return err
-	}
-	defer a.close()
-	tr := tar.NewReader(r)
-	for {
-		if interrupted(opts.Done) {
-			return ErrInterrupted
-		}
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("read tar: %w", err)
-		}
-		if err := a.entry(hdr, tr); err != nil {
-			return fmt.Errorf("entry %q: %w", hdr.Name, err)
-		}
-	}
-	return a.finish()
+	// One reader for both paths: the recording one reads sparse entries
+	// region by region, where archive/tar would hand out their holes.
+	return applyRecording(dir, r, opts, files, nil, "")
 }
 
 // applyRecording is Apply that also records the layer's tar-split
-// metadata in p, in the same pass and goroutine. tar-split's own reader
+// metadata in p (nil: none), in the same pass and goroutine. tar-split's own reader
 // (its fork of archive/tar) parses the stream; a tap under it keeps the
 // raw bytes in front of each entry, which become the segments, and
 // checksums each entry's data as the archive holds it (a sparse file's
@@ -81,13 +63,16 @@ func applyRecording(dir string, r io.Reader, opts ApplyOptions, files Files, p *
 	defer a.close()
 	a.shadowDir = shadow
 	segment := func(b []byte) error {
-		if len(b) == 0 {
+		if len(b) == 0 || p == nil {
 			return nil
 		}
 		_, err := p.AddEntry(storage.Entry{Type: storage.SegmentType, Payload: b})
 		return err
 	}
-	tap := &tapReader{r: r, sum: crc64.New(storage.CRCTable)}
+	tap := &tapReader{r: r}
+	if p != nil {
+		tap.sum = crc64.New(storage.CRCTable)
+	}
 	tr := tstar.NewReader(tap)
 	for seq := 0; ; seq++ {
 		if interrupted(opts.Done) {
@@ -106,7 +91,10 @@ func applyRecording(dir string, r io.Reader, opts ApplyOptions, files Files, p *
 		}
 		// Entries start on 512-byte blocks: what precedes the first
 		// block boundary is the padding of the entry before.
-		frags, err := sparseFragments(th, tap.head, int(-tap.started&511))
+		frags, data, err := sparseFragments(th, tap.head, int(-tap.started&511))
+		if err == nil && frags != nil {
+			err = checkFragments(frags, th.Size, data)
+		}
 		if err != nil {
 			return fmt.Errorf("entry %q: %w", th.Name, err)
 		}
@@ -116,18 +104,29 @@ func applyRecording(dir string, r io.Reader, opts ApplyOptions, files Files, p *
 		tap.startData()
 		hdr := stdHeader(th)
 		a.seq = seq
-		if err := a.entry(hdr, tr); err != nil {
+		var body io.Reader = tr
+		var sd *sparseData
+		if frags != nil {
+			sd = newSparseData(tap, frags, th.Size, data)
+			body = sd
+		}
+		if err := a.entry(hdr, body); err != nil {
 			return fmt.Errorf("entry %q: %w", hdr.Name, err)
 		}
 		// What the entry did not read (payloads of non-files) still
 		// counts for the checksum.
-		if _, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{tr}, a.buf); err != nil {
+		if sd != nil {
+			err = sd.drain()
+			// The tar reader skips the data it did not hand out.
+			tap.fake = data
+		} else {
+			_, err = io.CopyBuffer(io.Discard, struct{ io.Reader }{tr}, a.buf)
+		}
+		if err != nil {
 			return fmt.Errorf("entry %q: %w", hdr.Name, err)
 		}
-		if frags != nil {
-			if err := checkFragments(frags, th.Size, tap.data); err != nil {
-				return fmt.Errorf("entry %q: %w", hdr.Name, err)
-			}
+		if p == nil {
+			continue
 		}
 		e := storage.Entry{Type: storage.FileType, Size: tap.data}
 		if tap.data > 0 {
@@ -471,7 +470,14 @@ func (a *applier) regular(dfd int, base string, e *Entry, r io.Reader) error {
 		}
 	}()
 	var n int64
-	if e.Size < holeMin {
+	if sd, ok := r.(*sparseData); ok {
+		// Only the data regions are read and written: the holes of a
+		// sparse entry cost nothing, however large.
+		n, err = sd.writeTo(fd, a.buf, holeBlock(fd))
+		if err == nil {
+			err = unix.Ftruncate(fd, n)
+		}
+	} else if e.Size < holeMin {
 		n, err = io.CopyBuffer(fdWriter(fd), r, a.buf)
 	} else {
 		// Large files keep their holes (sparse entries, runs of

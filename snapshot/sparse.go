@@ -171,23 +171,38 @@ type fragment [2]int64
 // segment as they are; while an entry's data is read it checksums and
 // counts the bytes as they are in the archive (a sparse file's data
 // without its holes), which is what a rebuild must write back.
+//
+// A sparse entry's data is read from the tap directly, never through
+// tar-split's reader, which would hand out every byte of every hole: a
+// few bytes of layer could claim terabytes. The tar reader then skips
+// the data it believes unread, and the tap hands it that many fake
+// bytes.
 type tapReader struct {
 	r       io.Reader
 	header  bool
 	head    []byte
-	sum     hash.Hash
-	data    int64 // data bytes of the current entry
-	total   int64 // bytes read from the start of the layer
-	started int64 // total when the current header began
+	sum     hash.Hash // nil: no checksums
+	data    int64     // data bytes of the current entry
+	total   int64     // bytes read from the start of the layer
+	started int64     // total when the current header began
+	fake    int64     // zero bytes to hand out before reading on
 }
 
 func (t *tapReader) Read(b []byte) (int, error) {
+	if t.fake > 0 {
+		n := int(min(int64(len(b)), t.fake))
+		clear(b[:n])
+		t.fake -= int64(n)
+		return n, nil
+	}
 	n, err := t.r.Read(b)
 	if n > 0 {
 		if t.header {
 			t.head = append(t.head, b[:n]...)
 		} else {
-			t.sum.Write(b[:n])
+			if t.sum != nil {
+				t.sum.Write(b[:n])
+			}
 			t.data += int64(n)
 		}
 		t.total += int64(n)
@@ -203,7 +218,9 @@ func (t *tapReader) startHeader() {
 // startData begins checksumming an entry's data.
 func (t *tapReader) startData() {
 	t.header, t.data = false, 0
-	t.sum.Reset()
+	if t.sum != nil {
+		t.sum.Reset()
+	}
 }
 
 // Names of the PAX records of GNU's sparse formats.
@@ -215,40 +232,71 @@ const (
 	maxSparseEntries = 1 << 20
 )
 
-// sparseFragments returns the data regions of the sparse entry h, or nil
-// when h is not sparse. head holds the raw bytes tar-split's reader
-// consumed to return h (the padding of the entry before it included),
-// and pad is the length of that padding. The reader parsed the map
-// already but does not expose it: it is read here again, from the same
-// bytes, in the four forms GNU tar writes (old GNU 'S' headers with
-// their extension blocks, PAX 0.0, 0.1 and 1.0).
-func sparseFragments(h *tstar.Header, head []byte, pad int) ([]fragment, error) {
+// sparseFragments returns the data regions of the sparse entry h (nil
+// when h is not sparse) and the bytes of data the archive holds for it
+// after what tar-split's reader consumed. head holds the raw bytes the
+// reader consumed to return h (the padding of the entry before it
+// included), and pad is the length of that padding. The reader parsed
+// the map already but does not expose it: it is read here again, from
+// the same bytes, in the four forms GNU tar writes (old GNU 'S' headers
+// with their extension blocks, PAX 0.0, 0.1 and 1.0).
+func sparseFragments(h *tstar.Header, head []byte, pad int) ([]fragment, int64, error) {
 	if pad < 0 || pad > len(head) {
-		return nil, fmt.Errorf("%w: header bytes out of step", ErrSparseMap)
+		return nil, 0, fmt.Errorf("%w: header bytes out of step", ErrSparseMap)
 	}
-	if h.Typeflag == tstar.TypeGNUSparse {
-		main, rest, err := mainHeader(head[pad:])
-		if err != nil {
-			return nil, err
-		}
-		return oldGNUMap(main, rest)
-	}
+	var (
+		frags []fragment
+		err   error
+		map10 bool
+	)
 	major, minor := h.PAXRecords[paxSparseMajor], h.PAXRecords[paxSparseMinor]
 	switch {
+	case h.Typeflag == tstar.TypeGNUSparse:
 	case major == "0" && (minor == "0" || minor == "1"):
-		return pax01Map(h.PAXRecords)
+		frags, err = pax01Map(h.PAXRecords)
 	case major == "1" && minor == "0":
-		_, rest, err := mainHeader(head[pad:])
-		if err != nil {
-			return nil, err
-		}
-		return pax10Map(rest)
+		map10 = true
 	case major != "" || minor != "":
-		return nil, nil // an unknown version: tar reads it as a plain file
+		return nil, 0, nil // an unknown version: tar reads it as a plain file
 	case h.PAXRecords[paxSparseMap] != "":
-		return pax01Map(h.PAXRecords)
+		frags, err = pax01Map(h.PAXRecords)
+	default:
+		return nil, 0, nil
 	}
-	return nil, nil
+	if err != nil {
+		return nil, 0, err
+	}
+	main, rest, err := mainHeader(head[pad:])
+	if err != nil {
+		return nil, 0, err
+	}
+	// The data size as the reader took it: the header's, unless a PAX
+	// record gives it.
+	size, ok := parseNumeric(main[124:136])
+	if v := h.PAXRecords["size"]; v != "" {
+		var perr error
+		size, perr = strconv.ParseInt(v, 10, 64)
+		ok = perr == nil
+	}
+	if !ok || size < 0 {
+		return nil, 0, fmt.Errorf("%w: bad data size", ErrSparseMap)
+	}
+	switch {
+	case h.Typeflag == tstar.TypeGNUSparse:
+		// rest is the extension blocks, not part of the data.
+		frags, err = oldGNUMap(main, rest)
+	case map10:
+		// rest is the map, read from the start of the data.
+		frags, err = pax10Map(rest)
+		size -= int64(len(rest))
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	if size < 0 {
+		return nil, 0, fmt.Errorf("%w: map larger than the data", ErrSparseMap)
+	}
+	return frags, size, nil
 }
 
 // mainHeader walks the header blocks in b (PAX records, GNU long names
@@ -412,6 +460,94 @@ func checkFragments(frags []fragment, size, data int64) error {
 	}
 	return nil
 }
+
+// sparseData is a sparse entry's content, read from the archive's data
+// (r) as it is stored: the regions one after the other. writeTo puts
+// them at their offsets and never touches the holes; Read gives the
+// whole file, holes as zeros, for readers that want a stream.
+type sparseData struct {
+	r     io.Reader
+	frags []fragment
+	size  int64
+	pos   int64 // logical position of Read
+	got   int64 // data bytes read from r
+	data  int64 // data bytes in all
+}
+
+func newSparseData(r io.Reader, frags []fragment, size, data int64) *sparseData {
+	return &sparseData{r: r, frags: frags, size: size, data: data}
+}
+
+func (s *sparseData) readData(b []byte) (int, error) {
+	n, err := s.r.Read(b)
+	s.got += int64(n)
+	if err == io.EOF && s.got < s.data {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+func (s *sparseData) Read(b []byte) (int, error) {
+	if s.pos >= s.size {
+		return 0, io.EOF
+	}
+	for len(s.frags) > 0 && s.pos >= s.frags[0][0]+s.frags[0][1] {
+		s.frags = s.frags[1:]
+	}
+	var n int
+	var err error
+	switch {
+	case len(s.frags) == 0:
+		n = int(min(int64(len(b)), s.size-s.pos))
+		clear(b[:n])
+	case s.pos < s.frags[0][0]:
+		n = int(min(int64(len(b)), s.frags[0][0]-s.pos))
+		clear(b[:n])
+	default:
+		end := s.frags[0][0] + s.frags[0][1]
+		n, err = s.readData(b[:min(int64(len(b)), end-s.pos)])
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+	}
+	s.pos += int64(n)
+	return n, err
+}
+
+// writeTo writes the file into fd (empty) and returns its size; the
+// caller sets the size with ftruncate.
+func (s *sparseData) writeTo(fd int, buf []byte, blk int) (int64, error) {
+	if start := s.pos; start != 0 {
+		// Partly read already: write the rest as a stream.
+		n, err := writeHoley(fd, s, start, buf, blk)
+		return start + n, err
+	}
+	for _, f := range s.frags {
+		n, err := writeHoley(fd, io.LimitReader(readerFunc(s.readData), f[1]), f[0], buf, blk)
+		if err != nil {
+			return 0, err
+		}
+		if n != f[1] {
+			return 0, fmt.Errorf("sparse region at %d: %d bytes of %d: %w", f[0], n, f[1], io.ErrUnexpectedEOF)
+		}
+	}
+	s.frags, s.pos = nil, s.size
+	return s.size, nil
+}
+
+// drain reads the data no one read.
+func (s *sparseData) drain() error {
+	if left := s.data - s.got; left > 0 {
+		if _, err := io.CopyN(io.Discard, readerFunc(s.readData), left); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(b []byte) (int, error) { return f(b) }
 
 // fragmentReader reads the data regions of a file one after the other:
 // a sparse entry's data as the archive holds it.
