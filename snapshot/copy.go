@@ -1,14 +1,19 @@
 package snapshot
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -37,6 +42,7 @@ type copyOptions struct {
 // allows, else copied with copy_file_range, on every core.
 func copyTree(src, dst string, o copyOptions) error {
 	c := &copier{o: o, inodes: map[inodeKey]string{}}
+	c.learnCreator(filepath.Dir(dst))
 	c.work = make(chan copyJob, 64)
 	n := runtime.GOMAXPROCS(0)
 	for range n {
@@ -88,6 +94,47 @@ type copier struct {
 	// pending holds the hardlinks to files still being copied.
 	pending sync.WaitGroup
 	noClone atomic.Bool
+
+	// What a file this process creates gets without asking: owner
+	// euid:egid when ownerKnown, permissions masked by umask.
+	ownerKnown bool
+	euid, egid int
+	umask      uint32
+}
+
+// learnCreator finds out what owner and permissions a new file gets, so
+// that copies skip a chown or chmod that would change nothing. A set-gid
+// parent hands its group down: then the owner is not known.
+func (c *copier) learnCreator(parent string) {
+	c.umask = 0o777
+	if m, ok := processUmask(); ok {
+		c.umask = m
+	}
+	var st unix.Stat_t
+	if unix.Stat(parent, &st) != nil || st.Mode&unix.S_ISGID != 0 {
+		return
+	}
+	c.euid, c.egid, c.ownerKnown = unix.Geteuid(), unix.Getegid(), true
+}
+
+// processUmask reads the umask from /proc/self/status: setting it to read
+// it would race with other goroutines creating files.
+func processUmask() (uint32, bool) {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		v, ok := strings.CutPrefix(sc.Text(), "Umask:")
+		if !ok {
+			continue
+		}
+		m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+		return uint32(m), err == nil
+	}
+	return 0, false
 }
 
 func (c *copier) setErr(err error) {
@@ -228,43 +275,150 @@ func (c *copier) copy(src, dst string) error {
 func (c *copier) copyFile(src, dst string, st *unix.Stat_t) error {
 	return c.lend(src, st, 0o400, func() error {
 		// Raw descriptors: os.File would try to register each with the
-		// poller, syscalls that add up over many small files.
+		// poller, syscalls that add up over many small files. Everything
+		// after the opens goes through the descriptors, not paths.
 		in, err := unix.Open(src, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return &os.PathError{Op: "copy", Path: src, Err: err}
 		}
 		defer unix.Close(in)
-		out, err := unix.Open(dst, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		mode := st.Mode & 0o7777
+		// Created with its final permissions when the umask keeps them
+		// and the owner stays ours (a chown would clear set-id bits).
+		create := mode & 0o777
+		chown, err := c.needChown(st)
+		if err != nil {
+			return fmt.Errorf("copy %s: %w", src, err)
+		}
+		fixMode := chown || mode != create || create&c.umask != 0
+		if c.o.rootless && mode&0o600 != 0o600 {
+			// Our own copy must stay writable for its data and xattrs.
+			fixMode = true
+		}
+		if fixMode {
+			create = 0o600
+		}
+		out, err := unix.Open(dst, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, create)
 		if err != nil {
 			return &os.PathError{Op: "copy", Path: dst, Err: err}
 		}
-		closed := false
-		defer func() {
-			if !closed {
-				unix.Close(out)
-			}
-		}()
-		if err := c.copyData(out, in, st.Size); err != nil {
+		err = c.fileBody(out, in, st, chown, fixMode)
+		if cerr := unix.Close(out); err == nil && cerr != nil {
+			err = cerr
+		}
+		if err != nil {
 			return fmt.Errorf("copy %s: %w", src, err)
 		}
-		if err := c.meta(src, dst, st, false); err != nil {
-			return err
-		}
-		if err := unix.Fchmod(out, st.Mode&0o7777); err != nil {
-			return fmt.Errorf("copy %s: %w", src, err)
-		}
-		closed = true
-		if err := unix.Close(out); err != nil {
-			return fmt.Errorf("copy %s: %w", src, err)
-		}
-		ts := []unix.Timespec{st.Atim, st.Mtim}
-		return unix.UtimesNanoAt(unix.AT_FDCWD, dst, ts, unix.AT_SYMLINK_NOFOLLOW)
+		return nil
 	})
 }
 
+// fileBody fills the new file out from in: data, owner, xattrs, mode and
+// times, in that order (a chown clears set-id bits, writes move mtime).
+func (c *copier) fileBody(out, in int, st *unix.Stat_t, chown, fixMode bool) error {
+	if err := c.copyData(out, in, st); err != nil {
+		return err
+	}
+	if chown {
+		uid, gid, err := c.o.idMap.ToHost(int(st.Uid), int(st.Gid))
+		if err != nil {
+			return err
+		}
+		if err := unix.Fchown(out, uid, gid); err != nil {
+			return fmt.Errorf("chown: %w", err)
+		}
+	}
+	if err := c.fdXattrs(out, in); err != nil {
+		return err
+	}
+	if fixMode {
+		if err := unix.Fchmod(out, st.Mode&0o7777); err != nil {
+			return fmt.Errorf("chmod: %w", err)
+		}
+	}
+	return futimens(out, &[2]unix.Timespec{st.Atim, st.Mtim})
+}
+
+// needChown says whether a copy made by this process needs a chown to get
+// the owner of the source st: not in rootless copies (the owner lives in
+// an xattr), nor when the host owner is who creates the file.
+func (c *copier) needChown(st *unix.Stat_t) (bool, error) {
+	if c.o.rootless {
+		return false, nil
+	}
+	uid, gid, err := c.o.idMap.ToHost(int(st.Uid), int(st.Gid))
+	if err != nil {
+		return false, err
+	}
+	return !c.ownerKnown || uid != c.euid || gid != c.egid, nil
+}
+
+// fdXattrs copies the extended attributes of in to out.
+func (c *copier) fdXattrs(out, in int) error {
+	var lb [1024]byte
+	list := lb[:]
+	sz, err := unix.Flistxattr(in, list)
+	if err == unix.ERANGE {
+		if sz, err = unix.Flistxattr(in, nil); err == nil {
+			list = make([]byte, sz)
+			sz, err = unix.Flistxattr(in, list)
+		}
+	}
+	if err == unix.ENOTSUP || err == unix.EOPNOTSUPP {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("xattrs: %w", err)
+	}
+	list = list[:sz]
+	var vb [256]byte
+	for len(list) > 0 {
+		i := bytes.IndexByte(list, 0)
+		if i < 0 {
+			i = len(list)
+		}
+		name := string(list[:i])
+		list = list[min(i+1, len(list)):]
+		if name == "" {
+			continue
+		}
+		val := vb[:]
+		n, err := unix.Fgetxattr(in, name, val)
+		if err == unix.ERANGE {
+			if n, err = unix.Fgetxattr(in, name, nil); err == nil {
+				val = make([]byte, n)
+				n, err = unix.Fgetxattr(in, name, val)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("xattr %s: %w", name, err)
+		}
+		if err := unix.Fsetxattr(out, name, val[:n], 0); err != nil {
+			if c.o.rootless && (err == unix.EPERM || err == unix.ENOTSUP || err == unix.EACCES) {
+				continue
+			}
+			return fmt.Errorf("xattr %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// futimens sets the times of the open file fd (utimensat with a NULL
+// path, which x/sys/unix has no wrapper for).
+func futimens(fd int, ts *[2]unix.Timespec) error {
+	_, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(ts)), 0, 0, 0)
+	if e != 0 {
+		return fmt.Errorf("chtimes: %w", e)
+	}
+	return nil
+}
+
 // copyData clones in into out, or copies it in the kernel, or streams it.
-// A file system that cannot clone is not asked again.
-func (c *copier) copyData(out, in int, size int64) error {
+// A file system that cannot clone is not asked again. A file with fewer
+// blocks than its size has holes: only its data extents are copied, and
+// the holes stay holes.
+func (c *copier) copyData(out, in int, st *unix.Stat_t) error {
+	size := st.Size
 	if size == 0 {
 		return nil
 	}
@@ -277,20 +431,74 @@ func (c *copier) copyData(out, in int, size int64) error {
 			c.noClone.Store(true)
 		}
 	}
-	var done int64
-	for done < size {
-		n, err := unix.CopyFileRange(in, nil, out, nil, int(size-done), 0)
+	if st.Blocks*512 >= size {
+		return copyRange(out, in, 0, size)
+	}
+	for off := int64(0); off < size; {
+		start, err := unix.Seek(in, off, unix.SEEK_DATA)
+		if err == unix.ENXIO {
+			break // only a hole is left
+		}
+		end := size
+		if err != nil {
+			start = off // no SEEK_DATA: the rest is data
+		} else if e, err := unix.Seek(in, start, unix.SEEK_HOLE); err == nil {
+			end = min(e, size)
+		}
+		if start >= end {
+			break
+		}
+		if err := copyRange(out, in, start, end); err != nil {
+			return err
+		}
+		off = end
+	}
+	if err := unix.Ftruncate(out, size); err != nil {
+		return fmt.Errorf("truncate to %d: %w", size, err)
+	}
+	return nil
+}
+
+// copyRange copies bytes [start, end) of in to the same offsets of out
+// with copy_file_range; where the kernel cannot, it reads and writes.
+func copyRange(out, in int, start, end int64) error {
+	roff, woff := start, start
+	for roff < end {
+		n, err := unix.CopyFileRange(in, &roff, out, &woff, int(min(end-roff, 1<<30)), 0)
+		if err == unix.EINTR {
+			continue
+		}
 		if err != nil || n == 0 {
-			if done == 0 && (errors.Is(err, unix.EXDEV) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP)) {
-				_, cerr := io.CopyBuffer(fdWriter(out), fdReader(in), make([]byte, 128*1024))
-				return cerr
+			if roff == start && (errors.Is(err, unix.EXDEV) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP)) {
+				return preadCopy(out, in, start, end)
 			}
 			if err == nil {
-				return fmt.Errorf("source shrank: %d of %d bytes", done, size)
+				return fmt.Errorf("source shrank: %d of %d bytes", roff, end)
 			}
 			return err
 		}
-		done += int64(n)
+	}
+	return nil
+}
+
+// preadCopy copies bytes [start, end) of in to out at the same offsets.
+func preadCopy(out, in int, start, end int64) error {
+	buf := make([]byte, min(end-start, 128<<10))
+	for off := start; off < end; {
+		n, err := unix.Pread(in, buf[:min(int64(len(buf)), end-off)], off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("source shrank: %d of %d bytes", off, end)
+		}
+		if err := pwriteAll(out, buf[:n], off); err != nil {
+			return err
+		}
+		off += int64(n)
 	}
 	return nil
 }
