@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -37,7 +36,7 @@ func TestRootlessRuncRun(t *testing.T) {
 			if strings.Contains(r.Stderr, "falling back") {
 				t.Fatalf("fell back: %s", r.Stderr)
 			}
-			rlStripRlimits(t, b, uid, gid)
+			stripRlimits(t, b) // keeps the file, and its owner
 			id := fmt.Sprintf("strata-rl-%s-%d", driver, os.Getpid())
 			runcRoot := filepath.Join(dir, "runc-"+driver)
 			runc := []string{"runc", "--root", runcRoot, "run", "-b", b, id}
@@ -73,34 +72,11 @@ func TestRootlessRuncRun(t *testing.T) {
 		if r := rlAsUser(t, dir, "unpack", "--root", filepath.Join(dir, "store-overlay"), "--driver", "overlay", img+":v1", b); r.Code != 0 {
 			t.Fatalf("rootless unpack: exit %d: %s", r.Code, r.Stderr)
 		}
-		rlStripRlimits(t, b, uid, gid)
+		stripRlimits(t, b) // keeps the file, and its owner
 		id := fmt.Sprintf("strata-rl-user-%d", os.Getpid())
 		out := rlAsUser(t, dir, "mount", b, "--", "runc", "--root", filepath.Join(dir, "runc-user"), "run", "-b", b, id)
 		if want := "1000\n1000\nlayer two\n"; out.Code != 0 || out.Stdout != want {
 			t.Fatalf("runc run: exit %d, printed %q, want %q\n%s", out.Code, out.Stdout, want, out.Stderr)
 		}
 	})
-}
-
-// rlStripRlimits drops process.rlimits (this machine refuses setrlimit)
-// and leaves config.json to the user.
-func rlStripRlimits(t *testing.T, bundle string, uid, gid int) {
-	t.Helper()
-	p := filepath.Join(bundle, "config.json")
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatal(err)
-	}
-	delete(m["process"].(map[string]any), "rlimits")
-	b, _ = json.Marshal(m)
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(p, uid, gid); err != nil {
-		t.Fatal(err)
-	}
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/internal/compression"
 )
 
@@ -34,27 +35,19 @@ func unpackSharedWorkload(e *env, k compression.Kind) *workload {
 			Check: func(w *work) error { return checkRootfs(filepath.Join(w.Dir, "bundle", "rootfs"), ds.Plan) },
 		})
 	}
-	dec := "gzip -dc"
-	if k == compression.Zstd {
-		dec = "zstd -qdc"
-	}
-	var script strings.Builder
-	script.WriteString("mkdir out\n")
 	// (The workload list is also made before the data exists, to check
 	// -only: then there are no layers.)
-	var newLayers = ds.Layers[k]
+	newLayers := ds.Layers[k]
 	if len(newLayers) > 0 {
 		newLayers = newLayers[1:]
 	}
-	for _, l := range newLayers {
-		fmt.Fprintf(&script, "%s %s | tar --numeric-owner -xpf - -C out\n", dec, q(ds.blobPath(k, l.Digest)))
-	}
+	dec, script := tarLayersScript(ds, k, newLayers)
 	limit := dec + " | tar -x of the two new layers"
 	wl.Sides = append(wl.Sides, side{
 		Label: limit,
 		Role:  roleLimit,
 		Tools: []string{strings.Fields(dec)[0], "tar"},
-		Argv:  func(w *work) []string { return sh(script.String()) },
+		Argv:  func(w *work) []string { return sh(script) },
 	})
 	for _, drv := range e.Drivers {
 		if drv == "overlay" {
@@ -62,4 +55,20 @@ func unpackSharedWorkload(e *env, k compression.Kind) *workload {
 		}
 	}
 	return wl
+}
+
+// tarLayersScript is a shell script that extracts layers one after the
+// other into ./out with the plain tools (no whiteouts), and the
+// decompressor it uses.
+func tarLayersScript(ds *dataset, k compression.Kind, layers []ocispec.Descriptor) (dec, script string) {
+	dec = "gzip -dc"
+	if k == compression.Zstd {
+		dec = "zstd -qdc"
+	}
+	var b strings.Builder
+	b.WriteString("mkdir out\n")
+	for _, l := range layers {
+		fmt.Fprintf(&b, "%s %s | tar --numeric-owner -xpf - -C out\n", dec, q(ds.blobPath(k, l.Digest)))
+	}
+	return dec, b.String()
 }

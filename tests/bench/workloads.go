@@ -187,20 +187,12 @@ func unpackWorkload(e *env, k compression.Kind) *workload {
 		},
 		Check: func(w *work) error { return checkRootfs(filepath.Join(w.Dir, "bundle", "rootfs"), ds.Plan) },
 	})
-	dec := "gzip -dc"
-	if k == compression.Zstd {
-		dec = "zstd -qdc"
-	}
-	var script strings.Builder
-	script.WriteString("mkdir out\n")
-	for _, l := range ds.Layers[k] {
-		fmt.Fprintf(&script, "%s %s | tar --numeric-owner -xpf - -C out\n", dec, q(ds.blobPath(k, l.Digest)))
-	}
+	dec, script := tarLayersScript(ds, k, ds.Layers[k])
 	wl.Sides = append(wl.Sides, side{
 		Label: dec + " | tar -x (no whiteouts)",
 		Role:  roleLimit,
 		Tools: []string{strings.Fields(dec)[0], "tar"},
-		Argv:  func(w *work) []string { return sh(script.String()) },
+		Argv:  func(w *work) []string { return sh(script) },
 	})
 	for _, drv := range e.Drivers {
 		wl.Targets = append(wl.Targets,
