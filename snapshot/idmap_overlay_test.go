@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/strata-oci/strata/internal/compression"
+	"github.com/strata-oci/strata/internal/idmap"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/overlay"
 	"golang.org/x/sys/unix"
@@ -381,4 +382,73 @@ func FuzzUnshiftCaps(f *testing.F) {
 			t.Fatalf("%x became %x", in, out)
 		}
 	})
+}
+
+// TestOverlayIDMapAttached mounts a mapped bundle the way kernels before
+// 6.15 need (the idmapped layers attached for the time of the mount):
+// the rootfs is the same, and no mount point is left, also after a
+// mount killed half-way.
+func TestOverlayIDMapAttached(t *testing.T) {
+	needRoot(t)
+	detachedLayers = func() bool { return false }
+	t.Cleanup(func() { detachedLayers = idmap.DetachedLayers })
+	img, _ := buildStandard(t)
+	s := openStore(t)
+	b := filepath.Join(t.TempDir(), "b")
+	unmountLater(t, b)
+	unpack(t, s, img, b, UnpackOptions{Driver: OverlayDriver, IDMap: testMap})
+	r := filepath.Join(b, RootfsDir)
+	attach := filepath.Join(b, BundleState, IDMapDir)
+	wantOwner(t, filepath.Join(r, "srv"), 100033, 200033)
+	wantOwner(t, filepath.Join(r, "home/alice/notes"), 101000, 201000)
+	if _, err := os.Lstat(attach); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s left after the mount: %v", attach, err)
+	}
+	if mountedUnder(t, attach) {
+		t.Errorf("an idmapped layer is still mounted under %s", attach)
+	}
+	// What a killed mount leaves: clones attached under idmap/.
+	st, o, c, err := OverlayBundle(b)
+	must(t, err)
+	defer st.Close()
+	must(t, o.Unmount(c))
+	low, err := o.Lowers(c.Top())
+	must(t, err)
+	mounts, err := idmappedLayers(low, c.IDMap)
+	must(t, err)
+	if _, _, err := mounts.Attach(attach); err != nil {
+		t.Fatal(err)
+	}
+	mounts.Close()
+	must(t, o.Mount(c))
+	wantOwner(t, filepath.Join(r, "srv"), 100033, 200033)
+	if mountedUnder(t, attach) {
+		t.Errorf("leftover idmapped layers still mounted under %s", attach)
+	}
+	// The snapshots are whole.
+	top, err := s.Get(c.Top().ID)
+	must(t, err)
+	wantOwner(t, filepath.Join(top.FS(), "srv"), 33, 33)
+	if n, err := countFiles(top.FS()); err != nil || n == 0 {
+		t.Errorf("top snapshot holds %d files (%v)", n, err)
+	}
+}
+
+func countFiles(dir string) (int, error) {
+	n := 0
+	err := filepath.WalkDir(dir, func(string, os.DirEntry, error) error { n++; return nil })
+	return n, err
+}
+
+// mountedUnder says whether a mount point lies under dir.
+func mountedUnder(t *testing.T, dir string) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	must(t, err)
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir) {
+			return true
+		}
+	}
+	return false
 }

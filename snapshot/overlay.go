@@ -30,6 +30,10 @@ const (
 	// the bundle's private state directory.
 	UpperDir = "upper"
 	WorkDir  = "work"
+	// IDMapDir, in the bundle's state directory, holds the idmapped
+	// layers of a mapped bundle while its rootfs is being mounted, on
+	// kernels before 6.15; it is empty, or absent, otherwise.
+	IDMapDir = "idmap"
 )
 
 // Errors of the overlay driver.
@@ -278,6 +282,7 @@ func (o *Overlay) CreateRootfs(c *Container) (err error) {
 	}
 	defer func() {
 		if err != nil {
+			_ = idmap.DetachAll(filepath.Join(c.State(), IDMapDir))
 			_ = RemoveAll(upper)
 			_ = RemoveAll(work)
 		}
@@ -322,8 +327,11 @@ func copyRootMetaShifted(src, dst string, m *IDMap) error {
 }
 
 // Mount mounts c's rootfs over its existing upper and work directories:
-// after a reboot, or after Unmount.
-func (o *Overlay) Mount(c *Container) error {
+// after a reboot, or after Unmount. With an id map each layer is mounted
+// through an idmapped clone of its directory: detached where the kernel
+// allows (6.15+), else attached for the time of the mount under
+// DIR/.strata/idmap.
+func (o *Overlay) Mount(c *Container) (err error) {
 	for _, d := range []string{o.Upper(c), o.Work(c)} {
 		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
 			return fmt.Errorf("mount %s: missing overlay directory %s (was the bundle unpacked with the overlay driver?)", c.Rootfs(), d)
@@ -349,16 +357,39 @@ func (o *Overlay) Mount(c *Container) error {
 	if c.Rootless || os.Geteuid() != 0 || userns.InNamespace() {
 		return fmt.Errorf("mount %s: %w", c.Rootfs(), ErrIDMapNeedsRoot)
 	}
-	mapped, release, err := idmappedLayers(low, c.IDMap)
+	// Mount points of a killed earlier mount go first.
+	attachDir := filepath.Join(c.State(), IDMapDir)
+	if err := idmap.DetachAll(attachDir); err != nil {
+		return fmt.Errorf("mount %s: %w", c.Rootfs(), err)
+	}
+	mounts, err := idmappedLayers(low, c.IDMap)
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", c.Rootfs(), err)
 	}
-	defer release()
-	if err := overlay.Mount(c.Rootfs(), overlay.Options{Lower: mapped, Upper: o.Upper(c), Work: o.Work(c), Xattrs: o.x}); err != nil {
-		return fmt.Errorf("%w (layers shifted by an id map are detached idmapped mounts, which overlay takes from Linux 6.15 on; --driver vfs copies instead)", err)
+	defer mounts.Close()
+	lower := mounts.Paths()
+	if !detachedLayers() {
+		paths, detach, aerr := mounts.Attach(attachDir)
+		if aerr != nil {
+			return fmt.Errorf("mount %s: %w", c.Rootfs(), aerr)
+		}
+		// Overlay holds its own clones of its layers once mounted.
+		defer func() {
+			if derr := detach(); derr != nil && err == nil {
+				err = fmt.Errorf("mount %s: %w", c.Rootfs(), derr)
+			}
+		}()
+		lower = paths
+	}
+	if err := overlay.Mount(c.Rootfs(), overlay.Options{Lower: lower, Upper: o.Upper(c), Work: o.Work(c), Xattrs: o.x}); err != nil {
+		return fmt.Errorf("%w (layers shifted by an id map are idmapped mounts, which overlay takes from Linux 5.19 on; --driver vfs copies instead)", err)
 	}
 	return nil
 }
+
+// detachedLayers says whether overlay takes detached idmapped mounts as
+// layers; tests turn it off to try the attached form.
+var detachedLayers = idmap.DetachedLayers
 
 // Unmount unmounts c's rootfs and keeps the upper and work directories.
 func (o *Overlay) Unmount(c *Container) error {
@@ -370,6 +401,9 @@ func (o *Overlay) Unmount(c *Container) error {
 func (o *Overlay) RemoveRootfs(c *Container) error {
 	if err := overlay.Unmount(c.Rootfs()); err != nil && !errors.Is(err, overlay.ErrNotMounted) && !errors.Is(err, fs.ErrNotExist) {
 		return err
+	}
+	if err := idmap.DetachAll(filepath.Join(c.State(), IDMapDir)); err != nil {
+		return fmt.Errorf("remove overlay rootfs of %s: %w", c.Dir, err)
 	}
 	for _, d := range []string{o.Upper(c), o.Work(c), c.Rootfs()} {
 		if err := RemoveAll(d); err != nil {
@@ -427,10 +461,9 @@ func OverlayBundle(dir string) (*Store, *Overlay, *Container, error) {
 }
 
 // idmappedLayers clones each layer directory as an idmapped mount that
-// shows the image's owners as m's host IDs, and returns names overlay
-// can take them by. release closes the clones; a mounted overlay keeps
-// its own.
-func idmappedLayers(dirs []string, m *IDMap) (paths []string, release func(), err error) {
+// shows the image's owners as m's host IDs. Closing the clones leaves a
+// mounted overlay its own.
+func idmappedLayers(dirs []string, m *IDMap) (*idmap.Mounts, error) {
 	conv := func(rs []IDRange) []idmap.Range {
 		out := make([]idmap.Range, len(rs))
 		for i, r := range rs {
@@ -438,11 +471,7 @@ func idmappedLayers(dirs []string, m *IDMap) (paths []string, release func(), er
 		}
 		return out
 	}
-	mounts, err := idmap.Clone(dirs, conv(m.UIDs), conv(m.GIDs))
-	if err != nil {
-		return nil, nil, err
-	}
-	return mounts.Paths(), mounts.Close, nil
+	return idmap.Clone(dirs, conv(m.UIDs), conv(m.GIDs))
 }
 
 // checkMapped makes sure every owner of the image up to top has a host

@@ -8,8 +8,10 @@ package idmap
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"syscall"
@@ -129,4 +131,81 @@ func (m *Mounts) Close() {
 		unix.Close(fd)
 	}
 	m.fds = nil
+}
+
+// DetachedLayers says whether overlay takes detached mounts as layers
+// (Linux 6.15 on). Before, a clone must be attached somewhere first.
+func DetachedLayers() bool {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return false
+	}
+	var major, minor int
+	if n, _ := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor); n != 2 {
+		return false
+	}
+	return major > 6 || (major == 6 && minor >= 15)
+}
+
+// Attach mounts the clones on new directories dir/0, dir/1, ... (dir is
+// created, mode 0700, and must not exist), for kernels whose overlay
+// takes no detached layers, and returns their paths. detach unmounts
+// them (lazily: a mount made from them keeps its own copies) and removes
+// the directories. A process killed in between leaves them mounted:
+// DetachAll clears them.
+func (m *Mounts) Attach(dir string) (paths []string, detach func() error, err error) {
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("attach idmapped mounts: %w", err)
+	}
+	detach = func() error { return DetachAll(dir) }
+	defer func() {
+		if err != nil {
+			_ = detach()
+		}
+	}()
+	for i, fd := range m.fds {
+		p := filepath.Join(dir, strconv.Itoa(i))
+		if err := os.Mkdir(p, 0o700); err != nil {
+			return nil, nil, fmt.Errorf("attach idmapped mounts: %w", err)
+		}
+		if err := unix.MoveMount(fd, "", unix.AT_FDCWD, p, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+			return nil, nil, &os.PathError{Op: "attach idmapped mount", Path: p, Err: err}
+		}
+		paths = append(paths, p)
+	}
+	return paths, detach, nil
+}
+
+// DetachAll unmounts what is mounted on the entries of dir and removes
+// them and dir; a missing dir is fine. It never removes a file: an entry
+// still mounted, or not an empty directory, is an error, so that nothing
+// is ever deleted through a mount.
+func DetachAll(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("detach idmapped mounts: %w", err)
+	}
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		for {
+			err := unix.Unmount(p, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil && err != unix.EINVAL && err != unix.ENOENT {
+				return &os.PathError{Op: "detach idmapped mount", Path: p, Err: err}
+			}
+			break
+		}
+		if err := unix.Rmdir(p); err != nil && err != unix.ENOENT {
+			return &os.PathError{Op: "remove idmapped mount point", Path: p, Err: err}
+		}
+	}
+	if err := unix.Rmdir(dir); err != nil && err != unix.ENOENT {
+		return &os.PathError{Op: "remove", Path: dir, Err: err}
+	}
+	return nil
 }

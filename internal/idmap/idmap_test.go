@@ -68,3 +68,56 @@ func TestCloneErrors(t *testing.T) {
 		t.Error("overlapping uid ranges accepted")
 	}
 }
+
+// TestAttachDetach: attached clones show shifted owners at their mount
+// points; DetachAll unmounts and removes them and never deletes a file.
+func TestAttachDetach(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test must run as root (CI runs the suite as root)")
+	}
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Clone([]string{src}, []Range{{0, 100000, 10}}, []Range{{0, 100000, 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	dir := filepath.Join(t.TempDir(), "idmap")
+	paths, detach, err := m.Attach(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(paths[0], "f"), &st); err != nil || st.Uid != 100000 {
+		t.Fatalf("attached clone: owner %d (%v), want 100000", st.Uid, err)
+	}
+	if err := detach(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(dir); !os.IsNotExist(err) {
+		t.Errorf("%s left after detach: %v", dir, err)
+	}
+	if _, err := os.Stat(filepath.Join(src, "f")); err != nil {
+		t.Errorf("detach touched the source: %v", err)
+	}
+	if err := DetachAll(dir); err != nil {
+		t.Errorf("DetachAll of a missing directory: %v", err)
+	}
+	// An entry that holds a file is not a mount point: refused, kept.
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join(dir, "0"), 0o700))
+	must(os.WriteFile(filepath.Join(dir, "0", "keep"), nil, 0o644))
+	if err := DetachAll(dir); err == nil {
+		t.Error("DetachAll removed a directory holding a file")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "0", "keep")); err != nil {
+		t.Errorf("DetachAll deleted a file: %v", err)
+	}
+}
