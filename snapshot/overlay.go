@@ -460,6 +460,21 @@ func OverlayBundle(dir string) (*Store, *Overlay, *Container, error) {
 	return s, o, &Container{Dir: abs, Chain: chain, Rootless: rec.Rootless, IDMap: rec.IDMap}, nil
 }
 
+// checkIDMap says whether this process can mount the store's layers
+// shifted by m: it must be root outside any user namespace, and the
+// store's file system must take idmapped mounts (tried on ROOT/tmp).
+func (o *Overlay) checkIDMap(m *IDMap) error {
+	if os.Geteuid() != 0 || userns.InNamespace() {
+		return ErrIDMapNeedsRoot
+	}
+	mounts, err := idmappedLayers([]string{filepath.Join(o.s.Root(), TmpDir)}, m)
+	if err != nil {
+		return fmt.Errorf("overlay with an id map in store %s: %w", o.s.Root(), err)
+	}
+	mounts.Close()
+	return nil
+}
+
 // idmappedLayers clones each layer directory as an idmapped mount that
 // shows the image's owners as m's host IDs. Closing the clones leaves a
 // mounted overlay its own.

@@ -52,6 +52,13 @@ func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec 
 	if err != nil {
 		return nil, err
 	}
+	if ov, ok := d.(*Overlay); ok && !o.IDMap.Empty() {
+		// Before any layer is extracted: can this store's layers be
+		// mounted shifted at all?
+		if err := ov.checkIDMap(o.IDMap); err != nil {
+			return nil, err
+		}
+	}
 	img, err := l.Image(ref, o.Platform)
 	if err != nil {
 		return nil, err
