@@ -39,7 +39,9 @@ A bundle unpacked with --driver overlay is diffed from its upper directory
 alone; a vfs bundle is compared with the file list recorded at unpack, and
 only files whose metadata changed are read. Deleted files become
 whiteouts, hardlinks stay hardlinks. Nothing changed: no layer is added,
-only a history entry marked empty_layer.
+only a history entry marked empty_layer. A bundle unpacked with
+--uid-map/--gid-map has owners (and file capabilities) shifted back to the
+image's IDs; a file owned by a host ID outside the map is an error.
 
 Afterwards DIR works on top of the new image (an overlay rootfs gets a new,
 empty upper directory), so commits stack into a multi-layer image. Stop
