@@ -223,7 +223,8 @@ func TestOverlayIDMap(t *testing.T) {
 		t.Fatalf("config.json has no user namespace with the map:\n%s", spec)
 	}
 	cmtSetProcess(t, b, []string{"/bin/sh", "-c", "id -u; id -g; /bin/busybox stat -c '%u:%g %n' /srv /home/alice/notes /etc/motd /etc/created; " +
-		"echo ctr > /srv/from-ctr && /bin/busybox chown 33:1000 /srv/from-ctr"})
+		"echo ctr > /srv/from-ctr && /bin/busybox chown 33:1000 /srv/from-ctr && " +
+		"/bin/busybox rm -r /usr/lib && /bin/busybox mkdir /usr/lib && /bin/busybox rm /app"})
 	id := fmt.Sprintf("strata-idm-%d", os.Getpid())
 	t.Cleanup(func() { _ = exec.Command("runc", "delete", "--force", id).Run() })
 	r := runCmd(t, nil, "runc", "run", "-b", b, id)
@@ -241,6 +242,14 @@ func TestOverlayIDMap(t *testing.T) {
 	hdrs, _ = idmLayer(t, img, "ran")
 	if h := hdrs["srv/from-ctr"]; h == nil || h.Uid != 33 || h.Gid != 1000 {
 		t.Errorf("layer of the run: srv/from-ctr %+v, want owner 33:1000", h)
+	}
+	// A directory the container replaced is opaque, a deleted file a
+	// whiteout, both owned as the image owns them.
+	if h := hdrs["usr/lib"]; h == nil || h.Uid != 0 || h.Gid != 0 || hdrs["usr/lib/.wh..wh..opq"] == nil {
+		t.Errorf("layer of the run: usr/lib %+v, opaque marker %v", h, hdrs["usr/lib/.wh..wh..opq"] != nil)
+	}
+	if hdrs[".wh.app"] == nil {
+		t.Errorf("layer of the run lacks the whiteout .wh.app")
 	}
 }
 
