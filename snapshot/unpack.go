@@ -98,6 +98,9 @@ func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec 
 		}
 	}()
 
+	// vfs builds the rootfs from the layers it extracts (vfs_stream.go).
+	rs := newRootfsStream(d, s, filepath.Join(abs, RootfsDir), o.IDMap, len(img.Manifest.Layers))
+	defer rs.stop()
 	var chain []*Info
 	var parent *Info
 	for i, ld := range img.Manifest.Layers {
@@ -112,7 +115,8 @@ func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec 
 			_, statErr := os.Stat(s.Path(chainOf(parent, diffIDs[i])))
 			o.Layer(i, len(img.Manifest.Layers), ld.Digest, statErr != nil)
 		}
-		in, err := s.Ensure(d, parent, layer)
+		in, err := s.Ensure(d, parent, rs.layer(parent, layer))
+		rs.settle()
 		if err != nil {
 			return nil, err
 		}
@@ -126,7 +130,7 @@ func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec 
 	if interrupted(o.Done) {
 		return nil, ErrInterrupted
 	}
-	if err := d.CreateRootfs(c); err != nil {
+	if err := rs.createRootfs(d, c); err != nil {
 		return nil, err
 	}
 	defer func() {

@@ -1,0 +1,380 @@
+package snapshot
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/strata-oci/strata/internal/compression"
+	"golang.org/x/sys/unix"
+)
+
+// rootfsStream builds a vfs bundle's rootfs while the image's missing
+// layers are extracted into the store, instead of copying the top
+// snapshot afterwards: each layer is decompressed once, and its tar
+// stream is applied twice, into the snapshot (by Store.Ensure, which
+// hashes it against the diffID) and, on a second goroutine, into the
+// rootfs. The rootfs starts as a copy of the last snapshot the store
+// already had (or empty), made while Ensure prepares the first missing
+// layer. So on two cores a cold vfs unpack takes about as long as the
+// extraction alone, and files are still written twice.
+//
+// The store's rules hold: snapshots are made and checked by Ensure as
+// before, the rootfs is trusted only once every layer it took passed
+// Ensure (Unpack fails, and removes the bundle, otherwise), and the
+// extraction never waits on a rootfs that failed (its stream is drained).
+// When the streams do not line up with the chain (another process made a
+// snapshot first, so its layer was never read), the partial rootfs is
+// removed and the top snapshot copied as before.
+type rootfsStream struct {
+	store    *Store
+	rootfs   string
+	rootless bool
+
+	feeds    chan *feed
+	quit     chan struct{}
+	quitOnce sync.Once
+	endOnce  sync.Once
+	exited   chan struct{}
+	last     *feed
+	reopened atomic.Bool
+
+	// Consumer state, read once exited is closed.
+	started bool          // rootfs was created
+	at      digest.Digest // chain ID whose tree the rootfs holds
+	broken  bool          // streams abandoned: copy instead
+	err     error         // the rootfs could not be written
+}
+
+// feed carries one layer's uncompressed tar stream to the rootfs.
+type feed struct {
+	parent *Info // the snapshot the layer goes on, nil for a base
+	chain  digest.Digest
+	digest digest.Digest
+	chunks chan []byte
+	free   chan []byte
+	opened atomic.Bool
+	once   sync.Once
+	err    error // why the stream ended early; set before chunks closes
+}
+
+// errNotStreamed ends the feed of a layer Ensure did not read.
+var errNotStreamed = errors.New("layer was not read")
+
+// errStreamCut ends the feed of a layer whose reader was closed early.
+var errStreamCut = errors.New("layer stream closed before its end")
+
+// newRootfsStream returns a stream builder for d's rootfs in rootfs, or
+// nil when d is not vfs or owners must be shifted (the copy does that).
+func newRootfsStream(d Driver, s *Store, rootfs string, idMap *IDMap, layers int) *rootfsStream {
+	v, ok := d.(*vfsDriver)
+	if !ok || !idMap.Empty() {
+		return nil
+	}
+	r := &rootfsStream{
+		store: s, rootfs: rootfs, rootless: v.rootless,
+		feeds: make(chan *feed, layers+1), quit: make(chan struct{}), exited: make(chan struct{}),
+	}
+	go r.run()
+	return r
+}
+
+// layer wraps l, to go on parent, so that its stream also feeds the
+// rootfs when Ensure has to extract it.
+func (r *rootfsStream) layer(parent *Info, l Layer) Layer {
+	if r == nil {
+		return l
+	}
+	chain := chainOf(parent, l.DiffID)
+	if _, err := os.Stat(r.store.Path(chain)); err == nil {
+		return l // in the store: Ensure will not read it
+	}
+	f := &feed{parent: parent, chain: chain, digest: l.Digest, chunks: make(chan []byte, 16), free: make(chan []byte, 18)}
+	r.last = f
+	r.feeds <- f
+	open := l.Open
+	l.Open = func() (io.ReadCloser, error) {
+		if !f.opened.CompareAndSwap(false, true) {
+			r.reopened.Store(true)
+			return open()
+		}
+		rc, err := open()
+		if err != nil {
+			f.end(err)
+			return nil, err
+		}
+		dr, _, err := compression.NewSniffingReader(rc)
+		if err != nil {
+			rc.Close()
+			f.end(err)
+			return nil, fmt.Errorf("decompress: %w", err)
+		}
+		return &teeReader{f: f, blob: rc, dr: dr, quit: r.quit}, nil
+	}
+	return l
+}
+
+// settle is called after each Ensure: a layer that was not read, or not
+// to its end, ends its feed.
+func (r *rootfsStream) settle() {
+	if r == nil || r.last == nil {
+		return
+	}
+	if r.last.opened.Load() {
+		r.last.end(errStreamCut)
+	} else {
+		r.last.end(errNotStreamed)
+	}
+}
+
+// createRootfs makes c's rootfs: the streamed one when it holds the top
+// snapshot's tree, else d's copy.
+func (r *rootfsStream) createRootfs(d Driver, c *Container) error {
+	if r == nil {
+		return d.CreateRootfs(c)
+	}
+	r.finish()
+	if r.err != nil {
+		return r.err
+	}
+	if top := c.Top(); top != nil && !r.broken && !r.reopened.Load() && r.started && r.at == top.ChainID {
+		return nil
+	}
+	if r.started {
+		if err := RemoveAll(r.rootfs); err != nil {
+			return fmt.Errorf("remove partial rootfs: %w", err)
+		}
+	}
+	return d.CreateRootfs(c)
+}
+
+// finish waits for the rootfs to take every stream sent.
+func (r *rootfsStream) finish() {
+	r.endOnce.Do(func() { close(r.feeds) })
+	<-r.exited
+}
+
+// stop abandons the rootfs (Unpack failed) and waits for its goroutine.
+func (r *rootfsStream) stop() {
+	if r == nil {
+		return
+	}
+	r.quitOnce.Do(func() { close(r.quit) })
+	if r.last != nil {
+		r.last.end(ErrInterrupted)
+	}
+	r.finish()
+}
+
+func (r *rootfsStream) run() {
+	defer close(r.exited)
+	var files Files
+	for f := range r.feeds {
+		if r.err == nil && !r.broken {
+			if err := r.apply(f, &files); err != nil {
+				r.err = err
+			}
+		}
+		f.drain()
+		if f.err != nil {
+			r.broken = true
+		}
+	}
+}
+
+// apply puts f's layer on the rootfs, which it first makes from f's
+// parent when f is the first layer streamed.
+func (r *rootfsStream) apply(f *feed, files *Files) error {
+	var parentChain digest.Digest
+	if f.parent != nil {
+		parentChain = f.parent.ChainID
+	}
+	if !r.started {
+		r.started = true
+		if f.parent == nil {
+			if err := os.Mkdir(r.rootfs, 0o755); err != nil {
+				return fmt.Errorf("create rootfs: %w", err)
+			}
+			*files = Files{}
+		} else {
+			if err := copyTree(f.parent.FS(), r.rootfs, copyOptions{rootless: r.rootless, writableDirs: r.rootless}); err != nil {
+				return fmt.Errorf("create rootfs from snapshot %s: %w", f.parent.ID, err)
+			}
+			fl, err := f.parent.ReadFiles()
+			if err != nil {
+				return fmt.Errorf("snapshot %s: %w", f.parent.ID, err)
+			}
+			*files = fl
+		}
+	} else if r.at != parentChain {
+		r.broken = true
+		return nil
+	} else if r.rootless {
+		if err := unlockDirs(r.rootfs, *files); err != nil {
+			return err
+		}
+	}
+	opts := ApplyOptions{Whiteouts: WhiteoutDelete, Rootless: r.rootless, Done: r.quit}
+	if err := Apply(r.rootfs, &feedReader{f: f}, opts, *files); err != nil {
+		f.drain()
+		if f.err != nil || errors.Is(err, ErrInterrupted) {
+			// The stream, not the rootfs, failed: Ensure says why.
+			r.broken = true
+			return nil
+		}
+		return fmt.Errorf("rootfs: layer %s: %w", f.digest, err)
+	}
+	r.at = f.chain
+	return nil
+}
+
+// end closes the feed; err says why it ended early (nil: at its end).
+func (f *feed) end(err error) {
+	f.once.Do(func() {
+		f.err = err
+		close(f.chunks)
+	})
+}
+
+// drain takes what is left of the stream.
+func (f *feed) drain() {
+	for b := range f.chunks {
+		f.recycle(b)
+	}
+}
+
+func (f *feed) recycle(b []byte) {
+	select {
+	case f.free <- b:
+	default:
+	}
+}
+
+// teeReader is the decompressed layer Ensure reads; every chunk read is
+// also handed to the rootfs.
+type teeReader struct {
+	f    *feed
+	blob io.ReadCloser
+	dr   io.ReadCloser
+	quit <-chan struct{}
+	gone bool
+}
+
+func (t *teeReader) Read(p []byte) (int, error) {
+	n, err := t.dr.Read(p)
+	if n > 0 && !t.gone {
+		var b []byte
+		select {
+		case b = <-t.f.free:
+		default:
+			b = make([]byte, 0, max(n, 256<<10))
+		}
+		b = append(b[:0], p[:n]...)
+		select {
+		case t.f.chunks <- b:
+		case <-t.quit:
+			t.gone = true
+		}
+	}
+	switch {
+	case err == io.EOF:
+		// Read the blob to its end, where its digest is checked.
+		if _, derr := io.Copy(io.Discard, t.blob); derr != nil {
+			t.f.end(derr)
+			return n, derr
+		}
+		t.f.end(nil)
+	case err != nil:
+		t.f.end(err)
+	}
+	return n, err
+}
+
+func (t *teeReader) Close() error {
+	t.f.end(errStreamCut)
+	t.dr.Close()
+	return t.blob.Close()
+}
+
+// feedReader reads a feed's chunks as one stream.
+type feedReader struct {
+	f   *feed
+	cur []byte
+	buf []byte
+}
+
+func (fr *feedReader) Read(p []byte) (int, error) {
+	for len(fr.cur) == 0 {
+		if fr.buf != nil {
+			fr.f.recycle(fr.buf)
+			fr.buf = nil
+		}
+		b, ok := <-fr.f.chunks
+		if !ok {
+			if fr.f.err != nil {
+				return 0, fr.f.err
+			}
+			return 0, io.EOF
+		}
+		fr.cur, fr.buf = b, b
+	}
+	n := copy(p, fr.cur)
+	fr.cur = fr.cur[n:]
+	return n, nil
+}
+
+// unlockDirs gives the owner rwx on every directory of the rootless tree
+// dir (files lists it) that lacks it, parents first, as the copy of a
+// parent snapshot does for the next layer: unprivileged, the extractor
+// cannot otherwise write under a 0555 or 0000 directory. Apply puts the
+// image's modes back when it finishes.
+func unlockDirs(dir string, files Files) error {
+	var locked []string
+	for p, e := range files {
+		if e.Type == TypeDir && e.Mode&0o700 != 0o700 {
+			locked = append(locked, p)
+		}
+	}
+	if len(locked) == 0 {
+		return nil
+	}
+	sort.Slice(locked, func(i, j int) bool {
+		di, dj := strings.Count(locked[i], "/"), strings.Count(locked[j], "/")
+		if locked[i] == "." {
+			di = -1
+		}
+		if locked[j] == "." {
+			dj = -1
+		}
+		if di != dj {
+			return di < dj
+		}
+		return locked[i] < locked[j]
+	})
+	t, err := openTree(dir)
+	if err != nil {
+		return err
+	}
+	defer t.close()
+	for _, p := range locked {
+		fd, err := t.openat2(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("rootfs: directory %s: %w", p, err)
+		}
+		err = unix.Chmod(fdPath(fd), files[p].Mode&0o7777|0o700)
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("rootfs: directory %s: %w", p, err)
+		}
+	}
+	return nil
+}

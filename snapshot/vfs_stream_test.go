@@ -1,0 +1,190 @@
+package snapshot
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/strata-oci/strata/layout"
+	"github.com/strata-oci/strata/snapshot/layertest"
+	"golang.org/x/sys/unix"
+)
+
+// streamTree lists every entry under root with its type, mode, owner,
+// size, mtime, content hash, link target, xattrs and hardlink group.
+func streamTree(t *testing.T, root string) []string {
+	t.Helper()
+	var out []string
+	groups := map[uint64]string{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		line := fmt.Sprintf("%s %o %d:%d", rel, st.Mode, st.Uid, st.Gid)
+		if rel != "." {
+			line += fmt.Sprintf(" mtime=%d.%09d", st.Mtim.Sec, st.Mtim.Nsec)
+		}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG:
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			h := sha256.New()
+			_, err = io.Copy(h, f)
+			f.Close()
+			if err != nil {
+				return err
+			}
+			line += fmt.Sprintf(" size=%d sha=%x", st.Size, h.Sum(nil)[:8])
+			if st.Nlink > 1 {
+				if first, ok := groups[st.Ino]; ok {
+					line += " link-of=" + first
+				} else {
+					groups[st.Ino] = rel
+				}
+			}
+		case unix.S_IFLNK:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			line += " -> " + target
+		case unix.S_IFCHR, unix.S_IFBLK:
+			line += fmt.Sprintf(" rdev=%d", st.Rdev)
+		}
+		names, err := listXattrs(p)
+		if err != nil {
+			return err
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			buf := make([]byte, 4096)
+			sz, err := unix.Lgetxattr(p, n, buf)
+			if err != nil {
+				return err
+			}
+			line += fmt.Sprintf(" %s=%q", n, buf[:sz])
+		}
+		out = append(out, line)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func sameTree(t *testing.T, got, want string) {
+	t.Helper()
+	g, w := streamTree(t, got), streamTree(t, want)
+	if strings.Join(g, "\n") == strings.Join(w, "\n") {
+		return
+	}
+	for i := 0; i < max(len(g), len(w)); i++ {
+		var a, b string
+		if i < len(g) {
+			a = g[i]
+		}
+		if i < len(w) {
+			b = w[i]
+		}
+		if a != b {
+			t.Errorf("entry %d:\n got  %s\n want %s", i, a, b)
+		}
+	}
+}
+
+// TestStreamedRootfs: a vfs rootfs built from the layer streams is the
+// tree a copy of the top snapshot gives, whether no layer, the base, or
+// every layer was in the store already.
+func TestStreamedRootfs(t *testing.T) {
+	needRoot(t)
+	dir := filepath.Join(t.TempDir(), "img")
+	layers := layertest.Standard(nil)
+	must(t, layertest.BuildImage(dir, "v1", layertest.Image{Layers: layers, Cmd: []string{"/bin/sh"}}))
+	must(t, layertest.BuildImage(dir, "base", layertest.Image{Layers: layers[:1], Cmd: []string{"/bin/sh"}}))
+	l, err := layout.Open(dir)
+	must(t, err)
+	defer l.Close()
+	for _, tc := range []struct {
+		name string
+		warm []string // images unpacked into the store first
+	}{
+		{"cold", nil},
+		{"warm-base", []string{"base"}},
+		{"warm", []string{"v1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openStore(t)
+			for _, ref := range tc.warm {
+				_, err := s.Unpack(l, ref, filepath.Join(t.TempDir(), "warm"), UnpackOptions{})
+				must(t, err)
+			}
+			bundle := filepath.Join(t.TempDir(), "b")
+			rec, err := s.Unpack(l, "v1", bundle, UnpackOptions{})
+			must(t, err)
+			top, err := s.Get(rec.Chain[len(rec.Chain)-1].Encoded())
+			must(t, err)
+			want := filepath.Join(t.TempDir(), "copy")
+			must(t, copyTree(top.FS(), want, copyOptions{}))
+			sameTree(t, filepath.Join(bundle, RootfsDir), want)
+		})
+	}
+}
+
+// TestStreamFallsBack: a layer Ensure never reads (another process made
+// its snapshot) leaves the streamed rootfs behind: the top snapshot is
+// copied instead.
+func TestStreamFallsBack(t *testing.T) {
+	needRoot(t)
+	dir := filepath.Join(t.TempDir(), "img")
+	layers := layertest.Standard(nil)
+	must(t, layertest.BuildImage(dir, "v1", layertest.Image{Layers: layers}))
+	l, err := layout.Open(dir)
+	must(t, err)
+	defer l.Close()
+	img, err := l.Image("v1", nil)
+	must(t, err)
+	s := openStore(t)
+	d, err := NewDriver(VFS, s)
+	must(t, err)
+	bundle := t.TempDir()
+	rs := newRootfsStream(d, s, filepath.Join(bundle, RootfsDir), nil, len(layers))
+	defer rs.stop()
+	var chain []*Info
+	var parent *Info
+	for i, ld := range img.Manifest.Layers {
+		layer := Layer{Digest: ld.Digest, DiffID: img.Config.RootFS.DiffIDs[i], Open: func() (io.ReadCloser, error) {
+			return l.Blobs().Open(ld.Digest, ld.Size)
+		}}
+		streamed := rs.layer(parent, layer)
+		if i == 1 {
+			streamed = layer // as if another process had extracted it
+		}
+		in, err := s.Ensure(d, parent, streamed)
+		rs.settle()
+		must(t, err)
+		chain = append(chain, in)
+		parent = in
+	}
+	c := &Container{Dir: bundle, Chain: chain}
+	must(t, rs.createRootfs(d, c))
+	if !rs.broken {
+		t.Error("the stream was not abandoned")
+	}
+	want := filepath.Join(t.TempDir(), "copy")
+	must(t, copyTree(parent.FS(), want, copyOptions{}))
+	sameTree(t, c.Rootfs(), want)
+}
