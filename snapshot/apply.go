@@ -446,10 +446,56 @@ func (a *applier) shadow(dfd int, base, name string, seq int) error {
 		}
 		a.shadowFd = fd
 	}
-	if err := unix.Renameat(dfd, base, a.shadowFd, strconv.Itoa(seq)); err != nil {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "keep replaced file", Path: name, Err: err}
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink > 1 {
+		// Another name of this layer links the file: a rename would
+		// add a link the image does not have (overlay shows link
+		// counts), so the bytes are copied instead.
+		if err := a.shadowCopy(dfd, base, name, seq); err != nil {
+			return err
+		}
+	} else if err := unix.Renameat(dfd, base, a.shadowFd, strconv.Itoa(seq)); err != nil {
 		return &os.PathError{Op: "keep replaced file", Path: name, Err: err}
 	}
 	a.dropPayload(name)
+	return nil
+}
+
+// shadowCopy copies the file base in dfd to the shadow directory as
+// the data of entry seq, holes kept.
+func (a *applier) shadowCopy(dfd int, base, name string, seq int) error {
+	src, err := unix.Openat(dfd, base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err == unix.EACCES {
+		// An unprivileged owner lends itself read rights for the open
+		// (the other names keep the file's mode).
+		var st unix.Stat_t
+		if err = unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
+			if err = unix.Fchmodat(dfd, base, (st.Mode&0o7777)|0o400, 0); err == nil {
+				src, err = unix.Openat(dfd, base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+				if cerr := unix.Fchmodat(dfd, base, st.Mode&0o7777, 0); err == nil {
+					err = cerr
+				}
+			}
+		}
+	}
+	if err != nil {
+		return &os.PathError{Op: "keep replaced file", Path: name, Err: err}
+	}
+	defer unix.Close(src)
+	dst, err := unix.Openat(a.shadowFd, strconv.Itoa(seq), unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return &os.PathError{Op: "keep replaced file", Path: name, Err: err}
+	}
+	err = copyHoley(dst, src, a.buf)
+	if cerr := unix.Close(dst); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("keep replaced file %s: %w", name, err)
+	}
 	return nil
 }
 
