@@ -2,12 +2,16 @@ package snapshot
 
 import (
 	"bytes"
+	"compress/gzip"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/strata-oci/strata/snapshot/layertest"
+	"github.com/vbatts/tar-split/tar/asm"
+	"github.com/vbatts/tar-split/tar/storage"
 )
 
 // duplicateCases are layers that name a path more than once, or remove
@@ -173,5 +177,41 @@ func TestVerifyWithoutShadow(t *testing.T) {
 	}
 	if err := dup.Verify(); err == nil {
 		t.Fatal("verify passed without the replaced file's bytes")
+	}
+}
+
+// TestRebuildOldRecord: a tarsplit.json.gz in the plain tar-split form
+// (as strata wrote it before sparse maps and shadow/, and as tar-split's
+// own packer writes it) still rebuilds its layer.
+func TestRebuildOldRecord(t *testing.T) {
+	needRoot(t)
+	layer := layertest.Tar(layertest.Dir("d", 0o755), layertest.File("d/a", "some bytes", 0o644),
+		layertest.Hardlink("d/h", "d/a"), layertest.File("e", "", 0o600), layertest.Symlink("s", "d/a"))
+	s := openStore(t)
+	d, err := NewDriver(VFS, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := ensureTar(t, s, d, nil, layer)
+	var rec bytes.Buffer
+	zw := gzip.NewWriter(&rec)
+	r, err := asm.NewInputTarStream(bytes.NewReader(layer), storage.NewJSONPacker(zw), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(in.Dir, TarSplitFile), rec.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(rebuilt(t, in), layer) {
+		t.Fatal("rebuilt layer differs from the original")
+	}
+	if err := in.Verify(); err != nil {
+		t.Fatal(err)
 	}
 }
