@@ -46,15 +46,15 @@ func Apply(dir string, r io.Reader, opts ApplyOptions, files Files) error {
 }
 
 // applyRecording is Apply that also records the layer's tar-split
-// metadata in p (nil: none), in the same pass and goroutine. tar-split's own reader
-// (its fork of archive/tar) parses the stream; a tap under it keeps the
-// raw bytes in front of each entry, which become the segments, and
-// checksums each entry's data as the archive holds it (a sparse file's
-// data without its holes, whose map is recorded with the entry). r is
-// read to its end, padding after the end-of-archive marker included.
-// Regular files that a later entry replaces are moved to the directory
-// shadow (made when first needed; "" removes them instead), named by
-// their entry's number, so that a rebuild finds every payload.
+// metadata in p (nil: none), in the same pass and goroutine. tar-split's
+// own reader (its fork of archive/tar) parses the stream; a tap under it
+// keeps the raw bytes in front of each entry, which become the segments,
+// and checksums each entry's data as the archive holds it (a sparse
+// file's data without its holes, whose map is recorded with the entry).
+// r is read to its end, padding after the end-of-archive marker
+// included. Regular files that a later entry replaces are moved to the
+// directory shadow (made when first needed; "" removes them instead),
+// named by their entry's number, so that a rebuild finds every payload.
 func applyRecording(dir string, r io.Reader, opts ApplyOptions, files Files, p *packer, shadow string) error {
 	a, err := newApplier(dir, opts, files)
 	if err != nil {
