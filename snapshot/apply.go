@@ -368,7 +368,11 @@ func lstatIn(root, name string, st *unix.Stat_t) error {
 // entries there are moved to the shadow directory first.
 func (a *applier) clear(dfd int, base, name string) error {
 	if a.shadowDir != "" && len(a.payload) > 0 {
-		if err := a.keepPayloads(dfd, base, name); err != nil {
+		real, err := a.realName(dfd, base, name)
+		if err != nil {
+			return err
+		}
+		if err := a.keepPayloads(dfd, base, real); err != nil {
 			return err
 		}
 	}
@@ -379,16 +383,97 @@ func (a *applier) clear(dfd int, base, name string) error {
 	return nil
 }
 
-// notePayload records that the regular file name holds the data of the
-// current entry.
-func (a *applier) notePayload(name string) {
+// notePayload records that the regular file base in dfd, the entry's
+// name, holds the data of the current entry.
+func (a *applier) notePayload(dfd int, base, name string) error {
 	if a.shadowDir == "" {
-		return
+		return nil
+	}
+	real, err := a.realName(dfd, base, name)
+	if err != nil {
+		return err
+	}
+	if real != name {
+		// The name went through a symlink: the file is where the
+		// symlink led, and a later entry may point the symlink
+		// elsewhere before the rebuild asks for the name. The shadow
+		// directory says where the data is (a symlink to the real
+		// path), until the file itself is moved there.
+		if err := a.openShadow(); err != nil {
+			return err
+		}
+		if err := unix.Symlinkat(real, a.shadowFd, strconv.Itoa(a.seq)); err != nil {
+			return &os.PathError{Op: "note the place of", Path: name, Err: err}
+		}
+		name = real
 	}
 	a.payload[name] = a.seq
 	for p, _ := split(name); p != "."; p, _ = split(p) {
 		a.under[p]++
 	}
+	return nil
+}
+
+// throughSymlink says whether a directory above name is a symlink.
+func (a *applier) throughSymlink(name string) bool {
+	for p, _ := split(name); p != "."; p, _ = split(p) {
+		if e := a.files[p]; e != nil && e.Type == TypeSymlink {
+			return true
+		}
+	}
+	return false
+}
+
+// realName returns the path base in dfd has in the tree: name, unless a
+// directory above name is a symlink.
+func (a *applier) realName(dfd int, base, name string) (string, error) {
+	if !a.throughSymlink(name) {
+		return name, nil
+	}
+	dir, err := a.realDir(dfd)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", name, err)
+	}
+	if dir == "." {
+		return base, nil
+	}
+	return dir + "/" + base, nil
+}
+
+// realDir returns the path of the directory dfd relative to the root.
+func (a *applier) realDir(dfd int) (string, error) {
+	root, err := os.Readlink(fdPath(a.t.fd))
+	if err != nil {
+		return "", err
+	}
+	dir, err := os.Readlink(fdPath(dfd))
+	if err != nil {
+		return "", err
+	}
+	if dir == root {
+		return ".", nil
+	}
+	rel, ok := strings.CutPrefix(dir, strings.TrimSuffix(root, "/")+"/")
+	if !ok {
+		return "", fmt.Errorf("%w: %s is not under %s", ErrUnsafePath, dir, root)
+	}
+	return rel, nil
+}
+
+// openShadow makes and opens the shadow directory when first needed.
+func (a *applier) openShadow() error {
+	if a.shadowFd >= 0 {
+		return nil
+	}
+	if err := os.Mkdir(a.shadowDir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	fd, err := unix.Open(a.shadowDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: a.shadowDir, Err: err}
+	}
+	a.shadowFd = fd
+	return nil
 }
 
 func (a *applier) dropPayload(name string) {
@@ -436,15 +521,8 @@ func (a *applier) keepPayloads(dfd int, base, name string) error {
 // shadow moves the file base in dfd, the data of entry seq, to the
 // shadow directory.
 func (a *applier) shadow(dfd int, base, name string, seq int) error {
-	if a.shadowFd < 0 {
-		if err := os.Mkdir(a.shadowDir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("keep replaced file %s: %w", name, err)
-		}
-		fd, err := unix.Open(a.shadowDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return &os.PathError{Op: "open", Path: a.shadowDir, Err: err}
-		}
-		a.shadowFd = fd
+	if err := a.openShadow(); err != nil {
+		return fmt.Errorf("keep replaced file %s: %w", name, err)
 	}
 	var st unix.Stat_t
 	if err := unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
@@ -485,6 +563,10 @@ func (a *applier) shadowCopy(dfd int, base, name string, seq int) error {
 		return &os.PathError{Op: "keep replaced file", Path: name, Err: err}
 	}
 	defer unix.Close(src)
+	// A symlink saying where the file was goes: the file takes its place.
+	if err := unix.Unlinkat(a.shadowFd, strconv.Itoa(seq), 0); err != nil && err != unix.ENOENT {
+		return &os.PathError{Op: "keep replaced file", Path: name, Err: err}
+	}
 	dst, err := unix.Openat(a.shadowFd, strconv.Itoa(seq), unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return &os.PathError{Op: "keep replaced file", Path: name, Err: err}
@@ -540,7 +622,9 @@ func (a *applier) regular(dfd int, base string, e *Entry, r io.Reader) error {
 		return fmt.Errorf("write %s: %d bytes of %d", e.Path, n, e.Size)
 	}
 	if n > 0 {
-		a.notePayload(e.Path)
+		if err := a.notePayload(dfd, base, e.Path); err != nil {
+			return err
+		}
 	}
 	if err := a.owner(dfd, e.Path, base, e); err != nil {
 		return err

@@ -66,6 +66,17 @@ var duplicateCases = []struct {
 		shadowed: 1,
 	},
 	{
+		name: "a file written through a symlink the layer then points elsewhere, then replaced",
+		entries: []layertest.Entry{
+			layertest.Dir("d", 0o755), layertest.Dir("e", 0o755), layertest.Symlink("s", "d"),
+			layertest.File("s/f", "one", 0o644), layertest.File("d/g", "gee", 0o644), layertest.Symlink("s", "/e"),
+			layertest.File("e/f", "other", 0o644), layertest.File("s/g", "not gee", 0o644), layertest.File("d/f", "two", 0o644),
+		},
+		files: map[string]string{"d/f": "two", "e/f": "other", "d/g": "gee", "e/g": "not gee"},
+		// s/f's file, and where s/g's is.
+		shadowed: 2,
+	},
+	{
 		name:     "symlink replacing a file, empty file twice",
 		entries:  []layertest.Entry{layertest.File("a", "first", 0o644), layertest.Symlink("a", "b"), layertest.File("e", "", 0o644), layertest.File("e", "", 0o644)},
 		files:    map[string]string{"e": ""},

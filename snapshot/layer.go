@@ -405,6 +405,15 @@ func (rb *rebuilder) Get(name string) (io.ReadCloser, error) {
 		err error
 	)
 	if rb.kept[rb.seq] {
+		// A symlink there says where in fs/ the file is: its name led
+		// through a symlink that a later entry may have changed.
+		buf := make([]byte, unix.PathMax)
+		if n, err := unix.Readlinkat(rb.shadow.fd, strconv.Itoa(rb.seq), buf); err == nil {
+			if f, err = (treeGetter{rb.fs}).open(string(buf[:n])); err != nil {
+				return nil, fmt.Errorf("%s (entry %d): %w", name, rb.seq, err)
+			}
+			return rb.wrap(f), nil
+		}
 		fd, err := rb.shadow.openReadLending(strconv.Itoa(rb.seq))
 		if err != nil {
 			return nil, fmt.Errorf("%s (entry %d, replaced later in the layer): %w", name, rb.seq, err)
@@ -418,10 +427,15 @@ func (rb *rebuilder) Get(name string) (io.ReadCloser, error) {
 	} else if f, err = (treeGetter{rb.fs}).open(name); err != nil {
 		return nil, err
 	}
+	return rb.wrap(f), nil
+}
+
+// wrap reads a sparse entry's file as the archive holds it.
+func (rb *rebuilder) wrap(f *os.File) io.ReadCloser {
 	if rb.sparse != nil {
-		return &fragmentReader{f: f, c: f, frags: rb.sparse}, nil
+		return &fragmentReader{f: f, c: f, frags: rb.sparse}
 	}
-	return f, nil
+	return f
 }
 
 // treeGetter serves file contents from a snapshot's fs/, confined to it.
