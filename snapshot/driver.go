@@ -22,8 +22,10 @@
 //	                               commit diffs a rootfs against it
 //	    tarsplit.json.gz           tar-split metadata of the layer: with fs/
 //	                               it rebuilds the exact uncompressed layer
-//	    shadow/<n>                 only when the layer names a path twice: the
-//	                               file of entry n that a later entry replaced
+//	    shadow/<n>                 only when needed: the file of entry n that a
+//	                               later entry of the layer replaced, or a
+//	                               symlink to where in fs/ entry n's file is
+//	                               (its name led through a symlink)
 //	ROOT/tmp/                      snapshots being built, renamed into
 //	                               snapshots/ when complete; gc empties it
 //	ROOT/containers/<hash>.json    one Record per unpacked bundle (gc roots)

@@ -203,8 +203,10 @@ func extract(dir string, r io.Reader, diffID digest.Digest, snap string, opts Ap
 // later entry of the same layer replaced or removed (a name given twice,
 // a directory in place of a file, a file in place of its parent
 // directory), named by the entry's number in the layer counted from 0:
-// fs/ no longer has them, and a rebuild needs their bytes. Snapshots
-// whose layers name nothing twice have none.
+// fs/ no longer has them, and a rebuild needs their bytes. For an entry
+// whose name led through a symlink it holds, until the file is replaced,
+// a symlink to the file's real path in fs/. Snapshots of layers that do
+// neither have none.
 const ShadowDir = "shadow"
 
 // record is one line of tarsplit.json.gz: a tar-split entry, and for a
