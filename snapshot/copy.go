@@ -199,12 +199,33 @@ func (c *copier) copy(src, dst string) error {
 			if err != nil {
 				return fmt.Errorf("copy %s: %w", src, err)
 			}
-			names, err := f.Readdirnames(-1)
-			f.Close()
+			defer f.Close()
+			ents, err := f.ReadDir(-1)
 			if err != nil {
 				return fmt.Errorf("copy %s: %w", src, err)
 			}
-			for _, n := range names {
+			// Regular files to be linked need no stat and no path walk:
+			// the entry's type is enough, and linkat works between the
+			// two directories' descriptors.
+			sfd, dfd := -1, -1
+			if c.o.linkFiles && c.o.idMap.Empty() {
+				sfd = int(f.Fd())
+				if dfd, err = unix.Open(dst, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
+					return &os.PathError{Op: "open", Path: dst, Err: err}
+				}
+				defer unix.Close(dfd)
+			}
+			for _, e := range ents {
+				n := e.Name()
+				if dfd >= 0 && e.Type().IsRegular() {
+					err := unix.Linkat(sfd, n, dfd, n, 0)
+					if err == nil {
+						continue
+					}
+					if !errors.Is(err, unix.EXDEV) && !errors.Is(err, unix.EMLINK) && !errors.Is(err, unix.EPERM) {
+						return fmt.Errorf("copy %s: link: %w", filepath.Join(src, n), err)
+					}
+				}
 				if err := c.copy(filepath.Join(src, n), filepath.Join(dst, n)); err != nil {
 					return err
 				}
@@ -524,7 +545,11 @@ func (r fdReader) Read(p []byte) (int, error) {
 
 // meta copies owner and xattrs (and for links and nodes, times).
 func (c *copier) meta(src, dst string, st *unix.Stat_t, times bool) error {
-	if !c.o.rootless {
+	chown, err := c.needChown(st)
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	if chown {
 		uid, gid, err := c.o.idMap.ToHost(int(st.Uid), int(st.Gid))
 		if err != nil {
 			return fmt.Errorf("copy %s: %w", src, err)

@@ -95,7 +95,7 @@ func (r *rootfsStream) layer(parent *Info, l Layer) Layer {
 	if _, err := os.Stat(r.store.Path(chain)); err == nil {
 		return l // in the store: Ensure will not read it
 	}
-	f := &feed{parent: parent, chain: chain, digest: l.Digest, chunks: make(chan []byte, 16), free: make(chan []byte, 18)}
+	f := &feed{parent: parent, chain: chain, digest: l.Digest, chunks: make(chan []byte, 8), free: make(chan []byte, 10)}
 	r.last = f
 	r.feeds <- f
 	open := l.Open
