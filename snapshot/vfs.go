@@ -24,7 +24,9 @@ func init() {
 // its parent whose directories are new and whose other files are
 // hardlinks to the parent's (safe because extraction replaces files and
 // never writes into one); a rootfs is a real copy, cloned where the file
-// system can, else copied with copy_file_range.
+// system can, else copied with copy_file_range, holes kept. When Unpack
+// has layers to extract, it builds the rootfs from their streams instead
+// (vfs_stream.go) and CreateRootfs is not called.
 type vfsDriver struct{ rootless bool }
 
 func (v *vfsDriver) Name() string { return VFS }
