@@ -1161,19 +1161,7 @@ func (a *applier) finish() error {
 	for p := range a.dirty {
 		dirs = append(dirs, p)
 	}
-	sort.Slice(dirs, func(i, j int) bool {
-		di, dj := strings.Count(dirs[i], "/"), strings.Count(dirs[j], "/")
-		if dirs[i] == "." {
-			di = -1
-		}
-		if dirs[j] == "." {
-			dj = -1
-		}
-		if di != dj {
-			return di > dj
-		}
-		return dirs[i] < dirs[j]
-	})
+	sortByDepth(dirs, true)
 	for _, p := range dirs {
 		e := a.files[p]
 		if e == nil || e.Type != TypeDir {
@@ -1330,4 +1318,23 @@ func (w fdWriter) Write(p []byte) (int, error) {
 		done += n
 	}
 	return done, nil
+}
+
+// sortByDepth orders cleaned relative paths ("." the root) by depth,
+// parents first or, with deepestFirst, children first; paths of one depth
+// by name.
+func sortByDepth(paths []string, deepestFirst bool) {
+	depth := func(p string) int {
+		if p == "." {
+			return -1
+		}
+		return strings.Count(p, "/")
+	}
+	sort.Slice(paths, func(i, j int) bool {
+		di, dj := depth(paths[i]), depth(paths[j])
+		if di != dj {
+			return (di > dj) == deepestFirst
+		}
+		return paths[i] < paths[j]
+	})
 }

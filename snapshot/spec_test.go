@@ -5,8 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 func TestGenerateSpecForms(t *testing.T) {

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -344,19 +342,7 @@ func unlockDirs(dir string, files Files) error {
 	if len(locked) == 0 {
 		return nil
 	}
-	sort.Slice(locked, func(i, j int) bool {
-		di, dj := strings.Count(locked[i], "/"), strings.Count(locked[j], "/")
-		if locked[i] == "." {
-			di = -1
-		}
-		if locked[j] == "." {
-			dj = -1
-		}
-		if di != dj {
-			return di < dj
-		}
-		return locked[i] < locked[j]
-	})
+	sortByDepth(locked, false)
 	t, err := openTree(dir)
 	if err != nil {
 		return err

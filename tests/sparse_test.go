@@ -222,15 +222,7 @@ func dupChain(t *testing.T, root string, n int) string {
 func TestUnpackDuplicateNamesRootless(t *testing.T) {
 	needRoot(t)
 	needTool(t, "setpriv")
-	work := t.TempDir()
-	for d := work; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Chmod(work, 0o777); err != nil {
-		t.Fatal(err)
-	}
+	work := worldWritableTempDir(t)
 	img := filepath.Join(work, "layout")
 	if err := layertest.BuildImage(img, "v1", layertest.Image{Layers: dupLayers(), Cmd: []string{"/bin/sh"}}); err != nil {
 		t.Fatal(err)

@@ -308,15 +308,7 @@ func TestUnpackIDMap(t *testing.T) {
 func TestUnpackRootless(t *testing.T) {
 	needRoot(t)
 	needTool(t, "setpriv")
-	work := t.TempDir()
-	for d := work; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Chmod(work, 0o777); err != nil {
-		t.Fatal(err)
-	}
+	work := worldWritableTempDir(t)
 	img := standardImageIn(t, filepath.Join(work, "layout"))
 	// The layout belongs to the unprivileged user, as a user's own
 	// layouts do (opening one takes its lock files).
@@ -423,4 +415,21 @@ func TestUnpackHostTreeMatchesUmoci(t *testing.T) {
 	if out := strata(t, "snapshots", "verify", "--root", root, img+":v1"); strings.Count(out, " ok ") != 3 {
 		t.Fatalf("verify:\n%s", out)
 	}
+}
+
+// worldWritableTempDir is a t.TempDir that any user can write to and
+// reach (its parents opened for search), for tests that run strata as
+// an unprivileged user.
+func worldWritableTempDir(t *testing.T) string {
+	t.Helper()
+	work := t.TempDir()
+	for d := work; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(work, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	return work
 }
