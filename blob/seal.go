@@ -82,19 +82,31 @@ func (id identity) encode() string {
 }
 
 func parseIdentity(s string) (identity, error) {
+	bad := errors.New("malformed seal")
 	f := strings.Fields(s)
 	if len(f) != 7 || f[0] != sealVersion {
-		return identity{}, errors.New("malformed seal")
+		return identity{}, bad
 	}
-	var n [6]int64
-	for i := range n {
-		v, err := strconv.ParseInt(f[i+1], 10, 64)
+	var u [3]uint64 // dev, ino, nlink
+	for i := range u {
+		v, err := strconv.ParseUint(f[i+1], 10, 64)
 		if err != nil {
-			return identity{}, errors.New("malformed seal")
+			return identity{}, bad
+		}
+		u[i] = v
+	}
+	var n [3]int64 // size, mtime, ctime
+	for i := range n {
+		v, err := strconv.ParseInt(f[i+4], 10, 64)
+		if err != nil {
+			return identity{}, bad
 		}
 		n[i] = v
 	}
-	return identity{dev: uint64(n[0]), ino: uint64(n[1]), nlink: uint64(n[2]), size: n[3], mtime: n[4], ctime: n[5]}, nil
+	if n[0] < 0 {
+		return identity{}, bad
+	}
+	return identity{dev: u[0], ino: u[1], nlink: u[2], size: n[0], mtime: n[1], ctime: n[2]}, nil
 }
 
 func (s *Store) sealPath(d digest.Digest) string {

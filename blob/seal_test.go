@@ -166,3 +166,21 @@ func TestCopyFromSeals(t *testing.T) {
 		t.Fatal("a blob that failed verification kept its seal")
 	}
 }
+
+// FuzzParseSeal: any bytes in a seal file parse or fail cleanly, and what
+// parses encodes back to an identity that parses the same.
+func FuzzParseSeal(f *testing.F) {
+	f.Add(identity{dev: 2049, ino: 12, nlink: 2, size: 1 << 20, mtime: 1, ctime: 2}.encode())
+	f.Add("strata-seal-1 -1 0 0 0 0 0\n")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, s string) {
+		id, err := parseIdentity(s)
+		if err != nil {
+			return
+		}
+		again, err := parseIdentity(id.encode())
+		if err != nil || again != id {
+			t.Fatalf("%q: round trip gave %+v, %v", s, again, err)
+		}
+	})
+}
