@@ -582,10 +582,20 @@ func (a *applier) shadowCopy(dfd int, base, name string, seq int) error {
 }
 
 func (a *applier) regular(dfd int, base string, e *Entry, r io.Reader) error {
-	if err := a.clear(dfd, base, e.Path); err != nil {
-		return err
+	// Most names are new: try the create first and clear the name only
+	// when it is taken, rather than an unlink for every file. O_EXCL
+	// fails on whatever is there, a symlink included.
+	const flags = unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	fd, err := unix.Openat(dfd, base, flags, 0o600)
+	if err == unix.EEXIST {
+		if err := a.clear(dfd, base, e.Path); err != nil {
+			return err
+		}
+		fd, err = unix.Openat(dfd, base, flags, 0o600)
+	} else if err == nil {
+		// A lower layer's entry of that name (overlay) is replaced.
+		a.files.deleteTree(e.Path)
 	}
-	fd, err := unix.Openat(dfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return &os.PathError{Op: "create", Path: e.Path, Err: err}
 	}

@@ -2,7 +2,6 @@ package snapshot
 
 import (
 	"bufio"
-	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +11,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/klauspost/compress/gzip"
 )
 
 // Files is a merged file list keyed by Entry.Path.
@@ -69,7 +70,7 @@ func WriteFiles(path string, f Files) error {
 	if err != nil {
 		return err
 	}
-	zw := gzip.NewWriter(out)
+	zw, _ := gzip.NewWriterLevel(out, gzip.BestSpeed)
 	bw := bufio.NewWriter(zw)
 	enc := json.NewEncoder(bw)
 	for _, e := range f.Sorted() {

@@ -2,7 +2,6 @@ package snapshot
 
 import (
 	"bufio"
-	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/klauspost/compress/gzip"
 	"github.com/opencontainers/go-digest"
 	"github.com/strata-oci/strata/internal/compression"
 	"github.com/vbatts/tar-split/tar/asm"
@@ -92,8 +92,11 @@ func (s *Store) Ensure(d Driver, parent *Info, layer Layer) (*Info, error) {
 	if err := WriteFiles(filepath.Join(tmp, FilesFile), files); err != nil {
 		return nil, err
 	}
-	size, count, err := diskUsage(fsDir)
-	if err != nil {
+	var size, count int64
+	if d.Name() == VFS {
+		// A vfs tree is its file list: no walk needed.
+		size, count = filesUsage(files)
+	} else if size, count, err = diskUsage(fsDir); err != nil {
 		return nil, fmt.Errorf("snapshot %s: size: %w", chain.Encoded(), err)
 	}
 	in := &Info{
@@ -152,7 +155,9 @@ func extract(dir string, r io.Reader, diffID digest.Digest, snap string, opts Ap
 		return err
 	}
 	defer tsf.Close()
-	zw := gzip.NewWriter(tsf)
+	// Metadata is small next to the layer: the fastest level keeps its
+	// compression off the extraction's critical path.
+	zw, _ := gzip.NewWriterLevel(tsf, gzip.BestSpeed)
 	bw := bufio.NewWriterSize(zw, 256*1024)
 
 	h := diffID.Algorithm().Hash()
@@ -248,6 +253,21 @@ func (p *packer) addFile(e storage.Entry, sparse []fragment) error {
 	}
 	p.pos++
 	return nil
+}
+
+// filesUsage is diskUsage of a tree that holds exactly files (a vfs
+// snapshot): every name but the root counts, a hardlink's size too.
+func filesUsage(files Files) (size, count int64) {
+	for p, e := range files {
+		if p == "." {
+			continue
+		}
+		count++
+		if e.Type == TypeReg && !e.Placeholder {
+			size += e.Size
+		}
+	}
+	return size, count
 }
 
 // diskUsage sums the apparent size of the regular files under dir and

@@ -268,3 +268,25 @@ func TestUnpackInterrupted(t *testing.T) {
 		t.Fatalf("tmp holds %d leftovers", len(ents))
 	}
 }
+
+// A vfs snapshot's size and entry count come from its file list; they
+// must be what a walk of its tree finds.
+func TestVFSUsageMatchesTree(t *testing.T) {
+	needRoot(t)
+	img, _ := buildStandard(t)
+	s := openStore(t)
+	unpack(t, s, img, filepath.Join(t.TempDir(), "b"), UnpackOptions{})
+	infos, err := s.List()
+	if err != nil || len(infos) != 3 {
+		t.Fatalf("snapshots: %d (%v), want 3", len(infos), err)
+	}
+	for _, in := range infos {
+		size, count, err := diskUsage(in.FS())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if in.Size != size || in.Files != count {
+			t.Errorf("snapshot %s: recorded %d bytes in %d entries, the tree has %d in %d", in.ID, in.Size, in.Files, size, count)
+		}
+	}
+}
