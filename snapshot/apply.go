@@ -636,7 +636,13 @@ func (a *applier) regular(dfd int, base string, e *Entry, r io.Reader) error {
 			return err
 		}
 	}
-	if err := a.owner(dfd, e.Path, base, e); err != nil {
+	// Owner, mode and times go through the open descriptor: no second
+	// lookup of the name.
+	if a.opts.Rootless {
+		if err := a.owner(dfd, e.Path, base, e); err != nil {
+			return err
+		}
+	} else if err := a.chownFd(fd, e); err != nil {
 		return err
 	}
 	if err := unix.Fchmod(fd, e.Mode); err != nil {
@@ -645,13 +651,29 @@ func (a *applier) regular(dfd int, base string, e *Entry, r io.Reader) error {
 	if err := a.xattrs(fd, -1, "", e); err != nil {
 		return err
 	}
+	ts := unix.NsecToTimespec(e.Mtime)
+	if err := futimens(fd, &[2]unix.Timespec{ts, ts}); err != nil {
+		return fmt.Errorf("%s: %w", e.Path, err)
+	}
 	closed = true
 	if err := unix.Close(fd); err != nil {
 		return fmt.Errorf("write %s: %w", e.Path, err)
 	}
 	a.files[e.Path] = e
 	a.touchParent(e.Path)
-	return setTimes(dfd, base, e.Mtime)
+	return nil
+}
+
+// chownFd gives the open file fd e's owner, shifted to the host's IDs.
+func (a *applier) chownFd(fd int, e *Entry) error {
+	uid, gid, err := a.opts.IDMap.ToHost(e.UID, e.GID)
+	if err != nil {
+		return fmt.Errorf("owner of %s: %w", e.Path, err)
+	}
+	if err := unix.Fchown(fd, uid, gid); err != nil {
+		return &os.PathError{Op: "chown", Path: e.Path, Err: err}
+	}
+	return nil
 }
 
 func (a *applier) directory(dfd int, base string, e *Entry) error {

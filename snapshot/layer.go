@@ -14,7 +14,6 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/opencontainers/go-digest"
-	"github.com/strata-oci/strata/internal/compression"
 	"github.com/vbatts/tar-split/tar/asm"
 	"github.com/vbatts/tar-split/tar/storage"
 	"golang.org/x/sys/unix"
@@ -67,6 +66,29 @@ func (s *Store) Ensure(d Driver, parent *Info, layer Layer) (*Info, error) {
 	if err := os.Mkdir(fsDir, 0o755); err != nil {
 		return nil, err
 	}
+	// The layer is decompressed and hashed from here on, while the
+	// driver prepares the directory (a vfs copy of the parent can take a
+	// while): the stream runs ahead into its buffer, and a vfs rootfs
+	// being built from the same stream (see rootfsStream) goes on.
+	rc, err := layer.Open()
+	if err != nil {
+		return nil, fmt.Errorf("open layer %s: %w", layer.Digest, err)
+	}
+	ls, err := startLayerStream(rc, layer.DiffID)
+	if err != nil {
+		rc.Close()
+		return nil, fmt.Errorf("layer %s: %w", layer.Digest, err)
+	}
+	closed := false
+	closeLayer := func() error {
+		if closed {
+			return nil
+		}
+		closed = true
+		ls.stop()
+		return rc.Close()
+	}
+	defer closeLayer()
 	opts, err := d.PrepareLayer(fsDir, parent)
 	if err != nil {
 		return nil, fmt.Errorf("prepare snapshot of layer %s: %w", layer.Digest, err)
@@ -78,12 +100,8 @@ func (s *Store) Ensure(d Driver, parent *Info, layer Layer) (*Info, error) {
 			return nil, fmt.Errorf("snapshot %s: %w", parent.ID, err)
 		}
 	}
-	rc, err := layer.Open()
-	if err != nil {
-		return nil, fmt.Errorf("open layer %s: %w", layer.Digest, err)
-	}
-	err = extract(fsDir, rc, layer.DiffID, tmp, opts, files)
-	if cerr := rc.Close(); err == nil && cerr != nil {
+	err = extract(fsDir, ls, layer.DiffID, tmp, opts, files)
+	if cerr := closeLayer(); err == nil && cerr != nil {
 		err = cerr
 	}
 	if err != nil {
@@ -135,21 +153,11 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// extract decompresses the layer blob r, applies it on dir, records its
-// tar-split metadata (and the files of entries a later entry replaced)
-// in the snapshot directory snap and checks the uncompressed stream
-// against diffID, all in one pass on two goroutines: one decompresses and
-// hashes, the other extracts and records. They hand over 1 MiB chunks,
-// not tar blocks, so small files cost no goroutine switches.
-func extract(dir string, r io.Reader, diffID digest.Digest, snap string, opts ApplyOptions, files Files) (err error) {
-	if !diffID.Algorithm().Available() {
-		return fmt.Errorf("diffID %s: unsupported algorithm", diffID)
-	}
-	dr, _, err := compression.NewSniffingReader(r)
-	if err != nil {
-		return fmt.Errorf("decompress: %w", err)
-	}
-	defer dr.Close()
+// extract applies the layer stream ls on dir, records its tar-split
+// metadata (and the files of entries a later entry replaced) in the
+// snapshot directory snap, and checks the uncompressed stream against
+// diffID: one pass, the decompressing and hashing on ls's goroutine.
+func extract(dir string, ls *layerStream, diffID digest.Digest, snap string, opts ApplyOptions, files Files) (err error) {
 	tsf, err := os.OpenFile(filepath.Join(snap, TarSplitFile), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return err
@@ -159,40 +167,13 @@ func extract(dir string, r io.Reader, diffID digest.Digest, snap string, opts Ap
 	// compression off the extraction's critical path.
 	zw, _ := gzip.NewWriterLevel(tsf, gzip.BestSpeed)
 	bw := bufio.NewWriterSize(zw, 256*1024)
-
-	h := diffID.Algorithm().Hash()
-	pr, pw := io.Pipe()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 1<<20)
-		for {
-			n, rerr := io.ReadFull(dr, buf)
-			if n > 0 {
-				h.Write(buf[:n])
-				if _, werr := pw.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-			if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-				pw.Close()
-				return
-			}
-			if rerr != nil {
-				pw.CloseWithError(fmt.Errorf("decompress: %w", rerr))
-				return
-			}
-		}
-	}()
-	applyErr := applyRecording(dir, bufio.NewReaderSize(pr, 1<<20), opts, files, newPacker(bw), filepath.Join(snap, ShadowDir))
-	// Stop the decompressing goroutine (on error) and wait for it: h is
-	// complete once it is done.
-	pr.CloseWithError(ErrInterrupted)
-	<-done
+	applyErr := applyRecording(dir, ls, opts, files, newPacker(bw), filepath.Join(snap, ShadowDir))
+	// The hash is complete once the stream's goroutine is done.
+	ls.stop()
 	if applyErr != nil {
 		return applyErr
 	}
-	if got := digest.NewDigest(diffID.Algorithm(), h); got != diffID {
+	if got := ls.digest(); got != diffID {
 		return fmt.Errorf("%w: uncompressed stream is %s, config says %s", ErrDiffIDMismatch, got, diffID)
 	}
 	if err := bw.Flush(); err != nil {
