@@ -325,3 +325,28 @@ func TestToolsPresent(t *testing.T) {
 		}
 	}
 }
+
+// TestSettle: a suite waits out settleWait after a recorded removal, and
+// not at all after an old one or none.
+func TestSettle(t *testing.T) {
+	dir := t.TempDir()
+	logged := 0
+	logf := func(string, ...any) { logged++ }
+	settle(dir, logf) // no mark
+	write := func(at time.Time) {
+		if err := os.WriteFile(filepath.Join(dir, removedMark), []byte(at.UTC().Format(time.RFC3339)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(time.Now().Add(-2 * settleWait))
+	settle(dir, logf)
+	if logged != 0 {
+		t.Fatalf("waited %d times with no recent removal", logged)
+	}
+	write(time.Now().Add(-settleWait + 2*time.Second))
+	start := time.Now()
+	settle(dir, logf)
+	if logged != 1 || time.Since(start) < time.Second {
+		t.Fatalf("after a recent removal: logged %d, waited %s", logged, time.Since(start))
+	}
+}

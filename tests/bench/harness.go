@@ -433,7 +433,7 @@ func slug(s string) string {
 
 // Runs' trees are not deleted after each run but moved to a trash
 // directory, emptied when space runs low (and with the scratch tree at
-// the end). On ext4 without a journal (this project's CI disks) the inode
+// the end, after which a suite started soon waits; see settle). On ext4 without a journal (this project's CI disks) the inode
 // allocator passes over every inode freed in the last minute, one buffer
 // lookup each, from the start of the group, on every allocation: after
 // the previous run's tens of thousands of files were deleted, a run spent
@@ -442,11 +442,39 @@ func slug(s string) string {
 // overlay unpack took 2.5 s after no deletion, 18-20 s after one).
 const (
 	trashDir = "trash"
-	// trashWait is how long after a purge the allocator still remembers
-	// the freed inodes (ext4's RECENTCY_MIN, 60 s, once they are written
-	// back).
-	trashWait = 61 * time.Second
+	// settleWait is how long after a large deletion the allocator still
+	// remembers the freed inodes: ext4's RECENTCY_MIN (60 s) plus
+	// RECENTCY_DIRTY (300 s) while their inode table block is dirty, as
+	// it is again as soon as new files take inodes next to them.
+	settleWait = 361 * time.Second
+	// removedMark, in the data directory, holds the time the last scratch
+	// tree was removed, so that a suite started right after another
+	// waits for the same reason.
+	removedMark = "scratch-removed"
 )
+
+// markRemoval records that a large tree was just removed under dataDir.
+func markRemoval(dataDir string) {
+	syscall.Sync()
+	_ = os.WriteFile(filepath.Join(dataDir, removedMark), []byte(time.Now().UTC().Format(time.RFC3339)), 0o644)
+}
+
+// settle waits until settleWait has passed since the last recorded
+// removal under dataDir.
+func settle(dataDir string, logf func(string, ...any)) {
+	b, err := os.ReadFile(filepath.Join(dataDir, removedMark))
+	if err != nil {
+		return
+	}
+	at, err := time.Parse(time.RFC3339, strings.TrimSpace(string(b)))
+	if err != nil {
+		return
+	}
+	if left := time.Until(at.Add(settleWait)); left > 0 {
+		logf("waiting %s: the file system still remembers the inodes removed at %s (see settleWait)", left.Round(time.Second), at.Format(time.TimeOnly))
+		time.Sleep(left)
+	}
+}
 
 // discard moves a finished run's tree into the trash, or removes it when
 // it cannot.
@@ -477,12 +505,12 @@ func (r *runner) purgeTrashIfLow() {
 	if ents, err := os.ReadDir(trash); err != nil || len(ents) == 0 {
 		return
 	}
-	r.Logf("  scratch space low (%s free): emptying the trash, then waiting %s", fmtBytes(free), trashWait)
+	r.Logf("  scratch space low (%s free): emptying the trash, then waiting %s", fmtBytes(free), settleWait)
 	if err := removeAll(trash); err != nil {
 		r.Logf("  remove %s: %v", trash, err)
 	}
 	syscall.Sync()
-	time.Sleep(trashWait)
+	time.Sleep(settleWait)
 }
 
 // removeAll removes a scratch tree; mounts left inside it by a failed

@@ -95,13 +95,22 @@ func mainErr() error {
 		return err
 	}
 	scratch := filepath.Join(o.dataDir, "scratch")
-	if err := removeAll(scratch); err != nil {
-		return err
+	if _, err := os.Stat(scratch); err == nil {
+		// Left by a suite that was killed.
+		if err := removeAll(scratch); err != nil {
+			return err
+		}
+		markRemoval(o.dataDir)
 	}
 	if err := os.MkdirAll(scratch, 0o755); err != nil {
 		return err
 	}
-	defer removeAll(scratch)
+	defer func() {
+		if removeAll(scratch) == nil {
+			markRemoval(o.dataDir)
+		}
+	}()
+	settle(o.dataDir, logf)
 	// Ctrl-C: kill the command being measured and start no other; the
 	// loop below then returns, and the scratch tree (with any mount in it)
 	// is removed on the way out.
