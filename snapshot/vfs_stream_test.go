@@ -11,7 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/strata-oci/strata/layout"
+	"github.com/strata-oci/strata/overlay"
 	"github.com/strata-oci/strata/snapshot/layertest"
 	"golang.org/x/sys/unix"
 )
@@ -187,4 +189,64 @@ func TestStreamFallsBack(t *testing.T) {
 	want := filepath.Join(t.TempDir(), "copy")
 	must(t, copyTree(parent.FS(), want, copyOptions{}))
 	sameTree(t, c.Rootfs(), want)
+}
+
+// TestSnapshotMadeElsewhere: when another process makes a layer's
+// snapshot while an unpack is under way, the unpack uses it, and a vfs
+// rootfs, no longer built from every layer's stream, is the top
+// snapshot's copy.
+func TestSnapshotMadeElsewhere(t *testing.T) {
+	needRoot(t)
+	for _, drv := range []string{VFS, OverlayDriver} {
+		t.Run(drv, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "img")
+			layers := layertest.Standard(nil)
+			must(t, layertest.BuildImage(dir, "v1", layertest.Image{Layers: layers}))
+			l, err := layout.Open(dir)
+			must(t, err)
+			defer l.Close()
+			img, err := l.Image("v1", nil)
+			must(t, err)
+			s := openStore(t)
+			other, err := Open(s.Root())
+			must(t, err)
+			defer other.Close()
+			od, err := NewDriver(drv, other)
+			must(t, err)
+			var base *Info
+			bundle := filepath.Join(t.TempDir(), "b")
+			o := UnpackOptions{Driver: drv, Layer: func(i, n int, d digest.Digest, missing bool) {
+				if i != 1 {
+					return
+				}
+				// The other process: layer 0 is done; it makes layer
+				// 1's snapshot first.
+				infos, err := other.List()
+				must(t, err)
+				if len(infos) != 1 {
+					t.Fatalf("%d snapshots before layer 1, want 1", len(infos))
+				}
+				base = infos[0]
+				ld := img.Manifest.Layers[1]
+				_, err = other.Ensure(od, base, Layer{Digest: ld.Digest, DiffID: img.Config.RootFS.DiffIDs[1], Open: func() (io.ReadCloser, error) {
+					return l.Blobs().Open(ld.Digest, ld.Size)
+				}})
+				must(t, err)
+			}}
+			rec := unpack(t, s, dir, bundle, o)
+			if drv == OverlayDriver {
+				t.Cleanup(func() { _ = overlay.Unmount(filepath.Join(bundle, RootfsDir)) })
+			}
+			if base == nil || len(rec.Chain) != 3 {
+				t.Fatalf("record %+v, layer callback ran: %v", rec, base != nil)
+			}
+			if drv == VFS {
+				top, err := s.Get(rec.Chain[2].Encoded())
+				must(t, err)
+				want := filepath.Join(t.TempDir(), "copy")
+				must(t, copyTree(top.FS(), want, copyOptions{}))
+				sameTree(t, filepath.Join(bundle, RootfsDir), want)
+			}
+		})
+	}
 }
