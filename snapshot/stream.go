@@ -33,8 +33,7 @@ type layerStream struct {
 	done   chan struct{}
 	once   sync.Once
 	err    error // why the stream ended early; set before chunks closes
-	cur    []byte
-	buf    []byte
+	chunkReader
 }
 
 // startLayerStream starts reading r, compressed or not, to be checked
@@ -53,6 +52,7 @@ func startLayerStream(r io.Reader, diffID digest.Digest) (*layerStream, error) {
 		chunks: make(chan []byte, streamAhead), free: make(chan []byte, streamAhead+2),
 		quit: make(chan struct{}), done: make(chan struct{}),
 	}
+	s.chunkReader = chunkReader{chunks: s.chunks, free: s.free, closed: s.closedErr}
 	go s.run()
 	return s, nil
 }
@@ -86,32 +86,18 @@ func (s *layerStream) run() {
 	}
 }
 
-func (s *layerStream) Read(p []byte) (int, error) {
-	for len(s.cur) == 0 {
-		if s.buf != nil {
-			select {
-			case s.free <- s.buf[:cap(s.buf)]:
-			default:
-			}
-			s.buf = nil
-		}
-		b, ok := <-s.chunks
-		if !ok {
-			if s.err != nil {
-				return 0, s.err
-			}
-			select {
-			case <-s.quit:
-				return 0, ErrInterrupted
-			default:
-			}
-			return 0, io.EOF
-		}
-		s.cur, s.buf = b, b
+// closedErr says why the chunks ended: a decompression error, a stop,
+// or nothing (the end of the layer).
+func (s *layerStream) closedErr() error {
+	if s.err != nil {
+		return s.err
 	}
-	n := copy(p, s.cur)
-	s.cur = s.cur[n:]
-	return n, nil
+	select {
+	case <-s.quit:
+		return ErrInterrupted
+	default:
+		return nil
+	}
 }
 
 // stop ends the stream (if it is not at its end) and waits for its
@@ -126,3 +112,38 @@ func (s *layerStream) stop() {
 
 // digest is the uncompressed stream's digest, once stop returned.
 func (s *layerStream) digest() digest.Digest { return digest.NewDigest(s.alg, s.h) }
+
+// chunkReader reads a channel of chunks as one stream, handing each
+// chunk back on free (if there is room) once it is read. closed gives
+// the error to return when the channel is closed (nil: io.EOF); it is
+// set before the close.
+type chunkReader struct {
+	chunks <-chan []byte
+	free   chan<- []byte
+	closed func() error
+	cur    []byte
+	buf    []byte
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	for len(c.cur) == 0 {
+		if c.buf != nil {
+			select {
+			case c.free <- c.buf[:cap(c.buf)]:
+			default:
+			}
+			c.buf = nil
+		}
+		b, ok := <-c.chunks
+		if !ok {
+			if err := c.closed(); err != nil {
+				return 0, err
+			}
+			return 0, io.EOF
+		}
+		c.cur, c.buf = b, b
+	}
+	n := copy(p, c.cur)
+	c.cur = c.cur[n:]
+	return n, nil
+}

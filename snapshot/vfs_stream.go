@@ -219,7 +219,7 @@ func (r *rootfsStream) apply(f *feed, files *Files) error {
 		}
 	}
 	opts := ApplyOptions{Whiteouts: WhiteoutDelete, Rootless: r.rootless, Done: r.quit}
-	if err := Apply(r.rootfs, &feedReader{f: f}, opts, *files); err != nil {
+	if err := Apply(r.rootfs, f.reader(), opts, *files); err != nil {
 		f.drain()
 		if f.err != nil || errors.Is(err, ErrInterrupted) {
 			// The stream, not the rootfs, failed: Ensure says why.
@@ -300,31 +300,9 @@ func (t *teeReader) Close() error {
 	return t.blob.Close()
 }
 
-// feedReader reads a feed's chunks as one stream.
-type feedReader struct {
-	f   *feed
-	cur []byte
-	buf []byte
-}
-
-func (fr *feedReader) Read(p []byte) (int, error) {
-	for len(fr.cur) == 0 {
-		if fr.buf != nil {
-			fr.f.recycle(fr.buf)
-			fr.buf = nil
-		}
-		b, ok := <-fr.f.chunks
-		if !ok {
-			if fr.f.err != nil {
-				return 0, fr.f.err
-			}
-			return 0, io.EOF
-		}
-		fr.cur, fr.buf = b, b
-	}
-	n := copy(p, fr.cur)
-	fr.cur = fr.cur[n:]
-	return n, nil
+// reader reads the feed's chunks as one stream.
+func (f *feed) reader() *chunkReader {
+	return &chunkReader{chunks: f.chunks, free: f.free, closed: func() error { return f.err }}
 }
 
 // unlockDirs gives the owner rwx on every directory of the rootless tree
