@@ -21,7 +21,8 @@ type CopyOptions struct {
 	Platforms []ocispec.Platform
 	// AllPlatforms copies an index whole, as it is.
 	AllPlatforms bool
-	// OnBlob, when set, is told about every blob transferred and how.
+	// OnBlob, when set, is told about every blob transferred and how,
+	// one call at a time.
 	OnBlob func(d ocispec.Descriptor, how blob.CopyMethod)
 	// Added, when set, records the blobs the copy adds to dst, and the
 	// caller discards them if it fails later. Without it CopyImage
@@ -191,6 +192,15 @@ func copyBlobs(dst, src *Layout, descs []ocispec.Descriptor, opts CopyOptions) e
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var errs []error
+	if on := opts.OnBlob; on != nil {
+		// Blobs are copied in parallel; callers get one call at a time.
+		var onMu sync.Mutex
+		opts.OnBlob = func(d ocispec.Descriptor, how blob.CopyMethod) {
+			onMu.Lock()
+			defer onMu.Unlock()
+			on(d, how)
+		}
+	}
 	for i := 0; i < workers; i++ {
 		wg.Add(1)
 		go func() {

@@ -7,11 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/blob"
+	"github.com/strata-oci/strata/internal/chunkpipe"
 	"github.com/strata-oci/strata/internal/compression"
 )
 
@@ -187,7 +187,7 @@ func storeAsIs(w *blob.Writer, src io.Reader, in compression.Kind, checkTar bool
 	if err != nil {
 		return Layer{}, err
 	}
-	p := newChunkPipe(src, w)
+	p := chunkpipe.New(src, w, chunkpipe.Options{ChunkSize: 256 << 10, Chunks: 8, ReadContext: "read layer", WriteContext: "store layer"})
 	defer p.Stop()
 	zr, err := compression.NewReader(p, in)
 	if err != nil {
@@ -333,135 +333,4 @@ func (c *countReader) Read(p []byte) (int, error) {
 		c.err = err
 	}
 	return n, err
-}
-
-// chunkPipe reads src in a goroutine, writes every chunk to a sink (the
-// blob writer) and hands the same chunks to its Read side, with a few
-// chunks of buffering so that both sides run at once on two cores.
-type chunkPipe struct {
-	full chan chunk
-	free chan []byte
-	stop chan struct{}
-	done chan struct{}
-
-	cur    []byte
-	curBuf []byte
-	rerr   error // error seen by the Read side (io.EOF at the end)
-
-	stopOnce sync.Once
-	err      error // the producer's failure, valid after done is closed
-}
-
-type chunk struct {
-	buf []byte
-	n   int
-	err error
-}
-
-const (
-	pipeChunk  = 256 << 10
-	pipeChunks = 8
-)
-
-func newChunkPipe(src io.Reader, sink io.Writer) *chunkPipe {
-	p := &chunkPipe{
-		full: make(chan chunk, pipeChunks),
-		free: make(chan []byte, pipeChunks),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
-	}
-	for i := 0; i < pipeChunks; i++ {
-		p.free <- make([]byte, pipeChunk)
-	}
-	go p.produce(src, sink)
-	return p
-}
-
-func (p *chunkPipe) produce(src io.Reader, sink io.Writer) {
-	defer close(p.done)
-	defer close(p.full)
-	for {
-		var buf []byte
-		select {
-		case buf = <-p.free:
-		case <-p.stop:
-			return
-		}
-		n, err := io.ReadFull(src, buf)
-		if err == io.ErrUnexpectedEOF {
-			err = io.EOF
-		}
-		if n > 0 {
-			if _, werr := sink.Write(buf[:n]); werr != nil {
-				p.err = fmt.Errorf("store layer: %w", werr)
-				p.send(chunk{err: p.err})
-				return
-			}
-		}
-		if err != nil && err != io.EOF {
-			p.err = fmt.Errorf("read layer: %w", err)
-		}
-		c := chunk{buf: buf, n: n, err: err}
-		if p.err != nil {
-			c.err = p.err
-		}
-		if !p.send(c) || err != nil {
-			return
-		}
-	}
-}
-
-func (p *chunkPipe) send(c chunk) bool {
-	select {
-	case p.full <- c:
-		return true
-	case <-p.stop:
-		return false
-	}
-}
-
-// Read returns the bytes the producer stored, in order.
-func (p *chunkPipe) Read(b []byte) (int, error) {
-	for len(p.cur) == 0 {
-		if p.curBuf != nil {
-			p.free <- p.curBuf
-			p.curBuf = nil
-		}
-		if p.rerr != nil {
-			return 0, p.rerr
-		}
-		c, ok := <-p.full
-		if !ok {
-			p.rerr = io.EOF
-			return 0, io.EOF
-		}
-		p.cur, p.curBuf, p.rerr = c.buf[:c.n], c.buf, c.err
-		if c.buf == nil {
-			p.curBuf = nil
-		}
-	}
-	n := copy(b, p.cur)
-	p.cur = p.cur[n:]
-	return n, nil
-}
-
-// ReadErr is the producer's failure if the Read side has already seen
-// it, so the caller can tell a source or disk failure from bad content.
-func (p *chunkPipe) ReadErr() error {
-	if p.rerr == io.EOF {
-		return nil
-	}
-	return p.rerr
-}
-
-// Wait waits for the producer to finish and returns its failure.
-func (p *chunkPipe) Wait() error {
-	<-p.done
-	return p.err
-}
-
-// Stop ends the producer early; it is safe to call after Wait.
-func (p *chunkPipe) Stop() {
-	p.stopOnce.Do(func() { close(p.stop) })
-	<-p.done
 }

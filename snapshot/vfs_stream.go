@@ -342,3 +342,38 @@ func unlockDirs(dir string, files Files) error {
 	}
 	return nil
 }
+
+// chunkReader reads a channel of chunks as one stream, handing each
+// chunk back on free (if there is room) once it is read. closed gives
+// the error to return when the channel is closed (nil: io.EOF); it is
+// set before the close.
+type chunkReader struct {
+	chunks <-chan []byte
+	free   chan<- []byte
+	closed func() error
+	cur    []byte
+	buf    []byte
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	for len(c.cur) == 0 {
+		if c.buf != nil {
+			select {
+			case c.free <- c.buf[:cap(c.buf)]:
+			default:
+			}
+			c.buf = nil
+		}
+		b, ok := <-c.chunks
+		if !ok {
+			if err := c.closed(); err != nil {
+				return 0, err
+			}
+			return 0, io.EOF
+		}
+		c.cur, c.buf = b, b
+	}
+	n := copy(p, c.cur)
+	c.cur = c.cur[n:]
+	return n, nil
+}

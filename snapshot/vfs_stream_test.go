@@ -151,19 +151,12 @@ func TestStreamedRootfs(t *testing.T) {
 // copied instead.
 func TestStreamFallsBack(t *testing.T) {
 	needRoot(t)
-	dir := filepath.Join(t.TempDir(), "img")
-	layers := layertest.Standard(nil)
-	must(t, layertest.BuildImage(dir, "v1", layertest.Image{Layers: layers}))
-	l, err := layout.Open(dir)
-	must(t, err)
-	defer l.Close()
-	img, err := l.Image("v1", nil)
-	must(t, err)
+	_, l, img := openStandardImage(t)
 	s := openStore(t)
 	d, err := NewDriver(VFS, s)
 	must(t, err)
 	bundle := t.TempDir()
-	rs := newRootfsStream(d, s, filepath.Join(bundle, RootfsDir), nil, len(layers))
+	rs := newRootfsStream(d, s, filepath.Join(bundle, RootfsDir), nil, len(img.Manifest.Layers))
 	defer rs.stop()
 	var chain []*Info
 	var parent *Info
@@ -199,14 +192,7 @@ func TestSnapshotMadeElsewhere(t *testing.T) {
 	needRoot(t)
 	for _, drv := range []string{VFS, OverlayDriver} {
 		t.Run(drv, func(t *testing.T) {
-			dir := filepath.Join(t.TempDir(), "img")
-			layers := layertest.Standard(nil)
-			must(t, layertest.BuildImage(dir, "v1", layertest.Image{Layers: layers}))
-			l, err := layout.Open(dir)
-			must(t, err)
-			defer l.Close()
-			img, err := l.Image("v1", nil)
-			must(t, err)
+			dir, l, img := openStandardImage(t)
 			s := openStore(t)
 			other, err := Open(s.Root())
 			must(t, err)
@@ -249,4 +235,18 @@ func TestSnapshotMadeElsewhere(t *testing.T) {
 			}
 		})
 	}
+}
+
+// openStandardImage builds the standard three-layer image in a layout
+// and opens it as "v1" (the layout closes with the test).
+func openStandardImage(t *testing.T) (string, *layout.Layout, *layout.Image) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "img")
+	must(t, layertest.BuildImage(dir, "v1", layertest.Image{Layers: layertest.Standard(nil)}))
+	l, err := layout.Open(dir)
+	must(t, err)
+	t.Cleanup(func() { l.Close() })
+	img, err := l.Image("v1", nil)
+	must(t, err)
+	return dir, l, img
 }
