@@ -177,7 +177,11 @@ func newApplier(dir string, opts ApplyOptions, files Files) (*applier, error) {
 		t: t, opts: opts, files: files,
 		written: map[string]bool{}, upper: map[string]bool{}, dirty: map[string]bool{},
 		payload: map[string]int{}, under: map[string]int{}, shadowFd: -1,
-		buf: make([]byte, 128*1024),
+		buf: make([]byte, 128*1024), last: lastDir{fd: -1},
+		euid: unix.Geteuid(), egid: unix.Getegid(), umask: 0o777,
+	}
+	if m, ok := processUmask(); ok {
+		a.umask = m
 	}
 	if opts.Rootless {
 		// The copy of the parent gave every directory owner rights so
@@ -218,9 +222,62 @@ type applier struct {
 	under     map[string]int
 	shadowDir string
 	shadowFd  int
+
+	// last is the directory the previous entry went into: most entries
+	// share theirs with the one before, and its descriptor saves a
+	// resolution of the whole path per file.
+	last lastDir
+	// What a file this process creates gets without asking: owner
+	// euid:egid (in a directory without set-gid or default ACL),
+	// permissions masked by umask. A file whose entry asks for no more
+	// skips its chown and chmod.
+	euid, egid int
+	umask      uint32
+}
+
+// lastDir is a directory descriptor kept from one entry to the next.
+// plain says that a file created in it gets the creator's group and the
+// umask's permissions: no set-gid bit, no default ACL.
+type lastDir struct {
+	name  string
+	fd    int
+	plain bool
+}
+
+// dirFor returns a descriptor of the directory dir, made with its
+// parents when missing. It stays owned by the applier: the caller does
+// not close it.
+func (a *applier) dirFor(dir string) (int, error) {
+	if a.last.fd >= 0 && a.last.name == dir {
+		return a.last.fd, nil
+	}
+	a.forgetDir()
+	fd, err := a.parent(dir)
+	if err != nil {
+		return -1, err
+	}
+	var st unix.Stat_t
+	plain := unix.Fstat(fd, &st) == nil && st.Mode&unix.S_ISGID == 0
+	if plain {
+		_, err := unix.Getxattr(fdPath(fd), "system.posix_acl_default", nil)
+		plain = err == unix.ENODATA || err == unix.EOPNOTSUPP
+	}
+	a.last = lastDir{name: dir, fd: fd, plain: plain}
+	return fd, nil
+}
+
+// forgetDir drops the kept directory descriptor. Every entry that may
+// remove, replace or change that directory calls it first: the
+// descriptor would still reach the old directory.
+func (a *applier) forgetDir() {
+	if a.last.fd >= 0 {
+		unix.Close(a.last.fd)
+	}
+	a.last = lastDir{fd: -1}
 }
 
 func (a *applier) close() {
+	a.forgetDir()
 	if a.shadowFd >= 0 {
 		unix.Close(a.shadowFd)
 		a.shadowFd = -1
@@ -260,6 +317,12 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 		return err
 	}
 	dir, base := split(name)
+	if a.last.fd >= 0 && (name == "." || strings.HasPrefix(base, whiteoutPrefix) ||
+		a.last.name == name || strings.HasPrefix(a.last.name, name+"/")) {
+		// The entry may remove or replace the kept directory, or change
+		// its mode or default ACL.
+		a.forgetDir()
+	}
 	if strings.HasPrefix(base, whiteoutPrefix) {
 		return a.whiteout(dir, base)
 	}
@@ -290,11 +353,10 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 		e.Type = TypeDir
 		return a.rootDir(e)
 	}
-	dfd, err := a.parent(dir)
+	dfd, err := a.dirFor(dir)
 	if err != nil {
 		return err
 	}
-	defer unix.Close(dfd)
 	a.written[name] = true
 	for p := dir; p != "." && !a.upper[p]; p, _ = split(p) {
 		a.upper[p] = true
@@ -586,12 +648,25 @@ func (a *applier) regular(dfd int, base string, e *Entry, r io.Reader) error {
 	// when it is taken, rather than an unlink for every file. O_EXCL
 	// fails on whatever is there, a symlink included.
 	const flags = unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
-	fd, err := unix.Openat(dfd, base, flags, 0o600)
+	// As root, a file whose owner is ours and whose permissions the
+	// umask keeps is created with them: no chown, no chmod (a chown
+	// would clear set-id bits, so those still take both).
+	create, chown, chmod := uint32(0o600), true, true
+	if !a.opts.Rootless && dfd == a.last.fd && a.last.plain {
+		uid, gid, err := a.opts.IDMap.ToHost(e.UID, e.GID)
+		if err != nil {
+			return fmt.Errorf("owner of %s: %w", e.Path, err)
+		}
+		if uid == a.euid && gid == a.egid && e.Mode&^0o777 == 0 && e.Mode&a.umask == 0 {
+			create, chown, chmod = e.Mode, false, false
+		}
+	}
+	fd, err := unix.Openat(dfd, base, flags, create)
 	if err == unix.EEXIST {
 		if err := a.clear(dfd, base, e.Path); err != nil {
 			return err
 		}
-		fd, err = unix.Openat(dfd, base, flags, 0o600)
+		fd, err = unix.Openat(dfd, base, flags, create)
 	} else if err == nil {
 		// A lower layer's entry of that name (overlay) is replaced.
 		a.files.deleteTree(e.Path)
@@ -642,11 +717,15 @@ func (a *applier) regular(dfd int, base string, e *Entry, r io.Reader) error {
 		if err := a.owner(dfd, e.Path, base, e); err != nil {
 			return err
 		}
-	} else if err := a.chownFd(fd, e); err != nil {
-		return err
+	} else if chown {
+		if err := a.chownFd(fd, e); err != nil {
+			return err
+		}
 	}
-	if err := unix.Fchmod(fd, e.Mode); err != nil {
-		return &os.PathError{Op: "chmod", Path: e.Path, Err: err}
+	if chmod {
+		if err := unix.Fchmod(fd, e.Mode); err != nil {
+			return &os.PathError{Op: "chmod", Path: e.Path, Err: err}
+		}
 	}
 	if err := a.xattrs(fd, -1, "", e); err != nil {
 		return err

@@ -40,10 +40,11 @@ type copyOptions struct {
 // and times. File contents are cloned (FICLONE) where the file system
 // allows, else copied with copy_file_range, on every core.
 func copyTree(src, dst string, o copyOptions) error {
-	c := &copier{o: o, inodes: map[inodeKey]string{}}
+	n := runtime.GOMAXPROCS(0)
+	c := &copier{o: o, inodes: map[inodeKey]*firstLink{}, walkers: make(chan struct{}, n)}
+	c.idle = sync.NewCond(&c.mu)
 	c.learnCreator(filepath.Dir(dst))
 	c.work = make(chan copyJob, 64)
-	n := runtime.GOMAXPROCS(0)
 	for range n {
 		c.wg.Add(1)
 		go c.worker()
@@ -80,18 +81,32 @@ type dirDone struct {
 type copyJob struct {
 	src, dst string
 	st       unix.Stat_t
+	first    *firstLink // set when other names link to this file
+}
+
+// firstLink is the copy of a file with several names; done is closed
+// when it is complete, so that the other names can be linked to it.
+type firstLink struct {
+	path string
+	done chan struct{}
 }
 
 type copier struct {
-	o      copyOptions
-	inodes map[inodeKey]string
-	dirs   []dirDone
-	work   chan copyJob
-	wg     sync.WaitGroup
-	mu     sync.Mutex
+	o    copyOptions
+	work chan copyJob
+	wg   sync.WaitGroup
+	// walkers bounds the goroutines that copy subdirectories beside the
+	// walk: a tree of hard links (a vfs layer's copy of its parent) is
+	// all directory work, which the file workers do not share.
+	walkers chan struct{}
+
+	mu     sync.Mutex // guards what follows
 	err    error
-	// pending holds the hardlinks to files still being copied.
-	pending sync.WaitGroup
+	inodes map[inodeKey]*firstLink
+	dirs   []dirDone
+	queued int        // file copies queued and not finished
+	idle   *sync.Cond // signalled when queued drops to 0
+
 	noClone atomic.Bool
 
 	// What a file this process creates gets without asking: owner
@@ -144,6 +159,15 @@ func (c *copier) setErr(err error) {
 	c.mu.Unlock()
 }
 
+// waitQueued waits until every file copy queued so far is done.
+func (c *copier) waitQueued() {
+	c.mu.Lock()
+	for c.queued > 0 {
+		c.idle.Wait()
+	}
+	c.mu.Unlock()
+}
+
 func (c *copier) firstErr() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -158,7 +182,14 @@ func (c *copier) worker() {
 				c.setErr(err)
 			}
 		}
-		c.pending.Done()
+		if j.first != nil {
+			close(j.first.done)
+		}
+		c.mu.Lock()
+		if c.queued--; c.queued == 0 {
+			c.idle.Broadcast()
+		}
+		c.mu.Unlock()
 	}
 }
 
@@ -214,6 +245,11 @@ func (c *copier) copy(src, dst string) error {
 				}
 				defer unix.Close(dfd)
 			}
+			// Subdirectories go to another goroutine while one is free;
+			// all are done before this directory's rights are taken
+			// back and its metadata is queued.
+			var subdirs sync.WaitGroup
+			defer subdirs.Wait()
 			for _, e := range ents {
 				n := e.Name()
 				if dfd >= 0 && e.Type().IsRegular() {
@@ -225,14 +261,34 @@ func (c *copier) copy(src, dst string) error {
 						return fmt.Errorf("copy %s: link: %w", filepath.Join(src, n), err)
 					}
 				}
-				if err := c.copy(filepath.Join(src, n), filepath.Join(dst, n)); err != nil {
+				s, d := filepath.Join(src, n), filepath.Join(dst, n)
+				if e.IsDir() {
+					select {
+					case c.walkers <- struct{}{}:
+						subdirs.Add(1)
+						go func() {
+							defer subdirs.Done()
+							if err := c.copy(s, d); err != nil {
+								c.setErr(err)
+							}
+							<-c.walkers
+						}()
+						continue
+					default:
+					}
+				}
+				if err := c.copy(s, d); err != nil {
 					return err
 				}
+			}
+			subdirs.Wait()
+			if err := c.firstErr(); err != nil {
+				return err
 			}
 			// Workers may still be reading children: wait before the
 			// permissions are taken back.
 			if st.Mode&0o500 != 0o500 {
-				c.pending.Wait()
+				c.waitQueued()
 			}
 			return nil
 		})
@@ -243,7 +299,9 @@ func (c *copier) copy(src, dst string) error {
 		if c.o.writableDirs {
 			mode |= 0o700
 		}
+		c.mu.Lock()
 		c.dirs = append(c.dirs, dirDone{dst, mode, [2]unix.Timespec{st.Atim, st.Mtim}})
+		c.mu.Unlock()
 		return nil
 	}
 	if c.o.linkFiles && c.o.idMap.Empty() {
@@ -257,20 +315,28 @@ func (c *copier) copy(src, dst string) error {
 	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
+		var first *firstLink
+		c.mu.Lock()
 		if st.Nlink > 1 {
 			k := inodeKey{st.Dev, st.Ino}
-			if first, ok := c.inodes[k]; ok {
-				// The first link may still be copying.
-				c.pending.Wait()
-				if err := os.Link(first, dst); err != nil {
+			if f, ok := c.inodes[k]; ok {
+				c.mu.Unlock()
+				// The first name's copy may still be running.
+				<-f.done
+				if err := c.firstErr(); err != nil {
+					return err
+				}
+				if err := os.Link(f.path, dst); err != nil {
 					return fmt.Errorf("copy %s: %w", src, err)
 				}
 				return nil
 			}
-			c.inodes[k] = dst
+			first = &firstLink{path: dst, done: make(chan struct{})}
+			c.inodes[k] = first
 		}
-		c.pending.Add(1)
-		c.work <- copyJob{src, dst, st}
+		c.queued++
+		c.mu.Unlock()
+		c.work <- copyJob{src, dst, st, first}
 		return nil
 	case unix.S_IFLNK:
 		target, err := os.Readlink(src)

@@ -254,34 +254,48 @@ func (f *feed) recycle(b []byte) {
 	}
 }
 
-// teeReader is the decompressed layer Ensure reads; every chunk read is
-// also handed to the rootfs.
+// feedChunk is the size of the chunks a teeReader hands to the rootfs. A
+// decompressor returns at most its 32 KiB window per read: sent as they
+// come, the feed's few chunks would let the rootfs fall only a few
+// hundred KiB behind before the decompressing stalled, and the
+// extraction with it.
+const feedChunk = 1 << 20
+
+// teeReader is the decompressed layer Ensure reads; every byte read is
+// also handed to the rootfs, gathered in chunks of feedChunk.
 type teeReader struct {
 	f    *feed
 	blob io.ReadCloser
 	dr   io.ReadCloser
 	quit <-chan struct{}
 	gone bool
+	pend []byte // bytes read and not yet sent
 }
 
 func (t *teeReader) Read(p []byte) (int, error) {
 	n, err := t.dr.Read(p)
 	if n > 0 && !t.gone {
-		var b []byte
-		select {
-		case b = <-t.f.free:
-		default:
-			b = make([]byte, 0, max(n, 256<<10))
+		if t.pend != nil && len(t.pend)+n > cap(t.pend) {
+			t.flush()
 		}
-		b = append(b[:0], p[:n]...)
-		select {
-		case t.f.chunks <- b:
-		case <-t.quit:
-			t.gone = true
+		if t.pend == nil {
+			select {
+			case t.pend = <-t.f.free:
+			default:
+			}
+			if cap(t.pend) < n {
+				t.pend = make([]byte, 0, max(n, feedChunk))
+			}
+			t.pend = t.pend[:0]
+		}
+		t.pend = append(t.pend, p[:n]...)
+		if len(t.pend) == cap(t.pend) {
+			t.flush()
 		}
 	}
 	switch {
 	case err == io.EOF:
+		t.flush()
 		// Read the blob to its end, where its digest is checked.
 		if _, derr := io.Copy(io.Discard, t.blob); derr != nil {
 			t.f.end(derr)
@@ -292,6 +306,19 @@ func (t *teeReader) Read(p []byte) (int, error) {
 		t.f.end(err)
 	}
 	return n, err
+}
+
+// flush sends the pending bytes to the rootfs.
+func (t *teeReader) flush() {
+	if t.pend == nil || t.gone {
+		return
+	}
+	select {
+	case t.f.chunks <- t.pend:
+	case <-t.quit:
+		t.gone = true
+	}
+	t.pend = nil
 }
 
 func (t *teeReader) Close() error {
