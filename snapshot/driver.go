@@ -114,6 +114,11 @@ type Info struct {
 
 	// Dir is the snapshot's directory; not stored.
 	Dir string `json:"-"`
+
+	// files is the file list, in memory, of a snapshot Ensure just
+	// made: the next Ensure on top of it takes it instead of reading
+	// FilesFile back.
+	files Files
 }
 
 // FS is the directory holding the snapshot's files.

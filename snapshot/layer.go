@@ -89,6 +89,7 @@ func (s *Store) Ensure(d Driver, parent *Info, layer Layer) (*Info, error) {
 		return rc.Close()
 	}
 	defer closeLayer()
+	parentFiles := readFilesAhead(parent)
 	opts, err := d.PrepareLayer(fsDir, parent)
 	if err != nil {
 		return nil, fmt.Errorf("prepare snapshot of layer %s: %w", layer.Digest, err)
@@ -96,7 +97,7 @@ func (s *Store) Ensure(d Driver, parent *Info, layer Layer) (*Info, error) {
 	opts.Done = layer.Done
 	files := Files{}
 	if parent != nil {
-		if files, err = parent.ReadFiles(); err != nil {
+		if files, err = parentFiles(); err != nil {
 			return nil, fmt.Errorf("snapshot %s: %w", parent.ID, err)
 		}
 	}
@@ -137,8 +138,35 @@ func (s *Store) Ensure(d Driver, parent *Info, layer Layer) (*Info, error) {
 	}
 	ok = true
 	_ = syncDir(filepath.Dir(final))
+	in.files = files
 	in.Dir = final
 	return in, nil
+}
+
+// readFilesAhead returns the file list of parent (nil: none) to build
+// the next layer's on: the one the Ensure that made parent handed on, or
+// else the one on disk, read while the driver prepares the directory.
+func readFilesAhead(parent *Info) func() (Files, error) {
+	if parent == nil {
+		return func() (Files, error) { return Files{}, nil }
+	}
+	if f := parent.files; f != nil {
+		parent.files = nil
+		return func() (Files, error) { return f, nil }
+	}
+	var (
+		f    Files
+		err  error
+		done = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		f, err = parent.ReadFiles()
+	}()
+	return func() (Files, error) {
+		<-done
+		return f, err
+	}
 }
 
 func syncDir(dir string) error {

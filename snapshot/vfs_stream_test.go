@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 	"testing"
@@ -249,4 +250,40 @@ func openStandardImage(t *testing.T) (string, *layout.Layout, *layout.Image) {
 	img, err := l.Image("v1", nil)
 	must(t, err)
 	return dir, l, img
+}
+
+// TestFileListHandedOn: the file list Ensure hands to the next layer in
+// memory gives the same lists on disk as reading each parent's back.
+func TestFileListHandedOn(t *testing.T) {
+	needRoot(t)
+	_, l, img := openStandardImage(t)
+	lists := make([][]Files, 2)
+	for run, reread := range []bool{false, true} {
+		s := openStore(t)
+		d, err := NewDriver(VFS, s)
+		must(t, err)
+		var parent *Info
+		for i, ld := range img.Manifest.Layers {
+			in, err := s.Ensure(d, parent, Layer{Digest: ld.Digest, DiffID: img.Config.RootFS.DiffIDs[i], Open: func() (io.ReadCloser, error) {
+				return l.Blobs().Open(ld.Digest, ld.Size)
+			}})
+			must(t, err)
+			if reread {
+				in, err = s.Get(in.ID)
+				must(t, err)
+				if in.files != nil {
+					t.Fatal("a snapshot read from the store carries a file list")
+				}
+			} else if i > 0 && parent.files != nil {
+				t.Errorf("layer %d: the parent's list was not handed on", i)
+			}
+			files, err := in.ReadFiles()
+			must(t, err)
+			lists[run] = append(lists[run], files)
+			parent = in
+		}
+	}
+	if !reflect.DeepEqual(lists[0], lists[1]) {
+		t.Error("file lists differ between handed-on and re-read parents")
+	}
 }
