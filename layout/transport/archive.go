@@ -178,11 +178,12 @@ func (a *archiveRef) Put(ctx context.Context, src *layout.Layout, imgs []Image) 
 			os.Remove(f.Name())
 		}
 	}()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	if err := archive.Write(ctxWriter{ctx, bw}, src, a.format, in); err != nil {
+	dw := newDirectWriter(f)
+	if err := archive.Write(ctxWriter{ctx, dw}, src, a.format, in); err != nil {
+		dw.Close()
 		return err
 	}
-	if err := bw.Flush(); err != nil {
+	if err := dw.Close(); err != nil {
 		return fmt.Errorf("write archive %s: %w", a.file, err)
 	}
 	if err := f.Chmod(0o644); err != nil {
