@@ -89,16 +89,14 @@ func (w *directWriter) writeBlock(b []byte) error {
 	if w.direct {
 		whole := len(b) &^ 4095
 		if whole > 0 {
-			_, err := w.f.Write(b[:whole])
-			if err == nil {
-				b = b[whole:]
-			} else if errors.Is(err, unix.EINVAL) {
+			n, err := w.f.Write(b[:whole])
+			b = b[n:]
+			if errors.Is(err, unix.EINVAL) {
 				// The file system takes the flag but not these
 				// writes (alignment rules differ): go on without.
-				if err := w.plain(); err != nil {
-					return err
-				}
-			} else {
+				err = w.plain()
+			}
+			if err != nil {
 				return err
 			}
 		}
