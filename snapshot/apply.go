@@ -183,6 +183,9 @@ func newApplier(dir string, opts ApplyOptions, files Files) (*applier, error) {
 	if m, ok := processUmask(); ok {
 		a.umask = m
 	}
+	if opts.DropCache {
+		a.dropper = newCacheDropper()
+	}
 	if opts.Rootless {
 		// The copy of the parent gave every directory owner rights so
 		// this layer can write anywhere; put the image's modes back.
@@ -233,6 +236,8 @@ type applier struct {
 	// skips its chown and chmod.
 	euid, egid int
 	umask      uint32
+	// dropper, when set, takes the files written (ApplyOptions.DropCache).
+	dropper *cacheDropper
 }
 
 // lastDir is a directory descriptor kept from one entry to the next.
@@ -277,6 +282,7 @@ func (a *applier) forgetDir() {
 }
 
 func (a *applier) close() {
+	a.dropper.stop()
 	a.forgetDir()
 	if a.shadowFd >= 0 {
 		unix.Close(a.shadowFd)
@@ -735,7 +741,7 @@ func (a *applier) regular(dfd int, base string, e *Entry, r io.Reader) error {
 		return fmt.Errorf("%s: %w", e.Path, err)
 	}
 	closed = true
-	if err := unix.Close(fd); err != nil {
+	if err := a.dropper.closeFile(fd, n); err != nil {
 		return fmt.Errorf("write %s: %w", e.Path, err)
 	}
 	a.files[e.Path] = e

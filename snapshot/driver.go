@@ -175,6 +175,9 @@ type ApplyOptions struct {
 	// must be stored escaped, or an image could mark its own directories
 	// opaque or redirected by an xattr instead of a whiteout.
 	XattrName func(name string) string
+	// DropCache gives back the page cache of the files written, once
+	// they are on disk (vfs: the snapshot is a cold second copy).
+	DropCache bool
 }
 
 // Driver lays out snapshots and makes root file systems from them.

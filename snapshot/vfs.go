@@ -32,7 +32,7 @@ type vfsDriver struct{ rootless bool }
 func (v *vfsDriver) Name() string { return VFS }
 
 func (v *vfsDriver) PrepareLayer(dir string, parent *Info) (ApplyOptions, error) {
-	opts := ApplyOptions{Whiteouts: WhiteoutDelete, Rootless: v.rootless}
+	opts := ApplyOptions{Whiteouts: WhiteoutDelete, Rootless: v.rootless, DropCache: true}
 	if parent == nil {
 		return opts, nil
 	}
