@@ -32,8 +32,12 @@ const dropBatch = 64
 // pages the cache it holds is not worth the calls.
 const dropMin = 16 << 10
 
+// dropQueue bounds the descriptors the dropper holds: four batches keep
+// the disk busy, and a process's descriptor limit may be as low as 1024.
+const dropQueue = 4 * dropBatch
+
 func newCacheDropper() *cacheDropper {
-	c := &cacheDropper{fds: make(chan int, 4096), done: make(chan struct{})}
+	c := &cacheDropper{fds: make(chan int, dropQueue), done: make(chan struct{})}
 	go c.run()
 	return c
 }
