@@ -177,6 +177,7 @@ func newApplier(dir string, opts ApplyOptions, files Files) (*applier, error) {
 		t: t, opts: opts, files: files,
 		written: map[string]bool{}, upper: map[string]bool{}, dirty: map[string]bool{},
 		payload: map[string]int{}, under: map[string]int{}, shadowFd: -1,
+		plainDirs: map[string]bool{}, modeSet: map[string]bool{},
 		buf: make([]byte, 128*1024), last: lastDir{fd: -1},
 		euid: unix.Geteuid(), egid: unix.Getegid(), umask: 0o777,
 	}
@@ -238,6 +239,13 @@ type applier struct {
 	umask      uint32
 	// dropper, when set, takes the files written (ApplyOptions.DropCache).
 	dropper *cacheDropper
+	// plainDirs remembers dirFor's plain answer by directory, for the
+	// next time the entries come back to it; every entry that may
+	// remove a directory or change its set-gid bit or ACLs empties it.
+	plainDirs map[string]bool
+	// modeSet lists directories this layer created with their final
+	// mode: finish only sets their times.
+	modeSet map[string]bool
 }
 
 // lastDir is a directory descriptor kept from one entry to the next.
@@ -261,14 +269,35 @@ func (a *applier) dirFor(dir string) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	var st unix.Stat_t
-	plain := unix.Fstat(fd, &st) == nil && st.Mode&unix.S_ISGID == 0
-	if plain {
-		_, err := unix.Getxattr(fdPath(fd), "system.posix_acl_default", nil)
-		plain = err == unix.ENODATA || err == unix.EOPNOTSUPP
+	plain, ok := a.plainDirs[dir]
+	if !ok {
+		var st unix.Stat_t
+		plain = unix.Fstat(fd, &st) == nil && st.Mode&unix.S_ISGID == 0
+		if plain {
+			_, err := unix.Getxattr(fdPath(fd), "system.posix_acl_default", nil)
+			plain = err == unix.ENODATA || err == unix.EOPNOTSUPP
+		}
+		a.plainDirs[dir] = plain
 	}
 	a.last = lastDir{name: dir, fd: fd, plain: plain}
 	return fd, nil
+}
+
+// dirsChanged forgets what dirFor learnt about directories: a directory
+// may have been removed, replaced or given new metadata.
+func (a *applier) dirsChanged() {
+	clear(a.plainDirs)
+}
+
+// ownedAsCreated says whether something this process creates in dfd gets
+// e's owner without a chown: as root, in a directory that hands down no
+// group, when e's owner on the host is who creates it.
+func (a *applier) ownedAsCreated(dfd int, e *Entry) bool {
+	if a.opts.Rootless || dfd != a.last.fd || !a.last.plain {
+		return false
+	}
+	uid, gid, err := a.opts.IDMap.ToHost(e.UID, e.GID)
+	return err == nil && uid == a.euid && gid == a.egid
 }
 
 // forgetDir drops the kept directory descriptor. Every entry that may
@@ -397,6 +426,7 @@ func (a *applier) parent(dir string) (int, error) {
 // 0755.
 func (a *applier) implicitDir(p string) {
 	a.dirty[p] = true
+	delete(a.modeSet, p)
 	if old := a.files[p]; old != nil && old.Type == TypeDir {
 		return
 	}
@@ -435,6 +465,7 @@ func lstatIn(root, name string, st *unix.Stat_t) error {
 // place, and drops it from the file list. Files of this layer's earlier
 // entries there are moved to the shadow directory first.
 func (a *applier) clear(dfd int, base, name string) error {
+	a.dirsChanged()
 	if a.shadowDir != "" && len(a.payload) > 0 {
 		real, err := a.realName(dfd, base, name)
 		if err != nil {
@@ -762,32 +793,57 @@ func (a *applier) chownFd(fd int, e *Entry) error {
 }
 
 func (a *applier) directory(dfd int, base string, e *Entry) error {
-	var st unix.Stat_t
-	err := unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW)
-	switch {
-	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR:
-		// An existing directory keeps its children; its metadata is
-		// replaced.
-		if err := clearXattrs(dfd, base, a.opts.Whiteouts == WhiteoutConvert); err != nil {
-			return fmt.Errorf("%s: %w", e.Path, err)
+	// Most directories are new: make it first and look at what holds
+	// the name only when it is taken. As root, in a plain directory, a
+	// mode the umask keeps (with owner rwx, so the layer can fill it) is
+	// given at once and finish leaves it alone.
+	create := uint32(0o700)
+	if !a.opts.Rootless && dfd == a.last.fd && a.last.plain && len(e.Xattrs) == 0 &&
+		e.Mode&^0o777 == 0 && e.Mode&0o700 == 0o700 && e.Mode&a.umask == 0 {
+		create = e.Mode
+	}
+	existed := false
+	err := unix.Mkdirat(dfd, base, create)
+	if err == unix.EEXIST {
+		var st unix.Stat_t
+		if err := unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return &os.PathError{Op: "lstat", Path: e.Path, Err: err}
 		}
-	case err == nil:
-		if err := a.clear(dfd, base, e.Path); err != nil {
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			// An existing directory keeps its children; its metadata is
+			// replaced.
+			a.dirsChanged()
+			existed = true
+			if err := clearXattrs(dfd, base, a.opts.Whiteouts == WhiteoutConvert); err != nil {
+				return fmt.Errorf("%s: %w", e.Path, err)
+			}
+		} else {
+			if err := a.clear(dfd, base, e.Path); err != nil {
+				return err
+			}
+			err = unix.Mkdirat(dfd, base, create)
+		}
+	}
+	if err != nil && !existed {
+		return &os.PathError{Op: "mkdir", Path: e.Path, Err: err}
+	}
+	if existed || !a.ownedAsCreated(dfd, e) {
+		if err := a.owner(dfd, e.Path, base, e); err != nil {
 			return err
 		}
-		fallthrough
-	case errors.Is(err, unix.ENOENT):
-		if err := unix.Mkdirat(dfd, base, 0o700); err != nil {
-			return &os.PathError{Op: "mkdir", Path: e.Path, Err: err}
-		}
-	default:
-		return &os.PathError{Op: "lstat", Path: e.Path, Err: err}
-	}
-	if err := a.owner(dfd, e.Path, base, e); err != nil {
-		return err
 	}
 	if err := a.xattrs(-1, dfd, base, e); err != nil {
 		return err
+	}
+	if !existed && create == e.Mode {
+		a.modeSet[e.Path] = true
+	} else {
+		delete(a.modeSet, e.Path)
+	}
+	if !existed && dfd == a.last.fd && a.last.plain && e.Xattrs["system.posix_acl_default"] == nil {
+		// Made here with no set-gid bit (finish sets the mode) and
+		// nothing to inherit: dirFor need not ask.
+		a.plainDirs[e.Path] = true
 	}
 	a.files[e.Path] = e
 	a.dirty[e.Path] = true
@@ -796,6 +852,7 @@ func (a *applier) directory(dfd int, base string, e *Entry) error {
 }
 
 func (a *applier) rootDir(e *Entry) error {
+	a.dirsChanged()
 	if err := a.owner(a.t.fd, ".", "", e); err != nil {
 		return err
 	}
@@ -808,14 +865,23 @@ func (a *applier) rootDir(e *Entry) error {
 }
 
 func (a *applier) symlink(dfd int, base string, e *Entry) error {
-	if err := a.clear(dfd, base, e.Path); err != nil {
-		return err
+	// As for files: create first, clear the name only when it is taken.
+	err := unix.Symlinkat(e.Link, dfd, base)
+	if err == unix.EEXIST {
+		if err := a.clear(dfd, base, e.Path); err != nil {
+			return err
+		}
+		err = unix.Symlinkat(e.Link, dfd, base)
+	} else if err == nil {
+		a.files.deleteTree(e.Path)
 	}
-	if err := unix.Symlinkat(e.Link, dfd, base); err != nil {
+	if err != nil {
 		return &os.PathError{Op: "symlink", Path: e.Path, Err: err}
 	}
-	if err := a.owner(dfd, e.Path, base, e); err != nil {
-		return err
+	if !a.ownedAsCreated(dfd, e) {
+		if err := a.owner(dfd, e.Path, base, e); err != nil {
+			return err
+		}
 	}
 	if err := a.xattrs(-1, dfd, base, e); err != nil {
 		return err
@@ -980,6 +1046,7 @@ func (a *applier) copyUp(dfd int, base, name string, e *Entry) error {
 }
 
 func (a *applier) whiteout(dir, base string) error {
+	a.dirsChanged()
 	if base == whiteoutOpaque {
 		return a.opaque(dir)
 	}
@@ -1292,7 +1359,9 @@ func (a *applier) finish() error {
 			return err
 		}
 		// The magic link is the directory itself, never a symlink.
-		err = unix.Chmod(fdPath(fd), e.Mode)
+		if !a.modeSet[p] {
+			err = unix.Chmod(fdPath(fd), e.Mode)
+		}
 		if err == nil {
 			ts := unix.NsecToTimespec(e.Mtime)
 			err = unix.UtimesNano(fdPath(fd), []unix.Timespec{ts, ts})

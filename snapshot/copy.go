@@ -225,12 +225,15 @@ func (c *copier) copy(src, dst string) error {
 		// Reading the directory and reaching its children needs owner
 		// read and search rights for as long as the children are copied.
 		err := c.lend(src, &st, 0o500, func() error {
-			f, err := os.Open(src)
+			// A raw descriptor and getdents: os.File would register the
+			// directory with the poller and switch it to blocking mode,
+			// system calls that add up over thousands of directories.
+			fd, err := unix.Open(src, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 			if err != nil {
-				return fmt.Errorf("copy %s: %w", src, err)
+				return &os.PathError{Op: "copy", Path: src, Err: err}
 			}
-			defer f.Close()
-			ents, err := f.ReadDir(-1)
+			defer unix.Close(fd)
+			ents, err := readDirents(fd)
 			if err != nil {
 				return fmt.Errorf("copy %s: %w", src, err)
 			}
@@ -239,7 +242,7 @@ func (c *copier) copy(src, dst string) error {
 			// two directories' descriptors.
 			sfd, dfd := -1, -1
 			if c.o.linkFiles && c.o.idMap.Empty() {
-				sfd = int(f.Fd())
+				sfd = fd
 				if dfd, err = unix.Open(dst, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
 					return &os.PathError{Op: "open", Path: dst, Err: err}
 				}
@@ -251,8 +254,8 @@ func (c *copier) copy(src, dst string) error {
 			var subdirs sync.WaitGroup
 			defer subdirs.Wait()
 			for _, e := range ents {
-				n := e.Name()
-				if dfd >= 0 && e.Type().IsRegular() {
+				n := e.name
+				if dfd >= 0 && e.typ == unix.DT_REG {
 					err := unix.Linkat(sfd, n, dfd, n, 0)
 					if err == nil {
 						continue
@@ -262,7 +265,7 @@ func (c *copier) copy(src, dst string) error {
 					}
 				}
 				s, d := filepath.Join(src, n), filepath.Join(dst, n)
-				if e.IsDir() {
+				if e.typ == unix.DT_DIR {
 					select {
 					case c.walkers <- struct{}{}:
 						subdirs.Add(1)

@@ -1,12 +1,15 @@
 package snapshot
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -226,4 +229,51 @@ func (t *tree) openReadLending(name string) (int, error) {
 		return -1, err
 	}
 	return t.openat2(name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+}
+
+// dirent is a directory entry as getdents reports it: typ is a DT_
+// constant, DT_UNKNOWN where the file system does not say.
+type dirent struct {
+	name string
+	typ  uint8
+}
+
+var direntBufs = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
+// readDirents lists the open directory fd, "." and ".." left out.
+func readDirents(fd int) ([]dirent, error) {
+	buf := direntBufs.Get().(*[32 << 10]byte)
+	defer direntBufs.Put(buf)
+	var out []dirent
+	for {
+		n, err := unix.Getdents(fd, buf[:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n <= 0 {
+			return out, nil
+		}
+		// struct linux_dirent64: u64 ino, s64 off, u16 reclen, u8 type,
+		// then the NUL-terminated name.
+		for b := buf[:n]; len(b) > 0; {
+			if len(b) < 19 {
+				return nil, errors.New("getdents: short record")
+			}
+			rec := int(binary.NativeEndian.Uint16(b[16:18]))
+			if rec < 19 || rec > len(b) {
+				return nil, errors.New("getdents: bad record length")
+			}
+			name := b[19:rec]
+			if i := bytes.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
+			if s := string(name); s != "." && s != ".." {
+				out = append(out, dirent{name: s, typ: b[18]})
+			}
+			b = b[rec:]
+		}
+	}
 }

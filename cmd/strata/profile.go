@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 
 	"github.com/spf13/cobra"
 )
@@ -34,6 +35,7 @@ func init() {
 	_ = pf.MarkHidden("cpuprofile")
 	_ = pf.MarkHidden("memprofile")
 	startProfiles(os.Getenv("STRATA_CPUPROFILE"), os.Getenv("STRATA_MEMPROFILE"))
+	startTrace(os.Getenv("STRATA_TRACE"))
 	cobra.OnInitialize(func() { startProfiles(flagCPUProfile, flagMemProfile) })
 }
 
@@ -83,4 +85,28 @@ func runAtExit() {
 		atExit[i]()
 	}
 	atExit = nil
+}
+
+// startTrace writes an execution trace (go tool trace) of the whole run
+// to file: where the goroutines of a pipeline wait on each other.
+func startTrace(file string) {
+	if file == "" {
+		return
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "strata: trace: %v\n", err)
+		return
+	}
+	if err := trace.Start(f); err != nil {
+		fmt.Fprintf(os.Stderr, "strata: trace %s: %v\n", file, err)
+		f.Close()
+		return
+	}
+	atExit = append(atExit, func() {
+		trace.Stop()
+		if err := f.Close(); err != nil {
+			fmt.Fprintf(os.Stderr, "strata: trace %s: %v\n", file, err)
+		}
+	})
 }
