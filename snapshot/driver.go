@@ -119,6 +119,9 @@ type Info struct {
 	// made: the next Ensure on top of it takes it instead of reading
 	// FilesFile back.
 	files Files
+	// pending is set while the snapshot waits in its staging directory
+	// (Store.ensure with later).
+	pending *publication
 }
 
 // FS is the directory holding the snapshot's files.

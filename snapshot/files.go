@@ -64,7 +64,11 @@ func (f Files) Clone() Files {
 
 // WriteFiles writes the list as gzip-compressed JSON lines to path,
 // atomically.
-func WriteFiles(path string, f Files) error {
+func WriteFiles(path string, f Files) error { return writeFiles(path, f, true) }
+
+// writeFiles is WriteFiles; without sync the file is not synced before
+// its rename (the caller syncs it later).
+func writeFiles(path string, f Files, sync bool) error {
 	tmp := path + ".tmp"
 	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -84,7 +88,7 @@ func WriteFiles(path string, f Files) error {
 	if err == nil {
 		err = zw.Close()
 	}
-	if err == nil {
+	if err == nil && sync {
 		err = out.Sync()
 	}
 	if cerr := out.Close(); err == nil {

@@ -39,6 +39,21 @@ type Layer struct {
 // renamed into place; on any error, the diffID check included, nothing
 // is left behind.
 func (s *Store) Ensure(d Driver, parent *Info, layer Layer) (*Info, error) {
+	return s.ensure(d, parent, layer, false)
+}
+
+// ensure is Ensure; with later set, a snapshot it builds is returned
+// before it is in place (Dir is still its staging directory): its
+// metadata is synced on a goroutine while the next ensure prepares the
+// layer above from it, which then puts it in place (publish). The caller
+// publishes the last one. parent, if still to be published, is published
+// before ensure returns, whatever happens.
+func (s *Store) ensure(d Driver, parent *Info, layer Layer, later bool) (_ *Info, err error) {
+	defer func() {
+		if perr := parent.publish(); err == nil && perr != nil {
+			err = perr
+		}
+	}()
 	var parentChain digest.Digest
 	chain := layer.DiffID
 	if parent != nil {
@@ -101,6 +116,10 @@ func (s *Store) Ensure(d Driver, parent *Info, layer Layer) (*Info, error) {
 			return nil, fmt.Errorf("snapshot %s: %w", parent.ID, err)
 		}
 	}
+	// Nothing reads the parent's staging directory any more.
+	if err := parent.publish(); err != nil {
+		return nil, err
+	}
 	err = extract(fsDir, ls, layer.DiffID, tmp, opts, files)
 	if cerr := closeLayer(); err == nil && cerr != nil {
 		err = cerr
@@ -108,7 +127,7 @@ func (s *Store) Ensure(d Driver, parent *Info, layer Layer) (*Info, error) {
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", layer.Digest, err)
 	}
-	if err := WriteFiles(filepath.Join(tmp, FilesFile), files); err != nil {
+	if err := writeFiles(filepath.Join(tmp, FilesFile), files, false); err != nil {
 		return nil, err
 	}
 	var size, count int64
@@ -126,21 +145,78 @@ func (s *Store) Ensure(d Driver, parent *Info, layer Layer) (*Info, error) {
 	if err := os.WriteFile(filepath.Join(tmp, MetaFile), b, 0o644); err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", chain.Encoded(), err)
 	}
-	if err := syncDir(tmp); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		// Another process finished the same snapshot first.
-		if in, rerr := readInfo(final); rerr == nil {
-			return in, nil
-		}
-		return nil, fmt.Errorf("snapshot %s: %w", chain.Encoded(), err)
-	}
-	ok = true
-	_ = syncDir(filepath.Dir(final))
+	// The syncs wait for the disk (on a virtual machine, for the host to
+	// write back everything the guest wrote): they run beside what comes
+	// next, the rename waits for them.
+	p := &publication{tmp: tmp, final: final, synced: make(chan struct{})}
+	go func() {
+		defer close(p.synced)
+		p.err = syncAll(tmp, TarSplitFile, FilesFile, MetaFile)
+	}()
+	ok = true // tmp is p's now
 	in.files = files
-	in.Dir = final
+	in.Dir = tmp
+	in.pending = p
+	if !later {
+		if err := in.publish(); err != nil {
+			return nil, err
+		}
+	}
 	return in, nil
+}
+
+// publication is a complete snapshot still in its staging directory.
+type publication struct {
+	tmp, final string
+	synced     chan struct{}
+	err        error // from the syncs, read once synced is closed
+}
+
+// publish puts a snapshot ensure returned early in place, once its files
+// are synced; another process's copy of the same snapshot, in place
+// first, is taken instead. A snapshot that could not be synced is
+// removed. Nothing to do for nil or a snapshot already in place.
+func (in *Info) publish() error {
+	if in == nil || in.pending == nil {
+		return nil
+	}
+	p := in.pending
+	in.pending = nil
+	<-p.synced
+	if p.err != nil {
+		_ = RemoveAll(p.tmp)
+		return fmt.Errorf("snapshot %s: %w", in.ID, p.err)
+	}
+	if err := os.Rename(p.tmp, p.final); err != nil {
+		other, rerr := readInfo(p.final)
+		_ = RemoveAll(p.tmp)
+		if rerr != nil {
+			return fmt.Errorf("snapshot %s: %w", in.ID, err)
+		}
+		*in = *other
+		return nil
+	}
+	_ = syncDir(filepath.Dir(p.final))
+	in.Dir = p.final
+	return nil
+}
+
+// syncAll syncs the named files of dir, then dir.
+func syncAll(dir string, names ...string) error {
+	for _, n := range names {
+		f, err := os.Open(filepath.Join(dir, n))
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("sync %s: %w", n, err)
+		}
+	}
+	return syncDir(dir)
 }
 
 // readFilesAhead returns the file list of parent (nil: none) to build
@@ -210,7 +286,8 @@ func extract(dir string, ls *layerStream, diffID digest.Digest, snap string, opt
 	if err := zw.Close(); err != nil {
 		return fmt.Errorf("tar-split: %w", err)
 	}
-	return tsf.Sync()
+	// Synced with the snapshot's other files before it is put in place.
+	return tsf.Close()
 }
 
 // ShadowDir, in a snapshot, holds the files of a layer's entries that a

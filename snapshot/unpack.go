@@ -103,6 +103,10 @@ func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec 
 	defer rs.stop()
 	var chain []*Info
 	var parent *Info
+	// Each snapshot goes in place once the next layer has been prepared
+	// from it; one made is complete, so it goes in place even when the
+	// unpack fails later.
+	defer func() { _ = parent.publish() }()
 	for i, ld := range img.Manifest.Layers {
 		ld := ld
 		if interrupted(o.Done) {
@@ -115,7 +119,10 @@ func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec 
 			_, statErr := os.Stat(s.Path(chainOf(parent, diffIDs[i])))
 			o.Layer(i, len(img.Manifest.Layers), ld.Digest, statErr != nil)
 		}
-		in, err := s.Ensure(d, parent, rs.layer(parent, layer))
+		// overlay applies a layer with its lower layers mounted from
+		// their place in the store: only vfs, whose layer is applied on a
+		// copy, can leave its parent staged until then.
+		in, err := s.ensure(d, parent, rs.layer(parent, layer), d.Name() == VFS)
 		rs.settle()
 		if err != nil {
 			return nil, err
@@ -125,6 +132,9 @@ func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec 
 		}
 		chain = append(chain, in)
 		parent = in
+	}
+	if err := parent.publish(); err != nil {
+		return nil, err
 	}
 	c := &Container{Dir: abs, Chain: chain, Rootless: os.Geteuid() != 0 || userns.Entered(), IDMap: o.IDMap}
 	if interrupted(o.Done) {
