@@ -14,6 +14,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-oci/strata/internal/chunkpipe"
 	"github.com/strata-oci/strata/internal/userns"
 	"github.com/strata-oci/strata/layout"
 	"golang.org/x/sys/unix"
@@ -113,7 +114,11 @@ func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec 
 			return nil, ErrInterrupted
 		}
 		layer := Layer{Digest: ld.Digest, DiffID: diffIDs[i], Done: o.Done, Open: func() (io.ReadCloser, error) {
-			return l.Blobs().Open(ld.Digest, ld.Size)
+			r, err := l.Blobs().Open(ld.Digest, ld.Size)
+			if err != nil {
+				return nil, err
+			}
+			return readAhead(r), nil
 		}}
 		if o.Layer != nil {
 			_, statErr := os.Stat(s.Path(chainOf(parent, diffIDs[i])))
@@ -368,4 +373,21 @@ func (m *IDMap) Validate() error {
 		return fmt.Errorf("gid map: %w", err)
 	}
 	return nil
+}
+
+// readAhead reads (and so verifies) a layer blob on a goroutine of its
+// own, a few MiB ahead: the decompressor, which sets the pace where a
+// layer's files are large, no longer reads or hashes.
+func readAhead(rc io.ReadCloser) io.ReadCloser {
+	return &aheadReader{Pipe: chunkpipe.New(rc, io.Discard, chunkpipe.Options{ChunkSize: 1 << 20, Chunks: 4, ReadContext: "read layer"}), rc: rc}
+}
+
+type aheadReader struct {
+	*chunkpipe.Pipe
+	rc io.ReadCloser
+}
+
+func (a *aheadReader) Close() error {
+	a.Stop()
+	return a.rc.Close()
 }

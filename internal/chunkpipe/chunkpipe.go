@@ -24,6 +24,7 @@ type Pipe struct {
 
 	stopOnce sync.Once
 	err      error // the producer's failure, valid after done is closed
+	werr     error // the sink's, with SinkAside
 	o        Options
 }
 
@@ -38,6 +39,11 @@ type Options struct {
 	ChunkSize, Chunks int
 	// ReadContext and WriteContext prefix errors of src and sink.
 	ReadContext, WriteContext string
+	// SinkAside writes the sink on a goroutine of its own, between the
+	// reading and the Read side: for a sink as costly as the source (a
+	// hash behind a decompressor), so that the source alone sets the
+	// pace on a core of its own.
+	SinkAside bool
 }
 
 // New starts reading src.
@@ -52,13 +58,59 @@ func New(src io.Reader, sink io.Writer, o Options) *Pipe {
 	for i := 0; i < o.Chunks; i++ {
 		p.free <- make([]byte, o.ChunkSize)
 	}
-	go p.produce(src, sink)
+	if !o.SinkAside {
+		go func() {
+			defer close(p.done)
+			p.produce(src, sink, p.full)
+		}()
+		return p
+	}
+	mid := make(chan chunk, o.Chunks)
+	written := make(chan struct{})
+	go func() {
+		defer close(written)
+		p.write(sink, mid)
+	}()
+	go func() {
+		p.produce(src, nil, mid)
+		<-written
+		if p.werr != nil {
+			p.err = p.werr
+		}
+		close(p.done)
+	}()
 	return p
 }
 
-func (p *Pipe) produce(src io.Reader, sink io.Writer) {
-	defer close(p.done)
+// write writes the chunks of in to sink and hands them on to the Read
+// side, until in is closed.
+func (p *Pipe) write(sink io.Writer, in <-chan chunk) {
 	defer close(p.full)
+	for c := range in {
+		if c.n > 0 && p.werr == nil {
+			if _, err := sink.Write(c.buf[:c.n]); err != nil {
+				p.werr = fmt.Errorf("%s: %w", p.o.WriteContext, err)
+				p.send(chunk{err: p.werr})
+				// The producer stops; what it still sends is dropped.
+				p.stopOnce.Do(func() { close(p.stop) })
+			}
+		}
+		if p.werr != nil {
+			continue
+		}
+		if !p.send(c) {
+			// Stopped: take what the producer still sends, so it ends.
+			for range in {
+			}
+			return
+		}
+	}
+}
+
+// produce reads src in chunks into out, writing each to sink first
+// (sink nil: none), and closes out at the end.
+func (p *Pipe) produce(src io.Reader, sink io.Writer, out chan chunk) {
+	defer close(out)
 	for {
 		var buf []byte
 		select {
@@ -70,10 +122,10 @@ func (p *Pipe) produce(src io.Reader, sink io.Writer) {
 		if err == io.ErrUnexpectedEOF {
 			err = io.EOF
 		}
-		if n > 0 {
+		if n > 0 && sink != nil {
 			if _, werr := sink.Write(buf[:n]); werr != nil {
 				p.err = fmt.Errorf("%s: %w", p.o.WriteContext, werr)
-				p.send(chunk{err: p.err})
+				p.sendTo(out, chunk{err: p.err})
 				return
 			}
 		}
@@ -84,15 +136,17 @@ func (p *Pipe) produce(src io.Reader, sink io.Writer) {
 		if p.err != nil {
 			c.err = p.err
 		}
-		if !p.send(c) || err != nil {
+		if !p.sendTo(out, c) || err != nil {
 			return
 		}
 	}
 }
 
-func (p *Pipe) send(c chunk) bool {
+func (p *Pipe) send(c chunk) bool { return p.sendTo(p.full, c) }
+
+func (p *Pipe) sendTo(out chan chunk, c chunk) bool {
 	select {
-	case p.full <- c:
+	case out <- c:
 		return true
 	case <-p.stop:
 		return false

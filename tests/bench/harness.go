@@ -161,6 +161,10 @@ type runner struct {
 	// HasStrata reports whether the strata binary has a subcommand (and
 	// flags), as named in workload.Needs.
 	HasStrata func(need string) bool
+	// PurgeWait is how long a run waits after the trash was emptied for
+	// lack of space (settleWait in a suite; tests of the harness itself
+	// must not wait on the machine's free space).
+	PurgeWait time.Duration
 }
 
 // runWorkload runs every side of wl r.Runs times. Runs interleave: run i
@@ -490,7 +494,7 @@ func (r *runner) discard(dir string) error {
 }
 
 // purgeTrashIfLow empties the trash when the scratch file system has less
-// than 8 GiB plus a tenth of its size free, then waits out trashWait so
+// than 8 GiB plus a tenth of its size free, then waits out r.PurgeWait so
 // that the deletion is not charged to the next run.
 func (r *runner) purgeTrashIfLow() {
 	var fs syscall.Statfs_t
@@ -505,12 +509,12 @@ func (r *runner) purgeTrashIfLow() {
 	if ents, err := os.ReadDir(trash); err != nil || len(ents) == 0 {
 		return
 	}
-	r.Logf("  scratch space low (%s free): emptying the trash, then waiting %s", fmtBytes(free), settleWait)
+	r.Logf("  scratch space low (%s free): emptying the trash, then waiting %s", fmtBytes(free), r.PurgeWait)
 	if err := removeAll(trash); err != nil {
 		r.Logf("  remove %s: %v", trash, err)
 	}
 	syscall.Sync()
-	time.Sleep(settleWait)
+	time.Sleep(r.PurgeWait)
 }
 
 // removeAll removes a scratch tree; mounts left inside it by a failed

@@ -155,6 +155,7 @@ func mainErr() error {
 		Timeout:    o.timeout,
 		Logf:       logf,
 		HasStrata:  probe.has,
+		PurgeWait:  settleWait,
 	}
 	var reports []workloadReport
 	start := time.Now()
