@@ -882,18 +882,22 @@ func (l *linker) dir(src, dst string, st *unix.Stat_t, root bool) error {
 	if err := l.c.meta(src, dst, st, false); err != nil {
 		return err
 	}
-	var ents []os.DirEntry
+	var ents []dirent
 	err := l.c.lend(src, st, 0o500, func() error {
-		var err error
-		ents, err = os.ReadDir(src)
+		fd, err := unix.Open(src, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		ents, err = readDirents(fd)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("link %s: %w", src, err)
 	}
 	for _, e := range ents {
-		sp, dp := filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())
-		if e.Type().IsRegular() {
+		sp, dp := filepath.Join(src, e.name), filepath.Join(dst, e.name)
+		if e.typ == unix.DT_REG {
 			l.mu.Lock()
 			failed := l.err
 			l.mu.Unlock()
