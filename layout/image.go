@@ -34,8 +34,12 @@ type Image struct {
 }
 
 // Resolve finds the index.json entry for ref: a name recorded in
-// org.opencontainers.image.ref.name (or io.containerd.image.name), or a
-// digest (@sha256:...). An empty ref selects the layout's only image.
+// org.opencontainers.image.ref.name (or io.containerd.image.name), matched
+// exactly, then as docker reads names (ov1 is docker.io/library/ov1:latest),
+// then as a short name (see names.go); or a digest (@sha256:...). An empty
+// ref selects the layout's only image. The entry is returned with its
+// annotations, so the caller sees the name it was found under. A name that
+// matches several images gives an *AmbiguousRefError.
 func (l *Layout) Resolve(ref string) (ocispec.Descriptor, error) {
 	idx, err := l.Index()
 	if err != nil {
@@ -81,14 +85,18 @@ func (l *Layout) resolveIn(idx *Index, ref string) (ocispec.Descriptor, error) {
 		}
 		return ocispec.Descriptor{}, fmt.Errorf("%s:%s: %w", l.dir, ref, ErrRefNotFound)
 	}
-	for _, key := range []string{AnnotationRefName, AnnotationImageName} {
-		for _, m := range idx.Manifests {
-			if m.Annotations[key] == ref {
-				return m, nil
-			}
+	hits, step := lookupName(idx, ref, true)
+	if step == matchNone {
+		return ocispec.Descriptor{}, fmt.Errorf("%s:%s: %w", l.dir, ref, ErrRefNotFound)
+	}
+	if step != matchExact {
+		// An exact name is one entry (the first, should index.json hold it
+		// twice); a name read as docker reads it may stand for several.
+		if err := l.ambiguity(ref, hits, false); err != nil {
+			return ocispec.Descriptor{}, err
 		}
 	}
-	return ocispec.Descriptor{}, fmt.Errorf("%s:%s: %w", l.dir, ref, ErrRefNotFound)
+	return hits[0].desc, nil
 }
 
 func stripName(d ocispec.Descriptor) ocispec.Descriptor {
