@@ -42,6 +42,9 @@ type Image struct {
 	// destination renames. Archives name an image by it rather than by a
 	// bare tag, and layouts record it beside a name of the user's.
 	FullName string
+	// Duplicates says where the source chose the first of several
+	// manifests an index lists for one platform (registry sources).
+	Duplicates []layout.DuplicatePlatform
 }
 
 // Options say what a Source fetches.
