@@ -903,7 +903,9 @@ func TestRegistryPulledImageRuns(t *testing.T) {
 		_ = os.RemoveAll(store)
 	})
 	mustRun(t, "podman", append(podman, "load", "-i", archive)...)
-	cmdJSON := mustRun(t, "podman", append(podman, "image", "inspect", "--format", "{{json .Config.Cmd}}", "v1")...)
+	// Pulled as dst:v1, a bare tag: the archive names the image by the
+	// reference it was pulled from.
+	cmdJSON := mustRun(t, "podman", append(podman, "image", "inspect", "--format", "{{json .Config.Cmd}}", ref)...)
 	if !strings.Contains(cmdJSON, "/etc/greeting") {
 		t.Fatalf("podman loaded a config with Cmd %s", cmdJSON)
 	}
