@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -188,6 +189,39 @@ func FuzzValidateRef(f *testing.F) {
 					t.Fatalf("ValidateRef accepted component %q of %q", comp, s)
 				}
 			}
+		}
+	})
+}
+
+// FuzzLookupName: any typed name resolves without panicking; a bare tag
+// stored is only ever matched exactly; normalizing a normalized name
+// changes nothing.
+func FuzzLookupName(f *testing.F) {
+	for _, s := range []string{"v1", "ov1", "ov1:latest", "docker.io/library/ov1:latest", "app", "org/app",
+		"localhost/app", "x@" + fuzzDigest, "a:b:c", "//", "ov1@", "UPPER", "library/v1"} {
+		f.Add(s)
+	}
+	idx := &Index{}
+	for i, n := range []string{"v1", "docker.io/library/ov1:latest", "ov2:latest", "localhost/app:latest",
+		"ghcr.io/org/app:latest", "docker.io/x/foo__bar:_tag", "latest"} {
+		idx.Manifests = append(idx.Manifests, ocispec.Descriptor{Digest: digest.FromString(fmt.Sprint(i)),
+			Annotations: map[string]string{AnnotationRefName: n}})
+	}
+	f.Fuzz(func(t *testing.T, ref string) {
+		if n := NormalizeName(ref); n != "" && NormalizeName(n) != n {
+			t.Fatalf("NormalizeName(%q) = %q, normalized again %q", ref, n, NormalizeName(n))
+		}
+		hits, step := lookupName(idx, ref, true)
+		for _, h := range hits {
+			if step != matchExact && IsBareTag(h.name) {
+				t.Fatalf("%q matched the bare tag %q at step %d", ref, h.name, step)
+			}
+			if step == matchExact && h.name != ref {
+				t.Fatalf("%q matched %q exactly", ref, h.name)
+			}
+		}
+		if (step == matchNone) != (len(hits) == 0) {
+			t.Fatalf("%q: step %d with %d hits", ref, step, len(hits))
 		}
 	})
 }

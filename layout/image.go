@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 
 	"github.com/containerd/platforms"
 	"github.com/opencontainers/go-digest"
@@ -34,8 +33,12 @@ type Image struct {
 }
 
 // Resolve finds the index.json entry for ref: a name recorded in
-// org.opencontainers.image.ref.name (or io.containerd.image.name), or a
-// digest (@sha256:...). An empty ref selects the layout's only image.
+// org.opencontainers.image.ref.name (or io.containerd.image.name), matched
+// exactly, then as docker reads names (ov1 is docker.io/library/ov1:latest),
+// then as a short name (see names.go); or a digest (@sha256:...). An empty
+// ref selects the layout's only image. The entry is returned with its
+// annotations, so the caller sees the name it was found under. A name that
+// matches several images gives an *AmbiguousRefError.
 func (l *Layout) Resolve(ref string) (ocispec.Descriptor, error) {
 	idx, err := l.Index()
 	if err != nil {
@@ -81,14 +84,18 @@ func (l *Layout) resolveIn(idx *Index, ref string) (ocispec.Descriptor, error) {
 		}
 		return ocispec.Descriptor{}, fmt.Errorf("%s:%s: %w", l.dir, ref, ErrRefNotFound)
 	}
-	for _, key := range []string{AnnotationRefName, AnnotationImageName} {
-		for _, m := range idx.Manifests {
-			if m.Annotations[key] == ref {
-				return m, nil
-			}
+	hits, step := lookupName(idx, ref, true)
+	if step == matchNone {
+		return ocispec.Descriptor{}, fmt.Errorf("%s:%s: %w", l.dir, ref, ErrRefNotFound)
+	}
+	if step != matchExact {
+		// An exact name is one entry (the first, should index.json hold it
+		// twice); a name read as docker reads it may stand for several.
+		if err := l.ambiguity(ref, hits, false); err != nil {
+			return ocispec.Descriptor{}, err
 		}
 	}
-	return ocispec.Descriptor{}, fmt.Errorf("%s:%s: %w", l.dir, ref, ErrRefNotFound)
+	return hits[0].desc, nil
 }
 
 func stripName(d ocispec.Descriptor) ocispec.Descriptor {
@@ -234,68 +241,78 @@ func (l *Layout) Image(ref string, p *ocispec.Platform) (*Image, error) {
 
 // SelectManifest returns desc itself when it is a manifest, or the best
 // manifest for platform p (nil means the host) when it is an index,
-// following nested indexes.
+// following nested indexes. Of several manifests for the same platform the
+// first is taken, as containerd and docker take it; SelectManifestChoice
+// also says when that happened.
 func (l *Layout) SelectManifest(desc ocispec.Descriptor, p *ocispec.Platform) (ocispec.Descriptor, error) {
+	md, _, err := l.SelectManifestChoice(desc, p)
+	return md, err
+}
+
+// SelectManifestChoice is SelectManifest, and also reports, when an index
+// lists more than one manifest for the platform it chose, which ones it
+// did not take (nil otherwise).
+func (l *Layout) SelectManifestChoice(desc ocispec.Descriptor, p *ocispec.Platform) (ocispec.Descriptor, *DuplicatePlatform, error) {
 	want := platforms.DefaultSpec()
 	if p != nil {
 		want = platforms.Normalize(*p)
 	}
-	return l.selectManifest(desc, platforms.Only(want), want, 0)
-}
-
-func (l *Layout) selectManifest(desc ocispec.Descriptor, m platforms.MatchComparer, want ocispec.Platform, depth int) (ocispec.Descriptor, error) {
-	if depth > 8 {
-		return ocispec.Descriptor{}, fmt.Errorf("index %s: indexes nested too deeply", desc.Digest)
-	}
-	mt := desc.MediaType
-	if mt == "" {
+	if desc.MediaType == "" {
 		b, err := l.ReadBlob(desc, MaxManifestSize)
 		if err != nil {
-			return ocispec.Descriptor{}, err
+			return ocispec.Descriptor{}, nil, err
 		}
-		mt = sniffMediaType(b)
-		desc.MediaType = mt
+		desc.MediaType = sniffMediaType(b)
 	}
-	if IsManifest(mt) {
-		return stripName(desc), nil
+	if IsManifest(desc.MediaType) {
+		return stripName(desc), nil, nil
 	}
-	if !IsIndex(mt) {
-		return ocispec.Descriptor{}, fmt.Errorf("%s: media type %q is not an image", desc.Digest, mt)
+	if !IsIndex(desc.MediaType) {
+		return ocispec.Descriptor{}, nil, fmt.Errorf("%s: media type %q is not an image", desc.Digest, desc.MediaType)
+	}
+	ms, err := l.indexManifests(desc, 0)
+	if err != nil {
+		return ocispec.Descriptor{}, nil, err
+	}
+	return PickManifest(desc.Digest, want, ms)
+}
+
+// indexManifests lists the manifests of index desc and of the indexes it
+// nests, in order, each with its platform (taken from the image's config
+// where the index leaves it out). Nested indexes that cannot be read are
+// passed over.
+func (l *Layout) indexManifests(desc ocispec.Descriptor, depth int) ([]ocispec.Descriptor, error) {
+	if depth > 8 {
+		return nil, fmt.Errorf("index %s: indexes nested too deeply", desc.Digest)
 	}
 	idx, err := l.ReadIndex(desc)
 	if err != nil {
-		return ocispec.Descriptor{}, err
+		return nil, err
 	}
-	var cands []ocispec.Descriptor
+	var out []ocispec.Descriptor
 	for _, c := range idx.Manifests {
 		c = l.typed(c)
 		if IsIndex(c.MediaType) {
-			if got, err := l.selectManifest(c, m, want, depth+1); err == nil {
-				cands = append(cands, got)
+			if sub, err := l.indexManifests(c, depth+1); err == nil {
+				out = append(out, sub...)
 			}
 			continue
 		}
-		if c.Platform == nil && IsManifest(c.MediaType) {
+		if !IsManifest(c.MediaType) {
+			continue
+		}
+		if c.Platform == nil {
 			// The platform is optional in an index: take it from the
 			// image's config.
-			if img, err := l.ReadImage(c); err == nil {
-				c.Platform = &ocispec.Platform{OS: img.Config.OS, Architecture: img.Config.Architecture, Variant: img.Config.Variant}
+			img, err := l.ReadImage(c)
+			if err != nil {
+				continue
 			}
+			c.Platform = &ocispec.Platform{OS: img.Config.OS, Architecture: img.Config.Architecture, Variant: img.Config.Variant}
 		}
-		if c.Platform != nil && m.Match(platforms.Normalize(*c.Platform)) {
-			cands = append(cands, c)
-		}
+		out = append(out, c)
 	}
-	if len(cands) == 0 {
-		return ocispec.Descriptor{}, fmt.Errorf("index %s: %w %s", desc.Digest, ErrNoPlatform, platforms.Format(want))
-	}
-	sort.SliceStable(cands, func(i, j int) bool {
-		if cands[i].Platform == nil || cands[j].Platform == nil {
-			return cands[j].Platform == nil && cands[i].Platform != nil
-		}
-		return m.Less(*cands[i].Platform, *cands[j].Platform)
-	})
-	return cands[0], nil
+	return out, nil
 }
 
 // Platforms lists the platforms of the image desc points at: the platforms

@@ -3,6 +3,7 @@ package layout
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/opencontainers/go-digest"
@@ -72,8 +73,11 @@ func (l *Layout) AddUntagged(desc ocispec.Descriptor) error {
 	})
 }
 
-// Untag removes names from index.json in one atomic update. A digest
-// reference (@sha256:...) removes every entry for that image. If any ref
+// Untag removes names from index.json in one atomic update. A name is
+// found as Resolve finds it, by ref.name (ov1 removes
+// docker.io/library/ov1:latest; a short name matching several names is an
+// *AmbiguousRefError). A digest reference (@sha256:...) removes every
+// entry for that image. If any ref
 // names nothing, nothing is removed. An image whose last entry goes is left
 // for gc to collect.
 func (l *Layout) Untag(refs ...string) error {
@@ -85,11 +89,20 @@ func (l *Layout) Untag(refs ...string) error {
 	return l.UpdateIndex(func(idx *Index) error {
 		for _, ref := range refs {
 			d, byDigest := IsDigestRef(ref)
+			gone := map[string]bool{}
+			if !byDigest {
+				names, err := l.namesOf(idx, ref)
+				if err != nil {
+					return err
+				}
+				for _, n := range names {
+					gone[n] = true
+				}
+			}
 			kept := idx.Manifests[:0]
 			removed := 0
 			for _, m := range idx.Manifests {
-				if (byDigest && m.Digest == d) || (!byDigest && (m.Annotations[AnnotationRefName] == ref ||
-					(m.Annotations[AnnotationRefName] == "" && m.Annotations[AnnotationImageName] == ref))) {
+				if (byDigest && m.Digest == d) || (!byDigest && gone[primaryName(m)]) {
 					removed++
 					continue
 				}
@@ -102,6 +115,44 @@ func (l *Layout) Untag(refs ...string) error {
 		}
 		return nil
 	})
+}
+
+// Names returns the names of index.json that the name ref stands for, as
+// Untag finds them: the ref.names (or io.containerd.image.names of
+// entries without one) that match it exactly, else as docker reads it
+// (every spelling of that name), else as a short name, which must match
+// one name. It fails with ErrRefNotFound when there is none.
+func (l *Layout) Names(ref string) ([]string, error) {
+	if err := CheckLookupRef(ref); err != nil {
+		return nil, err
+	}
+	if _, ok := IsDigestRef(ref); ok {
+		return nil, fmt.Errorf("%w %q: a digest is not a name", ErrInvalidRef, ref)
+	}
+	idx, err := l.Index()
+	if err != nil {
+		return nil, err
+	}
+	return l.namesOf(idx, ref)
+}
+
+func (l *Layout) namesOf(idx *Index, ref string) ([]string, error) {
+	hits, step := lookupName(idx, ref, false)
+	if step == matchNone {
+		return nil, fmt.Errorf("%s:%s: %w", l.dir, ref, ErrRefNotFound)
+	}
+	if step == matchShort {
+		if err := l.ambiguity(ref, hits, true); err != nil {
+			return nil, err
+		}
+	}
+	var out []string
+	for _, h := range hits {
+		if !slices.Contains(out, h.name) {
+			out = append(out, h.name)
+		}
+	}
+	return out, nil
 }
 
 // Entry is one image in a layout listing.

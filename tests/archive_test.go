@@ -825,7 +825,9 @@ func TestLoadInterrupted(t *testing.T) {
 			t.Fatalf("staging %s left behind", e.Name())
 		}
 	}
-	if got := names(t, dst); strings.Join(got, " ") != "existing i:1" {
+	// Loaded names are stored fully qualified, as docker and podman
+	// record them.
+	if got := names(t, dst); strings.Join(got, " ") != "docker.io/library/i:1 existing" {
 		t.Fatalf("names %v", got)
 	}
 	fsckClean(t, dst)

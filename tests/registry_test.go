@@ -903,7 +903,9 @@ func TestRegistryPulledImageRuns(t *testing.T) {
 		_ = os.RemoveAll(store)
 	})
 	mustRun(t, "podman", append(podman, "load", "-i", archive)...)
-	cmdJSON := mustRun(t, "podman", append(podman, "image", "inspect", "--format", "{{json .Config.Cmd}}", "v1")...)
+	// Pulled as dst:v1, a bare tag: the archive names the image by the
+	// reference it was pulled from.
+	cmdJSON := mustRun(t, "podman", append(podman, "image", "inspect", "--format", "{{json .Config.Cmd}}", ref)...)
 	if !strings.Contains(cmdJSON, "/etc/greeting") {
 		t.Fatalf("podman loaded a config with Cmd %s", cmdJSON)
 	}
@@ -1189,6 +1191,79 @@ func TestRegistryCopyTransport(t *testing.T) {
 		if got := regResolve(t, dst, name); got != want {
 			t.Fatalf("%s: copied %s from the TLS registry, want %s", name, got, want)
 		}
+	}
+	regFsck(t, dst)
+}
+
+// TestRegistryDuplicatePlatform pulls from an index that lists two
+// manifests for linux/amd64: the first is taken, as docker and containerd
+// take it, and pull and copy say so on stderr, naming the other and how to
+// pull it (by its digest, which then pulls without a word).
+func TestRegistryDuplicatePlatform(t *testing.T) {
+	reg := regStart(t, regConfig{})
+	host := reg.listen
+	tmp := t.TempDir()
+	src := filepath.Join(tmp, "src")
+	amd := ocispec.Platform{OS: "linux", Architecture: "amd64"}
+	first := regPutImage(t, src, "", amd, nil, regTarLayer(t, map[string][]byte{"etc/which": []byte("first\n")}, nil))
+	second := regPutImage(t, src, "", amd, nil, regTarLayer(t, map[string][]byte{"etc/which": []byte("second\n")}, nil))
+	arm := regPutImage(t, src, "", ocispec.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}, nil,
+		regTarLayer(t, map[string][]byte{"etc/which": []byte("arm\n")}, nil))
+	l, err := layout.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ms []ocispec.Descriptor
+	for _, m := range []struct {
+		d ocispec.Descriptor
+		p ocispec.Platform
+	}{{first, amd}, {arm, ocispec.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}}, {second, amd}} {
+		d := m.d
+		p := m.p
+		d.Platform = &p
+		ms = append(ms, d)
+	}
+	idx, err := l.PutJSON(ocispec.MediaTypeImageIndex, ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex, Manifests: ms})
+	if err == nil {
+		err = l.Tag(idx, "dup")
+	}
+	l.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	strata(t, "push", src+":dup", host+"/dup/img:v1")
+
+	dst := filepath.Join(tmp, "dst")
+	r := runCmd(t, nil, strataBin, "--quiet", "pull", "--platform", "linux/amd64", host+"/dup/img:v1", dst+":amd")
+	if r.Code != 0 {
+		t.Fatalf("pull: exit %d: %s", r.Code, r.Stderr)
+	}
+	if got := strings.TrimSpace(r.Stdout); got != first.Digest.String() {
+		t.Fatalf("pulled %s, want the first amd64 manifest %s", got, first.Digest)
+	}
+	for _, want := range []string{"warning", "2 manifests for linux/amd64", "took the first, " + first.Digest.String(),
+		"passed over " + second.Digest.String(), host + "/dup/img@" + second.Digest.String()} {
+		if !strings.Contains(r.Stderr, want) {
+			t.Fatalf("pull's stderr lacks %q:\n%s", want, r.Stderr)
+		}
+	}
+	// The other one, by its digest: no warning.
+	r = runCmd(t, nil, strataBin, "--quiet", "pull", host+"/dup/img@"+second.Digest.String(), dst+":second")
+	if r.Code != 0 || strings.Contains(r.Stderr, "warning") || strings.TrimSpace(r.Stdout) != second.Digest.String() {
+		t.Fatalf("pull by digest: exit %d: %s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	// arm64 has one manifest: no warning.
+	r = runCmd(t, nil, strataBin, "--quiet", "pull", "--platform", "linux/arm64", host+"/dup/img:v1", dst+":arm")
+	if r.Code != 0 || strings.Contains(r.Stderr, "warning") {
+		t.Fatalf("pull arm64: exit %d: %s", r.Code, r.Stderr)
+	}
+	// copy says the same.
+	r = runCmd(t, nil, strataBin, "--quiet", "copy", "--platform", "linux/amd64", "docker://"+host+"/dup/img:v1", "oci:"+dst+":copied")
+	if r.Code != 0 || !strings.Contains(r.Stderr, "passed over "+second.Digest.String()) || !strings.Contains(r.Stderr, "docker://"+host+"/dup/img@"+second.Digest.String()) {
+		t.Fatalf("copy: exit %d: %s", r.Code, r.Stderr)
+	}
+	if got := regResolve(t, dst, "copied"); got != first.Digest {
+		t.Fatalf("copy took %s, want %s", got, first.Digest)
 	}
 	regFsck(t, dst)
 }

@@ -7,7 +7,7 @@ set -euo pipefail
 
 # Debian packages the tests (and `make bench`) use.
 PACKAGES=(
-	skopeo umoci podman oci-image-tool docker.io runc docker-registry
+	skopeo umoci podman oci-image-tool docker.io runc docker-registry containerd
 	uidmap debootstrap busybox-static zstd xz-utils bzip2 pigz
 	fuse-overlayfs hyperfine make git ca-certificates iproute2
 	curl gpgv debian-archive-keyring dpkg

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/signal"
 	"strings"
@@ -106,6 +107,9 @@ func runCopy(src transport.Source, dst transport.Destination, o transport.CopyOp
 		return err
 	}
 	for _, img := range imgs {
+		for _, d := range img.Duplicates {
+			warnDuplicate(d, src.String())
+		}
 		names := "(untagged)"
 		if len(img.Names) > 0 {
 			names = strings.Join(img.Names, ", ")
@@ -113,6 +117,19 @@ func runCopy(src transport.Source, dst transport.Destination, o transport.CopyOp
 		infof("%s %s to %s as %s", verb, img.Descriptor.Digest, dst, names)
 	}
 	return nil
+}
+
+// warnDuplicate tells the user that a registry index lists several
+// manifests for the platform pulled, and how to take another: its digest
+// in place of the tag.
+func warnDuplicate(d layout.DuplicatePlatform, src string) {
+	repo := src
+	if at := strings.LastIndexByte(repo, '@'); at >= 0 {
+		repo = repo[:at]
+	} else if i := strings.LastIndexByte(repo, ':'); i > strings.LastIndexByte(repo, '/') {
+		repo = repo[:i]
+	}
+	fmt.Fprintf(os.Stderr, "strata: warning: %s (use %s@%s to take it instead)\n", d.String(), repo, d.Others[0].Digest)
 }
 
 func init() {

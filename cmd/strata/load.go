@@ -11,8 +11,10 @@ func init() {
 		Use:   "load FILE LAYOUT[:NAME]",
 		Short: "Read the images of a docker-archive or oci-archive into a layout",
 		Long: `Read every image of an archive into LAYOUT (created if needed) with the
-names the archive gives them, or with NAME when the archive holds one
-image. FILE "-" is stdin. Archives written by docker save (every version),
+names the archive gives them, fully qualified as docker and podman record
+them (docker save's ov1:latest is docker.io/library/ov1:latest, and
+LAYOUT:ov1 finds it), or with NAME when the archive holds one image (the
+archive's name is then kept beside it). FILE "-" is stdin. Archives written by docker save (every version),
 podman save, skopeo, crane and strata are read, compressed or not. A
 hostile or damaged archive is refused and leaves LAYOUT as it was.`,
 		Example: `  strata load app.tar ./img

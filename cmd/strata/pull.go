@@ -195,6 +195,9 @@ Credentials come from $DOCKER_CONFIG/config.json or ~/.docker/config.json
 				}
 				return err
 			}
+			for _, d := range res.Duplicates {
+				warnDuplicate(d, res.Reference.Name())
+			}
 			if res.UpToDate {
 				infof("%s:%s is present (pull mode %s)", dir, res.Name, pm)
 			} else {

@@ -11,7 +11,8 @@ func init() {
 	rootCmd.AddCommand(&cobra.Command{
 		Use:   "rm LAYOUT:REF...",
 		Short: "Remove image names from layouts",
-		Long: `Remove each LAYOUT:REF from its layout's index.json. A digest
+		Long: `Remove each LAYOUT:REF from its layout's index.json. A name is found as
+every command finds it (ov1 removes docker.io/library/ov1:latest). A digest
 (LAYOUT:@sha256:...) removes every name of that image. The names of one
 layout are removed together or not at all. Blobs are not deleted: run
 strata gc LAYOUT to remove what no remaining name reaches.`,
@@ -39,6 +40,7 @@ strata gc LAYOUT to remove what no remaining name reaches.`,
 				}
 			}
 			layouts := map[string]*layout.Layout{}
+			removed := map[string][]string{}
 			defer func() {
 				for _, l := range layouts {
 					l.Close()
@@ -51,17 +53,19 @@ strata gc LAYOUT to remove what no remaining name reaches.`,
 				}
 				layouts[dir] = l
 				for _, ref := range refs[dir] {
-					if err := hasEntry(l, ref); err != nil {
+					names, err := hasEntry(l, ref)
+					if err != nil {
 						return err
 					}
+					removed[dir] = append(removed[dir], names...)
 				}
 			}
 			for _, dir := range dirs {
 				if err := layouts[dir].Untag(refs[dir]...); err != nil {
 					return err
 				}
-				for _, ref := range refs[dir] {
-					infof("removed %s:%s", dir, ref)
+				for _, n := range removed[dir] {
+					infof("removed %s:%s", dir, n)
 				}
 			}
 			return nil
@@ -70,23 +74,24 @@ strata gc LAYOUT to remove what no remaining name reaches.`,
 }
 
 // hasEntry checks that ref names an entry of the layout's index.json (not
-// only a blob inside it, which Resolve also accepts for digests).
-func hasEntry(l *layout.Layout, ref string) error {
+// only a blob inside it, which Resolve also accepts for digests) and
+// returns what it removes: the stored names a name stands for (ov1 may be
+// docker.io/library/ov1:latest), or the digest itself.
+func hasEntry(l *layout.Layout, ref string) ([]string, error) {
+	d, byDigest := layout.IsDigestRef(ref)
+	if !byDigest {
+		return l.Names(ref)
+	}
 	idx, err := l.Index()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	d, byDigest := layout.IsDigestRef(ref)
 	for _, m := range idx.Manifests {
-		if byDigest && m.Digest == d {
-			return nil
-		}
-		if !byDigest && (m.Annotations[layout.AnnotationRefName] == ref ||
-			(m.Annotations[layout.AnnotationRefName] == "" && m.Annotations[layout.AnnotationImageName] == ref)) {
-			return nil
+		if m.Digest == d {
+			return []string{ref}, nil
 		}
 	}
-	return fmt.Errorf("%s:%s: %w", l.Dir(), ref, layout.ErrRefNotFound)
+	return nil, fmt.Errorf("%s:%s: %w", l.Dir(), ref, layout.ErrRefNotFound)
 }
 
 func contains(list []string, s string) bool {

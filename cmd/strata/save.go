@@ -2,6 +2,7 @@ package main
 
 import (
 	"github.com/spf13/cobra"
+	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/layout/archive"
 	"github.com/strata-oci/strata/layout/transport"
 )
@@ -9,14 +10,21 @@ import (
 func init() {
 	var f copyFlags
 	var out, format string
+	var names []string
 	c := &cobra.Command{
 		Use:   "save LAYOUT:REF... -o FILE",
 		Short: "Write images to a docker-archive or oci-archive",
 		Long: `Write one or more images, each with its name, to one archive: a
 docker-archive (the default; docker load and podman load read it) or an
 oci-archive. FILE "-" is stdout. This is strata copy with several sources;
---media-types converts manifests as copy's --format does.`,
+--media-types converts manifests as copy's --format does.
+
+An image is named in the archive by the name it has in the layout; where
+that is a bare tag (./img:v1) and the image has a full name (the one it
+was pulled or loaded as), by its full name. --name NAME[:TAG], once per
+image in the order given, names them instead.`,
 		Example: `  strata save ./img:v1 -o app.tar
+  strata save ./img:v1 ./img:v2 --name example.com/app:1 --name example.com/app:2 -o app.tar
   strata save ./img:v1 ./img:v2 --format oci-archive -o - | ssh host strata load - /srv/img`,
 		Args:              minArgs(1),
 		ValidArgsFunction: completeRefArgs,
@@ -37,6 +45,20 @@ oci-archive. FILE "-" is stdout. This is strata copy with several sources;
 			if err != nil {
 				return err
 			}
+			if len(names) > 0 && len(names) != len(args) {
+				return usagef("%d --name for %d images: give one per image, in order", len(names), len(args))
+			}
+			for _, n := range names {
+				if archive.DockerTag(n) == "" {
+					return usagef("--name %q: an image name is NAME[:TAG]", n)
+				}
+				if err := layout.ValidateRef(n); err != nil {
+					return usageError{err}
+				}
+			}
+			if len(names) > 0 {
+				o.Names = names
+			}
 			var srcs []transport.Source
 			for _, a := range args {
 				if _, _, err := parseRefArg(a); err != nil {
@@ -56,6 +78,7 @@ oci-archive. FILE "-" is stdout. This is strata copy with several sources;
 		},
 	}
 	c.Flags().StringVarP(&out, "output", "o", "", "write the archive to `FILE` (- for stdout)")
+	c.Flags().StringArrayVar(&names, "name", nil, "name the images `NAME[:TAG]` in the archive, one --name per image in order (default: each image's name, its full name where it has one)")
 	c.Flags().StringVar(&format, "format", string(archive.Docker), "archive format: `docker-archive` or oci-archive")
 	f.add(c.Flags(), "media-types")
 	rootCmd.AddCommand(c)

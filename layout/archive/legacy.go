@@ -167,7 +167,7 @@ func (a *scanned) legacyImages(tmp *layout.Layout) ([]Image, error) {
 			pos[n.id] = i
 			out = append(out, Image{Descriptor: d})
 		}
-		out[i].Names = append(out[i].Names, n.name)
+		out[i].Names = append(out[i].Names, dockerName(n.name))
 	}
 	leaves, err := lr.leaves()
 	if err != nil {

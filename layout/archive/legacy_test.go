@@ -136,7 +136,7 @@ func TestReadLegacy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(imgs) != 1 || !reflect.DeepEqual(imgs[0].Names, []string{"example.com/old:1", "old:latest"}) {
+	if len(imgs) != 1 || !reflect.DeepEqual(imgs[0].Names, []string{"example.com/old:1", "docker.io/library/old:latest"}) {
 		t.Fatalf("images %+v", imgs)
 	}
 	img, err := dst.ReadImage(imgs[0].Descriptor)
@@ -205,7 +205,7 @@ func TestReadLegacy(t *testing.T) {
 		t.Fatalf("second read: %+v %v", again, err)
 	}
 	// Names select as in the other dialects.
-	for sel, want := range map[string]string{"old": "old:latest", "docker.io/library/old:latest": "old:latest", "example.com/old:1": "example.com/old:1", "@0": ""} {
+	for sel, want := range map[string]string{"old": "docker.io/library/old:latest", "docker.io/library/old:latest": "docker.io/library/old:latest", "example.com/old:1": "example.com/old:1", "@0": ""} {
 		_, got, err := readInto(t, archiveOf(t, f.ents), ReadOptions{Name: sel})
 		if err != nil || len(got) != 1 || got[0].Descriptor.Digest != imgs[0].Descriptor.Digest || (want != "" && got[0].Names[0] != want) {
 			t.Errorf("select %s: %+v %v", sel, got, err)
@@ -268,7 +268,7 @@ func TestReadLegacyVariants(t *testing.T) {
 		{"several names and images", replace("repositories", lent{name: "repositories", body: mustJSON(t, map[string]map[string]string{
 			"a": {"1": idTop, "2": idTop}, "b": {"1": idBase}})}),
 			func(t *testing.T, dst *layout.Layout, imgs []Image) {
-				if len(imgs) != 2 || !reflect.DeepEqual(imgs[0].Names, []string{"a:1", "a:2"}) || !reflect.DeepEqual(imgs[1].Names, []string{"b:1"}) {
+				if len(imgs) != 2 || !reflect.DeepEqual(imgs[0].Names, []string{"docker.io/library/a:1", "docker.io/library/a:2"}) || !reflect.DeepEqual(imgs[1].Names, []string{"docker.io/library/b:1"}) {
 					t.Fatalf("images %+v", imgs)
 				}
 				img, err := dst.ReadImage(imgs[1].Descriptor)

@@ -31,6 +31,16 @@ const (
 	maxLayers    = 1 << 12
 )
 
+// dockerName is a name read from an archive, fully qualified as docker,
+// containerd and podman record it (ov1:latest is
+// docker.io/library/ov1:latest), or as it is when it is no docker name.
+func dockerName(n string) string {
+	if full := layout.NormalizeName(n); full != "" {
+		return full
+	}
+	return n
+}
+
 // ReadOptions selects what Read takes out of an archive.
 type ReadOptions struct {
 	// Name, when set, selects the images recorded under that name (or an
@@ -42,8 +52,10 @@ type ReadOptions struct {
 
 // Read reads an archive of either format (optionally gzip, zstd or xz
 // compressed as a whole) from r and copies its images into dst. It returns
-// the images with the names the archive gives them; nothing is named in
-// dst. r is read once, front to back.
+// the images with the names the archive gives them, fully qualified
+// (docker.io/library/ov1:latest for docker save's ov1:latest), except an
+// OCI ref.name that is a bare tag (v1, as skopeo writes it), which stays
+// as it is; nothing is named in dst. r is read once, front to back.
 func Read(r io.Reader, dst *layout.Layout, opts ReadOptions) ([]Image, error) {
 	if err := dst.Hold(); err != nil {
 		return nil, err
@@ -396,12 +408,15 @@ func (a *scanned) ociImages(ib []byte) ([]Image, error) {
 	var out []Image
 	pos := map[digest.Digest]int{}
 	for _, m := range idx.Manifests {
-		// containerd and Docker 25 put the full name in
-		// io.containerd.image.name and only the tag in ref.name; strata
-		// puts the name as given in ref.name, and its full form beside it.
+		// containerd and Docker 25 (and strata) put the full name in
+		// io.containerd.image.name and only the tag in ref.name. A ref.name
+		// alone is a name when it has a repository (podman writes the full
+		// name there), else a tag as skopeo writes it, kept as it is.
 		name := m.Annotations[layout.AnnotationRefName]
-		if full := m.Annotations[layout.AnnotationImageName]; full != "" && !SameName(name, full) {
-			name = full
+		if full := m.Annotations[layout.AnnotationImageName]; full != "" {
+			name = dockerName(full)
+		} else if !layout.IsBareTag(name) {
+			name = dockerName(name)
 		}
 		d := m
 		d.Annotations = nil
@@ -446,7 +461,11 @@ func (a *scanned) dockerImages(mb []byte, tmp *layout.Layout) ([]Image, error) {
 		if err != nil {
 			return nil, fmt.Errorf("manifest.json image %d (%s): %w", i, strings.Join(e.RepoTags, ", "), err)
 		}
-		out = append(out, Image{Descriptor: d, Names: append([]string(nil), e.RepoTags...)})
+		img := Image{Descriptor: d}
+		for _, t := range e.RepoTags {
+			img.Names = append(img.Names, dockerName(t))
+		}
+		out = append(out, img)
 	}
 	return out, nil
 }

@@ -60,17 +60,7 @@ func Write(w io.Writer, l *layout.Layout, f Format, imgs []Image) error {
 			idx.Manifests = append(idx.Manifests, d)
 		}
 		for _, n := range img.Names {
-			nd := d
-			nd.Annotations = map[string]string{layout.AnnotationRefName: n}
-			for k, v := range d.Annotations {
-				nd.Annotations[k] = v
-			}
-			// Docker 25+ with the containerd image store names what it
-			// loads from the OCI part by this annotation.
-			if full := fullName(n); f == Docker && full != "" {
-				nd.Annotations[layout.AnnotationImageName] = full
-			}
-			idx.Manifests = append(idx.Manifests, nd)
+			idx.Manifests = append(idx.Manifests, indexEntry(d, n, f))
 		}
 		if f != Docker {
 			continue
@@ -188,6 +178,35 @@ func dockerEntryFor(l *layout.Layout, d ocispec.Descriptor, names []string) (doc
 		}
 	}
 	return e, nil
+}
+
+// indexEntry is d named n in an archive's index.json, written as Docker 25
+// and containerd write it: the full name in io.containerd.image.name
+// (which containerd, Docker 25+ and podman load an image by) and only its
+// tag in ref.name. In an oci-archive a bare tag (v1) is a ref.name alone,
+// as skopeo writes oci-archive:FILE:v1, so ctr names it import-DATE:v1.
+func indexEntry(d ocispec.Descriptor, n string, f Format) ocispec.Descriptor {
+	nd := d
+	nd.Annotations = map[string]string{}
+	for k, v := range d.Annotations {
+		nd.Annotations[k] = v
+	}
+	full := ""
+	if f == Docker || !layout.IsBareTag(n) {
+		full = fullName(n)
+	}
+	if full == "" {
+		nd.Annotations[layout.AnnotationRefName] = n
+		return nd
+	}
+	nd.Annotations[layout.AnnotationImageName] = full
+	nd.Annotations[layout.AnnotationRefName] = full
+	if named, err := reference.ParseNormalizedNamed(full); err == nil {
+		if t, ok := named.(reference.Tagged); ok {
+			nd.Annotations[layout.AnnotationRefName] = t.Tag()
+		}
+	}
+	return nd
 }
 
 // fullName is the fully qualified docker.io/library/x:tag form of a name,

@@ -3,7 +3,6 @@ package remote
 import (
 	"context"
 	"fmt"
-	"sort"
 
 	"github.com/containerd/platforms"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -25,6 +24,16 @@ type Result struct {
 	// UpToDate is set when the pull mode let Pull find the image in the
 	// layout without contacting the registry.
 	UpToDate bool
+	// Duplicates lists the platforms for which the index lists several
+	// manifests: the first was pulled, as docker and containerd pull it.
+	// Pull the digest of another to take it instead.
+	Duplicates []layout.DuplicatePlatform
+}
+
+func (r *Result) addDuplicate(d *layout.DuplicatePlatform) {
+	if d != nil {
+		r.Duplicates = append(r.Duplicates, *d)
+	}
 }
 
 // Pull copies the image src (HOST/REPO[:TAG|@DIGEST], docker:// optional)
@@ -127,10 +136,11 @@ func fetch(ctx context.Context, l *layout.Layout, ref Reference, o *options) (*R
 	case layout.IsIndex(root.MediaType) && !o.allPlatforms && len(o.platforms) > 1:
 		// Several platforms: their manifests, then an index of just them.
 		for _, p := range o.platforms {
-			md, err := selectRemote(ctx, repo, root, platforms.Normalize(p), 0)
+			md, dup, err := selectRemote(ctx, repo, root, platforms.Normalize(p))
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", ref, err)
 			}
+			res.addDuplicate(dup)
 			if err := copyOne(md); err != nil {
 				return nil, err
 			}
@@ -149,10 +159,11 @@ func fetch(ctx context.Context, l *layout.Layout, ref Reference, o *options) (*R
 		res.Descriptor = d
 		return res, nil
 	case layout.IsIndex(root.MediaType) && !o.allPlatforms:
-		md, err := selectRemote(ctx, repo, root, o.wantPlatform(), 0)
+		md, dup, err := selectRemote(ctx, repo, root, o.wantPlatform())
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", ref, err)
 		}
+		res.addDuplicate(dup)
 		res.Descriptor = bare(md)
 		res.Reference.Digest = md.Digest
 	case layout.IsManifest(root.MediaType) && len(o.platforms) > 0:
@@ -213,39 +224,43 @@ func missingBlob(l *layout.Layout, d ocispec.Descriptor) error {
 	})
 }
 
-// selectRemote picks the best manifest for want from a registry index,
-// following nested indexes.
-func selectRemote(ctx context.Context, repo *remote.Repository, idxDesc ocispec.Descriptor, want ocispec.Platform, depth int) (ocispec.Descriptor, error) {
+// selectRemote picks the manifest for want from a registry index, as
+// layout.PickManifest does (the first of several for one platform, which
+// it reports).
+func selectRemote(ctx context.Context, repo *remote.Repository, idxDesc ocispec.Descriptor, want ocispec.Platform) (ocispec.Descriptor, *layout.DuplicatePlatform, error) {
+	ms, err := remoteManifests(ctx, repo, idxDesc, 0)
+	if err != nil {
+		return ocispec.Descriptor{}, nil, err
+	}
+	return layout.PickManifest(idxDesc.Digest, want, ms)
+}
+
+// remoteManifests lists the manifests of a registry index that name their
+// platform, and those of the indexes it nests, in order.
+func remoteManifests(ctx context.Context, repo *remote.Repository, idxDesc ocispec.Descriptor, depth int) ([]ocispec.Descriptor, error) {
 	if depth > 8 {
-		return ocispec.Descriptor{}, fmt.Errorf("index %s: indexes nested too deeply", idxDesc.Digest)
+		return nil, fmt.Errorf("index %s: indexes nested too deeply", idxDesc.Digest)
 	}
 	b, err := content.FetchAll(ctx, repo, idxDesc)
 	if err != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("fetch index %s: %w", idxDesc.Digest, err)
+		return nil, fmt.Errorf("fetch index %s: %w", idxDesc.Digest, err)
 	}
 	idx, err := layout.ParseIndex(b)
 	if err != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("index %s: %w", idxDesc.Digest, err)
+		return nil, fmt.Errorf("index %s: %w", idxDesc.Digest, err)
 	}
-	m := platforms.Only(want)
-	var cands []ocispec.Descriptor
+	var out []ocispec.Descriptor
 	for _, c := range idx.Manifests {
 		switch {
 		case layout.IsIndex(c.MediaType):
-			if got, err := selectRemote(ctx, repo, c, want, depth+1); err == nil {
-				cands = append(cands, got)
+			if sub, err := remoteManifests(ctx, repo, c, depth+1); err == nil {
+				out = append(out, sub...)
 			}
-		case layout.IsManifest(c.MediaType) && c.Platform != nil && m.Match(platforms.Normalize(*c.Platform)):
-			cands = append(cands, c)
+		case layout.IsManifest(c.MediaType) && c.Platform != nil:
+			out = append(out, c)
 		}
 	}
-	if len(cands) == 0 {
-		return ocispec.Descriptor{}, fmt.Errorf("index %s: %w %s", idxDesc.Digest, layout.ErrNoPlatform, platforms.Format(want))
-	}
-	sort.SliceStable(cands, func(i, j int) bool {
-		return m.Less(platforms.Normalize(*cands[i].Platform), platforms.Normalize(*cands[j].Platform))
-	})
-	return cands[0], nil
+	return out, nil
 }
 
 // checkPlatform refuses a single-platform image whose config says another

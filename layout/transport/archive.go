@@ -114,6 +114,8 @@ func (a *archiveRef) String() string {
 
 func (a *archiveRef) Names() []string { return a.names }
 
+func (a *archiveRef) fullNames() bool { return true }
+
 // Fetch reads the archive (either format is accepted whatever the
 // transport's name) into dst, in one streaming pass.
 func (a *archiveRef) Fetch(ctx context.Context, dst *layout.Layout, opts Options) ([]Image, error) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -23,7 +24,17 @@ type CopyOptions struct {
 	// NameCanonical also records each NAME as NAME@DIGEST (the tag, if
 	// any, replaced by the digest of what was copied).
 	NameCanonical bool
+	// Names, when set, names the copied images one each, in the source's
+	// order (strata save --name): the i-th image is stored as Names[i]
+	// alone. It needs exactly one name per image and a destination that
+	// gives none itself.
+	Names []string
 }
+
+// fullNamer is a Destination that names images by full names rather than
+// bare tags: an archive, whose loaders read every name as docker does (v1
+// would become docker.io/library/v1:latest).
+type fullNamer interface{ fullNames() bool }
 
 // Copy copies the images src names to dst and returns them as dst now
 // holds them. Images keep the names the source gives them unless the
@@ -120,11 +131,30 @@ func finish(ctx context.Context, l *layout.Layout, dst Destination, imgs []Image
 			imgs[i].Descriptor = d
 		}
 	}
-	if names := dst.Names(); names != nil {
+	names := dst.Names()
+	switch {
+	case names != nil && len(opts.Names) > 0:
+		return nil, fmt.Errorf("copy to %s: the destination names the image already; give names there or as Names, not both", dst)
+	case names != nil:
 		if len(imgs) != 1 {
 			return nil, fmt.Errorf("copy to %s: the source holds %d images; a destination name can only name one", dst, len(imgs))
 		}
-		imgs[0].Names = append([]string(nil), names...)
+		rename(&imgs[0], names)
+	case len(opts.Names) > 0:
+		if len(opts.Names) != len(imgs) {
+			return nil, fmt.Errorf("copy to %s: %d names for %d images: give one name per image, in order", dst, len(opts.Names), len(imgs))
+		}
+		for i := range imgs {
+			rename(&imgs[i], opts.Names[i:i+1])
+		}
+	default:
+		if fn, ok := dst.(fullNamer); ok && fn.fullNames() {
+			// strata save ./L:v1 of an image pulled or loaded under the
+			// local tag v1: the archive names it by its full name.
+			for i := range imgs {
+				imgs[i].Names = preferFull(imgs[i])
+			}
+		}
 	}
 	if opts.NameCanonical {
 		for i := range imgs {
@@ -141,6 +171,43 @@ func finish(ctx context.Context, l *layout.Layout, dst Destination, imgs []Image
 		return nil, fmt.Errorf("copy to %s: %w", dst, err)
 	}
 	return imgs, nil
+}
+
+// rename gives img the names a destination or the caller chose, keeping
+// the source's own full name as FullName.
+func rename(img *Image, names []string) {
+	if img.FullName == "" {
+		for _, n := range img.Names {
+			if !layout.IsBareTag(n) {
+				img.FullName = n
+				break
+			}
+		}
+	}
+	img.Names = append([]string(nil), names...)
+	for _, n := range names {
+		if n == img.FullName {
+			img.FullName = ""
+		}
+	}
+}
+
+// preferFull replaces an image's bare-tag names by its full name, if it
+// has one.
+func preferFull(img Image) []string {
+	if img.FullName == "" {
+		return img.Names
+	}
+	var out []string
+	for _, n := range img.Names {
+		if layout.IsBareTag(n) {
+			n = img.FullName
+		}
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // Canonical returns NAME@DIGEST for a name: its tag, if any, is replaced by

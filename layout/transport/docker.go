@@ -72,7 +72,7 @@ func (s *dockerSource) Fetch(ctx context.Context, dst *layout.Layout, opts Optio
 	if err != nil {
 		return nil, err
 	}
-	img := Image{Descriptor: res.Descriptor}
+	img := Image{Descriptor: res.Descriptor, Duplicates: res.Duplicates}
 	if s.ref.Tag != "" {
 		img.Names = []string{s.ref.String()}
 	}

@@ -106,6 +106,9 @@ func (s *ociSource) resolve(l *layout.Layout, opts Options) ([]Image, error) {
 			if n := m.Annotations[layout.AnnotationRefName]; n != "" {
 				out[i].Names = append(out[i].Names, n)
 			}
+			if out[i].FullName == "" {
+				out[i].FullName = m.Annotations[layout.AnnotationImageName]
+			}
 		}
 		if len(out) == 0 {
 			return nil, fmt.Errorf("layout %s holds no images", s.dir)
@@ -116,13 +119,24 @@ func (s *ociSource) resolve(l *layout.Layout, opts Options) ([]Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	img := Image{Descriptor: desc}
-	name := desc.Annotations[layout.AnnotationRefName]
-	if _, isDigest := layout.IsDigestRef(s.ref); s.ref != "" && !isDigest {
-		name = s.ref
+	stored, full := desc.Annotations[layout.AnnotationRefName], desc.Annotations[layout.AnnotationImageName]
+	img := Image{Descriptor: desc, FullName: full}
+	// A name typed as it is stored goes on as typed; one found as docker
+	// reads names (ov1 for docker.io/library/ov1:latest) goes on as stored.
+	name := stored
+	if name == "" {
+		name = full
+	}
+	if s.ref == stored || s.ref == full {
+		if _, isDigest := layout.IsDigestRef(s.ref); s.ref != "" && !isDigest {
+			name = s.ref
+		}
 	}
 	if name != "" {
 		img.Names = []string{name}
+	}
+	if img.FullName == name {
+		img.FullName = ""
 	}
 	img.Descriptor.Annotations = nil
 	for k, v := range desc.Annotations {
@@ -277,9 +291,14 @@ func (d *ociDest) Put(ctx context.Context, src *layout.Layout, imgs []Image) err
 				nd := desc
 				nd.Annotations = map[string]string{layout.AnnotationRefName: n}
 				for k, v := range desc.Annotations {
-					if k != layout.AnnotationRefName {
+					if k != layout.AnnotationRefName && k != layout.AnnotationImageName {
 						nd.Annotations[k] = v
 					}
+				}
+				// The registry or archive name beside a name of the
+				// user's, as pull records it and containerd keeps it.
+				if img.FullName != "" && img.FullName != n {
+					nd.Annotations[layout.AnnotationImageName] = img.FullName
 				}
 				idx.Manifests = append(idx.Manifests, nd)
 			}

@@ -35,6 +35,16 @@ var ErrInvalidName = errors.New("invalid image name")
 type Image struct {
 	Descriptor ocispec.Descriptor
 	Names      []string
+	// FullName is the image's fully qualified name when the source knows
+	// one beside Names: the io.containerd.image.name of a layout entry
+	// (the registry or archive name of an image pulled or loaded under a
+	// name of the user's), or the source's own name of an image the
+	// destination renames. Archives name an image by it rather than by a
+	// bare tag, and layouts record it beside a name of the user's.
+	FullName string
+	// Duplicates says where the source chose the first of several
+	// manifests an index lists for one platform (registry sources).
+	Duplicates []layout.DuplicatePlatform
 }
 
 // Options say what a Source fetches.

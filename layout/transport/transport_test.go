@@ -2,6 +2,7 @@ package transport
 
 import (
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -89,4 +90,33 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestArchiveNames: archives name an image by its full name rather than a
+// bare tag, and a renamed image keeps its source's name as FullName.
+func TestArchiveNames(t *testing.T) {
+	for _, c := range []struct {
+		img  Image
+		want []string
+	}{
+		{Image{Names: []string{"v1"}}, []string{"v1"}},
+		{Image{Names: []string{"v1"}, FullName: "docker.io/library/ov1:latest"}, []string{"docker.io/library/ov1:latest"}},
+		{Image{Names: []string{"v1", "example.com/x:1"}, FullName: "docker.io/library/ov1:latest"}, []string{"docker.io/library/ov1:latest", "example.com/x:1"}},
+		{Image{Names: []string{"v1", "v2"}, FullName: "docker.io/library/ov1:latest"}, []string{"docker.io/library/ov1:latest"}},
+		{Image{}, nil},
+	} {
+		if got := preferFull(c.img); !slices.Equal(got, c.want) {
+			t.Errorf("preferFull(%+v) = %v, want %v", c.img, got, c.want)
+		}
+	}
+	img := Image{Names: []string{"v1", "docker.io/library/ov1:latest"}}
+	rename(&img, []string{"mine"})
+	if !slices.Equal(img.Names, []string{"mine"}) || img.FullName != "docker.io/library/ov1:latest" {
+		t.Errorf("rename: %+v", img)
+	}
+	img = Image{Names: []string{"example.com/x:1"}}
+	rename(&img, []string{"example.com/x:1", "y"})
+	if img.FullName != "" {
+		t.Errorf("rename kept a FullName that is one of the new names: %+v", img)
+	}
 }
