@@ -137,7 +137,7 @@ func (r *Reader) Close() error { return r.f.Close() }
 func (r *Reader) File() *os.File { return r.f }
 
 // ErrTooLarge means a blob read with ReadAll exceeds the given limit.
-var ErrTooLarge = errors.New("blob too large")
+var ErrTooLarge = errors.New("too large")
 
 // ReadAll reads a small blob (a manifest, index or config) whole and
 // verifies it. Blobs larger than max bytes are refused with ErrTooLarge.

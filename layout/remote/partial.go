@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/blob"
 	"github.com/strata-oci/strata/layout"
@@ -132,15 +132,12 @@ func (s *layoutStore) pushResumable(ctx context.Context, d ocispec.Descriptor, l
 	if err := s.l.Hold(); err != nil {
 		return err
 	}
-	ps := blob.New(PartialDir(s.l), s.l.Blobs().StagingDir())
+	ps := partialStore(s.l)
 	p, err := ps.Path(d.Digest)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", filepath.Dir(p), err)
-	}
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o644)
+	f, err := ps.OpenFile(d.Digest, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("open partial download %s: %w", p, err)
 	}
@@ -150,7 +147,7 @@ func (s *layoutStore) pushResumable(ctx context.Context, d ocispec.Descriptor, l
 	}
 	if s.l.Blobs().Has(d.Digest, d.Size) {
 		// Another pull finished it while this one waited for the lock.
-		_ = os.Remove(p)
+		_ = ps.Delete(d.Digest)
 		return nil
 	}
 	for attempt := 0; ; attempt++ {
@@ -167,7 +164,7 @@ func (s *layoutStore) pushResumable(ctx context.Context, d ocispec.Descriptor, l
 		}
 		_, err = s.l.Blobs().CopyFrom(ps, d.Digest, d.Size)
 		if err == nil {
-			_ = os.Remove(p)
+			_ = ps.Delete(d.Digest)
 			return nil
 		}
 		if !errors.Is(err, blob.ErrDigestMismatch) && !errors.Is(err, blob.ErrSizeMismatch) {
@@ -180,7 +177,7 @@ func (s *layoutStore) pushResumable(ctx context.Context, d ocispec.Descriptor, l
 			return fmt.Errorf("reset partial download %s: %w", p, terr)
 		}
 		if !resumed || attempt > 0 {
-			_ = os.Remove(p)
+			_ = ps.Delete(d.Digest)
 			return fmt.Errorf("download %s %s: %w", kind(d), d.Digest, err)
 		}
 	}
@@ -231,24 +228,31 @@ type onlyWriter struct{ w io.Writer }
 
 func (o onlyWriter) Write(p []byte) (int, error) { return o.w.Write(p) }
 
+// partialStore is l's partial downloads, seen as a blob store confined
+// to the layout: no link below the layout's directory is followed.
+func partialStore(l *layout.Layout) *blob.Store {
+	return blob.New(PartialDir(l), l.Blobs().StagingDir(), blob.WithRoot(l.Dir()))
+}
+
 // prunePartials removes partial downloads that nobody holds and nobody
 // touched for partialMaxAge.
-func prunePartials(dir string) {
-	_ = filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
-		if err != nil || e.IsDir() {
+func prunePartials(l *layout.Layout) {
+	ps := partialStore(l)
+	_ = ps.Walk(func(d digest.Digest, _ int64, err error) error {
+		if err != nil {
 			return nil
 		}
-		fi, err := e.Info()
-		if err != nil || time.Since(fi.ModTime()) < partialMaxAge {
-			return nil
-		}
-		f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+		f, err := ps.OpenFile(d, os.O_RDONLY|unix.O_NONBLOCK, 0)
 		if err != nil {
 			return nil
 		}
 		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil || time.Since(fi.ModTime()) < partialMaxAge {
+			return nil
+		}
 		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
-			_ = os.Remove(p)
+			_ = ps.Delete(d)
 		}
 		return nil
 	})

@@ -93,7 +93,7 @@ func fetch(ctx context.Context, l *layout.Layout, ref Reference, o *options) (*R
 	if _, err := l.Blobs().CleanStaging(); err != nil {
 		return nil, err
 	}
-	prunePartials(PartialDir(l))
+	prunePartials(l)
 	sess, err := o.connect(ctx, ref.Host())
 	if err != nil {
 		return nil, err
