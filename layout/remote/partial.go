@@ -16,6 +16,7 @@ import (
 	"github.com/strata-oci/strata/blob"
 	"github.com/strata-oci/strata/layout"
 	"golang.org/x/sys/unix"
+	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 )
@@ -45,6 +46,10 @@ type resumableSource struct {
 }
 
 func (s *resumableSource) Fetch(ctx context.Context, d ocispec.Descriptor) (io.ReadCloser, error) {
+	// Refused before any request: the registry's answer is not read.
+	if err := checkDeclared(d); err != nil {
+		return nil, err
+	}
 	if d.Size >= resumeMinSize && !layout.IsIndex(d.MediaType) && !layout.IsManifest(d.MediaType) {
 		return &lazyBlob{ctx: ctx, src: s, desc: d}, nil
 	}
@@ -153,6 +158,13 @@ func (s *layoutStore) pushResumable(ctx context.Context, d ocispec.Descriptor, l
 	for attempt := 0; ; attempt++ {
 		resumed, err := s.download(ctx, f, d, lb)
 		if err != nil {
+			if fi, serr := f.Stat(); errors.Is(err, errTooLong) || serr == nil && fi.Size() == 0 {
+				// Not the blob the descriptor declares (never keep it),
+				// or nothing to resume from.
+				_ = ps.Delete(d.Digest)
+			}
+			// Anything else (a cut connection, a short answer) keeps
+			// what arrived for the next pull to resume.
 			return fmt.Errorf("download %s %s: %w", kind(d), d.Digest, err)
 		}
 		if err := f.Sync(); err != nil {
@@ -174,6 +186,7 @@ func (s *layoutStore) pushResumable(ctx context.Context, d ocispec.Descriptor, l
 		// owe that to its old part, so it is tried once more from zero.
 		_ = f.Chmod(0o644)
 		if terr := f.Truncate(0); terr != nil {
+			_ = ps.Delete(d.Digest)
 			return fmt.Errorf("reset partial download %s: %w", p, terr)
 		}
 		if !resumed || attempt > 0 {
@@ -183,8 +196,16 @@ func (s *layoutStore) pushResumable(ctx context.Context, d ocispec.Descriptor, l
 	}
 }
 
+// errTooLong marks a registry answer with more bytes than the descriptor
+// declares.
+var errTooLong = fmt.Errorf("%w: the registry sent more bytes than the descriptor declares", blob.ErrSizeMismatch)
+
 // download fills f up to d.Size, from its current length on when the
-// registry allows it, and says whether it resumed.
+// registry allows it, and says whether it resumed. It reads at most one
+// byte past d.Size (then fails with errTooLong), and refuses to start
+// when the bytes still missing exceed the free space of f's file system:
+// a descriptor may declare any size, and the download would fill the disk
+// before it failed.
 func (s *layoutStore) download(ctx context.Context, f *os.File, d ocispec.Descriptor, lb *lazyBlob) (bool, error) {
 	fi, err := f.Stat()
 	if err != nil {
@@ -197,6 +218,9 @@ func (s *layoutStore) download(ctx context.Context, f *os.File, d ocispec.Descri
 	if have == d.Size {
 		return true, nil
 	}
+	if err := checkSpace(f, d, d.Size-have); err != nil {
+		return false, err
+	}
 	body, start, err := lb.from(have)
 	if err != nil {
 		return false, explain(err, lb.src.repo.Reference.Registry)
@@ -204,6 +228,9 @@ func (s *layoutStore) download(ctx context.Context, f *os.File, d ocispec.Descri
 	defer body.Close()
 	if start != have {
 		have = start
+		if err := checkSpace(f, d, d.Size-have); err != nil {
+			return false, err
+		}
 	}
 	if err := f.Truncate(have); err != nil {
 		return false, err
@@ -211,7 +238,8 @@ func (s *layoutStore) download(ctx context.Context, f *os.File, d ocispec.Descri
 	if _, err := f.Seek(have, io.SeekStart); err != nil {
 		return false, err
 	}
-	pr := &progressReader{r: &ctxReader{ctx: ctx, r: io.LimitReader(body, d.Size-have)}, d: d, o: s.o, n: have}
+	want := d.Size - have
+	pr := &progressReader{r: &ctxReader{ctx: ctx, r: io.LimitReader(body, want)}, d: d, o: s.o, n: have}
 	n, err := io.CopyBuffer(onlyWriter{f}, pr, make([]byte, 1<<20))
 	if err != nil {
 		return false, err
@@ -219,7 +247,64 @@ func (s *layoutStore) download(ctx context.Context, f *os.File, d ocispec.Descri
 	if have+n != d.Size {
 		return false, fmt.Errorf("%w: the registry sent %d of %d bytes", blob.ErrSizeMismatch, have+n, d.Size)
 	}
+	// One byte more is an answer longer than declared: the blob is not
+	// the one described, whatever its first d.Size bytes are.
+	var one [1]byte
+	if m, _ := io.ReadFull(body, one[:]); m > 0 {
+		return false, errTooLong
+	}
 	return start > 0, nil
+}
+
+// checkSpace refuses a download of need more bytes of d into f when f's
+// file system has less than that free.
+func checkSpace(f *os.File, d ocispec.Descriptor, need int64) error {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil {
+		return nil // unknown: the write itself will tell
+	}
+	free := st.Bavail * uint64(st.Bsize)
+	if need > 0 && uint64(need) > free {
+		return fmt.Errorf("it declares %d bytes (%d still to download), more than the %d bytes free in %s: %w",
+			d.Size, need, free, filepath.Dir(f.Name()), unix.ENOSPC)
+	}
+	return nil
+}
+
+// checkDeclared refuses a manifest, index or config whose descriptor
+// declares more than the layout reads whole (layout.MaxManifestSize,
+// layout.MaxConfigSize), before anything is downloaded.
+func checkDeclared(d ocispec.Descriptor) error {
+	if d.Size < 0 {
+		return fmt.Errorf("%s %s: invalid size %d", kind(d), d.Digest, d.Size)
+	}
+	switch {
+	case layout.IsIndex(d.MediaType) || layout.IsManifest(d.MediaType):
+		return checkSize(d, layout.MaxManifestSize)
+	case layout.IsConfig(d.MediaType):
+		return checkSize(d, layout.MaxConfigSize)
+	}
+	return nil
+}
+
+func checkSize(d ocispec.Descriptor, max int64) error {
+	if d.Size > max {
+		return fmt.Errorf("%s %s: %w: it declares %d bytes, more than the limit of %d", kind(d), d.Digest, layout.ErrTooLarge, d.Size, max)
+	}
+	return nil
+}
+
+// fetchSmall fetches a manifest, index or config whole, refusing one whose
+// descriptor declares more than max before any request; what is read is
+// bounded by the descriptor's size and verified against its digest.
+func fetchSmall(ctx context.Context, repo *remote.Repository, d ocispec.Descriptor, max int64) ([]byte, error) {
+	if err := checkSize(d, max); err != nil {
+		return nil, err
+	}
+	if d.Size < 0 {
+		return nil, fmt.Errorf("%s %s: invalid size %d", kind(d), d.Digest, d.Size)
+	}
+	return content.FetchAll(ctx, repo, d)
 }
 
 // onlyWriter hides *os.File's ReadFrom, whose fallback would bypass the
