@@ -6,7 +6,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
@@ -39,14 +38,12 @@ func (s *Store) CopyFrom(src *Store, d digest.Digest, size int64) (CopyMethod, e
 	}
 	defer r.Close()
 	size = r.Size()
-	dst, err := s.Path(d)
+	dstPath := algDir(s.dir, d)
+	dir, err := s.openDir(dstPath, true)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("create %s: %w", dstPath, err)
 	}
-	dir := filepath.Dir(dst)
-	if err := mkdirAllSynced(dir); err != nil {
-		return "", fmt.Errorf("create %s: %w", dir, err)
-	}
+	defer dir.Close()
 
 	// Reflink: clone into a staging file, verify the clone, then publish it.
 	if m, err := s.tryReflink(r.File(), d, size); err == nil {
@@ -59,8 +56,12 @@ func (s *Store) CopyFrom(src *Store, d digest.Digest, size int64) (CopyMethod, e
 	// by its seal when it has a matching one, else hashed; either way its
 	// identity is taken before and checked after the link, so what got
 	// linked is what was verified.
-	srcPath, _ := src.Path(d)
-	if sameFS(srcPath, dir) {
+	srcDir, err := src.openDir(algDir(src.dir, d), false)
+	if err != nil {
+		return "", fmt.Errorf("blob %s: %w", d, err)
+	}
+	defer srcDir.Close()
+	if sameFS(srcDir, dir) {
 		before, ok := src.sealed(d, size)
 		if !ok {
 			before = fileIdentity(r.File())
@@ -73,16 +74,19 @@ func (s *Store) CopyFrom(src *Store, d digest.Digest, size int64) (CopyMethod, e
 			}
 		}
 		// A file already at dst has the wrong size (Has said no above),
-		// so it is damaged: the stream below replaces it.
-		err := os.Link(srcPath, dst)
+		// so it is damaged: the stream below replaces it. Both names are
+		// taken relative to directories opened without following links,
+		// and linkat without AT_SYMLINK_FOLLOW links a link itself, never
+		// its target (statBlob below refuses anything but a regular file).
+		err := unix.Linkat(int(srcDir.Fd()), d.Encoded(), int(dir.Fd()), d.Encoded(), 0)
 		if err == nil {
 			after, serr := s.statBlob(d)
 			if serr != nil || !after.sameContent(before) {
-				_ = os.Remove(dst)
+				_ = unix.Unlinkat(int(dir.Fd()), d.Encoded(), 0)
 				return "", fmt.Errorf("blob %s: %w: it changed while it was linked", d, ErrDigestMismatch)
 			}
 			if err := syncDir(dir); err != nil {
-				return "", fmt.Errorf("sync %s: %w", dir, err)
+				return "", fmt.Errorf("sync %s: %w", dstPath, err)
 			}
 			// One inode, one identity (the link moved its ctime).
 			s.seal(d, after)
@@ -147,9 +151,9 @@ func (s *Store) tryReflink(src *os.File, d digest.Digest, size int64) (CopyMetho
 	return CopyReflink, nil
 }
 
-func sameFS(a, b string) bool {
+func sameFS(a, b *os.File) bool {
 	var sa, sb unix.Stat_t
-	if unix.Stat(a, &sa) != nil || unix.Stat(b, &sb) != nil {
+	if unix.Fstat(int(a.Fd()), &sa) != nil || unix.Fstat(int(b.Fd()), &sb) != nil {
 		return false
 	}
 	return sa.Dev == sb.Dev

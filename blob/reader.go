@@ -29,17 +29,18 @@ type Reader struct {
 // have exactly that size; otherwise the size of the file when it is opened
 // is taken as the expected size.
 func (s *Store) Open(d digest.Digest, size int64) (*Reader, error) {
-	p, err := s.Path(d)
-	if err != nil {
+	if err := Validate(d); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	// O_NONBLOCK: opening a FIFO planted as a blob must not hang; it is
+	// refused below as not a regular file.
+	f, err := s.OpenFile(d, os.O_RDONLY|unix.O_NONBLOCK, 0)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("blob %s: %w", d, ErrNotFound)
 		}
-		if errors.Is(err, unix.ELOOP) {
-			return nil, fmt.Errorf("blob %s: is a symbolic link", d)
+		if errors.Is(err, ErrSymlink) {
+			return nil, fmt.Errorf("blob %s: %w", d, err)
 		}
 		return nil, fmt.Errorf("open blob %s: %w", d, err)
 	}
@@ -136,7 +137,7 @@ func (r *Reader) Close() error { return r.f.Close() }
 func (r *Reader) File() *os.File { return r.f }
 
 // ErrTooLarge means a blob read with ReadAll exceeds the given limit.
-var ErrTooLarge = errors.New("blob too large")
+var ErrTooLarge = errors.New("too large")
 
 // ReadAll reads a small blob (a manifest, index or config) whole and
 // verifies it. Blobs larger than max bytes are refused with ErrTooLarge.

@@ -3,12 +3,14 @@ package blob
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/strata-oci/strata/internal/safedir"
 	"golang.org/x/sys/unix"
 )
 
@@ -109,25 +111,26 @@ func parseIdentity(s string) (identity, error) {
 	return identity{dev: u[0], ino: u[1], nlink: u[2], size: n[0], mtime: n[1], ctime: n[2]}, nil
 }
 
+// sealPath is where blob d's seal lives.
 func (s *Store) sealPath(d digest.Digest) string {
-	return filepath.Join(s.seals, d.Algorithm().String(), d.Encoded())
+	return filepath.Join(algDir(s.seals, d), d.Encoded())
 }
 
 // statBlob returns the identity of blob d's file as it is now.
 func (s *Store) statBlob(d digest.Digest) (identity, error) {
-	p, err := s.Path(d)
+	st, err := s.lstat(d)
 	if err != nil {
-		return identity{}, err
-	}
-	var st unix.Stat_t
-	if err := unix.Lstat(p, &st); err != nil {
 		return identity{}, err
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return identity{}, fmt.Errorf("blob %s: not a regular file", d)
 	}
-	return identityOf(&st), nil
+	return identityOf(st), nil
 }
+
+// maxSeal bounds what is read of a seal file: a real one is under 100
+// bytes.
+const maxSeal = 512
 
 // sealed reports whether blob d has a seal matching its file exactly, and
 // the file's identity.
@@ -139,11 +142,19 @@ func (s *Store) sealed(d digest.Digest, size int64) (identity, bool) {
 	if err != nil || (size >= 0 && id.size != size) {
 		return identity{}, false
 	}
-	b, err := os.ReadFile(s.sealPath(d))
+	dir, err := s.openDir(algDir(s.seals, d), false)
 	if err != nil {
 		return identity{}, false
 	}
-	rec, err := parseIdentity(string(b))
+	defer dir.Close()
+	f, err := safedir.OpenAt(dir, d.Encoded(), os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return identity{}, false
+	}
+	defer f.Close()
+	b := make([]byte, maxSeal)
+	n, _ := io.ReadFull(f, b)
+	rec, err := parseIdentity(string(b[:n]))
 	if err != nil || !rec.matches(id) {
 		return identity{}, false
 	}
@@ -157,30 +168,36 @@ func (s *Store) seal(d digest.Digest, id identity) {
 	if s.seals == "" {
 		return
 	}
-	p := s.sealPath(d)
-	dir := filepath.Dir(p)
-	tmp := filepath.Join(dir, randomName(".seal-"))
-	err := os.WriteFile(tmp, []byte(id.encode()), 0o644)
-	if errors.Is(err, os.ErrNotExist) {
-		if os.MkdirAll(dir, 0o755) != nil {
-			return
-		}
-		err = os.WriteFile(tmp, []byte(id.encode()), 0o644)
-	}
+	dir, err := s.openDir(algDir(s.seals, d), true)
 	if err != nil {
-		_ = os.Remove(tmp)
 		return
 	}
-	if os.Rename(tmp, p) != nil {
-		_ = os.Remove(tmp)
+	defer dir.Close()
+	tmp := randomName(".seal-")
+	f, err := safedir.OpenAt(dir, tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return
+	}
+	_, err = f.WriteString(id.encode())
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil || unix.Renameat(int(dir.Fd()), tmp, int(dir.Fd()), d.Encoded()) != nil {
+		_ = unix.Unlinkat(int(dir.Fd()), tmp, 0)
 	}
 }
 
 // unseal drops blob d's seal.
 func (s *Store) unseal(d digest.Digest) {
-	if s.seals != "" {
-		_ = os.Remove(s.sealPath(d))
+	if s.seals == "" {
+		return
 	}
+	dir, err := s.openDir(algDir(s.seals, d), false)
+	if err != nil {
+		return
+	}
+	defer dir.Close()
+	_ = unix.Unlinkat(int(dir.Fd()), d.Encoded(), 0)
 }
 
 // sealFile seals blob d after its content was verified through f, if f is

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/strata-oci/strata/internal/safedir"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,6 +20,8 @@ import (
 type Writer struct {
 	s        *Store
 	f        *os.File
+	dir      *os.File // the staging directory, which holds f as name
+	name     string
 	path     string
 	h        hash.Hash
 	alg      digest.Algorithm
@@ -54,54 +57,61 @@ func (s *Store) NewWriter(opts ...WriteOption) (*Writer, error) {
 		}
 		w.alg = w.want.Algorithm()
 	}
-	if err := mkdirAllSynced(s.staging); err != nil {
+	dir, err := s.openDir(s.staging, true)
+	if err != nil {
 		return nil, fmt.Errorf("create staging directory: %w", err)
 	}
 	for attempt := 0; ; attempt++ {
-		w.path = filepath.Join(s.staging, randomName("ingest-"))
-		f, err := os.OpenFile(w.path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+		w.name = randomName("ingest-")
+		w.path = filepath.Join(s.staging, w.name)
+		f, err := safedir.OpenAt(dir, w.name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 		if err != nil {
+			dir.Close()
 			return nil, fmt.Errorf("create staging file in %s: %w", s.staging, err)
 		}
 		// The lock tells gc that this staging file is alive.
 		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
 			f.Close()
-			os.Remove(w.path)
+			_ = unix.Unlinkat(int(dir.Fd()), w.name, 0)
+			dir.Close()
 			return nil, fmt.Errorf("lock staging file %s: %w", w.path, err)
 		}
 		// CleanStaging may have locked and removed the file between its
 		// creation and our lock; then we hold a lock on an unlinked file
 		// and must start over with a new one.
-		if alive, err := stillLinked(f, w.path); err != nil {
+		if alive, err := stillLinked(f, dir, w.name); err != nil {
 			f.Close()
+			dir.Close()
 			return nil, fmt.Errorf("check staging file %s: %w", w.path, err)
 		} else if !alive {
 			f.Close()
 			if attempt >= 8 {
+				dir.Close()
 				return nil, fmt.Errorf("create staging file in %s: removed by a concurrent clean %d times", s.staging, attempt+1)
 			}
 			continue
 		}
 		w.f = f
+		w.dir = dir
 		w.h = w.alg.Hash()
 		return w, nil
 	}
 }
 
-// stillLinked reports whether path still names the open file f.
-func stillLinked(f *os.File, path string) (bool, error) {
-	fi, err := f.Stat()
-	if err != nil {
+// stillLinked reports whether name in dir still names the open file f.
+func stillLinked(f, dir *os.File, name string) (bool, error) {
+	var fst, pst unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &fst); err != nil {
 		return false, err
 	}
-	pi, err := os.Lstat(path)
+	err := unix.Fstatat(int(dir.Fd()), name, &pst, unix.AT_SYMLINK_NOFOLLOW)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
 	if err != nil {
 		return false, err
 	}
-	return os.SameFile(fi, pi), nil
+	return fst.Dev == pst.Dev && fst.Ino == pst.Ino, nil
 }
 
 // Write hashes and stores p.
@@ -164,8 +174,7 @@ func (w *Writer) Commit() (digest.Digest, int64, error) {
 		w.Close()
 		return "", 0, fmt.Errorf("%w: expected %s, got %s", ErrDigestMismatch, w.want, got)
 	}
-	dst, err := w.s.Path(got)
-	if err != nil {
+	if err := Validate(got); err != nil {
 		w.Close()
 		return "", 0, err
 	}
@@ -177,24 +186,29 @@ func (w *Writer) Commit() (digest.Digest, int64, error) {
 		w.Close()
 		return "", 0, fmt.Errorf("sync blob %s: %w", got, err)
 	}
-	dir := filepath.Dir(dst)
-	if err := mkdirAllSynced(dir); err != nil {
+	dst := algDir(w.s.dir, got)
+	dir, err := w.s.openDir(dst, true)
+	if err != nil {
 		w.Close()
-		return "", 0, fmt.Errorf("create %s: %w", dir, err)
+		return "", 0, fmt.Errorf("create %s: %w", dst, err)
 	}
+	defer dir.Close()
 	// Blobs are immutable: make that visible in their mode.
 	_ = w.f.Chmod(0o444)
-	if err := os.Rename(w.path, dst); err != nil {
+	// Both ends are directory descriptors opened without following links:
+	// the rename lands in this store's blob directory and nowhere else.
+	if err := unix.Renameat(int(w.dir.Fd()), w.name, int(dir.Fd()), got.Encoded()); err != nil {
 		w.Close()
 		return "", 0, fmt.Errorf("publish blob %s: %w", got, err)
 	}
 	w.done = true
+	w.dir.Close()
 	// The content was hashed on its way in: seal the published file (its
 	// identity after the rename, which moves the ctime).
 	w.s.sealFile(got, w.f, fileIdentity(w.f))
 	w.f.Close()
 	if err := syncDir(dir); err != nil {
-		return "", 0, fmt.Errorf("sync %s: %w", dir, err)
+		return "", 0, fmt.Errorf("sync %s: %w", dst, err)
 	}
 	return got, w.n, nil
 }
@@ -206,9 +220,10 @@ func (w *Writer) Close() error {
 	}
 	w.done = true
 	err := w.f.Close()
-	if rerr := os.Remove(w.path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) && err == nil {
+	if rerr := unix.Unlinkat(int(w.dir.Fd()), w.name, 0); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) && err == nil {
 		err = rerr
 	}
+	w.dir.Close()
 	return err
 }
 

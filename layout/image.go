@@ -10,11 +10,15 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// Size limits for JSON blobs read whole. Manifests follow the registry
-// limit; configs of images with long histories can be larger.
+// Size limits for JSON blobs read whole (and downloaded by pull), past
+// which they are refused with ErrTooLarge: 4 MiB, the limit of
+// distribution and containerd for manifests and indexes and of
+// containers/image (skopeo, podman) for configs too. A config that large
+// already holds thousands of layers' history; one larger could not be
+// pulled or loaded by those tools either.
 const (
 	MaxManifestSize = 4 << 20
-	MaxConfigSize   = 32 << 20
+	MaxConfigSize   = 4 << 20
 )
 
 // ErrNoPlatform means an index holds no image for the requested platform.

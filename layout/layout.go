@@ -19,6 +19,7 @@ import (
 	"sync"
 
 	"github.com/strata-oci/strata/blob"
+	"github.com/strata-oci/strata/internal/safedir"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,6 +37,35 @@ const (
 
 // ErrNotLayout means a directory is not an OCI image layout.
 var ErrNotLayout = errors.New("not an OCI image layout")
+
+// ErrSymlink means a layout's own file or directory (oci-layout,
+// index.json, blobs/, blobs/sha256, .strata/ and the directories in it) is
+// a symbolic link. strata refuses such a layout rather than read, write or
+// delete through the link; the error is a *blob.LinkError naming it.
+var ErrSymlink = blob.ErrSymlink
+
+// ErrTooLarge means a document read whole (index.json, a manifest, an
+// index or a config) is larger than its limit: MaxIndexSize,
+// MaxManifestSize or MaxConfigSize.
+var ErrTooLarge = blob.ErrTooLarge
+
+// maxMarkerSize bounds what is read of oci-layout, which holds one small
+// JSON object.
+const maxMarkerSize = 64 << 10
+
+// ownNames are the layout's own files and directories, parents first:
+// none may be a symbolic link. (Partial downloads are layout/remote's.)
+var ownNames = []string{
+	LayoutFile, IndexFile,
+	BlobsDir, filepath.Join(BlobsDir, "sha256"), filepath.Join(BlobsDir, "sha384"), filepath.Join(BlobsDir, "sha512"),
+	StateDir,
+	filepath.Join(StateDir, "staging"),
+	filepath.Join(StateDir, "seals"),
+	filepath.Join(StateDir, "seals", "sha256"), filepath.Join(StateDir, "seals", "sha384"), filepath.Join(StateDir, "seals", "sha512"),
+	filepath.Join(StateDir, "partial"),
+	filepath.Join(StateDir, "partial", "sha256"), filepath.Join(StateDir, "partial", "sha384"), filepath.Join(StateDir, "partial", "sha512"),
+	filepath.Join(StateDir, "gc.lock"), filepath.Join(StateDir, "index.lock"),
+}
 
 // Layout is an open OCI image-layout directory. It is safe for concurrent
 // use; Close releases the locks it holds.
@@ -55,8 +85,12 @@ type layoutMarker struct {
 // on an existing layout opens it; calling it on a directory that holds
 // other files is an error.
 func Init(dir string) (*Layout, error) {
-	if l, err := Open(dir); err == nil {
+	l, err := Open(dir)
+	if err == nil {
 		return l, nil
+	}
+	if errors.Is(err, ErrSymlink) {
+		return nil, err
 	}
 	ents, err := os.ReadDir(dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -69,9 +103,11 @@ func Init(dir string) (*Layout, error) {
 			return nil, fmt.Errorf("init layout %s: %w: directory is not empty (it holds %s)", dir, ErrNotLayout, e.Name())
 		}
 	}
-	if err := os.MkdirAll(filepath.Join(dir, BlobsDir), 0o755); err != nil {
+	bd, err := safedir.MkdirAll(dir, BlobsDir, 0o755)
+	if err != nil {
 		return nil, fmt.Errorf("init layout %s: %w", dir, err)
 	}
+	bd.Close()
 	if !hasValidIndex(dir) {
 		idx, _ := json.Marshal(newIndex())
 		if err := writeFileAtomic(dir, IndexFile, idx); err != nil {
@@ -96,7 +132,7 @@ func initLeftover(name string) bool {
 }
 
 func hasValidIndex(dir string) bool {
-	b, err := os.ReadFile(filepath.Join(dir, IndexFile))
+	b, err := safedir.ReadFile(dir, IndexFile, MaxIndexSize, ErrTooLarge)
 	if err != nil {
 		return false
 	}
@@ -104,9 +140,11 @@ func hasValidIndex(dir string) bool {
 	return err == nil
 }
 
-// Open opens the existing layout at dir.
+// Open opens the existing layout at dir. dir itself may be a symbolic
+// link (it is the caller's choice); a layout whose own files or
+// directories are links is refused with an error wrapping ErrSymlink.
 func Open(dir string) (*Layout, error) {
-	b, err := os.ReadFile(filepath.Join(dir, LayoutFile))
+	b, err := safedir.ReadFile(dir, LayoutFile, maxMarkerSize, ErrTooLarge)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			if _, serr := os.Stat(dir); serr != nil {
@@ -123,12 +161,16 @@ func Open(dir string) (*Layout, error) {
 	if m.Version == "" {
 		return nil, fmt.Errorf("open layout %s: %w: %s has no imageLayoutVersion", dir, ErrNotLayout, LayoutFile)
 	}
-	if _, err := os.Stat(filepath.Join(dir, IndexFile)); err != nil {
+	if err := safedir.CheckNoLinks(dir, ownNames...); err != nil {
+		return nil, fmt.Errorf("open layout %s: %w", dir, err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, IndexFile)); err != nil {
 		return nil, fmt.Errorf("open layout %s: %w: %v", dir, ErrNotLayout, err)
 	}
 	return &Layout{
-		dir:   dir,
-		blobs: blob.New(filepath.Join(dir, BlobsDir), filepath.Join(dir, StateDir, "staging"), blob.WithSeals(filepath.Join(dir, StateDir, "seals"))),
+		dir: dir,
+		blobs: blob.New(filepath.Join(dir, BlobsDir), filepath.Join(dir, StateDir, "staging"),
+			blob.WithRoot(dir), blob.WithSeals(filepath.Join(dir, StateDir, "seals"))),
 	}, nil
 }
 
@@ -174,16 +216,23 @@ func (l *Layout) Hold() error {
 }
 
 func (l *Layout) openLock(name string) (*os.File, error) {
-	dir := filepath.Join(l.dir, StateDir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("create %s: %w", dir, err)
-	}
-	p := filepath.Join(dir, name)
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o644)
+	f, err := safedir.OpenFile(l.dir, filepath.Join(StateDir, name), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("open lock %s: %w", p, err)
+		return nil, fmt.Errorf("open lock in layout %s: %w", l.dir, err)
 	}
 	return f, nil
+}
+
+// MakeStateDir creates the layout's state directory (StateDir) when it is
+// missing, following no symbolic link, and returns its path, for callers
+// that keep private working files there (archive staging, conversions).
+func (l *Layout) MakeStateDir() (string, error) {
+	d, err := safedir.MkdirAll(l.dir, StateDir, 0o755)
+	if err != nil {
+		return "", fmt.Errorf("layout %s: %w", l.dir, err)
+	}
+	d.Close()
+	return filepath.Join(l.dir, StateDir), nil
 }
 
 // writeFileAtomic replaces dir/name with data: temp file, fsync, rename,

@@ -36,6 +36,19 @@ const (
 // such as bzip2 as an output.
 var ErrUnsupported = errors.New("unsupported compression")
 
+// MaxZstdWindow is the largest zstd window strata decompresses: the
+// history a frame may refer back to, which the decoder must keep in
+// memory. 128 MiB is the zstd tool's own default limit (it decompresses
+// more only when given --long=N or --memory), so every stream zstd
+// decompresses by default is accepted, up to level 22 --ultra and
+// --long=27; one made with a larger window (--long=28 and up) is refused
+// with ErrWindowTooLarge instead of costing up to 2 GiB of memory.
+const MaxZstdWindow = 128 << 20
+
+// ErrWindowTooLarge means a zstd stream asks for a window larger than
+// MaxZstdWindow.
+var ErrWindowTooLarge = errors.New("zstd window too large")
+
 // ParseKind parses a --compression value for output.
 func ParseKind(s string) (Kind, error) {
 	switch Kind(s) {
@@ -76,7 +89,8 @@ func Sniff(r io.Reader) (Kind, io.Reader, error) {
 }
 
 // NewReader decompresses r, which is compressed with k. Close the result
-// to release decoder resources; it does not close r.
+// to release decoder resources; it does not close r. Every zstd stream
+// strata reads is decoded here, with its window bounded by MaxZstdWindow.
 func NewReader(r io.Reader, k Kind) (io.ReadCloser, error) {
 	switch k {
 	case None:
@@ -88,7 +102,8 @@ func NewReader(r io.Reader, k Kind) (io.ReadCloser, error) {
 		}
 		return zr, nil
 	case Zstd:
-		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+			zstd.WithDecoderMaxWindow(MaxZstdWindow))
 		if err != nil {
 			return nil, fmt.Errorf("zstd: %w", err)
 		}
@@ -116,6 +131,28 @@ func NewSniffingReader(r io.Reader) (io.ReadCloser, Kind, error) {
 }
 
 type zstdReadCloser struct{ *zstd.Decoder }
+
+func (z zstdReadCloser) Read(p []byte) (int, error) {
+	n, err := z.Decoder.Read(p)
+	return n, windowErr(err)
+}
+
+func (z zstdReadCloser) WriteTo(w io.Writer) (int64, error) {
+	n, err := z.Decoder.WriteTo(w)
+	return n, windowErr(err)
+}
+
+// windowErr names a frame whose window is over the limit, which a
+// one-goroutine stream decoder reports with either error (the second when
+// it checks the window against its memory bound; strata sets none lower
+// than the window's).
+func windowErr(err error) error {
+	if err != nil && (errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrDecoderSizeExceeded)) {
+		return fmt.Errorf("zstd: %w: a frame needs more than the %d MiB of history strata allows (it was compressed with a larger window, such as zstd --long=28 or more)",
+			ErrWindowTooLarge, MaxZstdWindow>>20)
+	}
+	return err
+}
 
 func (z zstdReadCloser) Close() error { z.Decoder.Close(); return nil }
 

@@ -3,10 +3,14 @@ package compression
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"math/bits"
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 func TestDetect(t *testing.T) {
@@ -196,4 +200,85 @@ func FuzzReaders(f *testing.F) {
 			rc.Close()
 		}
 	})
+}
+
+// zstdWithWindow compresses data as one frame whose header declares a
+// window of the given size (a power of two from 1 KiB): data is encoded
+// with a small window, which any larger one contains, and the header's
+// window descriptor is then set, so the test needs no large buffers.
+func zstdWithWindow(t *testing.T, data []byte, window int) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw, err := zstd.NewWriter(&buf, zstd.WithWindowSize(1<<20), zstd.WithSingleSegment(false), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A flush before the end writes the frame header while the size is
+	// still unknown: a window descriptor, no single segment.
+	if _, err := zw.Write(data[:len(data)/2]); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := zw.Write(data[len(data)/2:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	z := buf.Bytes()
+	// Magic (4 bytes), frame header descriptor, window descriptor:
+	// exponent (log2 of the window - 10) in its top five bits.
+	if z[4]&0x20 != 0 || window&(window-1) != 0 || window < 1<<10 {
+		t.Fatalf("cannot declare a window of %d in header % x", window, z[:6])
+	}
+	z[5] = byte(bits.Len(uint(window))-1-10) << 3
+	var h zstd.Header
+	if err := h.Decode(z); err != nil || h.WindowSize != uint64(window) {
+		t.Fatalf("header declares %d (%v), want %d", h.WindowSize, err, window)
+	}
+	return z
+}
+
+// TestZstdWindowLimit: a stream whose frame asks for a window over
+// MaxZstdWindow is refused with ErrWindowTooLarge, whether it is read
+// with Read or WriteTo; one at the limit decompresses.
+func TestZstdWindowLimit(t *testing.T) {
+	data := layerLike(64 << 10)
+	for _, tc := range []struct {
+		window int
+		ok     bool
+	}{
+		{1 << 20, true},
+		{MaxZstdWindow, true},
+		{2 * MaxZstdWindow, false},
+		{4 * MaxZstdWindow, false}, // zstd --long=29: 530 MB of memory before the limit
+	} {
+		for _, how := range []string{"Read", "WriteTo"} {
+			t.Run(fmt.Sprintf("%dMiB/%s", tc.window>>20, how), func(t *testing.T) {
+				z := zstdWithWindow(t, data, tc.window)
+				rc, err := NewReader(bytes.NewReader(z), Zstd)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer rc.Close()
+				var out bytes.Buffer
+				if how == "Read" {
+					_, err = io.Copy(&out, struct{ io.Reader }{rc})
+				} else {
+					_, err = rc.(io.WriterTo).WriteTo(&out)
+				}
+				if tc.ok {
+					if err != nil || !bytes.Equal(out.Bytes(), data) {
+						t.Fatalf("window %d: %v", tc.window, err)
+					}
+					return
+				}
+				if !errors.Is(err, ErrWindowTooLarge) || !strings.Contains(err.Error(), "128 MiB") {
+					t.Fatalf("window %d: %v; want ErrWindowTooLarge", tc.window, err)
+				}
+			})
+		}
+	}
 }

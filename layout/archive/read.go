@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path"
 	"path/filepath"
 	"strconv"
@@ -60,9 +59,9 @@ func Read(r io.Reader, dst *layout.Layout, opts ReadOptions) ([]Image, error) {
 	if err := dst.Hold(); err != nil {
 		return nil, err
 	}
-	stateDir := filepath.Join(dst.Dir(), layout.StateDir)
-	if err := os.MkdirAll(stateDir, 0o755); err != nil {
-		return nil, fmt.Errorf("create %s: %w", stateDir, err)
+	stateDir, err := dst.MakeStateDir()
+	if err != nil {
+		return nil, err
 	}
 	work, err := tempdir.Make(stateDir, "archive-")
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/strata-oci/strata/layout"
 	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
@@ -278,6 +279,10 @@ func (s *session) repository(ref Reference) (*remote.Repository, error) {
 		Client:    s.client,
 		PlainHTTP: s.plain,
 		Reference: registry.Reference{Registry: s.host, Repository: ref.Repository, Reference: ref.object()},
+		// What oras-go reads whole from a response (a manifest whose
+		// digest it must compute, tag lists, referrers): the layout's
+		// manifest limit.
+		MaxMetadataBytes: layout.MaxManifestSize,
 	}
 	if err := repo.Reference.ValidateRepository(); err != nil {
 		return nil, fmt.Errorf("%w %s: %v", ErrInvalidReference, ref, err)

@@ -5,17 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/blob"
 	"github.com/strata-oci/strata/layout"
 	"golang.org/x/sys/unix"
+	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 )
@@ -45,6 +46,10 @@ type resumableSource struct {
 }
 
 func (s *resumableSource) Fetch(ctx context.Context, d ocispec.Descriptor) (io.ReadCloser, error) {
+	// Refused before any request: the registry's answer is not read.
+	if err := checkDeclared(d); err != nil {
+		return nil, err
+	}
 	if d.Size >= resumeMinSize && !layout.IsIndex(d.MediaType) && !layout.IsManifest(d.MediaType) {
 		return &lazyBlob{ctx: ctx, src: s, desc: d}, nil
 	}
@@ -132,15 +137,12 @@ func (s *layoutStore) pushResumable(ctx context.Context, d ocispec.Descriptor, l
 	if err := s.l.Hold(); err != nil {
 		return err
 	}
-	ps := blob.New(PartialDir(s.l), s.l.Blobs().StagingDir())
+	ps := partialStore(s.l)
 	p, err := ps.Path(d.Digest)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", filepath.Dir(p), err)
-	}
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o644)
+	f, err := ps.OpenFile(d.Digest, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("open partial download %s: %w", p, err)
 	}
@@ -150,12 +152,19 @@ func (s *layoutStore) pushResumable(ctx context.Context, d ocispec.Descriptor, l
 	}
 	if s.l.Blobs().Has(d.Digest, d.Size) {
 		// Another pull finished it while this one waited for the lock.
-		_ = os.Remove(p)
+		_ = ps.Delete(d.Digest)
 		return nil
 	}
 	for attempt := 0; ; attempt++ {
 		resumed, err := s.download(ctx, f, d, lb)
 		if err != nil {
+			if fi, serr := f.Stat(); errors.Is(err, errTooLong) || serr == nil && fi.Size() == 0 {
+				// Not the blob the descriptor declares (never keep it),
+				// or nothing to resume from.
+				_ = ps.Delete(d.Digest)
+			}
+			// Anything else (a cut connection, a short answer) keeps
+			// what arrived for the next pull to resume.
 			return fmt.Errorf("download %s %s: %w", kind(d), d.Digest, err)
 		}
 		if err := f.Sync(); err != nil {
@@ -167,7 +176,7 @@ func (s *layoutStore) pushResumable(ctx context.Context, d ocispec.Descriptor, l
 		}
 		_, err = s.l.Blobs().CopyFrom(ps, d.Digest, d.Size)
 		if err == nil {
-			_ = os.Remove(p)
+			_ = ps.Delete(d.Digest)
 			return nil
 		}
 		if !errors.Is(err, blob.ErrDigestMismatch) && !errors.Is(err, blob.ErrSizeMismatch) {
@@ -177,17 +186,26 @@ func (s *layoutStore) pushResumable(ctx context.Context, d ocispec.Descriptor, l
 		// owe that to its old part, so it is tried once more from zero.
 		_ = f.Chmod(0o644)
 		if terr := f.Truncate(0); terr != nil {
+			_ = ps.Delete(d.Digest)
 			return fmt.Errorf("reset partial download %s: %w", p, terr)
 		}
 		if !resumed || attempt > 0 {
-			_ = os.Remove(p)
+			_ = ps.Delete(d.Digest)
 			return fmt.Errorf("download %s %s: %w", kind(d), d.Digest, err)
 		}
 	}
 }
 
+// errTooLong marks a registry answer with more bytes than the descriptor
+// declares.
+var errTooLong = fmt.Errorf("%w: the registry sent more bytes than the descriptor declares", blob.ErrSizeMismatch)
+
 // download fills f up to d.Size, from its current length on when the
-// registry allows it, and says whether it resumed.
+// registry allows it, and says whether it resumed. It reads at most one
+// byte past d.Size (then fails with errTooLong), and refuses to start
+// when the bytes still missing exceed the free space of f's file system:
+// a descriptor may declare any size, and the download would fill the disk
+// before it failed.
 func (s *layoutStore) download(ctx context.Context, f *os.File, d ocispec.Descriptor, lb *lazyBlob) (bool, error) {
 	fi, err := f.Stat()
 	if err != nil {
@@ -200,6 +218,9 @@ func (s *layoutStore) download(ctx context.Context, f *os.File, d ocispec.Descri
 	if have == d.Size {
 		return true, nil
 	}
+	if err := checkSpace(f, d, d.Size-have); err != nil {
+		return false, err
+	}
 	body, start, err := lb.from(have)
 	if err != nil {
 		return false, explain(err, lb.src.repo.Reference.Registry)
@@ -207,6 +228,9 @@ func (s *layoutStore) download(ctx context.Context, f *os.File, d ocispec.Descri
 	defer body.Close()
 	if start != have {
 		have = start
+		if err := checkSpace(f, d, d.Size-have); err != nil {
+			return false, err
+		}
 	}
 	if err := f.Truncate(have); err != nil {
 		return false, err
@@ -214,7 +238,8 @@ func (s *layoutStore) download(ctx context.Context, f *os.File, d ocispec.Descri
 	if _, err := f.Seek(have, io.SeekStart); err != nil {
 		return false, err
 	}
-	pr := &progressReader{r: &ctxReader{ctx: ctx, r: io.LimitReader(body, d.Size-have)}, d: d, o: s.o, n: have}
+	want := d.Size - have
+	pr := &progressReader{r: &ctxReader{ctx: ctx, r: io.LimitReader(body, want)}, d: d, o: s.o, n: have}
 	n, err := io.CopyBuffer(onlyWriter{f}, pr, make([]byte, 1<<20))
 	if err != nil {
 		return false, err
@@ -222,7 +247,64 @@ func (s *layoutStore) download(ctx context.Context, f *os.File, d ocispec.Descri
 	if have+n != d.Size {
 		return false, fmt.Errorf("%w: the registry sent %d of %d bytes", blob.ErrSizeMismatch, have+n, d.Size)
 	}
+	// One byte more is an answer longer than declared: the blob is not
+	// the one described, whatever its first d.Size bytes are.
+	var one [1]byte
+	if m, _ := io.ReadFull(body, one[:]); m > 0 {
+		return false, errTooLong
+	}
 	return start > 0, nil
+}
+
+// checkSpace refuses a download of need more bytes of d into f when f's
+// file system has less than that free.
+func checkSpace(f *os.File, d ocispec.Descriptor, need int64) error {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil {
+		return nil // unknown: the write itself will tell
+	}
+	free := st.Bavail * uint64(st.Bsize)
+	if need > 0 && uint64(need) > free {
+		return fmt.Errorf("it declares %d bytes (%d still to download), more than the %d bytes free in %s: %w",
+			d.Size, need, free, filepath.Dir(f.Name()), unix.ENOSPC)
+	}
+	return nil
+}
+
+// checkDeclared refuses a manifest, index or config whose descriptor
+// declares more than the layout reads whole (layout.MaxManifestSize,
+// layout.MaxConfigSize), before anything is downloaded.
+func checkDeclared(d ocispec.Descriptor) error {
+	if d.Size < 0 {
+		return fmt.Errorf("%s %s: invalid size %d", kind(d), d.Digest, d.Size)
+	}
+	switch {
+	case layout.IsIndex(d.MediaType) || layout.IsManifest(d.MediaType):
+		return checkSize(d, layout.MaxManifestSize)
+	case layout.IsConfig(d.MediaType):
+		return checkSize(d, layout.MaxConfigSize)
+	}
+	return nil
+}
+
+func checkSize(d ocispec.Descriptor, max int64) error {
+	if d.Size > max {
+		return fmt.Errorf("%s %s: %w: it declares %d bytes, more than the limit of %d", kind(d), d.Digest, layout.ErrTooLarge, d.Size, max)
+	}
+	return nil
+}
+
+// fetchSmall fetches a manifest, index or config whole, refusing one whose
+// descriptor declares more than max before any request; what is read is
+// bounded by the descriptor's size and verified against its digest.
+func fetchSmall(ctx context.Context, repo *remote.Repository, d ocispec.Descriptor, max int64) ([]byte, error) {
+	if err := checkSize(d, max); err != nil {
+		return nil, err
+	}
+	if d.Size < 0 {
+		return nil, fmt.Errorf("%s %s: invalid size %d", kind(d), d.Digest, d.Size)
+	}
+	return content.FetchAll(ctx, repo, d)
 }
 
 // onlyWriter hides *os.File's ReadFrom, whose fallback would bypass the
@@ -231,24 +313,31 @@ type onlyWriter struct{ w io.Writer }
 
 func (o onlyWriter) Write(p []byte) (int, error) { return o.w.Write(p) }
 
+// partialStore is l's partial downloads, seen as a blob store confined
+// to the layout: no link below the layout's directory is followed.
+func partialStore(l *layout.Layout) *blob.Store {
+	return blob.New(PartialDir(l), l.Blobs().StagingDir(), blob.WithRoot(l.Dir()))
+}
+
 // prunePartials removes partial downloads that nobody holds and nobody
 // touched for partialMaxAge.
-func prunePartials(dir string) {
-	_ = filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
-		if err != nil || e.IsDir() {
+func prunePartials(l *layout.Layout) {
+	ps := partialStore(l)
+	_ = ps.Walk(func(d digest.Digest, _ int64, err error) error {
+		if err != nil {
 			return nil
 		}
-		fi, err := e.Info()
-		if err != nil || time.Since(fi.ModTime()) < partialMaxAge {
-			return nil
-		}
-		f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+		f, err := ps.OpenFile(d, os.O_RDONLY|unix.O_NONBLOCK, 0)
 		if err != nil {
 			return nil
 		}
 		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil || time.Since(fi.ModTime()) < partialMaxAge {
+			return nil
+		}
 		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
-			_ = os.Remove(p)
+			_ = ps.Delete(d)
 		}
 		return nil
 	})

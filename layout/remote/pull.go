@@ -8,7 +8,6 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/layout"
 	"oras.land/oras-go/v2"
-	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry/remote"
 )
 
@@ -102,7 +101,7 @@ func fetch(ctx context.Context, l *layout.Layout, ref Reference, o *options) (*R
 	if _, err := l.Blobs().CleanStaging(); err != nil {
 		return nil, err
 	}
-	prunePartials(PartialDir(l))
+	prunePartials(l)
 	sess, err := o.connect(ctx, ref.Host())
 	if err != nil {
 		return nil, err
@@ -119,6 +118,9 @@ func fetch(ctx context.Context, l *layout.Layout, ref Reference, o *options) (*R
 		return nil, fmt.Errorf("resolve %s: registry answered with %s: %w", ref, root.Digest, ErrDigestConflict)
 	}
 	root = bare(root)
+	if err := checkDeclared(root); err != nil {
+		return nil, fmt.Errorf("%s: %w", ref, err)
+	}
 	store := &layoutStore{l: l, o: o}
 	src := &resumableSource{repo: repo, sess: sess}
 	copyOne := func(d ocispec.Descriptor) error {
@@ -145,7 +147,7 @@ func fetch(ctx context.Context, l *layout.Layout, ref Reference, o *options) (*R
 				return nil, err
 			}
 		}
-		ib, err := content.FetchAll(ctx, repo, root)
+		ib, err := fetchSmall(ctx, repo, root, layout.MaxManifestSize)
 		if err != nil {
 			return nil, fmt.Errorf("fetch index %s of %s: %w", root.Digest, ref, err)
 		}
@@ -241,7 +243,7 @@ func remoteManifests(ctx context.Context, repo *remote.Repository, idxDesc ocisp
 	if depth > 8 {
 		return nil, fmt.Errorf("index %s: indexes nested too deeply", idxDesc.Digest)
 	}
-	b, err := content.FetchAll(ctx, repo, idxDesc)
+	b, err := fetchSmall(ctx, repo, idxDesc, layout.MaxManifestSize)
 	if err != nil {
 		return nil, fmt.Errorf("fetch index %s: %w", idxDesc.Digest, err)
 	}
@@ -266,7 +268,7 @@ func remoteManifests(ctx context.Context, repo *remote.Repository, idxDesc ocisp
 // checkPlatform refuses a single-platform image whose config says another
 // platform than the one the caller asked for.
 func checkPlatform(ctx context.Context, repo *remote.Repository, md ocispec.Descriptor, want []ocispec.Platform) error {
-	mb, err := content.FetchAll(ctx, repo, md)
+	mb, err := fetchSmall(ctx, repo, md, layout.MaxManifestSize)
 	if err != nil {
 		return fmt.Errorf("fetch manifest %s: %w", md.Digest, err)
 	}
@@ -274,10 +276,7 @@ func checkPlatform(ctx context.Context, repo *remote.Repository, md ocispec.Desc
 	if err != nil {
 		return fmt.Errorf("manifest %s: %w", md.Digest, err)
 	}
-	if m.Config.Size > layout.MaxConfigSize {
-		return fmt.Errorf("config %s of manifest %s: %d bytes is too large", m.Config.Digest, md.Digest, m.Config.Size)
-	}
-	cb, err := content.FetchAll(ctx, repo, m.Config)
+	cb, err := fetchSmall(ctx, repo, m.Config, layout.MaxConfigSize)
 	if err != nil {
 		return fmt.Errorf("fetch config %s: %w", m.Config.Digest, err)
 	}
@@ -307,10 +306,13 @@ func (o *options) graphOptions() oras.CopyGraphOptions {
 		}
 	}
 	return oras.CopyGraphOptions{
-		Concurrency:   o.concurrency,
-		PreCopy:       ev(StateCopying),
-		PostCopy:      ev(StateDone),
-		OnCopySkipped: ev(StateExists),
-		OnMounted:     ev(StateMounted),
+		// oras-go reads manifests and indexes whole (to find what they
+		// reference) and refuses larger ones; the layout's limit.
+		MaxMetadataBytes: layout.MaxManifestSize,
+		Concurrency:      o.concurrency,
+		PreCopy:          ev(StateCopying),
+		PostCopy:         ev(StateDone),
+		OnCopySkipped:    ev(StateExists),
+		OnMounted:        ev(StateMounted),
 	}
 }

@@ -34,6 +34,9 @@ func (s *layoutStore) Fetch(_ context.Context, d ocispec.Descriptor) (io.ReadClo
 
 // Push stores a blob, verified against expected.
 func (s *layoutStore) Push(ctx context.Context, expected ocispec.Descriptor, r io.Reader) error {
+	if err := checkDeclared(expected); err != nil {
+		return err
+	}
 	if lb, ok := r.(*lazyBlob); ok {
 		return s.pushResumable(ctx, expected, lb)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -63,9 +62,9 @@ func Copy(ctx context.Context, src Source, dst Destination, opts CopyOptions) (i
 		// Converting: stage inside the destination's state directory (one
 		// filesystem, so blobs move by hardlink) so that only the
 		// converted image's blobs reach the destination.
-		stateDir := filepath.Join(l.Dir(), layout.StateDir)
-		if err := os.MkdirAll(stateDir, 0o755); err != nil {
-			return nil, fmt.Errorf("create %s: %w", stateDir, err)
+		stateDir, err := l.MakeStateDir()
+		if err != nil {
+			return nil, err
 		}
 		return staged(ctx, stateDir, src, dst, opts)
 	}
