@@ -11,7 +11,7 @@ import (
 )
 
 func init() {
-	var root, driver, platform string
+	var driver, platform string
 	var uidMaps, gidMaps []string
 	c := &cobra.Command{
 		Use:   "unpack LAYOUT:REF DIR",
@@ -70,7 +70,7 @@ idmapped mounts, so nothing is copied; commit shifts owners back.`,
 				return err
 			}
 			defer l.Close()
-			s, err := openStore(root)
+			s, err := openStore()
 			if err != nil {
 				return err
 			}
@@ -94,7 +94,6 @@ idmapped mounts, so nothing is copied; commit shifts owners back.`,
 			return nil
 		},
 	}
-	c.Flags().StringVar(&root, "root", "", "snapshot store `DIR` (default /var/lib/strata, or $XDG_DATA_HOME/strata when not root)")
 	c.Flags().StringVar(&driver, "driver", snapshot.VFS, "snapshot driver: `vfs` or overlay")
 	c.Flags().StringVar(&platform, "platform", "", "image platform `os/arch[/variant]` of an index (default: this machine's)")
 	c.Flags().StringArrayVar(&uidMaps, "uid-map", nil, "shift owners: `CONTAINERID:HOSTID:SIZE` (repeatable)")
@@ -136,20 +135,4 @@ func parseIDMaps(uids, gids []string) (*snapshot.IDMap, error) {
 		return nil, nil
 	}
 	return m, nil
-}
-
-// openStore opens the snapshot store at root, or the default one.
-func openStore(root string) (*snapshot.Store, error) {
-	if root == "" {
-		r, err := snapshot.DefaultRoot()
-		if err != nil {
-			return nil, err
-		}
-		root = r
-	}
-	s, err := snapshot.Open(root)
-	if err != nil {
-		return nil, fmt.Errorf("open snapshot store: %w", err)
-	}
-	return s, nil
 }
