@@ -137,9 +137,15 @@ its user namespace when the rootfs has owners only that namespace maps.`,
 // returns its exit status. Termination signals go to the command, so that
 // strata outlives it and unmounts.
 func runOnMount(run []string, rootfs string) (int, error) {
+	return runCommand(run, RootfsEnv+"="+rootfs)
+}
+
+// runCommand runs a command with env added to strata's environment and
+// returns its exit status, passing it termination signals.
+func runCommand(run []string, env ...string) (int, error) {
 	cmd := exec.Command(run[0], run[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), RootfsEnv+"="+rootfs)
+	cmd.Env = append(os.Environ(), env...)
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
 	defer signal.Stop(sigs)
