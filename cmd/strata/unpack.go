@@ -23,14 +23,20 @@ user), so that runc run -b DIR works, as after umoci unpack.
 
 Layers are extracted once into the snapshot store (--root; by default
 /var/lib/strata for root, $XDG_DATA_HOME/strata for other users), keyed by
-chain ID, and shared by every image and bundle that uses them. --driver vfs
-(the default) copies, on any file system and for any user; overlay mounts.
+driver and chain ID, and shared by every image and bundle that uses them.
+--driver vfs (the default) copies, on any file system and for any user;
+overlay mounts.
 
-As an unprivileged user the rootfs keeps the image's owners in the
-user.rootlesscontainers xattr, devices become empty files, and config.json
-is a rootless spec. --uid-map/--gid-map shift owners for a user namespace
-(root only): vfs chowns the copy, overlay mounts the shared layers through
-idmapped mounts, so nothing is copied; commit shifts owners back.`,
+As an unprivileged user devices become empty files and config.json is a
+rootless spec. vfs keeps the image's owners in the user.rootlesscontainers
+xattr (the files are the user's); overlay runs in strata's user namespace,
+where the files get the owners its /etc/subuid and /etc/subgid ranges map
+(the rest in the xattr), and the bundle runs there too:
+strata mount DIR -- runc run -b DIR NAME.
+
+--uid-map/--gid-map shift owners for a user namespace (root only): vfs
+chowns the copy, overlay mounts the shared layers through idmapped mounts,
+so nothing is copied; commit shifts owners back.`,
 		Example: `  strata unpack ./img:v1 ./bundle && runc run -b ./bundle ctr
   strata unpack --platform linux/arm64 --driver overlay ./img:v1 ./bundle
   strata unpack --uid-map 0:100000:65536 --gid-map 0:100000:65536 ./img:v1 ./bundle
