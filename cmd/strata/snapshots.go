@@ -90,7 +90,7 @@ bundle directory first.`,
 		Aliases: []string{"remove"},
 		Args:    minArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			s, err := openStoreToDelete()
+			s, err := openStoreInUserns()
 			if err != nil {
 				return err
 			}
@@ -115,7 +115,7 @@ bundle directory first.`,
 Interrupted extractions in the store's tmp/ are removed too.`,
 		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, args []string) error {
-			s, err := openStoreToDelete()
+			s, err := openStoreInUserns()
 			if err != nil {
 				return err
 			}
@@ -141,7 +141,7 @@ this proves the extracted files are unchanged. A LAYOUT:REF argument
 verifies every snapshot of that image, of every driver.`,
 		Args: minArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			s, err := openStoreToDelete()
+			s, err := openStoreInUserns()
 			if err != nil {
 				return err
 			}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -86,11 +87,13 @@ func bundleNeedsUserns(rec *snapshot.Record) bool {
 	return overlayNeedsUserns(rec.Driver) || (userns.Needed() && snapshot.NeedsNamespace(rec.Owners))
 }
 
-// openStoreToDelete opens the store for gc, rm and verify. As an
+// openStoreInUserns opens the store for gc, rm and verify. As an
 // unprivileged user whose store holds snapshots written in strata's user
 // namespace, it first re-executes strata there: files that belong to the
-// user's subordinate IDs can be read and removed only there.
-func openStoreToDelete() (*snapshot.Store, error) {
+// user's subordinate IDs can be read and removed only there. Where no
+// namespace can be made it goes on without (what it cannot remove is an
+// error naming the file).
+func openStoreInUserns() (*snapshot.Store, error) {
 	s, err := openStore()
 	if err != nil || !userns.Needed() {
 		return s, err
@@ -101,14 +104,20 @@ func openStoreToDelete() (*snapshot.Store, error) {
 		return nil, err
 	}
 	for _, in := range infos {
-		if snapshot.NeedsNamespace(in.Owners) {
-			s.Close()
-			code, err := userns.Reexec(os.Args[1:])
-			if err != nil {
-				return nil, err
-			}
-			os.Exit(code)
+		if !snapshot.NeedsNamespace(in.Owners) {
+			continue
 		}
+		s.Close()
+		debugf("entering a user namespace: snapshot %s has files of subordinate IDs", in.Name())
+		code, err := userns.Reexec(os.Args[1:])
+		if errors.Is(err, userns.ErrUnavailable) {
+			fmt.Fprintf(os.Stderr, "strata: warning: %v\n", err)
+			return openStore()
+		}
+		if err != nil {
+			return nil, err
+		}
+		os.Exit(code)
 	}
 	return s, nil
 }
