@@ -73,6 +73,8 @@ func (s *Store) migrateOne(hex string) error {
 		return fmt.Errorf("%s names no driver", MetaFile)
 	}
 	meta := filepath.Join(dir, MetaFile)
+	// What a rewrite killed before its rename left.
+	_ = os.Remove(meta + ".tmp")
 	if in.Owners == nil {
 		var st unix.Stat_t
 		if err := unix.Lstat(meta, &st); err != nil {
