@@ -293,8 +293,17 @@ func (a *applier) dirsChanged() {
 // e's owner without a chown: as root, in a directory that hands down no
 // group, when e's owner on the host is who creates it.
 func (a *applier) ownedAsCreated(dfd int, e *Entry) bool {
-	if a.opts.Rootless || dfd != a.last.fd || !a.last.plain {
+	if dfd != a.last.fd || !a.last.plain {
 		return false
+	}
+	if a.opts.Rootless {
+		// In a user namespace, an owner it maps needs no xattr either.
+		if a.opts.Owners == nil {
+			return false
+		}
+		uid, okU := lookup(a.opts.Owners.UIDs, e.UID)
+		gid, okG := lookup(a.opts.Owners.GIDs, e.GID)
+		return okU && okG && uid == a.euid && gid == a.egid
 	}
 	uid, gid, err := a.opts.IDMap.ToHost(e.UID, e.GID)
 	return err == nil && uid == a.euid && gid == a.egid
@@ -751,8 +760,10 @@ func (a *applier) regular(dfd int, base string, e *Entry, r io.Reader) error {
 	// Owner, mode and times go through the open descriptor: no second
 	// lookup of the name.
 	if a.opts.Rootless {
-		if err := a.owner(dfd, e.Path, base, e); err != nil {
-			return err
+		if !a.ownedAsCreated(dfd, e) {
+			if err := a.owner(dfd, e.Path, base, e); err != nil {
+				return err
+			}
 		}
 	} else if chown {
 		if err := a.chownFd(fd, e); err != nil {
@@ -1209,10 +1220,40 @@ func (a *applier) owner(dfd int, name, base string, e *Entry) error {
 
 func (a *applier) ownerFd(dfd int, base, name string, e *Entry) error {
 	if a.opts.Rootless {
+		uid, gid := e.UID, e.GID
+		if m := a.opts.Owners; m != nil {
+			// The IDs the namespace maps are given; the others are
+			// what it gives root, and the xattr keeps them.
+			u, okU := lookup(m.UIDs, e.UID)
+			g, okG := lookup(m.GIDs, e.GID)
+			if !okU {
+				u, okU = lookup(m.UIDs, 0)
+				if !okU {
+					u = -1
+				}
+			} else {
+				uid = 0
+			}
+			if !okG {
+				g, okG = lookup(m.GIDs, 0)
+				if !okG {
+					g = -1
+				}
+			} else {
+				gid = 0
+			}
+			flags := unix.AT_SYMLINK_NOFOLLOW
+			if base == "" {
+				flags |= unix.AT_EMPTY_PATH
+			}
+			if err := unix.Fchownat(dfd, base, u, g, flags); err != nil {
+				return &os.PathError{Op: "chown", Path: name, Err: err}
+			}
+		}
 		if e.Type == TypeSymlink {
 			return nil // no user.* xattrs on symlinks
 		}
-		v := EncodeRootless(e.UID, e.GID)
+		v := EncodeRootless(uid, gid)
 		var err error
 		switch {
 		case base == "" && v == nil:

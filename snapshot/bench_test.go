@@ -90,7 +90,7 @@ func BenchmarkUnpack(b *testing.B) {
 	b.SetBytes(int64(len(layer)))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		s, err := snapshot.Open(filepath.Join(root, fmt.Sprint(i), "store"))
+		s, err := snapshot.Open(filepath.Join(root, fmt.Sprint(i), "store"), snapshot.StoreOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -119,7 +119,7 @@ func BenchmarkCommit(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer l.Close()
-			s, err := snapshot.Open(filepath.Join(root, "store"))
+			s, err := snapshot.Open(filepath.Join(root, "store"), snapshot.StoreOptions{})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -16,7 +16,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/internal/compression"
-	"github.com/strata-oci/strata/internal/userns"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/overlay"
 	"golang.org/x/sys/unix"
@@ -66,6 +65,9 @@ type CommitOptions struct {
 	// Progress, when set, wraps the uncompressed layer stream on its way
 	// to the blob store (a progress bar reads through it).
 	Progress func(io.Reader) io.Reader
+	// StoreOptions say who commits (see Open): the bundle's store is
+	// opened with them.
+	StoreOptions StoreOptions
 }
 
 // CommitResult is what Commit stored.
@@ -136,7 +138,7 @@ func Commit(dir string, l *layout.Layout, opts CommitOptions) (*CommitResult, er
 	if rec, err = ReadRecord(abs); err != nil {
 		return nil, err
 	}
-	s, err := Open(rec.Store)
+	s, err := Open(rec.Store, opts.StoreOptions)
 	if err != nil {
 		return nil, fmt.Errorf("bundle %s: %w", dir, err)
 	}
@@ -153,6 +155,7 @@ type commit struct {
 	opts CommitOptions
 
 	d     Driver
+	form  *IDMap // the mapping the bundle was written under
 	chain []*Info
 	ctr   *Container
 	img   *layout.Image
@@ -177,8 +180,8 @@ func lockBundle(abs string) (func(), error) {
 
 // BundleDiff returns what changed in the bundle dir since it was unpacked
 // or last committed: the entries the next commit's layer would hold. It
-// changes nothing.
-func BundleDiff(dir string) (*Diff, error) {
+// changes nothing. o says who asks (see Open).
+func BundleDiff(dir string, o StoreOptions) (*Diff, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("bundle %s: %w", dir, err)
@@ -187,7 +190,7 @@ func BundleDiff(dir string) (*Diff, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := Open(rec.Store)
+	s, err := Open(rec.Store, o)
 	if err != nil {
 		return nil, fmt.Errorf("bundle %s: %w", dir, err)
 	}
@@ -206,14 +209,17 @@ func BundleDiff(dir string) (*Diff, error) {
 // setup finds the bundle's driver and snapshots.
 func (c *commit) setup() error {
 	rec := c.rec
+	form, chain, err := c.s.bundleChain(rec, c.abs)
+	if err != nil {
+		return err
+	}
 	var d Driver
-	var err error
 	if rec.Driver == OverlayDriver {
 		// The bundle's overlay works already: skip the driver's trial
 		// mount.
-		d, err = openOverlay(c.s)
+		d, err = openOverlay(c.s, form, true)
 	} else {
-		d, err = NewDriver(rec.Driver, c.s)
+		d, err = newDriver(rec.Driver, c.s, form)
 	}
 	if err != nil {
 		return fmt.Errorf("bundle %s: %w", c.abs, err)
@@ -221,17 +227,7 @@ func (c *commit) setup() error {
 	if d.Name() != rec.Driver {
 		return fmt.Errorf("bundle %s uses the %s driver, which does not work here", c.abs, rec.Driver)
 	}
-	c.d = d
-	for i, id := range rec.Chain {
-		if err := id.Validate(); err != nil || id.Algorithm() != digest.SHA256 {
-			return fmt.Errorf("bundle %s: %s: bad chain ID %q", c.abs, RecordFile, id)
-		}
-		in, err := c.s.Get(id.Encoded())
-		if err != nil {
-			return fmt.Errorf("bundle %s: layer %d: %w", c.abs, i+1, err)
-		}
-		c.chain = append(c.chain, in)
-	}
+	c.d, c.form, c.chain = d, form, chain
 	c.ctr = &Container{Dir: c.abs, Chain: c.chain, Rootless: rec.Rootless, IDMap: rec.IDMap}
 	return nil
 }
@@ -443,19 +439,14 @@ func ociLayerType(mt string) string {
 
 // owners says how the rootfs shows owners.
 func (c *commit) owners() (owners, error) {
-	o := owners{
-		rootless: c.rec.Rootless,
-		userns:   userns.InNamespace(),
-		euid:     os.Geteuid(),
-		egid:     os.Getegid(),
-		idMap:    c.rec.IDMap,
+	o := owners{rootless: !c.form.Empty(), idMap: c.rec.IDMap}
+	// Who cannot write the bundle's snapshots (root, for a user's
+	// bundle, whose store is theirs) does not read its owners either.
+	m, err := c.s.opts.writer(c.form)
+	if err != nil {
+		return o, fmt.Errorf("bundle %s: %w", c.abs, err)
 	}
-	if o.rootless && o.euid == 0 && !o.userns {
-		// Its files stand for root by belonging to that user, and its
-		// snapshot store is theirs: what root wrote there would lock
-		// them out of it.
-		return o, fmt.Errorf("bundle %s was unpacked by an unprivileged user: %w", c.abs, ErrNotOwner)
-	}
+	o.toImage = m
 	return o, nil
 }
 
@@ -809,7 +800,12 @@ func (v linkedVFS) PrepareLayer(dir string, parent *Info) (ApplyOptions, error) 
 	if parent.Driver != VFS {
 		return v.Driver.PrepareLayer(dir, parent)
 	}
-	l := &linker{c: &copier{o: copyOptions{rootless: opts.Rootless, writableDirs: opts.Rootless}}}
+	co := copyOptions{rootless: opts.Rootless}
+	if vd, ok := v.Driver.(*vfsDriver); ok {
+		co = vd.copyOptions()
+	}
+	co.writableDirs = opts.Rootless
+	l := &linker{c: &copier{o: co}}
 	if err := l.linkTree(parent.FS(), dir); err == nil {
 		return opts, nil
 	}

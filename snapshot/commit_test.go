@@ -295,7 +295,7 @@ func TestCommitChanges(t *testing.T) {
 			}
 			changeRootfs(t, rootfs)
 			want := desc(rootfs)
-			pending, err := BundleDiff(bundle)
+			pending, err := BundleDiff(bundle, StoreOptions{})
 			must(t, err)
 			if pending.Empty() {
 				t.Fatal("BundleDiff sees no change")
@@ -320,7 +320,7 @@ func TestCommitChanges(t *testing.T) {
 			diffTrees(t, "changed", want, "unpacked v2", desc(filepath.Join(fresh, RootfsDir)))
 
 			// Nothing changed since: an empty layer.
-			pending, err = BundleDiff(bundle)
+			pending, err = BundleDiff(bundle, StoreOptions{})
 			must(t, err)
 			if !pending.Empty() {
 				t.Fatalf("BundleDiff after a commit: %v", pending.Paths())

@@ -23,6 +23,9 @@ type copyOptions struct {
 	// (copied with the other xattrs), unreadable sources are lent owner
 	// permissions for the time of the copy.
 	rootless bool
+	// keepOwners, with rootless, copies owners too: in a user namespace
+	// the owners a snapshot holds are ones it maps.
+	keepOwners bool
 	// writableDirs gives every copied directory owner rwx, for a layer to
 	// be applied on the copy; Apply puts the image's modes back.
 	writableDirs bool
@@ -432,7 +435,7 @@ func (c *copier) fileBody(out, in int, st *unix.Stat_t, chown, fixMode bool) err
 // the owner of the source st: not in rootless copies (the owner lives in
 // an xattr), nor when the host owner is who creates the file.
 func (c *copier) needChown(st *unix.Stat_t) (bool, error) {
-	if c.o.rootless {
+	if c.o.rootless && !c.o.keepOwners {
 		return false, nil
 	}
 	uid, gid, err := c.o.idMap.ToHost(int(st.Uid), int(st.Gid))

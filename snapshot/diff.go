@@ -102,49 +102,60 @@ func (de *diffEntry) tarName() string {
 // owners turns what a rootfs shows of a file's owner back into the
 // image's owner.
 type owners struct {
-	// rootless: the owner is the user.rootlesscontainers xattr when it
-	// is there; without it the file belongs to root.
+	// rootless: the rootfs was written under a mapping (see
+	// StoreOptions): image owners it lacks are in the
+	// user.rootlesscontainers xattr, the file belonging to what stands
+	// for the image's root.
 	rootless bool
-	// userns: stat shows IDs of strata's user namespace, which are the
-	// image's (the user is root there). Outside a namespace, a rootless
-	// rootfs belongs to the calling user, who stands for root.
-	userns     bool
-	euid, egid int
-	idMap      *IDMap
+	// toImage (rootless) maps image IDs onto the IDs this process sees
+	// the rootfs's files owned by; IDs it does not map are taken as they
+	// are (in strata's namespace, what the container set).
+	toImage *IDMap
+	// idMap (not rootless) shifts image IDs to host IDs (--uid-map).
+	idMap *IDMap
 }
 
+// owner is the image's owner of a file the rootfs shows as st. In a
+// rootless rootfs the xattr speaks only for a uid or gid that is still
+// the one written with it, root's: an owner the container changed to
+// another ID is taken from the file, as the namespace maps it.
 func (o owners) owner(name string, st *unix.Stat_t, xattrs map[string][]byte) (int, int, error) {
 	uid, gid := int(st.Uid), int(st.Gid)
-	if o.rootless {
-		if v, ok := xattrs[RootlessXattr]; ok {
-			u, g, err := DecodeRootless(v)
-			if err != nil {
-				return 0, 0, fmt.Errorf("owner of %s: %w", name, err)
-			}
-			// umoci writes 2^32-1, "no change", for root.
-			if uint32(u) == noopID {
-				u = 0
-			}
-			if uint32(g) == noopID {
-				g = 0
-			}
-			return u, g, nil
+	if !o.rootless {
+		u, g, err := o.idMap.ToContainer(uid, gid)
+		if err != nil {
+			return 0, 0, fmt.Errorf("owner %d:%d of %s: %w", uid, gid, name, err)
 		}
-		if !o.userns {
-			if uid == o.euid {
-				uid = 0
-			}
-			if gid == o.egid {
-				gid = 0
-			}
+		return u, g, nil
+	}
+	if o.toImage != nil {
+		if u, ok := reverse(o.toImage.UIDs, uid); ok {
+			uid = u
 		}
-		return uid, gid, nil
+		if g, ok := reverse(o.toImage.GIDs, gid); ok {
+			gid = g
+		}
 	}
-	u, g, err := o.idMap.ToContainer(uid, gid)
-	if err != nil {
-		return 0, 0, fmt.Errorf("owner %d:%d of %s: %w", uid, gid, name, err)
+	if v, ok := xattrs[RootlessXattr]; ok && (uid == 0 || gid == 0) {
+		xu, xg, err := DecodeRootless(v)
+		if err != nil {
+			return 0, 0, fmt.Errorf("owner of %s: %w", name, err)
+		}
+		// umoci writes 2^32-1, "as the file is", for root.
+		if uint32(xu) == noopID {
+			xu = 0
+		}
+		if uint32(xg) == noopID {
+			xg = 0
+		}
+		if uid == 0 {
+			uid = xu
+		}
+		if gid == 0 {
+			gid = xg
+		}
 	}
-	return u, g, nil
+	return uid, gid, nil
 }
 
 func fileType(mode uint32) (byte, bool) {
@@ -212,7 +223,14 @@ func (o owners) diskEntry(full, rel string, st *unix.Stat_t, xattrs map[string][
 			e.Type, e.Size, e.DevMajor, e.DevMinor, e.Placeholder = old.Type, 0, old.DevMajor, old.DevMinor, true
 		}
 		if t == TypeSymlink && old.Type == TypeSymlink {
-			e.UID, e.GID = old.UID, old.GID
+			// A symlink carries no xattr: the list keeps what a
+			// root-owned one stands for.
+			if e.UID == 0 {
+				e.UID = old.UID
+			}
+			if e.GID == 0 {
+				e.GID = old.GID
+			}
 		}
 		if old.Type == e.Type {
 			for k, v := range old.Xattrs {

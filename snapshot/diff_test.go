@@ -194,7 +194,8 @@ func TestSameEntry(t *testing.T) {
 }
 
 func TestOwnersRootless(t *testing.T) {
-	o := owners{rootless: true, euid: 1001, egid: 1002}
+	// Outside a namespace: the user's files stand for root.
+	o := owners{rootless: true, toImage: &IDMap{UIDs: []IDRange{{0, 1001, 1}}, GIDs: []IDRange{{0, 1002, 1}}}}
 	st := &unix.Stat_t{Uid: 1001, Gid: 1002}
 	if u, g, err := o.owner("f", st, nil); err != nil || u != 0 || g != 0 {
 		t.Fatalf("user's file: %d:%d %v, want 0:0", u, g, err)
@@ -205,9 +206,22 @@ func TestOwnersRootless(t *testing.T) {
 	if _, _, err := o.owner("f", st, map[string][]byte{RootlessXattr: {0xff}}); err == nil {
 		t.Fatal("bad rootless xattr accepted")
 	}
-	ns := owners{rootless: true, userns: true}
+	ns := owners{rootless: true, toImage: &IDMap{UIDs: []IDRange{{0, 0, 65537}}, GIDs: []IDRange{{0, 0, 65537}}}}
 	if u, g, _ := ns.owner("f", &unix.Stat_t{Uid: 7, Gid: 8}, nil); u != 7 || g != 8 {
 		t.Fatalf("in a user namespace: %d:%d, want 7:8", u, g)
+	}
+	// The xattr speaks for an ID only while the file still has root's,
+	// which the extractor gave it: an ID the container set wins.
+	for _, tt := range []struct {
+		uid, gid         uint32
+		wantUID, wantGID int
+	}{
+		{0, 0, 70000, 42}, {33, 0, 33, 42}, {0, 33, 70000, 33}, {5, 6, 5, 6},
+	} {
+		x := map[string][]byte{RootlessXattr: EncodeRootless(70000, 42)}
+		if u, g, err := ns.owner("f", &unix.Stat_t{Uid: tt.uid, Gid: tt.gid}, x); err != nil || u != tt.wantUID || g != tt.wantGID {
+			t.Errorf("file %d:%d with xattr 70000:42: %d:%d %v, want %d:%d", tt.uid, tt.gid, u, g, err, tt.wantUID, tt.wantGID)
+		}
 	}
 	m := owners{idMap: &IDMap{UIDs: []IDRange{{0, 1000, 10}}, GIDs: []IDRange{{0, 2000, 10}}}}
 	if u, g, err := m.owner("f", &unix.Stat_t{Uid: 1003, Gid: 2004}, nil); err != nil || u != 3 || g != 4 {

@@ -7,7 +7,12 @@
 // $XDG_DATA_HOME/strata, i.e. ~/.local/share/strata, for other users):
 //
 //	ROOT/lock                      flock: shared by unpack, exclusive by gc and rm
-//	ROOT/snapshots/<hex>/          one complete snapshot; <hex> is the hex of
+//	ROOT/snapshots/<key>/          one driver's snapshots written under one ID
+//	                               mapping: <key> is the driver's name ("vfs",
+//	                               "overlay") for the image's owners as they
+//	                               are, else the name, a dot and a short hash
+//	                               of the mapping (Info.Owners)
+//	ROOT/snapshots/<key>/<hex>/    one complete snapshot; <hex> is the hex of
 //	                               the layer's chain ID, so images that share
 //	                               layers share their extracted files
 //	    fs/                        the files: with vfs the whole root file
@@ -30,6 +35,9 @@
 //	                               snapshots/ when complete; gc empties it
 //	ROOT/containers/<hash>.json    one Record per unpacked bundle (gc roots)
 //	ROOT/layouts.json              layouts images were unpacked from (gc roots)
+//
+// Open moves the snapshots of a store laid out by an earlier strata
+// (ROOT/snapshots/<hex>) into this layout (migrate.go).
 //
 // An unpacked bundle DIR holds DIR/config.json, DIR/rootfs and
 // DIR/.strata-unpack.json (a Record); drivers may keep private state in
@@ -107,6 +115,12 @@ type Info struct {
 	// may have the same diffID compressed differently.
 	Layer  digest.Digest `json:"layer,omitempty"`
 	Driver string        `json:"driver"`
+	// Owners is the ID mapping the files were written under: image IDs
+	// onto the host IDs they were given (see StoreOptions); empty for the
+	// image's owners as they are. Owners the mapping lacks are kept in
+	// the user.rootlesscontainers xattr. Absent only in snapshots of an
+	// earlier strata, until Open records it.
+	Owners *IDMap `json:"owners,omitempty"`
 	// Size is the apparent size of the files in fs/ (the unpacked size).
 	Size    int64     `json:"size"`
 	Files   int64     `json:"files"`
@@ -114,6 +128,8 @@ type Info struct {
 
 	// Dir is the snapshot's directory; not stored.
 	Dir string `json:"-"`
+	// key is the directory under ROOT/snapshots holding it (ownersKey).
+	key string
 
 	// files is the file list, in memory, of a snapshot Ensure just
 	// made: the next Ensure on top of it takes it instead of reading
@@ -126,6 +142,15 @@ type Info struct {
 
 // FS is the directory holding the snapshot's files.
 func (i *Info) FS() string { return filepath.Join(i.Dir, FSDir) }
+
+// Key is the store key the snapshot is kept under: its driver's name,
+// followed for snapshots written under an ID mapping by a short hash of
+// it (every driver and mapping has its own snapshots).
+func (i *Info) Key() string { return i.key }
+
+// Name is KEY/ID, which names the snapshot in a store unambiguously
+// (Store.Get takes it).
+func (i *Info) Name() string { return i.key + "/" + i.ID }
 
 // WhiteoutMode says what the extractor does with whiteout entries.
 type WhiteoutMode int
@@ -163,10 +188,19 @@ type ApplyOptions struct {
 	// there, and a directory created implicitly takes its metadata from
 	// there.
 	Lower []string
-	// Rootless means ownership cannot be applied: it is kept in the
-	// user.rootlesscontainers xattr, device nodes become empty regular
-	// files (the file list still records them as devices).
+	// Rootless means the extractor is not root of the initial user
+	// namespace: device nodes become empty regular files (the file list
+	// still records them as devices), xattrs it may not set are left to
+	// the file list, and files get only the owners Owners maps.
 	Rootless bool
+	// Owners, with Rootless, maps the image IDs this process can give
+	// files onto the IDs it gives them (as it sees them: the IDs of its
+	// user namespace). A file whose owner it lacks gets what Owners gives
+	// the image's root and keeps its owner in the user.rootlesscontainers
+	// xattr (for a uid or gid Owners maps, the xattr says "as the file
+	// is"). nil: no owner is applied at all, every file keeps what its
+	// creator gave it, owners all in the xattr.
+	Owners *IDMap
 	// IDMap shifts ownership from the image's IDs to host IDs.
 	IDMap *IDMap
 	// Done, when closed, makes the extraction stop with ErrInterrupted
@@ -187,6 +221,9 @@ type ApplyOptions struct {
 type Driver interface {
 	// Name is the name users pass to --driver.
 	Name() string
+	// Owners is the ID mapping the driver writes snapshots under (see
+	// Info.Owners); each driver and mapping has its own snapshots.
+	Owners() *IDMap
 	// PrepareLayer fills dir, a new empty directory that becomes the
 	// snapshot's fs/, so that a layer can be applied on top of parent
 	// (nil for a base layer); it returns how to apply the layer there.
@@ -225,8 +262,10 @@ func (c *Container) Top() *Info {
 	return c.Chain[len(c.Chain)-1]
 }
 
-// DriverFactory makes a driver for a store.
-type DriverFactory func(s *Store) (Driver, error)
+// DriverFactory makes a driver for a store that writes snapshots under
+// the ID mapping owners (Info.Owners), which the store's process can
+// write.
+type DriverFactory func(s *Store, owners *IDMap) (Driver, error)
 
 var (
 	driversMu sync.Mutex
@@ -253,13 +292,20 @@ func Drivers() []string {
 	return out
 }
 
-// NewDriver returns the driver registered as name for store s.
+// NewDriver returns the driver registered as name for store s, which
+// writes snapshots the way s's process gives files owners.
 func NewDriver(name string, s *Store) (Driver, error) {
+	return newDriver(name, s, s.opts.owners())
+}
+
+// newDriver returns the driver registered as name for snapshots written
+// under owners (a bundle's, which may be another process's).
+func newDriver(name string, s *Store, owners *IDMap) (Driver, error) {
 	driversMu.Lock()
 	f := drivers[name]
 	driversMu.Unlock()
 	if f == nil {
 		return nil, fmt.Errorf("%w %q (have %v)", ErrUnknownDriver, name, Drivers())
 	}
-	return f(s)
+	return f(s, owners)
 }

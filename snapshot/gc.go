@@ -63,7 +63,26 @@ func bundleLive(rec *Record, root string) bool {
 	return true
 }
 
-// Users maps each snapshot ID to the bundles using it.
+// bundleChain finds the snapshots of the chain of rec, the record of the
+// bundle dir, and the mapping they were written under.
+func (s *Store) bundleChain(rec *Record, dir string) (*IDMap, []*Info, error) {
+	owners := s.recordOwners(rec, dir)
+	key := ownersKey(rec.Driver, owners)
+	chain := make([]*Info, len(rec.Chain))
+	for i, id := range rec.Chain {
+		if err := id.Validate(); err != nil || id.Algorithm() != digest.SHA256 {
+			return nil, nil, fmt.Errorf("bundle %s: %s: bad chain ID %q", dir, RecordFile, id)
+		}
+		in, err := s.get(key, id)
+		if err != nil {
+			return nil, nil, fmt.Errorf("bundle %s: layer %d: %w", dir, i+1, err)
+		}
+		chain[i] = in
+	}
+	return owners, chain, nil
+}
+
+// Users maps each snapshot, by Info.Name, to the bundles using it.
 func (s *Store) Users() (map[string][]string, error) {
 	recs, err := s.Bundles(false)
 	if err != nil {
@@ -71,30 +90,32 @@ func (s *Store) Users() (map[string][]string, error) {
 	}
 	m := map[string][]string{}
 	for _, r := range recs {
+		key := ownersKey(r.Driver, s.recordOwners(r, r.Dir))
 		for _, c := range r.Chain {
 			if h := hexOf(c); h != "" {
-				m[h] = append(m[h], r.Dir)
+				m[key+"/"+h] = append(m[key+"/"+h], r.Dir)
 			}
 		}
 	}
 	return m, nil
 }
 
-// pinned returns the IDs of snapshots a child snapshot depends on: with
-// overlay, a layer is a lower directory of every snapshot above it.
+// pinnedParents adds to keep (by Info.Name) the snapshots a kept one
+// depends on: with overlay, a layer is a lower directory of every
+// snapshot above it, under the same store key.
 func pinnedParents(infos []*Info, keep map[string]bool) {
-	byID := map[digest.Digest]*Info{}
+	byName := map[string]*Info{}
 	for _, in := range infos {
-		byID[in.ChainID] = in
+		byName[in.Name()] = in
 	}
 	for changed := true; changed; {
 		changed = false
 		for _, in := range infos {
-			if !keep[in.ID] || in.Driver == VFS || in.Parent == "" {
+			if !keep[in.Name()] || in.Driver == VFS || in.Parent == "" {
 				continue
 			}
-			if p := byID[in.Parent]; p != nil && !keep[p.ID] {
-				keep[p.ID] = true
+			if p := byName[in.key+"/"+in.Parent.Encoded()]; p != nil && !keep[p.Name()] {
+				keep[p.Name()] = true
 				changed = true
 			}
 		}
@@ -123,22 +144,22 @@ func (s *Store) Remove(ids ...string) error {
 		if err != nil {
 			return err
 		}
-		if u := users[in.ID]; len(u) > 0 {
-			return fmt.Errorf("snapshot %s: %w by bundle %s", in.ID, ErrInUse, u[0])
+		if u := users[in.Name()]; len(u) > 0 {
+			return fmt.Errorf("snapshot %s: %w by bundle %s", in.Name(), ErrInUse, u[0])
 		}
 		victims = append(victims, in)
 	}
 	gone := map[string]bool{}
 	for _, v := range victims {
-		gone[v.ID] = true
+		gone[v.Name()] = true
 	}
 	for _, in := range infos {
-		if gone[in.ID] || in.Driver == VFS {
+		if gone[in.Name()] || in.Driver == VFS {
 			continue
 		}
 		for _, v := range victims {
-			if in.Parent == v.ChainID {
-				return fmt.Errorf("snapshot %s: %w: snapshot %s is built on it", v.ID, ErrInUse, in.ID)
+			if in.key == v.key && in.Parent == v.ChainID {
+				return fmt.Errorf("snapshot %s: %w: snapshot %s is built on it", v.Name(), ErrInUse, in.Name())
 			}
 		}
 	}
@@ -160,11 +181,14 @@ func (s *Store) removeSnapshot(in *Info) error {
 	dst := filepath.Join(tmp, in.ID)
 	if err := os.Rename(in.Dir, dst); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("remove snapshot %s: %w", in.ID, err)
+		return fmt.Errorf("remove snapshot %s: %w", in.Name(), err)
 	}
 	if err := RemoveAll(tmp); err != nil {
-		return fmt.Errorf("remove snapshot %s: %w", in.ID, err)
+		return fmt.Errorf("remove snapshot %s: %w", in.Name(), err)
 	}
+	// An emptied key directory goes too; callers hold the store lock
+	// exclusively, so no unpack is about to put a snapshot there.
+	_ = os.Remove(filepath.Dir(in.Dir))
 	return nil
 }
 
@@ -178,10 +202,11 @@ type GCResult struct {
 
 // GC removes every snapshot nothing uses. A snapshot is in use when
 //   - a live bundle's chain holds it (its DIR/.strata-unpack.json still
-//     exists and names this store), or
+//     exists and names this store; the bundle's driver and ID mapping
+//     say which of the chain's snapshots), or
 //   - an image in a layout this store unpacked from holds it (every tag
 //     and every platform of the layouts in ROOT/layouts.json that still
-//     exist), or
+//     exist; every driver's snapshot of it), or
 //   - a snapshot in use is built on it (overlay lower layers).
 //
 // Records of vanished bundles and layouts are dropped, and ROOT/tmp is
@@ -192,14 +217,16 @@ func (s *Store) GC() (*GCResult, error) {
 		return nil, err
 	}
 	defer unlock()
-	keep := map[string]bool{}
+	keep := map[string]bool{}    // by Info.Name
+	keepHex := map[string]bool{} // every driver's
 	recs, err := s.Bundles(true)
 	if err != nil {
 		return nil, err
 	}
 	for _, r := range recs {
+		key := ownersKey(r.Driver, s.recordOwners(r, r.Dir))
 		for _, c := range r.Chain {
-			keep[hexOf(c)] = true
+			keep[key+"/"+hexOf(c)] = true
 		}
 	}
 	var layouts []string
@@ -221,7 +248,7 @@ func (s *Store) GC() (*GCResult, error) {
 			return nil, fmt.Errorf("gc: layout %s: %w", dir, err)
 		}
 		for _, id := range ids {
-			keep[id.Encoded()] = true
+			keepHex[id.Encoded()] = true
 		}
 	}
 	if len(goneLayouts) > 0 {
@@ -237,10 +264,15 @@ func (s *Store) GC() (*GCResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, in := range infos {
+		if keepHex[in.ID] {
+			keep[in.Name()] = true
+		}
+	}
 	pinnedParents(infos, keep)
 	res := &GCResult{}
 	for _, in := range infos {
-		if keep[in.ID] {
+		if keep[in.Name()] {
 			res.Kept++
 			continue
 		}

@@ -130,7 +130,7 @@ func TestOverlayIDMap(t *testing.T) {
 	wantOwner(t, filepath.Join(other, RootfsDir, "srv"), 300033, 300033)
 
 	// The same changes through vfs, for the layer digest.
-	vs, err := Open(filepath.Join(t.TempDir(), "vfs-store"))
+	vs, err := Open(filepath.Join(t.TempDir(), "vfs-store"), StoreOptions{})
 	must(t, err)
 	defer vs.Close()
 	vb := filepath.Join(t.TempDir(), "vfs")
@@ -408,7 +408,7 @@ func TestOverlayIDMapAttached(t *testing.T) {
 		t.Errorf("an idmapped layer is still mounted under %s", attach)
 	}
 	// What a killed mount leaves: clones attached under idmap/.
-	st, o, c, err := OverlayBundle(b)
+	st, o, c, err := OverlayBundle(b, StoreOptions{})
 	must(t, err)
 	defer st.Close()
 	must(t, o.Unmount(c))

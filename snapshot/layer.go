@@ -63,9 +63,16 @@ func (s *Store) ensure(d Driver, parent *Info, layer Layer, later bool) (_ *Info
 	if err := chain.Validate(); err != nil {
 		return nil, fmt.Errorf("layer %s: diffID %q: %w", layer.Digest, layer.DiffID, err)
 	}
-	final := s.Path(chain)
+	key := ownersKey(d.Name(), d.Owners())
+	if parent != nil && parent.key != key {
+		return nil, fmt.Errorf("layer %s: parent snapshot %s is not one of the %s driver's under this ID mapping (%s)", layer.Digest, parent.Name(), d.Name(), key)
+	}
+	final := s.dir(key, chain)
 	if in, err := readInfo(final); err == nil {
 		return in, nil
+	}
+	if _, err := s.keyDir(key); err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", chain.Encoded(), err)
 	}
 	tmp, err := os.MkdirTemp(filepath.Join(s.root, TmpDir), chain.Encoded()[:12]+"-")
 	if err != nil {
@@ -137,9 +144,14 @@ func (s *Store) ensure(d Driver, parent *Info, layer Layer, later bool) (_ *Info
 	} else if size, count, err = diskUsage(fsDir); err != nil {
 		return nil, fmt.Errorf("snapshot %s: size: %w", chain.Encoded(), err)
 	}
+	owners := d.Owners()
+	if owners == nil {
+		owners = &IDMap{}
+	}
 	in := &Info{
 		ID: chain.Encoded(), ChainID: chain, Parent: parentChain, DiffID: layer.DiffID,
-		Layer: layer.Digest, Driver: d.Name(), Size: size, Files: count, Created: time.Now().UTC(),
+		Layer: layer.Digest, Driver: d.Name(), Owners: owners, Size: size, Files: count, Created: time.Now().UTC(),
+		key: key,
 	}
 	b, _ := json.MarshalIndent(in, "", "\t")
 	if err := os.WriteFile(filepath.Join(tmp, MetaFile), b, 0o644); err != nil {

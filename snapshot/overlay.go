@@ -10,9 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 
-	"github.com/opencontainers/go-digest"
 	"github.com/strata-oci/strata/internal/idmap"
-	"github.com/strata-oci/strata/internal/userns"
 	"github.com/strata-oci/strata/overlay"
 	"golang.org/x/sys/unix"
 )
@@ -60,11 +58,11 @@ var (
 var OverlayFallback func(reason error)
 
 func init() {
-	RegisterDriver(OverlayDriver, func(s *Store) (Driver, error) {
-		o, err := NewOverlay(s)
+	RegisterDriver(OverlayDriver, func(s *Store, owners *IDMap) (Driver, error) {
+		o, err := newOverlay(s, owners)
 		if errors.Is(err, overlay.ErrUnsupported) && OverlayFallback != nil {
 			OverlayFallback(err)
-			return NewDriver(VFS, s)
+			return newDriver(VFS, s, owners)
 		}
 		if err != nil {
 			return nil, err
@@ -80,6 +78,9 @@ func init() {
 type Overlay struct {
 	s *Store
 	x overlay.Xattrs
+	// owners is the mapping snapshots are written under, m what it
+	// makes of image IDs for this process (ApplyOptions.Owners).
+	owners, m *IDMap
 }
 
 type overlayStoreInfo struct {
@@ -91,7 +92,11 @@ type overlayStoreInfo struct {
 // error wraps overlay.ErrUnsupported with the reason, and callers fall
 // back to vfs.
 func NewOverlay(s *Store) (*Overlay, error) {
-	o, err := openOverlay(s)
+	return newOverlay(s, s.opts.owners())
+}
+
+func newOverlay(s *Store, owners *IDMap) (*Overlay, error) {
+	o, err := openOverlay(s, owners, true)
 	if err != nil {
 		return nil, err
 	}
@@ -102,13 +107,21 @@ func NewOverlay(s *Store) (*Overlay, error) {
 }
 
 // openOverlay reads (or on first use decides and records) the store's
-// xattr form without testing the kernel.
-func openOverlay(s *Store) (*Overlay, error) {
+// xattr form without testing the kernel, for snapshots written under
+// owners.
+func openOverlay(s *Store, owners *IDMap, write bool) (*Overlay, error) {
+	var m *IDMap
+	if write {
+		var err error
+		if m, err = s.opts.writer(owners); err != nil {
+			return nil, err
+		}
+	}
 	// Only root in the initial user namespace can write trusted.*
 	// xattrs; everyone else, root of a user namespace included, uses
 	// user.* with userxattr.
 	want := overlay.User
-	if os.Geteuid() == 0 && !userns.InNamespace() {
+	if !s.opts.Rootless {
 		want = overlay.Trusted
 	}
 	p := filepath.Join(s.Root(), OverlayStoreFile)
@@ -136,7 +149,7 @@ func openOverlay(s *Store) (*Overlay, error) {
 	default:
 		return nil, fmt.Errorf("overlay driver: %s: unknown xattr form %q", p, info.Xattrs)
 	}
-	return &Overlay{s: s, x: x}, nil
+	return &Overlay{s: s, x: x, owners: owners, m: m}, nil
 }
 
 // recordForm writes the store's form file if no other process has, and
@@ -172,13 +185,17 @@ func recordForm(p string, x overlay.Xattrs) ([]byte, error) {
 // Name is "overlay".
 func (o *Overlay) Name() string { return OverlayDriver }
 
+// Owners is the ID mapping the driver's snapshots are written under.
+func (o *Overlay) Owners() *IDMap { return o.owners }
+
 // Xattrs is the xattr form of the store's layers and upper directories;
 // commit reads upper directories with it.
 func (o *Overlay) Xattrs() overlay.Xattrs { return o.x }
 
 // Lowers lists the layer directories of the chain ending at top, topmost
-// first, as overlay's lowerdir wants them. A snapshot the vfs driver made
-// holds the whole tree up to its layer, so it ends the list.
+// first, as overlay's lowerdir wants them; the chain's snapshots are kept
+// under top's store key. A snapshot the vfs driver made holds the whole
+// tree up to its layer, so it ends the list.
 func (o *Overlay) Lowers(top *Info) ([]string, error) {
 	var out []string
 	for in := top; in != nil; {
@@ -186,7 +203,7 @@ func (o *Overlay) Lowers(top *Info) ([]string, error) {
 		if in.Driver != OverlayDriver || in.Parent == "" {
 			break
 		}
-		next, err := o.s.Get(in.Parent.Encoded())
+		next, err := o.s.get(in.key, in.Parent)
 		if err != nil {
 			return nil, fmt.Errorf("layers below snapshot %s: %w", in.ID, err)
 		}
@@ -207,10 +224,10 @@ func (o *Overlay) PrepareLayer(dir string, parent *Info) (ApplyOptions, error) {
 	}
 	// In a user namespace device nodes cannot be made, even with a
 	// subordinate range mapped: the extractor's rootless mode writes
-	// placeholders and keeps owners in an xattr (the file list keeps
-	// both), and the layer's files belong to the user, who can remove
-	// them without the namespace.
-	opts.Rootless = os.Geteuid() != 0 || userns.InNamespace()
+	// placeholders (the file list keeps what they stand for), gives the
+	// owners the namespace maps and keeps the others in an xattr.
+	opts.Rootless = o.s.opts.Rootless
+	opts.Owners = o.m
 	if parent != nil {
 		low, err := o.Lowers(parent)
 		if err != nil {
@@ -261,7 +278,7 @@ func (o *Overlay) CreateRootfs(c *Container) (err error) {
 		return fmt.Errorf("overlay rootfs in %s: image has no layers", c.Dir)
 	}
 	if !c.IDMap.Empty() {
-		if c.Rootless || os.Geteuid() != 0 || userns.InNamespace() {
+		if c.Rootless || o.s.opts.Rootless {
 			return fmt.Errorf("overlay rootfs in %s: %w", c.Dir, ErrIDMapNeedsRoot)
 		}
 		if err := c.IDMap.Validate(); err != nil {
@@ -354,7 +371,7 @@ func (o *Overlay) Mount(c *Container) (err error) {
 	if c.IDMap.Empty() {
 		return overlay.Mount(c.Rootfs(), overlay.Options{Lower: low, Upper: o.Upper(c), Work: o.Work(c), Xattrs: o.x})
 	}
-	if c.Rootless || os.Geteuid() != 0 || userns.InNamespace() {
+	if c.Rootless || o.s.opts.Rootless {
 		return fmt.Errorf("mount %s: %w", c.Rootfs(), ErrIDMapNeedsRoot)
 	}
 	// Mount points of a killed earlier mount go first.
@@ -414,57 +431,46 @@ func (o *Overlay) RemoveRootfs(c *Container) error {
 }
 
 // OverlayBundle opens what mount and umount need for the bundle dir: its
-// store (to Close when done), the overlay driver and the Container.
-func OverlayBundle(dir string) (*Store, *Overlay, *Container, error) {
+// store (to Close when done; opened with o), the overlay driver and the
+// Container.
+func OverlayBundle(dir string, o StoreOptions) (*Store, *Overlay, *Container, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("bundle %s: %w", dir, err)
 	}
-	b, err := os.ReadFile(filepath.Join(abs, RecordFile))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil, nil, fmt.Errorf("bundle %s: %w (no %s)", dir, ErrNotUnpacked, RecordFile)
-	}
+	rec, err := ReadRecord(abs)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("bundle %s: %w", dir, err)
-	}
-	var rec Record
-	if err := json.Unmarshal(b, &rec); err != nil {
-		return nil, nil, nil, fmt.Errorf("bundle %s: %w: %s: %v", dir, ErrNotUnpacked, RecordFile, err)
+		return nil, nil, nil, err
 	}
 	if rec.Driver != OverlayDriver {
 		return nil, nil, nil, fmt.Errorf("bundle %s: %w (it uses %q; its rootfs is a plain directory)", dir, ErrNotOverlay, rec.Driver)
 	}
-	if len(rec.Chain) == 0 {
-		return nil, nil, nil, fmt.Errorf("bundle %s: %s lists no layers", dir, RecordFile)
-	}
-	s, err := Open(rec.Store)
+	s, err := Open(rec.Store, o)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("bundle %s: %w", dir, err)
 	}
-	chain := make([]*Info, len(rec.Chain))
-	for i, id := range rec.Chain {
-		if err := id.Validate(); err != nil || id.Algorithm() != digest.SHA256 {
-			s.Close()
-			return nil, nil, nil, fmt.Errorf("bundle %s: %s: bad chain ID %q", dir, RecordFile, id)
-		}
-		if chain[i], err = s.Get(id.Encoded()); err != nil {
-			s.Close()
-			return nil, nil, nil, fmt.Errorf("bundle %s: layer %d: %w", dir, i+1, err)
-		}
+	owners, chain, err := s.bundleChain(rec, abs)
+	if err == nil && len(chain) == 0 {
+		err = fmt.Errorf("bundle %s: %s lists no layers", dir, RecordFile)
 	}
-	o, err := openOverlay(s)
 	if err != nil {
 		s.Close()
 		return nil, nil, nil, err
 	}
-	return s, o, &Container{Dir: abs, Chain: chain, Rootless: rec.Rootless, IDMap: rec.IDMap}, nil
+	// Mounting writes nothing in the layers: root may mount a user's.
+	ov, err := openOverlay(s, owners, false)
+	if err != nil {
+		s.Close()
+		return nil, nil, nil, err
+	}
+	return s, ov, &Container{Dir: abs, Chain: chain, Rootless: rec.Rootless, IDMap: rec.IDMap}, nil
 }
 
 // checkIDMap says whether this process can mount the store's layers
 // shifted by m: it must be root outside any user namespace, and the
 // store's file system must take idmapped mounts (tried on ROOT/tmp).
 func (o *Overlay) checkIDMap(m *IDMap) error {
-	if os.Geteuid() != 0 || userns.InNamespace() {
+	if o.s.opts.Rootless {
 		return ErrIDMapNeedsRoot
 	}
 	mounts, err := idmappedLayers([]string{filepath.Join(o.s.Root(), TmpDir)}, m)

@@ -39,7 +39,7 @@ func TestOverlayDriverRoundTrip(t *testing.T) {
 	if ok, err := overlay.IsMounted(rootfs); !ok || err != nil {
 		t.Fatalf("rootfs not mounted after unpack: %v", err)
 	}
-	st, o, c, err := OverlayBundle(bundle)
+	st, o, c, err := OverlayBundle(bundle, StoreOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,8 +91,9 @@ func TestOverlayDriverRoundTrip(t *testing.T) {
 func fakeSnapshot(t *testing.T, s *Store, name, driver string, parent digest.Digest) *Info {
 	t.Helper()
 	id := digest.FromString(name)
-	in := &Info{ID: id.Encoded(), ChainID: id, Parent: parent, DiffID: id, Driver: driver}
-	dir := s.Path(id)
+	in := &Info{ID: id.Encoded(), ChainID: id, Parent: parent, DiffID: id, Driver: driver, key: OverlayDriver}
+	// All under the overlay driver's key: Lowers follows parents there.
+	dir := s.dir(OverlayDriver, id)
 	if err := os.MkdirAll(filepath.Join(dir, FSDir), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +221,7 @@ func TestOverlayFallbackHook(t *testing.T) {
 
 func TestOverlayBundleErrors(t *testing.T) {
 	dir := t.TempDir()
-	if _, _, _, err := OverlayBundle(dir); !errors.Is(err, ErrNotUnpacked) {
+	if _, _, _, err := OverlayBundle(dir, StoreOptions{}); !errors.Is(err, ErrNotUnpacked) {
 		t.Errorf("no record: %v", err)
 	}
 	tests := []struct {
@@ -235,7 +236,7 @@ func TestOverlayBundleErrors(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, RecordFile), []byte(tc.rec), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, _, err := OverlayBundle(dir); !errors.Is(err, tc.want) {
+		if _, _, _, err := OverlayBundle(dir, StoreOptions{}); !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
 		}
 	}
@@ -244,7 +245,7 @@ func TestOverlayBundleErrors(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, RecordFile), []byte(rec), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, _, err := OverlayBundle(dir); !errors.Is(err, ErrNotFound) {
+	if _, _, _, err := OverlayBundle(dir, StoreOptions{}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("missing snapshot: %v, want ErrNotFound", err)
 	}
 }
@@ -283,7 +284,7 @@ func TestOverlayStoreFormConcurrent(t *testing.T) {
 	forms := make(chan overlay.Xattrs, 16)
 	for i := 0; i < 16; i++ {
 		go func() {
-			o, err := openOverlay(s)
+			o, err := openOverlay(s, &IDMap{}, true)
 			if err != nil {
 				errs <- err
 				return

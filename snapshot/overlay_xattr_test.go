@@ -39,7 +39,7 @@ func TestOverlayLayerXattrsAndOpaqueOrder(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(rootfs, "fake", "kept")); err != nil || string(b) != "lower\n" {
 		t.Errorf("fake/kept through the mount = %q, %v: an image xattr made the directory opaque", b, err)
 	}
-	topFS := filepath.Join(s.Path(rec.Chain[len(rec.Chain)-1]), FSDir)
+	topFS := filepath.Join(s.dir(OverlayDriver, rec.Chain[len(rec.Chain)-1]), FSDir)
 	v := make([]byte, 16)
 	n, err := unix.Lgetxattr(filepath.Join(topFS, "fake"), "trusted.overlay.overlay.opaque", v)
 	if err != nil || string(v[:n]) != "y" {

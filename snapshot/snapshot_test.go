@@ -32,7 +32,7 @@ func buildStandard(t *testing.T) (string, [][]byte) {
 
 func openStore(t *testing.T) *Store {
 	t.Helper()
-	s, err := Open(filepath.Join(t.TempDir(), "store"))
+	s, err := Open(filepath.Join(t.TempDir(), "store"), StoreOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

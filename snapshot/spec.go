@@ -11,7 +11,6 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"github.com/strata-oci/strata/internal/userns"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,6 +27,13 @@ type SpecOptions struct {
 	// user namespace of its own, and the image's user is kept when the
 	// namespace maps it.
 	InNamespace bool
+	// Namespace, with InNamespace, is that namespace's mapping (as in
+	// StoreOptions.UserNS): the image's user and groups are kept where it
+	// maps them. nil keeps them all.
+	Namespace *IDMap
+	// HostUID and HostGID are the caller's IDs outside any user
+	// namespace, which a Rootless spec maps to root.
+	HostUID, HostGID uint32
 	// IDMap runs the container in a user namespace with these mappings
 	// (ignored with Rootless, which maps the caller alone).
 	IDMap *IDMap
@@ -138,7 +144,7 @@ func GenerateSpec(img *ocispec.Image, rootfs string, o SpecOptions) (*specs.Spec
 	switch {
 	case o.Rootless && o.InNamespace:
 		u := s.Process.User
-		makeRootless(s)
+		makeRootless(s, o.HostUID, o.HostGID)
 		s.Linux.UIDMappings, s.Linux.GIDMappings = nil, nil
 		var ns []specs.LinuxNamespace
 		for _, n := range s.Linux.Namespaces {
@@ -147,9 +153,9 @@ func GenerateSpec(img *ocispec.Image, rootfs string, o SpecOptions) (*specs.Spec
 			}
 		}
 		s.Linux.Namespaces = ns
-		s.Process.User = mappedUser(u)
+		s.Process.User = mappedUser(u, o.Namespace)
 	case o.Rootless:
-		makeRootless(s)
+		makeRootless(s, o.HostUID, o.HostGID)
 	case !o.IDMap.Empty():
 		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
 		for _, r := range o.IDMap.UIDs {
@@ -162,21 +168,16 @@ func GenerateSpec(img *ocispec.Image, rootfs string, o SpecOptions) (*specs.Spec
 	return s, nil
 }
 
-// mappedUser is u with what the current user namespace does not map
-// dropped: the user and group fall back to root, unmapped supplementary
-// groups are left out.
-func mappedUser(u specs.User) specs.User {
-	m, err := userns.Current()
-	if err != nil {
-		return specs.User{}
+// mappedUser is u with what the user namespace m does not map dropped:
+// the user and group fall back to root, unmapped supplementary groups are
+// left out. A nil m maps everyone.
+func mappedUser(u specs.User, m *IDMap) specs.User {
+	if m == nil {
+		return u
 	}
-	in := func(rs []userns.Range, id uint32) bool {
-		for _, r := range rs {
-			if id >= r.Inside && uint64(id) < uint64(r.Inside)+uint64(r.Size) {
-				return true
-			}
-		}
-		return false
+	in := func(rs []IDRange, id uint32) bool {
+		_, ok := lookup(rs, int(id))
+		return ok
 	}
 	if !in(m.UIDs, u.UID) || !in(m.GIDs, u.GID) {
 		return specs.User{}
@@ -193,7 +194,7 @@ func mappedUser(u specs.User) specs.User {
 // makeRootless turns s into a spec an unprivileged user can run: the
 // caller is root in a new user namespace, and nothing needs host
 // privileges.
-func makeRootless(s *specs.Spec) {
+func makeRootless(s *specs.Spec, uid, gid uint32) {
 	var ns []specs.LinuxNamespace
 	for _, n := range s.Linux.Namespaces {
 		if n.Type != specs.NetworkNamespace && n.Type != specs.UserNamespace {
@@ -201,7 +202,6 @@ func makeRootless(s *specs.Spec) {
 		}
 	}
 	s.Linux.Namespaces = append(ns, specs.LinuxNamespace{Type: specs.UserNamespace})
-	uid, gid := hostIDs()
 	s.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: uid, Size: 1}}
 	s.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: gid, Size: 1}}
 	// Only root is mapped: the image's user cannot exist in the
@@ -348,30 +348,4 @@ func readRootfsFile(rootfs, name string) ([][]string, error) {
 		out = append(out, strings.Split(line, ":"))
 	}
 	return out, nil
-}
-
-// hostIDs is the caller's user and group outside any user namespace it
-// runs in: runc, started by that user, maps them to root.
-func hostIDs() (uint32, uint32) {
-	uid, gid := uint32(os.Geteuid()), uint32(os.Getegid())
-	if !userns.InNamespace() {
-		return uid, gid
-	}
-	m, err := userns.Current()
-	if err != nil {
-		return uid, gid
-	}
-	for _, r := range m.UIDs {
-		if uint64(uid) >= uint64(r.Inside) && uint64(uid) < uint64(r.Inside)+uint64(r.Size) {
-			uid = r.Outside + (uid - r.Inside)
-			break
-		}
-	}
-	for _, r := range m.GIDs {
-		if uint64(gid) >= uint64(r.Inside) && uint64(gid) < uint64(r.Inside)+uint64(r.Size) {
-			gid = r.Outside + (gid - r.Inside)
-			break
-		}
-	}
-	return uid, gid
 }

@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/opencontainers/go-digest"
-	"github.com/strata-oci/strata/internal/userns"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,13 +20,14 @@ import (
 type Store struct {
 	root string
 	lock *os.File
+	opts StoreOptions
 }
 
 // DefaultRoot is /var/lib/strata for root and $XDG_DATA_HOME/strata
-// (~/.local/share/strata) for other users.
-func DefaultRoot() (string, error) {
-	// Root of strata's own user namespace is still the calling user.
-	if os.Geteuid() == 0 && !userns.Entered() {
+// (~/.local/share/strata) for other users; rootless says which the
+// caller is (root of strata's own user namespace is still the user).
+func DefaultRoot(rootless bool) (string, error) {
+	if !rootless {
 		return "/var/lib/strata", nil
 	}
 	if x := os.Getenv("XDG_DATA_HOME"); x != "" && filepath.IsAbs(x) {
@@ -40,9 +40,12 @@ func DefaultRoot() (string, error) {
 	return filepath.Join(home, ".local", "share", "strata"), nil
 }
 
-// Open opens the store at root, creating it if needed, and takes the
-// store lock shared; Close releases it.
-func Open(root string) (*Store, error) {
+// Open opens the store at root for a process described by o, creating
+// the store if needed, and takes the store lock shared; Close releases
+// it. A store laid out by an earlier strata (every snapshot directly in
+// ROOT/snapshots) is moved to the current layout first, under the lock
+// held exclusively.
+func Open(root string, o StoreOptions) (*Store, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot root %s: %w", root, err)
@@ -60,7 +63,12 @@ func Open(root string) (*Store, error) {
 		f.Close()
 		return nil, fmt.Errorf("snapshot root %s: lock: %w", root, err)
 	}
-	return &Store{root: abs, lock: f}, nil
+	s := &Store{root: abs, lock: f, opts: o}
+	if err := s.migrate(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
 func flock(f *os.File, how int) error {
@@ -94,42 +102,74 @@ func (s *Store) exclusive() (func(), error) {
 // Root is the store's directory.
 func (s *Store) Root() string { return s.root }
 
-// Path is the directory of the snapshot with the given chain ID.
-func (s *Store) Path(chainID digest.Digest) string {
-	return filepath.Join(s.root, SnapshotsDir, chainID.Encoded())
+// Options are the options the store was opened with.
+func (s *Store) Options() StoreOptions { return s.opts }
+
+// dir is the directory of the snapshot with the given chain ID among the
+// snapshots of key (see ownersKey).
+func (s *Store) dir(key string, chainID digest.Digest) string {
+	return filepath.Join(s.root, SnapshotsDir, key, chainID.Encoded())
+}
+
+// isHex says whether name is a full sha256 hex: a snapshot directory
+// (key directories are driver names, never that).
+func isHex(name string) bool {
+	if len(name) != 64 {
+		return false
+	}
+	for _, c := range name {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // Get reads a snapshot's meta.json. id is a chain ID, its hex or a unique
-// prefix of at least 12 hex digits.
+// prefix of at least 12 hex digits, optionally after its store key and a
+// slash ("overlay/<hex>", as Info.Name gives it) to pick one driver's
+// snapshot where several drivers hold the same chain.
 func (s *Store) Get(id string) (*Info, error) {
-	hex := strings.TrimPrefix(id, "sha256:")
-	if hex == "" || strings.ContainsAny(hex, "/.\\") {
+	key, hex, keyed := strings.Cut(id, "/")
+	if !keyed {
+		key, hex = "", id
+	}
+	hex = strings.TrimPrefix(hex, "sha256:")
+	if hex == "" || strings.ContainsAny(hex, "/.\\") || (keyed && (key == "" || strings.ContainsAny(key, "/\\") || key[0] == '.')) {
 		return nil, fmt.Errorf("snapshot %q: %w", id, ErrNotFound)
 	}
-	dir := filepath.Join(s.root, SnapshotsDir, hex)
-	if _, err := os.Stat(dir); err != nil {
-		if len(hex) < 12 || len(hex) >= 64 {
-			return nil, fmt.Errorf("snapshot %s: %w", id, ErrNotFound)
-		}
-		infos, err := s.List()
-		if err != nil {
-			return nil, err
-		}
-		var found []*Info
-		for _, in := range infos {
-			if strings.HasPrefix(in.ID, hex) {
-				found = append(found, in)
-			}
-		}
-		switch len(found) {
-		case 0:
-			return nil, fmt.Errorf("snapshot %s: %w", id, ErrNotFound)
-		case 1:
-			return found[0], nil
-		}
-		return nil, fmt.Errorf("snapshot %s: prefix names %d snapshots", id, len(found))
+	if len(hex) < 12 || len(hex) > 64 {
+		return nil, fmt.Errorf("snapshot %s: %w", id, ErrNotFound)
 	}
-	return readInfo(dir)
+	if keyed && isHex(hex) {
+		return readInfo(filepath.Join(s.root, SnapshotsDir, key, hex))
+	}
+	infos, err := s.List()
+	if err != nil {
+		return nil, err
+	}
+	var found []*Info
+	for _, in := range infos {
+		if strings.HasPrefix(in.ID, hex) && (!keyed || in.key == key) {
+			found = append(found, in)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil, fmt.Errorf("snapshot %s: %w", id, ErrNotFound)
+	case 1:
+		return found[0], nil
+	}
+	var names []string
+	for _, in := range found {
+		names = append(names, in.Name())
+	}
+	return nil, fmt.Errorf("snapshot %s names %d snapshots: %s (give one of these)", id, len(found), strings.Join(names, ", "))
+}
+
+// get reads the snapshot of chainID among key's.
+func (s *Store) get(key string, chainID digest.Digest) (*Info, error) {
+	return readInfo(s.dir(key, chainID))
 }
 
 func readInfo(dir string) (*Info, error) {
@@ -145,26 +185,78 @@ func readInfo(dir string) (*Info, error) {
 		return nil, fmt.Errorf("snapshot %s: %s: %w", filepath.Base(dir), MetaFile, err)
 	}
 	in.Dir = dir
+	in.key = filepath.Base(filepath.Dir(dir))
 	return &in, nil
 }
 
-// List returns every complete snapshot, sorted by ID.
-func (s *Store) List() ([]*Info, error) {
+// keys lists the key directories of ROOT/snapshots.
+func (s *Store) keys() ([]string, error) {
 	ents, err := os.ReadDir(filepath.Join(s.root, SnapshotsDir))
 	if err != nil {
 		return nil, fmt.Errorf("list snapshots in %s: %w", s.root, err)
 	}
-	var out []*Info
+	var out []string
 	for _, e := range ents {
-		if !e.IsDir() {
+		if e.IsDir() && !isHex(e.Name()) && !strings.HasPrefix(e.Name(), ".") {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
+
+// List returns every complete snapshot of every driver, sorted by ID,
+// then store key.
+func (s *Store) List() ([]*Info, error) {
+	keys, err := s.keys()
+	if err != nil {
+		return nil, err
+	}
+	var out []*Info
+	for _, k := range keys {
+		ents, err := os.ReadDir(filepath.Join(s.root, SnapshotsDir, k))
+		if err != nil {
+			return nil, fmt.Errorf("list snapshots in %s: %w", s.root, err)
+		}
+		for _, e := range ents {
+			if !e.IsDir() || !isHex(e.Name()) {
+				continue
+			}
+			in, err := readInfo(filepath.Join(s.root, SnapshotsDir, k, e.Name()))
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, in)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].ID != out[j].ID {
+			return out[i].ID < out[j].ID
+		}
+		return out[i].key < out[j].key
+	})
+	return out, nil
+}
+
+// Find returns the snapshots of chainID, one per driver and ID mapping
+// that holds it.
+func (s *Store) Find(chainID digest.Digest) ([]*Info, error) {
+	if err := chainID.Validate(); err != nil {
+		return nil, fmt.Errorf("snapshot %q: %w", chainID, err)
+	}
+	keys, err := s.keys()
+	if err != nil {
+		return nil, err
+	}
+	var out []*Info
+	for _, k := range keys {
+		in, err := s.get(k, chainID)
+		if errors.Is(err, ErrNotFound) {
 			continue
 		}
-		in, err := readInfo(filepath.Join(s.root, SnapshotsDir, e.Name()))
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, in)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
 }

@@ -150,6 +150,9 @@ type Record struct {
 	Chain    []digest.Digest `json:"chain"`
 	Rootless bool            `json:"rootless,omitempty"`
 	IDMap    *IDMap          `json:"idMap,omitempty"`
+	// Owners is the ID mapping the bundle's snapshots and rootfs were
+	// written under (Info.Owners); records of an earlier strata lack it.
+	Owners *IDMap `json:"owners,omitempty"`
 	// Unpacked is when the rootfs was complete. Every file with a ctime
 	// later than Unpacked has been changed since: commit only needs to
 	// compare those (and look for deleted ones) against the file list.

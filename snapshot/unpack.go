@@ -15,7 +15,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/internal/chunkpipe"
-	"github.com/strata-oci/strata/internal/userns"
 	"github.com/strata-oci/strata/layout"
 	"golang.org/x/sys/unix"
 )
@@ -53,6 +52,7 @@ func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec 
 	if err != nil {
 		return nil, err
 	}
+	key := ownersKey(d.Name(), d.Owners())
 	if ov, ok := d.(*Overlay); ok && !o.IDMap.Empty() {
 		// Before any layer is extracted: can this store's layers be
 		// mounted shifted at all?
@@ -121,7 +121,7 @@ func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec 
 			return readAhead(r), nil
 		}}
 		if o.Layer != nil {
-			_, statErr := os.Stat(s.Path(chainOf(parent, diffIDs[i])))
+			_, statErr := os.Stat(s.dir(key, chainOf(parent, diffIDs[i])))
 			o.Layer(i, len(img.Manifest.Layers), ld.Digest, statErr != nil)
 		}
 		// overlay applies a layer with its lower layers mounted from
@@ -132,16 +132,13 @@ func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec 
 		if err != nil {
 			return nil, err
 		}
-		if in.Driver != d.Name() {
-			return nil, fmt.Errorf("snapshot %s was made by the %s driver, not %s: remove it (strata snapshots rm) to switch drivers", in.ID, in.Driver, d.Name())
-		}
 		chain = append(chain, in)
 		parent = in
 	}
 	if err := parent.publish(); err != nil {
 		return nil, err
 	}
-	c := &Container{Dir: abs, Chain: chain, Rootless: os.Geteuid() != 0 || userns.Entered(), IDMap: o.IDMap}
+	c := &Container{Dir: abs, Chain: chain, Rootless: s.opts.Rootless, IDMap: o.IDMap}
 	if interrupted(o.Done) {
 		return nil, ErrInterrupted
 	}
@@ -153,10 +150,15 @@ func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec 
 			_ = d.RemoveRootfs(c)
 		}
 	}()
-	// A rootless overlay mount exists only in strata's namespace: the
-	// bundle is run there.
-	inNS := c.Rootless && userns.Entered() && d.Name() == OverlayDriver
-	spec, err := GenerateSpec(&img.Config, c.Rootfs(), SpecOptions{Rootless: c.Rootless, InNamespace: inNS, IDMap: o.IDMap})
+	// A rootless overlay mount exists only in strata's namespace, and
+	// only there do files of a vfs rootfs written under its mapping have
+	// their owners: the bundle is run there.
+	inNS := c.Rootless && s.opts.UserNS != nil && (d.Name() == OverlayDriver || NeedsNamespace(d.Owners()))
+	hostUID, hostGID := s.opts.hostIDs()
+	spec, err := GenerateSpec(&img.Config, c.Rootfs(), SpecOptions{
+		Rootless: c.Rootless, InNamespace: inNS, Namespace: s.opts.UserNS,
+		HostUID: hostUID, HostGID: hostGID, IDMap: o.IDMap,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", img.Descriptor.Digest, err)
 	}
@@ -171,7 +173,10 @@ func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec 
 	rec = &Record{
 		Dir: abs, Store: s.root, Driver: d.Name(), Layout: layoutAbs, Ref: ref,
 		Manifest: img.Descriptor.Digest, Config: img.Manifest.Config.Digest,
-		Rootless: c.Rootless, IDMap: o.IDMap, Unpacked: time.Now().UTC(),
+		Rootless: c.Rootless, IDMap: o.IDMap, Owners: d.Owners(), Unpacked: time.Now().UTC(),
+	}
+	if rec.Owners == nil {
+		rec.Owners = &IDMap{}
 	}
 	if o.IDMap.Empty() {
 		rec.IDMap = nil

@@ -4,18 +4,24 @@ import (
 	"errors"
 	"fmt"
 	"os"
-
-	"github.com/strata-oci/strata/internal/userns"
 )
 
 // VFS is the name of the copying driver.
 const VFS = "vfs"
 
 func init() {
-	RegisterDriver(VFS, func(s *Store) (Driver, error) {
+	RegisterDriver(VFS, func(s *Store, owners *IDMap) (Driver, error) {
+		m, err := s.opts.writer(owners)
+		if err != nil {
+			return nil, err
+		}
 		// In a user namespace root can chown only to mapped IDs and
-		// cannot make devices: extract as an unprivileged user would.
-		return &vfsDriver{rootless: os.Geteuid() != 0 || userns.InNamespace()}, nil
+		// cannot make devices: extract as an unprivileged user would,
+		// giving the owners the namespace maps.
+		return &vfsDriver{
+			rootless: s.opts.Rootless, owners: owners, m: m,
+			keepOwners: s.opts.Rootless && s.opts.UserNS != nil,
+		}, nil
 	})
 }
 
@@ -27,12 +33,31 @@ func init() {
 // system can, else copied with copy_file_range, holes kept. When Unpack
 // has layers to extract, it builds the rootfs from their streams instead
 // (vfs_stream.go) and CreateRootfs is not called.
-type vfsDriver struct{ rootless bool }
+type vfsDriver struct {
+	rootless bool
+	// owners is the mapping snapshots are written under, m what it
+	// makes of image IDs for this process (ApplyOptions.Owners).
+	owners, m *IDMap
+	// keepOwners: rootless in a user namespace, where copies keep the
+	// owners the namespace maps (outside one, all files are the user's).
+	keepOwners bool
+}
 
 func (v *vfsDriver) Name() string { return VFS }
 
+func (v *vfsDriver) Owners() *IDMap { return v.owners }
+
+// copyOptions is how the driver copies its trees.
+func (v *vfsDriver) copyOptions() copyOptions {
+	return copyOptions{rootless: v.rootless, keepOwners: v.keepOwners}
+}
+
+func (v *vfsDriver) applyOptions() ApplyOptions {
+	return ApplyOptions{Whiteouts: WhiteoutDelete, Rootless: v.rootless, Owners: v.m, DropCache: true}
+}
+
 func (v *vfsDriver) PrepareLayer(dir string, parent *Info) (ApplyOptions, error) {
-	opts := ApplyOptions{Whiteouts: WhiteoutDelete, Rootless: v.rootless, DropCache: true}
+	opts := v.applyOptions()
 	if parent == nil {
 		return opts, nil
 	}
@@ -43,7 +68,9 @@ func (v *vfsDriver) PrepareLayer(dir string, parent *Info) (ApplyOptions, error)
 	if err := os.Remove(dir); err != nil {
 		return opts, err
 	}
-	if err := copyTree(parent.FS(), dir, copyOptions{rootless: v.rootless, writableDirs: v.rootless, linkFiles: true}); err != nil {
+	co := v.copyOptions()
+	co.writableDirs, co.linkFiles = v.rootless, true
+	if err := copyTree(parent.FS(), dir, co); err != nil {
 		return opts, fmt.Errorf("copy snapshot %s: %w", parent.ID, err)
 	}
 	return opts, nil
@@ -60,7 +87,9 @@ func (v *vfsDriver) CreateRootfs(c *Container) error {
 	if v.rootless && !c.IDMap.Empty() {
 		return errors.New("vfs: an id map needs root (or a user namespace)")
 	}
-	if err := copyTree(top.FS(), c.Rootfs(), copyOptions{rootless: v.rootless, idMap: c.IDMap}); err != nil {
+	co := v.copyOptions()
+	co.idMap = c.IDMap
+	if err := copyTree(top.FS(), c.Rootfs(), co); err != nil {
 		_ = RemoveAll(c.Rootfs())
 		return fmt.Errorf("create rootfs from snapshot %s: %w", top.ID, err)
 	}

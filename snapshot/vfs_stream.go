@@ -31,9 +31,10 @@ import (
 // snapshot first, so its layer was never read), the partial rootfs is
 // removed and the top snapshot copied as before.
 type rootfsStream struct {
-	store    *Store
-	rootfs   string
-	rootless bool
+	store  *Store
+	rootfs string
+	v      *vfsDriver
+	key    string
 
 	feeds    chan *feed
 	quit     chan struct{}
@@ -76,7 +77,7 @@ func newRootfsStream(d Driver, s *Store, rootfs string, idMap *IDMap, layers int
 		return nil
 	}
 	r := &rootfsStream{
-		store: s, rootfs: rootfs, rootless: v.rootless,
+		store: s, rootfs: rootfs, v: v, key: ownersKey(v.Name(), v.Owners()),
 		feeds: make(chan *feed, layers+1), quit: make(chan struct{}), exited: make(chan struct{}),
 	}
 	go r.run()
@@ -90,7 +91,7 @@ func (r *rootfsStream) layer(parent *Info, l Layer) Layer {
 		return l
 	}
 	chain := chainOf(parent, l.DiffID)
-	if _, err := os.Stat(r.store.Path(chain)); err == nil {
+	if _, err := os.Stat(r.store.dir(r.key, chain)); err == nil {
 		return l // in the store: Ensure will not read it
 	}
 	f := &feed{parent: parent, chain: chain, digest: l.Digest, chunks: make(chan []byte, 8), free: make(chan []byte, 10)}
@@ -201,7 +202,9 @@ func (r *rootfsStream) apply(f *feed, files *Files) error {
 			}
 			*files = Files{}
 		} else {
-			if err := copyTree(f.parent.FS(), r.rootfs, copyOptions{rootless: r.rootless, writableDirs: r.rootless}); err != nil {
+			co := r.v.copyOptions()
+			co.writableDirs = r.v.rootless
+			if err := copyTree(f.parent.FS(), r.rootfs, co); err != nil {
 				return fmt.Errorf("create rootfs from snapshot %s: %w", f.parent.ID, err)
 			}
 			fl, err := f.parent.ReadFiles()
@@ -213,12 +216,12 @@ func (r *rootfsStream) apply(f *feed, files *Files) error {
 	} else if r.at != parentChain {
 		r.broken = true
 		return nil
-	} else if r.rootless {
+	} else if r.v.rootless {
 		if err := unlockDirs(r.rootfs, *files); err != nil {
 			return err
 		}
 	}
-	opts := ApplyOptions{Whiteouts: WhiteoutDelete, Rootless: r.rootless, Done: r.quit}
+	opts := ApplyOptions{Whiteouts: WhiteoutDelete, Rootless: r.v.rootless, Owners: r.v.m, Done: r.quit}
 	if err := Apply(r.rootfs, f.reader(), opts, *files); err != nil {
 		f.drain()
 		if f.err != nil || errors.Is(err, ErrInterrupted) {

@@ -195,7 +195,7 @@ func TestSnapshotMadeElsewhere(t *testing.T) {
 		t.Run(drv, func(t *testing.T) {
 			dir, l, img := openStandardImage(t)
 			s := openStore(t)
-			other, err := Open(s.Root())
+			other, err := Open(s.Root(), StoreOptions{})
 			must(t, err)
 			defer other.Close()
 			od, err := NewDriver(drv, other)

@@ -189,7 +189,11 @@ func TestRootlessOverlay(t *testing.T) {
 
 	// The layer snapshot holds the overlay forms of the whiteouts, in the
 	// user namespace's xattr form, and belongs to the user.
-	top := filepath.Join(store, "snapshots", rec.Chain[1].Encoded(), "fs")
+	tops, _ := filepath.Glob(filepath.Join(store, "snapshots", "overlay.*", rec.Chain[1].Encoded(), "fs"))
+	if len(tops) != 1 {
+		t.Fatalf("%d overlay snapshots of the top layer, want 1", len(tops))
+	}
+	top := tops[0]
 	if !ovlIsWhiteoutAt(filepath.Join(top, "gone")) {
 		t.Errorf("%s/gone is not a 0:0 character device", top)
 	}

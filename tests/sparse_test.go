@@ -99,7 +99,7 @@ func TestUnpackSparseLayers(t *testing.T) {
 			for _, b := range []string{b1, b2} {
 				check(t, filepath.Join(b, "rootfs"), "gnu-sparse", "pax-sparse", "zeros")
 			}
-			snaps, _ := filepath.Glob(filepath.Join(root, "snapshots", "*", "fs", "pax-sparse"))
+			snaps, _ := filepath.Glob(filepath.Join(root, "snapshots", "*", "*", "fs", "pax-sparse"))
 			if len(snaps) == 0 {
 				t.Fatal("no snapshot holds pax-sparse")
 			}
@@ -176,7 +176,7 @@ func TestUnpackDuplicateNamesMatchesUmoci(t *testing.T) {
 			if out := strata(t, "snapshots", "verify", "--root", root, img+":v1"); strings.Count(out, " ok ") != 2 {
 				t.Fatalf("verify:\n%s", out)
 			}
-			kept, _ := filepath.Glob(filepath.Join(root, "snapshots", "*", "shadow", "*"))
+			kept, _ := filepath.Glob(filepath.Join(root, "snapshots", "*", "*", "shadow", "*"))
 			if len(kept) != 6 {
 				t.Errorf("%d replaced files kept, want 6: %v", len(kept), kept)
 			}
@@ -200,17 +200,17 @@ func TestUnpackDuplicateNamesMatchesUmoci(t *testing.T) {
 // dupChain returns the ID of the store's snapshot at depth n (1: base).
 func dupChain(t *testing.T, root string, n int) string {
 	t.Helper()
-	ents, err := os.ReadDir(filepath.Join(root, "snapshots"))
+	metas, err := filepath.Glob(filepath.Join(root, "snapshots", "*", "*", "meta.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range ents {
-		meta, err := os.ReadFile(filepath.Join(root, "snapshots", e.Name(), "meta.json"))
+	for _, p := range metas {
+		meta, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if hasParent := strings.Contains(string(meta), `"parent"`); hasParent == (n == 2) {
-			return e.Name()
+			return filepath.Base(filepath.Dir(p))
 		}
 	}
 	t.Fatalf("no snapshot at depth %d in %s", n, root)

@@ -94,7 +94,10 @@ gives the same layer digest on every run.`,
 			if err != nil {
 				return err
 			}
-			if overlayNeedsUserns(rec.Driver) {
+			if err := checkBundleRoot(rec, bundle); err != nil {
+				return err
+			}
+			if bundleNeedsUserns(rec) {
 				return reexecInUserns(false)
 			}
 			if !cmd.Flags().Changed("created-by") {
@@ -117,6 +120,9 @@ gives the same layer digest on every run.`,
 				Compression: kind,
 				Level:       lvl,
 				Timestamp:   when,
+				// Who commits: the bundle's owners are read back
+				// through it.
+				StoreOptions: storeOptions(),
 			})
 			prog.Wait()
 			l.Close()
@@ -170,7 +176,7 @@ func demoUnpack(d *demoRun) error {
 			return err
 		}
 	}
-	s, err := snapshot.Open(filepath.Join(d.dir, demoStore))
+	s, err := snapshot.Open(filepath.Join(d.dir, demoStore), storeOptions())
 	if err != nil {
 		return err
 	}
@@ -214,6 +220,8 @@ func demoCommit(d *demoRun) error {
 		CreatedBy: "strata demo",
 		Timestamp: &when,
 		Edit:      func(c *layout.Config) error { return dockerfile.Apply(c, []string{`LABEL stage=committed`}) },
+
+		StoreOptions: storeOptions(),
 	})
 	if err != nil {
 		return err

@@ -28,6 +28,7 @@ var (
 var (
 	flagDebug bool
 	flagQuiet bool
+	flagRoot  string
 )
 
 var rootCmd = &cobra.Command{
@@ -48,6 +49,7 @@ REF is a tag (v1), a full name (docker.io/library/debian:12) or a digest
 func init() {
 	rootCmd.PersistentFlags().BoolVar(&flagDebug, "debug", false, "print error details and debugging output")
 	rootCmd.PersistentFlags().BoolVarP(&flagQuiet, "quiet", "q", false, "print no progress")
+	rootCmd.PersistentFlags().StringVar(&flagRoot, "root", "", "snapshot store `DIR` of unpack, commit, mount, umount and snapshots (default /var/lib/strata, or $XDG_DATA_HOME/strata when not root)")
 	rootCmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})

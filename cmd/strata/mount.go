@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 	"github.com/strata-oci/strata/internal/userns"
@@ -40,7 +41,10 @@ with ` + RootfsEnv + ` set to the rootfs, unmounts and exits with CMD's status.
 
 As an unprivileged user strata mounts inside its own user namespace, which
 ends with strata: a mount is only useful with CMD, which runs inside that
-namespace as its root.`,
+namespace as its root.
+
+A vfs bundle's rootfs is a plain directory: with CMD, strata runs it, inside
+its user namespace when the rootfs has owners only that namespace maps.`,
 		Example: `  strata mount ./bundle && runc run -b ./bundle ctr
   strata mount ./bundle -- sh -c 'ls "$` + RootfsEnv + `"/etc'`,
 		Args: minArgs(1),
@@ -56,13 +60,39 @@ namespace as its root.`,
 					return usagef("mount: no command after --")
 				}
 			}
+			rec, err := snapshot.ReadRecord(args[0])
+			if err != nil {
+				return err
+			}
+			if err := checkBundleRoot(rec, args[0]); err != nil {
+				return err
+			}
+			if rec.Driver != snapshot.OverlayDriver && run != nil {
+				// A plain rootfs needs no mount; the command runs
+				// where its owners show.
+				if bundleNeedsUserns(rec) {
+					return reexecInUserns(false)
+				}
+				abs, err := filepath.Abs(args[0])
+				if err != nil {
+					return err
+				}
+				code, err := runOnMount(run, filepath.Join(abs, snapshot.RootfsDir))
+				if err != nil {
+					return err
+				}
+				if code != 0 {
+					os.Exit(code)
+				}
+				return nil
+			}
 			if userns.Needed() {
 				if run == nil {
 					return usagef("mount: an unprivileged strata mounts inside its own user namespace, which ends when strata does: give a command to run on the mount (strata mount %s -- CMD)", args[0])
 				}
 				return reexecInUserns(false)
 			}
-			s, o, ctr, err := snapshot.OverlayBundle(args[0])
+			s, o, ctr, err := snapshot.OverlayBundle(args[0], storeOptions())
 			if err != nil {
 				return err
 			}
@@ -107,9 +137,15 @@ namespace as its root.`,
 // returns its exit status. Termination signals go to the command, so that
 // strata outlives it and unmounts.
 func runOnMount(run []string, rootfs string) (int, error) {
+	return runCommand(run, RootfsEnv+"="+rootfs)
+}
+
+// runCommand runs a command with env added to strata's environment and
+// returns its exit status, passing it termination signals.
+func runCommand(run []string, env ...string) (int, error) {
 	cmd := exec.Command(run[0], run[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), RootfsEnv+"="+rootfs)
+	cmd.Env = append(os.Environ(), env...)
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
 	defer signal.Stop(sigs)

@@ -13,18 +13,22 @@ import (
 )
 
 func init() {
-	var root, platform string
+	var platform string
 	var asJSON, noTrunc bool
 	c := &cobra.Command{
 		Use:   "snapshots",
 		Short: "List, verify, remove and garbage-collect extracted layers",
-		Long: `List the snapshots of the store (--root): one per extracted layer, keyed
-by chain ID, with its driver, unpacked size (the files of the root file
-system up to that layer, with vfs; of the layer alone, with overlay), file
-count and the number of unpacked bundles using it.`,
+		Long: `List the snapshots of the store (--root): one per extracted layer and
+driver, keyed by chain ID, with its driver, how its files carry the image's
+owners (image: as they are; xattr: the user's files, owners in the
+user.rootlesscontainers xattr; userns: the owners strata's user namespace
+maps), unpacked size (the files of the root file system up to that layer,
+with vfs; of the layer alone, with overlay), file count and the number of
+unpacked bundles using it. Where several drivers hold a chain, name one
+snapshot as KEY/ID (the "name" the --json listing gives).`,
 		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, args []string) error {
-			s, err := openStore(root)
+			s, err := openStore()
 			if err != nil {
 				return err
 			}
@@ -41,12 +45,14 @@ count and the number of unpacked bundles using it.`,
 			if asJSON {
 				type row struct {
 					*snapshot.Info
+					Name    string   `json:"name"`
+					Kind    string   `json:"ownersKind"`
 					Dir     string   `json:"dir"`
 					Bundles []string `json:"bundles"`
 				}
 				rows := []row{}
 				for _, in := range infos {
-					rows = append(rows, row{in, in.Dir, users[in.ID]})
+					rows = append(rows, row{in, in.Name(), snapshot.OwnersKind(in.Owners), in.Dir, users[in.Name()]})
 				}
 				b, err := json.MarshalIndent(rows, "", "  ")
 				if err != nil {
@@ -56,7 +62,7 @@ count and the number of unpacked bundles using it.`,
 				return err
 			}
 			tw := tabwriter.NewWriter(out, 0, 4, 3, ' ', 0)
-			fmt.Fprintln(tw, "ID\tPARENT\tDRIVER\tSIZE\tFILES\tBUNDLES\tCREATED")
+			fmt.Fprintln(tw, "ID\tPARENT\tDRIVER\tOWNERS\tSIZE\tFILES\tBUNDLES\tCREATED")
 			for _, in := range infos {
 				id, parent := in.ID, "-"
 				if in.Parent != "" {
@@ -65,13 +71,12 @@ count and the number of unpacked bundles using it.`,
 				if !noTrunc {
 					id, parent = shortDigest(id), shortDigest(parent)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", id, parent, in.Driver, humanSize(in.Size), in.Files,
-					len(users[in.ID]), in.Created.Format("2006-01-02 15:04:05"))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", id, parent, in.Driver, snapshot.OwnersKind(in.Owners),
+					humanSize(in.Size), in.Files, len(users[in.Name()]), in.Created.Format("2006-01-02 15:04:05"))
 			}
 			return tw.Flush()
 		},
 	}
-	c.PersistentFlags().StringVar(&root, "root", "", "snapshot store `DIR` (default /var/lib/strata, or $XDG_DATA_HOME/strata when not root)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the listing as JSON")
 	c.Flags().BoolVar(&noTrunc, "no-trunc", false, "print full IDs")
 
@@ -79,12 +84,13 @@ count and the number of unpacked bundles using it.`,
 		Use:   "rm ID...",
 		Short: "Remove snapshots no unpacked bundle uses",
 		Long: `Remove snapshots by ID (full, or a unique prefix of 12 or more hex
-digits). A snapshot a live bundle uses, or an overlay snapshot is built
-on, is refused: delete the bundle directory first.`,
+digits), or KEY/ID where several drivers hold the chain. A snapshot a live
+bundle uses, or an overlay snapshot is built on, is refused: delete the
+bundle directory first.`,
 		Aliases: []string{"remove"},
 		Args:    minArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			s, err := openStore(root)
+			s, err := openStoreInUserns()
 			if err != nil {
 				return err
 			}
@@ -109,7 +115,7 @@ on, is refused: delete the bundle directory first.`,
 Interrupted extractions in the store's tmp/ are removed too.`,
 		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, args []string) error {
-			s, err := openStore(root)
+			s, err := openStoreInUserns()
 			if err != nil {
 				return err
 			}
@@ -119,7 +125,7 @@ Interrupted extractions in the store's tmp/ are removed too.`,
 				return err
 			}
 			for _, in := range res.Removed {
-				fmt.Fprintf(c.OutOrStdout(), "removed %s\n", in.ID)
+				fmt.Fprintf(c.OutOrStdout(), "removed %s\n", in.Name())
 			}
 			infof("removed %d snapshot(s), %s; %d in use", len(res.Removed), humanSize(res.Bytes), res.Kept)
 			return nil
@@ -132,10 +138,10 @@ Interrupted extractions in the store's tmp/ are removed too.`,
 		Long: `Rebuild the exact uncompressed layer of each snapshot from its files and
 its recorded tar-split metadata, and check it against the layer's diffID:
 this proves the extracted files are unchanged. A LAYOUT:REF argument
-verifies every snapshot of that image.`,
+verifies every snapshot of that image, of every driver.`,
 		Args: minArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			s, err := openStore(root)
+			s, err := openStoreInUserns()
 			if err != nil {
 				return err
 			}
@@ -162,11 +168,14 @@ verifies every snapshot of that image.`,
 						return err
 					}
 					for i, id := range snapshot.ChainIDs(img.Config.RootFS.DiffIDs) {
-						in, err := s.Get(id.Encoded())
+						found, err := s.Find(id)
 						if err != nil {
-							return fmt.Errorf("%s: layer %d: %w (unpack it first)", a, i+1, err)
+							return err
 						}
-						infos = append(infos, in)
+						if len(found) == 0 {
+							return fmt.Errorf("%s: layer %d: snapshot %s: %w (unpack it first)", a, i+1, id.Encoded(), snapshot.ErrNotFound)
+						}
+						infos = append(infos, found...)
 					}
 					continue
 				}
@@ -180,7 +189,7 @@ verifies every snapshot of that image.`,
 				if err := in.Verify(); err != nil {
 					return err
 				}
-				fmt.Fprintf(c.OutOrStdout(), "%s ok %s\n", in.ID, in.DiffID)
+				fmt.Fprintf(c.OutOrStdout(), "%s ok %s\n", in.Name(), in.DiffID)
 			}
 			return nil
 		},

@@ -19,7 +19,14 @@ back with every change, and commit still sees them.`,
 			if userns.Needed() {
 				return usagef("umount: an unprivileged strata mounts only inside its own user namespace, which ended with that command: there is nothing to unmount")
 			}
-			s, o, ctr, err := snapshot.OverlayBundle(args[0])
+			rec, err := snapshot.ReadRecord(args[0])
+			if err != nil {
+				return err
+			}
+			if err := checkBundleRoot(rec, args[0]); err != nil {
+				return err
+			}
+			s, o, ctr, err := snapshot.OverlayBundle(args[0], storeOptions())
 			if err != nil {
 				return err
 			}

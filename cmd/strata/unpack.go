@@ -11,7 +11,7 @@ import (
 )
 
 func init() {
-	var root, driver, platform string
+	var driver, platform string
 	var uidMaps, gidMaps []string
 	c := &cobra.Command{
 		Use:   "unpack LAYOUT:REF DIR",
@@ -23,14 +23,20 @@ user), so that runc run -b DIR works, as after umoci unpack.
 
 Layers are extracted once into the snapshot store (--root; by default
 /var/lib/strata for root, $XDG_DATA_HOME/strata for other users), keyed by
-chain ID, and shared by every image and bundle that uses them. --driver vfs
-(the default) copies, on any file system and for any user; overlay mounts.
+driver and chain ID, and shared by every image and bundle that uses them.
+--driver vfs (the default) copies, on any file system and for any user;
+overlay mounts.
 
-As an unprivileged user the rootfs keeps the image's owners in the
-user.rootlesscontainers xattr, devices become empty files, and config.json
-is a rootless spec. --uid-map/--gid-map shift owners for a user namespace
-(root only): vfs chowns the copy, overlay mounts the shared layers through
-idmapped mounts, so nothing is copied; commit shifts owners back.`,
+As an unprivileged user devices become empty files and config.json is a
+rootless spec. vfs keeps the image's owners in the user.rootlesscontainers
+xattr (the files are the user's); overlay runs in strata's user namespace,
+where the files get the owners its /etc/subuid and /etc/subgid ranges map
+(the rest in the xattr), and the bundle runs there too:
+strata mount DIR -- runc run -b DIR NAME.
+
+--uid-map/--gid-map shift owners for a user namespace (root only): vfs
+chowns the copy, overlay mounts the shared layers through idmapped mounts,
+so nothing is copied; commit shifts owners back.`,
 		Example: `  strata unpack ./img:v1 ./bundle && runc run -b ./bundle ctr
   strata unpack --platform linux/arm64 --driver overlay ./img:v1 ./bundle
   strata unpack --uid-map 0:100000:65536 --gid-map 0:100000:65536 ./img:v1 ./bundle
@@ -70,7 +76,7 @@ idmapped mounts, so nothing is copied; commit shifts owners back.`,
 				return err
 			}
 			defer l.Close()
-			s, err := openStore(root)
+			s, err := openStore()
 			if err != nil {
 				return err
 			}
@@ -94,7 +100,6 @@ idmapped mounts, so nothing is copied; commit shifts owners back.`,
 			return nil
 		},
 	}
-	c.Flags().StringVar(&root, "root", "", "snapshot store `DIR` (default /var/lib/strata, or $XDG_DATA_HOME/strata when not root)")
 	c.Flags().StringVar(&driver, "driver", snapshot.VFS, "snapshot driver: `vfs` or overlay")
 	c.Flags().StringVar(&platform, "platform", "", "image platform `os/arch[/variant]` of an index (default: this machine's)")
 	c.Flags().StringArrayVar(&uidMaps, "uid-map", nil, "shift owners: `CONTAINERID:HOSTID:SIZE` (repeatable)")
@@ -136,20 +141,4 @@ func parseIDMaps(uids, gids []string) (*snapshot.IDMap, error) {
 		return nil, nil
 	}
 	return m, nil
-}
-
-// openStore opens the snapshot store at root, or the default one.
-func openStore(root string) (*snapshot.Store, error) {
-	if root == "" {
-		r, err := snapshot.DefaultRoot()
-		if err != nil {
-			return nil, err
-		}
-		root = r
-	}
-	s, err := snapshot.Open(root)
-	if err != nil {
-		return nil, fmt.Errorf("open snapshot store: %w", err)
-	}
-	return s, nil
 }
