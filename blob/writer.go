@@ -189,6 +189,7 @@ func (w *Writer) Commit() (digest.Digest, int64, error) {
 		return "", 0, fmt.Errorf("publish blob %s: %w", got, err)
 	}
 	w.done = true
+	w.s.notePublished(got)
 	// The content was hashed on its way in: seal the published file (its
 	// identity after the rename, which moves the ctime).
 	w.s.sealFile(got, w.f, fileIdentity(w.f))

@@ -31,21 +31,25 @@ func (l *Layout) GC() (*GCResult, error) {
 	lock := own
 	if lock == nil {
 		var err error
-		if lock, err = l.openLock("gc.lock"); err != nil {
-			return nil, err
+		if lock, err = l.lockFile(gcLock, unix.LOCK_EX); err != nil {
+			return nil, fmt.Errorf("lock layout %s for gc: %w", l.dir, err)
 		}
 		defer lock.Close()
-	}
-	// Converting our own shared hold to exclusive waits for every other
-	// holder; converting back lets them in again.
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		return nil, fmt.Errorf("lock layout %s for gc: %w", l.dir, err)
-	}
-	defer func() {
-		if own != nil {
-			_ = unix.Flock(int(lock.Fd()), unix.LOCK_SH)
+	} else {
+		// Converting our own shared hold to exclusive waits for every
+		// other holder; converting back lets them in again.
+		if err := flockRetry(lock, unix.LOCK_EX); err != nil {
+			return nil, fmt.Errorf("lock layout %s for gc: %w", l.dir, err)
 		}
-	}()
+		defer func() { _ = unix.Flock(int(lock.Fd()), unix.LOCK_SH) }()
+	}
+	// gc changes the layout: its creator must not take it back now.
+	if !hasMarker(l.dir) {
+		return nil, fmt.Errorf("gc %s: %w", l.dir, ErrRemoved)
+	}
+	if err := l.claim(); err != nil {
+		return nil, err
+	}
 
 	idx, err := l.Index()
 	if err != nil {
@@ -88,14 +92,11 @@ func (l *Layout) GC() (*GCResult, error) {
 // cleanIndexTemps removes temporary files a killed process left while
 // replacing index.json or oci-layout.
 func (l *Layout) cleanIndexTemps() int {
-	lock, err := l.openLock("index.lock")
+	lock, err := l.lockFile(indexLock, unix.LOCK_EX)
 	if err != nil {
 		return 0
 	}
 	defer lock.Close()
-	if unix.Flock(int(lock.Fd()), unix.LOCK_EX) != nil {
-		return 0
-	}
 	ents, err := os.ReadDir(l.dir)
 	if err != nil {
 		return 0
