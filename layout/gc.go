@@ -8,6 +8,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-oci/strata/internal/tempdir"
 	"golang.org/x/sys/unix"
 )
 
@@ -86,6 +87,8 @@ func (l *Layout) GC() (*GCResult, error) {
 		res.Staging += n
 	}
 	res.Staging += l.cleanIndexTemps()
+	// Working directories of killed archive reads and conversions.
+	res.Staging += tempdir.SweepAll(filepath.Join(l.dir, StateDir))
 	return res, nil
 }
 

@@ -94,6 +94,34 @@ func (d *Dir) Remove() error {
 // creation and its lock file's left: Make makes both at once.
 const noLockGrace = time.Minute
 
+// SweepAll removes the working directories in base, whatever their
+// prefix, whose owners died: those holding a lock file nobody holds.
+// Other directories are left alone. It returns how many it removed.
+func SweepAll(base string) int {
+	ents, err := os.ReadDir(base)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range ents {
+		if e.IsDir() && removeIfDead(filepath.Join(base, e.Name())) {
+			n++
+		}
+	}
+	return n
+}
+
+// removeIfDead removes the working directory p if it holds a lock file
+// nobody holds.
+func removeIfDead(p string) bool {
+	f, err := os.OpenFile(filepath.Join(p, lockName), os.O_RDWR|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	return unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil && os.RemoveAll(p) == nil
+}
+
 // sweep removes prefix* directories of base whose lock is free. A
 // directory without a lock file may be one being made right now, so it is
 // left alone unless it is older than noLockGrace.
@@ -107,18 +135,12 @@ func sweep(base, prefix string) {
 			continue
 		}
 		p := filepath.Join(base, e.Name())
-		f, err := os.OpenFile(filepath.Join(p, lockName), os.O_RDWR|unix.O_NOFOLLOW, 0)
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > noLockGrace {
-					os.RemoveAll(p)
-				}
+		if _, err := os.Lstat(filepath.Join(p, lockName)); errors.Is(err, fs.ErrNotExist) {
+			if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > noLockGrace {
+				os.RemoveAll(p)
 			}
 			continue
 		}
-		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
-			os.RemoveAll(p)
-		}
-		f.Close()
+		removeIfDead(p)
 	}
 }
