@@ -12,6 +12,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Prefixes of the working directories (internal/tempdir) made in a
+// layout's StateDir: an archive being read into it (layout/archive), an
+// image being converted on its way in (layout/transport). gc removes those
+// whose owner died.
+const (
+	ArchiveWorkPrefix = "archive-"
+	CopyWorkPrefix    = ".strata-copy-"
+)
+
 // GCResult says what gc removed.
 type GCResult struct {
 	Removed []digest.Digest `json:"removed"`
@@ -88,7 +97,9 @@ func (l *Layout) GC() (*GCResult, error) {
 	}
 	res.Staging += l.cleanIndexTemps()
 	// Working directories of killed archive reads and conversions.
-	res.Staging += tempdir.SweepAll(filepath.Join(l.dir, StateDir))
+	for _, prefix := range []string{ArchiveWorkPrefix, CopyWorkPrefix} {
+		res.Staging += tempdir.Sweep(filepath.Join(l.dir, StateDir), prefix)
+	}
 	return res, nil
 }
 

@@ -23,9 +23,6 @@ func TestGCSweepsDeadWorkingDirs(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(dead, "layout"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dead, ".lock"), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := l.PutBytes("application/octet-stream", []byte("x")); err != nil {
 		t.Fatal(err)
 	}

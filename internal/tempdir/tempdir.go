@@ -1,6 +1,7 @@
 // Package tempdir makes private working directories that a killed process
-// does not leave behind for ever: each holds a lock for as long as its
-// owner lives, and making a new one removes the siblings nobody holds.
+// does not leave behind for ever: each is locked (flock on the directory
+// itself) for as long as its owner lives, and making a new one removes the
+// siblings nobody holds.
 package tempdir
 
 import (
@@ -10,22 +11,25 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-const lockName = ".lock"
-
 // Dir is a private working directory.
 type Dir struct {
 	Path string
-	lock *os.File
+	lock *os.File // the directory, open and flocked
 }
 
 // Make creates a directory named prefix* in base (the system's temporary
 // directory when base is empty) and locks it. It first removes the
 // directories named prefix* in base whose owners died.
+//
+// The lock is the directory itself, so there is no moment at which it
+// exists unlockable: a directory whose maker was killed before locking it
+// is free, and swept like any other. A concurrent sweep may take the lock
+// between the directory's creation and Make's: Make then waits, and makes
+// another directory if the sweep removed this one.
 func Make(base, prefix string) (*Dir, error) {
 	if base == "" {
 		base = os.TempDir()
@@ -36,31 +40,32 @@ func Make(base, prefix string) (*Dir, error) {
 		if err != nil {
 			return nil, fmt.Errorf("create working directory in %s: %w", base, err)
 		}
-		lock := filepath.Join(p, lockName)
-		f, err := os.OpenFile(lock, os.O_RDWR|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
-		if err != nil {
-			os.RemoveAll(p)
-			if errors.Is(err, fs.ErrNotExist) && attempt < 8 {
-				continue // swept before its lock file was there
+		f, err := openDir(p)
+		if err == nil {
+			if err = flock(f, unix.LOCK_EX); err == nil && linked(f, p) {
+				return &Dir{Path: p, lock: f}, nil
 			}
-			return nil, fmt.Errorf("lock working directory %s: %w", p, err)
-		}
-		// Between the lock file's creation and this lock, another Make's
-		// sweep may have taken the lock (it then waits here for a moment)
-		// and removed the directory (then start over).
-		if err := flock(f, unix.LOCK_EX); err != nil {
 			f.Close()
+		}
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			os.RemoveAll(p)
 			return nil, fmt.Errorf("lock working directory %s: %w", p, err)
 		}
-		if linked(f, lock) {
-			return &Dir{Path: p, lock: f}, nil
-		}
-		f.Close()
 		if attempt >= 8 {
 			return nil, fmt.Errorf("lock working directory %s: removed by a concurrent sweep %d times", p, attempt+1)
 		}
 	}
+}
+
+// Remove deletes the directory and releases its lock.
+func (d *Dir) Remove() error {
+	err := os.RemoveAll(d.Path)
+	d.lock.Close()
+	return err
+}
+
+func openDir(p string) (*os.File, error) {
+	return os.OpenFile(p, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
 }
 
 func flock(f *os.File, how int) error {
@@ -82,65 +87,30 @@ func linked(f *os.File, path string) bool {
 	return err == nil && os.SameFile(fi, pi)
 }
 
-// Remove deletes the directory and releases its lock.
-func (d *Dir) Remove() error {
-	err := os.RemoveAll(d.Path)
-	d.lock.Close()
-	return err
-}
-
-// noLockGrace is how long a directory may lack its lock file before a
-// sweep takes it for what a process killed between the directory's
-// creation and its lock file's left: Make makes both at once.
-const noLockGrace = time.Minute
-
-// SweepAll removes the working directories in base, whatever their
-// prefix, whose owners died: those holding a lock file nobody holds.
-// Other directories are left alone. It returns how many it removed.
-func SweepAll(base string) int {
+// Sweep removes the directories named prefix* in base whose owners died
+// (nobody holds their lock) and returns how many it removed.
+func Sweep(base, prefix string) int {
 	ents, err := os.ReadDir(base)
 	if err != nil {
 		return 0
 	}
 	n := 0
 	for _, e := range ents {
-		if e.IsDir() && removeIfDead(filepath.Join(base, e.Name())) {
+		if e.IsDir() && strings.HasPrefix(e.Name(), prefix) && removeIfDead(filepath.Join(base, e.Name())) {
 			n++
 		}
 	}
 	return n
 }
 
-// removeIfDead removes the working directory p if it holds a lock file
-// nobody holds.
+func sweep(base, prefix string) { Sweep(base, prefix) }
+
+// removeIfDead removes the working directory p if nobody holds its lock.
 func removeIfDead(p string) bool {
-	f, err := os.OpenFile(filepath.Join(p, lockName), os.O_RDWR|unix.O_NOFOLLOW, 0)
+	f, err := openDir(p)
 	if err != nil {
 		return false
 	}
 	defer f.Close()
 	return unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil && os.RemoveAll(p) == nil
-}
-
-// sweep removes prefix* directories of base whose lock is free. A
-// directory without a lock file may be one being made right now, so it is
-// left alone unless it is older than noLockGrace.
-func sweep(base, prefix string) {
-	ents, err := os.ReadDir(base)
-	if err != nil {
-		return
-	}
-	for _, e := range ents {
-		if !e.IsDir() || !strings.HasPrefix(e.Name(), prefix) {
-			continue
-		}
-		p := filepath.Join(base, e.Name())
-		if _, err := os.Lstat(filepath.Join(p, lockName)); errors.Is(err, fs.ErrNotExist) {
-			if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > noLockGrace {
-				os.RemoveAll(p)
-			}
-			continue
-		}
-		removeIfDead(p)
-	}
 }

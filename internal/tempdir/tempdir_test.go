@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
-	"time"
 )
 
 func TestSweep(t *testing.T) {
@@ -61,7 +60,7 @@ func TestConcurrentMakeAndSweep(t *testing.T) {
 					errs <- fmt.Errorf("goroutine %d, make %d: %w", g, i, err)
 					return
 				}
-				if !linked(d.lock, filepath.Join(d.Path, lockName)) {
+				if !linked(d.lock, d.Path) {
 					errs <- fmt.Errorf("goroutine %d, make %d: %s was swept while in use", g, i, d.Path)
 					return
 				}
@@ -82,26 +81,20 @@ func TestConcurrentMakeAndSweep(t *testing.T) {
 	}
 }
 
-// A directory left without its lock file (its maker killed in between)
-// is swept once it is older than the grace period, not before.
-func TestSweepLockless(t *testing.T) {
+// A directory whose maker was killed before it locked it is free: the
+// next Make sweeps it.
+func TestSweepNeverLocked(t *testing.T) {
 	base := t.TempDir()
-	fresh := filepath.Join(base, "w-fresh")
-	old := filepath.Join(base, "w-old")
-	for _, p := range []string{fresh, old} {
-		if err := os.Mkdir(p, 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
-	past := time.Now().Add(-2 * noLockGrace)
-	if err := os.Chtimes(old, past, past); err != nil {
+	killed := filepath.Join(base, "w-killed")
+	if err := os.Mkdir(killed, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	sweep(base, "w-")
-	if _, err := os.Stat(fresh); err != nil {
-		t.Fatalf("a directory being made was swept: %v", err)
+	d, err := Make(base, "w-")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := os.Stat(old); !os.IsNotExist(err) {
-		t.Fatalf("a lockless directory past the grace period stays: %v", err)
+	defer d.Remove()
+	if _, err := os.Stat(killed); !os.IsNotExist(err) {
+		t.Fatalf("a directory nobody locks stays: %v", err)
 	}
 }

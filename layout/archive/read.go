@@ -52,7 +52,7 @@ func Read(r io.Reader, dst *layout.Layout, opts ReadOptions) ([]Image, error) {
 	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create %s: %w", stateDir, err)
 	}
-	work, err := tempdir.Make(stateDir, "archive-")
+	work, err := tempdir.Make(stateDir, layout.ArchiveWorkPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("create staging layout: %w", err)
 	}

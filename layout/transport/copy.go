@@ -90,7 +90,7 @@ func Copy(ctx context.Context, src Source, dst Destination, opts CopyOptions) (i
 
 // staged copies through a private layout made in base.
 func staged(ctx context.Context, base string, src Source, dst Destination, opts CopyOptions) ([]Image, error) {
-	work, err := tempdir.Make(base, ".strata-copy-")
+	work, err := tempdir.Make(base, layout.CopyWorkPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("create staging layout: %w", err)
 	}
