@@ -416,12 +416,17 @@ func TestCrashSuite(t *testing.T) {
 			want := c.check(t, f, dir)
 			c.clean(t, f, dir)
 			t.Logf("%s takes %v; killing it at %d points", c.name, took, points)
+			early := 0
+			defer func() { t.Logf("%d of %d kills landed before %s finished", early, points, c.name) }()
 			for p := range points {
 				dir := t.TempDir()
 				args := c.prepare(t, f, dir, p)
 				before := c.check(t, f, dir)
 				delay := time.Duration(float64(took) * (float64(p) + 0.5) / float64(points))
 				finished := runKilled(t, args, delay)
+				if !finished {
+					early++
+				}
 				got := c.check(t, f, dir)
 				if got != before && got != want {
 					t.Fatalf("killed at %v: state %s is neither the old (%s) nor the new (%s)", delay, got, before, want)
