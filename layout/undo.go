@@ -102,6 +102,9 @@ func (l *Layout) Undo() (Undone, error) {
 	}
 	if l.created && l.unclaimed() {
 		removed, err := l.removeCreated()
+		if removed {
+			l.created = false // nothing left to take back
+		}
 		if removed || err != nil {
 			return Undone{Created: true, Removed: removed, Blobs: len(written)}, err
 		}
