@@ -7,8 +7,10 @@ COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # Seconds each fuzz target runs under `make fuzz`.
 FUZZTIME ?= 10s
+# Kill points per command under `make crash` (`make test` runs 3).
+CRASH_POINTS ?= 25
 
-.PHONY: all build test test-deps demo bench fuzz fmt vet clean
+.PHONY: all build test test-deps demo bench fuzz crash fmt vet clean
 
 all: build
 
@@ -41,6 +43,12 @@ fuzz:
 		done; \
 	done; \
 	if [ -n "$$failed" ]; then echo "fuzz failures:$$failed"; exit 1; fi
+
+# The crash suite with many kill points per writing command, and the
+# concurrency tests (as root, like `make test`).
+crash:
+	STRATA_CRASH_POINTS=$(CRASH_POINTS) $(GO) test -count=1 -timeout 60m -v \
+		-run '^(TestCrashSuite|TestFailedWriterKeepsOthersWork|TestConcurrentWritersLoseNothing)$$' ./tests
 
 fmt:
 	gofmt -l -w .

@@ -91,6 +91,7 @@ func (s *Store) CopyFrom(src *Store, d digest.Digest, size int64) (CopyMethod, e
 			// One inode, one identity (the link moved its ctime).
 			s.seal(d, after)
 			src.seal(d, after)
+			s.notePublished(d)
 			return CopyHardlink, nil
 		}
 		if errors.Is(err, fs.ErrExist) && s.Has(d, size) {

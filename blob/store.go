@@ -60,6 +60,23 @@ type Store struct {
 	dir     string
 	staging string
 	seals   string // "" when seals are off; see seal.go
+	// published, when set, is told of every blob this Store put in
+	// place (not of those it found there).
+	published func(digest.Digest)
+}
+
+// WithPublished makes the store call fn with the digest of every blob it
+// puts in place itself: a write that finds its blob present already, or a
+// copy of a blob the store holds, does not call it. A layout uses it to
+// know which blobs a failed command may take back.
+func WithPublished(fn func(digest.Digest)) Option {
+	return func(s *Store) { s.published = fn }
+}
+
+func (s *Store) notePublished(d digest.Digest) {
+	if s.published != nil {
+		s.published(d)
+	}
 }
 
 // New returns a store whose blobs live under dir (dir/<alg>/<hex>) and whose

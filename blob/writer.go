@@ -203,6 +203,7 @@ func (w *Writer) Commit() (digest.Digest, int64, error) {
 	}
 	w.done = true
 	w.dir.Close()
+	w.s.notePublished(got)
 	// The content was hashed on its way in: seal the published file (its
 	// identity after the rename, which moves the ctime).
 	w.s.sealFile(got, w.f, fileIdentity(w.f))

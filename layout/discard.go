@@ -24,16 +24,22 @@ func (a *Added) Add(d digest.Digest) {
 	a.mu.Unlock()
 }
 
+// take returns the recorded digests and forgets them.
+func (a *Added) take() []digest.Digest {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ds := a.ds
+	a.ds = nil
+	return ds
+}
+
 // Discard removes the blobs a recorded that index.json does not reach, so
 // a failed operation leaves the layout as it was. It does so only when no
 // other process holds the layout for writing: another writer may be about
 // to name one of those blobs, having found it there. Otherwise they stay
 // for gc. It returns how many blobs it removed.
 func (l *Layout) Discard(a *Added) (int, error) {
-	a.mu.Lock()
-	ds := a.ds
-	a.ds = nil
-	a.mu.Unlock()
+	ds := a.take()
 	if len(ds) == 0 {
 		return 0, nil
 	}
@@ -52,6 +58,12 @@ func (l *Layout) Discard(a *Added) (int, error) {
 		return 0, nil
 	}
 	defer unix.Flock(int(lock.Fd()), unix.LOCK_SH)
+	return l.discardHeld(ds)
+}
+
+// discardHeld removes the blobs of ds that index.json does not reach. The
+// caller holds gc.lock exclusively.
+func (l *Layout) discardHeld(ds []digest.Digest) (int, error) {
 	idx, err := l.Index()
 	if err != nil {
 		return 0, err

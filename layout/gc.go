@@ -8,7 +8,17 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-oci/strata/internal/tempdir"
 	"golang.org/x/sys/unix"
+)
+
+// Prefixes of the working directories (internal/tempdir) made in a
+// layout's StateDir: an archive being read into it (layout/archive), an
+// image being converted on its way in (layout/transport). gc removes those
+// whose owner died.
+const (
+	ArchiveWorkPrefix = "archive-"
+	CopyWorkPrefix    = ".strata-copy-"
 )
 
 // GCResult says what gc removed.
@@ -31,21 +41,25 @@ func (l *Layout) GC() (*GCResult, error) {
 	lock := own
 	if lock == nil {
 		var err error
-		if lock, err = l.openLock("gc.lock"); err != nil {
-			return nil, err
+		if lock, err = l.lockFile(gcLock, unix.LOCK_EX); err != nil {
+			return nil, fmt.Errorf("lock layout %s for gc: %w", l.dir, err)
 		}
 		defer lock.Close()
-	}
-	// Converting our own shared hold to exclusive waits for every other
-	// holder; converting back lets them in again.
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		return nil, fmt.Errorf("lock layout %s for gc: %w", l.dir, err)
-	}
-	defer func() {
-		if own != nil {
-			_ = unix.Flock(int(lock.Fd()), unix.LOCK_SH)
+	} else {
+		// Converting our own shared hold to exclusive waits for every
+		// other holder; converting back lets them in again.
+		if err := flockRetry(lock, unix.LOCK_EX); err != nil {
+			return nil, fmt.Errorf("lock layout %s for gc: %w", l.dir, err)
 		}
-	}()
+		defer func() { _ = unix.Flock(int(lock.Fd()), unix.LOCK_SH) }()
+	}
+	// gc changes the layout: its creator must not take it back now.
+	if !hasMarker(l.dir) {
+		return nil, fmt.Errorf("gc %s: %w", l.dir, ErrRemoved)
+	}
+	if err := l.claim(); err != nil {
+		return nil, err
+	}
 
 	idx, err := l.Index()
 	if err != nil {
@@ -82,20 +96,21 @@ func (l *Layout) GC() (*GCResult, error) {
 		res.Staging += n
 	}
 	res.Staging += l.cleanIndexTemps()
+	// Working directories of killed archive reads and conversions.
+	for _, prefix := range []string{ArchiveWorkPrefix, CopyWorkPrefix} {
+		res.Staging += tempdir.Sweep(filepath.Join(l.dir, StateDir), prefix)
+	}
 	return res, nil
 }
 
 // cleanIndexTemps removes temporary files a killed process left while
 // replacing index.json or oci-layout.
 func (l *Layout) cleanIndexTemps() int {
-	lock, err := l.openLock("index.lock")
+	lock, err := l.lockFile(indexLock, unix.LOCK_EX)
 	if err != nil {
 		return 0
 	}
 	defer lock.Close()
-	if unix.Flock(int(lock.Fd()), unix.LOCK_EX) != nil {
-		return 0
-	}
 	ents, err := os.ReadDir(l.dir)
 	if err != nil {
 		return 0

@@ -114,14 +114,11 @@ func (l *Layout) UpdateIndex(fn func(*Index) error) error {
 	if err := l.Hold(); err != nil {
 		return err
 	}
-	lock, err := l.openLock("index.lock")
+	lock, err := l.lockFile(indexLock, unix.LOCK_EX)
 	if err != nil {
 		return err
 	}
 	defer lock.Close()
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		return fmt.Errorf("lock %s: %w", filepath.Join(l.dir, IndexFile), err)
-	}
 	idx, err := l.Index()
 	if err != nil {
 		return err

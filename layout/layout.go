@@ -67,26 +67,57 @@ var ownNames = []string{
 	filepath.Join(StateDir, "gc.lock"), filepath.Join(StateDir, "index.lock"),
 }
 
+// ErrRemoved means a layout was removed while it was being opened: the
+// command that created it failed and took it back (see Undo). It wraps
+// ErrNotLayout.
+var ErrRemoved = fmt.Errorf("%w: it was removed by the failed command that created it", ErrNotLayout)
+
 // Layout is an open OCI image-layout directory. It is safe for concurrent
 // use; Close releases the locks it holds.
 type Layout struct {
 	dir   string
 	blobs *blob.Store
 
+	// written records every blob this Layout put in place, for Undo.
+	written Added
+
 	mu     sync.Mutex
 	gcLock *os.File // shared while this Layout may write blobs
+	// created says Init made the layout (wrote its oci-layout), madeDir
+	// that it made the directory too; Undo may then remove them.
+	created, madeDir bool
 }
 
 type layoutMarker struct {
 	Version string `json:"imageLayoutVersion"`
 }
 
-// Init creates an empty layout at dir, creating dir if needed. Calling Init
-// on an existing layout opens it; calling it on a directory that holds
-// other files is an error.
+// Init creates an empty layout at dir, creating dir if needed, or opens
+// the layout that is there; calling it on a directory that holds other
+// files is an error. The layout it returns is held for writing (see
+// Hold), and Created says whether this call made it: a command that
+// fails can then take the new layout back with Undo.
+//
+// Concurrent Inits of one directory make one layout: the one that finds
+// none under the layout's index lock creates it, the others open it.
 func Init(dir string) (*Layout, error) {
+	for attempt := 0; ; attempt++ {
+		l, err := initLayout(dir)
+		// A layout that vanished under us was taken back by the failed
+		// command that made it: make it anew.
+		if errors.Is(err, ErrRemoved) && attempt < 8 {
+			continue
+		}
+		return l, err
+	}
+}
+
+func initLayout(dir string) (*Layout, error) {
 	l, err := Open(dir)
 	if err == nil {
+		if err := l.Hold(); err != nil {
+			return nil, err
+		}
 		return l, nil
 	}
 	if errors.Is(err, ErrSymlink) {
@@ -96,12 +127,41 @@ func Init(dir string) (*Layout, error) {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("init layout %s: %w", dir, err)
 	}
+	madeDir := errors.Is(err, fs.ErrNotExist)
 	for _, e := range ents {
 		// What an Init killed before it wrote the marker leaves behind
-		// may be finished; anything else means the directory is in use.
-		if !initLeftover(e.Name()) {
+		// may be finished, and another Init may be making the layout
+		// right now; anything else means the directory is in use.
+		if !initLeftover(e.Name()) && e.Name() != LayoutFile {
 			return nil, fmt.Errorf("init layout %s: %w: directory is not empty (it holds %s)", dir, ErrNotLayout, e.Name())
 		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("init layout %s: %w", dir, err)
+	}
+	l = newLayout(dir)
+	if err := l.hold(true); err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			l.Close()
+		}
+	}()
+	lock, err := l.lockFile(indexLock, unix.LOCK_EX)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Close()
+	if hasMarker(dir) {
+		// Another Init made it meanwhile (or it is a damaged layout,
+		// which Open names).
+		if _, err := Open(dir); err != nil {
+			return nil, err
+		}
+		ok = true
+		return l, nil
 	}
 	bd, err := safedir.MkdirAll(dir, BlobsDir, 0o755)
 	if err != nil {
@@ -114,12 +174,19 @@ func Init(dir string) (*Layout, error) {
 			return nil, fmt.Errorf("init layout %s: %w", dir, err)
 		}
 	}
+	// Undo removes the layout only while this record is ours: the
+	// first other writer to hold the layout removes it (claim).
+	if err := writeFileAtomic(filepath.Join(dir, StateDir), newRecord, []byte(procToken)); err != nil {
+		return nil, fmt.Errorf("init layout %s: %w", dir, err)
+	}
 	// The marker goes last: a layout is recognised only once it is whole.
 	marker, _ := json.Marshal(layoutMarker{Version: LayoutVersion})
 	if err := writeFileAtomic(dir, LayoutFile, marker); err != nil {
 		return nil, fmt.Errorf("init layout %s: %w", dir, err)
 	}
-	return Open(dir)
+	l.created, l.madeDir = true, madeDir
+	ok = true
+	return l, nil
 }
 
 // initLeftover reports whether name is something Init itself creates.
@@ -137,6 +204,12 @@ func hasValidIndex(dir string) bool {
 		return false
 	}
 	_, err = ParseIndex(b)
+	return err == nil
+}
+
+// hasMarker reports whether dir has an oci-layout file.
+func hasMarker(dir string) bool {
+	_, err := os.Lstat(filepath.Join(dir, LayoutFile))
 	return err == nil
 }
 
@@ -167,11 +240,14 @@ func Open(dir string) (*Layout, error) {
 	if _, err := os.Lstat(filepath.Join(dir, IndexFile)); err != nil {
 		return nil, fmt.Errorf("open layout %s: %w: %v", dir, ErrNotLayout, err)
 	}
-	return &Layout{
-		dir: dir,
-		blobs: blob.New(filepath.Join(dir, BlobsDir), filepath.Join(dir, StateDir, "staging"),
-			blob.WithRoot(dir), blob.WithSeals(filepath.Join(dir, StateDir, "seals"))),
-	}, nil
+	return newLayout(dir), nil
+}
+
+func newLayout(dir string) *Layout {
+	l := &Layout{dir: dir}
+	l.blobs = blob.New(filepath.Join(dir, BlobsDir), filepath.Join(dir, StateDir, "staging"),
+		blob.WithRoot(dir), blob.WithSeals(filepath.Join(dir, StateDir, "seals")), blob.WithPublished(l.written.Add))
+	return l
 }
 
 // Dir is the layout's directory.
@@ -180,6 +256,9 @@ func (l *Layout) Dir() string { return l.dir }
 // Blobs is the layout's blob store. Callers that write blobs through it
 // directly must call Hold first so that a concurrent gc keeps them.
 func (l *Layout) Blobs() *blob.Store { return l.blobs }
+
+// Created reports whether Init made this layout rather than finding it.
+func (l *Layout) Created() bool { return l.created }
 
 // Close releases the locks the layout holds.
 func (l *Layout) Close() error {
@@ -196,27 +275,67 @@ func (l *Layout) Close() error {
 // Hold takes a shared hold on the layout that keeps gc in any process from
 // running until this Layout is closed. Every write path takes it before its
 // first blob write, so that blobs written but not yet named in index.json
-// are never swept. Hold is idempotent.
-func (l *Layout) Hold() error {
+// are never swept. Hold is idempotent. It fails with ErrRemoved when the
+// layout was taken back (Undo) by the failed command that made it.
+func (l *Layout) Hold() error { return l.hold(false) }
+
+// hold takes the shared hold; init is set while Init makes the layout, so
+// that it has no oci-layout yet.
+func (l *Layout) hold(init bool) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.gcLock != nil {
 		return nil
 	}
-	f, err := l.openLock("gc.lock")
+	if !init && !hasMarker(l.dir) {
+		return fmt.Errorf("layout %s: %w", l.dir, ErrRemoved)
+	}
+	f, err := l.lockFile(gcLock, unix.LOCK_SH)
 	if err != nil {
 		return err
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH); err != nil {
+	if !init && !hasMarker(l.dir) {
 		f.Close()
-		return fmt.Errorf("lock layout %s: %w", l.dir, err)
+		return fmt.Errorf("layout %s: %w", l.dir, ErrRemoved)
+	}
+	if err := l.claim(); err != nil {
+		f.Close()
+		return err
 	}
 	l.gcLock = f
 	return nil
 }
 
+// Names of the lock files in StateDir.
+const (
+	gcLock    = "gc.lock"
+	indexLock = "index.lock"
+)
+
+// openLock opens (creating it) the lock file name in the state directory.
+// The layout's directory itself is never created here: when it is gone,
+// the layout was removed.
 func (l *Layout) openLock(name string) (*os.File, error) {
-	f, err := safedir.OpenFile(l.dir, filepath.Join(StateDir, name), os.O_RDWR|os.O_CREATE, 0o644)
+	root, err := safedir.Open(l.dir, "")
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("layout %s: %w", l.dir, ErrRemoved)
+		}
+		return nil, fmt.Errorf("open layout %s: %w", l.dir, err)
+	}
+	defer root.Close()
+	if err := unix.Mkdirat(int(root.Fd()), StateDir, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+		return nil, fmt.Errorf("create %s: %w", filepath.Join(l.dir, StateDir), err)
+	}
+	state, err := safedir.OpenAt(root, StateDir, os.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("layout %s: %w", l.dir, ErrRemoved)
+		}
+		return nil, fmt.Errorf("open lock in layout %s: %w", l.dir, err)
+	}
+	defer state.Close()
+	f, err := safedir.OpenAt(state, name, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open lock in layout %s: %w", l.dir, err)
 	}
@@ -233,6 +352,44 @@ func (l *Layout) MakeStateDir() (string, error) {
 	}
 	d.Close()
 	return filepath.Join(l.dir, StateDir), nil
+}
+
+// lockFile opens the lock file name and flocks it with how. Undo removes
+// lock files while it holds them, so a lock taken on a file that is no
+// longer at its path is dropped and taken again on the file that is.
+func (l *Layout) lockFile(name string, how int) (*os.File, error) {
+	for attempt := 0; ; attempt++ {
+		f, err := l.openLock(name)
+		if err != nil {
+			return nil, err
+		}
+		if err := flockRetry(f, how); err != nil {
+			f.Close()
+			if errors.Is(err, unix.EWOULDBLOCK) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
+		}
+		fi, ferr := f.Stat()
+		pi, perr := os.Lstat(f.Name())
+		if ferr == nil && perr == nil && os.SameFile(fi, pi) {
+			return f, nil
+		}
+		f.Close()
+		if attempt >= 8 {
+			return nil, fmt.Errorf("lock %s: %w", f.Name(), ErrRemoved)
+		}
+	}
+}
+
+// flockRetry is flock that goes on when a signal interrupts it.
+func flockRetry(f *os.File, how int) error {
+	for {
+		err := unix.Flock(int(f.Fd()), how)
+		if !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
 }
 
 // writeFileAtomic replaces dir/name with data: temp file, fsync, rename,

@@ -41,6 +41,8 @@ func TestMain(m *testing.M) {
 		err = childHold()
 	case "gc":
 		err = childGC()
+	case "initundo":
+		err = childInitUndo()
 	default:
 		err = fmt.Errorf("unknown child %q", child)
 	}

@@ -39,8 +39,12 @@ type UnpackOptions struct {
 // Unpack makes dir (which must not exist, or be empty) a runtime-spec
 // bundle of the image ref in layout l: dir/rootfs made by the driver from
 // the image's snapshots (extracted into the store as needed) and
-// dir/config.json derived from the image config. On error dir is removed
-// (or emptied, if it existed); snapshots already complete stay.
+// dir/config.json derived from the image config. dir is marked in
+// progress (ProgressFile) before anything is written into it, so a
+// directory a killed unpack of the same image left is cleared and done
+// again, and one another unpack is writing is refused (ErrBundleBusy).
+// On error what Unpack wrote is removed, and dir too if it made it;
+// snapshots already complete stay.
 func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec *Record, err error) {
 	if o.Driver == "" {
 		o.Driver = VFS
@@ -77,27 +81,26 @@ func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec 
 	if err != nil {
 		return nil, err
 	}
-	created, err := prepareBundleDir(abs)
+	layoutAbs, _ := filepath.Abs(l.Dir())
+	// The marker goes in first: a killed unpack leaves a directory the
+	// next unpack of the image recognises, clears and redoes; a failed
+	// one takes back only what it wrote, never another unpack's bundle.
+	claim, err := claimBundle(abs, progress{Layout: layoutAbs, Ref: ref, Manifest: img.Descriptor.Digest, Driver: d.Name(), PID: os.Getpid()})
 	if err != nil {
 		return nil, err
 	}
-	if created && !o.IDMap.Empty() {
+	defer func() {
+		if rerr := claim.release(err != nil); rerr != nil && err == nil {
+			rec, err = nil, fmt.Errorf("bundle %s: %w", abs, rerr)
+		}
+	}()
+	if claim.created && !o.IDMap.Empty() {
 		// The container's root is a host user other than root: the
 		// runtime reaches the rootfs as that user, through DIR.
 		if err := os.Chmod(abs, 0o711); err != nil {
-			_ = RemoveAll(abs)
 			return nil, fmt.Errorf("bundle %s: %w", abs, err)
 		}
 	}
-	defer func() {
-		if err != nil {
-			if created {
-				_ = RemoveAll(abs)
-			} else {
-				emptyDir(abs)
-			}
-		}
-	}()
 
 	// vfs builds the rootfs from the layers it extracts (vfs_stream.go).
 	rs := newRootfsStream(d, s, filepath.Join(abs, RootfsDir), o.IDMap, len(img.Manifest.Layers))
@@ -169,7 +172,6 @@ func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec 
 	if err := writeFileSync(filepath.Join(abs, SpecFile), sb, 0o644); err != nil {
 		return nil, err
 	}
-	layoutAbs, _ := filepath.Abs(l.Dir())
 	rec = &Record{
 		Dir: abs, Store: s.root, Driver: d.Name(), Layout: layoutAbs, Ref: ref,
 		Manifest: img.Descriptor.Digest, Config: img.Manifest.Config.Digest,
@@ -231,29 +233,6 @@ func ChainIDs(diffIDs []digest.Digest) []digest.Digest {
 func bundleKey(abs string) string {
 	h := sha256.Sum256([]byte(abs))
 	return hex.EncodeToString(h[:16])
-}
-
-func prepareBundleDir(abs string) (created bool, err error) {
-	ents, err := os.ReadDir(abs)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		if err := os.MkdirAll(abs, 0o700); err != nil {
-			return false, fmt.Errorf("bundle %s: %w", abs, err)
-		}
-		return true, nil
-	case err != nil:
-		return false, fmt.Errorf("bundle %s: %w", abs, err)
-	case len(ents) > 0:
-		return false, fmt.Errorf("bundle %s: directory is not empty", abs)
-	}
-	return false, nil
-}
-
-func emptyDir(abs string) {
-	ents, _ := os.ReadDir(abs)
-	for _, e := range ents {
-		_ = RemoveAll(filepath.Join(abs, e.Name()))
-	}
 }
 
 func writeFileSync(path string, b []byte, mode os.FileMode) error {

@@ -103,8 +103,6 @@ gives the same layer digest on every run.`,
 			if !cmd.Flags().Changed("created-by") {
 				createdBy = bundleCommand(bundle)
 			}
-			existed := isLayout(dir)
-			dirExisted := pathExists(dir)
 			l, err := layout.Init(dir)
 			if err != nil {
 				return err
@@ -125,13 +123,11 @@ gives the same layer digest on every run.`,
 				StoreOptions: storeOptions(),
 			})
 			prog.Wait()
-			l.Close()
 			if err != nil {
-				if !existed {
-					removeNewLayout(dir, dirExisted)
-				}
-				return err
+				u, uerr := l.Undo()
+				return fmt.Errorf("%w%s", err, undoNote(dir, u, uerr))
 			}
+			l.Close()
 			name := dir + ":" + ref
 			if ref == "" {
 				name = dir + "@" + res.Manifest.Digest.String() + " (untagged)"

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -94,8 +92,6 @@ fixed time the same tarball and flags give the same digest.`,
 			stop := context.AfterFunc(ctx, closeIn)
 			defer stop()
 
-			existed := isLayout(dir)
-			dirExisted := pathExists(dir)
 			l, err := layout.Init(dir)
 			if err != nil {
 				return err
@@ -112,16 +108,20 @@ fixed time the same tarball and flags give the same digest.`,
 				Ref:       ref,
 			})
 			prog.Wait()
-			l.Close()
 			if err != nil {
-				if !existed {
-					removeNewLayout(dir, dirExisted)
-				}
+				u, uerr := l.Undo()
 				if ctx.Err() != nil {
-					return fmt.Errorf("import %s: interrupted; %s is as it was", src, dir)
+					switch {
+					case uerr == nil && u.AsItWas():
+						return fmt.Errorf("import %s: interrupted; %s is as it was", src, dir)
+					case uerr == nil && u.Kept == 0:
+						return fmt.Errorf("import %s: interrupted; nothing of it is left in %s, which stays: another process wrote to it meanwhile", src, dir)
+					}
+					return fmt.Errorf("import %s: interrupted; nothing was named in %s%s", src, dir, undoNote(dir, u, uerr))
 				}
-				return fmt.Errorf("%s: %w", src, err)
+				return fmt.Errorf("%s: %w%s", src, err, undoNote(dir, u, uerr))
 			}
+			l.Close()
 			name := dir + ":" + ref
 			if ref == "" {
 				name = dir + "@" + res.Manifest.Digest.String() + " (untagged)"
@@ -217,29 +217,15 @@ func openInput(src string) (io.Reader, int64, func(), error) {
 	return f, size, func() { once.Do(func() { f.Close() }) }, nil
 }
 
-func isLayout(dir string) bool {
-	l, err := layout.Open(dir)
-	if err != nil {
-		return false
+// undoNote says, for the error of a failed command, what stays in the
+// layout dir of what the command wrote (see layout.Undo): nothing when it
+// took everything back.
+func undoNote(dir string, u layout.Undone, err error) string {
+	switch {
+	case err != nil:
+		return fmt.Sprintf(" (taking back what it wrote to %s: %v)", dir, err)
+	case u.Busy && u.Kept > 0:
+		return fmt.Sprintf(" (%d blob(s) it wrote stay in %s, which another process is writing to; strata gc removes those no image uses)", u.Kept, dir)
 	}
-	l.Close()
-	return true
-}
-
-func pathExists(p string) bool {
-	_, err := os.Lstat(p)
-	return !errors.Is(err, fs.ErrNotExist)
-}
-
-// removeNewLayout undoes layout.Init after a failed import into a layout
-// that did not exist: the directory itself if the command made it, else
-// only the entries Init wrote.
-func removeNewLayout(dir string, dirExisted bool) {
-	if !dirExisted {
-		os.RemoveAll(dir)
-		return
-	}
-	for _, name := range []string{layout.LayoutFile, layout.IndexFile, layout.BlobsDir, layout.StateDir} {
-		os.RemoveAll(filepath.Join(dir, name))
-	}
+	return ""
 }

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"sync"
 
@@ -169,8 +167,6 @@ Credentials come from $DOCKER_CONFIG/config.json or ~/.docker/config.json
 			}
 			opts = append(opts, remote.WithPullMode(pm))
 			var l *layout.Layout
-			_, statErr := os.Stat(dir)
-			created := errors.Is(statErr, fs.ErrNotExist)
 			if pm == remote.PullNever {
 				l, err = layout.Open(dir)
 			} else {
@@ -187,11 +183,12 @@ Credentials come from $DOCKER_CONFIG/config.json or ~/.docker/config.json
 			res, err := remote.Pull(ctx, l, args[0], name, opts...)
 			done()
 			if err != nil {
-				if created && !holdsFiles(filepath.Join(dir, layout.BlobsDir), remote.PartialDir(l)) {
+				if l.Created() && !holdsFiles(filepath.Join(dir, layout.BlobsDir), remote.PartialDir(l)) {
 					// Nothing came: do not leave behind a layout the
-					// user did not have.
-					l.Close()
-					_ = os.RemoveAll(dir)
+					// user did not have (unless another process has
+					// used it meanwhile: see layout.Undo).
+					u, uerr := l.Undo()
+					return fmt.Errorf("%w%s", err, undoNote(dir, u, uerr))
 				}
 				return err
 			}

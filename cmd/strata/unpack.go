@@ -19,7 +19,9 @@ func init() {
 		Long: `Make DIR (new, or empty) a working container of the image: DIR/rootfs
 holds its root file system and DIR/config.json a runtime-spec config
 derived from the image config (command, environment, working directory,
-user), so that runc run -b DIR works, as after umoci unpack.
+user), so that runc run -b DIR works, as after umoci unpack. A DIR that an
+unpack of the same image was killed in is cleared and done again; a DIR
+another unpack is writing is refused.
 
 Layers are extracted once into the snapshot store (--root; by default
 /var/lib/strata for root, $XDG_DATA_HOME/strata for other users), keyed by

@@ -1,10 +1,13 @@
 // Package tempdir makes private working directories that a killed process
-// does not leave behind for ever: each holds a lock for as long as its
-// owner lives, and making a new one removes the siblings nobody holds.
+// does not leave behind for ever: each is locked (flock on the directory
+// itself) for as long as its owner lives, and making a new one removes the
+// siblings nobody holds.
 package tempdir
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,37 +15,46 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const lockName = ".lock"
-
 // Dir is a private working directory.
 type Dir struct {
 	Path string
-	lock *os.File
+	lock *os.File // the directory, open and flocked
 }
 
 // Make creates a directory named prefix* in base (the system's temporary
 // directory when base is empty) and locks it. It first removes the
 // directories named prefix* in base whose owners died.
+//
+// The lock is the directory itself, so there is no moment at which it
+// exists unlockable: a directory whose maker was killed before locking it
+// is free, and swept like any other. A concurrent sweep may take the lock
+// between the directory's creation and Make's: Make then waits, and makes
+// another directory if the sweep removed this one.
 func Make(base, prefix string) (*Dir, error) {
 	if base == "" {
 		base = os.TempDir()
 	}
 	sweep(base, prefix)
-	p, err := os.MkdirTemp(base, prefix)
-	if err != nil {
-		return nil, fmt.Errorf("create working directory in %s: %w", base, err)
+	for attempt := 0; ; attempt++ {
+		p, err := os.MkdirTemp(base, prefix)
+		if err != nil {
+			return nil, fmt.Errorf("create working directory in %s: %w", base, err)
+		}
+		f, err := openDir(p)
+		if err == nil {
+			if err = flock(f, unix.LOCK_EX); err == nil && linked(f, p) {
+				return &Dir{Path: p, lock: f}, nil
+			}
+			f.Close()
+		}
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			os.RemoveAll(p)
+			return nil, fmt.Errorf("lock working directory %s: %w", p, err)
+		}
+		if attempt >= 8 {
+			return nil, fmt.Errorf("lock working directory %s: removed by a concurrent sweep %d times", p, attempt+1)
+		}
 	}
-	f, err := os.OpenFile(filepath.Join(p, lockName), os.O_RDWR|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
-	if err != nil {
-		os.RemoveAll(p)
-		return nil, fmt.Errorf("lock working directory %s: %w", p, err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		os.RemoveAll(p)
-		return nil, fmt.Errorf("lock working directory %s: %w", p, err)
-	}
-	return &Dir{Path: p, lock: f}, nil
 }
 
 // Remove deletes the directory and releases its lock.
@@ -52,26 +64,53 @@ func (d *Dir) Remove() error {
 	return err
 }
 
-// sweep removes prefix* directories of base whose lock is free. A
-// directory without a lock file yet may be one being made right now, so it
-// is left alone.
-func sweep(base, prefix string) {
+func openDir(p string) (*os.File, error) {
+	return os.OpenFile(p, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+}
+
+func flock(f *os.File, how int) error {
+	for {
+		err := unix.Flock(int(f.Fd()), how)
+		if !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
+}
+
+// linked reports whether path still names the open file f.
+func linked(f *os.File, path string) bool {
+	fi, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	pi, err := os.Lstat(path)
+	return err == nil && os.SameFile(fi, pi)
+}
+
+// Sweep removes the directories named prefix* in base whose owners died
+// (nobody holds their lock) and returns how many it removed.
+func Sweep(base, prefix string) int {
 	ents, err := os.ReadDir(base)
 	if err != nil {
-		return
+		return 0
 	}
+	n := 0
 	for _, e := range ents {
-		if !e.IsDir() || !strings.HasPrefix(e.Name(), prefix) {
-			continue
+		if e.IsDir() && strings.HasPrefix(e.Name(), prefix) && removeIfDead(filepath.Join(base, e.Name())) {
+			n++
 		}
-		p := filepath.Join(base, e.Name())
-		f, err := os.OpenFile(filepath.Join(p, lockName), os.O_RDWR|unix.O_NOFOLLOW, 0)
-		if err != nil {
-			continue
-		}
-		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
-			os.RemoveAll(p)
-		}
-		f.Close()
 	}
+	return n
+}
+
+func sweep(base, prefix string) { Sweep(base, prefix) }
+
+// removeIfDead removes the working directory p if nobody holds its lock.
+func removeIfDead(p string) bool {
+	f, err := openDir(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	return unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil && os.RemoveAll(p) == nil
 }

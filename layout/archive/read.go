@@ -63,7 +63,7 @@ func Read(r io.Reader, dst *layout.Layout, opts ReadOptions) ([]Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	work, err := tempdir.Make(stateDir, "archive-")
+	work, err := tempdir.Make(stateDir, layout.ArchiveWorkPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("create staging layout: %w", err)
 	}

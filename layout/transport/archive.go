@@ -3,6 +3,7 @@ package transport
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/layout/archive"
+	"golang.org/x/sys/unix"
 )
 
 // Stdio is what "-" means as an archive file: the process's stdin and
@@ -168,16 +170,15 @@ func (a *archiveRef) Put(ctx context.Context, src *layout.Layout, imgs []Image) 
 		}
 		return bw.Flush()
 	}
-	dir := filepath.Dir(a.file)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(a.file)+".tmp-*")
+	f, err := createArchiveTemp(a.file)
 	if err != nil {
 		return fmt.Errorf("create archive %s: %w", a.file, err)
 	}
 	ok := false
 	defer func() {
 		if !ok {
+			os.Remove(f.Name()) // while still locked: nobody else's
 			f.Close()
-			os.Remove(f.Name())
 		}
 	}()
 	dw := newDirectWriter(f)
@@ -202,6 +203,76 @@ func (a *archiveRef) Put(ctx context.Context, src *layout.Layout, imgs []Image) 
 	}
 	ok = true
 	return nil
+}
+
+// archiveTempPrefix is how the temporary files of archive file start.
+func archiveTempPrefix(file string) string { return "." + filepath.Base(file) + ".tmp-" }
+
+// createArchiveTemp makes the temporary file the archive file is written
+// to, next to it, and locks it for as long as it is written (the lock
+// goes with the file's last descriptor). What killed writers of the same
+// archive left, files nobody holds locked, is removed first.
+func createArchiveTemp(file string) (*os.File, error) {
+	dir, prefix := filepath.Dir(file), archiveTempPrefix(file)
+	sweepArchiveTemps(file)
+	for attempt := 0; ; attempt++ {
+		f, err := os.CreateTemp(dir, prefix+"*")
+		if err != nil {
+			return nil, err
+		}
+		if err := flockWait(f, unix.LOCK_EX); err != nil {
+			f.Close()
+			os.Remove(f.Name())
+			return nil, err
+		}
+		// Another writer's sweep may have locked and removed it between
+		// its creation and our lock: then start over.
+		if fi, err := f.Stat(); err == nil {
+			if pi, err := os.Lstat(f.Name()); err == nil && os.SameFile(fi, pi) {
+				return f, nil
+			}
+		}
+		f.Close()
+		if attempt >= 8 {
+			return nil, fmt.Errorf("temporary file in %s removed by a concurrent writer %d times", dir, attempt+1)
+		}
+	}
+}
+
+// sweepArchiveTemps removes the temporary files of archive file that no
+// live writer holds: what writers killed while writing it left. It
+// returns how many it removed.
+func sweepArchiveTemps(file string) int {
+	dir, prefix := filepath.Dir(file), archiveTempPrefix(file)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), prefix) || !e.Type().IsRegular() {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+		if err != nil {
+			continue
+		}
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil && os.Remove(p) == nil {
+			n++
+		}
+		f.Close()
+	}
+	return n
+}
+
+func flockWait(f *os.File, how int) error {
+	for {
+		err := unix.Flock(int(f.Fd()), how)
+		if !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
 }
 
 // ctxReader and ctxWriter stop a long copy when its context is cancelled.

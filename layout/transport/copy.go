@@ -42,7 +42,11 @@ func Copy(ctx context.Context, src Source, dst Destination, opts CopyOptions) (i
 	if dd, ok := dst.(discarder); ok {
 		defer func() {
 			if err != nil {
-				_ = dd.Discard()
+				if u, derr := dd.Discard(); derr != nil {
+					err = fmt.Errorf("%w (and taking back what it wrote: %v)", err, derr)
+				} else if u.Busy && u.Kept > 0 {
+					err = &NotUndoneError{Err: err, Dest: dst.String(), Undone: u}
+				}
 			}
 		}()
 	}
@@ -96,7 +100,7 @@ func Copy(ctx context.Context, src Source, dst Destination, opts CopyOptions) (i
 
 // staged copies through a private layout made in base.
 func staged(ctx context.Context, base string, src Source, dst Destination, opts CopyOptions) ([]Image, error) {
-	work, err := tempdir.Make(base, ".strata-copy-")
+	work, err := tempdir.Make(base, layout.CopyWorkPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("create staging layout: %w", err)
 	}
@@ -114,7 +118,24 @@ func staged(ctx context.Context, base string, src Source, dst Destination, opts 
 }
 
 // discarder is a Destination that can undo what a failed copy created.
-type discarder interface{ Discard() error }
+type discarder interface {
+	Discard() (layout.Undone, error)
+}
+
+// NotUndoneError is the error of a failed copy that could not take back
+// everything it wrote to its destination, because another process held
+// the destination layout: Undone says what stays (for gc).
+type NotUndoneError struct {
+	Err    error
+	Dest   string
+	Undone layout.Undone
+}
+
+func (e *NotUndoneError) Error() string {
+	return fmt.Sprintf("%v (%d blob(s) it wrote stay in %s, which another process is writing to; strata gc removes those no image uses)", e.Err, e.Undone.Kept, e.Dest)
+}
+
+func (e *NotUndoneError) Unwrap() error { return e.Err }
 
 // finish converts and names the images held in l and hands them to dst.
 func finish(ctx context.Context, l *layout.Layout, dst Destination, imgs []Image, opts CopyOptions) ([]Image, error) {

@@ -2,10 +2,7 @@ package transport
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
@@ -184,48 +181,38 @@ func (s *ociSource) Fetch(ctx context.Context, dst *layout.Layout, opts Options)
 type ociDest struct {
 	dir   string
 	names []string
-	// made says OpenLayout created the layout: in a missing directory
-	// (madeDir) or an empty one.
-	made, madeDir bool
+	// l is the layout OpenLayout opened, kept for Put and Discard: it
+	// knows whether it made the layout and which blobs it wrote.
+	l *layout.Layout
 }
 
 func (d *ociDest) String() string { return "oci:" + d.dir }
 
 func (d *ociDest) Names() []string { return d.names }
 
+// OpenLayout opens the layout, creating it if needed. Every call returns
+// the same Layout; closing it only drops its hold, which its next write
+// takes again.
 func (d *ociDest) OpenLayout() (*layout.Layout, error) {
-	if l, err := layout.Open(d.dir); err == nil {
-		return l, nil
+	if d.l != nil {
+		return d.l, nil
 	}
-	_, statErr := os.Stat(d.dir)
 	l, err := layout.Init(d.dir)
 	if err != nil {
 		return nil, err
 	}
-	d.made, d.madeDir = true, errors.Is(statErr, fs.ErrNotExist)
+	d.l = l
 	return l, nil
 }
 
-// Discard removes the layout a failed copy created, so that the failure
-// leaves no trace: the directory when it did not exist, its content when
-// it was empty.
-func (d *ociDest) Discard() error {
-	if !d.made {
-		return nil
+// Discard takes back what a failed copy wrote: the layout itself when the
+// copy made it and nobody else has used it since, else the blobs the copy
+// added that no image uses (see layout.Undo).
+func (d *ociDest) Discard() (layout.Undone, error) {
+	if d.l == nil {
+		return layout.Undone{}, nil
 	}
-	if d.madeDir {
-		return os.RemoveAll(d.dir)
-	}
-	ents, err := os.ReadDir(d.dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		if err := os.RemoveAll(filepath.Join(d.dir, e.Name())); err != nil {
-			return err
-		}
-	}
-	return nil
+	return d.l.Undo()
 }
 
 // Put copies the images in (when src is another layout) and names them all

@@ -1,0 +1,41 @@
+package layout
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/strata-oci/strata/internal/tempdir"
+)
+
+// gc removes the working directories of killed archive reads and
+// conversions in the state directory, and keeps live ones and strata's
+// own directories there.
+func TestGCSweepsDeadWorkingDirs(t *testing.T) {
+	l := initTest(t)
+	state := filepath.Join(l.Dir(), StateDir)
+	live, err := tempdir.Make(state, "archive-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Remove()
+	dead := filepath.Join(state, "archive-123")
+	if err := os.MkdirAll(filepath.Join(dead, "layout"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.PutBytes("application/octet-stream", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := l.GC()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Staging != 1 {
+		t.Errorf("gc removed %d staging entries, want 1", res.Staging)
+	}
+	for p, want := range map[string]bool{dead: false, live.Path: true, filepath.Join(state, "seals"): true} {
+		if _, err := os.Stat(p); (err == nil) != want {
+			t.Errorf("%s exists: %v, want %v", p, err == nil, want)
+		}
+	}
+}
