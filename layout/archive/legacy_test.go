@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"errors"
 	"os"
@@ -126,7 +127,7 @@ func readInto(t testing.TB, b []byte, opts ReadOptions) (*layout.Layout, []Image
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { dst.Close() })
-	imgs, err := Read(bytes.NewReader(b), dst, opts)
+	imgs, err := Read(context.Background(), bytes.NewReader(b), dst, opts)
 	return dst, imgs, err
 }
 
@@ -404,7 +405,7 @@ func TestReadLegacyHostile(t *testing.T) {
 			}
 			defer dst.Close()
 			before, _ := os.ReadFile(filepath.Join(dst.Dir(), "index.json"))
-			_, err = Read(bytes.NewReader(archiveOf(t, c.ents)), dst, ReadOptions{})
+			_, err = Read(context.Background(), bytes.NewReader(archiveOf(t, c.ents)), dst, ReadOptions{})
 			if !errors.Is(err, c.is) || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("error %v, want %v saying %q", err, c.is, c.want)
 			}
@@ -470,7 +471,7 @@ func FuzzLegacyArchive(f *testing.F) {
 			t.Fatal(err)
 		}
 		defer dst.Close()
-		imgs, err := Read(bytes.NewReader(archiveOf(t, ents)), dst, ReadOptions{})
+		imgs, err := Read(context.Background(), bytes.NewReader(archiveOf(t, ents)), dst, ReadOptions{})
 		if err != nil {
 			if ents, _ := os.ReadDir(filepath.Join(dst.Dir(), "blobs", "sha256")); len(ents) != 0 {
 				t.Fatalf("refused archive (%v) left %d blobs", err, len(ents))
