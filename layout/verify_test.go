@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"io"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -202,4 +203,35 @@ func TestFsckDiffIDs(t *testing.T) {
 	if strings.Join(stages, ",") != FsckStageBlobs+","+FsckStageDiffIDs || done.Load() == 0 {
 		t.Fatalf("progress stages %v, %d bytes", stages, done.Load())
 	}
+}
+
+// FuzzLayerDiffID feeds arbitrary layer blobs to the layer check: it never
+// panics, and what it accepts is a tar whose digest it returned.
+func FuzzLayerDiffID(f *testing.F) {
+	good := layerTar(f, "etc/hello", "hello\n")
+	f.Add(good)
+	f.Add(gzipBytes(f, good))
+	f.Add(gzipBytes(f, good)[:30])
+	f.Add(append(gzipBytes(f, good), 0x1f, 0x8b, 0))
+	f.Add([]byte{0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0})
+	f.Add([]byte("not a tar"))
+	l := initTest(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d, err := l.PutBytes(ocispec.MediaTypeImageLayerGzip, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := l.LayerChecker().DiffID(context.Background(), d, digest.SHA256)
+		if err != nil {
+			return
+		}
+		if !got.Algorithm().Available() || got.Validate() != nil {
+			t.Fatalf("diffID %q", got)
+		}
+		if got == d.Digest {
+			if _, err := tar.NewReader(bytes.NewReader(b)).Next(); err != nil && err != io.EOF {
+				t.Fatalf("accepted a plain layer that is not a tar: %v", err)
+			}
+		}
+	})
 }

@@ -161,6 +161,10 @@ func FuzzRead(f *testing.F) {
 	}
 	f.Add([]byte{})
 	f.Add([]byte("not a tar"))
+	layer := tarOf(f, "etc/hello", "hello\n")
+	for _, d := range dialects {
+		f.Add(d.make(f, imageConfig(f, digest.FromBytes(layer), 0), gzipOf(f, layer)))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		dst, err := layout.Init(t.TempDir())
 		if err != nil {
@@ -175,8 +179,8 @@ func FuzzRead(f *testing.F) {
 			return
 		}
 		for _, img := range imgs {
-			if err := dst.Walk(img.Descriptor, func(ocispec.Descriptor, []byte) error { return nil }); err != nil {
-				t.Fatalf("accepted an incomplete image: %v", err)
+			if err := dst.VerifyImage(context.Background(), img.Descriptor, layout.VerifyOptions{DiffIDs: true}); err != nil {
+				t.Fatalf("accepted an unsound image: %v", err)
 			}
 		}
 	})

@@ -14,7 +14,6 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/layout"
 )
 
@@ -495,8 +494,8 @@ func FuzzLegacyArchive(f *testing.F) {
 			if len(im.Config.History)-empty != len(im.Manifest.Layers) {
 				t.Fatalf("history of %d (%d empty) for %d layers", len(im.Config.History), empty, len(im.Manifest.Layers))
 			}
-			if err := dst.Walk(img.Descriptor, func(ocispec.Descriptor, []byte) error { return nil }); err != nil {
-				t.Fatalf("accepted an incomplete image: %v", err)
+			if err := dst.VerifyImage(context.Background(), img.Descriptor, layout.VerifyOptions{DiffIDs: true}); err != nil {
+				t.Fatalf("accepted an unsound image: %v", err)
 			}
 		}
 	})
