@@ -181,12 +181,14 @@ type layerJob struct {
 	diffID   digest.Digest
 }
 
-// layerJobs lists the layers of m to check; foreign layers, which a
-// layout need not hold, are left out.
+// layerJobs lists the layers of m to check: filesystem layers. Foreign
+// layers, which a layout need not hold, and blobs of other media types
+// (an artifact's payload under an image config, such as a cosign
+// signature's) are left out.
 func layerJobs(md digest.Digest, m *ocispec.Manifest, diffIDs []digest.Digest) []layerJob {
 	var out []layerJob
 	for i, ly := range m.Layers {
-		if len(ly.URLs) > 0 && ly.MediaType == MediaTypeDockerForeignLayer {
+		if !IsLayer(ly.MediaType) || (len(ly.URLs) > 0 && ly.MediaType == MediaTypeDockerForeignLayer) {
 			continue
 		}
 		out = append(out, layerJob{manifest: md, index: i, layer: ly, diffID: diffIDs[i]})

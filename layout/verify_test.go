@@ -120,6 +120,16 @@ func TestVerifyImage(t *testing.T) {
 		t.Fatalf("config over the limit: %v", err)
 	}
 
+	// The payload of an artifact under an image config (a cosign
+	// signature's JSON) is no filesystem layer: it is not decompressed.
+	payload, _ := l.PutBytes("application/vnd.dev.cosign.simplesigning.v1+json", []byte(`{"critical":{}}`))
+	sigCfg := putRaw(t, l, ocispec.MediaTypeImageConfig, map[string]any{"os": "", "architecture": "",
+		"rootfs": map[string]any{"type": "layers", "diff_ids": []digest.Digest{payload.Digest}}})
+	sig := putRaw(t, l, ocispec.MediaTypeImageManifest, map[string]any{"schemaVersion": 2, "mediaType": ocispec.MediaTypeImageManifest, "config": sigCfg, "layers": []any{payload}})
+	if err := l.VerifyImage(ctx, sig, VerifyOptions{DiffIDs: true}); err != nil {
+		t.Fatalf("signature image: %v", err)
+	}
+
 	// An index is checked through: its bad manifest makes it bad.
 	idx := addIndex(t, l, ok, wrong)
 	if err := l.VerifyImage(ctx, idx, VerifyOptions{DiffIDs: true}); !errors.Is(err, ErrDiffIDMismatch) {
