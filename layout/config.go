@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"sort"
 
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
@@ -16,6 +17,8 @@ import (
 type Config struct {
 	top map[string]json.RawMessage
 	run map[string]json.RawMessage // the "config" object
+	// runEdited says whether run changed: if not, "config" keeps its bytes.
+	runEdited bool
 }
 
 // ParseConfig parses raw image config JSON for editing.
@@ -61,7 +64,10 @@ func (c *Config) GetRuntime(key string, v any) (bool, error) { return get(c.run,
 
 // SetRuntime encodes v into field key of the "config" object; a nil v
 // removes the field.
-func (c *Config) SetRuntime(key string, v any) error { return set(c.run, key, v) }
+func (c *Config) SetRuntime(key string, v any) error {
+	c.runEdited = true
+	return set(c.run, key, v)
+}
 
 func get(m map[string]json.RawMessage, key string, v any) (bool, error) {
 	raw, ok := m[key]
@@ -79,12 +85,54 @@ func set(m map[string]json.RawMessage, key string, v any) error {
 		delete(m, key)
 		return nil
 	}
-	b, err := json.Marshal(v)
+	b, err := marshal(v)
 	if err != nil {
 		return fmt.Errorf("config field %s: %w", key, err)
 	}
 	m[key] = b
 	return nil
+}
+
+// marshal is json.Marshal without HTML escaping: a value read from a
+// config and written back keeps its "&", "<" and ">" as they were.
+func marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	e := json.NewEncoder(&b)
+	e.SetEscapeHTML(false)
+	if err := e.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
+
+// encodeObject writes m as a JSON object, keys sorted, each value's bytes
+// as they are: json.Marshal would compact and HTML-escape values that no
+// edit touched, changing the config's bytes (and digest) for nothing.
+// Values are valid JSON: they were parsed, or made by marshal.
+func encodeObject(m map[string]json.RawMessage) ([]byte, error) {
+	keys := make([]string, 0, len(m))
+	n := 2
+	for k, v := range m {
+		keys = append(keys, k)
+		n += len(k) + len(v) + 4
+	}
+	sort.Strings(keys)
+	b := bytes.NewBuffer(make([]byte, 0, n))
+	b.WriteByte('{')
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		kb, err := marshal(k)
+		if err != nil {
+			return nil, err
+		}
+		b.Write(kb)
+		b.WriteByte(':')
+		b.Write(m[k])
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
 }
 
 // DiffIDs returns rootfs.diff_ids.
@@ -113,7 +161,7 @@ func (c *Config) AppendHistory(h ocispec.History) error {
 	if _, err := c.Get("history", &hs); err != nil {
 		return err
 	}
-	b, err := json.Marshal(h)
+	b, err := marshal(h)
 	if err != nil {
 		return err
 	}
@@ -122,20 +170,20 @@ func (c *Config) AppendHistory(h ocispec.History) error {
 }
 
 // Bytes encodes the config. Keys are written in sorted order, so equal
-// configs give equal bytes.
+// configs give equal bytes; fields no edit touched keep their bytes.
 func (c *Config) Bytes() ([]byte, error) {
 	top := make(map[string]json.RawMessage, len(c.top)+1)
 	for k, v := range c.top {
 		top[k] = v
 	}
-	if _, had := c.top["config"]; had || len(c.run) > 0 {
-		b, err := json.Marshal(c.run)
+	if _, had := c.top["config"]; (had && c.runEdited) || (!had && len(c.run) > 0) {
+		b, err := encodeObject(c.run)
 		if err != nil {
 			return nil, err
 		}
 		top["config"] = b
 	}
-	return json.Marshal(top)
+	return encodeObject(top)
 }
 
 // Image returns the typed view of the config.

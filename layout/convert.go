@@ -237,7 +237,7 @@ func (l *Layout) convertLayer(ly ocispec.Descriptor, i int, diffIDs []digest.Dig
 		return ocispec.Descriptor{}, err
 	}
 	defer r.Close()
-	opts := []LayerOption{WithCompression(want), WithRecompress()}
+	opts := []LayerOption{WithCompression(want), WithRecompress(), WithTarCheck()}
 	if o.Level != 0 {
 		opts = append(opts, WithLevel(o.Level))
 	}

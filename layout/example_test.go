@@ -1,11 +1,14 @@
 package layout_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log"
 	"os"
 
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/layout"
 )
 
@@ -98,4 +101,45 @@ func ExampleLayout_Fsck() {
 	fmt.Println(len(problems), "problems")
 	// Output:
 	// 0 problems
+}
+
+// VerifyImage checks an image received from elsewhere; with DiffIDs it
+// decompresses each layer and compares it with its config's diff_id,
+// which a blob that merely matches its own digest does not prove.
+func ExampleLayout_VerifyImage() {
+	dir, err := os.MkdirTemp("", "layout-example-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	l, err := layout.Init(dir)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+
+	// A layer of an empty tar (two zero blocks), under a config that
+	// says it is something else.
+	layer, err := l.PutBytes(ocispec.MediaTypeImageLayer, make([]byte, 1024))
+	if err != nil {
+		log.Fatal(err)
+	}
+	p, _ := layout.ParsePlatform("linux/amd64")
+	cfg := layout.NewConfig(p)
+	if err := cfg.AppendLayer(digest.FromString("something else")); err != nil {
+		log.Fatal(err)
+	}
+	desc, err := l.PutImage(cfg, []ocispec.Descriptor{layer}, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	ctx := context.Background()
+	fmt.Println(l.VerifyImage(ctx, desc, layout.VerifyOptions{}))
+	err = l.VerifyImage(ctx, desc, layout.VerifyOptions{DiffIDs: true})
+	var le *layout.LayerError
+	fmt.Println(errors.Is(err, layout.ErrDiffIDMismatch), errors.As(err, &le) && le.Actual == layer.Digest)
+	// Output:
+	// <nil>
+	// true true
 }

@@ -1,9 +1,12 @@
 package layout
 
 import (
+	"context"
 	"fmt"
 	"runtime"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
@@ -12,24 +15,61 @@ import (
 
 // Problem is one thing fsck found wrong.
 type Problem struct {
-	// Where names the place: a blob digest or an index.json entry.
+	// Where names the place: a blob digest, an index.json entry, or a
+	// layer of a manifest.
 	Where string `json:"where"`
 	Err   string `json:"error"`
+	// For a layer FsckOptions.DiffIDs found wrong: the layer blob, the
+	// diff_id its config lists and, when it decompressed whole, the one
+	// it has.
+	Layer    digest.Digest `json:"layer,omitempty"`
+	Expected digest.Digest `json:"expected_diff_id,omitempty"`
+	Actual   digest.Digest `json:"actual_diff_id,omitempty"`
 }
 
 func (p Problem) String() string { return p.Where + ": " + p.Err }
+
+// FsckOptions say what Fsck checks beyond the blobs and the images'
+// structure, and how it reports progress.
+type FsckOptions struct {
+	// DiffIDs also decompresses every layer of every image index.json
+	// reaches and checks it as VerifyOptions.DiffIDs does: one problem
+	// per layer of each image that does not decompress whole, is not a
+	// tar archive or does not match its config's diff_id.
+	DiffIDs bool
+	// Progress, when set, is called as each stage starts ("verify blobs",
+	// "check diffIDs") with the bytes it will read, and returns a function
+	// that is told, from several goroutines, the size of each blob done.
+	Progress func(stage string, total int64) func(size int64)
+}
 
 // Fsck checks the layout: every blob's content against its digest, that
 // every blob reachable from index.json exists with the size its descriptor
 // gives, and that every reachable index, manifest and config parses. It
 // returns the problems found, sorted; an error means the check itself could
 // not run. Staging files are in-progress writes and are not problems.
-func (l *Layout) Fsck() ([]Problem, error) { return l.FsckProgress(nil) }
+func (l *Layout) Fsck() ([]Problem, error) { return l.FsckWith(context.Background(), FsckOptions{}) }
 
 // FsckProgress is Fsck that calls verified, from several goroutines, with
 // the size of each blob once its content has been checked, so that a
 // caller can show how far the check has come.
 func (l *Layout) FsckProgress(verified func(size int64)) ([]Problem, error) {
+	return l.FsckWith(context.Background(), FsckOptions{Progress: func(stage string, _ int64) func(int64) {
+		if stage == FsckStageBlobs {
+			return verified
+		}
+		return nil
+	}})
+}
+
+// The stages FsckOptions.Progress is told about.
+const (
+	FsckStageBlobs   = "verify blobs"
+	FsckStageDiffIDs = "check diffIDs"
+)
+
+// FsckWith is Fsck with options; it stops with ctx's error.
+func (l *Layout) FsckWith(ctx context.Context, o FsckOptions) ([]Problem, error) {
 	var (
 		mu       sync.Mutex
 		problems []Problem
@@ -44,6 +84,24 @@ func (l *Layout) FsckProgress(verified func(size int64)) ([]Problem, error) {
 	type job struct {
 		d    digest.Digest
 		size int64
+	}
+	var all []job
+	var total int64
+	werr := l.blobs.Walk(func(d digest.Digest, size int64, err error) error {
+		if err != nil {
+			add("blobs", err)
+			return nil
+		}
+		all = append(all, job{d, size})
+		total += size
+		return nil
+	})
+	if werr != nil {
+		return nil, werr
+	}
+	var verified func(int64)
+	if o.Progress != nil {
+		verified = o.Progress(FsckStageBlobs, total)
 	}
 	jobs := make(chan job)
 	var wg sync.WaitGroup
@@ -67,19 +125,17 @@ func (l *Layout) FsckProgress(verified func(size int64)) ([]Problem, error) {
 		}()
 	}
 	present := map[digest.Digest]int64{}
-	werr := l.blobs.Walk(func(d digest.Digest, size int64, err error) error {
-		if err != nil {
-			add("blobs", err)
-			return nil
+	for _, j := range all {
+		if ctx.Err() != nil {
+			break
 		}
-		present[d] = size
-		jobs <- job{d, size}
-		return nil
-	})
+		present[j.d] = j.size
+		jobs <- j
+	}
 	close(jobs)
 	wg.Wait()
-	if werr != nil {
-		return nil, werr
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 
 	idx, err := l.Index()
@@ -95,7 +151,108 @@ func (l *Layout) FsckProgress(verified func(size int64)) ([]Problem, error) {
 		}
 		l.fsckDesc(root, where, present, corrupt, checked, add, 0)
 	}
+	if o.DiffIDs {
+		diffProblems, err := l.fsckDiffIDs(ctx, idx, present, corrupt, o.Progress)
+		if err != nil {
+			return nil, err
+		}
+		problems = append(problems, diffProblems...)
+	}
 	return sortProblems(problems), nil
+}
+
+// fsckDiffIDs checks the layers of every image index.json reaches against
+// their configs' diff_ids, with the layer check VerifyImage uses. Images
+// whose manifest or config the structural check found wrong are left to
+// that check's problems.
+func (l *Layout) fsckDiffIDs(ctx context.Context, idx *Index, present map[digest.Digest]int64, corrupt map[digest.Digest]bool,
+	progress func(string, int64) func(int64)) ([]Problem, error) {
+	names := map[digest.Digest][]string{}
+	var manifests []digest.Digest
+	var visit func(d ocispec.Descriptor, name string, depth int)
+	visit = func(d ocispec.Descriptor, name string, depth int) {
+		if depth > 16 || corrupt[d.Digest] || present[d.Digest] != d.Size || d.Digest.Validate() != nil {
+			return
+		}
+		d = l.typed(d)
+		switch {
+		case IsManifest(d.MediaType):
+			if _, seen := names[d.Digest]; !seen {
+				manifests = append(manifests, d.Digest)
+				names[d.Digest] = []string{}
+			}
+			if name != "" && !slices.Contains(names[d.Digest], name) {
+				names[d.Digest] = append(names[d.Digest], name)
+			}
+		case IsIndex(d.MediaType):
+			b, err := l.ReadBlob(d, MaxManifestSize)
+			if err != nil {
+				return
+			}
+			children, err := childrenOf(d, b)
+			if err != nil {
+				return
+			}
+			for _, c := range children {
+				visit(c, name, depth+1)
+			}
+		}
+	}
+	for _, root := range idx.Manifests {
+		visit(root, root.Annotations[AnnotationRefName], 0)
+	}
+	sizes := map[digest.Digest]ocispec.Descriptor{}
+	var jobs []layerJob
+	for _, md := range manifests {
+		b, err := l.ReadBlob(ocispec.Descriptor{Digest: md, Size: present[md]}, MaxManifestSize)
+		if err != nil {
+			continue
+		}
+		m, err := ParseManifest(b)
+		if err != nil || corrupt[m.Config.Digest] {
+			continue
+		}
+		diffIDs, ok, err := l.diffIDsOf(md, m)
+		if err != nil || !ok {
+			continue // reported by the structural check
+		}
+		for _, j := range layerJobs(md, m, diffIDs) {
+			if corrupt[j.layer.Digest] || present[j.layer.Digest] != j.layer.Size {
+				continue // reported as a bad or missing blob
+			}
+			sizes[j.layer.Digest] = j.layer
+			jobs = append(jobs, j)
+		}
+	}
+	if len(jobs) == 0 {
+		return nil, nil
+	}
+	lc := l.LayerChecker()
+	if progress != nil {
+		var total int64
+		for _, d := range sizes {
+			total += d.Size
+		}
+		lc.onDone = progress(FsckStageDiffIDs, total)
+	}
+	var (
+		mu  sync.Mutex
+		out []Problem
+	)
+	lc.check(ctx, jobs, func(_ int, e *LayerError) {
+		where := fmt.Sprintf("manifest %s", e.Manifest)
+		if n := names[e.Manifest]; len(n) > 0 {
+			where += " (" + strings.Join(n, ", ") + ")"
+		}
+		where += fmt.Sprintf(" layer %d %s", e.Index, e.Layer)
+		mu.Lock()
+		out = append(out, Problem{Where: where, Err: e.Problem(), Layer: e.Layer, Expected: e.DiffID, Actual: e.Actual})
+		mu.Unlock()
+	})
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func (l *Layout) fsckDesc(d ocispec.Descriptor, where string, present map[digest.Digest]int64,

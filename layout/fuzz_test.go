@@ -79,7 +79,8 @@ func FuzzParseManifest(f *testing.F) {
 func FuzzParseConfig(f *testing.F) {
 	for _, s := range []string{
 		`{"architecture":"amd64","os":"linux","config":{"Cmd":["sh"],"Healthcheck":{"Test":["NONE"]}},"rootfs":{"type":"layers","diff_ids":["` + fuzzDigest + `"]},"history":[{"created_by":"x"}]}`,
-		`{"config":null}`, `{"rootfs":null,"history":null}`, `{"rootfs":{"diff_ids":"x"}}`, `{"history":{}}`, `{}`, `null`, `1`,
+		`{"config":null}`, `{"rootfs":null,"history":null}`,
+		`{"author":"a & b <c>","config":{"Env":["X=a&b"], "Labels" : {"k":"<v>"}}}`, "{\"a\": [1,\n 2]}", `{"rootfs":{"diff_ids":"x"}}`, `{"history":{}}`, `{}`, `null`, `1`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -89,8 +90,22 @@ func FuzzParseConfig(f *testing.F) {
 		if err != nil {
 			return
 		}
+		// Unedited, the config keeps every field's bytes.
+		same, err := c.Bytes()
+		if err != nil {
+			t.Fatalf("encode: %v", err)
+		}
+		var before, unedited map[string]json.RawMessage
+		if json.Unmarshal(b, &before) != nil || json.Unmarshal(same, &unedited) != nil {
+			t.Fatalf("config does not parse again: %s", same)
+		}
+		for k, v := range before {
+			if !bytes.Equal(v, unedited[k]) {
+				t.Fatalf("unedited field %s changed from %s to %s", k, v, unedited[k])
+			}
+		}
 		// Edits either fail cleanly or give a config that parses again
-		// with every unknown top-level field unchanged.
+		// with every field they did not touch unchanged, byte for byte.
 		if err := c.SetRuntime("Cmd", []string{"true"}); err != nil {
 			t.Fatal(err)
 		}
@@ -100,8 +115,8 @@ func FuzzParseConfig(f *testing.F) {
 		if err != nil {
 			t.Fatalf("encode: %v", err)
 		}
-		var before, after map[string]json.RawMessage
-		if json.Unmarshal(b, &before) != nil || json.Unmarshal(out, &after) != nil {
+		var after map[string]json.RawMessage
+		if json.Unmarshal(out, &after) != nil {
 			t.Fatalf("edited config does not parse: %s", out)
 		}
 		for k, v := range before {
@@ -109,22 +124,22 @@ func FuzzParseConfig(f *testing.F) {
 			case "config", "rootfs", "history":
 				continue
 			}
-			if !jsonEqual(v, after[k]) {
+			if !bytes.Equal(v, after[k]) {
 				t.Fatalf("field %s changed from %s to %s", k, v, after[k])
+			}
+		}
+		var runBefore, runAfter map[string]json.RawMessage
+		if json.Unmarshal(before["config"], &runBefore) == nil && json.Unmarshal(after["config"], &runAfter) == nil {
+			for k, v := range runBefore {
+				if k != "Cmd" && !bytes.Equal(v, runAfter[k]) {
+					t.Fatalf("config field %s changed from %s to %s", k, v, runAfter[k])
+				}
 			}
 		}
 		if _, err := ParseConfig(out); err != nil {
 			t.Fatalf("re-parse: %v", err)
 		}
 	})
-}
-
-func jsonEqual(a, b json.RawMessage) bool {
-	var x, y bytes.Buffer
-	if json.Compact(&x, a) != nil || json.Compact(&y, b) != nil {
-		return false
-	}
-	return x.String() == y.String()
 }
 
 func FuzzSplitRef(f *testing.F) {

@@ -333,6 +333,36 @@ func TestConfigEditsKeepUnknownFields(t *testing.T) {
 	}
 }
 
+// TestConfigEditsKeepBytes: "&", "<" and ">" and the spacing of fields
+// no edit touched stay as they were (json.Marshal would escape them as
+// \u0026 and compact them, changing the config's digest for nothing).
+func TestConfigEditsKeepBytes(t *testing.T) {
+	raw := `{"author":"Tom & Jerry <tj@example.com>","config":{"Env":["A=a&b"],` +
+		`"Labels": {"x": "<y>"}},"os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`
+	c, err := ParseConfig([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := c.Bytes(); err != nil || string(out) != raw {
+		t.Fatalf("unedited config re-encoded as %s (%v), want %s", out, err, raw)
+	}
+	if err := c.SetRuntime("Cmd", []string{"sh", "-c", "a && b > c"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set("comment", "x & y"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"author":"Tom & Jerry <tj@example.com>","comment":"x & y","config":{"Cmd":["sh","-c","a && b > c"],` +
+		`"Env":["A=a&b"],"Labels":{"x": "<y>"}},"os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`
+	if string(out) != want {
+		t.Fatalf("edited config:\n%s\nwant\n%s", out, want)
+	}
+}
+
 func TestTagUntag(t *testing.T) {
 	l := initTest(t)
 	a := addImage(t, l, "linux/amd64", "a")

@@ -36,8 +36,12 @@ const (
 
 // Errors of the overlay driver.
 var (
-	// ErrAlreadyMounted means a bundle's rootfs is mounted already.
+	// ErrAlreadyMounted means a bundle's rootfs is mounted already, over
+	// the bundle's own upper directory: there is nothing to do.
 	ErrAlreadyMounted = errors.New("rootfs is already mounted")
+	// ErrMountedElsewhere means an overlay is mounted on a bundle's
+	// rootfs over another upper directory than the bundle's.
+	ErrMountedElsewhere = errors.New("rootfs is mounted, but not over this bundle's upper directory")
 	// ErrNotOverlay means a bundle was not unpacked with the overlay
 	// driver, so there is nothing to mount.
 	ErrNotOverlay = errors.New("bundle does not use the overlay driver")
@@ -362,7 +366,7 @@ func (o *Overlay) Mount(c *Container) (err error) {
 		return err
 	}
 	if mounted {
-		return fmt.Errorf("mount %s: %w", c.Rootfs(), ErrAlreadyMounted)
+		return o.checkMounted(c)
 	}
 	low, err := o.Lowers(c.Top())
 	if err != nil {
@@ -402,6 +406,22 @@ func (o *Overlay) Mount(c *Container) (err error) {
 		return fmt.Errorf("%w (layers shifted by an id map are idmapped mounts, which overlay takes from Linux 5.19 on; --driver vfs copies instead)", err)
 	}
 	return nil
+}
+
+// checkMounted says what the overlay mounted on c's rootfs is:
+// ErrAlreadyMounted when it is over c's own upper directory (or the kernel
+// does not say), ErrMountedElsewhere when it is another.
+func (o *Overlay) checkMounted(c *Container) error {
+	upper, err := overlay.UpperDir(c.Rootfs())
+	if err != nil || upper == "" {
+		return fmt.Errorf("mount %s: %w", c.Rootfs(), ErrAlreadyMounted)
+	}
+	mine, err1 := os.Stat(o.Upper(c))
+	theirs, err2 := os.Stat(upper)
+	if err1 == nil && err2 == nil && !os.SameFile(mine, theirs) {
+		return fmt.Errorf("mount %s: %w (it is over %s)", c.Rootfs(), ErrMountedElsewhere, upper)
+	}
+	return fmt.Errorf("mount %s: %w", c.Rootfs(), ErrAlreadyMounted)
 }
 
 // detachedLayers says whether overlay takes detached idmapped mounts as

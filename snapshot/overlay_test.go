@@ -74,6 +74,18 @@ func TestOverlayDriverRoundTrip(t *testing.T) {
 	if err := o.Mount(c); !errors.Is(err, ErrAlreadyMounted) {
 		t.Errorf("second Mount: %v, want ErrAlreadyMounted", err)
 	}
+	// Another overlay on the rootfs is not the bundle's mount.
+	if err := o.Unmount(c); err != nil {
+		t.Fatal(err)
+	}
+	other := t.TempDir()
+	for _, d := range []string{"up", "work"} {
+		must(t, os.Mkdir(filepath.Join(other, d), 0o755))
+	}
+	must(t, overlay.Mount(rootfs, overlay.Options{Lower: []string{c.Top().FS()}, Upper: filepath.Join(other, "up"), Work: filepath.Join(other, "work")}))
+	if err := o.Mount(c); !errors.Is(err, ErrMountedElsewhere) || errors.Is(err, ErrAlreadyMounted) {
+		t.Errorf("Mount over another overlay: %v, want ErrMountedElsewhere", err)
+	}
 	if err := o.RemoveRootfs(c); err != nil {
 		t.Fatal(err)
 	}

@@ -1,23 +1,31 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 
-	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 	"github.com/strata-oci/strata/layout"
 )
 
 func init() {
-	var asJSON bool
+	var asJSON, diffIDs bool
 	c := &cobra.Command{
 		Use:   "fsck DIR",
 		Short: "Check a layout's blobs and images",
 		Long: `Check DIR: every blob's content against its digest, that every blob
 reachable from index.json is present with the size its descriptor gives,
 and that every reachable index, manifest and config parses. Each problem
-is printed on its own line; the exit status is 1 when there is one.`,
+is printed on its own line; the exit status is 1 when there is one.
+
+With --diffids every layer of every image is also decompressed and checked
+against its config: that it decompresses whole, is a tar archive and hashes
+to the diff_id the config lists. A layout received from elsewhere is then
+checked completely (plain fsck cannot see a layer whose blob is intact but
+whose content the config does not describe). Each bad layer is one line
+naming the manifest (and the image's names), the layer, and the expected
+and actual diffIDs.`,
 		Args:              exactArgs(1),
 		ValidArgsFunction: completeDirs,
 		RunE: func(c *cobra.Command, args []string) error {
@@ -26,7 +34,9 @@ is printed on its own line; the exit status is 1 when there is one.`,
 				return err
 			}
 			defer l.Close()
-			problems, err := fsckWithProgress(l)
+			ctx, cancel := signalContext()
+			defer cancel()
+			problems, err := fsckWithProgress(ctx, l, diffIDs)
 			if err != nil {
 				return fmt.Errorf("fsck %s: %w", args[0], err)
 			}
@@ -59,25 +69,20 @@ is printed on its own line; the exit status is 1 when there is one.`,
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the problems as JSON")
+	c.Flags().BoolVar(&diffIDs, "diffids", false, "also decompress every layer and check it against its config's diff_ids")
 	rootCmd.AddCommand(c)
 }
 
-// fsckWithProgress runs fsck with a byte bar over the blobs' content when
-// bars are drawn.
-func fsckWithProgress(l *layout.Layout) ([]layout.Problem, error) {
+// fsckWithProgress runs fsck with a byte bar for each stage when bars
+// are drawn.
+func fsckWithProgress(ctx context.Context, l *layout.Layout, diffIDs bool) ([]layout.Problem, error) {
+	o := layout.FsckOptions{DiffIDs: diffIDs}
 	p := newProgress()
-	if !p.active() {
-		return l.Fsck()
-	}
-	defer p.Wait()
-	var total int64
-	// The sizes are only for the bar: errors here are fsck's to report.
-	_ = l.Blobs().Walk(func(_ digest.Digest, size int64, err error) error {
-		if err == nil {
-			total += size
+	if p.active() {
+		defer p.Wait()
+		o.Progress = func(stage string, total int64) func(int64) {
+			return p.Bytes(stage, total).Add
 		}
-		return nil
-	})
-	bar := p.Bytes("verify blobs", total)
-	return l.FsckProgress(bar.Add)
+	}
+	return l.FsckWith(ctx, o)
 }

@@ -35,6 +35,7 @@ func init() {
 		Long: `Mount DIR/rootfs, the overlay of the image's layers and the bundle's own
 upper directory (DIR/.strata/upper), as strata unpack --driver overlay left
 it: after a reboot, or after strata umount. Changes made before are kept.
+A rootfs that is mounted already is left as it is (exit status 0).
 
 With CMD, strata mounts the rootfs (unless it is mounted already), runs CMD
 with ` + RootfsEnv + ` set to the rootfs, unmounts and exits with CMD's status.
@@ -98,7 +99,14 @@ its user namespace when the rootfs has owners only that namespace maps.`,
 			}
 			defer s.Close()
 			if run == nil {
-				if err := o.Mount(ctr); err != nil {
+				// Mounting what is mounted already is done, not an
+				// error: scripts may call mount twice.
+				err := o.Mount(ctr)
+				if errors.Is(err, snapshot.ErrAlreadyMounted) {
+					infof("%s is mounted already", ctr.Rootfs())
+					return nil
+				}
+				if err != nil {
 					return err
 				}
 				infof("mounted %s", ctr.Rootfs())

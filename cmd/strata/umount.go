@@ -1,8 +1,12 @@
 package main
 
 import (
+	"errors"
+	"io/fs"
+
 	"github.com/spf13/cobra"
 	"github.com/strata-oci/strata/internal/userns"
+	"github.com/strata-oci/strata/overlay"
 	"github.com/strata-oci/strata/snapshot"
 )
 
@@ -12,7 +16,8 @@ func init() {
 		Short: "Unmount the overlay rootfs of a bundle, keeping its changes",
 		Long: `Unmount DIR/rootfs of a bundle unpacked with --driver overlay. The upper and
 work directories (DIR/.strata) stay: strata mount DIR brings the rootfs
-back with every change, and commit still sees them.`,
+back with every change, and commit still sees them. A rootfs that is not
+mounted is left as it is (exit status 0).`,
 		Example: `  strata umount ./bundle`,
 		Args:    exactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -31,7 +36,13 @@ back with every change, and commit still sees them.`,
 				return err
 			}
 			defer s.Close()
-			if err := o.Unmount(ctr); err != nil {
+			// Unmounting what is not mounted is done, not an error.
+			err = o.Unmount(ctr)
+			if errors.Is(err, overlay.ErrNotMounted) || errors.Is(err, fs.ErrNotExist) {
+				infof("%s is not mounted", ctr.Rootfs())
+				return nil
+			}
+			if err != nil {
 				return err
 			}
 			infof("unmounted %s", ctr.Rootfs())

@@ -3,6 +3,7 @@ package archive
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"os"
@@ -118,7 +119,7 @@ func TestWriteRead(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer dst.Close()
-			got, err := Read(bytes.NewReader(a.Bytes()), dst, ReadOptions{Name: "example.com/a:latest"})
+			got, err := Read(context.Background(), bytes.NewReader(a.Bytes()), dst, ReadOptions{Name: "example.com/a:latest"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -126,12 +127,12 @@ func TestWriteRead(t *testing.T) {
 				t.Fatalf("read %+v", got)
 			}
 			for _, sel := range []string{"other", "@1", "@" + string(digest.FromString("nothing")), "@x"} {
-				if _, err := Read(bytes.NewReader(a.Bytes()), dst, ReadOptions{Name: sel}); !errors.Is(err, ErrNoImage) {
+				if _, err := Read(context.Background(), bytes.NewReader(a.Bytes()), dst, ReadOptions{Name: sel}); !errors.Is(err, ErrNoImage) {
 					t.Fatalf("select %s: %v", sel, err)
 				}
 			}
 			for _, sel := range []string{"@0", "@" + string(md.Digest)} {
-				got, err := Read(bytes.NewReader(a.Bytes()), dst, ReadOptions{Name: sel})
+				got, err := Read(context.Background(), bytes.NewReader(a.Bytes()), dst, ReadOptions{Name: sel})
 				if err != nil || len(got) != 1 || got[0].Descriptor.Digest != md.Digest {
 					t.Fatalf("select %s: %+v %v", sel, got, err)
 				}
@@ -160,13 +161,17 @@ func FuzzRead(f *testing.F) {
 	}
 	f.Add([]byte{})
 	f.Add([]byte("not a tar"))
+	layer := tarOf(f, "etc/hello", "hello\n")
+	for _, d := range dialects {
+		f.Add(d.make(f, imageConfig(f, digest.FromBytes(layer), 0), gzipOf(f, layer)))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		dst, err := layout.Init(t.TempDir())
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer dst.Close()
-		imgs, err := Read(bytes.NewReader(data), dst, ReadOptions{})
+		imgs, err := Read(context.Background(), bytes.NewReader(data), dst, ReadOptions{})
 		if err != nil {
 			if ents, _ := os.ReadDir(filepath.Join(dst.Dir(), "blobs", "sha256")); len(ents) != 0 {
 				t.Fatalf("refused archive (%v) left %d blobs", err, len(ents))
@@ -174,8 +179,8 @@ func FuzzRead(f *testing.F) {
 			return
 		}
 		for _, img := range imgs {
-			if err := dst.Walk(img.Descriptor, func(ocispec.Descriptor, []byte) error { return nil }); err != nil {
-				t.Fatalf("accepted an incomplete image: %v", err)
+			if err := dst.VerifyImage(context.Background(), img.Descriptor, layout.VerifyOptions{DiffIDs: true}); err != nil {
+				t.Fatalf("accepted an unsound image: %v", err)
 			}
 		}
 	})
@@ -237,7 +242,7 @@ func TestReadForeignPlatform(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dst.Close()
-	got, err := Read(bytes.NewReader(buf.Bytes()), dst, ReadOptions{})
+	got, err := Read(context.Background(), bytes.NewReader(buf.Bytes()), dst, ReadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +250,7 @@ func TestReadForeignPlatform(t *testing.T) {
 		t.Fatalf("read %+v, want manifest %s", got, md.Digest)
 	}
 	// Asking for a platform that is not there is an error.
-	_, err = Read(bytes.NewReader(buf.Bytes()), dst, ReadOptions{Copy: layout.CopyOptions{Platforms: []ocispec.Platform{{OS: "linux", Architecture: "riscv64"}}}})
+	_, err = Read(context.Background(), bytes.NewReader(buf.Bytes()), dst, ReadOptions{Copy: layout.CopyOptions{Platforms: []ocispec.Platform{{OS: "linux", Architecture: "riscv64"}}}})
 	if err == nil {
 		t.Fatal("read a platform whose blobs are missing")
 	}

@@ -8,11 +8,10 @@ package archive
 // ones the manifest.json reader produces.
 
 import (
-	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,6 +21,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-oci/strata/blob"
 	"github.com/strata-oci/strata/internal/compression"
 	"github.com/strata-oci/strata/layout"
 )
@@ -136,8 +136,10 @@ type legacyLayerInfo struct {
 
 // legacyReader builds the images of one pre-1.10 archive.
 type legacyReader struct {
+	ctx    context.Context
 	a      *scanned
 	tmp    *layout.Layout
+	check  *layout.LayerChecker              // works out diffIDs, and Read's check reuses them
 	layers map[string]*v1Layer               // by ID, parsed on first use
 	blobs  map[digest.Digest]legacyLayerInfo // by layer.tar digest
 	images map[string]ocispec.Descriptor     // by top layer ID
@@ -147,8 +149,8 @@ type legacyReader struct {
 // layer ID that repositories names, then one, unnamed, per other layer
 // that no layer has as parent (docker load took every layer of the
 // archive). Manifests and configs are stored in tmp.
-func (a *scanned) legacyImages(tmp *layout.Layout) ([]Image, error) {
-	lr := &legacyReader{a: a, tmp: tmp, layers: map[string]*v1Layer{},
+func (a *scanned) legacyImages(ctx context.Context, tmp *layout.Layout, check *layout.LayerChecker) ([]Image, error) {
+	lr := &legacyReader{ctx: ctx, a: a, tmp: tmp, check: check, layers: map[string]*v1Layer{},
 		blobs: map[digest.Digest]legacyLayerInfo{}, images: map[string]ocispec.Descriptor{}}
 	named, err := lr.repositories()
 	if err != nil {
@@ -293,7 +295,11 @@ func (lr *legacyReader) layer(id string) (*v1Layer, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: layer %s is not in the archive (no %s)", ErrInvalidArchive, id, jsonName)
 	}
+	// The v1 JSON becomes the image config: the configs' limit holds.
 	raw, err := lr.tmp.Blobs().ReadAll(e.d, e.size, layout.MaxConfigSize)
+	if errors.Is(err, blob.ErrTooLarge) {
+		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidArchive, jsonName, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", jsonName, err)
 	}
@@ -509,7 +515,9 @@ func versionLess(a, b string) bool {
 // layerInfo works out (once per blob) a layer.tar's diffID and media type.
 // layer.tar is plain tar, its own diffID; docker load also took gzip,
 // zstd, xz and bzip2 ones: gzip and zstd are kept as they are, the others
-// stored uncompressed, as images cannot carry them.
+// stored uncompressed, as images cannot carry them. The diffID comes from
+// the layer check every archive's images go through (decompressed whole,
+// a tar archive), which remembers it for Read's check of the image.
 func (lr *legacyReader) layerInfo(e entry) (legacyLayerInfo, error) {
 	if info, ok := lr.blobs[e.d]; ok {
 		return info, nil
@@ -523,47 +531,35 @@ func (lr *legacyReader) layerInfo(e entry) (legacyLayerInfo, error) {
 }
 
 func (lr *legacyReader) readLayer(e entry) (legacyLayerInfo, error) {
-	r, err := lr.tmp.Blobs().Open(e.d, e.size)
+	kind, err := layerCompression(lr.tmp.Blobs(), e)
 	if err != nil {
 		return legacyLayerInfo{}, err
 	}
-	defer r.Close()
-	var head [8]byte
-	n, err := io.ReadFull(r, head[:])
-	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
-		return legacyLayerInfo{}, err
-	}
-	in := io.MultiReader(bytes.NewReader(head[:n]), r)
 	desc := ocispec.Descriptor{Digest: e.d, Size: e.size}
-	switch kind := compression.Detect(head[:n]); kind {
-	case compression.None:
-		if e.d.Algorithm() != digest.SHA256 {
-			return legacyLayerInfo{}, fmt.Errorf("%w: layer digest %s is not sha256", ErrInvalidArchive, e.d)
+	switch kind {
+	case compression.None, compression.Gzip, compression.Zstd:
+		if desc.MediaType, err = dockerLayerType(kind); err != nil {
+			return legacyLayerInfo{}, err
 		}
-		desc.MediaType = layout.MediaTypeDockerLayer
-		return legacyLayerInfo{desc: desc, diffID: e.d}, nil
-	case compression.Gzip, compression.Zstd:
-		desc.MediaType = layout.MediaTypeDockerLayerGzip
-		if kind == compression.Zstd {
-			desc.MediaType = layout.MediaTypeDockerLayerZstd
-		}
-		zr, err := compression.NewReader(in, kind)
-		if err != nil {
-			return legacyLayerInfo{}, fmt.Errorf("%w: %s: %v", ErrInvalidArchive, kind, err)
-		}
-		defer zr.Close()
-		h := digest.SHA256.Digester()
-		if _, err := io.Copy(h.Hash(), zr); err != nil {
-			return legacyLayerInfo{}, fmt.Errorf("%w: decompress %s: %v", ErrInvalidArchive, kind, err)
-		}
-		return legacyLayerInfo{desc: desc, diffID: h.Digest()}, nil
 	default:
-		ly, err := lr.tmp.PutLayer(in, layout.WithCompression(compression.None))
+		r, err := lr.tmp.Blobs().Open(e.d, e.size)
 		if err != nil {
-			return legacyLayerInfo{}, fmt.Errorf("%w: decompress %s: %v", ErrInvalidArchive, kind, err)
+			return legacyLayerInfo{}, err
+		}
+		defer r.Close()
+		ly, err := lr.tmp.PutLayer(r, layout.WithCompression(compression.None), layout.WithTarCheck(), layout.WithContext(lr.ctx))
+		if err != nil {
+			return legacyLayerInfo{}, fmt.Errorf("%w: decompress %s: %w", ErrInvalidArchive, kind, err)
 		}
 		desc = ly.Descriptor
 		desc.MediaType = layout.MediaTypeDockerLayer
-		return legacyLayerInfo{desc: desc, diffID: ly.DiffID}, nil
 	}
+	diffID, err := lr.check.DiffID(lr.ctx, desc, digest.SHA256)
+	if err != nil {
+		if lr.ctx.Err() != nil {
+			return legacyLayerInfo{}, err
+		}
+		return legacyLayerInfo{}, fmt.Errorf("%w: %w", ErrInvalidArchive, err)
+	}
+	return legacyLayerInfo{desc: desc, diffID: diffID}, nil
 }

@@ -2,13 +2,14 @@ package archive
 
 import (
 	"archive/tar"
-	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"path"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -55,7 +56,14 @@ type ReadOptions struct {
 // (docker.io/library/ov1:latest for docker save's ov1:latest), except an
 // OCI ref.name that is a bare tag (v1, as skopeo writes it), which stays
 // as it is; nothing is named in dst. r is read once, front to back.
-func Read(r io.Reader, dst *layout.Layout, opts ReadOptions) ([]Image, error) {
+//
+// Whatever the dialect (index.json, manifest.json, pre-1.10 repositories),
+// every image is checked with layout.VerifyImage, layers included, before
+// anything reaches dst: each layer must decompress whole into a tar
+// archive whose digest is its config's diff_id, and configs must be
+// within layout.MaxConfigSize. Cancelling ctx stops the checks; stopping
+// the read of r is the caller's (close it, or make it fail).
+func Read(ctx context.Context, r io.Reader, dst *layout.Layout, opts ReadOptions) ([]Image, error) {
 	if err := dst.Hold(); err != nil {
 		return nil, err
 	}
@@ -78,7 +86,8 @@ func Read(r io.Reader, dst *layout.Layout, opts ReadOptions) ([]Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	imgs, err := a.images(tmp)
+	layers := tmp.LayerChecker()
+	imgs, err := a.images(ctx, tmp, layers)
 	if err != nil {
 		return nil, err
 	}
@@ -103,10 +112,11 @@ func Read(r io.Reader, dst *layout.Layout, opts ReadOptions) ([]Image, error) {
 		}
 		imgs = sel
 	}
-	// Select platforms, then check that every image is whole before
-	// anything reaches dst, so a refused archive adds not even a blob to
-	// it. An index may list platforms whose blobs the archive lacks (docker
-	// saves only the ones it pulled); only the selected ones must be there.
+	// Select platforms, then check that every image is whole and
+	// consistent before anything reaches dst, so a refused archive adds
+	// not even a blob to it. An index may list platforms whose blobs the
+	// archive lacks (docker saves only the ones it pulled); only the
+	// selected ones must be there.
 	for i := range imgs {
 		d, err := tmp.SelectPlatforms(imgs[i].Descriptor, opts.Copy)
 		if errors.Is(err, layout.ErrNoPlatform) && len(opts.Copy.Platforms) == 0 {
@@ -117,8 +127,8 @@ func Read(r io.Reader, dst *layout.Layout, opts ReadOptions) ([]Image, error) {
 		if err != nil {
 			return nil, fmt.Errorf("image %s: %w", imgs[i].Descriptor.Digest, err)
 		}
-		if err := complete(tmp, d); err != nil {
-			return nil, err
+		if err := tmp.VerifyImage(ctx, d, layout.VerifyOptions{DiffIDs: true, Layers: layers}); err != nil {
+			return nil, a.explain(ctx, err)
 		}
 		imgs[i].Descriptor = d
 	}
@@ -189,6 +199,39 @@ func complete(l *layout.Layout, desc ocispec.Descriptor) error {
 		return fmt.Errorf("image %s: %w", desc.Digest, err)
 	}
 	return nil
+}
+
+// explain turns VerifyImage's error into the archive's: ErrInvalidArchive,
+// naming the entry a bad layer came from.
+func (a *scanned) explain(ctx context.Context, err error) error {
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		return err
+	}
+	var le *layout.LayerError
+	if errors.As(err, &le) {
+		if names := a.namesOf(le.Layer); len(names) > 0 {
+			return fmt.Errorf("%w: entry %s: %w", ErrInvalidArchive, strings.Join(names, ", "), err)
+		}
+	}
+	return fmt.Errorf("%w: %w", ErrInvalidArchive, err)
+}
+
+// namesOf lists the entries (files and links to them) whose content is
+// blob d, sorted.
+func (a *scanned) namesOf(d digest.Digest) []string {
+	var out []string
+	for name, e := range a.files {
+		if e.d == d {
+			out = append(out, name)
+		}
+	}
+	for name := range a.links {
+		if e, err := a.lookup(name); err == nil && e.d == d {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // entry is a regular file of the archive, stored as a blob in the staging
@@ -382,7 +425,7 @@ func (a *scanned) lookup(ref string) (entry, error) {
 // images works out the archive's images and stores any manifest they need
 // in tmp. The OCI layout part is preferred: it carries the manifests
 // exactly as they were, so digests survive a round trip.
-func (a *scanned) images(tmp *layout.Layout) ([]Image, error) {
+func (a *scanned) images(ctx context.Context, tmp *layout.Layout, layers *layout.LayerChecker) ([]Image, error) {
 	if ib, ok := a.small["index.json"]; ok {
 		imgs, err := a.ociImages(ib)
 		if _, hasDocker := a.small["manifest.json"]; err == nil || !hasDocker {
@@ -394,7 +437,7 @@ func (a *scanned) images(tmp *layout.Layout) ([]Image, error) {
 		return a.dockerImages(mb, tmp)
 	}
 	if a.isLegacy() {
-		return a.legacyImages(tmp)
+		return a.legacyImages(ctx, tmp, layers)
 	}
 	return nil, fmt.Errorf("%w: it has no index.json, manifest.json or repositories", ErrInvalidArchive)
 }
@@ -470,7 +513,8 @@ func (a *scanned) dockerImages(mb []byte, tmp *layout.Layout) ([]Image, error) {
 }
 
 // dockerManifest builds a Docker schema2 manifest for one manifest.json
-// element, after checking every layer against the config's diff_ids.
+// element. Read checks it, like an image of any dialect, with
+// layout.VerifyImage.
 func (a *scanned) dockerManifest(e dockerEntry, tmp *layout.Layout) (ocispec.Descriptor, error) {
 	if len(e.Layers) > maxLayers {
 		return ocispec.Descriptor{}, fmt.Errorf("%w: %d layers, limit %d", ErrInvalidArchive, len(e.Layers), maxLayers)
@@ -479,16 +523,14 @@ func (a *scanned) dockerManifest(e dockerEntry, tmp *layout.Layout) (ocispec.Des
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("config: %w", err)
 	}
+	// The platform, for selection, is the config's.
 	cb, err := tmp.Blobs().ReadAll(ce.d, ce.size, layout.MaxConfigSize)
 	if err != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("config %s: %w", e.Config, err)
+		return ocispec.Descriptor{}, fmt.Errorf("%w: config %s: %w", ErrInvalidArchive, e.Config, err)
 	}
 	cfg, err := layout.ParseImageConfig(cb)
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("%w: config %s: %v", ErrInvalidArchive, e.Config, err)
-	}
-	if len(cfg.RootFS.DiffIDs) != len(e.Layers) {
-		return ocispec.Descriptor{}, fmt.Errorf("%w: config %s lists %d diff_ids for %d layers", ErrInvalidArchive, e.Config, len(cfg.RootFS.DiffIDs), len(e.Layers))
 	}
 	m := ocispec.Manifest{
 		Versioned: specs.Versioned{SchemaVersion: 2},
@@ -501,7 +543,7 @@ func (a *scanned) dockerManifest(e dockerEntry, tmp *layout.Layout) (ocispec.Des
 		if err != nil {
 			return ocispec.Descriptor{}, fmt.Errorf("layer %d: %w", i, err)
 		}
-		mt, err := checkLayer(tmp.Blobs(), le, cfg.RootFS.DiffIDs[i])
+		mt, err := layerMediaType(tmp.Blobs(), le)
 		if err != nil {
 			return ocispec.Descriptor{}, fmt.Errorf("layer %d (%s): %w", i, lp, err)
 		}
@@ -519,44 +561,40 @@ func (a *scanned) dockerManifest(e dockerEntry, tmp *layout.Layout) (ocispec.Des
 	return d, nil
 }
 
-// checkLayer verifies a layer file against its diff_id and returns its
-// Docker media type. Uncompressed layers are their own diff_id; compressed
-// ones are decompressed and hashed.
-func checkLayer(s *blob.Store, e entry, diffID digest.Digest) (string, error) {
+// layerMediaType names the Docker media type of a layer file from its
+// first bytes: uncompressed, gzip or zstd. Other compressions are refused:
+// an image cannot carry them.
+func layerMediaType(s *blob.Store, e entry) (string, error) {
+	kind, err := layerCompression(s, e)
+	if err != nil {
+		return "", err
+	}
+	return dockerLayerType(kind)
+}
+
+func dockerLayerType(kind compression.Kind) (string, error) {
+	switch kind {
+	case compression.None:
+		return layout.MediaTypeDockerLayer, nil
+	case compression.Gzip:
+		return layout.MediaTypeDockerLayerGzip, nil
+	case compression.Zstd:
+		return layout.MediaTypeDockerLayerZstd, nil
+	}
+	return "", fmt.Errorf("%w: layer compressed with %s, which images cannot use", ErrInvalidArchive, kind)
+}
+
+// layerCompression sniffs a layer file's compression.
+func layerCompression(s *blob.Store, e entry) (compression.Kind, error) {
 	r, err := s.Open(e.d, e.size)
 	if err != nil {
 		return "", err
 	}
 	defer r.Close()
 	var head [8]byte
-	n, _ := io.ReadFull(r, head[:])
-	kind := compression.Detect(head[:n])
-	if kind == compression.None {
-		if e.d != diffID {
-			return "", fmt.Errorf("%w: content is %s, config says diff_id %s", ErrInvalidArchive, e.d, diffID)
-		}
-		return layout.MediaTypeDockerLayer, nil
-	}
-	var mt string
-	switch kind {
-	case compression.Gzip:
-		mt = layout.MediaTypeDockerLayerGzip
-	case compression.Zstd:
-		mt = layout.MediaTypeDockerLayerZstd
-	default:
-		return "", fmt.Errorf("%w: layer compressed with %s, which images cannot use", ErrInvalidArchive, kind)
-	}
-	zr, err := compression.NewReader(io.MultiReader(bytes.NewReader(head[:n]), r), kind)
-	if err != nil {
+	n, err := io.ReadFull(r, head[:])
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		return "", err
 	}
-	defer zr.Close()
-	h := diffID.Algorithm().Hash()
-	if _, err := io.Copy(h, zr); err != nil {
-		return "", fmt.Errorf("decompress: %w", err)
-	}
-	if got := digest.NewDigest(diffID.Algorithm(), h); got != diffID {
-		return "", fmt.Errorf("%w: uncompressed content is %s, config says diff_id %s", ErrInvalidArchive, got, diffID)
-	}
-	return mt, nil
+	return compression.Detect(head[:n]), nil
 }

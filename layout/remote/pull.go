@@ -130,6 +130,12 @@ func fetch(ctx context.Context, l *layout.Layout, ref Reference, o *options) (*R
 		if err := missingBlob(l, d); err != nil {
 			return fmt.Errorf("pull %s: %w", ref, err)
 		}
+		// The check every image from outside goes through; layers are
+		// not decompressed here (unpack checks their diffIDs, and
+		// fsck --diffids does on demand).
+		if err := l.VerifyImage(ctx, d, layout.VerifyOptions{}); err != nil {
+			return fmt.Errorf("pull %s: %w", ref, err)
+		}
 		return nil
 	}
 	res := &Result{Descriptor: root, Reference: ref}

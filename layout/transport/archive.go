@@ -136,7 +136,7 @@ func (a *archiveRef) Fetch(ctx context.Context, dst *layout.Layout, opts Options
 	if len(a.names) == 1 {
 		ro.Name = a.names[0]
 	}
-	got, err := archive.Read(ctxReader{ctx, bufio.NewReaderSize(r, 1<<20)}, dst, ro)
+	got, err := archive.Read(ctx, ctxReader{ctx, bufio.NewReaderSize(r, 1<<20)}, dst, ro)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", a.file, err)
 	}

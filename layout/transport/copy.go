@@ -142,6 +142,14 @@ func finish(ctx context.Context, l *layout.Layout, dst Destination, imgs []Image
 	if len(imgs) == 0 {
 		return nil, fmt.Errorf("copy to %s: the source holds no images", dst)
 	}
+	// Whatever the source, an image goes on only whole and consistent
+	// (archives were checked down to their layers' diffIDs as they were
+	// read; layers are not decompressed here).
+	for _, img := range imgs {
+		if err := l.VerifyImage(ctx, img.Descriptor, layout.VerifyOptions{}); err != nil {
+			return nil, fmt.Errorf("copy to %s: %w", dst, err)
+		}
+	}
 	if opts.Convert != nil {
 		for i := range imgs {
 			d, err := opts.Convert(l, imgs[i].Descriptor)
