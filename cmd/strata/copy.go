@@ -33,8 +33,8 @@ type copyFlags struct {
 // flag (save uses --format for the archive format).
 func (f *copyFlags) add(g *globalFlags, fs *pflag.FlagSet, formatFlag string) {
 	f.g = g
-	fs.StringVar(&f.format, formatFlag, "", "convert manifests and configs to `oci` or `docker` (schema2) media types")
-	fs.StringVar(&f.compression, "compression", "", "recompress layers in another compression to `gzip`, `zstd` or `none`")
+	fs.StringVar(&f.format, formatFlag, "", "convert manifests and configs to `oci` or docker (schema2) media types")
+	fs.StringVar(&f.compression, "compression", "", "recompress layers in another compression to `gzip`, zstd or none")
 	fs.IntVar(&f.level, "compression-level", 0, "compression level for recompressed layers (0: the format's default)")
 	fs.BoolVar(&f.force, "force-compression", false, "recompress layers even when already in the requested compression")
 	fs.StringSliceVar(&f.platforms, "platform", nil, "copy only this `os/arch[/variant]` out of an index (repeat for several: a rewritten index)")
