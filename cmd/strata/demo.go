@@ -111,10 +111,13 @@ func newDemoCmd() *cobra.Command {
 		Long: `Build an image from a small root filesystem embedded in the strata binary,
 with no input and no network, and show what strata does on the way: the
 layout it creates, the layer (digest, diffID, size), the config and the
-manifest, the listing, the image summary and the fsck result.
+manifest, the listing, the image summary and the fsck result. Then unpack
+the image into a bundle, change files in it, commit the change as a second
+image and save both into an archive docker load reads.
 
-The layout is written to a temporary directory that is removed at the end,
-or to DIR with --keep DIR, ready for skopeo, umoci or strata.`,
+The layout (with the bundle, its snapshot store and the archive) is written
+to a temporary directory that is removed at the end, or to DIR with
+--keep DIR, ready for skopeo, umoci or strata.`,
 		Example: `  strata demo
   strata demo --keep ./demo-oci && skopeo inspect oci:./demo-oci:demo`,
 		Args: exactArgs(0),
@@ -155,7 +158,7 @@ func runDemo(out io.Writer, dir string) error {
 			d.l.Close()
 		}
 	}()
-	fmt.Fprintf(out, "strata demo: build an OCI image from files embedded in strata, step by step\n")
+	fmt.Fprintf(out, "strata demo: build an OCI image from files embedded in strata, then unpack, change, commit and save it, step by step\n")
 	for i, s := range demoSteps {
 		fmt.Fprintf(out, "\n[%d/%d] %s\n", i+1, len(demoSteps), s.title)
 		if err := s.run(d); err != nil {
