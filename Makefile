@@ -19,6 +19,10 @@ build:
 
 # Installs the peer tools (as root), then vets and runs every test. No test
 # cache: the end-to-end tests depend on installed tools go test cannot see.
+# STRATA_TEST_STRICT=1 turns every test that would be skipped for lack of
+# root or a tool into a failure (internal/testenv): plain `go test ./...`
+# skips those, `make test` never passes without them.
+test: export STRATA_TEST_STRICT = 1
 test: test-deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
@@ -35,11 +39,13 @@ bench:
 # Runs every fuzz target of every package for FUZZTIME each, and fails at
 # the end if any target failed (tests/fuzz.sh: it runs a target again when
 # only Go's fuzztime race stopped it, go.dev/issue/75804).
+fuzz: export STRATA_TEST_STRICT = 1
 fuzz:
 	GO=$(GO) bash tests/fuzz.sh $(FUZZTIME)
 
 # The crash suite with many kill points per writing command, and the
 # concurrency tests (as root, like `make test`).
+crash: export STRATA_TEST_STRICT = 1
 crash:
 	STRATA_CRASH_POINTS=$(CRASH_POINTS) $(GO) test -count=1 -timeout 60m -v \
 		-run '^(TestCrashSuite|TestFailedWriterKeepsOthersWork|TestConcurrentWritersLoseNothing)$$' ./tests

@@ -18,6 +18,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/internal/compression"
+	"github.com/strata-oci/strata/internal/testenv"
 )
 
 // testTar builds a small tar with a file of random (incompressible) data
@@ -62,9 +63,7 @@ func compressWith(t testing.TB, tool string, in []byte) []byte {
 	if tool == "" {
 		return in
 	}
-	if _, err := exec.LookPath(tool); err != nil {
-		t.Fatalf("%s is required by this test and is not installed", tool)
-	}
+	testenv.RequireTool(t, tool)
 	cmd := exec.Command(tool, "-c")
 	cmd.Stdin = bytes.NewReader(in)
 	var out, errb bytes.Buffer

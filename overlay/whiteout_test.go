@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/strata-oci/strata/internal/testenv"
 )
 
 func TestParseName(t *testing.T) {
@@ -191,7 +193,5 @@ func TestApplyWhiteout(t *testing.T) {
 
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatalf("this test needs root (it mounts overlay and writes trusted.* xattrs)")
-	}
+	testenv.RequireRoot(t, "it mounts overlay and writes trusted.* xattrs")
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/strata-oci/strata/internal/testenv"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/snapshot"
 	"github.com/strata-oci/strata/snapshot/layertest"
@@ -150,11 +151,9 @@ func BenchmarkCommit(b *testing.B) {
 	}
 }
 
-// needRootBench fails the benchmark unless it runs as root: unpack and
-// commit keep the image's owners.
+// needRootBench skips the benchmark (or fails it under the switch)
+// unless it runs as root: unpack and commit keep the image's owners.
 func needRootBench(b *testing.B) {
 	b.Helper()
-	if os.Geteuid() != 0 {
-		b.Fatal("this benchmark must run as root")
-	}
+	testenv.RequireRoot(b)
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strata-oci/strata/internal/testenv"
 	"github.com/strata-oci/strata/overlay"
 	"github.com/strata-oci/strata/snapshot/layertest"
 	"golang.org/x/sys/unix"
@@ -232,9 +233,7 @@ func TestOwnersRootless(t *testing.T) {
 // FuzzDiffVFS runs a random sequence of changes on a small tree and
 // checks that the diff, applied on the parent, gives the changed tree.
 func FuzzDiffVFS(f *testing.F) {
-	if os.Geteuid() != 0 {
-		f.Fatal("this fuzz test must run as root (CI runs the suite as root)")
-	}
+	testenv.RequireRoot(f)
 	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9})
 	f.Add([]byte{3, 17, 9, 200, 41, 5, 6, 99, 12, 1, 0, 250})
 	f.Add([]byte{7, 7, 7, 1, 2, 3, 8, 8, 8, 4, 6, 2})
@@ -290,9 +289,7 @@ func FuzzDiffVFS(f *testing.F) {
 // that the diff of the upper directory, applied on the lower tree, gives
 // what the mount showed.
 func FuzzDiffOverlay(f *testing.F) {
-	if os.Geteuid() != 0 {
-		f.Fatal("this fuzz test must run as root (CI runs the suite as root)")
-	}
+	testenv.RequireRoot(f)
 	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9})
 	f.Add([]byte{1, 4, 1, 5, 2, 4, 0, 37, 3, 34, 6, 70, 9, 3})
 	f.Add([]byte{2, 11, 0, 11, 1, 2, 2, 2, 0, 35, 8, 6, 7, 1})

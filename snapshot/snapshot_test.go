@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/strata-oci/strata/internal/testenv"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/snapshot/layertest"
 	"golang.org/x/sys/unix"
@@ -15,9 +16,7 @@ import (
 
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("this test must run as root (CI runs the suite as root)")
-	}
+	testenv.RequireRoot(t)
 }
 
 func buildStandard(t *testing.T) (string, [][]byte) {

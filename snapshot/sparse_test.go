@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/strata-oci/strata/internal/testenv"
 	"github.com/strata-oci/strata/snapshot/layertest"
 	tstar "github.com/vbatts/tar-split/archive/tar"
 	"golang.org/x/sys/unix"
@@ -47,9 +48,7 @@ func sparseSource(t testing.TB, dir string, size, zeroBytes int64) {
 // gnuTar archives the names in dir with GNU tar --sparse and args.
 func gnuTar(t testing.TB, dir string, args []string, names ...string) []byte {
 	t.Helper()
-	if _, err := exec.LookPath("tar"); err != nil {
-		t.Fatalf("GNU tar is required by this test: %v", err)
-	}
+	testenv.RequireTool(t, "tar")
 	cmd := exec.Command("tar", append(append([]string{"-C", dir, "--sparse", "--numeric-owner", "-cf", "-"}, args...), names...)...)
 	var out, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &stderr

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/strata-oci/strata/internal/testenv"
 	"github.com/strata-oci/strata/layout"
 )
 
@@ -54,17 +55,15 @@ func startDockerd(t testing.TB) *dockerEngine {
 
 // startDocker26 starts Debian trixie's dockerd 26 from docker26Dir, with
 // the classic graph-driver image store or, with containerdStore, the
-// containerd image store. It fails, never skips, when setup.sh has not
-// unpacked it.
+// containerd image store. Like a missing tool, it is skipped (or fails
+// under `make test`) when setup.sh has not unpacked it.
 func startDocker26(t testing.TB, containerdStore bool) *dockerEngine {
 	t.Helper()
 	needRoot(t)
 	dockerd := filepath.Join(docker26Dir, "usr/sbin/dockerd")
 	client := filepath.Join(docker26Dir, "usr/bin/docker")
 	for _, f := range []string{dockerd, client} {
-		if _, err := os.Stat(f); err != nil {
-			t.Fatalf("Docker 26 (%s) is required by this test and is not there: run `make test-deps` as root, which unpacks Debian trixie's docker.io and docker-cli into %s", f, docker26Dir)
-		}
+		testenv.RequireFile(t, f, "Docker 26, which `make test-deps` unpacks from Debian trixie's docker.io and docker-cli into "+docker26Dir)
 	}
 	needTool(t, "containerd")
 	needTool(t, "runc")

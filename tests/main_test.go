@@ -1,7 +1,8 @@
 // Package tests holds end-to-end tests: they build the real strata binary
 // and run it against real peers (skopeo, umoci, oci-image-tool, docker,
-// podman, runc, a registry). A test that needs a tool fails when the tool
-// is missing: `make test` installs them.
+// podman, runc, a registry). A test that needs root or a tool asks for it
+// with needRoot or needTool (internal/testenv): without it the test is
+// skipped, or fails under `make test`, which installs every tool first.
 package tests
 
 import (
@@ -13,6 +14,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/strata-oci/strata/internal/testenv"
 )
 
 // strataBin is the binary under test, built once by TestMain.
@@ -104,21 +107,16 @@ func mustRun(t testing.TB, name string, args ...string) string {
 	return r.Stdout
 }
 
-// needTool fails (never skips) the test when a peer tool is missing: CI
-// must have every tool the suite uses.
+// needTool returns the path of a peer tool; without it the test is
+// skipped, or fails under `make test` (testenv.StrictEnv).
 func needTool(t testing.TB, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s is required by this test and is not installed (run `make test-deps` as root)", name)
-	}
-	return p
+	return testenv.RequireTool(t, name)
 }
 
-// needRoot fails the test unless it runs as root.
+// needRoot skips the test unless it runs as root, or fails it under
+// `make test`.
 func needRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatalf("this test must run as root (CI runs `make test` as root)")
-	}
+	testenv.RequireRoot(t)
 }

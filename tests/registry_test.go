@@ -29,6 +29,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-oci/strata/internal/testenv"
 	"github.com/strata-oci/strata/layout"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -842,9 +843,10 @@ func TestRegistrySkopeoPushes(t *testing.T) {
 func TestRegistryPulledImageRuns(t *testing.T) {
 	needRoot(t)
 	needTool(t, "runc")
+	testenv.RequireFile(t, "/bin/busybox", "busybox-static")
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
-		t.Fatalf("this test needs busybox-static (/bin/busybox): %v", err)
+		t.Fatal(err)
 	}
 	reg := regStart(t, regConfig{})
 	tmp := t.TempDir()

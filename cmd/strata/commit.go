@@ -17,7 +17,7 @@ import (
 	"github.com/strata-oci/strata/snapshot"
 )
 
-func init() {
+func newCommitCmd(g *globalFlags) *cobra.Command {
 	var (
 		changes   []string
 		message   string
@@ -94,11 +94,11 @@ gives the same layer digest on every run.`,
 			if err != nil {
 				return err
 			}
-			if err := checkBundleRoot(rec, bundle); err != nil {
+			if err := g.checkBundleRoot(rec, bundle); err != nil {
 				return err
 			}
 			if bundleNeedsUserns(rec) {
-				return reexecInUserns(false)
+				return g.reexecInUserns(false)
 			}
 			if !cmd.Flags().Changed("created-by") {
 				createdBy = bundleCommand(bundle)
@@ -107,7 +107,7 @@ gives the same layer digest on every run.`,
 			if err != nil {
 				return err
 			}
-			prog := newProgress()
+			prog := g.newProgress()
 			res, err := snapshot.Commit(bundle, l, snapshot.CommitOptions{
 				Progress:    func(r io.Reader) io.Reader { return prog.Reader("commit "+filepath.Base(bundle), -1, r) },
 				Ref:         ref,
@@ -133,9 +133,9 @@ gives the same layer digest on every run.`,
 				name = dir + "@" + res.Manifest.Digest.String() + " (untagged)"
 			}
 			if res.Layer == nil {
-				infof("committed %s: no changes, empty layer recorded in history", name)
+				g.infof("committed %s: no changes, empty layer recorded in history", name)
 			} else {
-				infof("committed %s: layer %s (%d entries, %d bytes %s), diffID %s", name, res.Layer.Descriptor.Digest, res.Entries, res.Layer.Descriptor.Size, kind, res.Layer.DiffID)
+				g.infof("committed %s: layer %s (%d entries, %d bytes %s), diffID %s", name, res.Layer.Descriptor.Digest, res.Entries, res.Layer.Descriptor.Size, kind, res.Layer.DiffID)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), res.Manifest.Digest)
 			return nil
@@ -149,12 +149,7 @@ gives the same layer digest on every run.`,
 	fl.StringVar(&compress, "compression", "gzip", "layer compression: `gzip`, zstd or none")
 	fl.IntVar(&level, "compression-level", 0, "compression level (0: the format's default)")
 	fl.StringVar(&timestamp, "timestamp", "", "creation `time`, RFC 3339 or unix seconds, that also caps file mtimes (default: $SOURCE_DATE_EPOCH, else now, uncapped)")
-	rootCmd.AddCommand(c)
-
-	addDemoStep(demoStep{100, "Unpack the image into a bundle (strata unpack)", demoUnpack})
-	addDemoStep(demoStep{110, "Change files in the bundle's rootfs", demoChange})
-	addDemoStep(demoStep{120, "Commit the change as a new layer (strata commit)", demoCommit})
-	addDemoStep(demoStep{130, "Save both images for docker load (strata save)", demoSave})
+	return c
 }
 
 // The demo's bundle and snapshot store live inside its layout directory.

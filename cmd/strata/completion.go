@@ -14,7 +14,7 @@ import (
 // for DIR, and the names and digests in a layout's index.json for
 // LAYOUT:REF.
 
-func init() {
+func newCompletionCmd() *cobra.Command {
 	var noDesc bool
 	c := &cobra.Command{
 		Use:   "completion bash|zsh|fish|powershell",
@@ -54,7 +54,7 @@ directories and, after LAYOUT:, the image names in that layout.
 		},
 	}
 	c.Flags().BoolVar(&noDesc, "no-descriptions", false, "complete without descriptions")
-	rootCmd.AddCommand(c)
+	return c
 }
 
 // completeDirs completes a DIR argument with directory names.

@@ -17,8 +17,9 @@ import (
 	"github.com/strata-oci/strata/layout/transport"
 )
 
-// copyFlags are the image options copy and save share.
+// copyFlags are the image options copy, save and load share.
 type copyFlags struct {
+	g             *globalFlags
 	format        string
 	compression   string
 	level         int
@@ -30,9 +31,10 @@ type copyFlags struct {
 
 // add registers the flags; formatFlag is the name of the manifest format
 // flag (save uses --format for the archive format).
-func (f *copyFlags) add(fs *pflag.FlagSet, formatFlag string) {
-	fs.StringVar(&f.format, formatFlag, "", "convert manifests and configs to `oci` or `docker` (schema2) media types")
-	fs.StringVar(&f.compression, "compression", "", "recompress layers in another compression to `gzip`, `zstd` or `none`")
+func (f *copyFlags) add(g *globalFlags, fs *pflag.FlagSet, formatFlag string) {
+	f.g = g
+	fs.StringVar(&f.format, formatFlag, "", "convert manifests and configs to `oci` or docker (schema2) media types")
+	fs.StringVar(&f.compression, "compression", "", "recompress layers in another compression to `gzip`, zstd or none")
 	fs.IntVar(&f.level, "compression-level", 0, "compression level for recompressed layers (0: the format's default)")
 	fs.BoolVar(&f.force, "force-compression", false, "recompress layers even when already in the requested compression")
 	fs.StringSliceVar(&f.platforms, "platform", nil, "copy only this `os/arch[/variant]` out of an index (repeat for several: a rewritten index)")
@@ -57,7 +59,7 @@ func (f *copyFlags) options(all bool) (transport.CopyOptions, error) {
 	// Syncing a whole layout keeps its indexes unless platforms are named.
 	o.Copy.AllPlatforms = f.allPlatforms || (all && len(f.platforms) == 0)
 	o.Copy.OnBlob = func(d ocispec.Descriptor, how blob.CopyMethod) {
-		debugf("%s %s (%d bytes): %s", d.MediaType, d.Digest, d.Size, how)
+		f.g.debugf("%s %s (%d bytes): %s", d.MediaType, d.Digest, d.Size, how)
 	}
 	o.NameCanonical = f.nameCanonical
 	format, err := layout.ParseFormat(f.format)
@@ -89,10 +91,10 @@ func signalContext() (context.Context, context.CancelFunc) {
 }
 
 // runCopy copies and reports what went where.
-func runCopy(src transport.Source, dst transport.Destination, o transport.CopyOptions, verb string) error {
+func (g *globalFlags) runCopy(src transport.Source, dst transport.Destination, o transport.CopyOptions, verb string) error {
 	ctx, cancel := signalContext()
 	defer cancel()
-	p := newProgress()
+	p := g.newProgress()
 	bar := p.Bytes("blobs", -1)
 	onBlob := o.Copy.OnBlob
 	o.Copy.OnBlob = func(d ocispec.Descriptor, how blob.CopyMethod) {
@@ -114,7 +116,7 @@ func runCopy(src transport.Source, dst transport.Destination, o transport.CopyOp
 		if len(img.Names) > 0 {
 			names = strings.Join(img.Names, ", ")
 		}
-		infof("%s %s to %s as %s", verb, img.Descriptor.Digest, dst, names)
+		g.infof("%s %s to %s as %s", verb, img.Descriptor.Digest, dst, names)
 	}
 	return nil
 }
@@ -132,7 +134,7 @@ func warnDuplicate(d layout.DuplicatePlatform, src string) {
 	fmt.Fprintf(os.Stderr, "strata: warning: %s (use %s@%s to take it instead)\n", d.String(), repo, d.Others[0].Digest)
 }
 
-func init() {
+func newCopyCmd(g *globalFlags) *cobra.Command {
 	var (
 		f   copyFlags
 		reg registryFlags
@@ -183,11 +185,11 @@ From an index the host platform's image is copied unless --platform or
 				// A docker-archive holds one platform per image.
 				o.Copy.AllPlatforms = false
 			}
-			return runCopy(src, dst, o, "copied")
+			return g.runCopy(src, dst, o, "copied")
 		},
 	}
-	f.add(c.Flags(), "format")
+	f.add(g, c.Flags(), "format")
 	reg.add(c.Flags())
 	c.Flags().BoolVar(&all, "all", false, "copy every image of an oci:DIR source given without REF, with its names")
-	rootCmd.AddCommand(c)
+	return c
 }

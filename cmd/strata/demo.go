@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -47,19 +46,30 @@ var demoChanges = []string{
 	`LABEL org.opencontainers.image.title="strata demo" org.opencontainers.image.source=https://github.com/strata-oci/strata`,
 }
 
-// demoStep is one step of strata demo. Steps run in order of their order
-// field; later features add their own steps (unpack, commit, save) with
-// addDemoStep from their own files.
+// demoStep is one step of strata demo.
 type demoStep struct {
-	order int
 	title string
 	run   func(d *demoRun) error
 }
 
-var demoSteps []demoStep
-
-// addDemoStep registers a step of strata demo.
-func addDemoStep(s demoStep) { demoSteps = append(demoSteps, s) }
+// demoSteps are strata's main job, in order: build an image (this file),
+// then unpack it, change it, commit the change and save both images
+// (commit.go).
+var demoSteps = []demoStep{
+	{"Create an OCI image layout", demoInit},
+	{"Pack the embedded root filesystem into a tar", demoPack},
+	{"Store the tar as a compressed layer", demoLayer},
+	{"Write the image config", demoConfig},
+	{"Write the manifest and name the image", demoManifest},
+	{"List the layout (strata ls)", demoList},
+	{"Summarize the image (strata inspect)", demoInspect},
+	{"Check every blob and reference (strata fsck)", demoFsck},
+	{"Build it again: same input, same digest", demoRebuild},
+	{"Unpack the image into a bundle (strata unpack)", demoUnpack},
+	{"Change files in the bundle's rootfs", demoChange},
+	{"Commit the change as a new layer (strata commit)", demoCommit},
+	{"Save both images for docker load (strata save)", demoSave},
+}
 
 // demoRun is the state the steps share.
 type demoRun struct {
@@ -93,7 +103,7 @@ func (d *demoRun) block(s string) {
 	}
 }
 
-func init() {
+func newDemoCmd() *cobra.Command {
 	var keep string
 	c := &cobra.Command{
 		Use:   "demo",
@@ -101,10 +111,13 @@ func init() {
 		Long: `Build an image from a small root filesystem embedded in the strata binary,
 with no input and no network, and show what strata does on the way: the
 layout it creates, the layer (digest, diffID, size), the config and the
-manifest, the listing, the image summary and the fsck result.
+manifest, the listing, the image summary and the fsck result. Then unpack
+the image into a bundle, change files in it, commit the change as a second
+image and save both into an archive docker load reads.
 
-The layout is written to a temporary directory that is removed at the end,
-or to DIR with --keep DIR, ready for skopeo, umoci or strata.`,
+The layout (with the bundle, its snapshot store and the archive) is written
+to a temporary directory that is removed at the end, or to DIR with
+--keep DIR, ready for skopeo, umoci or strata.`,
 		Example: `  strata demo
   strata demo --keep ./demo-oci && skopeo inspect oci:./demo-oci:demo`,
 		Args: exactArgs(0),
@@ -134,32 +147,20 @@ or to DIR with --keep DIR, ready for skopeo, umoci or strata.`,
 		},
 	}
 	c.Flags().StringVar(&keep, "keep", "", "write the layout to `DIR` and keep it")
-	rootCmd.AddCommand(c)
-
-	addDemoStep(demoStep{10, "Create an OCI image layout", demoInit})
-	addDemoStep(demoStep{20, "Pack the embedded root filesystem into a tar", demoPack})
-	addDemoStep(demoStep{30, "Store the tar as a compressed layer", demoLayer})
-	addDemoStep(demoStep{40, "Write the image config", demoConfig})
-	addDemoStep(demoStep{50, "Write the manifest and name the image", demoManifest})
-	addDemoStep(demoStep{60, "List the layout (strata ls)", demoList})
-	addDemoStep(demoStep{70, "Summarize the image (strata inspect)", demoInspect})
-	addDemoStep(demoStep{80, "Check every blob and reference (strata fsck)", demoFsck})
-	addDemoStep(demoStep{90, "Build it again: same input, same digest", demoRebuild})
+	return c
 }
 
 // runDemo runs every step against a layout at dir.
 func runDemo(out io.Writer, dir string) error {
-	steps := append([]demoStep{}, demoSteps...)
-	sort.SliceStable(steps, func(i, j int) bool { return steps[i].order < steps[j].order })
 	d := &demoRun{out: out, dir: dir}
 	defer func() {
 		if d.l != nil {
 			d.l.Close()
 		}
 	}()
-	fmt.Fprintf(out, "strata demo: build an OCI image from files embedded in strata, step by step\n")
-	for i, s := range steps {
-		fmt.Fprintf(out, "\n[%d/%d] %s\n", i+1, len(steps), s.title)
+	fmt.Fprintf(out, "strata demo: build an OCI image from files embedded in strata, then unpack, change, commit and save it, step by step\n")
+	for i, s := range demoSteps {
+		fmt.Fprintf(out, "\n[%d/%d] %s\n", i+1, len(demoSteps), s.title)
 		if err := s.run(d); err != nil {
 			return fmt.Errorf("demo step %q: %w", s.title, err)
 		}

@@ -9,7 +9,7 @@ import (
 	"github.com/strata-oci/strata/layout"
 )
 
-func init() {
+func newFsckCmd(g *globalFlags) *cobra.Command {
 	var asJSON, diffIDs bool
 	c := &cobra.Command{
 		Use:   "fsck DIR",
@@ -36,7 +36,7 @@ and actual diffIDs.`,
 			defer l.Close()
 			ctx, cancel := signalContext()
 			defer cancel()
-			problems, err := fsckWithProgress(ctx, l, diffIDs)
+			problems, err := g.fsckWithProgress(ctx, l, diffIDs)
 			if err != nil {
 				return fmt.Errorf("fsck %s: %w", args[0], err)
 			}
@@ -70,14 +70,14 @@ and actual diffIDs.`,
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the problems as JSON")
 	c.Flags().BoolVar(&diffIDs, "diffids", false, "also decompress every layer and check it against its config's diff_ids")
-	rootCmd.AddCommand(c)
+	return c
 }
 
 // fsckWithProgress runs fsck with a byte bar for each stage when bars
 // are drawn.
-func fsckWithProgress(ctx context.Context, l *layout.Layout, diffIDs bool) ([]layout.Problem, error) {
+func (g *globalFlags) fsckWithProgress(ctx context.Context, l *layout.Layout, diffIDs bool) ([]layout.Problem, error) {
 	o := layout.FsckOptions{DiffIDs: diffIDs}
-	p := newProgress()
+	p := g.newProgress()
 	if p.active() {
 		defer p.Wait()
 		o.Progress = func(stage string, total int64) func(int64) {

@@ -9,7 +9,7 @@ import (
 	"github.com/strata-oci/strata/layout"
 )
 
-func init() {
+func newGCCmd(g *globalFlags) *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "gc DIR",
@@ -31,7 +31,7 @@ reachable manifest or index cannot be read.`,
 				return err
 			}
 			for _, d := range res.Removed {
-				debugf("removed blob %s", d)
+				g.debugf("removed blob %s", d)
 			}
 			out := c.OutOrStdout()
 			if asJSON {
@@ -50,5 +50,5 @@ reachable manifest or index cannot be read.`,
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print what was removed as JSON")
-	rootCmd.AddCommand(c)
+	return c
 }

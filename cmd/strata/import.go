@@ -15,7 +15,7 @@ import (
 	"github.com/strata-oci/strata/layout"
 )
 
-func init() {
+func newImportCmd(g *globalFlags) *cobra.Command {
 	var (
 		changes     []string
 		message     string
@@ -96,7 +96,7 @@ fixed time the same tarball and flags give the same digest.`,
 			if err != nil {
 				return err
 			}
-			prog := newProgress()
+			prog := g.newProgress()
 			res, err := l.Import(prog.Reader("import "+filepath.Base(src), size, in), layout.ImportOptions{
 				Platform:  p,
 				Created:   when,
@@ -130,7 +130,7 @@ fixed time the same tarball and flags give the same digest.`,
 			if res.Layer.Recompressed {
 				how = fmt.Sprintf("compressed from %s", res.Layer.Input)
 			}
-			infof("imported %s: layer %s (%d bytes, %s), diffID %s", name, res.Layer.Descriptor.Digest, res.Layer.Descriptor.Size, how, res.Layer.DiffID)
+			g.infof("imported %s: layer %s (%d bytes, %s), diffID %s", name, res.Layer.Descriptor.Digest, res.Layer.Descriptor.Size, how, res.Layer.DiffID)
 			fmt.Fprintln(cmd.OutOrStdout(), res.Manifest.Digest)
 			return nil
 		},
@@ -144,7 +144,7 @@ fixed time the same tarball and flags give the same digest.`,
 	fl.StringVar(&compress, "compression", "gzip", "compression `KIND` for plain, xz and bzip2 input: gzip, zstd or none")
 	fl.IntVar(&level, "compression-level", 0, "compression level (0: the format's default)")
 	fl.BoolVar(&force, "force-compression", false, "recompress gzip and zstd input too, with --compression")
-	rootCmd.AddCommand(c)
+	return c
 }
 
 // createdTime picks a reproducible time: the flag named name (value is

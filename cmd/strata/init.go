@@ -5,8 +5,8 @@ import (
 	"github.com/strata-oci/strata/layout"
 )
 
-func init() {
-	rootCmd.AddCommand(&cobra.Command{
+func newInitCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
 		Use:   "init DIR",
 		Short: "Create an empty OCI image layout",
 		Long: `Create an empty OCI image layout in DIR, creating DIR if needed.
@@ -19,8 +19,8 @@ refused.`,
 			if err != nil {
 				return err
 			}
-			infof("initialized OCI image layout %s", args[0])
+			g.infof("initialized OCI image layout %s", args[0])
 			return l.Close()
 		},
-	})
+	}
 }

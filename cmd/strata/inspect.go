@@ -17,7 +17,7 @@ import (
 // Values of inspect --raw.
 var rawKinds = []string{"manifest", "config", "index"}
 
-func init() {
+func newInspectCmd() *cobra.Command {
 	var (
 		asJSON   bool
 		raw      string
@@ -132,7 +132,7 @@ REF names one) the index, as digests are computed over them.`,
 	_ = c.RegisterFlagCompletionFunc("platform", cobra.FixedCompletions([]string{
 		"linux/amd64", "linux/arm64", "linux/arm/v7", "linux/386", "linux/ppc64le", "linux/s390x", "linux/riscv64",
 	}, cobra.ShellCompDirectiveNoFileComp))
-	rootCmd.AddCommand(c)
+	return c
 }
 
 // namesIndex reports whether desc is an image index, filling in its media

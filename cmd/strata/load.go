@@ -5,7 +5,7 @@ import (
 	"github.com/strata-oci/strata/layout/transport"
 )
 
-func init() {
+func newLoadCmd(g *globalFlags) *cobra.Command {
 	var f copyFlags
 	c := &cobra.Command{
 		Use:   "load FILE LAYOUT[:NAME]",
@@ -33,9 +33,9 @@ hostile or damaged archive is refused and leaves LAYOUT as it was.`,
 			if err != nil {
 				return usageError{err}
 			}
-			return runCopy(src, dst, o, "loaded")
+			return g.runCopy(src, dst, o, "loaded")
 		},
 	}
-	f.add(c.Flags(), "format")
-	rootCmd.AddCommand(c)
+	f.add(g, c.Flags(), "format")
+	return c
 }

@@ -12,7 +12,7 @@ import (
 	"golang.org/x/term"
 )
 
-func init() {
+func newLoginCmd(g *globalFlags) *cobra.Command {
 	var (
 		f             registryFlags
 		username      string
@@ -76,14 +76,14 @@ REGISTRY, Docker Hub is meant.`,
 			if err := remote.Login(cmd.Context(), args[0], username, password, f.options()...); err != nil {
 				return err
 			}
-			infof("login succeeded for %s", args[0])
+			g.infof("login succeeded for %s", args[0])
 			return nil
 		},
 	}
 	f.add(c.Flags())
 	c.Flags().StringVarP(&username, "username", "u", "", "user name")
 	c.Flags().BoolVar(&passwordStdin, "password-stdin", false, "read the password from stdin")
-	rootCmd.AddCommand(c)
+	return c
 }
 
 // isTerminal says whether r is a terminal the user types into.

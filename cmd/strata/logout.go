@@ -7,7 +7,7 @@ import (
 	"github.com/strata-oci/strata/layout/remote"
 )
 
-func init() {
+func newLogoutCmd(g *globalFlags) *cobra.Command {
 	var authFile string
 	c := &cobra.Command{
 		Use:   "logout [flags] [REGISTRY]",
@@ -27,16 +27,16 @@ error.`,
 			}
 			err := remote.Logout(cmd.Context(), args[0], opts...)
 			if errors.Is(err, remote.ErrNotLoggedIn) {
-				infof("not logged in to %s", args[0])
+				g.infof("not logged in to %s", args[0])
 				return nil
 			}
 			if err != nil {
 				return err
 			}
-			infof("removed the credentials for %s", args[0])
+			g.infof("removed the credentials for %s", args[0])
 			return nil
 		},
 	}
 	c.Flags().StringVar(&authFile, "authfile", "", "the credentials `FILE` (docker config.json format) to edit instead of $DOCKER_CONFIG/config.json or ~/.docker/config.json")
-	rootCmd.AddCommand(c)
+	return c
 }

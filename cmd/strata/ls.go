@@ -12,7 +12,7 @@ import (
 	"github.com/vbauerster/mpb/v8/decor"
 )
 
-func init() {
+func newLsCmd() *cobra.Command {
 	var asJSON, noTrunc bool
 	c := &cobra.Command{
 		Use:   "ls DIR",
@@ -60,7 +60,7 @@ referred to as DIR:@DIGEST.`,
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the listing as JSON")
 	c.Flags().BoolVar(&noTrunc, "no-trunc", false, "print full digests")
-	rootCmd.AddCommand(c)
+	return c
 }
 
 func printEntries(w io.Writer, ents []layout.Entry, noTrunc bool) error {

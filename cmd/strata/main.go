@@ -1,8 +1,8 @@
 // Command strata builds, stores, converts and ships OCI images on local
-// disk, with no daemon. Each subcommand lives in its own file and registers
-// itself on rootCmd in an init function; the work is done by the library
-// packages, the command only turns flags into a call and a result into
-// output.
+// disk, with no daemon. Each subcommand lives in its own file, built by
+// its constructor (newUnpackCmd, ...); newRootCmd adds them all. The work
+// is done by the library packages: a command only turns flags into a call
+// and a result into output.
 package main
 
 import (
@@ -12,10 +12,9 @@ import (
 	"os"
 	"strings"
 
-	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
+	"github.com/strata-oci/strata/internal/userns"
 	"github.com/strata-oci/strata/layout"
-	"golang.org/x/term"
+	"github.com/strata-oci/strata/snapshot"
 )
 
 // Set by the linker (see Makefile).
@@ -24,121 +23,52 @@ var (
 	commit  = ""
 )
 
-// Global flags.
-var (
-	flagDebug bool
-	flagQuiet bool
-	flagRoot  string
-)
-
-var rootCmd = &cobra.Command{
-	Use:   "strata",
-	Short: "Build, store, convert and ship OCI images on local disk, with no daemon",
-	Long: `strata keeps images in OCI image-layout directories (readable by skopeo,
-umoci and crane), imports rootfs tarballs, unpacks images into runnable
-bundles, commits changed root filesystems as new layers and writes archives
-that docker load and podman load accept.
-
-References are written LAYOUT:REF, as skopeo's oci: transport writes them:
-REF is a tag (v1), a full name (docker.io/library/debian:12) or a digest
-(@sha256:...). With no REF, a layout's only image is meant.`,
-	SilenceUsage:  true,
-	SilenceErrors: true,
-}
-
-func init() {
-	rootCmd.PersistentFlags().BoolVar(&flagDebug, "debug", false, "print error details and debugging output")
-	rootCmd.PersistentFlags().BoolVarP(&flagQuiet, "quiet", "q", false, "print no progress")
-	rootCmd.PersistentFlags().StringVar(&flagRoot, "root", "", "snapshot store `DIR` of unpack, commit, mount, umount and snapshots (default /var/lib/strata, or $XDG_DATA_HOME/strata when not root)")
-	rootCmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
-	})
-}
-
-// usageError marks an error as the user's misuse of the command line; it
-// exits with status 2.
-type usageError struct{ error }
-
-func (u usageError) Unwrap() error { return u.error }
-
-// usagef returns a usage error.
-func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
-
-// exactArgs is cobra.ExactArgs with a usage error.
-func exactArgs(n int) cobra.PositionalArgs {
-	return func(c *cobra.Command, args []string) error {
-		if len(args) != n {
-			return usagef("%s takes %d argument(s), got %d (usage: %s)", c.CommandPath(), n, len(args), c.UseLine())
-		}
-		return nil
-	}
-}
-
-// minArgs is cobra.MinimumNArgs with a usage error.
-func minArgs(n int) cobra.PositionalArgs {
-	return func(c *cobra.Command, args []string) error {
-		if len(args) < n {
-			return usagef("%s takes at least %d argument(s), got %d (usage: %s)", c.CommandPath(), n, len(args), c.UseLine())
-		}
-		return nil
-	}
-}
-
-// rangeArgs is cobra.RangeArgs with a usage error.
-func rangeArgs(min, max int) cobra.PositionalArgs {
-	return func(c *cobra.Command, args []string) error {
-		if len(args) < min || len(args) > max {
-			return usagef("%s takes %d to %d arguments, got %d (usage: %s)", c.CommandPath(), min, max, len(args), c.UseLine())
-		}
-		return nil
-	}
-}
-
-// stderrIsTerminal decides whether progress bars are drawn.
-func stderrIsTerminal() bool { return term.IsTerminal(int(os.Stderr.Fd())) }
-
-// showProgress says whether long operations draw progress bars.
-func showProgress() bool { return !flagQuiet && stderrIsTerminal() }
-
-// infof prints a status line on stderr unless --quiet.
-func infof(format string, a ...any) {
-	if !flagQuiet {
-		fmt.Fprintf(os.Stderr, format+"\n", a...)
-	}
-}
-
-// debugf prints on stderr with --debug.
-func debugf(format string, a ...any) {
-	if flagDebug {
-		fmt.Fprintf(os.Stderr, "debug: "+format+"\n", a...)
-	}
-}
-
 func main() {
+	// A strata re-executed into its own user namespace finishes entering
+	// it here, before any command runs.
+	userns.Init()
+	// Profiles asked for in the environment start before flags are
+	// parsed, so that nothing of the run is missed (profile.go).
+	startProfiles(os.Getenv("STRATA_CPUPROFILE"), os.Getenv("STRATA_MEMPROFILE"))
+	startTrace(os.Getenv("STRATA_TRACE"))
 	code := run(os.Args[1:], os.Stdout, os.Stderr)
 	runAtExit() // profile.go: flush profiles, which os.Exit would skip
 	os.Exit(code)
 }
 
+// run runs one command line on a root command of its own, so that nothing
+// of one run (the tests make many in one process) leaks into the next,
+// and returns the exit status.
 func run(args []string, stdout, stderr io.Writer) int {
-	// run may be called more than once in a process (the command tests
-	// do): flags set by an earlier call must not leak into this one.
-	resetFlags(rootCmd)
-	rootCmd.SetArgs(args)
-	rootCmd.SetOut(stdout)
-	rootCmd.SetErr(stderr)
-	err := rootCmd.Execute()
+	// Where overlay does not work, unpack --driver overlay uses vfs and
+	// says so (even with --quiet: the user asked for something else).
+	snapshot.OverlayFallback = func(reason error) {
+		fmt.Fprintf(os.Stderr, "strata: warning: %v; falling back to the vfs driver (copies instead of mounts)\n", reason)
+	}
+	g := &globalFlags{}
+	root := newRootCmd(g)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	cmd, err := root.ExecuteC()
+	if err != nil && cmd == root {
+		// The root command runs nothing itself: cobra fails there only
+		// on a command line that names no command (its flag errors are
+		// usage errors already).
+		err = usageError{err}
+	}
+	return exitStatus(stderr, err, g.debug)
+}
+
+// exitStatus prints err, if any, as strata's one-line error (with
+// --debug, after the chain of wrapped errors) and returns the exit
+// status: 0 for none, 2 for a usage error, 1 for any other.
+func exitStatus(stderr io.Writer, err error, debug bool) int {
 	if err == nil {
 		return 0
 	}
-	var u usageError
-	isUsage := errors.As(err, &u)
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag",
-		"required flag", "invalid argument", "flag needs an argument", "if any flags in the group"} {
-		isUsage = isUsage || strings.HasPrefix(err.Error(), p)
-	}
 	msg := err.Error()
-	if !flagDebug {
+	if !debug {
 		// One line: the first line of the message.
 		msg, _, _ = strings.Cut(msg, "\n")
 	} else {
@@ -147,31 +77,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	fmt.Fprintf(stderr, "strata: %s\n", msg)
-	if isUsage {
+	if errors.As(err, new(usageError)) {
 		return 2
 	}
 	return 1
-}
-
-// resetFlags puts every flag of c and its subcommands back to its default.
-func resetFlags(c *cobra.Command) {
-	reset := func(f *pflag.Flag) {
-		if sv, ok := f.Value.(pflag.SliceValue); ok {
-			var def []string
-			if d := strings.Trim(f.DefValue, "[]"); d != "" {
-				def = strings.Split(d, ",")
-			}
-			_ = sv.Replace(def)
-		} else {
-			_ = f.Value.Set(f.DefValue)
-		}
-		f.Changed = false
-	}
-	c.Flags().VisitAll(reset)
-	c.PersistentFlags().VisitAll(reset)
-	for _, sub := range c.Commands() {
-		resetFlags(sub)
-	}
 }
 
 // parseRefArg splits a LAYOUT[:REF] argument; a malformed REF is a usage

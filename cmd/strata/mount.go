@@ -19,16 +19,7 @@ import (
 // rootfs.
 const RootfsEnv = "STRATA_ROOTFS"
 
-func init() {
-	// A strata re-executed into its own user namespace finishes entering
-	// it here, before any command runs.
-	userns.Init()
-	// Where overlay does not work, unpack --driver overlay uses vfs and
-	// says so (even with --quiet: the user asked for something else).
-	snapshot.OverlayFallback = func(reason error) {
-		fmt.Fprintf(os.Stderr, "strata: warning: %v; falling back to the vfs driver (copies instead of mounts)\n", reason)
-	}
-
+func newMountCmd(g *globalFlags) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "mount DIR [-- CMD [ARG...]]",
 		Short: "Mount the overlay rootfs of a bundle unpacked with --driver overlay",
@@ -65,14 +56,14 @@ its user namespace when the rootfs has owners only that namespace maps.`,
 			if err != nil {
 				return err
 			}
-			if err := checkBundleRoot(rec, args[0]); err != nil {
+			if err := g.checkBundleRoot(rec, args[0]); err != nil {
 				return err
 			}
 			if rec.Driver != snapshot.OverlayDriver && run != nil {
 				// A plain rootfs needs no mount; the command runs
 				// where its owners show.
 				if bundleNeedsUserns(rec) {
-					return reexecInUserns(false)
+					return g.reexecInUserns(false)
 				}
 				abs, err := filepath.Abs(args[0])
 				if err != nil {
@@ -91,7 +82,7 @@ its user namespace when the rootfs has owners only that namespace maps.`,
 				if run == nil {
 					return usagef("mount: an unprivileged strata mounts inside its own user namespace, which ends when strata does: give a command to run on the mount (strata mount %s -- CMD)", args[0])
 				}
-				return reexecInUserns(false)
+				return g.reexecInUserns(false)
 			}
 			s, o, ctr, err := snapshot.OverlayBundle(args[0], storeOptions())
 			if err != nil {
@@ -103,13 +94,13 @@ its user namespace when the rootfs has owners only that namespace maps.`,
 				// error: scripts may call mount twice.
 				err := o.Mount(ctr)
 				if errors.Is(err, snapshot.ErrAlreadyMounted) {
-					infof("%s is mounted already", ctr.Rootfs())
+					g.infof("%s is mounted already", ctr.Rootfs())
 					return nil
 				}
 				if err != nil {
 					return err
 				}
-				infof("mounted %s", ctr.Rootfs())
+				g.infof("mounted %s", ctr.Rootfs())
 				return nil
 			}
 			mounted, err := overlay.IsMounted(ctr.Rootfs())
@@ -120,7 +111,7 @@ its user namespace when the rootfs has owners only that namespace maps.`,
 				if err := o.Mount(ctr); err != nil {
 					return err
 				}
-				debugf("mounted %s for %s", ctr.Rootfs(), run[0])
+				g.debugf("mounted %s for %s", ctr.Rootfs(), run[0])
 			}
 			code, runErr := runOnMount(run, ctr.Rootfs())
 			if !mounted {
@@ -138,7 +129,7 @@ its user namespace when the rootfs has owners only that namespace maps.`,
 			return nil
 		},
 	}
-	rootCmd.AddCommand(c)
+	return c
 }
 
 // runOnMount runs a command with the rootfs in its environment and
@@ -172,8 +163,8 @@ func runCommand(run []string, env ...string) (int, error) {
 // when no namespace can be made; it returns nil in that case instead when
 // the command can go on without one (unpack then falls back to vfs with a
 // warning of its own).
-func reexecInUserns(canContinue bool) error {
-	debugf("entering a user namespace to mount overlay")
+func (g *globalFlags) reexecInUserns(canContinue bool) error {
+	g.debugf("entering a user namespace to mount overlay")
 	code, err := userns.Reexec(os.Args[1:])
 	if err != nil {
 		if canContinue && errors.Is(err, userns.ErrUnavailable) {

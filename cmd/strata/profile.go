@@ -6,38 +6,23 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"runtime/trace"
-
-	"github.com/spf13/cobra"
 )
 
 // Profiling for the benchmark suite (tests/bench -profile DIR) and for
 // anyone chasing a slow command: a CPU profile is written to the file
 // named by STRATA_CPUPROFILE or the hidden --cpuprofile flag, a heap
 // profile (taken at exit) to STRATA_MEMPROFILE or --memprofile. The
-// environment variables start profiling before flags are parsed, so
-// nothing of the run is missed; the flags start it once they are parsed.
+// environment variables start profiling in main, before flags are parsed,
+// so nothing of the run is missed; the flags start it once they are
+// parsed (the root command's PersistentPreRun).
 
 var (
-	flagCPUProfile string
-	flagMemProfile string
-
 	// atExit runs, last added first, when main returns from run: os.Exit
 	// skips deferred calls, and profiles must be flushed.
 	atExit []func()
 
 	profilingCPU, profilingMem bool
 )
-
-func init() {
-	pf := rootCmd.PersistentFlags()
-	pf.StringVar(&flagCPUProfile, "cpuprofile", "", "write a CPU profile to `FILE`")
-	pf.StringVar(&flagMemProfile, "memprofile", "", "write a heap profile to `FILE` at exit")
-	_ = pf.MarkHidden("cpuprofile")
-	_ = pf.MarkHidden("memprofile")
-	startProfiles(os.Getenv("STRATA_CPUPROFILE"), os.Getenv("STRATA_MEMPROFILE"))
-	startTrace(os.Getenv("STRATA_TRACE"))
-	cobra.OnInitialize(func() { startProfiles(flagCPUProfile, flagMemProfile) })
-}
 
 // startProfiles starts the CPU profile and arranges the heap profile; a
 // profile already started is left alone. A profile that cannot be written

@@ -11,10 +11,10 @@ import (
 
 // progress draws progress bars on stderr for long operations. It is inert
 // (every method passes data through untouched and draws nothing) unless
-// showProgress() says stderr is a terminal and --quiet is off, so commands
+// g.showProgress() says stderr is a terminal and --quiet is off, so commands
 // can use it unconditionally:
 //
-//	p := newProgress()
+//	p := g.newProgress()
 //	defer p.Wait()
 //	r = p.Reader("layer "+d.Encoded()[:12], size, r) // bytes read so far
 //	w = p.Writer("export", -1, w)                    // unknown size is fine
@@ -32,9 +32,9 @@ type progress struct {
 	bars []*mpb.Bar
 }
 
-// newProgress returns a progress that draws only when showProgress().
-func newProgress() *progress {
-	if !showProgress() {
+// newProgress returns a progress that draws only when g.showProgress().
+func (g *globalFlags) newProgress() *progress {
+	if !g.showProgress() {
 		return &progress{}
 	}
 	return newProgressTo(os.Stderr)

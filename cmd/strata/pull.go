@@ -16,6 +16,7 @@ import (
 // transferFlags are the flags pull and push share beyond the connection.
 type transferFlags struct {
 	registryFlags
+	g            *globalFlags
 	platforms    []string
 	allPlatforms bool
 	jobs         int
@@ -23,7 +24,8 @@ type transferFlags struct {
 
 // add registers the flags. A push sends a multi-platform image whole
 // unless --platform narrows it, so it has no --all-platforms.
-func (f *transferFlags) add(fs *pflag.FlagSet, push bool) {
+func (f *transferFlags) add(g *globalFlags, fs *pflag.FlagSet, push bool) {
+	f.g = g
 	f.registryFlags.add(fs)
 	if push {
 		fs.StringSliceVar(&f.platforms, "platform", nil, "push only `OS/ARCH[/VARIANT]` out of a multi-platform image (default: all of it; several make a new index)")
@@ -53,15 +55,15 @@ func (f *transferFlags) options(what string) ([]remote.Option, func(), error) {
 		opts = append(opts, remote.WithAllPlatforms())
 	}
 	opts = append(opts, remote.WithConcurrency(f.jobs))
-	report, done := transferProgress(what)
+	report, done := f.g.transferProgress(what)
 	opts = append(opts, remote.WithProgress(report))
 	return opts, done, nil
 }
 
 // transferProgress draws a bar per blob on a terminal, or prints a line
 // per finished blob elsewhere (unless --quiet).
-func transferProgress(what string) (func(remote.Progress), func()) {
-	p := newProgress()
+func (g *globalFlags) transferProgress(what string) (func(remote.Progress), func()) {
+	p := g.newProgress()
 	var (
 		mu   sync.Mutex
 		bars = map[string]*mpb.Bar{}
@@ -85,11 +87,11 @@ func transferProgress(what string) (func(remote.Progress), func()) {
 		}
 		switch ev.State {
 		case remote.StateDone:
-			infof("%s %s %s (%d bytes)", what, kindOfBlob(d.MediaType), d.Digest, d.Size)
+			g.infof("%s %s %s (%d bytes)", what, kindOfBlob(d.MediaType), d.Digest, d.Size)
 		case remote.StateExists:
-			infof("exists %s %s", kindOfBlob(d.MediaType), d.Digest)
+			g.infof("exists %s %s", kindOfBlob(d.MediaType), d.Digest)
 		case remote.StateMounted:
-			infof("mounted %s %s", kindOfBlob(d.MediaType), d.Digest)
+			g.infof("mounted %s %s", kindOfBlob(d.MediaType), d.Digest)
 		}
 	}
 	return report, p.Wait
@@ -124,7 +126,7 @@ func kindOfBlob(mt string) string {
 	return "blob"
 }
 
-func init() {
+func newPullCmd(g *globalFlags) *cobra.Command {
 	var (
 		f    transferFlags
 		mode string
@@ -196,15 +198,15 @@ Credentials come from $DOCKER_CONFIG/config.json or ~/.docker/config.json
 				warnDuplicate(d, res.Reference.Name())
 			}
 			if res.UpToDate {
-				infof("%s:%s is present (pull mode %s)", dir, res.Name, pm)
+				g.infof("%s:%s is present (pull mode %s)", dir, res.Name, pm)
 			} else {
-				infof("pulled %s into %s:%s", res.Reference, dir, res.Name)
+				g.infof("pulled %s into %s:%s", res.Reference, dir, res.Name)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), res.Descriptor.Digest)
 			return nil
 		},
 	}
-	f.add(c.Flags(), false)
+	f.add(g, c.Flags(), false)
 	c.Flags().StringVar(&mode, "pull", string(remote.PullAlways), "when to contact the registry, `MODE` always, missing (only when the layout lacks the image) or never")
-	rootCmd.AddCommand(c)
+	return c
 }

@@ -7,7 +7,7 @@ import (
 	"github.com/strata-oci/strata/layout/remote"
 )
 
-func init() {
+func newPushCmd(g *globalFlags) *cobra.Command {
 	var (
 		f         transferFlags
 		byDigest  bool
@@ -55,13 +55,13 @@ reference, pinned to its digest, is printed on stdout.`,
 			if err != nil {
 				return err
 			}
-			infof("pushed %s", res.Reference)
+			g.infof("pushed %s", res.Reference)
 			fmt.Fprintln(cmd.OutOrStdout(), res.Reference)
 			return nil
 		},
 	}
-	f.add(c.Flags(), true)
+	f.add(g, c.Flags(), true)
 	c.Flags().BoolVar(&byDigest, "by-digest", false, "push without a tag: the image is stored under its digest only")
 	c.Flags().StringSliceVar(&mountFrom, "mount-from", nil, "ask the registry to mount blobs from `REPO` (another repository of the destination registry)")
-	rootCmd.AddCommand(c)
+	return c
 }

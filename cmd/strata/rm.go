@@ -7,8 +7,8 @@ import (
 	"github.com/strata-oci/strata/layout"
 )
 
-func init() {
-	rootCmd.AddCommand(&cobra.Command{
+func newRmCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
 		Use:   "rm LAYOUT:REF...",
 		Short: "Remove image names from layouts",
 		Long: `Remove each LAYOUT:REF from its layout's index.json. A name is found as
@@ -65,12 +65,12 @@ strata gc LAYOUT to remove what no remaining name reaches.`,
 					return err
 				}
 				for _, n := range removed[dir] {
-					infof("removed %s:%s", dir, n)
+					g.infof("removed %s:%s", dir, n)
 				}
 			}
 			return nil
 		},
-	})
+	}
 }
 
 // hasEntry checks that ref names an entry of the layout's index.json (not

@@ -7,7 +7,7 @@ import (
 	"github.com/strata-oci/strata/layout/transport"
 )
 
-func init() {
+func newSaveCmd(g *globalFlags) *cobra.Command {
 	var f copyFlags
 	var out, format string
 	var names []string
@@ -74,12 +74,12 @@ image in the order given, names them instead.`,
 			if err != nil {
 				return usageError{err}
 			}
-			return runCopy(transport.Join(srcs...), dst, o, "saved")
+			return g.runCopy(transport.Join(srcs...), dst, o, "saved")
 		},
 	}
 	c.Flags().StringVarP(&out, "output", "o", "", "write the archive to `FILE` (- for stdout)")
 	c.Flags().StringArrayVar(&names, "name", nil, "name the images `NAME[:TAG]` in the archive, one --name per image in order (default: each image's name, its full name where it has one)")
 	c.Flags().StringVar(&format, "format", string(archive.Docker), "archive format: `docker-archive` or oci-archive")
-	f.add(c.Flags(), "media-types")
-	rootCmd.AddCommand(c)
+	f.add(g, c.Flags(), "media-types")
+	return c
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/strata-oci/strata/snapshot"
 )
 
-func init() {
+func newSnapshotsCmd(g *globalFlags) *cobra.Command {
 	var platform string
 	var asJSON, noTrunc bool
 	c := &cobra.Command{
@@ -28,7 +28,7 @@ unpacked bundles using it. Where several drivers hold a chain, name one
 snapshot as KEY/ID (the "name" the --json listing gives).`,
 		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, args []string) error {
-			s, err := openStore()
+			s, err := g.openStore()
 			if err != nil {
 				return err
 			}
@@ -90,7 +90,7 @@ bundle directory first.`,
 		Aliases: []string{"remove"},
 		Args:    minArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			s, err := openStoreInUserns()
+			s, err := g.openStoreInUserns()
 			if err != nil {
 				return err
 			}
@@ -98,7 +98,7 @@ bundle directory first.`,
 			if err := s.Remove(args...); err != nil {
 				return err
 			}
-			infof("removed %d snapshot(s)", len(args))
+			g.infof("removed %d snapshot(s)", len(args))
 			return nil
 		},
 	}
@@ -115,7 +115,7 @@ bundle directory first.`,
 Interrupted extractions in the store's tmp/ are removed too.`,
 		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, args []string) error {
-			s, err := openStoreInUserns()
+			s, err := g.openStoreInUserns()
 			if err != nil {
 				return err
 			}
@@ -127,7 +127,7 @@ Interrupted extractions in the store's tmp/ are removed too.`,
 			for _, in := range res.Removed {
 				fmt.Fprintf(c.OutOrStdout(), "removed %s\n", in.Name())
 			}
-			infof("removed %d snapshot(s), %s; %d in use", len(res.Removed), humanSize(res.Bytes), res.Kept)
+			g.infof("removed %d snapshot(s), %s; %d in use", len(res.Removed), humanSize(res.Bytes), res.Kept)
 			return nil
 		},
 	}
@@ -141,7 +141,7 @@ this proves the extracted files are unchanged. A LAYOUT:REF argument
 verifies every snapshot of that image, of every driver.`,
 		Args: minArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			s, err := openStoreInUserns()
+			s, err := g.openStoreInUserns()
 			if err != nil {
 				return err
 			}
@@ -196,5 +196,5 @@ verifies every snapshot of that image, of every driver.`,
 	}
 	verify.Flags().StringVar(&platform, "platform", "", "image platform `os/arch[/variant]` of an index (default: this machine's)")
 	c.AddCommand(rm, gc, verify)
-	rootCmd.AddCommand(c)
+	return c
 }

@@ -37,16 +37,16 @@ func idRanges(rs []userns.Range) []snapshot.IDRange {
 
 // storeRoot is --root, or the default store: /var/lib/strata for root,
 // the user's own otherwise (root of strata's namespace is still the user).
-func storeRoot() (string, error) {
-	if flagRoot != "" {
-		return flagRoot, nil
+func (g *globalFlags) storeRoot() (string, error) {
+	if g.root != "" {
+		return g.root, nil
 	}
 	return snapshot.DefaultRoot(os.Geteuid() != 0 || userns.Entered())
 }
 
 // openStore opens the snapshot store (--root, or the default one).
-func openStore() (*snapshot.Store, error) {
-	root, err := storeRoot()
+func (g *globalFlags) openStore() (*snapshot.Store, error) {
+	root, err := g.storeRoot()
 	if err != nil {
 		return nil, err
 	}
@@ -59,11 +59,11 @@ func openStore() (*snapshot.Store, error) {
 
 // checkBundleRoot refuses a --root other than the store the bundle dir
 // was unpacked into: a bundle's snapshots are in that store alone.
-func checkBundleRoot(rec *snapshot.Record, dir string) error {
-	if flagRoot == "" {
+func (g *globalFlags) checkBundleRoot(rec *snapshot.Record, dir string) error {
+	if g.root == "" {
 		return nil
 	}
-	want, err := filepath.Abs(flagRoot)
+	want, err := filepath.Abs(g.root)
 	if err != nil {
 		return err
 	}
@@ -74,7 +74,7 @@ func checkBundleRoot(rec *snapshot.Record, dir string) error {
 		same = errA == nil && errB == nil && a == b
 	}
 	if !same {
-		return usagef("--root %s: bundle %s was unpacked into the snapshot store %s", flagRoot, dir, rec.Store)
+		return usagef("--root %s: bundle %s was unpacked into the snapshot store %s", g.root, dir, rec.Store)
 	}
 	return nil
 }
@@ -93,8 +93,8 @@ func bundleNeedsUserns(rec *snapshot.Record) bool {
 // user's subordinate IDs can be read and removed only there. Where no
 // namespace can be made it goes on without (what it cannot remove is an
 // error naming the file).
-func openStoreInUserns() (*snapshot.Store, error) {
-	s, err := openStore()
+func (g *globalFlags) openStoreInUserns() (*snapshot.Store, error) {
+	s, err := g.openStore()
 	if err != nil || !userns.Needed() {
 		return s, err
 	}
@@ -108,11 +108,11 @@ func openStoreInUserns() (*snapshot.Store, error) {
 			continue
 		}
 		s.Close()
-		debugf("entering a user namespace: snapshot %s has files of subordinate IDs", in.Name())
+		g.debugf("entering a user namespace: snapshot %s has files of subordinate IDs", in.Name())
 		code, err := userns.Reexec(os.Args[1:])
 		if errors.Is(err, userns.ErrUnavailable) {
 			fmt.Fprintf(os.Stderr, "strata: warning: %v\n", err)
-			return openStore()
+			return g.openStore()
 		}
 		if err != nil {
 			return nil, err

@@ -7,8 +7,8 @@ import (
 	"github.com/strata-oci/strata/layout"
 )
 
-func init() {
-	rootCmd.AddCommand(&cobra.Command{
+func newTagCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
 		Use:   "tag LAYOUT[:REF] NEWREF...",
 		Short: "Give an image more names",
 		Long: `Name the image LAYOUT:REF also NEWREF, for each NEWREF, in one atomic
@@ -47,8 +47,8 @@ also be written LAYOUT:NEWREF with the same LAYOUT.`,
 			if err := l.Tag(desc, names...); err != nil {
 				return err
 			}
-			infof("tagged %s as %s", desc.Digest, strings.Join(names, ", "))
+			g.infof("tagged %s as %s", desc.Digest, strings.Join(names, ", "))
 			return nil
 		},
-	})
+	}
 }

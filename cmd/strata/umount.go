@@ -10,7 +10,7 @@ import (
 	"github.com/strata-oci/strata/snapshot"
 )
 
-func init() {
+func newUmountCmd(g *globalFlags) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "umount DIR",
 		Short: "Unmount the overlay rootfs of a bundle, keeping its changes",
@@ -28,7 +28,7 @@ mounted is left as it is (exit status 0).`,
 			if err != nil {
 				return err
 			}
-			if err := checkBundleRoot(rec, args[0]); err != nil {
+			if err := g.checkBundleRoot(rec, args[0]); err != nil {
 				return err
 			}
 			s, o, ctr, err := snapshot.OverlayBundle(args[0], storeOptions())
@@ -39,15 +39,15 @@ mounted is left as it is (exit status 0).`,
 			// Unmounting what is not mounted is done, not an error.
 			err = o.Unmount(ctr)
 			if errors.Is(err, overlay.ErrNotMounted) || errors.Is(err, fs.ErrNotExist) {
-				infof("%s is not mounted", ctr.Rootfs())
+				g.infof("%s is not mounted", ctr.Rootfs())
 				return nil
 			}
 			if err != nil {
 				return err
 			}
-			infof("unmounted %s", ctr.Rootfs())
+			g.infof("unmounted %s", ctr.Rootfs())
 			return nil
 		},
 	}
-	rootCmd.AddCommand(c)
+	return c
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/strata-oci/strata/snapshot"
 )
 
-func init() {
+func newUnpackCmd(g *globalFlags) *cobra.Command {
 	var driver, platform string
 	var uidMaps, gidMaps []string
 	c := &cobra.Command{
@@ -55,7 +55,7 @@ so nothing is copied; commit shifts owners back.`,
 					// Idmapped mounts of the layers need root.
 					return fmt.Errorf("--uid-map/--gid-map with --driver overlay: %w", snapshot.ErrIDMapNeedsRoot)
 				}
-				if err := reexecInUserns(true); err != nil {
+				if err := g.reexecInUserns(true); err != nil {
 					return err
 				}
 			}
@@ -78,16 +78,16 @@ so nothing is copied; commit shifts owners back.`,
 				return err
 			}
 			defer l.Close()
-			s, err := openStore()
+			s, err := g.openStore()
 			if err != nil {
 				return err
 			}
 			defer s.Close()
 			o.Layer = func(i, n int, d digest.Digest, extracted bool) {
 				if extracted {
-					infof("extracting layer %d/%d %s", i+1, n, shortDigest(d.String()))
+					g.infof("extracting layer %d/%d %s", i+1, n, shortDigest(d.String()))
 				} else {
-					debugf("layer %d/%d %s already extracted", i+1, n, d)
+					g.debugf("layer %d/%d %s already extracted", i+1, n, d)
 				}
 			}
 			// An interrupted unpack removes what it made.
@@ -98,7 +98,7 @@ so nothing is copied; commit shifts owners back.`,
 			if err != nil {
 				return err
 			}
-			infof("unpacked %s into %s (%s driver, %d layers)", args[0], rec.Dir, rec.Driver, len(rec.Chain))
+			g.infof("unpacked %s into %s (%s driver, %d layers)", args[0], rec.Dir, rec.Driver, len(rec.Chain))
 			return nil
 		},
 	}
@@ -106,7 +106,7 @@ so nothing is copied; commit shifts owners back.`,
 	c.Flags().StringVar(&platform, "platform", "", "image platform `os/arch[/variant]` of an index (default: this machine's)")
 	c.Flags().StringArrayVar(&uidMaps, "uid-map", nil, "shift owners: `CONTAINERID:HOSTID:SIZE` (repeatable)")
 	c.Flags().StringArrayVar(&gidMaps, "gid-map", nil, "shift groups: `CONTAINERID:HOSTID:SIZE` (repeatable)")
-	rootCmd.AddCommand(c)
+	return c
 }
 
 // parseIDMaps parses --uid-map and --gid-map; one without the other uses

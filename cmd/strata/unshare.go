@@ -7,7 +7,7 @@ import (
 	"github.com/strata-oci/strata/internal/userns"
 )
 
-func init() {
+func newUnshareCmd(g *globalFlags) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "unshare [-- CMD [ARG...]]",
 		Short: "Run a command in strata's user namespace, as its root",
@@ -32,7 +32,7 @@ CMD's status.`,
 				run = []string{sh}
 			}
 			if userns.Needed() {
-				return reexecInUserns(false)
+				return g.reexecInUserns(false)
 			}
 			code, err := runCommand(run)
 			if err != nil {
@@ -46,5 +46,5 @@ CMD's status.`,
 	}
 	// What follows CMD is CMD's.
 	c.Flags().SetInterspersed(false)
-	rootCmd.AddCommand(c)
+	return c
 }

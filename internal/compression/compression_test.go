@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/strata-oci/strata/internal/testenv"
 )
 
 func TestDetect(t *testing.T) {
@@ -66,9 +67,7 @@ func TestParseKind(t *testing.T) {
 // independent of the one under test.
 func cliCompress(t *testing.T, tool string, in []byte) []byte {
 	t.Helper()
-	if _, err := exec.LookPath(tool); err != nil {
-		t.Fatalf("%s is required by this test and is not installed", tool)
-	}
+	testenv.RequireTool(t, tool)
 	cmd := exec.Command(tool, "-c")
 	cmd.Stdin = bytes.NewReader(in)
 	var out, errb bytes.Buffer
@@ -132,7 +131,7 @@ func TestWriterRoundTrip(t *testing.T) {
 			}
 			// The system tool reads what we wrote.
 			if k != None {
-				cmd := exec.Command(string(k), "-d", "-c")
+				cmd := exec.Command(testenv.RequireTool(t, string(k)), "-d", "-c")
 				cmd.Stdin = bytes.NewReader(buf.Bytes())
 				out, err := cmd.Output()
 				if err != nil || !bytes.Equal(out, data) {

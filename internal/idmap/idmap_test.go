@@ -5,13 +5,12 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/strata-oci/strata/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
 func TestCloneShiftsOwners(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("this test must run as root (CI runs the suite as root)")
-	}
+	testenv.RequireRoot(t)
 	dir := t.TempDir()
 	f := filepath.Join(dir, "f")
 	if err := os.WriteFile(f, []byte("x"), 0o644); err != nil {
@@ -57,9 +56,7 @@ func TestCloneShiftsOwners(t *testing.T) {
 }
 
 func TestCloneErrors(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("this test must run as root (CI runs the suite as root)")
-	}
+	testenv.RequireRoot(t)
 	if _, err := Clone([]string{filepath.Join(t.TempDir(), "missing")}, nil, nil); err == nil {
 		t.Error("clone of a missing directory succeeded")
 	}
@@ -72,9 +69,7 @@ func TestCloneErrors(t *testing.T) {
 // TestAttachDetach: attached clones show shifted owners at their mount
 // points; DetachAll unmounts and removes them and never deletes a file.
 func TestAttachDetach(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("this test must run as root (CI runs the suite as root)")
-	}
+	testenv.RequireRoot(t)
 	src := t.TempDir()
 	if err := os.WriteFile(filepath.Join(src, "f"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
