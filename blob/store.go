@@ -98,8 +98,8 @@ func (s *Store) Dir() string { return s.dir }
 // StagingDir is the directory that holds in-progress writes.
 func (s *Store) StagingDir() string { return s.staging }
 
-// Validate checks that d is well formed and uses a known algorithm.
-func Validate(d digest.Digest) error {
+// validate checks that d is well formed and uses a known algorithm.
+func validate(d digest.Digest) error {
 	if err := d.Validate(); err != nil {
 		return fmt.Errorf("%w %q: %v", ErrInvalidDigest, d, err)
 	}
@@ -108,7 +108,7 @@ func Validate(d digest.Digest) error {
 
 // Path is where the blob with digest d lives (whether or not it exists).
 func (s *Store) Path(d digest.Digest) (string, error) {
-	if err := Validate(d); err != nil {
+	if err := validate(d); err != nil {
 		return "", err
 	}
 	return filepath.Join(s.dir, d.Algorithm().String(), d.Encoded()), nil
@@ -174,7 +174,7 @@ func (s *Store) Stat(d digest.Digest) (int64, error) {
 
 // lstat stats blob d's file without following it.
 func (s *Store) lstat(d digest.Digest) (*unix.Stat_t, error) {
-	if err := Validate(d); err != nil {
+	if err := validate(d); err != nil {
 		return nil, err
 	}
 	dir, err := s.openDir(algDir(s.dir, d), false)
@@ -203,7 +203,7 @@ func (s *Store) Has(d digest.Digest, size int64) bool {
 
 // Delete removes blob d. Deleting a blob that does not exist is not an error.
 func (s *Store) Delete(d digest.Digest) error {
-	if err := Validate(d); err != nil {
+	if err := validate(d); err != nil {
 		return err
 	}
 	// The seal goes first: a seal without its blob is harmless, but one
@@ -273,7 +273,7 @@ func (s *Store) walkAlg(top *os.File, alg string, fn func(d digest.Digest, size 
 	}
 	for _, e := range ents {
 		d := digest.NewDigestFromEncoded(digest.Algorithm(alg), e.Name())
-		if verr := Validate(d); verr != nil {
+		if verr := validate(d); verr != nil {
 			if err := fn(d, 0, verr); err != nil {
 				return err
 			}
@@ -371,7 +371,7 @@ func randomName(prefix string) string {
 // not finished blobs, such as partial downloads; a finished blob is read
 // with Open and written with NewWriter.
 func (s *Store) OpenFile(d digest.Digest, flag int, perm os.FileMode) (*os.File, error) {
-	if err := Validate(d); err != nil {
+	if err := validate(d); err != nil {
 		return nil, err
 	}
 	dir, err := s.openDir(algDir(s.dir, d), flag&os.O_CREATE != 0)

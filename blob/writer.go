@@ -1,6 +1,7 @@
 package blob
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"hash"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/strata-oci/strata/internal/ctxio"
 	"github.com/strata-oci/strata/internal/safedir"
 	"golang.org/x/sys/unix"
 )
@@ -52,7 +54,7 @@ func (s *Store) NewWriter(opts ...WriteOption) (*Writer, error) {
 		o(w)
 	}
 	if w.want != "" {
-		if err := Validate(w.want); err != nil {
+		if err := validate(w.want); err != nil {
 			return nil, err
 		}
 		w.alg = w.want.Algorithm()
@@ -174,7 +176,7 @@ func (w *Writer) Commit() (digest.Digest, int64, error) {
 		w.Close()
 		return "", 0, fmt.Errorf("%w: expected %s, got %s", ErrDigestMismatch, w.want, got)
 	}
-	if err := Validate(got); err != nil {
+	if err := validate(got); err != nil {
 		w.Close()
 		return "", 0, err
 	}
@@ -231,9 +233,13 @@ func (w *Writer) Close() error {
 // Put writes r into the store and returns its digest and size. When d is
 // not empty the content is verified against d (and size, when >= 0); if a
 // blob with that digest and size already exists, r is not read at all.
-func (s *Store) Put(r io.Reader, d digest.Digest, size int64) (digest.Digest, int64, error) {
+// Cancelling ctx stops the write within a megabyte; nothing is stored.
+func (s *Store) Put(ctx context.Context, r io.Reader, d digest.Digest, size int64) (digest.Digest, int64, error) {
+	if err := ctx.Err(); err != nil {
+		return "", 0, err
+	}
 	if d != "" {
-		if err := Validate(d); err != nil {
+		if err := validate(d); err != nil {
 			return "", 0, err
 		}
 		if n, err := s.Stat(d); err == nil && (size < 0 || n == size) {
@@ -249,7 +255,7 @@ func (s *Store) Put(r io.Reader, d digest.Digest, size int64) (digest.Digest, in
 		return "", 0, err
 	}
 	defer w.Close()
-	if _, err := w.ReadFrom(r); err != nil {
+	if _, err := w.ReadFrom(ctxio.Reader(ctx, r)); err != nil {
 		return "", 0, fmt.Errorf("write blob %s: %w", nameOr(d), err)
 	}
 	return w.Commit()

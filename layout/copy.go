@@ -1,6 +1,7 @@
 package layout
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"runtime"
@@ -229,7 +230,7 @@ func copyBlobs(dst, src *Layout, descs []ocispec.Descriptor, opts CopyOptions) e
 }
 
 func copyBlob(dst, src *Layout, d ocispec.Descriptor, opts CopyOptions) error {
-	how, err := dst.blobs.CopyFrom(src.blobs, d.Digest, d.Size)
+	how, err := dst.blobs.CopyFrom(context.TODO(), src.blobs, d.Digest, d.Size)
 	if err != nil {
 		return fmt.Errorf("copy %s %s: %w", kindOf(d.MediaType), d.Digest, err)
 	}

@@ -111,7 +111,7 @@ func (l *Layout) FsckWith(ctx context.Context, o FsckOptions) ([]Problem, error)
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
-				err := l.blobs.Verify(j.d, j.size)
+				err := l.blobs.Verify(ctx, j.d, j.size)
 				if verified != nil {
 					verified(j.size)
 				}

@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -414,7 +415,7 @@ func (c *commit) loadParent() error {
 			if c.l.Blobs().Has(ld.Digest, ld.Size) {
 				continue
 			}
-			if _, err := c.l.Blobs().CopyFrom(src.Blobs(), ld.Digest, ld.Size); err != nil {
+			if _, err := c.l.Blobs().CopyFrom(context.TODO(), src.Blobs(), ld.Digest, ld.Size); err != nil {
 				return fmt.Errorf("copy layer %s from %s: %w", ld.Digest, rec.Layout, err)
 			}
 		}

@@ -332,7 +332,7 @@ func (a *scanned) store(tr io.Reader, hdr *tar.Header, name string, tmp *layout.
 	if !isBlob && strings.HasPrefix(name, "blobs/") && strings.Count(name, "/") == 2 {
 		return fmt.Errorf("%w: entry %s is under blobs/ but is not named by a valid digest", ErrInvalidArchive, name)
 	}
-	d, size, err := tmp.Blobs().Put(tr, want, hdr.Size)
+	d, size, err := tmp.Blobs().Put(context.TODO(), tr, want, hdr.Size)
 	if err != nil {
 		if errors.Is(err, blob.ErrDigestMismatch) || errors.Is(err, blob.ErrSizeMismatch) {
 			return fmt.Errorf("%w: entry %s: %w", ErrInvalidArchive, name, err)

@@ -174,7 +174,7 @@ func (s *layoutStore) pushResumable(ctx context.Context, d ocispec.Descriptor, l
 		if err := f.Chmod(0o444); err != nil {
 			return fmt.Errorf("chmod partial download %s: %w", p, err)
 		}
-		_, err = s.l.Blobs().CopyFrom(ps, d.Digest, d.Size)
+		_, err = s.l.Blobs().CopyFrom(ctx, ps, d.Digest, d.Size)
 		if err == nil {
 			_ = ps.Delete(d.Digest)
 			return nil
