@@ -613,7 +613,7 @@ func (c *commit) putLayer(diff *Diff) (layout.Layer, error) {
 	if c.opts.Progress != nil {
 		r = c.opts.Progress(pr)
 	}
-	ly, err := c.l.PutLayer(r, layout.WithCompression(c.opts.Compression), layout.WithLevel(level), layout.WithRecompress())
+	ly, err := c.l.PutLayer(context.TODO(), r, layout.WithCompression(c.opts.Compression), layout.WithLevel(level), layout.WithRecompress())
 	pr.CloseWithError(errors.New("layer store stopped reading"))
 	werr := <-done
 	if werr != nil {

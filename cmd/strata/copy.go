@@ -75,8 +75,8 @@ func (f *copyFlags) options(all bool) (transport.CopyOptions, error) {
 	}
 	co := layout.ConvertOptions{Format: format, Compression: kind, Level: f.level, Force: f.force}
 	if co.Format != "" || co.Compression != "" || co.Force {
-		o.Convert = func(l *layout.Layout, d ocispec.Descriptor) (ocispec.Descriptor, error) {
-			return layout.Convert(l, d, co)
+		o.Convert = func(ctx context.Context, l *layout.Layout, d ocispec.Descriptor) (ocispec.Descriptor, error) {
+			return layout.Convert(ctx, l, d, co)
 		}
 	}
 	return o, nil

@@ -81,7 +81,7 @@ func testLayout(t testing.TB, name string) (*layout.Layout, ocispec.Descriptor) 
 	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "etc/hello", Mode: 0o644, Size: int64(len(body))})
 	tw.Write(body)
 	tw.Close()
-	ly, err := l.PutLayer(&buf)
+	ly, err := l.PutLayer(context.Background(), &buf)
 	if err != nil {
 		t.Fatal(err)
 	}

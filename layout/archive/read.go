@@ -135,7 +135,7 @@ func Read(ctx context.Context, r io.Reader, dst *layout.Layout, opts ReadOptions
 	copyOpts := layout.CopyOptions{AllPlatforms: true, OnBlob: opts.Copy.OnBlob}
 	out := make([]Image, 0, len(imgs))
 	for _, img := range imgs {
-		d, err := layout.CopyImage(dst, tmp, img.Descriptor, copyOpts)
+		d, err := layout.CopyImage(ctx, dst, tmp, img.Descriptor, copyOpts)
 		if err != nil {
 			return nil, err
 		}

@@ -18,8 +18,8 @@ type CopyOptions struct {
 	Options
 	// Convert, when set, rewrites each fetched image (media types,
 	// compression) in the layout that holds it and returns the new
-	// descriptor; see layout.Convert.
-	Convert func(l *layout.Layout, d ocispec.Descriptor) (ocispec.Descriptor, error)
+	// descriptor; see layout.Convert. ctx is the copy's.
+	Convert func(ctx context.Context, l *layout.Layout, d ocispec.Descriptor) (ocispec.Descriptor, error)
 	// NameCanonical also records each NAME as NAME@DIGEST (the tag, if
 	// any, replaced by the digest of what was copied).
 	NameCanonical bool
@@ -152,7 +152,7 @@ func finish(ctx context.Context, l *layout.Layout, dst Destination, imgs []Image
 	}
 	if opts.Convert != nil {
 		for i := range imgs {
-			d, err := opts.Convert(l, imgs[i].Descriptor)
+			d, err := opts.Convert(ctx, l, imgs[i].Descriptor)
 			if err != nil {
 				return nil, fmt.Errorf("convert image %s: %w", imgs[i].Descriptor.Digest, err)
 			}

@@ -168,7 +168,7 @@ func (s *ociSource) Fetch(ctx context.Context, dst *layout.Layout, opts Options)
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		d, err := layout.CopyImage(dst, l, imgs[i].Descriptor, copyOpts)
+		d, err := layout.CopyImage(ctx, dst, l, imgs[i].Descriptor, copyOpts)
 		if err != nil {
 			return nil, err
 		}
@@ -238,7 +238,7 @@ func (d *ociDest) Put(ctx context.Context, src *layout.Layout, imgs []Image) err
 			return err
 		}
 		// The images are selected already: copy them as they are.
-		nd, err := layout.CopyImage(l, src, imgs[i].Descriptor, layout.CopyOptions{AllPlatforms: true})
+		nd, err := layout.CopyImage(ctx, l, src, imgs[i].Descriptor, layout.CopyOptions{AllPlatforms: true})
 		if err != nil {
 			return err
 		}
