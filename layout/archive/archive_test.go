@@ -34,15 +34,15 @@ func TestCleanName(t *testing.T) {
 		{"a\x00b", "", true},
 	}
 	for _, c := range cases {
-		got, err := CleanName(c.in)
+		got, err := cleanName(c.in)
 		if c.bad {
 			if !errors.Is(err, ErrUnsafeEntry) {
-				t.Errorf("CleanName(%q) = %q, %v; want ErrUnsafeEntry", c.in, got, err)
+				t.Errorf("cleanName(%q) = %q, %v; want ErrUnsafeEntry", c.in, got, err)
 			}
 			continue
 		}
 		if err != nil || got != c.want {
-			t.Errorf("CleanName(%q) = %q, %v; want %q", c.in, got, err, c.want)
+			t.Errorf("cleanName(%q) = %q, %v; want %q", c.in, got, err, c.want)
 		}
 	}
 }
@@ -62,7 +62,7 @@ func TestDockerTag(t *testing.T) {
 			t.Errorf("DockerTag(%q) = %q, want %q", in, got, want)
 		}
 	}
-	if !SameName("busybox", "docker.io/library/busybox:latest") || SameName("busybox:1", "busybox:2") {
+	if !sameName("busybox", "docker.io/library/busybox:latest") || sameName("busybox:1", "busybox:2") {
 		t.Error("SameName")
 	}
 }
@@ -105,10 +105,10 @@ func TestWriteRead(t *testing.T) {
 		t.Run(string(f), func(t *testing.T) {
 			var a, b bytes.Buffer
 			imgs := []Image{{Descriptor: md, Names: []string{"example.com/a:1", "example.com/a:latest"}}}
-			if err := Write(&a, src, f, imgs); err != nil {
+			if err := Write(context.Background(), &a, src, f, imgs); err != nil {
 				t.Fatal(err)
 			}
-			if err := Write(&b, src, f, imgs); err != nil {
+			if err := Write(context.Background(), &b, src, f, imgs); err != nil {
 				t.Fatal(err)
 			}
 			if !bytes.Equal(a.Bytes(), b.Bytes()) {
@@ -153,7 +153,7 @@ func FuzzRead(f *testing.F) {
 	src, md := testLayout(f, "x:1")
 	for _, format := range []Format{Docker, OCI} {
 		var b bytes.Buffer
-		if err := Write(&b, src, format, []Image{{Descriptor: md, Names: []string{"x:1"}}}); err != nil {
+		if err := Write(context.Background(), &b, src, format, []Image{{Descriptor: md, Names: []string{"x:1"}}}); err != nil {
 			f.Fatal(err)
 		}
 		f.Add(b.Bytes())
@@ -191,12 +191,12 @@ func FuzzCleanName(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		c, err := CleanName(s)
+		c, err := cleanName(s)
 		if err != nil {
 			return
 		}
 		if filepath.IsAbs(c) || c == ".." || (len(c) > 2 && c[:3] == "../") {
-			t.Fatalf("CleanName(%q) = %q escapes", s, c)
+			t.Fatalf("cleanName(%q) = %q escapes", s, c)
 		}
 	})
 }

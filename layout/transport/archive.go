@@ -136,7 +136,7 @@ func (a *archiveRef) Fetch(ctx context.Context, dst *layout.Layout, opts Options
 	if len(a.names) == 1 {
 		ro.Name = a.names[0]
 	}
-	got, err := archive.Read(ctx, ctxReader{ctx, bufio.NewReaderSize(r, 1<<20)}, dst, ro)
+	got, err := archive.Read(ctx, bufio.NewReaderSize(r, 1<<20), dst, ro)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", a.file, err)
 	}
@@ -165,7 +165,7 @@ func (a *archiveRef) Put(ctx context.Context, src *layout.Layout, imgs []Image) 
 	}
 	if a.file == "-" {
 		bw := bufio.NewWriterSize(Stdout, 1<<20)
-		if err := archive.Write(ctxWriter{ctx, bw}, src, a.format, in); err != nil {
+		if err := archive.Write(ctx, bw, src, a.format, in); err != nil {
 			return err
 		}
 		return bw.Flush()
@@ -182,7 +182,7 @@ func (a *archiveRef) Put(ctx context.Context, src *layout.Layout, imgs []Image) 
 		}
 	}()
 	dw := newDirectWriter(f)
-	if err := archive.Write(ctxWriter{ctx, dw}, src, a.format, in); err != nil {
+	if err := archive.Write(ctx, dw, src, a.format, in); err != nil {
 		dw.Close()
 		return err
 	}
@@ -273,29 +273,4 @@ func flockWait(f *os.File, how int) error {
 			return err
 		}
 	}
-}
-
-// ctxReader and ctxWriter stop a long copy when its context is cancelled.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
-type ctxWriter struct {
-	ctx context.Context
-	w   io.Writer
-}
-
-func (c ctxWriter) Write(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.w.Write(p)
 }
