@@ -170,7 +170,7 @@ From an index the host platform's image is copied unless --platform or
 			if err != nil {
 				return err
 			}
-			transport.RegistryOptions = reg.options()
+			o.Registry = reg.options()
 			src, err := transport.ParseSource(args[0])
 			if err != nil {
 				return usageError{err}

@@ -16,18 +16,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Stdio is what "-" means as an archive file: the process's stdin and
-// stdout unless a caller (the CLI's tests, an embedding program) sets
-// others.
+// What "-" means as an archive file: the process's stdin and stdout
+// (tests set others).
 var (
-	Stdin  io.Reader = os.Stdin
-	Stdout io.Writer = os.Stdout
+	stdin  io.Reader = os.Stdin
+	stdout io.Writer = os.Stdout
 )
 
 func init() {
 	for _, f := range []archive.Format{archive.Docker, archive.OCI} {
 		f := f
-		Register(Transport{
+		register(transport{
 			Name: string(f),
 			NewSource: func(ref string) (Source, error) {
 				a, err := parseArchive(f, ref)
@@ -123,7 +122,7 @@ func (a *archiveRef) fullNames() bool { return true }
 func (a *archiveRef) Fetch(ctx context.Context, dst *layout.Layout, opts Options) ([]Image, error) {
 	var r io.Reader
 	if a.file == "-" {
-		r = Stdin
+		r = stdin
 	} else {
 		f, err := os.Open(a.file)
 		if err != nil {
@@ -158,13 +157,13 @@ func (a *archiveRef) StagingDir() string {
 // Put writes the archive. A file is written under a temporary name and
 // renamed into place when complete, so a failed write leaves no archive and
 // an existing one unchanged.
-func (a *archiveRef) Put(ctx context.Context, src *layout.Layout, imgs []Image) error {
+func (a *archiveRef) Put(ctx context.Context, src *layout.Layout, imgs []Image, _ Options) error {
 	in := make([]archive.Image, len(imgs))
 	for i, img := range imgs {
 		in[i] = archive.Image{Descriptor: img.Descriptor, Names: img.Names}
 	}
 	if a.file == "-" {
-		bw := bufio.NewWriterSize(Stdout, 1<<20)
+		bw := bufio.NewWriterSize(stdout, 1<<20)
 		if err := archive.Write(ctx, bw, src, a.format, in); err != nil {
 			return err
 		}

@@ -188,14 +188,14 @@ func finish(ctx context.Context, l *layout.Layout, dst Destination, imgs []Image
 		for i := range imgs {
 			var extra []string
 			for _, n := range imgs[i].Names {
-				if c := Canonical(n, imgs[i].Descriptor); c != "" {
+				if c := canonical(n, imgs[i].Descriptor); c != "" {
 					extra = append(extra, c)
 				}
 			}
 			imgs[i].Names = append(imgs[i].Names, extra...)
 		}
 	}
-	if err := dst.Put(ctx, l, imgs); err != nil {
+	if err := dst.Put(ctx, l, imgs, opts.Options); err != nil {
 		return nil, fmt.Errorf("copy to %s: %w", dst, err)
 	}
 	return imgs, nil
@@ -238,9 +238,9 @@ func preferFull(img Image) []string {
 	return out
 }
 
-// Canonical returns NAME@DIGEST for a name: its tag, if any, is replaced by
+// canonical returns NAME@DIGEST for a name: its tag, if any, is replaced by
 // the digest. Names that already carry a digest give "".
-func Canonical(name string, d ocispec.Descriptor) string {
+func canonical(name string, d ocispec.Descriptor) string {
 	if strings.Contains(name, "@") {
 		return ""
 	}

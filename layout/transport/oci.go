@@ -10,7 +10,7 @@ import (
 )
 
 func init() {
-	Register(Transport{
+	register(transport{
 		Name: "oci",
 		NewSource: func(ref string) (Source, error) {
 			dir, r, err := layout.SplitRef(ref)
@@ -218,7 +218,7 @@ func (d *ociDest) Discard() (layout.Undone, error) {
 // Put copies the images in (when src is another layout) and names them all
 // in one update of index.json: a name that named another image moves to
 // the new one.
-func (d *ociDest) Put(ctx context.Context, src *layout.Layout, imgs []Image) error {
+func (d *ociDest) Put(ctx context.Context, src *layout.Layout, imgs []Image, _ Options) error {
 	l, err := d.OpenLayout()
 	if err != nil {
 		return err
