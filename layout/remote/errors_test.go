@@ -85,14 +85,14 @@ func FuzzNormalizeRegistry(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		h, err := NormalizeRegistry(s)
+		h, err := normalizeRegistry(s)
 		if err != nil {
 			return
 		}
 		if h == "" || strings.Contains(h, "/") {
-			t.Fatalf("NormalizeRegistry(%q) = %q", s, h)
+			t.Fatalf("normalizeRegistry(%q) = %q", s, h)
 		}
-		if again, err := NormalizeRegistry(h); err != nil || again != h {
+		if again, err := normalizeRegistry(h); err != nil || again != h {
 			t.Fatalf("not idempotent: %q -> %q -> %q, %v", s, h, again, err)
 		}
 	})
