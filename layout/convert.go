@@ -19,8 +19,9 @@ const (
 )
 
 // ErrZstdDocker means an image with zstd layers was asked for in Docker
-// schema2 form, which has no zstd layer type that Docker loads.
-var ErrZstdDocker = errors.New("zstd layers cannot be used in a Docker image; use --compression gzip")
+// schema2 form, which has no zstd layer type that Docker loads: the
+// layers need another compression (ConvertOptions.Compression).
+var ErrZstdDocker = errors.New("zstd layers cannot be used in a Docker image")
 
 // ConvertOptions say how Convert rewrites an image. The zero value changes
 // nothing.

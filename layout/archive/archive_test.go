@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -253,5 +254,23 @@ func TestReadForeignPlatform(t *testing.T) {
 	_, err = Read(context.Background(), bytes.NewReader(buf.Bytes()), dst, ReadOptions{Copy: layout.CopyOptions{Platforms: []ocispec.Platform{{OS: "linux", Architecture: "riscv64"}}}})
 	if err == nil {
 		t.Fatal("read a platform whose blobs are missing")
+	}
+}
+
+// zstd layers cannot go into a docker-archive: the error says which image
+// and layer, and matches both ErrNotDockerCompatible and
+// layout.ErrZstdDocker (the CLI's hint names the flag).
+func TestWriteRefusesZstdInDocker(t *testing.T) {
+	src, md := testLayout(t, "x:1")
+	zd, err := layout.Convert(context.Background(), src, md, layout.ConvertOptions{Compression: layout.CompressionZstd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Write(context.Background(), io.Discard, src, Docker, []Image{{Descriptor: zd, Names: []string{"x:1"}}})
+	if !errors.Is(err, ErrNotDockerCompatible) || !errors.Is(err, layout.ErrZstdDocker) || !strings.Contains(err.Error(), zd.Digest.String()) {
+		t.Fatalf("Write = %v", err)
+	}
+	if err := Write(context.Background(), io.Discard, src, OCI, []Image{{Descriptor: zd, Names: []string{"x:1"}}}); err != nil {
+		t.Fatalf("an oci-archive takes zstd: %v", err)
 	}
 }

@@ -244,7 +244,7 @@ func dockerEntryFor(l *layout.Layout, d ocispec.Descriptor, names []string) (doc
 	for _, ly := range img.Manifest.Layers {
 		switch ly.MediaType {
 		case ocispec.MediaTypeImageLayerZstd, layout.MediaTypeDockerLayerZstd:
-			return dockerEntry{}, fmt.Errorf("image %s: layer %s: %w: zstd layers do not load in docker 20.10; recompress with --compression gzip", d.Digest, ly.Digest, ErrNotDockerCompatible)
+			return dockerEntry{}, fmt.Errorf("image %s: layer %s: %w: %w (they do not load in docker 20.10)", d.Digest, ly.Digest, ErrNotDockerCompatible, layout.ErrZstdDocker)
 		}
 		if ly.MediaType == layout.MediaTypeDockerForeignLayer && len(ly.URLs) > 0 {
 			return dockerEntry{}, fmt.Errorf("image %s: layer %s: %w: it is a foreign layer, fetched from %s by its users", d.Digest, ly.Digest, ErrNotDockerCompatible, ly.URLs[0])

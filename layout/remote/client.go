@@ -187,7 +187,8 @@ func (o *options) connect(ctx context.Context, host string) (*session, error) {
 
 // probe finds out whether host speaks HTTPS; when it does not, plain HTTP
 // is used if it is allowed: for this machine's own addresses, with
-// --plain-http, and with --insecure (as nerdctl does).
+// WithPlainHTTP, and with WithInsecure (as nerdctl does); otherwise the
+// error wraps ErrPlainHTTPRefused.
 func (o *options) probe(ctx context.Context, hc *http.Client, host string) (plain bool, err error) {
 	if o.plainHTTP {
 		return true, nil
@@ -197,15 +198,12 @@ func (o *options) probe(ctx context.Context, hc *http.Client, host string) (plai
 		return false, nil
 	}
 	if !noHTTPS(herr) {
-		var cv *tls.CertificateVerificationError
-		if errors.As(herr, &cv) {
-			return false, fmt.Errorf("registry %s: %w (give its CA with --cert-dir DIR or SSL_CERT_FILE, or skip verification with --insecure)", host, herr)
-		}
+		// A certificate that does not verify stays in the chain as a
+		// *tls.CertificateVerificationError.
 		return false, fmt.Errorf("registry %s: %w", host, herr)
 	}
 	if !o.insecure && !isLocalHost(host) {
-		return false, fmt.Errorf("registry %s does not answer HTTPS (%v): %w; if the network is trusted, use --plain-http (or --insecure) to talk plain HTTP to it",
-			host, herr, ErrPlainHTTPRefused)
+		return false, fmt.Errorf("registry %s does not answer HTTPS (%v): %w", host, herr, ErrPlainHTTPRefused)
 	}
 	if perr := ping(ctx, hc, "http", host); perr != nil {
 		return false, fmt.Errorf("registry %s: HTTPS: %v; plain HTTP: %w", host, herr, perr)

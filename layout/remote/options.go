@@ -25,8 +25,12 @@ var (
 	// ErrInvalidReference means a registry reference is malformed.
 	ErrInvalidReference = errors.New("invalid registry reference")
 	// ErrPlainHTTPRefused means a registry does not answer HTTPS and plain
-	// HTTP was not allowed for it.
+	// HTTP was not allowed for it (WithPlainHTTP, WithInsecure).
 	ErrPlainHTTPRefused = errors.New("plain HTTP not allowed")
+	// ErrPartialIndex means a multi-platform image to push has manifests
+	// whose blobs the layout lacks (a pull of one platform keeps the
+	// index whole); WithPlatform pushes the platforms it holds.
+	ErrPartialIndex = errors.New("the layout holds only part of this multi-platform image")
 	// ErrNotPresent means the pull mode is "never" and the image is not in
 	// the layout.
 	ErrNotPresent = errors.New("image not present locally")

@@ -124,7 +124,7 @@ type discarder interface {
 
 // NotUndoneError is the error of a failed copy that could not take back
 // everything it wrote to its destination, because another process held
-// the destination layout: Undone says what stays (for gc).
+// the destination layout: Undone says what stays (gc removes it).
 type NotUndoneError struct {
 	Err    error
 	Dest   string
@@ -132,7 +132,7 @@ type NotUndoneError struct {
 }
 
 func (e *NotUndoneError) Error() string {
-	return fmt.Sprintf("%v (%d blob(s) it wrote stay in %s, which another process is writing to; strata gc removes those no image uses)", e.Err, e.Undone.Kept, e.Dest)
+	return fmt.Sprintf("%v (%d blob(s) it wrote stay in %s, which another process is writing to)", e.Err, e.Undone.Kept, e.Dest)
 }
 
 func (e *NotUndoneError) Unwrap() error { return e.Err }
