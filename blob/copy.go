@@ -46,7 +46,7 @@ func (s *Store) CopyFrom(ctx context.Context, src *Store, d digest.Digest, size 
 	defer r.Close()
 	size = r.Size()
 	dstPath := algDir(s.dir, d)
-	dir, err := s.openDir(dstPath, true)
+	dir, err := s.makeDir(dstPath)
 	if err != nil {
 		return "", fmt.Errorf("create %s: %w", dstPath, err)
 	}
@@ -55,7 +55,7 @@ func (s *Store) CopyFrom(ctx context.Context, src *Store, d digest.Digest, size 
 	if m, err := s.tryReflink(ctx, r, d, size); !errors.Is(err, errUnsupported) {
 		return m, err
 	}
-	srcDir, err := src.openDir(algDir(src.dir, d), false)
+	srcDir, err := src.openDir(algDir(src.dir, d))
 	if err != nil {
 		return "", fmt.Errorf("blob %s: %w", d, err)
 	}

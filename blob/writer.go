@@ -59,7 +59,7 @@ func (s *Store) NewWriter(opts ...WriteOption) (*Writer, error) {
 		}
 		w.alg = w.want.Algorithm()
 	}
-	dir, err := s.openDir(s.staging, true)
+	dir, err := s.makeDir(s.staging)
 	if err != nil {
 		return nil, fmt.Errorf("create staging directory: %w", err)
 	}
@@ -189,7 +189,7 @@ func (w *Writer) Commit() (digest.Digest, int64, error) {
 		return "", 0, fmt.Errorf("sync blob %s: %w", got, err)
 	}
 	dst := algDir(w.s.dir, got)
-	dir, err := w.s.openDir(dst, true)
+	dir, err := w.s.makeDir(dst)
 	if err != nil {
 		w.Close()
 		return "", 0, fmt.Errorf("create %s: %w", dst, err)
