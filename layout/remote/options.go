@@ -100,13 +100,13 @@ type options struct {
 	authFile     string
 	// fallbackAuthFiles are read, never written, after authFile.
 	fallbackAuthFiles []string
-	concurrency  int
-	progress     func(Progress)
-	warn         func(string)
-	mountFrom    []string
-	pullMode     PullMode
-	byDigest     bool
-	userAgent    string
+	concurrency       int
+	progress          func(Progress)
+	warn              func(string)
+	mountFrom         []string
+	pullMode          PullMode
+	byDigest          bool
+	userAgent         string
 }
 
 func buildOptions(opts []Option) *options {
