@@ -1,7 +1,7 @@
 // Package ctxio makes long streams stop when their context is done: a
 // reader or writer that fails with the context's error instead of going
 // on. The context is checked before the first call and then once per
-// CheckEvery bytes, so a stream pays one check a megabyte, not one a call.
+// megabyte, so a stream pays one check a megabyte, not one a call.
 package ctxio
 
 import (
@@ -9,9 +9,9 @@ import (
 	"io"
 )
 
-// CheckEvery is how many bytes may pass between two checks of the
+// checkEvery is how many bytes may pass between two checks of the
 // context.
-const CheckEvery = 1 << 20
+const checkEvery = 1 << 20
 
 // Reader returns r reading until ctx is done, then failing with ctx's
 // error. A context that can never be done gives r itself. A read blocked
@@ -34,7 +34,7 @@ func (c *reader) Read(p []byte) (int, error) {
 		if err := c.ctx.Err(); err != nil {
 			return 0, err
 		}
-		c.left = CheckEvery
+		c.left = checkEvery
 	}
 	n, err := c.r.Read(p)
 	c.left -= n
@@ -61,7 +61,7 @@ func (c *writer) Write(p []byte) (int, error) {
 		if err := c.ctx.Err(); err != nil {
 			return 0, err
 		}
-		c.left = CheckEvery
+		c.left = checkEvery
 	}
 	n, err := c.w.Write(p)
 	c.left -= n

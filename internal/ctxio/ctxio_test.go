@@ -11,19 +11,19 @@ import (
 
 func TestReaderStops(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	src := strings.NewReader(strings.Repeat("x", 4*CheckEvery))
+	src := strings.NewReader(strings.Repeat("x", 4*checkEvery))
 	r := Reader(ctx, src)
-	buf := make([]byte, CheckEvery/2)
+	buf := make([]byte, checkEvery/2)
 	if _, err := io.ReadFull(r, buf); err != nil {
 		t.Fatal(err)
 	}
 	cancel()
-	// At most CheckEvery bytes pass before the check.
+	// At most checkEvery bytes pass before the check.
 	n, err := io.Copy(io.Discard, r)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("read after cancel: %v", err)
 	}
-	if n > CheckEvery {
+	if n > checkEvery {
 		t.Fatalf("%d bytes read after cancel", n)
 	}
 }
@@ -60,12 +60,12 @@ func TestWriterStops(t *testing.T) {
 	cancel()
 	var err error
 	n := 0
-	for err == nil && n < 2*CheckEvery {
+	for err == nil && n < 2*checkEvery {
 		var m int
 		m, err = w.Write(chunk)
 		n += m
 	}
-	if !errors.Is(err, context.Canceled) || n > CheckEvery {
+	if !errors.Is(err, context.Canceled) || n > checkEvery {
 		t.Fatalf("wrote %d bytes after cancel, err %v", n, err)
 	}
 }
