@@ -4,51 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/strata-oci/strata/internal/ctxio/ctxtest"
 )
-
-// cancelAtCheck is a context cancelled by its n-th Err call: a way to stop
-// an operation at a chosen point inside a stream, which checks its context
-// once a megabyte.
-type cancelAtCheck struct {
-	context.Context
-	cancel context.CancelFunc
-	left   atomic.Int64
-}
-
-func newCancelAtCheck(n int64) *cancelAtCheck {
-	ctx, cancel := context.WithCancel(context.Background())
-	c := &cancelAtCheck{Context: ctx, cancel: cancel}
-	c.left.Store(n)
-	return c
-}
-
-func (c *cancelAtCheck) Err() error {
-	if c.left.Add(-1) <= 0 {
-		c.cancel()
-	}
-	return c.Context.Err()
-}
-
-// cancelReader cancels its context once n bytes have been read through it.
-type cancelReader struct {
-	r      io.Reader
-	n      int64
-	cancel context.CancelFunc
-}
-
-func (c *cancelReader) Read(p []byte) (int, error) {
-	m, err := c.r.Read(p)
-	if c.n -= int64(m); c.n <= 0 {
-		c.cancel()
-	}
-	return m, err
-}
 
 // Every stream of the store stops within a megabyte of a cancel, with the
 // context's error, and leaves neither a blob nor a staging file.
@@ -61,11 +22,11 @@ func TestCancelStopsStreams(t *testing.T) {
 		s := newStore(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		r := &cancelReader{r: bytes.NewReader(data), n: 3 << 20, cancel: cancel}
+		r := &ctxtest.Reader{R: bytes.NewReader(data), N: 3 << 20, Cancel: cancel}
 		_, _, err := s.Put(ctx, r, d, size)
 		checkCancelled(t, s, d, err)
-		if r.n < -(2 << 20) {
-			t.Fatalf("read %d bytes past the cancel", -r.n)
+		if r.N < -(2 << 20) {
+			t.Fatalf("read %d bytes past the cancel", -r.N)
 		}
 	})
 	t.Run("copy hashing for a hard link", func(t *testing.T) {
@@ -75,7 +36,7 @@ func TestCancelStopsStreams(t *testing.T) {
 		if _, err := src.PutBytes(data); err != nil {
 			t.Fatal(err)
 		}
-		_, err := dst.CopyFrom(newCancelAtCheck(4), src, d, size)
+		_, err := dst.CopyFrom(ctxtest.CancelAtCheck(4), src, d, size)
 		checkCancelled(t, dst, d, err)
 		if !src.Has(d, size) {
 			t.Fatal("the source lost its blob")
@@ -94,7 +55,7 @@ func TestCancelStopsStreams(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer r.Close()
-		_, err = dst.stream(newCancelAtCheck(3), r, d, size)
+		_, err = dst.stream(ctxtest.CancelAtCheck(3), r, d, size)
 		checkCancelled(t, dst, d, err)
 	})
 	t.Run("verify", func(t *testing.T) {
@@ -102,7 +63,7 @@ func TestCancelStopsStreams(t *testing.T) {
 		if _, err := s.PutBytes(data); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Verify(newCancelAtCheck(3), d, size); !errors.Is(err, context.Canceled) {
+		if err := s.Verify(ctxtest.CancelAtCheck(3), d, size); !errors.Is(err, context.Canceled) {
 			t.Fatalf("Verify = %v, want context.Canceled", err)
 		}
 		// Stopped is not failed: the blob keeps its seal.

@@ -110,23 +110,27 @@ func (r *Reader) Read(p []byte) (int, error) {
 }
 
 // WriteTo streams the verified content to w.
-func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+func (r *Reader) WriteTo(w io.Writer) (int64, error) { return copyChunks(w, r) }
+
+// copyChunks copies src to dst in 1 MiB reads and writes: neither side's
+// ReadFrom or WriteTo is used, so each side sees the same large chunks.
+func copyChunks(dst io.Writer, src io.Reader) (int64, error) {
 	buf := make([]byte, 1<<20)
 	var total int64
 	for {
-		n, err := r.Read(buf)
+		n, rerr := src.Read(buf)
 		if n > 0 {
-			m, werr := w.Write(buf[:n])
+			m, werr := dst.Write(buf[:n])
 			total += int64(m)
 			if werr != nil {
 				return total, werr
 			}
 		}
-		if err == io.EOF {
+		if rerr == io.EOF {
 			return total, nil
 		}
-		if err != nil {
-			return total, err
+		if rerr != nil {
+			return total, rerr
 		}
 	}
 }

@@ -131,26 +131,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 }
 
 // ReadFrom copies r into the blob with a large buffer.
-func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
-	buf := make([]byte, 1<<20)
-	var total int64
-	for {
-		n, rerr := r.Read(buf)
-		if n > 0 {
-			m, werr := w.Write(buf[:n])
-			total += int64(m)
-			if werr != nil {
-				return total, werr
-			}
-		}
-		if rerr == io.EOF {
-			return total, nil
-		}
-		if rerr != nil {
-			return total, rerr
-		}
-	}
-}
+func (w *Writer) ReadFrom(r io.Reader) (int64, error) { return copyChunks(w, r) }
 
 // Size is the number of bytes written so far.
 func (w *Writer) Size() int64 { return w.n }

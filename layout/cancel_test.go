@@ -7,36 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/blob"
+	"github.com/strata-oci/strata/internal/ctxio/ctxtest"
 )
-
-// cancelAtCheck is a context cancelled by its n-th Err call: a way to stop
-// an operation at a chosen point inside a stream, which checks its
-// context once a megabyte, and between blobs.
-type cancelAtCheck struct {
-	context.Context
-	cancel context.CancelFunc
-	left   atomic.Int64
-}
-
-func newCancelAtCheck(n int64) *cancelAtCheck {
-	ctx, cancel := context.WithCancel(context.Background())
-	c := &cancelAtCheck{Context: ctx, cancel: cancel}
-	c.left.Store(n)
-	return c
-}
-
-func (c *cancelAtCheck) Err() error {
-	if c.left.Add(-1) <= 0 {
-		c.cancel()
-	}
-	return c.Context.Err()
-}
 
 // layoutState is what a cancelled operation must leave as it was: the
 // blobs and index.json.
@@ -127,7 +104,7 @@ func TestCopyImageCancelled(t *testing.T) {
 		}
 		dst := newTestLayout(t)
 		before := layoutState(t, dst)
-		_, err := CopyImage(newCancelAtCheck(6), dst, src, md, CopyOptions{})
+		_, err := CopyImage(ctxtest.CancelAtCheck(6), dst, src, md, CopyOptions{})
 		checkAsItWas(t, dst, before, err)
 		if _, err := CopyImage(context.Background(), dst, src, md, CopyOptions{}); err != nil {
 			t.Fatalf("copy after the cancelled one: %v", err)
@@ -141,7 +118,7 @@ func TestConvertCancelled(t *testing.T) {
 	before := layoutState(t, l)
 	// Checks: before the first layer, the recompression's first read,
 	// then each megabyte of it.
-	_, err := Convert(newCancelAtCheck(3), l, md, ConvertOptions{Compression: CompressionZstd})
+	_, err := Convert(ctxtest.CancelAtCheck(3), l, md, ConvertOptions{Compression: CompressionZstd})
 	checkAsItWas(t, l, before, err)
 }
 
@@ -175,7 +152,7 @@ func TestGCCancelled(t *testing.T) {
 	w.Close()
 
 	// Cancelled before it starts: nothing removed either.
-	_, err = g.GC(newCancelAtCheck(1))
+	_, err = g.GC(ctxtest.CancelAtCheck(1))
 	checkAsItWas(t, l, before, err)
 
 	res, err := g.GC(context.Background())
@@ -197,7 +174,7 @@ func TestFsckCancelled(t *testing.T) {
 	}
 	// Inside a blob, and while checking diffIDs.
 	for _, n := range []int64{3, 12} {
-		if _, err := l.FsckWith(newCancelAtCheck(n), FsckOptions{DiffIDs: true}); !errors.Is(err, context.Canceled) {
+		if _, err := l.FsckWith(ctxtest.CancelAtCheck(n), FsckOptions{DiffIDs: true}); !errors.Is(err, context.Canceled) {
 			t.Fatalf("fsck cancelled at check %d = %v", n, err)
 		}
 	}
@@ -207,7 +184,7 @@ func TestFsckCancelled(t *testing.T) {
 func TestVerifyImageCancelledInLayer(t *testing.T) {
 	l := newTestLayout(t)
 	md := imageOfRandomLayers(t, l, 1, 4<<20)
-	if err := l.VerifyImage(newCancelAtCheck(3), md, VerifyOptions{DiffIDs: true}); !errors.Is(err, context.Canceled) {
+	if err := l.VerifyImage(ctxtest.CancelAtCheck(3), md, VerifyOptions{DiffIDs: true}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("VerifyImage = %v, want context.Canceled", err)
 	}
 	// The layer checker forgot the cancelled check: a new one passes.

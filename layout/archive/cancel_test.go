@@ -16,6 +16,7 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/blob"
+	"github.com/strata-oci/strata/internal/ctxio/ctxtest"
 	"github.com/strata-oci/strata/layout"
 )
 
@@ -57,36 +58,6 @@ func bigImage(t *testing.T, name string, n, size int) (*layout.Layout, ocispec.D
 	return l, md
 }
 
-// cancelWriter cancels its context once n bytes have gone through it.
-type cancelWriter struct {
-	w      io.Writer
-	n      int
-	cancel context.CancelFunc
-}
-
-func (c *cancelWriter) Write(p []byte) (int, error) {
-	m, err := c.w.Write(p)
-	if c.n -= m; c.n <= 0 {
-		c.cancel()
-	}
-	return m, err
-}
-
-// cancelReader cancels its context once n bytes have been read through it.
-type cancelReader struct {
-	r      io.Reader
-	n      int
-	cancel context.CancelFunc
-}
-
-func (c *cancelReader) Read(p []byte) (int, error) {
-	m, err := c.r.Read(p)
-	if c.n -= m; c.n <= 0 {
-		c.cancel()
-	}
-	return m, err
-}
-
 // dirState lists every file under dir, blobs, staging files and working
 // directories included, but seals (a cache).
 func dirState(t *testing.T, dir string) string {
@@ -119,14 +90,14 @@ func TestWriteCancelled(t *testing.T) {
 	src, md := bigImage(t, "x:1", 2, 3<<20)
 	for _, f := range []Format{Docker, OCI} {
 		ctx, cancel := context.WithCancel(context.Background())
-		w := &cancelWriter{w: io.Discard, n: 2 << 20, cancel: cancel}
+		w := &ctxtest.Writer{W: io.Discard, N: 2 << 20, Cancel: cancel}
 		err := Write(ctx, w, src, f, []Image{{Descriptor: md, Names: []string{"x:1"}}})
 		cancel()
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("%s: Write = %v, want context.Canceled", f, err)
 		}
-		if w.n < -(2 << 20) {
-			t.Fatalf("%s: %d bytes written after the cancel", f, -w.n)
+		if w.N < -(2 << 20) {
+			t.Fatalf("%s: %d bytes written after the cancel", f, -w.N)
 		}
 	}
 }
@@ -143,7 +114,7 @@ func TestReadCancelled(t *testing.T) {
 	before := dirState(t, dst.Dir())
 
 	ctx, cancel := context.WithCancel(context.Background())
-	_, err := Read(ctx, &cancelReader{r: bytes.NewReader(a.Bytes()), n: a.Len() / 2, cancel: cancel}, dst, ReadOptions{})
+	_, err := Read(ctx, &ctxtest.Reader{R: bytes.NewReader(a.Bytes()), N: int64(a.Len() / 2), Cancel: cancel}, dst, ReadOptions{})
 	cancel()
 	checkAsItWas(t, dst, before, err)
 

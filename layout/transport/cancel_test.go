@@ -12,36 +12,13 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/blob"
+	"github.com/strata-oci/strata/internal/ctxio/ctxtest"
 	"github.com/strata-oci/strata/layout"
 )
-
-// cancelAtCheck is a context cancelled by its n-th Err call: a way to stop
-// a copy at a chosen point, since copies check their context between
-// blobs and once a megabyte within one.
-type cancelAtCheck struct {
-	context.Context
-	cancel context.CancelFunc
-	left   atomic.Int64
-}
-
-func newCancelAtCheck(n int64) *cancelAtCheck {
-	ctx, cancel := context.WithCancel(context.Background())
-	c := &cancelAtCheck{Context: ctx, cancel: cancel}
-	c.left.Store(n)
-	return c
-}
-
-func (c *cancelAtCheck) Err() error {
-	if c.left.Add(-1) <= 0 {
-		c.cancel()
-	}
-	return c.Context.Err()
-}
 
 // randomImage makes a layout at dir with one image, named name, of n
 // layers of size random bytes.
@@ -146,16 +123,16 @@ func TestCopyCancelled(t *testing.T) {
 		}},
 		{"into a layout", "oci:" + src + ":v1", "oci:" + existing + ":v1", existing, func() (context.Context, CopyOptions) {
 			// A full copy checks 27 times: stop halfway.
-			return newCancelAtCheck(12), CopyOptions{}
+			return ctxtest.CancelAtCheck(12), CopyOptions{}
 		}},
 		{"to an archive", "oci:" + src + ":v1", "docker-archive:" + archive + ":x:1", filepath.Dir(archive), func() (context.Context, CopyOptions) {
 			// 17 checks in all: past the image's check, among the
 			// blobs written.
-			return newCancelAtCheck(9), CopyOptions{}
+			return ctxtest.CancelAtCheck(9), CopyOptions{}
 		}},
 		{"from an archive", "docker-archive:" + saved, "oci:" + existing + ":v1", existing, func() (context.Context, CopyOptions) {
 			// 43 checks in all: while the archive is read.
-			return newCancelAtCheck(15), CopyOptions{}
+			return ctxtest.CancelAtCheck(15), CopyOptions{}
 		}},
 		{"from an archive, while copying in", "docker-archive:" + saved, "oci:" + existing + ":v1", existing, func() (context.Context, CopyOptions) {
 			ctx, cancel := context.WithCancel(context.Background())
