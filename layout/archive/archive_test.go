@@ -64,7 +64,7 @@ func TestDockerTag(t *testing.T) {
 		}
 	}
 	if !sameName("busybox", "docker.io/library/busybox:latest") || sameName("busybox:1", "busybox:2") {
-		t.Error("SameName")
+		t.Error("sameName")
 	}
 }
 
