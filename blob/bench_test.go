@@ -2,6 +2,7 @@ package blob
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -83,7 +84,7 @@ func BenchmarkPutVerified(b *testing.B) {
 			b.SetBytes(int64(n))
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if _, _, err := s.Put(bytes.NewReader(data), d, int64(n)); err != nil {
+				if _, _, err := s.Put(context.Background(), bytes.NewReader(data), d, int64(n)); err != nil {
 					b.Fatal(err)
 				}
 				b.StopTimer()
@@ -138,7 +139,7 @@ func BenchmarkCopyFrom(b *testing.B) {
 	b.SetBytes(int64(n))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		m, err := dst.CopyFrom(src, dg, int64(n))
+		m, err := dst.CopyFrom(context.Background(), src, dg, int64(n))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -2,6 +2,7 @@ package blob
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha512"
 	"encoding/hex"
 	"errors"
@@ -152,13 +153,13 @@ func TestWriteExpectedMismatch(t *testing.T) {
 func TestPutVerifies(t *testing.T) {
 	s := newStore(t)
 	data := []byte("hello")
-	if _, _, err := s.Put(bytes.NewReader(data), digest.FromString("bye"), 5); !errors.Is(err, ErrDigestMismatch) {
+	if _, _, err := s.Put(context.Background(), bytes.NewReader(data), digest.FromString("bye"), 5); !errors.Is(err, ErrDigestMismatch) {
 		t.Fatalf("Put with wrong digest: %v", err)
 	}
 	if got := stagingFiles(t, s); len(got) != 0 {
 		t.Errorf("staging files left behind: %v", got)
 	}
-	d, n, err := s.Put(bytes.NewReader(data), "", -1)
+	d, n, err := s.Put(context.Background(), bytes.NewReader(data), "", -1)
 	if err != nil || d != digest.FromBytes(data) || n != 5 {
 		t.Fatalf("Put: %s %d %v", d, n, err)
 	}
@@ -181,7 +182,7 @@ func TestWriteExistingIsNoop(t *testing.T) {
 	}
 	p, _ := s.Path(d)
 	before, _ := os.Stat(p)
-	if _, _, err := s.Put(failReader{t}, d, int64(len(data))); err != nil {
+	if _, _, err := s.Put(context.Background(), failReader{t}, d, int64(len(data))); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.PutBytes(data); err != nil {
@@ -227,7 +228,7 @@ func TestTwoWritersSameBlob(t *testing.T) {
 			t.Fatalf("writer %d: %s %v", i+1, d, err)
 		}
 	}
-	if err := s.Verify(digest.FromBytes(data), int64(len(data))); err != nil {
+	if err := s.Verify(context.Background(), digest.FromBytes(data), int64(len(data))); err != nil {
 		t.Fatal(err)
 	}
 	if got := stagingFiles(t, s); len(got) != 0 {
@@ -325,7 +326,7 @@ func TestReaderVerifies(t *testing.T) {
 			}
 			// The other read paths agree.
 			_, aerr := s.ReadAll(d, tt.size, 1<<20)
-			verr := s.Verify(d, tt.size)
+			verr := s.Verify(context.Background(), d, tt.size)
 			want := tt.openErr
 			if want == nil {
 				want = tt.readErr
@@ -391,16 +392,16 @@ func TestSHA512(t *testing.T) {
 	if err := flip(p, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Verify(d, -1); !errors.Is(err, ErrDigestMismatch) {
+	if err := s.Verify(context.Background(), d, -1); !errors.Is(err, ErrDigestMismatch) {
 		t.Fatalf("corrupt sha512 blob: %v", err)
 	}
 	// Writes use sha256 unless a sha512 digest is expected.
 	s2 := newStore(t)
-	d2, _, err := s2.Put(bytes.NewReader(data), "", -1)
+	d2, _, err := s2.Put(context.Background(), bytes.NewReader(data), "", -1)
 	if err != nil || d2.Algorithm() != digest.SHA256 {
 		t.Fatalf("default algorithm: %s %v", d2, err)
 	}
-	d3, _, err := s2.Put(bytes.NewReader(data), d, int64(len(data)))
+	d3, _, err := s2.Put(context.Background(), bytes.NewReader(data), d, int64(len(data)))
 	if err != nil || d3 != d {
 		t.Fatalf("expected sha512: %s %v", d3, err)
 	}
@@ -540,7 +541,7 @@ func TestConcurrentWritersAndCleaner(t *testing.T) {
 					errs <- fmt.Errorf("writer %d blob %d: %w", w, i, err)
 					continue
 				}
-				if err := s.Verify(d, int64(len(b))); err != nil {
+				if err := s.Verify(context.Background(), d, int64(len(b))); err != nil {
 					errs <- err
 				}
 			}
@@ -563,27 +564,27 @@ func TestCopyFrom(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := dst.CopyFrom(src, d, int64(len(data)))
+	m, err := dst.CopyFrom(context.Background(), src, d, int64(len(data)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if m == CopyExisted {
 		t.Fatalf("method %s", m)
 	}
-	if err := dst.Verify(d, int64(len(data))); err != nil {
+	if err := dst.Verify(context.Background(), d, int64(len(data))); err != nil {
 		t.Fatal(err)
 	}
-	if m, err := dst.CopyFrom(src, d, int64(len(data))); err != nil || m != CopyExisted {
+	if m, err := dst.CopyFrom(context.Background(), src, d, int64(len(data))); err != nil || m != CopyExisted {
 		t.Fatalf("second copy: %s %v", m, err)
 	}
 	// A damaged (truncated) copy at the destination is replaced.
 	dp, _ := dst.Path(d)
 	os.Remove(dp)
 	os.WriteFile(dp, data[:1000], 0o444)
-	if _, err := dst.CopyFrom(src, d, int64(len(data))); err != nil {
+	if _, err := dst.CopyFrom(context.Background(), src, d, int64(len(data))); err != nil {
 		t.Fatal(err)
 	}
-	if err := dst.Verify(d, int64(len(data))); err != nil {
+	if err := dst.Verify(context.Background(), d, int64(len(data))); err != nil {
 		t.Fatalf("damaged destination not repaired: %v", err)
 	}
 	// A corrupt source is refused whatever the method.
@@ -593,7 +594,7 @@ func TestCopyFrom(t *testing.T) {
 	if err := flip(p, 100); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := dst.CopyFrom(src, bd, int64(len(bad))); !errors.Is(err, ErrDigestMismatch) {
+	if _, err := dst.CopyFrom(context.Background(), src, bd, int64(len(bad))); !errors.Is(err, ErrDigestMismatch) {
 		t.Fatalf("corrupt source: %v", err)
 	}
 	if dst.Has(bd, -1) {
@@ -601,10 +602,10 @@ func TestCopyFrom(t *testing.T) {
 	}
 	// Across stores that cannot link (the stream path).
 	other := New(filepath.Join(t.TempDir(), "blobs"), filepath.Join(t.TempDir(), "staging"))
-	if _, err := other.CopyFrom(src, d, -1); err != nil {
+	if _, err := other.CopyFrom(context.Background(), src, d, -1); err != nil {
 		t.Fatal(err)
 	}
-	if err := other.Verify(d, int64(len(data))); err != nil {
+	if err := other.Verify(context.Background(), d, int64(len(data))); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,6 +1,7 @@
 package blob_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -25,7 +26,7 @@ func Example() {
 
 	content := "hello, layers\n"
 	want := digest.FromString(content)
-	d, size, err := s.Put(strings.NewReader(content), want, int64(len(content)))
+	d, size, err := s.Put(context.Background(), strings.NewReader(content), want, int64(len(content)))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -56,7 +57,7 @@ func ExampleStore_Put_mismatch() {
 	s := blob.New(filepath.Join(dir, "blobs"), filepath.Join(dir, "staging"))
 
 	want := digest.FromString("what the manifest promised")
-	_, _, err = s.Put(strings.NewReader("something else"), want, -1)
+	_, _, err = s.Put(context.Background(), strings.NewReader("something else"), want, -1)
 	fmt.Println(errors.Is(err, blob.ErrDigestMismatch), s.Has(want, -1))
 	// Output:
 	// true false

@@ -1,6 +1,7 @@
 package blob
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -61,7 +62,7 @@ func TestStoreRefusesLinkedDirs(t *testing.T) {
 			if _, err := s.PutBytes(blobData); err != nil {
 				t.Fatal(err)
 			}
-			if err := s.Verify(d, -1); err != nil {
+			if err := s.Verify(context.Background(), d, -1); err != nil {
 				t.Fatal(err)
 			}
 			// The outside directory: a copy of what the link replaces, plus
@@ -102,7 +103,7 @@ func TestStoreRefusesLinkedDirs(t *testing.T) {
 			onStaging := rel == "state" || rel == "state/staging"
 			_, err := s.PutBytes([]byte("new blob"))
 			isLink("PutBytes", err, onBlobs || onStaging)
-			_, _, err = s.Put(strings.NewReader("other"), "", -1)
+			_, _, err = s.Put(context.Background(), strings.NewReader("other"), "", -1)
 			isLink("Put", err, onBlobs || onStaging)
 			_, err = s.Stat(d)
 			isLink("Stat", err, onBlobs)
@@ -115,12 +116,12 @@ func TestStoreRefusesLinkedDirs(t *testing.T) {
 			_, err = s.CleanStaging()
 			isLink("CleanStaging", err, onStaging)
 			other := New(filepath.Join(work, "other", "blobs"), filepath.Join(work, "other", "staging"))
-			_, err = other.CopyFrom(s, d, -1)
+			_, err = other.CopyFrom(context.Background(), s, d, -1)
 			isLink("CopyFrom (source)", err, onBlobs)
 			other.PutBytes([]byte("third"))
-			_, err = s.CopyFrom(other, digest.FromBytes([]byte("third")), -1)
+			_, err = s.CopyFrom(context.Background(), other, digest.FromBytes([]byte("third")), -1)
 			isLink("CopyFrom (destination)", err, onBlobs || onStaging)
-			s.Verify(d, -1) // reseals: must not write through a linked seal directory
+			s.Verify(context.Background(), d, -1) // reseals: must not write through a linked seal directory
 			isLink("Delete", s.Delete(digest.FromString("junk")), onBlobs)
 			isLink("Delete", s.Delete(d), onBlobs)
 
@@ -154,7 +155,7 @@ func TestStoreRefusesLinkedBlob(t *testing.T) {
 	if _, err := s.Stat(d); !errors.Is(err, ErrSymlink) {
 		t.Fatalf("Stat of a linked blob: %v", err)
 	}
-	if err := s.Verify(d, -1); !errors.Is(err, ErrSymlink) {
+	if err := s.Verify(context.Background(), d, -1); !errors.Is(err, ErrSymlink) {
 		t.Fatalf("Verify of a linked blob: %v", err)
 	}
 	var walked error

@@ -3,6 +3,7 @@ package blob
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -124,7 +125,7 @@ func TestProcessesWriteSameBlobs(t *testing.T) {
 	s := New(filepath.Join(dir, "blobs"), filepath.Join(dir, "staging"))
 	for i := range blobs {
 		b := childBlob(i)
-		if err := s.Verify(digest.FromBytes(b), int64(len(b))); err != nil {
+		if err := s.Verify(context.Background(), digest.FromBytes(b), int64(len(b))); err != nil {
 			t.Errorf("blob %d: %v", i, err)
 		}
 	}
@@ -171,7 +172,7 @@ func TestKilledWriterLeavesStoreClean(t *testing.T) {
 			if size != want {
 				return fmt.Errorf("iteration %d: blob %s has %d bytes, want %d", it, d, size, want)
 			}
-			return s.Verify(d, want)
+			return s.Verify(context.Background(), d, want)
 		})
 		if err != nil {
 			t.Fatal(err)

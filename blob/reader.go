@@ -1,6 +1,7 @@
 package blob
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"hash"
@@ -9,6 +10,7 @@ import (
 	"os"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/strata-oci/strata/internal/ctxio"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,7 +31,7 @@ type Reader struct {
 // have exactly that size; otherwise the size of the file when it is opened
 // is taken as the expected size.
 func (s *Store) Open(d digest.Digest, size int64) (*Reader, error) {
-	if err := Validate(d); err != nil {
+	if err := validate(d); err != nil {
 		return nil, err
 	}
 	// O_NONBLOCK: opening a FIFO planted as a blob must not hang; it is
@@ -108,23 +110,27 @@ func (r *Reader) Read(p []byte) (int, error) {
 }
 
 // WriteTo streams the verified content to w.
-func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+func (r *Reader) WriteTo(w io.Writer) (int64, error) { return copyChunks(w, r) }
+
+// copyChunks copies src to dst in 1 MiB reads and writes: neither side's
+// ReadFrom or WriteTo is used, so each side sees the same large chunks.
+func copyChunks(dst io.Writer, src io.Reader) (int64, error) {
 	buf := make([]byte, 1<<20)
 	var total int64
 	for {
-		n, err := r.Read(buf)
+		n, rerr := src.Read(buf)
 		if n > 0 {
-			m, werr := w.Write(buf[:n])
+			m, werr := dst.Write(buf[:n])
 			total += int64(m)
 			if werr != nil {
 				return total, werr
 			}
 		}
-		if err == io.EOF {
+		if rerr == io.EOF {
 			return total, nil
 		}
-		if err != nil {
-			return total, err
+		if rerr != nil {
+			return total, rerr
 		}
 	}
 }
@@ -166,15 +172,19 @@ func (s *Store) ReadAll(d digest.Digest, size int64, max int64) ([]byte, error) 
 
 // Verify reads blob d whole and checks its digest and size, whatever its
 // seal says; a blob that passes is sealed, one that fails loses its seal.
-func (s *Store) Verify(d digest.Digest, size int64) error {
+// Cancelling ctx stops the read with ctx's error and leaves the seal as
+// it was.
+func (s *Store) Verify(ctx context.Context, d digest.Digest, size int64) error {
 	r, err := s.Open(d, size)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
 	before := fileIdentity(r.f)
-	if _, err = r.WriteTo(io.Discard); err != nil {
-		s.unseal(d)
+	if _, err = r.WriteTo(ctxio.Writer(ctx, io.Discard)); err != nil {
+		if ctx.Err() == nil {
+			s.unseal(d)
+		}
 		return err
 	}
 	s.sealFile(d, r.f, before)

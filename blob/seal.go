@@ -142,7 +142,7 @@ func (s *Store) sealed(d digest.Digest, size int64) (identity, bool) {
 	if err != nil || (size >= 0 && id.size != size) {
 		return identity{}, false
 	}
-	dir, err := s.openDir(algDir(s.seals, d), false)
+	dir, err := s.openDir(algDir(s.seals, d))
 	if err != nil {
 		return identity{}, false
 	}
@@ -168,7 +168,7 @@ func (s *Store) seal(d digest.Digest, id identity) {
 	if s.seals == "" {
 		return
 	}
-	dir, err := s.openDir(algDir(s.seals, d), true)
+	dir, err := s.makeDir(algDir(s.seals, d))
 	if err != nil {
 		return
 	}
@@ -192,7 +192,7 @@ func (s *Store) unseal(d digest.Digest) {
 	if s.seals == "" {
 		return
 	}
-	dir, err := s.openDir(algDir(s.seals, d), false)
+	dir, err := s.openDir(algDir(s.seals, d))
 	if err != nil {
 		return
 	}

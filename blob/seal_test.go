@@ -1,6 +1,7 @@
 package blob
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -103,7 +104,7 @@ func TestSealMalformedOrMissing(t *testing.T) {
 		}
 	}
 	// Verify hashes whatever the seal says, and seals what it verified.
-	if err := s.Verify(d, 1); err != nil {
+	if err := s.Verify(context.Background(), d, 1); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := s.sealed(d, 1); !ok {
@@ -136,7 +137,7 @@ func TestCopyFromSeals(t *testing.T) {
 	dst := newSealedStore(t, filepath.Join(dir, "b"))
 	const content = "content that gets linked"
 	d, p := putSealed(t, src, content)
-	m, err := dst.CopyFrom(src, d, int64(len(content)))
+	m, err := dst.CopyFrom(context.Background(), src, d, int64(len(content)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +157,7 @@ func TestCopyFromSeals(t *testing.T) {
 	if err := os.WriteFile(p, []byte("CONTENT THAT GETS LINKED"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := dst2.CopyFrom(src, d, int64(len(content))); !errors.Is(err, ErrDigestMismatch) {
+	if _, err := dst2.CopyFrom(context.Background(), src, d, int64(len(content))); !errors.Is(err, ErrDigestMismatch) {
 		t.Fatalf("copy of a rewritten blob: %v, want ErrDigestMismatch", err)
 	}
 	if dst2.Has(d, -1) {

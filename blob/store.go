@@ -98,8 +98,8 @@ func (s *Store) Dir() string { return s.dir }
 // StagingDir is the directory that holds in-progress writes.
 func (s *Store) StagingDir() string { return s.staging }
 
-// Validate checks that d is well formed and uses a known algorithm.
-func Validate(d digest.Digest) error {
+// validate checks that d is well formed and uses a known algorithm.
+func validate(d digest.Digest) error {
 	if err := d.Validate(); err != nil {
 		return fmt.Errorf("%w %q: %v", ErrInvalidDigest, d, err)
 	}
@@ -108,7 +108,7 @@ func Validate(d digest.Digest) error {
 
 // Path is where the blob with digest d lives (whether or not it exists).
 func (s *Store) Path(d digest.Digest) (string, error) {
-	if err := Validate(d); err != nil {
+	if err := validate(d); err != nil {
 		return "", err
 	}
 	return filepath.Join(s.dir, d.Algorithm().String(), d.Encoded()), nil
@@ -142,13 +142,16 @@ func (s *Store) split(p string) (root, rel string) {
 }
 
 // openDir opens directory p of the store without following links below
-// its root; create makes what is missing.
-func (s *Store) openDir(p string, create bool) (*os.File, error) {
+// its root.
+func (s *Store) openDir(p string) (*os.File, error) {
 	root, rel := s.split(p)
-	if create {
-		return safedir.MkdirAll(root, rel, 0o755)
-	}
 	return safedir.Open(root, rel)
+}
+
+// makeDir is openDir that creates what is missing of p.
+func (s *Store) makeDir(p string) (*os.File, error) {
+	root, rel := s.split(p)
+	return safedir.MkdirAll(root, rel, 0o755)
 }
 
 // algDir is the directory of d's algorithm, below dir.
@@ -174,10 +177,10 @@ func (s *Store) Stat(d digest.Digest) (int64, error) {
 
 // lstat stats blob d's file without following it.
 func (s *Store) lstat(d digest.Digest) (*unix.Stat_t, error) {
-	if err := Validate(d); err != nil {
+	if err := validate(d); err != nil {
 		return nil, err
 	}
-	dir, err := s.openDir(algDir(s.dir, d), false)
+	dir, err := s.openDir(algDir(s.dir, d))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("blob %s: %w", d, ErrNotFound)
@@ -203,13 +206,13 @@ func (s *Store) Has(d digest.Digest, size int64) bool {
 
 // Delete removes blob d. Deleting a blob that does not exist is not an error.
 func (s *Store) Delete(d digest.Digest) error {
-	if err := Validate(d); err != nil {
+	if err := validate(d); err != nil {
 		return err
 	}
 	// The seal goes first: a seal without its blob is harmless, but one
 	// left behind could in theory meet a new file with the same identity.
 	s.unseal(d)
-	dir, err := s.openDir(algDir(s.dir, d), false)
+	dir, err := s.openDir(algDir(s.dir, d))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
@@ -229,7 +232,7 @@ func (s *Store) Delete(d digest.Digest) error {
 // ErrInvalidDigest error so that a checker can report them. Walk stops at
 // the first error fn returns.
 func (s *Store) Walk(fn func(d digest.Digest, size int64, err error) error) error {
-	top, err := s.openDir(s.dir, false)
+	top, err := s.openDir(s.dir)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
@@ -273,7 +276,7 @@ func (s *Store) walkAlg(top *os.File, alg string, fn func(d digest.Digest, size 
 	}
 	for _, e := range ents {
 		d := digest.NewDigestFromEncoded(digest.Algorithm(alg), e.Name())
-		if verr := Validate(d); verr != nil {
+		if verr := validate(d); verr != nil {
 			if err := fn(d, 0, verr); err != nil {
 				return err
 			}
@@ -306,7 +309,7 @@ func (s *Store) walkAlg(top *os.File, alg string, fn func(d digest.Digest, size 
 // CleanStaging removes staging files that no live writer holds, which are
 // what a killed process leaves behind. It returns how many it removed.
 func (s *Store) CleanStaging() (int, error) {
-	dir, err := s.openDir(s.staging, false)
+	dir, err := s.openDir(s.staging)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return 0, nil
@@ -371,10 +374,14 @@ func randomName(prefix string) string {
 // not finished blobs, such as partial downloads; a finished blob is read
 // with Open and written with NewWriter.
 func (s *Store) OpenFile(d digest.Digest, flag int, perm os.FileMode) (*os.File, error) {
-	if err := Validate(d); err != nil {
+	if err := validate(d); err != nil {
 		return nil, err
 	}
-	dir, err := s.openDir(algDir(s.dir, d), flag&os.O_CREATE != 0)
+	open := s.openDir
+	if flag&os.O_CREATE != 0 {
+		open = s.makeDir
+	}
+	dir, err := open(algDir(s.dir, d))
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package blob
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"hash"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/strata-oci/strata/internal/ctxio"
 	"github.com/strata-oci/strata/internal/safedir"
 	"golang.org/x/sys/unix"
 )
@@ -52,12 +54,12 @@ func (s *Store) NewWriter(opts ...WriteOption) (*Writer, error) {
 		o(w)
 	}
 	if w.want != "" {
-		if err := Validate(w.want); err != nil {
+		if err := validate(w.want); err != nil {
 			return nil, err
 		}
 		w.alg = w.want.Algorithm()
 	}
-	dir, err := s.openDir(s.staging, true)
+	dir, err := s.makeDir(s.staging)
 	if err != nil {
 		return nil, fmt.Errorf("create staging directory: %w", err)
 	}
@@ -129,26 +131,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 }
 
 // ReadFrom copies r into the blob with a large buffer.
-func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
-	buf := make([]byte, 1<<20)
-	var total int64
-	for {
-		n, rerr := r.Read(buf)
-		if n > 0 {
-			m, werr := w.Write(buf[:n])
-			total += int64(m)
-			if werr != nil {
-				return total, werr
-			}
-		}
-		if rerr == io.EOF {
-			return total, nil
-		}
-		if rerr != nil {
-			return total, rerr
-		}
-	}
-}
+func (w *Writer) ReadFrom(r io.Reader) (int64, error) { return copyChunks(w, r) }
 
 // Size is the number of bytes written so far.
 func (w *Writer) Size() int64 { return w.n }
@@ -174,7 +157,7 @@ func (w *Writer) Commit() (digest.Digest, int64, error) {
 		w.Close()
 		return "", 0, fmt.Errorf("%w: expected %s, got %s", ErrDigestMismatch, w.want, got)
 	}
-	if err := Validate(got); err != nil {
+	if err := validate(got); err != nil {
 		w.Close()
 		return "", 0, err
 	}
@@ -187,7 +170,7 @@ func (w *Writer) Commit() (digest.Digest, int64, error) {
 		return "", 0, fmt.Errorf("sync blob %s: %w", got, err)
 	}
 	dst := algDir(w.s.dir, got)
-	dir, err := w.s.openDir(dst, true)
+	dir, err := w.s.makeDir(dst)
 	if err != nil {
 		w.Close()
 		return "", 0, fmt.Errorf("create %s: %w", dst, err)
@@ -231,9 +214,13 @@ func (w *Writer) Close() error {
 // Put writes r into the store and returns its digest and size. When d is
 // not empty the content is verified against d (and size, when >= 0); if a
 // blob with that digest and size already exists, r is not read at all.
-func (s *Store) Put(r io.Reader, d digest.Digest, size int64) (digest.Digest, int64, error) {
+// Cancelling ctx stops the write within a megabyte; nothing is stored.
+func (s *Store) Put(ctx context.Context, r io.Reader, d digest.Digest, size int64) (digest.Digest, int64, error) {
+	if err := ctx.Err(); err != nil {
+		return "", 0, err
+	}
 	if d != "" {
-		if err := Validate(d); err != nil {
+		if err := validate(d); err != nil {
 			return "", 0, err
 		}
 		if n, err := s.Stat(d); err == nil && (size < 0 || n == size) {
@@ -249,7 +236,7 @@ func (s *Store) Put(r io.Reader, d digest.Digest, size int64) (digest.Digest, in
 		return "", 0, err
 	}
 	defer w.Close()
-	if _, err := w.ReadFrom(r); err != nil {
+	if _, err := w.ReadFrom(ctxio.Reader(ctx, r)); err != nil {
 		return "", 0, fmt.Errorf("write blob %s: %w", nameOr(d), err)
 	}
 	return w.Commit()

@@ -1,6 +1,7 @@
 package layout
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,8 +19,9 @@ const (
 )
 
 // ErrZstdDocker means an image with zstd layers was asked for in Docker
-// schema2 form, which has no zstd layer type that Docker loads.
-var ErrZstdDocker = errors.New("zstd layers cannot be used in a Docker image; use --compression gzip")
+// schema2 form, which has no zstd layer type that Docker loads: the
+// layers need another compression (ConvertOptions.Compression).
+var ErrZstdDocker = errors.New("zstd layers cannot be used in a Docker image")
 
 // ConvertOptions say how Convert rewrites an image. The zero value changes
 // nothing.
@@ -53,8 +55,11 @@ func ParseFormat(s string) (string, error) {
 // layers that are recompressed keep their diffID, which Convert checks
 // against the config, while their digest changes. An image that needs no
 // change keeps its descriptor, so its digest survives. Nothing is named:
-// the new blobs are reachable only from the returned descriptor.
-func Convert(l *Layout, desc ocispec.Descriptor, o ConvertOptions) (ocispec.Descriptor, error) {
+// the new blobs are reachable only from the returned descriptor (gc, or
+// the Undo of a failed command, removes them when nothing names it).
+// Cancelling ctx stops the conversion between layers and within a
+// megabyte of a layer being recompressed.
+func Convert(ctx context.Context, l *Layout, desc ocispec.Descriptor, o ConvertOptions) (ocispec.Descriptor, error) {
 	if o.Compression == compression.Bzip2 || o.Compression == compression.Xz {
 		return ocispec.Descriptor{}, fmt.Errorf("%w %q as output: use gzip, zstd or none", compression.ErrUnsupported, o.Compression)
 	}
@@ -64,24 +69,24 @@ func Convert(l *Layout, desc ocispec.Descriptor, o ConvertOptions) (ocispec.Desc
 	if err := l.Hold(); err != nil {
 		return ocispec.Descriptor{}, err
 	}
-	return l.convert(desc, o, 0)
+	return l.convert(ctx, desc, o, 0)
 }
 
-func (l *Layout) convert(desc ocispec.Descriptor, o ConvertOptions, depth int) (ocispec.Descriptor, error) {
+func (l *Layout) convert(ctx context.Context, desc ocispec.Descriptor, o ConvertOptions, depth int) (ocispec.Descriptor, error) {
 	if depth > 8 {
 		return ocispec.Descriptor{}, fmt.Errorf("index %s: indexes nested too deeply", desc.Digest)
 	}
 	switch {
 	case IsIndex(desc.MediaType):
-		return l.convertIndex(desc, o, depth)
+		return l.convertIndex(ctx, desc, o, depth)
 	case IsManifest(desc.MediaType):
-		return l.convertManifest(desc, o)
+		return l.convertManifest(ctx, desc, o)
 	}
 	// Other manifests (artifacts, attestations) are copied as they are.
 	return desc, nil
 }
 
-func (l *Layout) convertIndex(desc ocispec.Descriptor, o ConvertOptions, depth int) (ocispec.Descriptor, error) {
+func (l *Layout) convertIndex(ctx context.Context, desc ocispec.Descriptor, o ConvertOptions, depth int) (ocispec.Descriptor, error) {
 	b, err := l.ReadBlob(desc, MaxManifestSize)
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("read index %s: %w", desc.Digest, err)
@@ -92,7 +97,7 @@ func (l *Layout) convertIndex(desc ocispec.Descriptor, o ConvertOptions, depth i
 	}
 	changed := false
 	for i, m := range idx.Manifests {
-		nd, err := l.convert(m, o, depth+1)
+		nd, err := l.convert(ctx, m, o, depth+1)
 		if err != nil {
 			return ocispec.Descriptor{}, err
 		}
@@ -123,7 +128,7 @@ func (l *Layout) convertIndex(desc ocispec.Descriptor, o ConvertOptions, depth i
 	return nd, nil
 }
 
-func (l *Layout) convertManifest(desc ocispec.Descriptor, o ConvertOptions) (ocispec.Descriptor, error) {
+func (l *Layout) convertManifest(ctx context.Context, desc ocispec.Descriptor, o ConvertOptions) (ocispec.Descriptor, error) {
 	img, err := l.ReadImage(desc)
 	if err != nil {
 		return ocispec.Descriptor{}, err
@@ -152,7 +157,10 @@ func (l *Layout) convertManifest(desc ocispec.Descriptor, o ConvertOptions) (oci
 	diffIDs := img.Config.RootFS.DiffIDs
 	layers := make([]ocispec.Descriptor, len(m.Layers))
 	for i, ly := range m.Layers {
-		nl, err := l.convertLayer(ly, i, diffIDs, format, o)
+		if err := ctx.Err(); err != nil {
+			return ocispec.Descriptor{}, err
+		}
+		nl, err := l.convertLayer(ctx, ly, i, diffIDs, format, o)
 		if err != nil {
 			return ocispec.Descriptor{}, fmt.Errorf("image %s: layer %s: %w", desc.Digest, ly.Digest, err)
 		}
@@ -209,7 +217,7 @@ func layerType(format string, k Compression) (string, error) {
 	return LayerMediaType(k)
 }
 
-func (l *Layout) convertLayer(ly ocispec.Descriptor, i int, diffIDs []digest.Digest, format string, o ConvertOptions) (ocispec.Descriptor, error) {
+func (l *Layout) convertLayer(ctx context.Context, ly ocispec.Descriptor, i int, diffIDs []digest.Digest, format string, o ConvertOptions) (ocispec.Descriptor, error) {
 	have, ok := layerCompression(ly.MediaType)
 	if !ok {
 		if strings.Contains(ly.MediaType, "zstd") && format == FormatDocker {
@@ -241,7 +249,7 @@ func (l *Layout) convertLayer(ly ocispec.Descriptor, i int, diffIDs []digest.Dig
 	if o.Level != 0 {
 		opts = append(opts, WithLevel(o.Level))
 	}
-	nl, err := l.PutLayer(r, opts...)
+	nl, err := l.PutLayer(ctx, r, opts...)
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("recompress: %w", err)
 	}

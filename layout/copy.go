@@ -1,6 +1,7 @@
 package layout
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"runtime"
@@ -37,8 +38,10 @@ type CopyOptions struct {
 // the others are reflinked or hardlinked; every blob is verified before it
 // becomes visible in dst. Children are stored before their parents, so a
 // manifest in dst never points at a missing blob. Nothing is named in dst:
-// see Tag and AddUntagged.
-func CopyImage(dst, src *Layout, desc ocispec.Descriptor, opts CopyOptions) (_ ocispec.Descriptor, err error) {
+// see Tag and AddUntagged. Cancelling ctx stops the copy between blobs
+// and within a megabyte of a blob being hashed or streamed; what it added
+// is then discarded as on any failure.
+func CopyImage(ctx context.Context, dst, src *Layout, desc ocispec.Descriptor, opts CopyOptions) (_ ocispec.Descriptor, err error) {
 	if err := dst.Hold(); err != nil {
 		return ocispec.Descriptor{}, err
 	}
@@ -57,7 +60,7 @@ func CopyImage(dst, src *Layout, desc ocispec.Descriptor, opts CopyOptions) (_ o
 	if root.newIndex != nil {
 		// Copy the chosen manifests, then write the rewritten index.
 		for _, m := range root.newIndex.Manifests {
-			if err := copyGraph(dst, src, m, opts); err != nil {
+			if err := copyGraph(ctx, dst, src, m, opts); err != nil {
 				return ocispec.Descriptor{}, err
 			}
 		}
@@ -67,7 +70,7 @@ func CopyImage(dst, src *Layout, desc ocispec.Descriptor, opts CopyOptions) (_ o
 		}
 		return d, nil
 	}
-	if err := copyGraph(dst, src, root.desc, opts); err != nil {
+	if err := copyGraph(ctx, dst, src, root.desc, opts); err != nil {
 		return ocispec.Descriptor{}, err
 	}
 	return root.desc, nil
@@ -147,7 +150,7 @@ func (l *Layout) selectForCopy(desc ocispec.Descriptor, opts CopyOptions) (copyR
 
 // copyGraph transfers every blob reachable from root, leaves first, layers
 // on all cores.
-func copyGraph(dst, src *Layout, root ocispec.Descriptor, opts CopyOptions) error {
+func copyGraph(ctx context.Context, dst, src *Layout, root ocispec.Descriptor, opts CopyOptions) error {
 	var order []ocispec.Descriptor
 	seen := map[digest.Digest]bool{}
 	err := src.Walk(root, func(d ocispec.Descriptor, _ []byte) error {
@@ -172,18 +175,18 @@ func copyGraph(dst, src *Layout, root ocispec.Descriptor, opts CopyOptions) erro
 			leaves = append(leaves, d)
 		}
 	}
-	if err := copyBlobs(dst, src, leaves, opts); err != nil {
+	if err := copyBlobs(ctx, dst, src, leaves, opts); err != nil {
 		return err
 	}
 	for _, d := range parents {
-		if err := copyBlob(dst, src, d, opts); err != nil {
+		if err := copyBlob(ctx, dst, src, d, opts); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func copyBlobs(dst, src *Layout, descs []ocispec.Descriptor, opts CopyOptions) error {
+func copyBlobs(ctx context.Context, dst, src *Layout, descs []ocispec.Descriptor, opts CopyOptions) error {
 	workers := runtime.GOMAXPROCS(0)
 	if workers > len(descs) {
 		workers = len(descs)
@@ -206,7 +209,7 @@ func copyBlobs(dst, src *Layout, descs []ocispec.Descriptor, opts CopyOptions) e
 		go func() {
 			defer wg.Done()
 			for d := range jobs {
-				if err := copyBlob(dst, src, d, opts); err != nil {
+				if err := copyBlob(ctx, dst, src, d, opts); err != nil {
 					mu.Lock()
 					errs = append(errs, err)
 					mu.Unlock()
@@ -218,18 +221,21 @@ func copyBlobs(dst, src *Layout, descs []ocispec.Descriptor, opts CopyOptions) e
 		mu.Lock()
 		failed := len(errs) > 0
 		mu.Unlock()
-		if failed {
+		if failed || ctx.Err() != nil {
 			break
 		}
 		jobs <- d
 	}
 	close(jobs)
 	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	return errors.Join(errs...)
 }
 
-func copyBlob(dst, src *Layout, d ocispec.Descriptor, opts CopyOptions) error {
-	how, err := dst.blobs.CopyFrom(src.blobs, d.Digest, d.Size)
+func copyBlob(ctx context.Context, dst, src *Layout, d ocispec.Descriptor, opts CopyOptions) error {
+	how, err := dst.blobs.CopyFrom(ctx, src.blobs, d.Digest, d.Size)
 	if err != nil {
 		return fmt.Errorf("copy %s %s: %w", kindOf(d.MediaType), d.Digest, err)
 	}

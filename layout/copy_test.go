@@ -3,6 +3,7 @@ package layout
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"errors"
 	"testing"
 
@@ -22,7 +23,7 @@ func copyTestImage(t *testing.T, l *Layout, p string, k Compression) (ocispec.De
 	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "f", Mode: 0o644, Size: int64(len(body))})
 	tw.Write(body)
 	tw.Close()
-	ly, err := l.PutLayer(&buf, WithCompression(k))
+	ly, err := l.PutLayer(context.Background(), &buf, WithCompression(k))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +75,7 @@ func TestCopyImage(t *testing.T) {
 			defer dst.Close()
 			copied := 0
 			c.opts.OnBlob = func(ocispec.Descriptor, blob.CopyMethod) { copied++ }
-			d, err := CopyImage(dst, src, idx, c.opts)
+			d, err := CopyImage(context.Background(), dst, src, idx, c.opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -102,7 +103,7 @@ func TestCopyImage(t *testing.T) {
 	}
 	dst, _ := Init(t.TempDir())
 	defer dst.Close()
-	if _, err := CopyImage(dst, src, a, CopyOptions{}); !errors.Is(err, blob.ErrNotFound) {
+	if _, err := CopyImage(context.Background(), dst, src, a, CopyOptions{}); !errors.Is(err, blob.ErrNotFound) {
 		t.Fatalf("missing layer: %v", err)
 	}
 }
@@ -114,7 +115,7 @@ func TestConvert(t *testing.T) {
 	}
 	defer l.Close()
 	md, ly := copyTestImage(t, l, "linux/amd64", CompressionGzip)
-	if d, err := Convert(l, md, ConvertOptions{}); err != nil || d.Digest != md.Digest {
+	if d, err := Convert(context.Background(), l, md, ConvertOptions{}); err != nil || d.Digest != md.Digest {
 		t.Fatalf("no-op convert: %v %v", d, err)
 	}
 	cases := []struct {
@@ -134,7 +135,7 @@ func TestConvert(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			d, err := Convert(l, md, c.o)
+			d, err := Convert(context.Background(), l, md, c.o)
 			if c.err != nil {
 				if !errors.Is(err, c.err) {
 					t.Fatalf("err %v, want %v", err, c.err)

@@ -1,11 +1,11 @@
 package layout
 
 import (
+	"context"
 	"fmt"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
 )
 
@@ -68,15 +68,10 @@ func (l *Layout) discardHeld(ds []digest.Digest) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	reached := map[digest.Digest]bool{}
-	for _, root := range idx.Manifests {
-		err := l.Walk(root, func(d ocispec.Descriptor, _ []byte) error {
-			reached[d.Digest] = true
-			return nil
-		})
-		if err != nil {
-			return 0, fmt.Errorf("discard: %w", err)
-		}
+	// Taking back runs after a failure or a cancel: it is not cancelled.
+	reached, err := l.reachable(context.Background(), idx)
+	if err != nil {
+		return 0, fmt.Errorf("discard: %w", err)
 	}
 	n := 0
 	for _, d := range ds {

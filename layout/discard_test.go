@@ -1,6 +1,7 @@
 package layout
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -60,7 +61,7 @@ func TestDiscard(t *testing.T) {
 	}
 	defer g.Close()
 	done := make(chan error, 1)
-	go func() { _, err := g.GC(); done <- err }()
+	go func() { _, err := g.GC(context.Background()); done <- err }()
 	time.Sleep(100 * time.Millisecond) // time for gc to get the lock if it could
 	select {
 	case err := <-done:

@@ -51,7 +51,7 @@ func Example() {
 	}
 	_, err = l.Resolve("v1")
 	fmt.Println(errors.Is(err, layout.ErrRefNotFound))
-	res, err := l.GC()
+	res, err := l.GC(context.Background())
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func ExampleLayout_Fsck() {
 		log.Fatal(err)
 	}
 	defer l.Close()
-	problems, err := l.Fsck()
+	problems, err := l.Fsck(context.Background())
 	if err != nil {
 		log.Fatal(err)
 	}

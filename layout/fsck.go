@@ -47,19 +47,10 @@ type FsckOptions struct {
 // every blob reachable from index.json exists with the size its descriptor
 // gives, and that every reachable index, manifest and config parses. It
 // returns the problems found, sorted; an error means the check itself could
-// not run. Staging files are in-progress writes and are not problems.
-func (l *Layout) Fsck() ([]Problem, error) { return l.FsckWith(context.Background(), FsckOptions{}) }
-
-// FsckProgress is Fsck that calls verified, from several goroutines, with
-// the size of each blob once its content has been checked, so that a
-// caller can show how far the check has come.
-func (l *Layout) FsckProgress(verified func(size int64)) ([]Problem, error) {
-	return l.FsckWith(context.Background(), FsckOptions{Progress: func(stage string, _ int64) func(int64) {
-		if stage == FsckStageBlobs {
-			return verified
-		}
-		return nil
-	}})
+// not run (or ctx was cancelled). Staging files are in-progress writes and
+// are not problems.
+func (l *Layout) Fsck(ctx context.Context) ([]Problem, error) {
+	return l.FsckWith(ctx, FsckOptions{})
 }
 
 // The stages FsckOptions.Progress is told about.
@@ -68,19 +59,55 @@ const (
 	FsckStageDiffIDs = "check diffIDs"
 )
 
-// FsckWith is Fsck with options; it stops with ctx's error.
-func (l *Layout) FsckWith(ctx context.Context, o FsckOptions) ([]Problem, error) {
-	var (
-		mu       sync.Mutex
-		problems []Problem
-	)
-	add := func(where string, err error) {
-		mu.Lock()
-		problems = append(problems, Problem{Where: where, Err: err.Error()})
-		mu.Unlock()
-	}
+// problemList collects problems from several goroutines.
+type problemList struct {
+	mu   sync.Mutex
+	list []Problem
+}
 
-	// Every blob's content, hashed on all cores.
+func (p *problemList) add(where string, err error) {
+	p.mu.Lock()
+	p.list = append(p.list, Problem{Where: where, Err: err.Error()})
+	p.mu.Unlock()
+}
+
+// FsckWith is Fsck with options. Cancelling ctx stops it between blobs
+// and within a megabyte of the blob being hashed, with ctx's error.
+func (l *Layout) FsckWith(ctx context.Context, o FsckOptions) ([]Problem, error) {
+	var problems problemList
+	present, corrupt, err := l.verifyBlobs(ctx, &problems, o.Progress)
+	if err != nil {
+		return nil, err
+	}
+	idx, err := l.Index()
+	if err != nil {
+		problems.add(IndexFile, err)
+		return sortProblems(problems.list), nil
+	}
+	checked := map[digest.Digest]bool{}
+	for i, root := range idx.Manifests {
+		where := fmt.Sprintf("%s manifests[%d]", IndexFile, i)
+		if n := root.Annotations[AnnotationRefName]; n != "" {
+			where += fmt.Sprintf(" (%s)", n)
+		}
+		l.fsckDesc(root, where, present, corrupt, checked, problems.add, 0)
+	}
+	if o.DiffIDs {
+		diffProblems, err := l.fsckDiffIDs(ctx, idx, present, corrupt, o.Progress)
+		if err != nil {
+			return nil, err
+		}
+		problems.list = append(problems.list, diffProblems...)
+	}
+	return sortProblems(problems.list), nil
+}
+
+// verifyBlobs hashes every blob's content on all cores and returns the
+// blobs present, with their sizes, and those whose content is wrong,
+// each of which (and every file of the blob store that is not a blob) is
+// added to problems.
+func (l *Layout) verifyBlobs(ctx context.Context, problems *problemList, progress func(string, int64) func(int64)) (
+	present map[digest.Digest]int64, corrupt map[digest.Digest]bool, _ error) {
 	type job struct {
 		d    digest.Digest
 		size int64
@@ -89,7 +116,7 @@ func (l *Layout) FsckWith(ctx context.Context, o FsckOptions) ([]Problem, error)
 	var total int64
 	werr := l.blobs.Walk(func(d digest.Digest, size int64, err error) error {
 		if err != nil {
-			add("blobs", err)
+			problems.add("blobs", err)
 			return nil
 		}
 		all = append(all, job{d, size})
@@ -97,26 +124,30 @@ func (l *Layout) FsckWith(ctx context.Context, o FsckOptions) ([]Problem, error)
 		return nil
 	})
 	if werr != nil {
-		return nil, werr
+		return nil, nil, werr
 	}
 	var verified func(int64)
-	if o.Progress != nil {
-		verified = o.Progress(FsckStageBlobs, total)
+	if progress != nil {
+		verified = progress(FsckStageBlobs, total)
 	}
 	jobs := make(chan job)
 	var wg sync.WaitGroup
-	corrupt := map[digest.Digest]bool{}
+	var mu sync.Mutex
+	corrupt = map[digest.Digest]bool{}
 	for i := 0; i < runtime.GOMAXPROCS(0); i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
-				err := l.blobs.Verify(j.d, j.size)
+				err := l.blobs.Verify(ctx, j.d, j.size)
+				if ctx.Err() != nil {
+					continue
+				}
 				if verified != nil {
 					verified(j.size)
 				}
 				if err != nil {
-					add("blob "+j.d.String(), unwrapBlob(err, j.d))
+					problems.add("blob "+j.d.String(), unwrapBlob(err, j.d))
 					mu.Lock()
 					corrupt[j.d] = true
 					mu.Unlock()
@@ -124,7 +155,7 @@ func (l *Layout) FsckWith(ctx context.Context, o FsckOptions) ([]Problem, error)
 			}
 		}()
 	}
-	present := map[digest.Digest]int64{}
+	present = map[digest.Digest]int64{}
 	for _, j := range all {
 		if ctx.Err() != nil {
 			break
@@ -135,30 +166,9 @@ func (l *Layout) FsckWith(ctx context.Context, o FsckOptions) ([]Problem, error)
 	close(jobs)
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-
-	idx, err := l.Index()
-	if err != nil {
-		add(IndexFile, err)
-		return sortProblems(problems), nil
-	}
-	checked := map[digest.Digest]bool{}
-	for i, root := range idx.Manifests {
-		where := fmt.Sprintf("%s manifests[%d]", IndexFile, i)
-		if n := root.Annotations[AnnotationRefName]; n != "" {
-			where += fmt.Sprintf(" (%s)", n)
-		}
-		l.fsckDesc(root, where, present, corrupt, checked, add, 0)
-	}
-	if o.DiffIDs {
-		diffProblems, err := l.fsckDiffIDs(ctx, idx, present, corrupt, o.Progress)
-		if err != nil {
-			return nil, err
-		}
-		problems = append(problems, diffProblems...)
-	}
-	return sortProblems(problems), nil
+	return present, corrupt, nil
 }
 
 // fsckDiffIDs checks the layers of every image index.json reaches against
@@ -167,6 +177,39 @@ func (l *Layout) FsckWith(ctx context.Context, o FsckOptions) ([]Problem, error)
 // that check's problems.
 func (l *Layout) fsckDiffIDs(ctx context.Context, idx *Index, present map[digest.Digest]int64, corrupt map[digest.Digest]bool,
 	progress func(string, int64) func(int64)) ([]Problem, error) {
+	manifests, names := l.namedManifests(idx, present, corrupt)
+	jobs, total := l.diffIDJobs(manifests, present, corrupt)
+	if len(jobs) == 0 {
+		return nil, nil
+	}
+	lc := l.LayerChecker()
+	if progress != nil {
+		lc.onDone = progress(FsckStageDiffIDs, total)
+	}
+	var (
+		mu  sync.Mutex
+		out []Problem
+	)
+	lc.check(ctx, jobs, func(_ int, e *LayerError) {
+		where := fmt.Sprintf("manifest %s", e.Manifest)
+		if n := names[e.Manifest]; len(n) > 0 {
+			where += " (" + strings.Join(n, ", ") + ")"
+		}
+		where += fmt.Sprintf(" layer %d %s", e.Index, e.Layer)
+		mu.Lock()
+		out = append(out, Problem{Where: where, Err: e.Problem(), Layer: e.Layer, Expected: e.DiffID, Actual: e.Actual})
+		mu.Unlock()
+	})
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// namedManifests lists the image manifests index.json reaches (through
+// nested indexes too) that are present and whole, each once, with the
+// names that reach each.
+func (l *Layout) namedManifests(idx *Index, present map[digest.Digest]int64, corrupt map[digest.Digest]bool) ([]digest.Digest, map[digest.Digest][]string) {
 	names := map[digest.Digest][]string{}
 	var manifests []digest.Digest
 	var visit func(d ocispec.Descriptor, name string, depth int)
@@ -201,7 +244,15 @@ func (l *Layout) fsckDiffIDs(ctx context.Context, idx *Index, present map[digest
 	for _, root := range idx.Manifests {
 		visit(root, root.Annotations[AnnotationRefName], 0)
 	}
-	sizes := map[digest.Digest]ocispec.Descriptor{}
+	return manifests, names
+}
+
+// diffIDJobs lists the layers of manifests to check against their
+// diff_ids, leaving out those of images the structural check finds wrong
+// and layers that are missing or corrupt (reported as such), and the
+// bytes of the distinct layer blobs among them.
+func (l *Layout) diffIDJobs(manifests []digest.Digest, present map[digest.Digest]int64, corrupt map[digest.Digest]bool) ([]layerJob, int64) {
+	sizes := map[digest.Digest]int64{}
 	var jobs []layerJob
 	for _, md := range manifests {
 		b, err := l.ReadBlob(ocispec.Descriptor{Digest: md, Size: present[md]}, MaxManifestSize)
@@ -220,39 +271,15 @@ func (l *Layout) fsckDiffIDs(ctx context.Context, idx *Index, present map[digest
 			if corrupt[j.layer.Digest] || present[j.layer.Digest] != j.layer.Size {
 				continue // reported as a bad or missing blob
 			}
-			sizes[j.layer.Digest] = j.layer
+			sizes[j.layer.Digest] = j.layer.Size
 			jobs = append(jobs, j)
 		}
 	}
-	if len(jobs) == 0 {
-		return nil, nil
+	var total int64
+	for _, n := range sizes {
+		total += n
 	}
-	lc := l.LayerChecker()
-	if progress != nil {
-		var total int64
-		for _, d := range sizes {
-			total += d.Size
-		}
-		lc.onDone = progress(FsckStageDiffIDs, total)
-	}
-	var (
-		mu  sync.Mutex
-		out []Problem
-	)
-	lc.check(ctx, jobs, func(_ int, e *LayerError) {
-		where := fmt.Sprintf("manifest %s", e.Manifest)
-		if n := names[e.Manifest]; len(n) > 0 {
-			where += " (" + strings.Join(n, ", ") + ")"
-		}
-		where += fmt.Sprintf(" layer %d %s", e.Index, e.Layer)
-		mu.Lock()
-		out = append(out, Problem{Where: where, Err: e.Problem(), Layer: e.Layer, Expected: e.DiffID, Actual: e.Actual})
-		mu.Unlock()
-	})
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return jobs, total
 }
 
 func (l *Layout) fsckDesc(d ocispec.Descriptor, where string, present map[digest.Digest]int64,

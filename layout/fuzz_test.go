@@ -160,7 +160,7 @@ func FuzzSplitRef(f *testing.F) {
 		if dir == "" || strings.Contains(dir, ":") {
 			t.Fatalf("SplitRef(%q) gave dir %q", s, dir)
 		}
-		if ref != "" && CheckLookupRef(ref) != nil {
+		if ref != "" && checkLookupRef(ref) != nil {
 			t.Fatalf("SplitRef(%q) gave invalid ref %q", s, ref)
 		}
 		if want := dir + ":" + ref; ref != "" && want != s {
@@ -195,8 +195,8 @@ func FuzzValidateRef(f *testing.F) {
 		}
 		// Every written name is also a lookup name, with no separator
 		// at either end of a component.
-		if CheckLookupRef(s) != nil {
-			t.Fatalf("ValidateRef accepted %q, CheckLookupRef did not", s)
+		if checkLookupRef(s) != nil {
+			t.Fatalf("ValidateRef accepted %q, checkLookupRef did not", s)
 		}
 		if _, ok := IsDigestRef(s); !ok {
 			for _, comp := range strings.Split(s, "/") {
@@ -226,7 +226,7 @@ func FuzzLookupName(f *testing.F) {
 		if n := NormalizeName(ref); n != "" && NormalizeName(n) != n {
 			t.Fatalf("NormalizeName(%q) = %q, normalized again %q", ref, n, NormalizeName(n))
 		}
-		hits, step := lookupName(idx, ref, true)
+		hits, step := lookupName(idx, ref, anyName)
 		for _, h := range hits {
 			if step != matchExact && IsBareTag(h.name) {
 				t.Fatalf("%q matched the bare tag %q at step %d", ref, h.name, step)

@@ -1,6 +1,7 @@
 package layout
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -34,25 +35,16 @@ type GCResult struct {
 // layout for writing, and holds it exclusively while it runs, so a blob
 // that another strata process is writing is never removed. If any
 // reachable manifest or index cannot be read, nothing is removed.
-func (l *Layout) GC() (*GCResult, error) {
-	l.mu.Lock()
-	own := l.gcLock
-	l.mu.Unlock()
-	lock := own
-	if lock == nil {
-		var err error
-		if lock, err = l.lockFile(gcLock, unix.LOCK_EX); err != nil {
-			return nil, fmt.Errorf("lock layout %s for gc: %w", l.dir, err)
-		}
-		defer lock.Close()
-	} else {
-		// Converting our own shared hold to exclusive waits for every
-		// other holder; converting back lets them in again.
-		if err := flockRetry(lock, unix.LOCK_EX); err != nil {
-			return nil, fmt.Errorf("lock layout %s for gc: %w", l.dir, err)
-		}
-		defer func() { _ = unix.Flock(int(lock.Fd()), unix.LOCK_SH) }()
+//
+// Cancelling ctx stops the wait and the marking with ctx's error, and
+// nothing is removed; once GC starts removing (unlinks, quick) it
+// finishes, so a stopped gc never leaves a layout half collected.
+func (l *Layout) GC(ctx context.Context) (*GCResult, error) {
+	release, err := l.lockExclusive(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("lock layout %s for gc: %w", l.dir, err)
 	}
+	defer release()
 	// gc changes the layout: its creator must not take it back now.
 	if !hasMarker(l.dir) {
 		return nil, fmt.Errorf("gc %s: %w", l.dir, ErrRemoved)
@@ -60,23 +52,71 @@ func (l *Layout) GC() (*GCResult, error) {
 	if err := l.claim(); err != nil {
 		return nil, err
 	}
-
 	idx, err := l.Index()
 	if err != nil {
 		return nil, err
 	}
+	marked, err := l.reachable(ctx, idx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("gc %s: nothing removed: %w", l.dir, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return l.sweep(marked)
+}
+
+// lockExclusive takes gc.lock exclusively for this Layout, waiting for
+// every other holder or for ctx; release gives it back (to the shared
+// hold this Layout had, if it had one).
+func (l *Layout) lockExclusive(ctx context.Context) (release func(), _ error) {
+	l.mu.Lock()
+	own := l.gcLock
+	l.mu.Unlock()
+	if own == nil {
+		lock, err := l.lockFileCtx(ctx, gcLock, unix.LOCK_EX)
+		if err != nil {
+			return nil, err
+		}
+		return func() { lock.Close() }, nil
+	}
+	// Converting our own shared hold to exclusive waits for every other
+	// holder; converting back lets them in again.
+	back := func() { _ = flockRetry(own, unix.LOCK_SH) }
+	if err := flockCtx(ctx, own, unix.LOCK_EX); err != nil {
+		back()
+		return nil, err
+	}
+	return back, nil
+}
+
+// reachable marks every blob an entry of idx reaches. ctx is checked
+// between entries.
+func (l *Layout) reachable(ctx context.Context, idx *Index) (map[digest.Digest]bool, error) {
 	marked := map[digest.Digest]bool{}
 	for _, root := range idx.Manifests {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		err := l.Walk(root, func(d ocispec.Descriptor, _ []byte) error {
 			marked[d.Digest] = true
 			return nil
 		})
 		if err != nil {
-			return nil, fmt.Errorf("gc %s: nothing removed: %w", l.dir, err)
+			return nil, err
 		}
 	}
+	return marked, nil
+}
+
+// sweep removes the blobs not marked, dead staging files, index
+// temporaries and the working directories of killed processes.
+func (l *Layout) sweep(marked map[digest.Digest]bool) (*GCResult, error) {
 	res := &GCResult{}
-	err = l.blobs.Walk(func(d digest.Digest, size int64, werr error) error {
+	err := l.blobs.Walk(func(d digest.Digest, size int64, werr error) error {
 		if werr != nil || marked[d] {
 			return nil // not a blob name: not ours to remove
 		}
@@ -90,11 +130,11 @@ func (l *Layout) GC() (*GCResult, error) {
 	if err != nil {
 		return res, fmt.Errorf("gc %s: %w", l.dir, err)
 	}
-	if n, err := l.blobs.CleanStaging(); err != nil {
+	n, err := l.blobs.CleanStaging()
+	if err != nil {
 		return res, fmt.Errorf("gc %s: %w", l.dir, err)
-	} else {
-		res.Staging += n
 	}
+	res.Staging += n
 	res.Staging += l.cleanIndexTemps()
 	// Working directories of killed archive reads and conversions.
 	for _, prefix := range []string{ArchiveWorkPrefix, CopyWorkPrefix} {

@@ -1,6 +1,7 @@
 package layout
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -26,7 +27,7 @@ func TestGCSweepsDeadWorkingDirs(t *testing.T) {
 	if _, err := l.PutBytes("application/octet-stream", []byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	res, err := l.GC()
+	res, err := l.GC(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

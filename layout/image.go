@@ -67,7 +67,7 @@ func (l *Layout) resolveIn(idx *Index, ref string) (ocispec.Descriptor, error) {
 		}
 		return ocispec.Descriptor{}, fmt.Errorf("layout %s holds %d images: %w: name one as %s:REF", l.dir, len(seen), ErrAmbiguous, l.dir)
 	}
-	if err := CheckLookupRef(ref); err != nil {
+	if err := checkLookupRef(ref); err != nil {
 		return ocispec.Descriptor{}, err
 	}
 	if d, ok := IsDigestRef(ref); ok {
@@ -88,14 +88,14 @@ func (l *Layout) resolveIn(idx *Index, ref string) (ocispec.Descriptor, error) {
 		}
 		return ocispec.Descriptor{}, fmt.Errorf("%s:%s: %w", l.dir, ref, ErrRefNotFound)
 	}
-	hits, step := lookupName(idx, ref, true)
+	hits, step := lookupName(idx, ref, anyName)
 	if step == matchNone {
 		return ocispec.Descriptor{}, fmt.Errorf("%s:%s: %w", l.dir, ref, ErrRefNotFound)
 	}
 	if step != matchExact {
 		// An exact name is one entry (the first, should index.json hold it
 		// twice); a name read as docker reads it may stand for several.
-		if err := l.ambiguity(ref, hits, false); err != nil {
+		if err := l.ambiguity(ref, hits, distinctImages); err != nil {
 			return ocispec.Descriptor{}, err
 		}
 	}
@@ -132,8 +132,8 @@ func ParsePlatform(s string) (ocispec.Platform, error) {
 	return platforms.Normalize(p), nil
 }
 
-// FormatPlatform renders a platform as os/arch[/variant].
-func FormatPlatform(p ocispec.Platform) string { return platforms.Format(p) }
+// formatPlatform renders a platform as os/arch[/variant].
+func formatPlatform(p ocispec.Platform) string { return platforms.Format(p) }
 
 // ReadBlob reads a small blob named by desc whole and verifies it.
 func (l *Layout) ReadBlob(desc ocispec.Descriptor, max int64) ([]byte, error) {
@@ -246,17 +246,17 @@ func (l *Layout) Image(ref string, p *ocispec.Platform) (*Image, error) {
 // SelectManifest returns desc itself when it is a manifest, or the best
 // manifest for platform p (nil means the host) when it is an index,
 // following nested indexes. Of several manifests for the same platform the
-// first is taken, as containerd and docker take it; SelectManifestChoice
-// also says when that happened.
+// first is taken, as containerd and docker take it (PickManifest says
+// which others there were).
 func (l *Layout) SelectManifest(desc ocispec.Descriptor, p *ocispec.Platform) (ocispec.Descriptor, error) {
-	md, _, err := l.SelectManifestChoice(desc, p)
+	md, _, err := l.selectManifestChoice(desc, p)
 	return md, err
 }
 
-// SelectManifestChoice is SelectManifest, and also reports, when an index
+// selectManifestChoice is SelectManifest, and also reports, when an index
 // lists more than one manifest for the platform it chose, which ones it
 // did not take (nil otherwise).
-func (l *Layout) SelectManifestChoice(desc ocispec.Descriptor, p *ocispec.Platform) (ocispec.Descriptor, *DuplicatePlatform, error) {
+func (l *Layout) selectManifestChoice(desc ocispec.Descriptor, p *ocispec.Platform) (ocispec.Descriptor, *DuplicatePlatform, error) {
 	want := platforms.DefaultSpec()
 	if p != nil {
 		want = platforms.Normalize(*p)

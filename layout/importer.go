@@ -1,6 +1,7 @@
 package layout
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -51,44 +52,16 @@ type ImportResult struct {
 // is not a tar archive is refused and nothing is written.
 //
 // The image is named opts.Ref in index.json, or added untagged. If Import
-// fails after storing blobs, index.json is unchanged and gc removes them.
-func (l *Layout) Import(r io.Reader, opts ImportOptions) (ImportResult, error) {
-	if opts.Ref != "" {
-		if err := ValidateRef(opts.Ref); err != nil {
-			return ImportResult{}, err
-		}
-		if _, ok := IsDigestRef(opts.Ref); ok {
-			return ImportResult{}, fmt.Errorf("%w %q: an imported image is named by a tag, not a digest", ErrInvalidRef, opts.Ref)
-		}
-	}
-	p := opts.Platform
-	if p.OS == "" || p.Architecture == "" {
-		host, err := ParsePlatform("")
-		if err != nil {
-			return ImportResult{}, err
-		}
-		p = host
-	}
-	created := time.Now().UTC()
-	if opts.Created != nil {
-		created = opts.Created.UTC()
-	}
-	cfg := NewConfig(p)
-	if err := cfg.Set("created", created); err != nil {
+// fails after storing blobs, index.json is unchanged and gc (or Undo)
+// removes them. Cancelling ctx stops the read of r within a megabyte
+// (a read blocked in r is not interrupted: close r to end it); once the
+// layer is stored, a cancelled Import names nothing.
+func (l *Layout) Import(ctx context.Context, r io.Reader, opts ImportOptions) (ImportResult, error) {
+	cfg, created, err := importConfig(opts)
+	if err != nil {
 		return ImportResult{}, err
 	}
-	if opts.Author != "" {
-		if err := cfg.Set("author", opts.Author); err != nil {
-			return ImportResult{}, err
-		}
-	}
-	if opts.Edit != nil {
-		if err := opts.Edit(cfg); err != nil {
-			return ImportResult{}, err
-		}
-	}
-
-	ly, err := l.PutLayer(r, append(append([]LayerOption{}, opts.Layer...), WithTarCheck())...)
+	ly, err := l.PutLayer(ctx, r, append(append([]LayerOption{}, opts.Layer...), WithTarCheck())...)
 	if err != nil {
 		return ImportResult{}, fmt.Errorf("import into %s: %w", l.dir, err)
 	}
@@ -111,6 +84,10 @@ func (l *Layout) Import(r io.Reader, opts ImportOptions) (ImportResult, error) {
 	if err != nil {
 		return ImportResult{}, fmt.Errorf("import into %s: %w", l.dir, err)
 	}
+	// The last point to stop at: naming the image finishes the import.
+	if err := ctx.Err(); err != nil {
+		return ImportResult{}, err
+	}
 	if opts.Ref != "" {
 		err = l.Tag(md, opts.Ref)
 	} else {
@@ -122,8 +99,49 @@ func (l *Layout) Import(r io.Reader, opts ImportOptions) (ImportResult, error) {
 	return ImportResult{Manifest: md, Config: img.Manifest.Config, Layer: ly}, nil
 }
 
-// ErrInvalidTime means a --created value or SOURCE_DATE_EPOCH is neither
-// RFC 3339 nor unix seconds.
+// importConfig checks opts.Ref and makes the config Import starts from:
+// platform, creation time, author and opts.Edit's changes. Nothing is
+// read or written yet.
+func importConfig(opts ImportOptions) (*Config, time.Time, error) {
+	if opts.Ref != "" {
+		if err := ValidateRef(opts.Ref); err != nil {
+			return nil, time.Time{}, err
+		}
+		if _, ok := IsDigestRef(opts.Ref); ok {
+			return nil, time.Time{}, fmt.Errorf("%w %q: an imported image is named by a tag, not a digest", ErrInvalidRef, opts.Ref)
+		}
+	}
+	p := opts.Platform
+	if p.OS == "" || p.Architecture == "" {
+		host, err := ParsePlatform("")
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		p = host
+	}
+	created := time.Now().UTC()
+	if opts.Created != nil {
+		created = opts.Created.UTC()
+	}
+	cfg := NewConfig(p)
+	if err := cfg.Set("created", created); err != nil {
+		return nil, time.Time{}, err
+	}
+	if opts.Author != "" {
+		if err := cfg.Set("author", opts.Author); err != nil {
+			return nil, time.Time{}, err
+		}
+	}
+	if opts.Edit != nil {
+		if err := opts.Edit(cfg); err != nil {
+			return nil, time.Time{}, err
+		}
+	}
+	return cfg, created, nil
+}
+
+// ErrInvalidTime means a creation time is neither RFC 3339 nor unix
+// seconds.
 var ErrInvalidTime = errors.New("invalid time")
 
 // ParseCreated reads a creation time given as RFC 3339

@@ -2,6 +2,7 @@ package layout
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -18,7 +19,7 @@ func TestImport(t *testing.T) {
 	tarball := testTar(t, 1000)
 	created := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
 	l := newTestLayout(t)
-	res, err := l.Import(bytes.NewReader(compressWith(t, "xz", tarball)), ImportOptions{
+	res, err := l.Import(context.Background(), bytes.NewReader(compressWith(t, "xz", tarball)), ImportOptions{
 		Platform: ocispec.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"},
 		Created:  &created,
 		Author:   "me <me@example.com>",
@@ -58,7 +59,7 @@ func TestImport(t *testing.T) {
 	if len(img.Manifest.Layers) != 1 || img.Manifest.Layers[0].MediaType != ocispec.MediaTypeImageLayerZstd {
 		t.Fatalf("layers %+v", img.Manifest.Layers)
 	}
-	if probs, err := l.Fsck(); err != nil || len(probs) != 0 {
+	if probs, err := l.Fsck(context.Background()); err != nil || len(probs) != 0 {
 		t.Fatal(probs, err)
 	}
 }
@@ -74,7 +75,7 @@ func TestImportReproducible(t *testing.T) {
 		l := newTestLayout(t)
 		// Plain input is compressed by strata, so this also checks that
 		// the compressor's output is deterministic.
-		res, err := l.Import(bytes.NewReader(tarball), ImportOptions{Created: &created, Comment: "x"})
+		res, err := l.Import(context.Background(), bytes.NewReader(tarball), ImportOptions{Created: &created, Comment: "x"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -106,7 +107,7 @@ func TestImportLeavesLayoutUnchanged(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			l := newTestLayout(t)
-			if _, err := l.Import(bytes.NewReader(tarball), ImportOptions{Ref: "v1"}); err != nil {
+			if _, err := l.Import(context.Background(), bytes.NewReader(tarball), ImportOptions{Ref: "v1"}); err != nil {
 				t.Fatal(err)
 			}
 			idx, err := os.ReadFile(filepath.Join(l.Dir(), IndexFile))
@@ -114,7 +115,7 @@ func TestImportLeavesLayoutUnchanged(t *testing.T) {
 				t.Fatal(err)
 			}
 			blobs := blobList(t, l)
-			if _, err := l.Import(bytes.NewReader(tc.input), tc.opts); err == nil {
+			if _, err := l.Import(context.Background(), bytes.NewReader(tc.input), tc.opts); err == nil {
 				t.Fatal("import succeeded")
 			}
 			idx2, _ := os.ReadFile(filepath.Join(l.Dir(), IndexFile))

@@ -13,6 +13,7 @@ import (
 	"github.com/strata-oci/strata/blob"
 	"github.com/strata-oci/strata/internal/chunkpipe"
 	"github.com/strata-oci/strata/internal/compression"
+	"github.com/strata-oci/strata/internal/ctxio"
 )
 
 // ErrNotTar means a layer's (decompressed) content is not a tar archive.
@@ -64,8 +65,7 @@ type layerOptions struct {
 	out      compression.Kind
 	level    int
 	force    bool
-	checkTar bool
-	ctx      context.Context
+	checkTar tarCheck
 }
 
 // LayerOption configures PutLayer.
@@ -97,27 +97,7 @@ func WithRecompress() LayerOption {
 // a wrong file given to import never becomes a layer. Nothing is stored
 // when the check fails.
 func WithTarCheck() LayerOption {
-	return func(o *layerOptions) { o.checkTar = true }
-}
-
-// WithContext makes PutLayer stop with ctx's error, storing nothing, once
-// ctx is done. A read that is blocked in the input is not interrupted;
-// close the input to end it.
-func WithContext(ctx context.Context) LayerOption {
-	return func(o *layerOptions) { o.ctx = ctx }
-}
-
-// ctxReader fails reads once its context is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
+	return func(o *layerOptions) { o.checkTar = readTar }
 }
 
 // LayerMediaType is the OCI layer media type for a blob compressed with k.
@@ -146,7 +126,9 @@ func LayerMediaType(k Compression) (string, error) {
 //
 // The blob is not referenced by index.json; the caller names it through a
 // manifest (see PutImage). PutLayer takes the layout's gc hold first.
-func (l *Layout) PutLayer(r io.Reader, opts ...LayerOption) (Layer, error) {
+// Cancelling ctx stops it within a megabyte of input, storing nothing; a
+// read blocked in r is not interrupted (close r to end it).
+func (l *Layout) PutLayer(ctx context.Context, r io.Reader, opts ...LayerOption) (Layer, error) {
 	o := layerOptions{out: compression.Gzip, level: compression.DefaultLevel}
 	for _, opt := range opts {
 		opt(&o)
@@ -157,10 +139,7 @@ func (l *Layout) PutLayer(r io.Reader, opts ...LayerOption) (Layer, error) {
 	if err := l.Hold(); err != nil {
 		return Layer{}, err
 	}
-	if o.ctx != nil {
-		r = ctxReader{o.ctx, r}
-	}
-	in, src, err := compression.Sniff(r)
+	in, src, err := compression.Sniff(ctxio.Reader(ctx, r))
 	if err != nil {
 		return Layer{}, fmt.Errorf("read layer: %w", err)
 	}
@@ -192,7 +171,7 @@ func (l *Layout) PutLayer(r io.Reader, opts ...LayerOption) (Layer, error) {
 // storeAsIs copies compressed input into w while a second goroutine-fed
 // reader decompresses the same bytes to compute the diffID, so reading,
 // hashing and writing the blob overlap with decompression.
-func storeAsIs(w *blob.Writer, src io.Reader, in compression.Kind, checkTar bool) (Layer, error) {
+func storeAsIs(w *blob.Writer, src io.Reader, in compression.Kind, checkTar tarCheck) (Layer, error) {
 	mt, err := LayerMediaType(in)
 	if err != nil {
 		return Layer{}, err
@@ -288,13 +267,21 @@ func (f *failWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// consumeTar reads r to its end and returns its length. With check, r is
-// read through a tar reader, so that input which is not a tar archive
+// tarCheck says whether consumeTar reads its input as a tar archive.
+type tarCheck bool
+
+const (
+	skipTar tarCheck = false // count the bytes only
+	readTar tarCheck = true  // refuse what is not a tar archive
+)
+
+// consumeTar reads r to its end and returns its length. With readTar, r
+// is read through a tar reader, so that input which is not a tar archive
 // fails; bytes after the end-of-archive marker are still read, since they
 // are part of the layer's diffID.
-func consumeTar(r io.Reader, check bool) (int64, error) {
+func consumeTar(r io.Reader, check tarCheck) (int64, error) {
 	cr := &countReader{r: r}
-	if !check {
+	if check == skipTar {
 		_, err := io.Copy(io.Discard, cr)
 		return cr.n, err
 	}

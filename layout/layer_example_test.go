@@ -3,6 +3,7 @@ package layout_test
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"fmt"
 	"log"
 	"os"
@@ -32,7 +33,7 @@ func ExampleLayout_PutLayer() {
 	_, _ = tw.Write(body)
 	_ = tw.Close()
 
-	ly, err := l.PutLayer(&tarball, layout.WithCompression(layout.CompressionZstd), layout.WithTarCheck())
+	ly, err := l.PutLayer(context.Background(), &tarball, layout.WithCompression(layout.CompressionZstd), layout.WithTarCheck())
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -117,7 +117,7 @@ func TestPutLayerForms(t *testing.T) {
 				if check {
 					opts = append(append([]LayerOption{}, opts...), WithTarCheck())
 				}
-				ly, err := l.PutLayer(bytes.NewReader(in), opts...)
+				ly, err := l.PutLayer(context.Background(), bytes.NewReader(in), opts...)
 				if err != nil {
 					t.Fatalf("check=%v: %v", check, err)
 				}
@@ -203,7 +203,7 @@ func TestPutLayerRefusesNonTar(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			l := newTestLayout(t)
 			before := blobList(t, l)
-			_, err := l.PutLayer(bytes.NewReader(tc.in), WithTarCheck())
+			_, err := l.PutLayer(context.Background(), bytes.NewReader(tc.in), WithTarCheck())
 			if err == nil {
 				t.Fatal("non-tar input was accepted")
 			}
@@ -243,7 +243,7 @@ func TestPutLayerSourceError(t *testing.T) {
 		t.Run("input "+tool, func(t *testing.T) {
 			in := compressWith(t, tool, tarball)
 			l := newTestLayout(t)
-			_, err := l.PutLayer(&failingReader{r: bytes.NewReader(in), after: len(in) / 2}, WithTarCheck())
+			_, err := l.PutLayer(context.Background(), &failingReader{r: bytes.NewReader(in), after: len(in) / 2}, WithTarCheck())
 			if err == nil || !bytes.Contains([]byte(err.Error()), []byte("disk on fire")) {
 				t.Fatalf("error %v does not name the source failure", err)
 			}
@@ -261,7 +261,7 @@ func TestLayerMediaType(t *testing.T) {
 		}
 	}
 	l := newTestLayout(t)
-	if _, err := l.PutLayer(bytes.NewReader(nil), WithCompression(compression.Xz)); !errors.Is(err, compression.ErrUnsupported) {
+	if _, err := l.PutLayer(context.Background(), bytes.NewReader(nil), WithCompression(compression.Xz)); !errors.Is(err, compression.ErrUnsupported) {
 		t.Fatalf("xz output: %v", err)
 	}
 }
@@ -280,7 +280,7 @@ func FuzzPutLayer(f *testing.F) {
 	}
 	defer l.Close()
 	f.Fuzz(func(t *testing.T, in []byte) {
-		ly, err := l.PutLayer(bytes.NewReader(in), WithTarCheck())
+		ly, err := l.PutLayer(context.Background(), bytes.NewReader(in), WithTarCheck())
 		if err != nil {
 			return
 		}
@@ -315,7 +315,7 @@ func TestPutLayerContext(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			r := &cancelAfter{r: bytes.NewReader(in), n: len(in) / 3, cancel: cancel}
-			_, err := l.PutLayer(r, WithContext(ctx), WithTarCheck())
+			_, err := l.PutLayer(ctx, r, WithTarCheck())
 			if !errors.Is(err, context.Canceled) {
 				t.Fatalf("error %v is not context.Canceled", err)
 			}
@@ -349,7 +349,7 @@ func BenchmarkPutLayer(b *testing.B) {
 			b.SetBytes(int64(len(tarball)))
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				ly, err := l.PutLayer(bytes.NewReader(in), opts...)
+				ly, err := l.PutLayer(context.Background(), bytes.NewReader(in), opts...)
 				if err != nil {
 					b.Fatal(err)
 				}

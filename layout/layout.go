@@ -9,6 +9,7 @@
 package layout
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/strata-oci/strata/blob"
 	"github.com/strata-oci/strata/internal/safedir"
@@ -140,7 +142,7 @@ func initLayout(dir string) (*Layout, error) {
 		return nil, fmt.Errorf("init layout %s: %w", dir, err)
 	}
 	l = newLayout(dir)
-	if err := l.hold(true); err != nil {
+	if err := l.hold(whileInit); err != nil {
 		return nil, err
 	}
 	ok := false
@@ -277,24 +279,31 @@ func (l *Layout) Close() error {
 // first blob write, so that blobs written but not yet named in index.json
 // are never swept. Hold is idempotent. It fails with ErrRemoved when the
 // layout was taken back (Undo) by the failed command that made it.
-func (l *Layout) Hold() error { return l.hold(false) }
+func (l *Layout) Hold() error { return l.hold(madeLayout) }
 
-// hold takes the shared hold; init is set while Init makes the layout, so
-// that it has no oci-layout yet.
-func (l *Layout) hold(init bool) error {
+// holdWhen says whether the layout a hold is taken on is whole yet.
+type holdWhen int
+
+const (
+	madeLayout holdWhen = iota // it has its oci-layout, or it was removed
+	whileInit                  // Init is making it: no oci-layout yet
+)
+
+// hold takes the shared hold.
+func (l *Layout) hold(when holdWhen) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.gcLock != nil {
 		return nil
 	}
-	if !init && !hasMarker(l.dir) {
+	if when == madeLayout && !hasMarker(l.dir) {
 		return fmt.Errorf("layout %s: %w", l.dir, ErrRemoved)
 	}
 	f, err := l.lockFile(gcLock, unix.LOCK_SH)
 	if err != nil {
 		return err
 	}
-	if !init && !hasMarker(l.dir) {
+	if when == madeLayout && !hasMarker(l.dir) {
 		f.Close()
 		return fmt.Errorf("layout %s: %w", l.dir, ErrRemoved)
 	}
@@ -358,12 +367,17 @@ func (l *Layout) MakeStateDir() (string, error) {
 // lock files while it holds them, so a lock taken on a file that is no
 // longer at its path is dropped and taken again on the file that is.
 func (l *Layout) lockFile(name string, how int) (*os.File, error) {
+	return l.lockFileCtx(context.Background(), name, how)
+}
+
+// lockFileCtx is lockFile that stops waiting when ctx is done.
+func (l *Layout) lockFileCtx(ctx context.Context, name string, how int) (*os.File, error) {
 	for attempt := 0; ; attempt++ {
 		f, err := l.openLock(name)
 		if err != nil {
 			return nil, err
 		}
-		if err := flockRetry(f, how); err != nil {
+		if err := flockCtx(ctx, f, how); err != nil {
 			f.Close()
 			if errors.Is(err, unix.EWOULDBLOCK) {
 				return nil, err
@@ -388,6 +402,30 @@ func flockRetry(f *os.File, how int) error {
 		err := unix.Flock(int(f.Fd()), how)
 		if !errors.Is(err, unix.EINTR) {
 			return err
+		}
+	}
+}
+
+// flockCtx is flockRetry that gives up with ctx's error when ctx is
+// done first. A blocked flock cannot be interrupted, so a cancellable
+// wait polls, every few milliseconds at first and at most every 50 ms.
+// A failed conversion of a lock this process holds may have dropped it,
+// as a blocking conversion does too (flock(2)): the caller takes it back.
+func flockCtx(ctx context.Context, f *os.File, how int) error {
+	if ctx.Done() == nil {
+		return flockRetry(f, how)
+	}
+	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
+		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			return err
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
 		}
 	}
 }

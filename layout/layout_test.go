@@ -2,6 +2,7 @@ package layout
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -94,7 +95,7 @@ func names(t testing.TB, l *Layout) []string {
 
 func mustFsckClean(t testing.TB, l *Layout) {
 	t.Helper()
-	probs, err := l.Fsck()
+	probs, err := l.Fsck(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +251,7 @@ func TestUnknownContentTolerated(t *testing.T) {
 		t.Error("an unknown media type was read as an image")
 	}
 	mustFsckClean(t, l)
-	res, err := l.GC()
+	res, err := l.GC(context.Background())
 	if err != nil || len(res.Removed) != 0 {
 		t.Fatalf("gc removed %v: %v", res, err)
 	}
@@ -398,7 +399,7 @@ func TestTagUntag(t *testing.T) {
 		t.Fatalf("resolve by digest: %v", err)
 	}
 	// An untagged image is a gc root.
-	if res, err := l.GC(); err != nil || len(res.Removed) != 0 {
+	if res, err := l.GC(context.Background()); err != nil || len(res.Removed) != 0 {
 		t.Fatalf("gc removed %v: %v", res, err)
 	}
 	if err := l.Tag(c, "c"); err != nil {
@@ -423,7 +424,7 @@ func TestTagUntag(t *testing.T) {
 	if got := names(t, l); !slices.Equal(got, []string{"c"}) {
 		t.Fatalf("untag by digest left %v", got)
 	}
-	res, err := l.GC()
+	res, err := l.GC(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -545,7 +546,7 @@ func TestDockerMediaTypes(t *testing.T) {
 		t.Errorf("list: %+v", ents)
 	}
 	mustFsckClean(t, l)
-	if res, err := l.GC(); err != nil || len(res.Removed) != 0 {
+	if res, err := l.GC(context.Background()); err != nil || len(res.Removed) != 0 {
 		t.Fatalf("gc removed %v: %v", res, err)
 	}
 }
@@ -561,7 +562,7 @@ func TestUntypedDescriptorsFollowed(t *testing.T) {
 	if err := l.Tag(ix, "untyped"); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := l.GC(); err != nil || len(res.Removed) != 0 {
+	if res, err := l.GC(context.Background()); err != nil || len(res.Removed) != 0 {
 		t.Fatalf("gc removed %v: %v", res, err)
 	}
 	p := mustPlatform(t, "linux/amd64")
@@ -640,7 +641,7 @@ func TestPlatformSelection(t *testing.T) {
 	}
 	var got []string
 	for _, p := range ps {
-		got = append(got, FormatPlatform(p))
+		got = append(got, formatPlatform(p))
 	}
 	// ppc64le's platform comes from its config; the attestation is hidden.
 	if !slices.Equal(got, []string{"linux/amd64", "linux/arm64/v8", "linux/arm/v7", "linux/s390x", "linux/ppc64le"}) {
@@ -676,8 +677,8 @@ func TestParsePlatform(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || FormatPlatform(p) != tt.want {
-			t.Errorf("ParsePlatform(%q) = %s %v, want %s", tt.in, FormatPlatform(p), err, tt.want)
+		if err != nil || formatPlatform(p) != tt.want {
+			t.Errorf("ParsePlatform(%q) = %s %v, want %s", tt.in, formatPlatform(p), err, tt.want)
 		}
 	}
 	if p, err := ParsePlatform(""); err != nil || p.OS == "" || p.Architecture == "" {
@@ -845,13 +846,13 @@ func TestPutImageChecks(t *testing.T) {
 	if md.Platform == nil || md.Platform.Architecture != "riscv64" {
 		t.Errorf("manifest descriptor platform: %+v", md.Platform)
 	}
-	size, err := l.TotalSize(md)
+	size, err := l.totalSize(md)
 	if err != nil {
 		t.Fatal(err)
 	}
 	img, _ := l.ReadImage(md)
 	if want := md.Size + img.Manifest.Config.Size + 6; size != want {
-		t.Errorf("TotalSize %d, want %d", size, want)
+		t.Errorf("totalSize %d, want %d", size, want)
 	}
 }
 
@@ -877,7 +878,7 @@ func TestGCRemovesUnreachableAndStale(t *testing.T) {
 	defer w.Close()
 	w.Write([]byte("in flight"))
 
-	res, err := l.GC()
+	res, err := l.GC(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -913,7 +914,7 @@ func TestGCRemovesNothingWhenGraphUnreadable(t *testing.T) {
 	l.Tag(md, "x")
 	loose, _ := l.PutBytes("application/octet-stream", []byte("loose"))
 	flipBlob(t, l, md.Digest)
-	if _, err := l.GC(); err == nil {
+	if _, err := l.GC(context.Background()); err == nil {
 		t.Fatal("gc ran over a corrupt manifest")
 	}
 	if !l.Blobs().Has(loose.Digest, -1) {
@@ -951,7 +952,7 @@ func TestFsckReportsEachProblem(t *testing.T) {
 	os.Remove(mustPath(t, l, ai.Manifest.Layers[1].Digest))
 	os.WriteFile(filepath.Join(l.Blobs().Dir(), "sha256", "junk"), nil, 0o644)
 
-	probs, err := l.Fsck()
+	probs, err := l.Fsck(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1020,7 +1021,7 @@ func TestCorruptionRefused(t *testing.T) {
 			}[which]
 			flipBlob(t, l, target.Digest)
 
-			probs, err := l.Fsck()
+			probs, err := l.Fsck(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -1068,8 +1069,8 @@ func TestCorruptionRefused(t *testing.T) {
 					}
 				}
 			}
-			if _, err := l.TotalSize(ix); which != "layer" && which != "config" && err == nil {
-				t.Error("TotalSize read a corrupt blob")
+			if _, err := l.totalSize(ix); which != "layer" && which != "config" && err == nil {
+				t.Error("totalSize read a corrupt blob")
 			}
 		})
 	}
@@ -1104,7 +1105,7 @@ func TestSmoke(t *testing.T) {
 	mustFsckClean(t, l)
 	l.Untag("v1")
 	l.Untag("docker.io/library/x:1")
-	res, err := l.GC()
+	res, err := l.GC(context.Background())
 	if err != nil || len(res.Removed) != 2 {
 		t.Fatal(res, err)
 	}
@@ -1152,7 +1153,7 @@ func TestFsckUnparsableDocuments(t *testing.T) {
 			good := addImage(t, l, "linux/amd64", "good")
 			l.Tag(good, "good")
 			want := tt.damage(t, l)
-			probs, err := l.Fsck()
+			probs, err := l.Fsck(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -2,6 +2,7 @@ package layout
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"math/bits"
@@ -143,14 +144,14 @@ func TestImportZstdWindowLimit(t *testing.T) {
 	l := initTest(t)
 	tarball := testTar(t, 64<<10)
 	before := blobList(t, l)
-	_, err := l.Import(bytes.NewReader(zstdDeclaringWindow(t, tarball, 2*MaxZstdWindow)), ImportOptions{})
+	_, err := l.Import(context.Background(), bytes.NewReader(zstdDeclaringWindow(t, tarball, 2*MaxZstdWindow)), ImportOptions{})
 	if !errors.Is(err, ErrZstdWindow) {
 		t.Fatalf("import of a zstd layer with a %d MiB window: %v", 2*MaxZstdWindow>>20, err)
 	}
 	if after := blobList(t, l); strings.Join(after, ",") != strings.Join(before, ",") || stagingFiles(t, l) != 0 {
 		t.Fatalf("a refused import left blobs %q (before %q) or staging files", after, before)
 	}
-	if _, err := l.Import(bytes.NewReader(zstdDeclaringWindow(t, tarball, MaxZstdWindow)), ImportOptions{}); err != nil {
+	if _, err := l.Import(context.Background(), bytes.NewReader(zstdDeclaringWindow(t, tarball, MaxZstdWindow)), ImportOptions{}); err != nil {
 		t.Fatalf("import at the limit: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package layout
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -164,12 +165,12 @@ func TestLinkedStateAfterOpen(t *testing.T) {
 			before := outsideTree(t, outside)
 
 			onBlobs := strings.HasPrefix(rel, BlobsDir)
-			if _, err := l.GC(); err == nil && (onBlobs || rel == StateDir) {
+			if _, err := l.GC(context.Background()); err == nil && (onBlobs || rel == StateDir) {
 				t.Fatal("gc succeeded")
 			} else if err != nil {
 				wantLinkError(t, "gc", err, link)
 			}
-			_, err = l.Import(bytes.NewReader(testTar(t, 100)), ImportOptions{})
+			_, err = l.Import(context.Background(), bytes.NewReader(testTar(t, 100)), ImportOptions{})
 			if err != nil {
 				wantLinkError(t, "import", err, link)
 			} else if rel != filepath.Join(StateDir, "seals") && rel != filepath.Join(StateDir, "seals", "sha256") && !strings.Contains(rel, "partial") {
@@ -177,12 +178,12 @@ func TestLinkedStateAfterOpen(t *testing.T) {
 			}
 			src := initTest(t)
 			smd := addImage(t, src, "linux/amd64", "another layer")
-			if _, err := CopyImage(l, src, smd, CopyOptions{}); err != nil {
+			if _, err := CopyImage(context.Background(), l, src, smd, CopyOptions{}); err != nil {
 				wantLinkError(t, "copy", err, link)
 			} else if onBlobs || rel == StateDir || strings.HasSuffix(rel, "staging") {
 				t.Fatal("copy succeeded")
 			}
-			probs, err := l.Fsck()
+			probs, err := l.Fsck(context.Background())
 			if err == nil && onBlobs && len(probs) == 0 {
 				t.Fatal("fsck found nothing wrong")
 			}

@@ -119,14 +119,25 @@ const (
 	matchShort
 )
 
+// nameScope says which names of an entry a lookup matches.
+type nameScope int
+
+const (
+	// refNameOnly matches an entry's primary name alone: removing a
+	// name goes by it.
+	refNameOnly nameScope = iota
+	// anyName also matches a name recorded beside a ref.name: finding
+	// an image goes by either.
+	anyName
+)
+
 // lookupName finds the entries ref names, following the order at the top
-// of this file. With secondary, names recorded beside a ref.name count
-// too (for finding an image; removing a name goes by ref.name alone). It
-// returns the hits of the first step that has any, and that step.
-func lookupName(idx *Index, ref string, secondary bool) ([]nameHit, matchStep) {
+// of this file, among the names scope says. It returns the hits of the
+// first step that has any, and that step.
+func lookupName(idx *Index, ref string, scope nameScope) ([]nameHit, matchStep) {
 	var hits []nameHit
 	keys := []func(ocispec.Descriptor) string{primaryName}
-	if secondary {
+	if scope == anyName {
 		keys = append(keys, secondaryName)
 	}
 	for _, key := range keys {
@@ -203,9 +214,17 @@ func hasDomain(ref string) bool {
 	return ok && (strings.ContainsAny(first, ".:") || first == "localhost")
 }
 
+// distinctBy says what makes two hits of a lookup different.
+type distinctBy int
+
+const (
+	distinctImages distinctBy = iota // hits of one image are one
+	distinctNames                    // hits of one name are one
+)
+
 // ambiguity returns an AmbiguousRefError when hits hold more than one
-// distinct value of key, else nil.
-func (l *Layout) ambiguity(ref string, hits []nameHit, byName bool) error {
+// distinct value of by, else nil.
+func (l *Layout) ambiguity(ref string, hits []nameHit, by distinctBy) error {
 	seen := map[string]bool{}
 	var cands []Candidate
 	distinct := map[string]bool{}
@@ -215,7 +234,7 @@ func (l *Layout) ambiguity(ref string, hits []nameHit, byName bool) error {
 			seen[k] = true
 			cands = append(cands, Candidate{Name: h.name, Digest: h.desc.Digest})
 		}
-		if byName {
+		if by == distinctNames {
 			distinct[h.name] = true
 		} else {
 			distinct[h.desc.Digest.String()] = true

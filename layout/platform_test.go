@@ -60,7 +60,7 @@ func TestSelectManifestChoice(t *testing.T) {
 	b := addImage(t, l, "linux/amd64", "b")
 	ix := addIndex(t, l, a, b) // platforms left out: read from the configs
 	p := mustPlatform(t, "linux/amd64")
-	got, dup, err := l.SelectManifestChoice(ix, &p)
+	got, dup, err := l.selectManifestChoice(ix, &p)
 	if err != nil || got.Digest != a.Digest {
 		t.Fatalf("chose %s %v, want %s", got.Digest, err, a.Digest)
 	}

@@ -3,6 +3,7 @@ package layout
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -198,7 +199,7 @@ func childGC() error {
 				return err
 			}
 		}
-		if _, err := l.GC(); err != nil {
+		if _, err := l.GC(context.Background()); err != nil {
 			return err
 		}
 	}
@@ -310,7 +311,7 @@ func TestConcurrentTaggersLoseNothing(t *testing.T) {
 		t.Fatalf("names after concurrent tagging:\n got %v\nwant %v", got, want)
 	}
 	mustFsckClean(t, l)
-	if res, err := l.GC(); err != nil || len(res.Removed) != 0 {
+	if res, err := l.GC(context.Background()); err != nil || len(res.Removed) != 0 {
 		t.Fatalf("gc removed %v: %v", res, err)
 	}
 }
@@ -357,7 +358,7 @@ func TestGCWaitsForWriter(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		res, err := gl.GC()
+		res, err := gl.GC(context.Background())
 		done <- result{res, err}
 	}()
 	// Wait until gc is blocked on the writer's hold, then let the writer
@@ -412,7 +413,7 @@ func TestKilledWriterLeavesLayoutConsistent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		probs, err := l.Fsck()
+		probs, err := l.Fsck(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -454,7 +455,7 @@ func TestKilledWriterLeavesLayoutConsistent(t *testing.T) {
 			}
 		}
 		if it%3 == 2 || it == iterations-1 {
-			if _, err := l.GC(); err != nil {
+			if _, err := l.GC(context.Background()); err != nil {
 				t.Fatalf("iteration %d: gc: %v", it, err)
 			}
 			ents, _ := os.ReadDir(l.Blobs().StagingDir())

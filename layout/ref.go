@@ -20,7 +20,7 @@ var (
 
 // SplitRef splits a command-line reference LAYOUT[:REF] at its first colon,
 // as skopeo's oci: transport and umoci's --image do. REF is empty when
-// there is no colon. REF is checked with CheckLookupRef, so that names
+// there is no colon. REF is checked with checkLookupRef, so that names
 // other tools wrote stay reachable; names strata writes are checked with
 // ValidateRef where they are written.
 func SplitRef(s string) (dir, ref string, err error) {
@@ -29,7 +29,7 @@ func SplitRef(s string) (dir, ref string, err error) {
 		return "", "", fmt.Errorf("%w %q: empty layout path", ErrInvalidRef, s)
 	}
 	if ref != "" {
-		if err := CheckLookupRef(ref); err != nil {
+		if err := checkLookupRef(ref); err != nil {
 			return "", "", err
 		}
 	}
@@ -45,13 +45,13 @@ func IsDigestRef(ref string) (digest.Digest, bool) {
 	return digest.Digest(ref[1:]), true
 }
 
-// CheckLookupRef checks a reference used to find an image: a digest
+// checkLookupRef checks a reference used to find an image: a digest
 // reference (@sha256:...) must be a valid digest, and any other reference
 // must be made of letters, digits and - . _ : @ + = in non-empty
 // components joined by /. It is looser than ValidateRef because index.json
 // may hold names other tools wrote (Docker allows foo__bar and _tag, which
 // the image-spec grammar does not).
-func CheckLookupRef(ref string) error {
+func checkLookupRef(ref string) error {
 	if d, ok := IsDigestRef(ref); ok {
 		if err := d.Validate(); err != nil {
 			return fmt.Errorf("%w %q: %v", ErrInvalidRef, ref, err)
@@ -87,7 +87,7 @@ const maxRefLen = 4096
 // used with them: components of letters and digits joined by one of
 // - . _ : @ + or by --, components joined by /.
 func ValidateRef(ref string) error {
-	if err := CheckLookupRef(ref); err != nil {
+	if err := checkLookupRef(ref); err != nil {
 		return err
 	}
 	if _, ok := IsDigestRef(ref); ok {

@@ -82,7 +82,7 @@ func (l *Layout) AddUntagged(desc ocispec.Descriptor) error {
 // for gc to collect.
 func (l *Layout) Untag(refs ...string) error {
 	for _, ref := range refs {
-		if err := CheckLookupRef(ref); err != nil {
+		if err := checkLookupRef(ref); err != nil {
 			return err
 		}
 	}
@@ -123,7 +123,7 @@ func (l *Layout) Untag(refs ...string) error {
 // (every spelling of that name), else as a short name, which must match
 // one name. It fails with ErrRefNotFound when there is none.
 func (l *Layout) Names(ref string) ([]string, error) {
-	if err := CheckLookupRef(ref); err != nil {
+	if err := checkLookupRef(ref); err != nil {
 		return nil, err
 	}
 	if _, ok := IsDigestRef(ref); ok {
@@ -137,12 +137,12 @@ func (l *Layout) Names(ref string) ([]string, error) {
 }
 
 func (l *Layout) namesOf(idx *Index, ref string) ([]string, error) {
-	hits, step := lookupName(idx, ref, false)
+	hits, step := lookupName(idx, ref, refNameOnly)
 	if step == matchNone {
 		return nil, fmt.Errorf("%s:%s: %w", l.dir, ref, ErrRefNotFound)
 	}
 	if step == matchShort {
-		if err := l.ambiguity(ref, hits, true); err != nil {
+		if err := l.ambiguity(ref, hits, distinctNames); err != nil {
 			return nil, err
 		}
 	}
@@ -182,10 +182,10 @@ func (l *Layout) List() ([]Entry, error) {
 			e.Err = err.Error()
 		} else {
 			for _, p := range ps {
-				e.Platforms = append(e.Platforms, FormatPlatform(p))
+				e.Platforms = append(e.Platforms, formatPlatform(p))
 			}
 		}
-		if size, err := l.TotalSize(m); err != nil && e.Err == "" {
+		if size, err := l.totalSize(m); err != nil && e.Err == "" {
 			e.Err = err.Error()
 		} else {
 			e.Size = size
@@ -201,8 +201,8 @@ func (l *Layout) List() ([]Entry, error) {
 	return out, nil
 }
 
-// TotalSize adds up the sizes of the distinct blobs reachable from desc.
-func (l *Layout) TotalSize(desc ocispec.Descriptor) (int64, error) {
+// totalSize adds up the sizes of the distinct blobs reachable from desc.
+func (l *Layout) totalSize(desc ocispec.Descriptor) (int64, error) {
 	seen := map[digest.Digest]bool{}
 	var total int64
 	err := l.Walk(desc, func(d ocispec.Descriptor, _ []byte) error {

@@ -1,6 +1,7 @@
 package layout
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -50,7 +51,7 @@ func mustFsck(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	probs, err := l.Fsck()
+	probs, err := l.Fsck(context.Background())
 	if err != nil || len(probs) > 0 {
 		t.Fatalf("fsck %s: %v %v", dir, probs, err)
 	}

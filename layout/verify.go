@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/internal/compression"
+	"github.com/strata-oci/strata/internal/ctxio"
 )
 
 // Errors VerifyImage reports with; LayerError wraps them too.
@@ -266,13 +267,13 @@ func (l *Layout) layerDiffID(ctx context.Context, d ocispec.Descriptor, alg dige
 		return "", err
 	}
 	defer r.Close()
-	dr, kind, err := compression.NewSniffingReader(ctxReader{ctx, r})
+	dr, kind, err := compression.NewSniffingReader(ctxio.Reader(ctx, r))
 	if err != nil {
 		return "", fmt.Errorf("decompress: %w", err)
 	}
 	defer dr.Close()
 	h := alg.Hash()
-	if _, err := consumeTar(io.TeeReader(dr, h), true); err != nil {
+	if _, err := consumeTar(io.TeeReader(dr, h), readTar); err != nil {
 		if cerr := ctx.Err(); cerr != nil {
 			return "", cerr
 		}

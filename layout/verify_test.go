@@ -181,7 +181,7 @@ func TestFsckDiffIDs(t *testing.T) {
 	}
 	short, shortLayer := imageWith(t, l, "short", gz[:len(gz)-12], digest.FromBytes(good))
 
-	if p, err := l.Fsck(); err != nil || len(p) != 0 {
+	if p, err := l.Fsck(context.Background()); err != nil || len(p) != 0 {
 		t.Fatalf("plain fsck: %v %v", p, err)
 	}
 	var stages []string

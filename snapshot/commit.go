@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -414,7 +415,7 @@ func (c *commit) loadParent() error {
 			if c.l.Blobs().Has(ld.Digest, ld.Size) {
 				continue
 			}
-			if _, err := c.l.Blobs().CopyFrom(src.Blobs(), ld.Digest, ld.Size); err != nil {
+			if _, err := c.l.Blobs().CopyFrom(context.TODO(), src.Blobs(), ld.Digest, ld.Size); err != nil {
 				return fmt.Errorf("copy layer %s from %s: %w", ld.Digest, rec.Layout, err)
 			}
 		}
@@ -612,7 +613,7 @@ func (c *commit) putLayer(diff *Diff) (layout.Layer, error) {
 	if c.opts.Progress != nil {
 		r = c.opts.Progress(pr)
 	}
-	ly, err := c.l.PutLayer(r, layout.WithCompression(c.opts.Compression), layout.WithLevel(level), layout.WithRecompress())
+	ly, err := c.l.PutLayer(context.TODO(), r, layout.WithCompression(c.opts.Compression), layout.WithLevel(level), layout.WithRecompress())
 	pr.CloseWithError(errors.New("layer store stopped reading"))
 	werr := <-done
 	if werr != nil {

@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -474,7 +475,7 @@ func TestCommitOtherLayout(t *testing.T) {
 	ol, err := layout.Open(other)
 	must(t, err)
 	defer ol.Close()
-	problems, err := ol.Fsck()
+	problems, err := ol.Fsck(context.Background())
 	must(t, err)
 	if len(problems) != 0 {
 		t.Fatalf("fsck: %v", problems)

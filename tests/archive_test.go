@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -75,7 +76,7 @@ func makeImage(t testing.TB, dir, marker, p string, comp layout.Compression, nam
 	if comp == "" {
 		comp = layout.CompressionGzip
 	}
-	ly, err := l.PutLayer(bytes.NewReader(busyboxTar(t, marker)), layout.WithCompression(comp))
+	ly, err := l.PutLayer(context.Background(), bytes.NewReader(busyboxTar(t, marker)), layout.WithCompression(comp))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +175,7 @@ func fsckClean(t testing.TB, dir string) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	probs, err := l.Fsck()
+	probs, err := l.Fsck(context.Background())
 	if err != nil || len(probs) > 0 {
 		t.Fatalf("fsck %s: %v %v", dir, probs, err)
 	}

@@ -3,6 +3,7 @@ package tests
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -48,7 +49,7 @@ func interopTar(t testing.TB, marker string) []byte {
 // descriptor. The config carries fields strata does not model.
 func interopImage(t testing.TB, l *layout.Layout, p, marker string) ocispec.Descriptor {
 	t.Helper()
-	ly, err := l.PutLayer(bytes.NewReader(interopTar(t, marker)), layout.WithCompression(layout.CompressionGzip))
+	ly, err := l.PutLayer(context.Background(), bytes.NewReader(interopTar(t, marker)), layout.WithCompression(layout.CompressionGzip))
 	if err != nil {
 		t.Fatal(err)
 	}

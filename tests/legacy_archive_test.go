@@ -3,6 +3,7 @@ package tests
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
@@ -98,7 +99,7 @@ func TestLegacyArchiveFromDocker(t *testing.T) {
 	var layers []ocispec.Descriptor
 	cfg := layout.NewConfig(ocispec.Platform{OS: "linux", Architecture: "amd64"})
 	for _, tb := range [][]byte{busyboxTar(t, "legacy"), legacyTar(t, "srv/", "", "srv/app.txt", "app\n")} {
-		ly, err := l.PutLayer(bytes.NewReader(tb))
+		ly, err := l.PutLayer(context.Background(), bytes.NewReader(tb))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,6 +3,7 @@ package tests
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -325,7 +326,7 @@ func regPutImage(t *testing.T, dir, ref string, p ocispec.Platform, cmd []string
 	}
 	var layers []ocispec.Descriptor
 	for _, tb := range tars {
-		ly, err := l.PutLayer(bytes.NewReader(tb))
+		ly, err := l.PutLayer(context.Background(), bytes.NewReader(tb))
 		if err != nil {
 			t.Fatal(err)
 		}

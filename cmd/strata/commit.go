@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -240,7 +241,7 @@ func demoSave(d *demoRun) error {
 	if err != nil {
 		return err
 	}
-	err = archive.Write(f, d.l, archive.Docker, imgs)
+	err = archive.Write(context.Background(), f, d.l, archive.Docker, imgs)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -77,8 +77,8 @@ func (f *copyFlags) options(all bool) (transport.CopyOptions, error) {
 	}
 	co := layout.ConvertOptions{Format: format, Compression: kind, Level: f.level, Force: f.force}
 	if co.Format != "" || co.Compression != "" || co.Force {
-		o.Convert = func(l *layout.Layout, d ocispec.Descriptor) (ocispec.Descriptor, error) {
-			return layout.Convert(l, d, co)
+		o.Convert = func(ctx context.Context, l *layout.Layout, d ocispec.Descriptor) (ocispec.Descriptor, error) {
+			return layout.Convert(ctx, l, d, co)
 		}
 	}
 	return o, nil
@@ -172,7 +172,7 @@ From an index the host platform's image is copied unless --platform or
 			if err != nil {
 				return err
 			}
-			transport.RegistryOptions = reg.options()
+			o.Registry = reg.options()
 			src, err := transport.ParseSource(args[0])
 			if err != nil {
 				return usageError{err}

@@ -3,6 +3,7 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"embed"
 	"encoding/json"
 	"fmt"
@@ -264,7 +265,7 @@ func modeDirBit(dir bool) fs.FileMode {
 }
 
 func demoLayer(d *demoRun) error {
-	ly, err := d.l.PutLayer(bytes.NewReader(d.tar), layout.WithCompression(compression.Gzip), layout.WithTarCheck())
+	ly, err := d.l.PutLayer(context.Background(), bytes.NewReader(d.tar), layout.WithCompression(compression.Gzip), layout.WithTarCheck())
 	if err != nil {
 		return err
 	}
@@ -372,7 +373,7 @@ func demoInspect(d *demoRun) error {
 }
 
 func demoFsck(d *demoRun) error {
-	probs, err := d.l.Fsck()
+	probs, err := d.l.Fsck(context.Background())
 	if err != nil {
 		return err
 	}

@@ -26,7 +26,7 @@ reachable manifest or index cannot be read.`,
 				return err
 			}
 			defer l.Close()
-			res, err := l.GC()
+			res, err := l.GC(c.Context())
 			if err != nil {
 				return err
 			}

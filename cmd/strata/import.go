@@ -97,14 +97,14 @@ fixed time the same tarball and flags give the same digest.`,
 				return err
 			}
 			prog := g.newProgress()
-			res, err := l.Import(prog.Reader("import "+filepath.Base(src), size, in), layout.ImportOptions{
+			res, err := l.Import(ctx, prog.Reader("import "+filepath.Base(src), size, in), layout.ImportOptions{
 				Platform:  p,
 				Created:   when,
 				Author:    author,
 				Comment:   message,
 				CreatedBy: createdByOf(src),
 				Edit:      func(c *layout.Config) error { return dockerfile.Apply(c, changes) },
-				Layer:     append(layerOpts, layout.WithLevel(lvl), layout.WithContext(ctx)),
+				Layer:     append(layerOpts, layout.WithLevel(lvl)),
 				Ref:       ref,
 			})
 			prog.Wait()

@@ -21,11 +21,7 @@ error.`,
 			if len(args) == 0 {
 				args = []string{"docker.io"}
 			}
-			var opts []remote.Option
-			if authFile != "" {
-				opts = append(opts, remote.WithAuthFile(authFile))
-			}
-			err := remote.Logout(cmd.Context(), args[0], opts...)
+			err := remote.Logout(cmd.Context(), args[0], credentialOptions(authFile)...)
 			if errors.Is(err, remote.ErrNotLoggedIn) {
 				g.infof("not logged in to %s", args[0])
 				return nil

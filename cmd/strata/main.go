@@ -76,7 +76,7 @@ func exitStatus(stderr io.Writer, err error, debug bool) int {
 			fmt.Fprintf(stderr, "debug: error chain %d: %T: %v\n", i, e, e)
 		}
 	}
-	fmt.Fprintf(stderr, "strata: %s\n", msg)
+	fmt.Fprintf(stderr, "strata: %s%s\n", msg, hintFor(err))
 	if errors.As(err, new(usageError)) {
 		return 2
 	}

@@ -39,8 +39,5 @@ func (f *registryFlags) options() []remote.Option {
 	if f.certDir != "" {
 		opts = append(opts, remote.WithCertDir(f.certDir))
 	}
-	if f.authFile != "" {
-		opts = append(opts, remote.WithAuthFile(f.authFile))
-	}
-	return opts
+	return append(opts, credentialOptions(f.authFile)...)
 }

@@ -30,10 +30,10 @@ import (
 // image config, or is malformed.
 var ErrInvalidChange = errors.New("invalid change")
 
-// Instructions lists the instructions Apply accepts, as docker import and
-// docker commit accept them. The others (RUN, COPY, FROM, ...) need a
-// build.
-var Instructions = []string{
+// changeInstructions lists the instructions Apply accepts, as docker
+// import and docker commit accept them. The others (RUN, COPY, FROM, ...)
+// need a build.
+var changeInstructions = []string{
 	"CMD", "ENTRYPOINT", "ENV", "EXPOSE", "HEALTHCHECK", "LABEL",
 	"ONBUILD", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR",
 }
@@ -75,7 +75,7 @@ func Apply(cfg *layout.Config, changes []string) error {
 	for _, n := range res.AST.Children {
 		name := strings.ToUpper(n.Value)
 		if !allowed(name) {
-			return fmt.Errorf("%w: %s is not a valid change command (use one of %s)", ErrInvalidChange, name, strings.Join(Instructions, ", "))
+			return fmt.Errorf("%w: %s is not a valid change command (use one of %s)", ErrInvalidChange, name, strings.Join(changeInstructions, ", "))
 		}
 		c, err := instructions.ParseCommand(n)
 		if err != nil {
@@ -89,7 +89,7 @@ func Apply(cfg *layout.Config, changes []string) error {
 }
 
 func allowed(name string) bool {
-	for _, n := range Instructions {
+	for _, n := range changeInstructions {
 		if n == name {
 			return true
 		}
@@ -135,74 +135,21 @@ func (a *applier) apply(c instructions.Command) error {
 	}
 	switch c := c.(type) {
 	case *instructions.CmdCommand:
-		cmd, err := a.cmdLine(c.ShellDependantCmdLine)
-		if err != nil {
-			return err
-		}
-		a.cmdSet = true
-		return a.cfg.SetRuntime(fieldCmd, cmd)
+		return a.cmd(c)
 	case *instructions.EntrypointCommand:
-		ep, err := a.cmdLine(c.ShellDependantCmdLine)
-		if err != nil {
-			return err
-		}
-		if !a.cmdSet {
-			if err := a.cfg.SetRuntime(fieldCmd, nil); err != nil {
-				return err
-			}
-		}
-		return a.cfg.SetRuntime(fieldEntrypoint, ep)
+		return a.entrypoint(c)
 	case *instructions.EnvCommand:
-		env, err := a.env()
-		if err != nil {
-			return err
-		}
-		for _, kv := range c.Env {
-			env = setEnv(env, kv.Key, kv.Value)
-		}
-		return a.cfg.SetRuntime(fieldEnv, env)
+		return a.setEnv(c.Env)
 	case *instructions.LabelCommand:
-		labels := map[string]string{}
-		if _, err := a.cfg.GetRuntime(fieldLabels, &labels); err != nil {
-			return err
-		}
-		if labels == nil {
-			labels = map[string]string{}
-		}
-		for _, kv := range c.Labels {
-			labels[kv.Key] = kv.Value
-		}
-		return a.cfg.SetRuntime(fieldLabels, labels)
+		return a.labels(c.Labels)
 	case *instructions.ExposeCommand:
 		return a.expose(c.Ports)
 	case *instructions.VolumeCommand:
-		vols := map[string]struct{}{}
-		if _, err := a.cfg.GetRuntime(fieldVolumes, &vols); err != nil {
-			return err
-		}
-		if vols == nil {
-			vols = map[string]struct{}{}
-		}
-		for _, v := range c.Volumes {
-			v = strings.TrimSpace(v)
-			if v == "" {
-				return errors.New("VOLUME specified can not be an empty string")
-			}
-			vols[v] = struct{}{}
-		}
-		return a.cfg.SetRuntime(fieldVolumes, vols)
+		return a.volumes(c.Volumes)
 	case *instructions.UserCommand:
 		return a.cfg.SetRuntime(fieldUser, c.User)
 	case *instructions.WorkdirCommand:
-		var cur string
-		if _, err := a.cfg.GetRuntime(fieldWorkingDir, &cur); err != nil {
-			return err
-		}
-		wd, err := workdir(cur, c.Path)
-		if err != nil {
-			return err
-		}
-		return a.cfg.SetRuntime(fieldWorkingDir, wd)
+		return a.workdir(c.Path)
 	case *instructions.StopSignalCommand:
 		if err := checkSignal(c.Signal); err != nil {
 			return err
@@ -218,6 +165,85 @@ func (a *applier) apply(c instructions.Command) error {
 		return a.cfg.SetRuntime(fieldOnBuild, append(triggers, c.Expression))
 	}
 	return fmt.Errorf("%s is not a valid change command", strings.ToUpper(c.Name()))
+}
+
+func (a *applier) cmd(c *instructions.CmdCommand) error {
+	cmd, err := a.cmdLine(c.ShellDependantCmdLine)
+	if err != nil {
+		return err
+	}
+	a.cmdSet = true
+	return a.cfg.SetRuntime(fieldCmd, cmd)
+}
+
+// entrypoint sets Entrypoint and, unless a CMD came before it in this
+// change list, clears Cmd, as a Docker build does.
+func (a *applier) entrypoint(c *instructions.EntrypointCommand) error {
+	ep, err := a.cmdLine(c.ShellDependantCmdLine)
+	if err != nil {
+		return err
+	}
+	if !a.cmdSet {
+		if err := a.cfg.SetRuntime(fieldCmd, nil); err != nil {
+			return err
+		}
+	}
+	return a.cfg.SetRuntime(fieldEntrypoint, ep)
+}
+
+func (a *applier) setEnv(kvs instructions.KeyValuePairs) error {
+	env, err := a.env()
+	if err != nil {
+		return err
+	}
+	for _, kv := range kvs {
+		env = setEnv(env, kv.Key, kv.Value)
+	}
+	return a.cfg.SetRuntime(fieldEnv, env)
+}
+
+func (a *applier) labels(kvs instructions.KeyValuePairs) error {
+	labels := map[string]string{}
+	if _, err := a.cfg.GetRuntime(fieldLabels, &labels); err != nil {
+		return err
+	}
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	for _, kv := range kvs {
+		labels[kv.Key] = kv.Value
+	}
+	return a.cfg.SetRuntime(fieldLabels, labels)
+}
+
+func (a *applier) volumes(add []string) error {
+	vols := map[string]struct{}{}
+	if _, err := a.cfg.GetRuntime(fieldVolumes, &vols); err != nil {
+		return err
+	}
+	if vols == nil {
+		vols = map[string]struct{}{}
+	}
+	for _, v := range add {
+		v = strings.TrimSpace(v)
+		if v == "" {
+			return errors.New("VOLUME specified can not be an empty string")
+		}
+		vols[v] = struct{}{}
+	}
+	return a.cfg.SetRuntime(fieldVolumes, vols)
+}
+
+func (a *applier) workdir(p string) error {
+	var cur string
+	if _, err := a.cfg.GetRuntime(fieldWorkingDir, &cur); err != nil {
+		return err
+	}
+	wd, err := workdir(cur, p)
+	if err != nil {
+		return err
+	}
+	return a.cfg.SetRuntime(fieldWorkingDir, wd)
 }
 
 // cmdLine turns a CMD or ENTRYPOINT into argv: the JSON form as written,
@@ -321,7 +347,7 @@ func (a *applier) expose(words []string) error {
 			return err
 		}
 		for _, p := range expanded {
-			keys, err := ParsePorts(p)
+			keys, err := parsePorts(p)
 			if err != nil {
 				return err
 			}
@@ -337,10 +363,10 @@ func (a *applier) expose(words []string) error {
 // typo such as 1-65535 does not make a config of a million keys.
 const maxPortRange = 65536
 
-// ParsePorts reads an EXPOSE word, PORT[-END][/PROTO] with PROTO tcp
+// parsePorts reads an EXPOSE word, PORT[-END][/PROTO] with PROTO tcp
 // (default), udp or sctp, and returns the ExposedPorts keys it stands for
 // ("80/tcp").
-func ParsePorts(s string) ([]string, error) {
+func parsePorts(s string) ([]string, error) {
 	spec, proto, hasProto := strings.Cut(s, "/")
 	proto = strings.ToLower(proto)
 	if !hasProto {

@@ -212,9 +212,9 @@ func TestParsePorts(t *testing.T) {
 		{"1-3/udp", []string{"1/udp", "2/udp", "3/udp"}},
 	}
 	for _, tc := range tests {
-		got, err := ParsePorts(tc.in)
+		got, err := parsePorts(tc.in)
 		if err != nil || !reflect.DeepEqual(got, tc.want) {
-			t.Fatalf("ParsePorts(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
+			t.Fatalf("parsePorts(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
 		}
 	}
 }

@@ -38,14 +38,14 @@ func (e *LinkError) Is(target error) bool { return target == ErrSymlink }
 
 // Open opens the directory root/rel. rel must be local (no "..", not
 // absolute); "" and "." mean root itself.
-func Open(root, rel string) (*os.File, error) { return openDir(root, rel, false, 0) }
+func Open(root, rel string) (*os.File, error) { return openDir(root, rel, failMissing, 0) }
 
 // MkdirAll opens the directory root/rel, creating root (following links,
 // as os.MkdirAll does) and every missing component of rel (without
 // following any) with mode perm. A directory it creates is made durable
 // by an fsync of its parent.
 func MkdirAll(root, rel string, perm os.FileMode) (*os.File, error) {
-	return openDir(root, rel, true, perm)
+	return openDir(root, rel, createMissing, perm)
 }
 
 // OpenFile opens the file root/rel with flag (O_NOFOLLOW and O_CLOEXEC are
@@ -127,12 +127,20 @@ func CheckNoLinks(root string, rels ...string) error {
 	return nil
 }
 
-func openDir(root, rel string, create bool, perm os.FileMode) (*os.File, error) {
+// ifMissing says what openDir does with a missing directory.
+type ifMissing int
+
+const (
+	failMissing   ifMissing = iota // fail with fs.ErrNotExist
+	createMissing                  // create it with the given mode
+)
+
+func openDir(root, rel string, missing ifMissing, perm os.FileMode) (*os.File, error) {
 	names, err := components(rel)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", filepath.Join(root, rel), err)
 	}
-	if create {
+	if missing == createMissing {
 		if err := mkdirRoot(root, perm); err != nil {
 			return nil, err
 		}
@@ -145,7 +153,7 @@ func openDir(root, rel string, create bool, perm os.FileMode) (*os.File, error) 
 	for _, name := range names {
 		next := filepath.Join(cur, name)
 		nfd, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if err == unix.ENOENT && create {
+		if err == unix.ENOENT && missing == createMissing {
 			merr := unix.Mkdirat(fd, name, uint32(perm.Perm()))
 			switch {
 			case merr == nil:

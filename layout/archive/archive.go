@@ -98,9 +98,9 @@ func DockerTag(name string) string {
 	return reference.FamiliarString(t)
 }
 
-// SameName reports whether two image names mean the same image
+// sameName reports whether two image names mean the same image
 // (busybox, busybox:latest and docker.io/library/busybox:latest do).
-func SameName(a, b string) bool {
+func sameName(a, b string) bool {
 	if a == b {
 		return true
 	}

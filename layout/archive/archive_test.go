@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,15 +35,15 @@ func TestCleanName(t *testing.T) {
 		{"a\x00b", "", true},
 	}
 	for _, c := range cases {
-		got, err := CleanName(c.in)
+		got, err := cleanName(c.in)
 		if c.bad {
 			if !errors.Is(err, ErrUnsafeEntry) {
-				t.Errorf("CleanName(%q) = %q, %v; want ErrUnsafeEntry", c.in, got, err)
+				t.Errorf("cleanName(%q) = %q, %v; want ErrUnsafeEntry", c.in, got, err)
 			}
 			continue
 		}
 		if err != nil || got != c.want {
-			t.Errorf("CleanName(%q) = %q, %v; want %q", c.in, got, err, c.want)
+			t.Errorf("cleanName(%q) = %q, %v; want %q", c.in, got, err, c.want)
 		}
 	}
 }
@@ -62,8 +63,8 @@ func TestDockerTag(t *testing.T) {
 			t.Errorf("DockerTag(%q) = %q, want %q", in, got, want)
 		}
 	}
-	if !SameName("busybox", "docker.io/library/busybox:latest") || SameName("busybox:1", "busybox:2") {
-		t.Error("SameName")
+	if !sameName("busybox", "docker.io/library/busybox:latest") || sameName("busybox:1", "busybox:2") {
+		t.Error("sameName")
 	}
 }
 
@@ -81,7 +82,7 @@ func testLayout(t testing.TB, name string) (*layout.Layout, ocispec.Descriptor) 
 	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "etc/hello", Mode: 0o644, Size: int64(len(body))})
 	tw.Write(body)
 	tw.Close()
-	ly, err := l.PutLayer(&buf)
+	ly, err := l.PutLayer(context.Background(), &buf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,10 +106,10 @@ func TestWriteRead(t *testing.T) {
 		t.Run(string(f), func(t *testing.T) {
 			var a, b bytes.Buffer
 			imgs := []Image{{Descriptor: md, Names: []string{"example.com/a:1", "example.com/a:latest"}}}
-			if err := Write(&a, src, f, imgs); err != nil {
+			if err := Write(context.Background(), &a, src, f, imgs); err != nil {
 				t.Fatal(err)
 			}
-			if err := Write(&b, src, f, imgs); err != nil {
+			if err := Write(context.Background(), &b, src, f, imgs); err != nil {
 				t.Fatal(err)
 			}
 			if !bytes.Equal(a.Bytes(), b.Bytes()) {
@@ -153,7 +154,7 @@ func FuzzRead(f *testing.F) {
 	src, md := testLayout(f, "x:1")
 	for _, format := range []Format{Docker, OCI} {
 		var b bytes.Buffer
-		if err := Write(&b, src, format, []Image{{Descriptor: md, Names: []string{"x:1"}}}); err != nil {
+		if err := Write(context.Background(), &b, src, format, []Image{{Descriptor: md, Names: []string{"x:1"}}}); err != nil {
 			f.Fatal(err)
 		}
 		f.Add(b.Bytes())
@@ -191,12 +192,12 @@ func FuzzCleanName(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		c, err := CleanName(s)
+		c, err := cleanName(s)
 		if err != nil {
 			return
 		}
 		if filepath.IsAbs(c) || c == ".." || (len(c) > 2 && c[:3] == "../") {
-			t.Fatalf("CleanName(%q) = %q escapes", s, c)
+			t.Fatalf("cleanName(%q) = %q escapes", s, c)
 		}
 	})
 }
@@ -253,5 +254,23 @@ func TestReadForeignPlatform(t *testing.T) {
 	_, err = Read(context.Background(), bytes.NewReader(buf.Bytes()), dst, ReadOptions{Copy: layout.CopyOptions{Platforms: []ocispec.Platform{{OS: "linux", Architecture: "riscv64"}}}})
 	if err == nil {
 		t.Fatal("read a platform whose blobs are missing")
+	}
+}
+
+// zstd layers cannot go into a docker-archive: the error says which image
+// and layer, and matches both ErrNotDockerCompatible and
+// layout.ErrZstdDocker (the CLI's hint names the flag).
+func TestWriteRefusesZstdInDocker(t *testing.T) {
+	src, md := testLayout(t, "x:1")
+	zd, err := layout.Convert(context.Background(), src, md, layout.ConvertOptions{Compression: layout.CompressionZstd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Write(context.Background(), io.Discard, src, Docker, []Image{{Descriptor: zd, Names: []string{"x:1"}}})
+	if !errors.Is(err, ErrNotDockerCompatible) || !errors.Is(err, layout.ErrZstdDocker) || !strings.Contains(err.Error(), zd.Digest.String()) {
+		t.Fatalf("Write = %v", err)
+	}
+	if err := Write(context.Background(), io.Discard, src, OCI, []Image{{Descriptor: zd, Names: []string{"x:1"}}}); err != nil {
+		t.Fatalf("an oci-archive takes zstd: %v", err)
 	}
 }

@@ -547,7 +547,7 @@ func (lr *legacyReader) readLayer(e entry) (legacyLayerInfo, error) {
 			return legacyLayerInfo{}, err
 		}
 		defer r.Close()
-		ly, err := lr.tmp.PutLayer(r, layout.WithCompression(compression.None), layout.WithTarCheck(), layout.WithContext(lr.ctx))
+		ly, err := lr.tmp.PutLayer(lr.ctx, r, layout.WithCompression(compression.None), layout.WithTarCheck())
 		if err != nil {
 			return legacyLayerInfo{}, fmt.Errorf("%w: decompress %s: %w", ErrInvalidArchive, kind, err)
 		}

@@ -1,13 +1,11 @@
 package archive
 
 import (
-	"archive/tar"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -18,6 +16,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/blob"
 	"github.com/strata-oci/strata/internal/compression"
+	"github.com/strata-oci/strata/internal/ctxio"
 	"github.com/strata-oci/strata/internal/tempdir"
 	"github.com/strata-oci/strata/layout"
 )
@@ -61,8 +60,9 @@ type ReadOptions struct {
 // every image is checked with layout.VerifyImage, layers included, before
 // anything reaches dst: each layer must decompress whole into a tar
 // archive whose digest is its config's diff_id, and configs must be
-// within layout.MaxConfigSize. Cancelling ctx stops the checks; stopping
-// the read of r is the caller's (close it, or make it fail).
+// within layout.MaxConfigSize. Cancelling ctx stops the read within a
+// megabyte and the checks and copies between blobs; dst is left as it
+// was. A read blocked in r is not interrupted (close r to end it).
 func Read(ctx context.Context, r io.Reader, dst *layout.Layout, opts ReadOptions) ([]Image, error) {
 	if err := dst.Hold(); err != nil {
 		return nil, err
@@ -82,7 +82,7 @@ func Read(ctx context.Context, r io.Reader, dst *layout.Layout, opts ReadOptions
 	}
 	defer tmp.Close()
 
-	a, err := scan(r, tmp)
+	a, err := scan(ctx, ctxio.Reader(ctx, r), tmp)
 	if err != nil {
 		return nil, err
 	}
@@ -91,51 +91,76 @@ func Read(ctx context.Context, r io.Reader, dst *layout.Layout, opts ReadOptions
 	if err != nil {
 		return nil, err
 	}
-	if n, ok := strings.CutPrefix(opts.Name, "@"); ok {
-		sel, err := selectBy(imgs, n)
-		if err != nil {
-			return nil, err
-		}
-		imgs = sel
-	} else if opts.Name != "" {
-		var sel []Image
-		for _, img := range imgs {
-			for _, n := range img.Names {
-				if SameName(n, opts.Name) {
-					sel = append(sel, Image{Descriptor: img.Descriptor, Names: []string{n}})
-					break
-				}
+	if imgs, err = selectNamed(imgs, opts.Name); err != nil {
+		return nil, err
+	}
+	if err := a.check(ctx, tmp, imgs, layers, opts.Copy); err != nil {
+		return nil, err
+	}
+	return copyOut(ctx, dst, tmp, imgs, opts.Copy.OnBlob)
+}
+
+// selectNamed keeps the images name selects: all for "", one by @N or
+// @DIGEST, else those recorded under name or an equivalent spelling.
+func selectNamed(imgs []Image, name string) ([]Image, error) {
+	if n, ok := strings.CutPrefix(name, "@"); ok {
+		return selectBy(imgs, n)
+	}
+	if name == "" {
+		return imgs, nil
+	}
+	var sel []Image
+	for _, img := range imgs {
+		for _, n := range img.Names {
+			if sameName(n, name) {
+				sel = append(sel, Image{Descriptor: img.Descriptor, Names: []string{n}})
+				break
 			}
 		}
-		if len(sel) == 0 {
-			return nil, fmt.Errorf("%w: %s", ErrNoImage, opts.Name)
-		}
-		imgs = sel
 	}
-	// Select platforms, then check that every image is whole and
-	// consistent before anything reaches dst, so a refused archive adds
-	// not even a blob to it. An index may list platforms whose blobs the
-	// archive lacks (docker saves only the ones it pulled); only the
-	// selected ones must be there.
+	if len(sel) == 0 {
+		return nil, fmt.Errorf("%w: %s", ErrNoImage, name)
+	}
+	return sel, nil
+}
+
+// check selects platforms, then checks that every image is whole and
+// consistent before anything reaches the destination, so a refused
+// archive adds not even a blob to it. An index may list platforms whose
+// blobs the archive lacks (docker saves only the ones it pulled); only
+// the selected ones must be there. imgs get the selected descriptors.
+func (a *scanned) check(ctx context.Context, tmp *layout.Layout, imgs []Image, layers *layout.LayerChecker, opts layout.CopyOptions) error {
 	for i := range imgs {
-		d, err := tmp.SelectPlatforms(imgs[i].Descriptor, opts.Copy)
-		if errors.Is(err, layout.ErrNoPlatform) && len(opts.Copy.Platforms) == 0 {
+		d, err := tmp.SelectPlatforms(imgs[i].Descriptor, opts)
+		if errors.Is(err, layout.ErrNoPlatform) && len(opts.Platforms) == 0 {
 			// Docker saves an image's whole index but only the platform it
 			// pulled: with no platform asked for, that one will do.
 			d, err = onlyComplete(tmp, imgs[i].Descriptor, err)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("image %s: %w", imgs[i].Descriptor.Digest, err)
+			return fmt.Errorf("image %s: %w", imgs[i].Descriptor.Digest, err)
 		}
 		if err := tmp.VerifyImage(ctx, d, layout.VerifyOptions{DiffIDs: true, Layers: layers}); err != nil {
-			return nil, a.explain(ctx, err)
+			return a.explain(ctx, err)
 		}
 		imgs[i].Descriptor = d
 	}
-	copyOpts := layout.CopyOptions{AllPlatforms: true, OnBlob: opts.Copy.OnBlob}
+	return nil
+}
+
+// copyOut copies the checked images from the staging layout into dst as
+// one operation: a failure (or a cancel) takes back what the images
+// before it added.
+func copyOut(ctx context.Context, dst, tmp *layout.Layout, imgs []Image, onBlob func(ocispec.Descriptor, blob.CopyMethod)) (_ []Image, err error) {
+	copyOpts := layout.CopyOptions{AllPlatforms: true, OnBlob: onBlob, Added: &layout.Added{}}
+	defer func() {
+		if err != nil {
+			_, _ = dst.Discard(copyOpts.Added)
+		}
+	}()
 	out := make([]Image, 0, len(imgs))
 	for _, img := range imgs {
-		d, err := layout.CopyImage(dst, tmp, img.Descriptor, copyOpts)
+		d, err := layout.CopyImage(ctx, dst, tmp, img.Descriptor, copyOpts)
 		if err != nil {
 			return nil, err
 		}
@@ -232,194 +257,6 @@ func (a *scanned) namesOf(d digest.Digest) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// entry is a regular file of the archive, stored as a blob in the staging
-// layout.
-type entry struct {
-	d    digest.Digest
-	size int64
-}
-
-// scanned is what one pass over an archive found.
-type scanned struct {
-	files map[string]entry
-	links map[string]string // entry name -> name of the entry it points to
-	small map[string][]byte // index.json, manifest.json, oci-layout
-}
-
-var smallFiles = map[string]bool{"index.json": true, "manifest.json": true, "oci-layout": true}
-
-// scan reads every entry of the archive into tmp's blob store.
-func scan(r io.Reader, tmp *layout.Layout) (*scanned, error) {
-	dr, _, err := compression.NewSniffingReader(r)
-	if err != nil {
-		return nil, fmt.Errorf("read archive: %w", err)
-	}
-	defer dr.Close()
-	a := &scanned{files: map[string]entry{}, links: map[string]string{}, small: map[string][]byte{}}
-	seen := map[string]bool{}
-	tr := tar.NewReader(dr)
-	for n := 0; ; n++ {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			if n == 0 {
-				return nil, fmt.Errorf("%w: the archive is empty", ErrInvalidArchive)
-			}
-			return a, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read archive: %w", truncated(err))
-		}
-		if n >= maxEntries {
-			return nil, fmt.Errorf("%w: more than %d entries", ErrInvalidArchive, maxEntries)
-		}
-		name, err := CleanName(hdr.Name)
-		if err != nil {
-			return nil, err
-		}
-		if hdr.Typeflag == tar.TypeDir {
-			continue
-		}
-		if seen[name] {
-			return nil, fmt.Errorf("%w: entry %s appears twice", ErrInvalidArchive, hdr.Name)
-		}
-		seen[name] = true
-		_, isBlob := blobName(name)
-		switch hdr.Typeflag {
-		case tar.TypeReg, tar.TypeRegA:
-			if err := a.store(tr, hdr, name, tmp); err != nil {
-				return nil, err
-			}
-		case tar.TypeSymlink, tar.TypeLink:
-			if isBlob {
-				return nil, fmt.Errorf("%w: blob %s is a link to %s", ErrUnsafeEntry, hdr.Name, hdr.Linkname)
-			}
-			target, err := linkTarget(name, hdr)
-			if err != nil {
-				return nil, err
-			}
-			a.links[name] = target
-		default:
-			// Devices, fifos and the like have no place in an image
-			// archive; strata never creates them, so they are skipped.
-			continue
-		}
-	}
-}
-
-// truncated makes a short archive say so.
-func truncated(err error) error {
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("%w: the archive is truncated: %v", ErrInvalidArchive, err)
-	}
-	return err
-}
-
-func (a *scanned) store(tr io.Reader, hdr *tar.Header, name string, tmp *layout.Layout) error {
-	if smallFiles[name] {
-		if hdr.Size > maxJSONFile {
-			return fmt.Errorf("%w: %s is %d bytes, limit %d", ErrInvalidArchive, name, hdr.Size, maxJSONFile)
-		}
-		b, err := io.ReadAll(tr)
-		if err != nil {
-			return fmt.Errorf("read archive entry %s: %w", name, truncated(err))
-		}
-		a.small[name] = b
-		return nil
-	}
-	want, isBlob := blobName(name)
-	if !isBlob && strings.HasPrefix(name, "blobs/") && strings.Count(name, "/") == 2 {
-		return fmt.Errorf("%w: entry %s is under blobs/ but is not named by a valid digest", ErrInvalidArchive, name)
-	}
-	d, size, err := tmp.Blobs().Put(tr, want, hdr.Size)
-	if err != nil {
-		if errors.Is(err, blob.ErrDigestMismatch) || errors.Is(err, blob.ErrSizeMismatch) {
-			return fmt.Errorf("%w: entry %s: %w", ErrInvalidArchive, name, err)
-		}
-		return fmt.Errorf("read archive entry %s: %w", name, truncated(err))
-	}
-	if size != hdr.Size {
-		return fmt.Errorf("%w: entry %s: read %d bytes of %d", ErrInvalidArchive, name, size, hdr.Size)
-	}
-	a.files[name] = entry{d: d, size: size}
-	return nil
-}
-
-// CleanName checks an entry name and returns it cleaned and relative
-// ("./x" is "x"). Absolute names and names that climb out with ".." are
-// refused: an archive that has them was made to attack its reader.
-func CleanName(name string) (string, error) {
-	if name == "" || strings.ContainsRune(name, 0) {
-		return "", fmt.Errorf("%w: entry name %q", ErrUnsafeEntry, name)
-	}
-	if strings.HasPrefix(name, "/") {
-		return "", fmt.Errorf("%w: entry %s has an absolute name", ErrUnsafeEntry, name)
-	}
-	for _, c := range strings.Split(name, "/") {
-		if c == ".." {
-			return "", fmt.Errorf("%w: entry %s climbs out of the archive with ..", ErrUnsafeEntry, name)
-		}
-	}
-	c := path.Clean(name)
-	if c == "." {
-		return ".", nil
-	}
-	return c, nil
-}
-
-// linkTarget resolves a link entry's target to the name of another entry,
-// refusing targets outside the archive.
-func linkTarget(name string, hdr *tar.Header) (string, error) {
-	t := hdr.Linkname
-	if t == "" || strings.HasPrefix(t, "/") {
-		return "", fmt.Errorf("%w: link %s points to %q, outside the archive", ErrUnsafeEntry, name, t)
-	}
-	if hdr.Typeflag == tar.TypeSymlink {
-		t = path.Join(path.Dir(name), t)
-	} else {
-		t = path.Clean(t)
-	}
-	if t == ".." || strings.HasPrefix(t, "../") || t == "." {
-		return "", fmt.Errorf("%w: link %s points to %q, outside the archive", ErrUnsafeEntry, name, hdr.Linkname)
-	}
-	return t, nil
-}
-
-// blobName returns the digest a blobs/<alg>/<hex> entry must have.
-func blobName(name string) (digest.Digest, bool) {
-	parts := strings.Split(name, "/")
-	if len(parts) != 3 || parts[0] != "blobs" {
-		return "", false
-	}
-	d := digest.NewDigestFromEncoded(digest.Algorithm(parts[1]), parts[2])
-	if d.Validate() != nil {
-		return "", false
-	}
-	return d, true
-}
-
-// lookup finds the file an entry name (from manifest.json) stands for,
-// following links inside the archive.
-func (a *scanned) lookup(ref string) (entry, error) {
-	if strings.HasPrefix(ref, "/") {
-		return entry{}, fmt.Errorf("%w: %q is outside the archive", ErrUnsafeEntry, ref)
-	}
-	name, err := CleanName(ref)
-	if err != nil {
-		return entry{}, err
-	}
-	for hops := 0; hops <= maxLinkHops; hops++ {
-		if e, ok := a.files[name]; ok {
-			return e, nil
-		}
-		t, ok := a.links[name]
-		if !ok {
-			return entry{}, fmt.Errorf("%w: %s is not in the archive", ErrInvalidArchive, ref)
-		}
-		name = t
-	}
-	return entry{}, fmt.Errorf("%w: %s: too many levels of links", ErrInvalidArchive, ref)
 }
 
 // images works out the archive's images and stores any manifest they need

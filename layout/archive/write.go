@@ -2,6 +2,7 @@ package archive
 
 import (
 	"archive/tar"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-oci/strata/internal/ctxio"
 	"github.com/strata-oci/strata/layout"
 )
 
@@ -25,13 +27,144 @@ var epoch = time.Unix(0, 0).UTC()
 // one manifest per image (select a platform out of an index first) and
 // gzip or uncompressed layers. w receives the archive as it is produced;
 // on error what was written is incomplete and must be discarded.
-func Write(w io.Writer, l *layout.Layout, f Format, imgs []Image) error {
-	if f != Docker && f != OCI {
+// Cancelling ctx stops the write between blobs and within a megabyte of
+// one, with ctx's error.
+func Write(ctx context.Context, w io.Writer, l *layout.Layout, f Format, imgs []Image) error {
+	newFormat, ok := formats[f]
+	if !ok {
 		return fmt.Errorf("archive format %q: use %s or %s", f, Docker, OCI)
 	}
+	fw := newFormat()
+	blobs, idx, err := plan(l, fw, imgs)
+	if err != nil {
+		return err
+	}
+	own, err := fw.files()
+	if err != nil {
+		return err
+	}
+	tw := tar.NewWriter(ctxio.Writer(ctx, w))
+	if err := writeBlobs(ctx, tw, l, blobs); err != nil {
+		return err
+	}
+	ib, err := json.Marshal(idx)
+	if err != nil {
+		return fmt.Errorf("encode index.json: %w", err)
+	}
+	lb, _ := json.Marshal(map[string]string{"imageLayoutVersion": layout.LayoutVersion})
+	// After the blobs: index.json, the format's files with oci-layout
+	// among them, in the order Docker 25 writes them.
+	files := append([]archiveFile{{"index.json", ib}}, own.beforeMarker...)
+	files = append(files, archiveFile{"oci-layout", lb})
+	for _, af := range append(files, own.afterMarker...) {
+		if err := writeFile(tw, af.name, af.data); err != nil {
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return fmt.Errorf("finish archive: %w", err)
+	}
+	return nil
+}
+
+// archiveFile is a small file of an archive, written whole.
+type archiveFile struct {
+	name string
+	data []byte
+}
+
+// formatFiles are the files a format adds to the OCI layout every
+// written archive holds, before and after its oci-layout entry.
+type formatFiles struct {
+	beforeMarker, afterMarker []archiveFile
+}
+
+// formatWriter is what one archive format does beyond the OCI layout.
+type formatWriter interface {
+	// fullName is the full name index.json records for name n, or ""
+	// when n is recorded as a ref.name alone.
+	fullName(n string) string
+	// add records image d with its names; a format that cannot hold it
+	// says so here, before anything is written.
+	add(l *layout.Layout, d ocispec.Descriptor, names []string) error
+	// files are the format's own files, once every image is added.
+	files() (formatFiles, error)
+}
+
+// formats makes the writer of each format.
+var formats = map[Format]func() formatWriter{
+	OCI:    func() formatWriter { return ociFormat{} },
+	Docker: func() formatWriter { return &dockerFormat{repos: map[string]map[string]string{}} },
+}
+
+// ociFormat is an oci-archive: the OCI layout alone. A bare tag (v1) is a
+// ref.name alone, as skopeo writes oci-archive:FILE:v1.
+type ociFormat struct{}
+
+func (ociFormat) fullName(n string) string {
+	if layout.IsBareTag(n) {
+		return ""
+	}
+	return fullName(n)
+}
+
+func (ociFormat) add(*layout.Layout, ocispec.Descriptor, []string) error { return nil }
+
+func (ociFormat) files() (formatFiles, error) { return formatFiles{}, nil }
+
+// dockerFormat is a docker-archive: the OCI layout plus manifest.json and
+// repositories, as docker save writes them.
+type dockerFormat struct {
+	entries []dockerEntry
+	repos   map[string]map[string]string // repository -> tag -> config hex
+}
+
+func (*dockerFormat) fullName(n string) string { return fullName(n) }
+
+func (df *dockerFormat) add(l *layout.Layout, d ocispec.Descriptor, names []string) error {
+	e, err := dockerEntryFor(l, d, names)
+	if err != nil {
+		return err
+	}
+	df.entries = append(df.entries, e)
+	for _, t := range e.RepoTags {
+		named, err := reference.ParseNormalizedNamed(t)
+		if err != nil {
+			continue
+		}
+		tagged, ok := named.(reference.NamedTagged)
+		if !ok {
+			continue
+		}
+		repo := reference.FamiliarName(named)
+		if df.repos[repo] == nil {
+			df.repos[repo] = map[string]string{}
+		}
+		df.repos[repo][tagged.Tag()] = path.Base(e.Config)
+	}
+	return nil
+}
+
+func (df *dockerFormat) files() (formatFiles, error) {
+	mb, err := json.Marshal(df.entries)
+	if err != nil {
+		return formatFiles{}, fmt.Errorf("encode manifest.json: %w", err)
+	}
+	// encoding/json sorts map keys: the file is deterministic.
+	rb, err := json.Marshal(df.repos)
+	if err != nil {
+		return formatFiles{}, fmt.Errorf("encode repositories: %w", err)
+	}
+	return formatFiles{
+		beforeMarker: []archiveFile{{"manifest.json", mb}},
+		afterMarker:  []archiveFile{{"repositories", rb}},
+	}, nil
+}
+
+// plan finds the blobs of every image and the archive's index.json, and
+// tells fw about each image.
+func plan(l *layout.Layout, fw formatWriter, imgs []Image) (map[digest.Digest]ocispec.Descriptor, ocispec.Index, error) {
 	blobs := map[digest.Digest]ocispec.Descriptor{}
-	var dockerEntries []dockerEntry
-	repos := map[string]map[string]string{}
 	idx := ocispec.Index{
 		Versioned: specs.Versioned{SchemaVersion: 2},
 		MediaType: ocispec.MediaTypeImageIndex,
@@ -54,40 +187,24 @@ func Write(w io.Writer, l *layout.Layout, f Format, imgs []Image) error {
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("read image %s: %w", d.Digest, err)
+			return nil, idx, fmt.Errorf("read image %s: %w", d.Digest, err)
 		}
 		if len(img.Names) == 0 {
 			idx.Manifests = append(idx.Manifests, d)
 		}
 		for _, n := range img.Names {
-			idx.Manifests = append(idx.Manifests, indexEntry(d, n, f))
+			idx.Manifests = append(idx.Manifests, indexEntry(d, n, fw.fullName(n)))
 		}
-		if f != Docker {
-			continue
-		}
-		e, err := dockerEntryFor(l, d, img.Names)
-		if err != nil {
-			return err
-		}
-		dockerEntries = append(dockerEntries, e)
-		for _, t := range e.RepoTags {
-			named, err := reference.ParseNormalizedNamed(t)
-			if err != nil {
-				continue
-			}
-			tagged, ok := named.(reference.NamedTagged)
-			if !ok {
-				continue
-			}
-			repo := reference.FamiliarName(named)
-			if repos[repo] == nil {
-				repos[repo] = map[string]string{}
-			}
-			repos[repo][tagged.Tag()] = path.Base(e.Config)
+		if err := fw.add(l, d, img.Names); err != nil {
+			return nil, idx, err
 		}
 	}
+	return blobs, idx, nil
+}
 
-	tw := tar.NewWriter(w)
+// writeBlobs writes blobs/ and every blob, sorted by digest, checking ctx
+// between blobs.
+func writeBlobs(ctx context.Context, tw *tar.Writer, l *layout.Layout, blobs map[digest.Digest]ocispec.Descriptor) error {
 	digests := make([]digest.Digest, 0, len(blobs))
 	for d := range blobs {
 		digests = append(digests, d)
@@ -98,6 +215,9 @@ func Write(w io.Writer, l *layout.Layout, f Format, imgs []Image) error {
 	}
 	lastAlg := ""
 	for _, d := range digests {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if alg := d.Algorithm().String(); alg != lastAlg {
 			if err := writeDir(tw, "blobs/"+alg+"/"); err != nil {
 				return err
@@ -107,39 +227,6 @@ func Write(w io.Writer, l *layout.Layout, f Format, imgs []Image) error {
 		if err := writeBlob(tw, l, blobs[d]); err != nil {
 			return err
 		}
-	}
-	ib, err := json.Marshal(idx)
-	if err != nil {
-		return fmt.Errorf("encode index.json: %w", err)
-	}
-	if err := writeFile(tw, "index.json", ib); err != nil {
-		return err
-	}
-	if f == Docker {
-		mb, err := json.Marshal(dockerEntries)
-		if err != nil {
-			return fmt.Errorf("encode manifest.json: %w", err)
-		}
-		if err := writeFile(tw, "manifest.json", mb); err != nil {
-			return err
-		}
-	}
-	lb, _ := json.Marshal(map[string]string{"imageLayoutVersion": layout.LayoutVersion})
-	if err := writeFile(tw, "oci-layout", lb); err != nil {
-		return err
-	}
-	if f == Docker {
-		// encoding/json sorts map keys: the file is deterministic.
-		rb, err := json.Marshal(repos)
-		if err != nil {
-			return fmt.Errorf("encode repositories: %w", err)
-		}
-		if err := writeFile(tw, "repositories", rb); err != nil {
-			return err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return fmt.Errorf("finish archive: %w", err)
 	}
 	return nil
 }
@@ -157,7 +244,7 @@ func dockerEntryFor(l *layout.Layout, d ocispec.Descriptor, names []string) (doc
 	for _, ly := range img.Manifest.Layers {
 		switch ly.MediaType {
 		case ocispec.MediaTypeImageLayerZstd, layout.MediaTypeDockerLayerZstd:
-			return dockerEntry{}, fmt.Errorf("image %s: layer %s: %w: zstd layers do not load in docker 20.10; recompress with --compression gzip", d.Digest, ly.Digest, ErrNotDockerCompatible)
+			return dockerEntry{}, fmt.Errorf("image %s: layer %s: %w: %w (they do not load in docker 20.10)", d.Digest, ly.Digest, ErrNotDockerCompatible, layout.ErrZstdDocker)
 		}
 		if ly.MediaType == layout.MediaTypeDockerForeignLayer && len(ly.URLs) > 0 {
 			return dockerEntry{}, fmt.Errorf("image %s: layer %s: %w: it is a foreign layer, fetched from %s by its users", d.Digest, ly.Digest, ErrNotDockerCompatible, ly.URLs[0])
@@ -183,17 +270,13 @@ func dockerEntryFor(l *layout.Layout, d ocispec.Descriptor, names []string) (doc
 // indexEntry is d named n in an archive's index.json, written as Docker 25
 // and containerd write it: the full name in io.containerd.image.name
 // (which containerd, Docker 25+ and podman load an image by) and only its
-// tag in ref.name. In an oci-archive a bare tag (v1) is a ref.name alone,
-// as skopeo writes oci-archive:FILE:v1, so ctr names it import-DATE:v1.
-func indexEntry(d ocispec.Descriptor, n string, f Format) ocispec.Descriptor {
+// tag in ref.name. With no full name (see formatWriter.fullName) n is a
+// ref.name alone, so ctr names it import-DATE:n.
+func indexEntry(d ocispec.Descriptor, n, full string) ocispec.Descriptor {
 	nd := d
 	nd.Annotations = map[string]string{}
 	for k, v := range d.Annotations {
 		nd.Annotations[k] = v
-	}
-	full := ""
-	if f == Docker || !layout.IsBareTag(n) {
-		full = fullName(n)
 	}
 	if full == "" {
 		nd.Annotations[layout.AnnotationRefName] = n

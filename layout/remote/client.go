@@ -121,62 +121,30 @@ type session struct {
 }
 
 // credentialStore returns the store credentials come from: the caller's,
-// the auth file, or docker's config with its credential helpers.
+// or the auth file with its credential helpers, with the fallback files
+// behind it; nil (anonymous requests) when the caller gave none.
 func (o *options) credentialStore() (credentials.Store, error) {
 	if o.store != nil {
 		return o.store, nil
 	}
+	if o.authFile == "" {
+		return nil, nil
+	}
 	sopts := credentials.StoreOptions{AllowPlaintextPut: true, DetectDefaultNativeStore: true}
-	var (
-		s   credentials.Store
-		err error
-	)
-	if o.authFile != "" {
-		s, err = credentials.NewStore(o.authFile, sopts)
-		if err != nil {
-			return nil, fmt.Errorf("load registry credentials from %s: %w", o.authFile, err)
-		}
-		return s, nil
+	s, err := credentials.NewStore(o.authFile, sopts)
+	if err != nil {
+		return nil, fmt.Errorf("load registry credentials from %s: %w", o.authFile, err)
 	}
-	if s, err = credentials.NewStoreFromDocker(sopts); err != nil {
-		return nil, fmt.Errorf("load registry credentials: %w", err)
-	}
-	// podman login and skopeo login write their own file in the same
-	// format: read it when docker's config has nothing for a registry.
 	var fallbacks []credentials.Store
-	for _, p := range containersAuthFiles() {
+	for _, p := range o.fallbackAuthFiles {
 		if fb, err := credentials.NewStore(p, credentials.StoreOptions{}); err == nil {
 			fallbacks = append(fallbacks, fb)
 		}
 	}
 	if len(fallbacks) > 0 {
-		s = credentials.NewStoreWithFallbacks(s, fallbacks...)
+		return credentials.NewStoreWithFallbacks(s, fallbacks...), nil
 	}
 	return s, nil
-}
-
-// containersAuthFiles lists the existing auth files of podman, buildah and
-// skopeo, in the order they read them.
-func containersAuthFiles() []string {
-	var cands []string
-	if p := os.Getenv("REGISTRY_AUTH_FILE"); p != "" {
-		cands = append(cands, p)
-	}
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
-		cands = append(cands, filepath.Join(d, "containers", "auth.json"))
-	} else {
-		cands = append(cands, filepath.Join("/run/containers", fmt.Sprint(os.Getuid()), "auth.json"))
-	}
-	if home, err := os.UserHomeDir(); err == nil {
-		cands = append(cands, filepath.Join(home, ".config", "containers", "auth.json"))
-	}
-	var out []string
-	for _, p := range cands {
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 // connect prepares a session with host: TLS settings, credentials, and
@@ -203,11 +171,13 @@ func (o *options) connect(ctx context.Context, host string) (*session, error) {
 		return nil, err
 	}
 	s := &session{o: o, host: host, store: store, client: &auth.Client{
-		Client:     hc,
-		Header:     http.Header{"User-Agent": {o.userAgent}},
-		Cache:      auth.NewCache(),
-		Credential: credentials.Credential(store),
+		Client: hc,
+		Header: http.Header{"User-Agent": {o.userAgent}},
+		Cache:  auth.NewCache(),
 	}}
+	if store != nil {
+		s.client.Credential = credentials.Credential(store)
+	}
 	s.plain, err = o.probe(ctx, hc, host)
 	if err != nil {
 		return nil, err
@@ -217,7 +187,8 @@ func (o *options) connect(ctx context.Context, host string) (*session, error) {
 
 // probe finds out whether host speaks HTTPS; when it does not, plain HTTP
 // is used if it is allowed: for this machine's own addresses, with
-// --plain-http, and with --insecure (as nerdctl does).
+// WithPlainHTTP, and with WithInsecure (as nerdctl does); otherwise the
+// error wraps ErrPlainHTTPRefused.
 func (o *options) probe(ctx context.Context, hc *http.Client, host string) (plain bool, err error) {
 	if o.plainHTTP {
 		return true, nil
@@ -227,15 +198,12 @@ func (o *options) probe(ctx context.Context, hc *http.Client, host string) (plai
 		return false, nil
 	}
 	if !noHTTPS(herr) {
-		var cv *tls.CertificateVerificationError
-		if errors.As(herr, &cv) {
-			return false, fmt.Errorf("registry %s: %w (give its CA with --cert-dir DIR or SSL_CERT_FILE, or skip verification with --insecure)", host, herr)
-		}
+		// A certificate that does not verify stays in the chain as a
+		// *tls.CertificateVerificationError.
 		return false, fmt.Errorf("registry %s: %w", host, herr)
 	}
 	if !o.insecure && !isLocalHost(host) {
-		return false, fmt.Errorf("registry %s does not answer HTTPS (%v): %w; if the network is trusted, use --plain-http (or --insecure) to talk plain HTTP to it",
-			host, herr, ErrPlainHTTPRefused)
+		return false, fmt.Errorf("registry %s does not answer HTTPS (%v): %w", host, herr, ErrPlainHTTPRefused)
 	}
 	if perr := ping(ctx, hc, "http", host); perr != nil {
 		return false, fmt.Errorf("registry %s: HTTPS: %v; plain HTTP: %w", host, herr, perr)

@@ -24,8 +24,28 @@ var (
 	ErrNotFound = errors.New("not found in the registry")
 )
 
-// explain puts the sentinel and a hint in front of a registry error, whose
-// own text (method, URL, status) is kept after it.
+// UnauthorizedError is a registry's refusal of a request for want of
+// credentials: none were sent (Refused false), or the registry refused
+// those sent. It matches ErrUnauthorized.
+type UnauthorizedError struct {
+	Registry string // as the user names it: docker.io, localhost:5000
+	Refused  bool
+	Err      error // the registry's answer
+}
+
+func (e *UnauthorizedError) Error() string {
+	if e.Refused {
+		return fmt.Sprintf("%v: registry %s refused the credentials: %v", ErrUnauthorized, e.Registry, e.Err)
+	}
+	return fmt.Sprintf("%v: registry %s needs credentials: %v", ErrUnauthorized, e.Registry, e.Err)
+}
+
+func (e *UnauthorizedError) Is(target error) bool { return target == ErrUnauthorized }
+
+func (e *UnauthorizedError) Unwrap() error { return e.Err }
+
+// explain puts the sentinel (or UnauthorizedError) in front of a registry
+// error, whose own text (method, URL, status) is kept after it.
 func explain(err error, domain string) error {
 	if err == nil {
 		return nil
@@ -40,9 +60,9 @@ func explain(err error, domain string) error {
 	var er *errcode.ErrorResponse
 	switch {
 	case errors.Is(err, auth.ErrBasicCredentialNotFound):
-		return fmt.Errorf("%w: registry %s needs credentials (run strata login %s): %w", ErrUnauthorized, domain, domain, err)
+		return &UnauthorizedError{Registry: domain, Err: err}
 	case errors.As(err, &er) && er.StatusCode == http.StatusUnauthorized:
-		return fmt.Errorf("%w: registry %s refused the credentials (see strata login %s): %w", ErrUnauthorized, domain, domain, err)
+		return &UnauthorizedError{Registry: domain, Refused: true, Err: err}
 	case errors.As(err, &er) && er.StatusCode == http.StatusForbidden:
 		return fmt.Errorf("%w: %w", ErrDenied, err)
 	case errors.Is(err, errdef.ErrNotFound) || errors.As(err, &er) && er.StatusCode == http.StatusNotFound:

@@ -287,7 +287,7 @@ func checkPull(t *testing.T, h *hostileRegistry, img *hostileImage, md ocispec.D
 		if err != nil {
 			t.Fatal(err)
 		}
-		if probs, err := l.Fsck(); err != nil || len(probs) != 0 {
+		if probs, err := l.Fsck(context.Background()); err != nil || len(probs) != 0 {
 			t.Fatalf("fsck: %v %v", probs, err)
 		}
 		return

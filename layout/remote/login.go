@@ -17,7 +17,7 @@ var ErrNotLoggedIn = errors.New("not logged in")
 // docker config file, or the credential helper it names.
 func Login(ctx context.Context, reg, username, password string, opts ...Option) error {
 	o := buildOptions(opts)
-	domain, err := NormalizeRegistry(reg)
+	domain, err := normalizeRegistry(reg)
 	if err != nil {
 		return err
 	}
@@ -27,6 +27,9 @@ func Login(ctx context.Context, reg, username, password string, opts ...Option) 
 	sess, err := o.connect(ctx, Reference{Domain: domain}.Host())
 	if err != nil {
 		return err
+	}
+	if sess.store == nil {
+		return fmt.Errorf("login to %s: %w", domain, ErrNoCredentialStore)
 	}
 	r, err := sess.registry()
 	if err != nil {
@@ -42,13 +45,16 @@ func Login(ctx context.Context, reg, username, password string, opts ...Option) 
 // ErrNotLoggedIn when there were none.
 func Logout(ctx context.Context, reg string, opts ...Option) error {
 	o := buildOptions(opts)
-	domain, err := NormalizeRegistry(reg)
+	domain, err := normalizeRegistry(reg)
 	if err != nil {
 		return err
 	}
 	store, err := o.credentialStore()
 	if err != nil {
 		return err
+	}
+	if store == nil {
+		return fmt.Errorf("logout from %s: %w", domain, ErrNoCredentialStore)
 	}
 	host := Reference{Domain: domain}.Host()
 	cred, err := store.Get(ctx, credentials.ServerAddressFromRegistry(host))

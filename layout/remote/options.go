@@ -25,14 +25,21 @@ var (
 	// ErrInvalidReference means a registry reference is malformed.
 	ErrInvalidReference = errors.New("invalid registry reference")
 	// ErrPlainHTTPRefused means a registry does not answer HTTPS and plain
-	// HTTP was not allowed for it.
+	// HTTP was not allowed for it (WithPlainHTTP, WithInsecure).
 	ErrPlainHTTPRefused = errors.New("plain HTTP not allowed")
+	// ErrPartialIndex means a multi-platform image to push has manifests
+	// whose blobs the layout lacks (a pull of one platform keeps the
+	// index whole); WithPlatform pushes the platforms it holds.
+	ErrPartialIndex = errors.New("the layout holds only part of this multi-platform image")
 	// ErrNotPresent means the pull mode is "never" and the image is not in
 	// the layout.
 	ErrNotPresent = errors.New("image not present locally")
 	// ErrDigestConflict means a push destination names a digest that is not
 	// the digest of the image being pushed.
 	ErrDigestConflict = errors.New("digest does not match the image")
+	// ErrNoCredentialStore means Login or Logout was given no place to
+	// keep credentials (WithAuthFile, WithCredentials).
+	ErrNoCredentialStore = errors.New("no credential store")
 )
 
 // PullMode says when Pull contacts the registry.
@@ -91,13 +98,15 @@ type options struct {
 	certDir      string
 	store        credentials.Store
 	authFile     string
-	concurrency  int
-	progress     func(Progress)
-	warn         func(string)
-	mountFrom    []string
-	pullMode     PullMode
-	byDigest     bool
-	userAgent    string
+	// fallbackAuthFiles are read, never written, after authFile.
+	fallbackAuthFiles []string
+	concurrency       int
+	progress          func(Progress)
+	warn              func(string)
+	mountFrom         []string
+	pullMode          PullMode
+	byDigest          bool
+	userAgent         string
 }
 
 func buildOptions(opts []Option) *options {
@@ -135,16 +144,26 @@ func WithPlainHTTP() Option { return func(o *options) { o.plainHTTP = true } }
 // SSL_CERT_FILE) are always trusted.
 func WithCertDir(dir string) Option { return func(o *options) { o.certDir = dir } }
 
-// WithCredentials uses store for registry credentials instead of the
-// docker config file.
+// WithCredentials uses store for registry credentials instead of an auth
+// file.
 func WithCredentials(store credentials.Store) Option {
 	return func(o *options) { o.store = store }
 }
 
-// WithAuthFile reads and writes credentials in the docker-config-format
-// file path instead of $DOCKER_CONFIG/config.json or
-// ~/.docker/config.json.
+// WithAuthFile keeps credentials in the docker-config-format file path
+// (docker's is $DOCKER_CONFIG/config.json or ~/.docker/config.json):
+// requests read them, Login and Logout write them, through the
+// credential helpers the file names. Without it (or WithCredentials)
+// requests are anonymous and Login and Logout fail with
+// ErrNoCredentialStore.
 func WithAuthFile(path string) Option { return func(o *options) { o.authFile = path } }
+
+// WithFallbackAuthFiles reads the credentials of a registry the auth file
+// has none for from these files, in order (podman's, buildah's and
+// skopeo's auth.json are in the same format). They are never written.
+func WithFallbackAuthFiles(paths ...string) Option {
+	return func(o *options) { o.fallbackAuthFiles = append(o.fallbackAuthFiles, paths...) }
+}
 
 // WithConcurrency sets how many blobs move at once (default 4).
 func WithConcurrency(n int) Option {

@@ -14,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/blob"
+	"github.com/strata-oci/strata/internal/ctxio"
 	"github.com/strata-oci/strata/layout"
 	"golang.org/x/sys/unix"
 	"oras.land/oras-go/v2/content"
@@ -174,7 +175,7 @@ func (s *layoutStore) pushResumable(ctx context.Context, d ocispec.Descriptor, l
 		if err := f.Chmod(0o444); err != nil {
 			return fmt.Errorf("chmod partial download %s: %w", p, err)
 		}
-		_, err = s.l.Blobs().CopyFrom(ps, d.Digest, d.Size)
+		_, err = s.l.Blobs().CopyFrom(ctx, ps, d.Digest, d.Size)
 		if err == nil {
 			_ = ps.Delete(d.Digest)
 			return nil
@@ -239,7 +240,7 @@ func (s *layoutStore) download(ctx context.Context, f *os.File, d ocispec.Descri
 		return false, err
 	}
 	want := d.Size - have
-	pr := &progressReader{r: &ctxReader{ctx: ctx, r: io.LimitReader(body, want)}, d: d, o: s.o, n: have}
+	pr := &progressReader{r: ctxio.Reader(ctx, io.LimitReader(body, want)), d: d, o: s.o, n: have}
 	n, err := io.CopyBuffer(onlyWriter{f}, pr, make([]byte, 1<<20))
 	if err != nil {
 		return false, err

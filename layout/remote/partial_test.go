@@ -103,7 +103,7 @@ func TestPushResumable(t *testing.T) {
 			if err := store.Push(context.Background(), d, rc); err != nil {
 				t.Fatal(err)
 			}
-			if err := l.Blobs().Verify(d.Digest, d.Size); err != nil {
+			if err := l.Blobs().Verify(context.Background(), d.Digest, d.Size); err != nil {
 				t.Fatalf("stored blob: %v", err)
 			}
 			if _, err := os.Stat(p); !os.IsNotExist(err) {

@@ -110,61 +110,18 @@ func fetch(ctx context.Context, l *layout.Layout, ref Reference, o *options) (*R
 	if err != nil {
 		return nil, err
 	}
-	root, err := repo.Resolve(ctx, ref.object())
+	root, err := resolveRoot(ctx, repo, ref)
 	if err != nil {
-		return nil, fmt.Errorf("resolve %s: %w", ref, explain(err, ref.Domain))
+		return nil, err
 	}
-	if ref.Digest != "" && root.Digest != ref.Digest {
-		return nil, fmt.Errorf("resolve %s: registry answered with %s: %w", ref, root.Digest, ErrDigestConflict)
-	}
-	root = bare(root)
-	if err := checkDeclared(root); err != nil {
-		return nil, fmt.Errorf("%s: %w", ref, err)
-	}
-	store := &layoutStore{l: l, o: o}
-	src := &resumableSource{repo: repo, sess: sess}
-	copyOne := func(d ocispec.Descriptor) error {
-		if err := oras.CopyGraph(ctx, src, store, d, o.graphOptions()); err != nil {
-			return fmt.Errorf("pull %s: %w", ref, explain(err, ref.Domain))
-		}
-		if err := missingBlob(l, d); err != nil {
-			return fmt.Errorf("pull %s: %w", ref, err)
-		}
-		// The check every image from outside goes through; layers are
-		// not decompressed here (unpack checks their diffIDs, and
-		// fsck --diffids does on demand).
-		if err := l.VerifyImage(ctx, d, layout.VerifyOptions{}); err != nil {
-			return fmt.Errorf("pull %s: %w", ref, err)
-		}
-		return nil
-	}
+	g := &graphPull{l: l, ref: ref, o: o, store: &layoutStore{l: l, o: o}, src: &resumableSource{repo: repo, sess: sess}}
 	res := &Result{Descriptor: root, Reference: ref}
 	res.Reference.Digest = root.Digest
 	switch {
 	case layout.IsIndex(root.MediaType) && !o.allPlatforms && len(o.platforms) > 1:
-		// Several platforms: their manifests, then an index of just them.
-		for _, p := range o.platforms {
-			md, dup, err := selectRemote(ctx, repo, root, platforms.Normalize(p))
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", ref, err)
-			}
-			res.addDuplicate(dup)
-			if err := copyOne(md); err != nil {
-				return nil, err
-			}
-		}
-		ib, err := fetchSmall(ctx, repo, root, layout.MaxManifestSize)
-		if err != nil {
-			return nil, fmt.Errorf("fetch index %s of %s: %w", root.Digest, ref, err)
-		}
-		if _, err := l.PutBytes(root.MediaType, ib); err != nil {
+		if err := g.platforms(ctx, repo, res); err != nil {
 			return nil, err
 		}
-		d, err := l.SelectPlatforms(root, layout.CopyOptions{Platforms: o.platforms})
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", ref, err)
-		}
-		res.Descriptor = d
 		return res, nil
 	case layout.IsIndex(root.MediaType) && !o.allPlatforms:
 		md, dup, err := selectRemote(ctx, repo, root, o.wantPlatform())
@@ -181,10 +138,84 @@ func fetch(ctx context.Context, l *layout.Layout, ref Reference, o *options) (*R
 	case !layout.IsIndex(root.MediaType) && !layout.IsManifest(root.MediaType):
 		return nil, fmt.Errorf("%s: media type %q is not an image", ref, root.MediaType)
 	}
-	if err := copyOne(res.Descriptor); err != nil {
+	if err := g.copy(ctx, res.Descriptor); err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// resolveRoot asks the registry what ref names, refusing an answer that
+// is not what a digest reference asked for or that declares more than the
+// layout reads whole.
+func resolveRoot(ctx context.Context, repo *remote.Repository, ref Reference) (ocispec.Descriptor, error) {
+	root, err := repo.Resolve(ctx, ref.object())
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("resolve %s: %w", ref, explain(err, ref.Domain))
+	}
+	if ref.Digest != "" && root.Digest != ref.Digest {
+		return ocispec.Descriptor{}, fmt.Errorf("resolve %s: registry answered with %s: %w", ref, root.Digest, ErrDigestConflict)
+	}
+	root = bare(root)
+	if err := checkDeclared(root); err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("%s: %w", ref, err)
+	}
+	return root, nil
+}
+
+// graphPull copies images of one registry reference into a layout.
+type graphPull struct {
+	l     *layout.Layout
+	ref   Reference
+	o     *options
+	store *layoutStore
+	src   *resumableSource
+}
+
+// copy copies the graph below d and checks it is whole.
+func (g *graphPull) copy(ctx context.Context, d ocispec.Descriptor) error {
+	if err := oras.CopyGraph(ctx, g.src, g.store, d, g.o.graphOptions()); err != nil {
+		return fmt.Errorf("pull %s: %w", g.ref, explain(err, g.ref.Domain))
+	}
+	if err := missingBlob(g.l, d); err != nil {
+		return fmt.Errorf("pull %s: %w", g.ref, err)
+	}
+	// The check every image from outside goes through; layers are
+	// not decompressed here (unpack checks their diffIDs, and
+	// fsck --diffids does on demand).
+	if err := g.l.VerifyImage(ctx, d, layout.VerifyOptions{}); err != nil {
+		return fmt.Errorf("pull %s: %w", g.ref, err)
+	}
+	return nil
+}
+
+// platforms copies the manifests of the platforms asked for out of the
+// index res describes, then stores an index of just them, which res then
+// describes.
+func (g *graphPull) platforms(ctx context.Context, repo *remote.Repository, res *Result) error {
+	root := res.Descriptor
+	for _, p := range g.o.platforms {
+		md, dup, err := selectRemote(ctx, repo, root, platforms.Normalize(p))
+		if err != nil {
+			return fmt.Errorf("%s: %w", g.ref, err)
+		}
+		res.addDuplicate(dup)
+		if err := g.copy(ctx, md); err != nil {
+			return err
+		}
+	}
+	ib, err := fetchSmall(ctx, repo, root, layout.MaxManifestSize)
+	if err != nil {
+		return fmt.Errorf("fetch index %s of %s: %w", root.Digest, g.ref, err)
+	}
+	if _, err := g.l.PutBytes(root.MediaType, ib); err != nil {
+		return err
+	}
+	d, err := g.l.SelectPlatforms(root, layout.CopyOptions{Platforms: g.o.platforms})
+	if err != nil {
+		return fmt.Errorf("%s: %w", g.ref, err)
+	}
+	res.Descriptor = d
+	return nil
 }
 
 // wantPlatform is the one platform asked for, or the host's.

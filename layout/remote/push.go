@@ -48,7 +48,7 @@ func Push(ctx context.Context, l *layout.Layout, srcRef, dst string, opts ...Opt
 	}
 	if err := missingBlob(l, desc); err != nil {
 		if layout.IsIndex(desc.MediaType) {
-			return nil, fmt.Errorf("push %s:%s: %w (the layout holds only part of this multi-platform image: push what it holds with --platform)", l.Dir(), srcRef, err)
+			return nil, fmt.Errorf("push %s:%s: %w (%w)", l.Dir(), srcRef, err, ErrPartialIndex)
 		}
 		return nil, fmt.Errorf("push %s:%s: %w", l.Dir(), srcRef, err)
 	}

@@ -109,9 +109,9 @@ func isLocalHost(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// NormalizeRegistry turns what a user types after `login` (a host, a
+// normalizeRegistry turns what a user types after `login` (a host, a
 // host:port, a URL, docker.io or an image name) into the registry's domain.
-func NormalizeRegistry(s string) (string, error) {
+func normalizeRegistry(s string) (string, error) {
 	h := strings.TrimPrefix(s, TransportPrefix)
 	h = strings.TrimPrefix(h, "https://")
 	h = strings.TrimPrefix(h, "http://")

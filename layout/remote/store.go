@@ -8,6 +8,7 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/blob"
+	"github.com/strata-oci/strata/internal/ctxio"
 	"github.com/strata-oci/strata/layout"
 	"oras.land/oras-go/v2/errdef"
 )
@@ -48,7 +49,7 @@ func (s *layoutStore) Push(ctx context.Context, expected ocispec.Descriptor, r i
 		return err
 	}
 	defer w.Close()
-	pr := &progressReader{r: &ctxReader{ctx: ctx, r: r}, d: expected, o: s.o}
+	pr := &progressReader{r: ctxio.Reader(ctx, r), d: expected, o: s.o}
 	if _, err := w.ReadFrom(pr); err != nil {
 		return fmt.Errorf("download %s %s: %w", kind(expected), expected.Digest, err)
 	}
@@ -84,19 +85,6 @@ func kind(d ocispec.Descriptor) string {
 		return "layer"
 	}
 	return "blob"
-}
-
-// ctxReader stops a copy when the context is cancelled.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // progressReader reports the bytes of one blob as they move.

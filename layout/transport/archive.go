@@ -16,18 +16,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Stdio is what "-" means as an archive file: the process's stdin and
-// stdout unless a caller (the CLI's tests, an embedding program) sets
-// others.
+// What "-" means as an archive file: the process's stdin and stdout
+// (tests set others).
 var (
-	Stdin  io.Reader = os.Stdin
-	Stdout io.Writer = os.Stdout
+	stdin  io.Reader = os.Stdin
+	stdout io.Writer = os.Stdout
 )
 
 func init() {
 	for _, f := range []archive.Format{archive.Docker, archive.OCI} {
 		f := f
-		Register(Transport{
+		register(transport{
 			Name: string(f),
 			NewSource: func(ref string) (Source, error) {
 				a, err := parseArchive(f, ref)
@@ -123,7 +122,7 @@ func (a *archiveRef) fullNames() bool { return true }
 func (a *archiveRef) Fetch(ctx context.Context, dst *layout.Layout, opts Options) ([]Image, error) {
 	var r io.Reader
 	if a.file == "-" {
-		r = Stdin
+		r = stdin
 	} else {
 		f, err := os.Open(a.file)
 		if err != nil {
@@ -136,7 +135,7 @@ func (a *archiveRef) Fetch(ctx context.Context, dst *layout.Layout, opts Options
 	if len(a.names) == 1 {
 		ro.Name = a.names[0]
 	}
-	got, err := archive.Read(ctx, ctxReader{ctx, bufio.NewReaderSize(r, 1<<20)}, dst, ro)
+	got, err := archive.Read(ctx, bufio.NewReaderSize(r, 1<<20), dst, ro)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", a.file, err)
 	}
@@ -158,14 +157,14 @@ func (a *archiveRef) StagingDir() string {
 // Put writes the archive. A file is written under a temporary name and
 // renamed into place when complete, so a failed write leaves no archive and
 // an existing one unchanged.
-func (a *archiveRef) Put(ctx context.Context, src *layout.Layout, imgs []Image) error {
+func (a *archiveRef) Put(ctx context.Context, src *layout.Layout, imgs []Image, _ Options) error {
 	in := make([]archive.Image, len(imgs))
 	for i, img := range imgs {
 		in[i] = archive.Image{Descriptor: img.Descriptor, Names: img.Names}
 	}
 	if a.file == "-" {
-		bw := bufio.NewWriterSize(Stdout, 1<<20)
-		if err := archive.Write(ctxWriter{ctx, bw}, src, a.format, in); err != nil {
+		bw := bufio.NewWriterSize(stdout, 1<<20)
+		if err := archive.Write(ctx, bw, src, a.format, in); err != nil {
 			return err
 		}
 		return bw.Flush()
@@ -182,7 +181,7 @@ func (a *archiveRef) Put(ctx context.Context, src *layout.Layout, imgs []Image) 
 		}
 	}()
 	dw := newDirectWriter(f)
-	if err := archive.Write(ctxWriter{ctx, dw}, src, a.format, in); err != nil {
+	if err := archive.Write(ctx, dw, src, a.format, in); err != nil {
 		dw.Close()
 		return err
 	}
@@ -273,29 +272,4 @@ func flockWait(f *os.File, how int) error {
 			return err
 		}
 	}
-}
-
-// ctxReader and ctxWriter stop a long copy when its context is cancelled.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
-type ctxWriter struct {
-	ctx context.Context
-	w   io.Writer
-}
-
-func (c ctxWriter) Write(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.w.Write(p)
 }

@@ -24,7 +24,7 @@ func TestArchiveTempsOfKilledWritersGo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	layer, err := l.PutLayer(bytes.NewReader(emptyTar()))
+	layer, err := l.PutLayer(context.Background(), bytes.NewReader(emptyTar()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,8 +18,8 @@ type CopyOptions struct {
 	Options
 	// Convert, when set, rewrites each fetched image (media types,
 	// compression) in the layout that holds it and returns the new
-	// descriptor; see layout.Convert.
-	Convert func(l *layout.Layout, d ocispec.Descriptor) (ocispec.Descriptor, error)
+	// descriptor; see layout.Convert. ctx is the copy's.
+	Convert func(ctx context.Context, l *layout.Layout, d ocispec.Descriptor) (ocispec.Descriptor, error)
 	// NameCanonical also records each NAME as NAME@DIGEST (the tag, if
 	// any, replaced by the digest of what was copied).
 	NameCanonical bool
@@ -124,7 +124,7 @@ type discarder interface {
 
 // NotUndoneError is the error of a failed copy that could not take back
 // everything it wrote to its destination, because another process held
-// the destination layout: Undone says what stays (for gc).
+// the destination layout: Undone says what stays (gc removes it).
 type NotUndoneError struct {
 	Err    error
 	Dest   string
@@ -132,7 +132,7 @@ type NotUndoneError struct {
 }
 
 func (e *NotUndoneError) Error() string {
-	return fmt.Sprintf("%v (%d blob(s) it wrote stay in %s, which another process is writing to; strata gc removes those no image uses)", e.Err, e.Undone.Kept, e.Dest)
+	return fmt.Sprintf("%v (%d blob(s) it wrote stay in %s, which another process is writing to)", e.Err, e.Undone.Kept, e.Dest)
 }
 
 func (e *NotUndoneError) Unwrap() error { return e.Err }
@@ -152,7 +152,7 @@ func finish(ctx context.Context, l *layout.Layout, dst Destination, imgs []Image
 	}
 	if opts.Convert != nil {
 		for i := range imgs {
-			d, err := opts.Convert(l, imgs[i].Descriptor)
+			d, err := opts.Convert(ctx, l, imgs[i].Descriptor)
 			if err != nil {
 				return nil, fmt.Errorf("convert image %s: %w", imgs[i].Descriptor.Digest, err)
 			}
@@ -188,14 +188,14 @@ func finish(ctx context.Context, l *layout.Layout, dst Destination, imgs []Image
 		for i := range imgs {
 			var extra []string
 			for _, n := range imgs[i].Names {
-				if c := Canonical(n, imgs[i].Descriptor); c != "" {
+				if c := canonical(n, imgs[i].Descriptor); c != "" {
 					extra = append(extra, c)
 				}
 			}
 			imgs[i].Names = append(imgs[i].Names, extra...)
 		}
 	}
-	if err := dst.Put(ctx, l, imgs); err != nil {
+	if err := dst.Put(ctx, l, imgs, opts.Options); err != nil {
 		return nil, fmt.Errorf("copy to %s: %w", dst, err)
 	}
 	return imgs, nil
@@ -238,9 +238,9 @@ func preferFull(img Image) []string {
 	return out
 }
 
-// Canonical returns NAME@DIGEST for a name: its tag, if any, is replaced by
+// canonical returns NAME@DIGEST for a name: its tag, if any, is replaced by
 // the digest. Names that already carry a digest give "".
-func Canonical(name string, d ocispec.Descriptor) string {
+func canonical(name string, d ocispec.Descriptor) string {
 	if strings.Contains(name, "@") {
 		return ""
 	}

@@ -10,14 +10,8 @@ import (
 	"github.com/strata-oci/strata/layout/remote"
 )
 
-// RegistryOptions apply to every docker:// source and destination: a
-// command sets its connection flags (--insecure, --cert-dir, --authfile)
-// here before it parses names. Platform selection comes from each copy's
-// Options instead.
-var RegistryOptions []remote.Option
-
 func init() {
-	Register(Transport{
+	register(transport{
 		Name: "docker",
 		NewSource: func(ref string) (Source, error) {
 			r, err := parseDockerName(ref)
@@ -57,7 +51,7 @@ func (s *dockerSource) String() string { return remote.TransportPrefix + s.ref.S
 // Fetch pulls the image into dst without naming it there. A registry
 // reference names one image, so Options.All changes nothing.
 func (s *dockerSource) Fetch(ctx context.Context, dst *layout.Layout, opts Options) ([]Image, error) {
-	ropts := append(copyRegistryOptions(), platformOptions(opts.Copy)...)
+	ropts := append(append([]remote.Option(nil), opts.Registry...), platformOptions(opts.Copy)...)
 	if on := opts.Copy.OnBlob; on != nil {
 		ropts = append(ropts, remote.WithProgress(func(p remote.Progress) {
 			switch p.State {
@@ -89,7 +83,7 @@ func (d *dockerDest) String() string { return remote.TransportPrefix + d.ref.Str
 func (d *dockerDest) Names() []string { return []string{d.ref.String()} }
 
 // Put pushes the image, whose platforms the copy has selected already.
-func (d *dockerDest) Put(ctx context.Context, src *layout.Layout, imgs []Image) error {
+func (d *dockerDest) Put(ctx context.Context, src *layout.Layout, imgs []Image, opts Options) error {
 	if len(imgs) != 1 {
 		return fmt.Errorf("%s names one image; the copy holds %d", d, len(imgs))
 	}
@@ -97,12 +91,8 @@ func (d *dockerDest) Put(ctx context.Context, src *layout.Layout, imgs []Image) 
 	if !src.Blobs().Has(desc.Digest, desc.Size) {
 		return fmt.Errorf("image %s is not in layout %s", desc.Digest, src.Dir())
 	}
-	_, err := remote.Push(ctx, src, "@"+desc.Digest.String(), d.ref.String(), copyRegistryOptions()...)
+	_, err := remote.Push(ctx, src, "@"+desc.Digest.String(), d.ref.String(), opts.Registry...)
 	return err
-}
-
-func copyRegistryOptions() []remote.Option {
-	return append([]remote.Option(nil), RegistryOptions...)
 }
 
 // platformOptions turns a copy's platform selection into pull options.

@@ -10,7 +10,7 @@ import (
 )
 
 func init() {
-	Register(Transport{
+	register(transport{
 		Name: "oci",
 		NewSource: func(ref string) (Source, error) {
 			dir, r, err := layout.SplitRef(ref)
@@ -168,7 +168,7 @@ func (s *ociSource) Fetch(ctx context.Context, dst *layout.Layout, opts Options)
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		d, err := layout.CopyImage(dst, l, imgs[i].Descriptor, copyOpts)
+		d, err := layout.CopyImage(ctx, dst, l, imgs[i].Descriptor, copyOpts)
 		if err != nil {
 			return nil, err
 		}
@@ -218,7 +218,7 @@ func (d *ociDest) Discard() (layout.Undone, error) {
 // Put copies the images in (when src is another layout) and names them all
 // in one update of index.json: a name that named another image moves to
 // the new one.
-func (d *ociDest) Put(ctx context.Context, src *layout.Layout, imgs []Image) error {
+func (d *ociDest) Put(ctx context.Context, src *layout.Layout, imgs []Image, _ Options) error {
 	l, err := d.OpenLayout()
 	if err != nil {
 		return err
@@ -238,7 +238,7 @@ func (d *ociDest) Put(ctx context.Context, src *layout.Layout, imgs []Image) err
 			return err
 		}
 		// The images are selected already: copy them as they are.
-		nd, err := layout.CopyImage(l, src, imgs[i].Descriptor, layout.CopyOptions{AllPlatforms: true})
+		nd, err := layout.CopyImage(ctx, l, src, imgs[i].Descriptor, layout.CopyOptions{AllPlatforms: true})
 		if err != nil {
 			return err
 		}

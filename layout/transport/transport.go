@@ -8,7 +8,7 @@
 // images whose blobs are in a layout. A transport that is a layout itself
 // (oci:) lets the other side read or write it directly, so a copy between
 // two layouts, or between a layout and an archive, stages nothing. Each
-// transport lives in its own file and registers itself with Register.
+// transport lives in its own file and registers itself with register.
 package transport
 
 import (
@@ -21,6 +21,7 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/layout"
+	"github.com/strata-oci/strata/layout/remote"
 )
 
 // ErrUnknownTransport means a name has a transport prefix nobody
@@ -47,13 +48,18 @@ type Image struct {
 	Duplicates []layout.DuplicatePlatform
 }
 
-// Options say what a Source fetches.
+// Options say what a Source fetches, and how registries are reached.
 type Options struct {
 	// Copy selects platforms out of indexes.
 	Copy layout.CopyOptions
 	// All fetches every image of a source that names none (oci:DIR with
 	// no REF), each with its names.
 	All bool
+	// Registry applies to every docker:// source and destination:
+	// connection and credential options (remote.WithInsecure,
+	// remote.WithCertDir, remote.WithAuthFile, ...). Platforms come from
+	// Copy instead.
+	Registry []remote.Option
 }
 
 // Source is where images come from.
@@ -84,7 +90,8 @@ type Destination interface {
 	Names() []string
 	// Put stores imgs, whose blobs are all in src, under their names. It
 	// either stores every image or leaves the destination as it was.
-	Put(ctx context.Context, src *layout.Layout, imgs []Image) error
+	// opts are the copy's (a registry takes its connection options).
+	Put(ctx context.Context, src *layout.Layout, imgs []Image, opts Options) error
 }
 
 // LayoutDestination is a Destination that is a layout on disk: sources
@@ -104,9 +111,9 @@ type StagingDestination interface {
 	StagingDir() string
 }
 
-// Transport makes sources and destinations from the part of a name after
+// transport makes sources and destinations from the part of a name after
 // "NAME:".
-type Transport struct {
+type transport struct {
 	Name           string
 	NewSource      func(ref string) (Source, error)
 	NewDestination func(ref string) (Destination, error)
@@ -114,31 +121,19 @@ type Transport struct {
 
 var (
 	regMu      sync.RWMutex
-	transports = map[string]Transport{}
+	transports = map[string]transport{}
 )
 
-// Register adds a transport. Transports register themselves from init.
-func Register(t Transport) {
+// register adds a transport. Transports register themselves from init.
+func register(t transport) {
 	regMu.Lock()
 	defer regMu.Unlock()
 	transports[t.Name] = t
 }
 
-// Names lists the registered transports.
-func Names() []string {
-	regMu.RLock()
-	defer regMu.RUnlock()
-	out := make([]string, 0, len(transports))
-	for n := range transports {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
-
 // split finds the transport of a name. A name with no known prefix is a
 // layout (oci:), as everywhere else on strata's command line.
-func split(s string) (Transport, string, error) {
+func split(s string) (transport, string, error) {
 	regMu.RLock()
 	defer regMu.RUnlock()
 	if name, rest, ok := strings.Cut(s, ":"); ok {
@@ -146,12 +141,12 @@ func split(s string) (Transport, string, error) {
 			return t, rest, nil
 		}
 		if strings.HasSuffix(name, "-archive") || strings.HasPrefix(rest, "//") {
-			return Transport{}, "", fmt.Errorf("%w %q in %q (known: %s)", ErrUnknownTransport, name, s, strings.Join(namesLocked(), ", "))
+			return transport{}, "", fmt.Errorf("%w %q in %q (known: %s)", ErrUnknownTransport, name, s, strings.Join(namesLocked(), ", "))
 		}
 	}
 	t, ok := transports["oci"]
 	if !ok {
-		return Transport{}, "", fmt.Errorf("%w: no transport for %q", ErrUnknownTransport, s)
+		return transport{}, "", fmt.Errorf("%w: no transport for %q", ErrUnknownTransport, s)
 	}
 	return t, s, nil
 }

@@ -68,8 +68,8 @@ func TestCanonical(t *testing.T) {
 		"a@" + d.Digest.String(): "",
 	}
 	for in, want := range cases {
-		if got := Canonical(in, d); got != want {
-			t.Errorf("Canonical(%q) = %q, want %q", in, got, want)
+		if got := canonical(in, d); got != want {
+			t.Errorf("canonical(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

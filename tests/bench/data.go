@@ -3,6 +3,7 @@ package main
 import (
 	"archive/tar"
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -380,7 +381,7 @@ func buildMany(dir, from string, k compression.Kind, full []ocispec.Descriptor) 
 		return err
 	}
 	for _, d := range full[:2] {
-		if _, err := l.Blobs().CopyFrom(src.Blobs(), d.Digest, d.Size); err != nil {
+		if _, err := l.Blobs().CopyFrom(context.Background(), src.Blobs(), d.Digest, d.Size); err != nil {
 			return fmt.Errorf("layout %s: %w", dir, err)
 		}
 	}
@@ -425,7 +426,7 @@ func buildMany(dir, from string, k compression.Kind, full []ocispec.Descriptor) 
 		}
 	}
 	// A stray layer-sized blob nothing references.
-	if _, err := l.Blobs().CopyFrom(src.Blobs(), full[2].Digest, full[2].Size); err != nil {
+	if _, err := l.Blobs().CopyFrom(context.Background(), src.Blobs(), full[2].Digest, full[2].Size); err != nil {
 		return err
 	}
 	return nil

@@ -1,0 +1,39 @@
+package main
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+
+	"github.com/strata-oci/strata/layout"
+	"github.com/strata-oci/strata/layout/remote"
+	"github.com/strata-oci/strata/layout/transport"
+)
+
+// hintFor returns what to type to get past err, appended to the one line
+// that reports it, or "". The libraries name the condition (a sentinel or
+// typed error); the flags and commands that address it are the CLI's.
+func hintFor(err error) string {
+	var (
+		unauthorized *remote.UnauthorizedError
+		untrusted    *tls.CertificateVerificationError
+		notUndone    *transport.NotUndoneError
+	)
+	switch {
+	case errors.As(err, &unauthorized) && unauthorized.Refused:
+		return fmt.Sprintf(" (see strata login %s)", unauthorized.Registry)
+	case errors.As(err, &unauthorized):
+		return fmt.Sprintf(" (run strata login %s)", unauthorized.Registry)
+	case errors.Is(err, remote.ErrPlainHTTPRefused):
+		return "; if the network is trusted, use --plain-http (or --insecure) to talk plain HTTP to it"
+	case errors.As(err, &untrusted):
+		return " (give its CA with --cert-dir DIR or SSL_CERT_FILE, or skip verification with --insecure)"
+	case errors.Is(err, remote.ErrPartialIndex):
+		return ": push what it holds with --platform"
+	case errors.Is(err, layout.ErrZstdDocker):
+		return "; recompress with --compression gzip"
+	case errors.As(err, &notUndone):
+		return "; strata gc removes those no image uses"
+	}
+	return ""
+}
