@@ -17,6 +17,8 @@ import (
 	tstar "github.com/vbatts/tar-split/archive/tar"
 	"github.com/vbatts/tar-split/tar/storage"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-oci/strata/internal/fsx"
 )
 
 // Whiteout names from the OCI layer spec.
@@ -169,7 +171,7 @@ func newApplier(dir string, opts ApplyOptions, files Files) (*applier, error) {
 	if opts.Whiteouts == WhiteoutConvert && opts.Whiteouter == nil {
 		return nil, errors.New("apply: whiteout conversion needs a Whiteouter")
 	}
-	t, err := openTree(dir)
+	t, err := fsx.OpenTree(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -181,7 +183,7 @@ func newApplier(dir string, opts ApplyOptions, files Files) (*applier, error) {
 		buf: make([]byte, 128*1024), last: lastDir{fd: -1},
 		euid: unix.Geteuid(), egid: unix.Getegid(), umask: 0o777,
 	}
-	if m, ok := processUmask(); ok {
+	if m, ok := fsx.Umask(); ok {
 		a.umask = m
 	}
 	if opts.DropCache {
@@ -200,7 +202,7 @@ func newApplier(dir string, opts ApplyOptions, files Files) (*applier, error) {
 }
 
 type applier struct {
-	t     *tree
+	t     *fsx.Tree
 	opts  ApplyOptions
 	files Files
 	// written holds the paths this layer wrote: whiteouts only hide
@@ -274,7 +276,7 @@ func (a *applier) dirFor(dir string) (int, error) {
 		var st unix.Stat_t
 		plain = unix.Fstat(fd, &st) == nil && st.Mode&unix.S_ISGID == 0
 		if plain {
-			_, err := unix.Getxattr(fdPath(fd), "system.posix_acl_default", nil)
+			_, err := unix.Getxattr(fsx.FdPath(fd), "system.posix_acl_default", nil)
 			plain = err == unix.ENODATA || err == unix.EOPNOTSUPP
 		}
 		a.plainDirs[dir] = plain
@@ -326,7 +328,7 @@ func (a *applier) close() {
 		unix.Close(a.shadowFd)
 		a.shadowFd = -1
 	}
-	a.t.close()
+	a.t.Close()
 }
 
 // cleanName turns a tar name into a slash-separated path relative to the
@@ -427,7 +429,7 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 // parent returns a descriptor of the directory dir, creating it (and its
 // parents) when missing.
 func (a *applier) parent(dir string) (int, error) {
-	return a.t.mkdirAll(dir, a.implicitDir)
+	return a.t.MkdirAll(dir, a.implicitDir)
 }
 
 // implicitDir records a directory the layer needs but does not list: it
@@ -457,12 +459,12 @@ func (a *applier) implicitDir(p string) {
 
 // lstatIn stats name inside the directory root without leaving it.
 func lstatIn(root, name string, st *unix.Stat_t) error {
-	t, err := openTree(root)
+	t, err := fsx.OpenTree(root)
 	if err != nil {
 		return err
 	}
-	defer t.close()
-	fd, err := t.openat2(name, unix.O_PATH|unix.O_NOFOLLOW, 0)
+	defer t.Close()
+	fd, err := t.Open(name, unix.O_PATH|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return err
 	}
@@ -484,7 +486,7 @@ func (a *applier) clear(dfd int, base, name string) error {
 			return err
 		}
 	}
-	if err := removeAllAt(dfd, base); err != nil {
+	if err := fsx.RemoveAt(dfd, base); err != nil {
 		return err
 	}
 	a.files.deleteTree(name)
@@ -550,11 +552,11 @@ func (a *applier) realName(dfd int, base, name string) (string, error) {
 
 // realDir returns the path of the directory dfd relative to the root.
 func (a *applier) realDir(dfd int) (string, error) {
-	root, err := os.Readlink(fdPath(a.t.fd))
+	root, err := os.Readlink(fsx.FdPath(a.t.Fd()))
 	if err != nil {
 		return "", err
 	}
-	dir, err := os.Readlink(fdPath(dfd))
+	dir, err := os.Readlink(fsx.FdPath(dfd))
 	if err != nil {
 		return "", err
 	}
@@ -614,7 +616,7 @@ func (a *applier) keepPayloads(dfd int, base, name string) error {
 		return &os.PathError{Op: "open", Path: name, Err: err}
 	}
 	defer unix.Close(fd)
-	names, err := readDirNames(fd, name)
+	names, err := fsx.ReadDirNames(fd, name)
 	if err != nil {
 		return err
 	}
@@ -737,7 +739,7 @@ func (a *applier) regular(dfd int, base string, e *Entry, r io.Reader) error {
 			err = unix.Ftruncate(fd, n)
 		}
 	} else if e.Size < holeMin {
-		n, err = io.CopyBuffer(fdWriter(fd), r, a.buf)
+		n, err = io.CopyBuffer(fsx.FdWriter(fd), r, a.buf)
 	} else {
 		// Large files keep their holes (sparse entries, runs of
 		// zeros): the bytes read back are the same.
@@ -779,7 +781,7 @@ func (a *applier) regular(dfd int, base string, e *Entry, r io.Reader) error {
 		return err
 	}
 	ts := unix.NsecToTimespec(e.Mtime)
-	if err := futimens(fd, &[2]unix.Timespec{ts, ts}); err != nil {
+	if err := fsx.Futimens(fd, &[2]unix.Timespec{ts, ts}); err != nil {
 		return fmt.Errorf("%s: %w", e.Path, err)
 	}
 	closed = true
@@ -864,10 +866,10 @@ func (a *applier) directory(dfd int, base string, e *Entry) error {
 
 func (a *applier) rootDir(e *Entry) error {
 	a.dirsChanged()
-	if err := a.owner(a.t.fd, ".", "", e); err != nil {
+	if err := a.owner(a.t.Fd(), ".", "", e); err != nil {
 		return err
 	}
-	if err := a.xattrs(-1, a.t.fd, "", e); err != nil {
+	if err := a.xattrs(-1, a.t.Fd(), "", e); err != nil {
 		return err
 	}
 	a.files["."] = e
@@ -954,7 +956,7 @@ func (a *applier) hardlink(dfd int, base, name, target string) error {
 		return fmt.Errorf("%w: hardlink %q to %q", ErrUnsafePath, name, target)
 	}
 	tdir, tbase := split(tname)
-	tfd, err := a.t.dirfd(tdir)
+	tfd, err := a.t.Dir(tdir)
 	if err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("hardlink target %s: %w", target, err)
 	}
@@ -1014,12 +1016,12 @@ func (a *applier) hardlink(dfd int, base, name, target string) error {
 // to base in dfd, with e's metadata.
 func (a *applier) copyUp(dfd int, base, name string, e *Entry) error {
 	for _, low := range a.opts.Lower {
-		lt, err := openTree(low)
+		lt, err := fsx.OpenTree(low)
 		if err != nil {
 			return err
 		}
-		sfd, err := lt.openat2(name, unix.O_RDONLY|unix.O_NOFOLLOW, 0)
-		lt.close()
+		sfd, err := lt.Open(name, unix.O_RDONLY|unix.O_NOFOLLOW, 0)
+		lt.Close()
 		if errors.Is(err, unix.ENOENT) {
 			continue
 		}
@@ -1088,7 +1090,7 @@ func (a *applier) whiteout(dir, base string) error {
 			return err
 		}
 		defer unix.Close(dfd)
-		if err := removeAllAt(dfd, victim); err != nil {
+		if err := fsx.RemoveAt(dfd, victim); err != nil {
 			return err
 		}
 		a.files.deleteTree(name)
@@ -1098,7 +1100,7 @@ func (a *applier) whiteout(dir, base string) error {
 		}
 		return nil
 	}
-	dfd, err := a.t.dirfd(dir)
+	dfd, err := a.t.Dir(dir)
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 		a.files.deleteTree(name)
 		return nil
@@ -1107,7 +1109,7 @@ func (a *applier) whiteout(dir, base string) error {
 		return err
 	}
 	defer unix.Close(dfd)
-	if err := removeAllAt(dfd, victim); err != nil {
+	if err := fsx.RemoveAt(dfd, victim); err != nil {
 		return err
 	}
 	a.files.deleteTree(name)
@@ -1130,7 +1132,7 @@ func (a *applier) opaque(dir string) error {
 		}
 		return nil
 	}
-	fd, err := a.t.openat2(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	fd, err := a.t.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 		a.pruneList(dir)
 		return nil
@@ -1152,7 +1154,7 @@ func (a *applier) opaque(dir string) error {
 // pruneDir removes from the directory fd (at path dir) everything this
 // layer did not write, descending into directories it did write.
 func (a *applier) pruneDir(fd int, dir string) error {
-	names, err := readDirNames(fd, dir)
+	names, err := fsx.ReadDirNames(fd, dir)
 	if err != nil {
 		return err
 	}
@@ -1162,7 +1164,7 @@ func (a *applier) pruneDir(fd int, dir string) error {
 			p = dir + "/" + n
 		}
 		if !a.written[p] && !a.upper[p] {
-			if err := removeAllAt(fd, n); err != nil {
+			if err := fsx.RemoveAt(fd, n); err != nil {
 				return err
 			}
 			continue
@@ -1208,7 +1210,7 @@ func (a *applier) touchParent(name string) {
 func (a *applier) owner(dfd int, name, base string, e *Entry) error {
 	if dfd < 0 {
 		// Only directories come this way: the root and implicit parents.
-		fd, err := a.t.openat2(name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+		fd, err := a.t.Open(name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
 		if err != nil {
 			return err
 		}
@@ -1258,13 +1260,13 @@ func (a *applier) ownerFd(dfd int, base, name string, e *Entry) error {
 		switch {
 		case base == "" && v == nil:
 			// dfd is a directory: following its magic link reaches it.
-			err = unix.Removexattr(fdPath(dfd), RootlessXattr)
+			err = unix.Removexattr(fsx.FdPath(dfd), RootlessXattr)
 		case base == "":
-			err = unix.Setxattr(fdPath(dfd), RootlessXattr, v, 0)
+			err = unix.Setxattr(fsx.FdPath(dfd), RootlessXattr, v, 0)
 		case v == nil:
-			err = unix.Lremovexattr(procPath(dfd, base), RootlessXattr)
+			err = unix.Lremovexattr(fsx.ProcPath(dfd, base), RootlessXattr)
 		default:
-			err = unix.Lsetxattr(procPath(dfd, base), RootlessXattr, v, 0)
+			err = unix.Lsetxattr(fsx.ProcPath(dfd, base), RootlessXattr, v, 0)
 		}
 		if err == unix.ENODATA {
 			err = nil
@@ -1310,9 +1312,9 @@ func (a *applier) xattrs(fd, dfd int, base string, e *Entry) error {
 			err = unix.Fsetxattr(fd, name, e.Xattrs[k], 0)
 		case base == "":
 			// dfd is a directory (the root): its magic link reaches it.
-			err = unix.Setxattr(fdPath(dfd), name, e.Xattrs[k], 0)
+			err = unix.Setxattr(fsx.FdPath(dfd), name, e.Xattrs[k], 0)
 		default:
-			err = unix.Lsetxattr(procPath(dfd, base), name, e.Xattrs[k], 0)
+			err = unix.Lsetxattr(fsx.ProcPath(dfd, base), name, e.Xattrs[k], 0)
 		}
 		if err == nil {
 			continue
@@ -1328,8 +1330,8 @@ func (a *applier) xattrs(fd, dfd int, base string, e *Entry) error {
 }
 
 func clearXattrs(dfd int, base string, keepOpaque bool) error {
-	p := procPath(dfd, base)
-	names, err := listXattrs(p)
+	p := fsx.ProcPath(dfd, base)
+	names, err := fsx.ListXattrs(p)
 	if err != nil {
 		return err
 	}
@@ -1344,30 +1346,6 @@ func clearXattrs(dfd int, base string, keepOpaque bool) error {
 		}
 	}
 	return nil
-}
-
-// listXattrs lists the extended attributes of path without following a
-// final symlink.
-func listXattrs(p string) ([]string, error) {
-	sz, err := unix.Llistxattr(p, nil)
-	if err == unix.ENOTSUP || sz == 0 {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	buf := make([]byte, sz)
-	sz, err = unix.Llistxattr(p, buf)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, n := range strings.Split(string(buf[:sz]), "\x00") {
-		if n != "" {
-			out = append(out, n)
-		}
-	}
-	return out, nil
 }
 
 func setTimes(dfd int, base string, mtime int64) error {
@@ -1392,7 +1370,7 @@ func (a *applier) finish() error {
 		if e == nil || e.Type != TypeDir {
 			continue
 		}
-		fd, err := a.t.openat2(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+		fd, err := a.t.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 			continue
 		}
@@ -1401,11 +1379,11 @@ func (a *applier) finish() error {
 		}
 		// The magic link is the directory itself, never a symlink.
 		if !a.modeSet[p] {
-			err = unix.Chmod(fdPath(fd), e.Mode)
+			err = unix.Chmod(fsx.FdPath(fd), e.Mode)
 		}
 		if err == nil {
 			ts := unix.NsecToTimespec(e.Mtime)
-			err = unix.UtimesNano(fdPath(fd), []unix.Timespec{ts, ts})
+			err = unix.UtimesNano(fsx.FdPath(fd), []unix.Timespec{ts, ts})
 		}
 		unix.Close(fd)
 		if err != nil {
@@ -1511,40 +1489,6 @@ func readVarint(b []byte) (uint64, int) {
 		}
 	}
 	return 0, 0
-}
-
-// readDirNames lists the directory fd (opened for reading) without taking
-// ownership of fd.
-func readDirNames(fd int, dir string) ([]string, error) {
-	nfd, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
-	}
-	f := os.NewFile(uintptr(nfd), dir)
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	if err != nil {
-		return nil, fmt.Errorf("read directory %s: %w", dir, err)
-	}
-	return names, nil
-}
-
-// fdWriter writes to a raw file descriptor.
-type fdWriter int
-
-func (w fdWriter) Write(p []byte) (int, error) {
-	done := 0
-	for done < len(p) {
-		n, err := unix.Write(int(w), p[done:])
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return done, err
-		}
-		done += n
-	}
-	return done, nil
 }
 
 // sortByDepth orders cleaned relative paths ("." the root) by depth,

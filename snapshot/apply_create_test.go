@@ -7,8 +7,9 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/strata-oci/strata/snapshot/layertest"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-oci/strata/snapshot/layertest"
 )
 
 // defaultACL is a system.posix_acl_default value: owner rwx, group r-x,

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/snapshot"
 	"github.com/strata-oci/strata/snapshot/layertest"
@@ -64,7 +65,7 @@ func BenchmarkApply(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StopTimer()
-		if err := snapshot.RemoveAll(dir); err != nil {
+		if err := fsx.RemoveAll(dir); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()

@@ -10,9 +10,11 @@ import (
 	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/internal/idmap"
 	"github.com/strata-oci/strata/overlay"
-	"golang.org/x/sys/unix"
 )
 
 // ProgressFile marks a bundle directory an unpack is writing. It is the
@@ -219,7 +221,7 @@ func (c *bundleClaim) write(p progress) error {
 	if err := c.marker.Sync(); err != nil {
 		return fmt.Errorf("bundle %s: %w", c.dir, err)
 	}
-	return syncDirPath(c.dir)
+	return fsx.SyncDir(c.dir)
 }
 
 // clear removes everything but the marker from the directory: an overlay
@@ -243,7 +245,7 @@ func (c *bundleClaim) clear() error {
 		if e.Name() == ProgressFile {
 			continue
 		}
-		if err := RemoveAll(filepath.Join(c.dir, e.Name())); err != nil {
+		if err := fsx.RemoveAll(filepath.Join(c.dir, e.Name())); err != nil {
 			return fmt.Errorf("bundle %s: %w", c.dir, err)
 		}
 	}
@@ -264,7 +266,7 @@ func (c *bundleClaim) release(failed bool) error {
 		err = rerr
 	}
 	if err == nil {
-		err = syncDirPath(c.dir)
+		err = fsx.SyncDir(c.dir)
 	}
 	if failed && err == nil && c.created {
 		// Another unpack may have claimed it meanwhile: then it stays.
@@ -272,16 +274,4 @@ func (c *bundleClaim) release(failed bool) error {
 	}
 	c.marker.Close()
 	return err
-}
-
-func syncDirPath(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil && !errors.Is(err, unix.EINVAL) {
-		return err
-	}
-	return nil
 }

@@ -9,9 +9,10 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/snapshot/layertest"
-	"golang.org/x/sys/unix"
 )
 
 // killedUnpack makes bundle look like what an unpack of img (layout dir)

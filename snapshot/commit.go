@@ -8,17 +8,17 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
+
 	"github.com/strata-oci/strata/internal/compression"
+	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/overlay"
-	"golang.org/x/sys/unix"
 )
 
 // ErrParentGone means the image a bundle was unpacked from (or last
@@ -311,9 +311,6 @@ func (c *commit) run() (*CommitResult, error) {
 	if res.Layer != nil {
 		ly := *res.Layer
 		d := c.d
-		if d.Name() == VFS {
-			d = linkedVFS{d}
-		}
 		// The snapshot is fed the diff's tar again rather than the stored
 		// blob: no decompression of what was just compressed. Ensure
 		// checks the stream against the layer's diffID, so the snapshot
@@ -631,10 +628,10 @@ func (c *commit) writeRecord(rec *Record) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileSync(filepath.Join(c.s.root, ContainersDir, bundleKey(c.abs)+".json"), rb, 0o644); err != nil {
+	if err := fsx.WriteFile(filepath.Join(c.s.root, ContainersDir, bundleKey(c.abs)+".json"), rb, 0o644); err != nil {
 		return err
 	}
-	return writeFileSync(filepath.Join(c.abs, RecordFile), rb, 0o644)
+	return fsx.WriteFile(filepath.Join(c.abs, RecordFile), rb, 0o644)
 }
 
 // switchRootfs makes the bundle show the new chain. A vfs rootfs already
@@ -671,8 +668,8 @@ func (c *commit) switchRootfs(diff *Diff, chain []*Info, next *Record) error {
 	oldUpper := filepath.Join(c.ctr.State(), UpperDir+swapOld+suffix)
 	oldWork := filepath.Join(c.ctr.State(), WorkDir+swapOld+suffix)
 	cleanNext := func() {
-		_ = RemoveAll(nextUpper)
-		_ = RemoveAll(nextWork)
+		_ = fsx.RemoveAll(nextUpper)
+		_ = fsx.RemoveAll(nextWork)
 	}
 	err = os.Mkdir(nextWork, 0o700)
 	if err == nil {
@@ -727,10 +724,10 @@ func (c *commit) switchRootfs(diff *Diff, chain []*Info, next *Record) error {
 	if swapErr != nil {
 		return fmt.Errorf("the bundle is on the new image with its old upper directory: %w", swapErr)
 	}
-	if err := RemoveAll(oldUpper); err != nil {
+	if err := fsx.RemoveAll(oldUpper); err != nil {
 		return err
 	}
-	return RemoveAll(oldWork)
+	return fsx.RemoveAll(oldWork)
 }
 
 // Name parts of the directories an upper directory swap uses.
@@ -757,7 +754,7 @@ func recoverUpper(o *Overlay, ctr *Container) error {
 			p := filepath.Join(state, n)
 			switch {
 			case strings.HasPrefix(n, name+swapNext):
-				if err := RemoveAll(p); err != nil {
+				if err := fsx.RemoveAll(p); err != nil {
 					return err
 				}
 			case strings.HasPrefix(n, name+swapOld):
@@ -768,7 +765,7 @@ func recoverUpper(o *Overlay, ctr *Container) error {
 					statErr = nil
 					continue
 				}
-				if err := RemoveAll(p); err != nil {
+				if err := fsx.RemoveAll(p); err != nil {
 					return err
 				}
 			}
@@ -777,185 +774,6 @@ func recoverUpper(o *Overlay, ctr *Container) error {
 			if err := os.Mkdir(cur, 0o700); err != nil {
 				return fmt.Errorf("bundle %s: %w", ctr.Dir, err)
 			}
-		}
-	}
-	return nil
-}
-
-// linkedVFS is the vfs driver as commit uses it to make the new layer's
-// snapshot: the parent's directories, symlinks and nodes are recreated,
-// and its regular files hardlinked rather than copied, so that the cost
-// follows the number of files, not their size. Snapshots are never
-// written in place (the extractor replaces a file by unlinking it first),
-// so sharing inodes between them is safe. Where linking fails (another
-// file system, a link limit) it copies as vfs does.
-type linkedVFS struct{ Driver }
-
-func (v linkedVFS) PrepareLayer(dir string, parent *Info) (ApplyOptions, error) {
-	// With no parent vfs only says how to apply; it copies nothing.
-	opts, err := v.Driver.PrepareLayer(dir, nil)
-	if err != nil || parent == nil {
-		return opts, err
-	}
-	if parent.Driver != VFS {
-		return v.Driver.PrepareLayer(dir, parent)
-	}
-	co := copyOptions{rootless: opts.Rootless}
-	if vd, ok := v.Driver.(*vfsDriver); ok {
-		co = vd.copyOptions()
-	}
-	co.writableDirs = opts.Rootless
-	l := &linker{c: &copier{o: co}}
-	if err := l.linkTree(parent.FS(), dir); err == nil {
-		return opts, nil
-	}
-	// Start again with a plain copy.
-	if err := RemoveAll(dir); err != nil {
-		return opts, err
-	}
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		return opts, err
-	}
-	return v.Driver.PrepareLayer(dir, parent)
-}
-
-// linker recreates a snapshot tree with its regular files hardlinked.
-// Directories are walked in one goroutine; links are made by a worker per
-// core.
-type linker struct {
-	c     *copier
-	dirs  []dirDone
-	links chan [2]string
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	err   error
-}
-
-func (l *linker) setErr(err error) {
-	l.mu.Lock()
-	if l.err == nil {
-		l.err = err
-	}
-	l.mu.Unlock()
-}
-
-// linkTree hardlinks the tree src into the existing directory dst.
-func (l *linker) linkTree(src, dst string) error {
-	l.links = make(chan [2]string, 256)
-	for range runtime.GOMAXPROCS(0) {
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			for p := range l.links {
-				if err := os.Link(p[0], p[1]); err != nil {
-					l.setErr(fmt.Errorf("link %s: %w", p[0], err))
-				}
-			}
-		}()
-	}
-	var st unix.Stat_t
-	err := unix.Lstat(src, &st)
-	if err == nil {
-		err = l.dir(src, dst, &st, true)
-	}
-	close(l.links)
-	l.wg.Wait()
-	if err != nil {
-		return err
-	}
-	if l.err != nil {
-		return l.err
-	}
-	return l.finish()
-}
-
-func (l *linker) dir(src, dst string, st *unix.Stat_t, root bool) error {
-	if !root {
-		if err := unix.Mkdir(dst, 0o700); err != nil {
-			return &os.PathError{Op: "mkdir", Path: dst, Err: err}
-		}
-	}
-	if err := l.c.meta(src, dst, st, false); err != nil {
-		return err
-	}
-	var ents []dirent
-	err := l.c.lend(src, st, 0o500, func() error {
-		fd, err := unix.Open(src, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		ents, err = readDirents(fd)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("link %s: %w", src, err)
-	}
-	for _, e := range ents {
-		sp, dp := filepath.Join(src, e.name), filepath.Join(dst, e.name)
-		if e.typ == unix.DT_REG {
-			l.mu.Lock()
-			failed := l.err
-			l.mu.Unlock()
-			if failed != nil {
-				return failed
-			}
-			l.links <- [2]string{sp, dp}
-			continue
-		}
-		if err := l.other(sp, dp); err != nil {
-			return err
-		}
-	}
-	mode := st.Mode & 0o7777
-	if l.c.o.writableDirs {
-		mode |= 0o700
-	}
-	l.dirs = append(l.dirs, dirDone{dst, mode, [2]unix.Timespec{st.Atim, st.Mtim}})
-	return nil
-}
-
-// other recreates what is neither a regular file nor, in the end, shared:
-// directories, symlinks and nodes.
-func (l *linker) other(src, dst string) error {
-	var st unix.Stat_t
-	if err := unix.Lstat(src, &st); err != nil {
-		return &os.PathError{Op: "lstat", Path: src, Err: err}
-	}
-	switch st.Mode & unix.S_IFMT {
-	case unix.S_IFDIR:
-		return l.dir(src, dst, &st, false)
-	case unix.S_IFREG:
-		l.links <- [2]string{src, dst}
-		return nil
-	case unix.S_IFLNK:
-		target, err := os.Readlink(src)
-		if err != nil {
-			return fmt.Errorf("link %s: %w", src, err)
-		}
-		if err := os.Symlink(target, dst); err != nil {
-			return fmt.Errorf("link %s: %w", src, err)
-		}
-		return l.c.meta(src, dst, &st, true)
-	default:
-		if err := unix.Mknod(dst, st.Mode, int(st.Rdev)); err != nil {
-			return &os.PathError{Op: "mknod", Path: dst, Err: err}
-		}
-		if err := unix.Chmod(dst, st.Mode&0o7777); err != nil {
-			return &os.PathError{Op: "chmod", Path: dst, Err: err}
-		}
-		return l.c.meta(src, dst, &st, true)
-	}
-}
-
-// finish gives directories their modes and times, children first.
-func (l *linker) finish() error {
-	for _, d := range l.dirs {
-		if err := unix.Chmod(d.path, d.mode); err != nil {
-			return fmt.Errorf("link %s: chmod: %w", d.path, err)
-		}
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, d.path, d.times[:], unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return fmt.Errorf("link %s: chtimes: %w", d.path, err)
 		}
 	}
 	return nil

@@ -16,10 +16,12 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/overlay"
 	"github.com/strata-oci/strata/snapshot/layertest"
-	"golang.org/x/sys/unix"
 )
 
 // describeTree describes every file under root, one line per path: type,
@@ -65,7 +67,7 @@ func describeTree(t testing.TB, root string) map[string]string {
 		if rel != "." {
 			fmt.Fprintf(&b, " mtime=%d", st.Mtim.Nano())
 		}
-		x, err := readXattrs(p)
+		x, err := fsx.ReadXattrs(p)
 		if err != nil {
 			return err
 		}

@@ -1,20 +1,17 @@
 package snapshot
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-oci/strata/internal/fsx"
 )
 
 // copyOptions say how copyTree treats what it copies.
@@ -124,7 +121,7 @@ type copier struct {
 // parent hands its group down: then the owner is not known.
 func (c *copier) learnCreator(parent string) {
 	c.umask = 0o777
-	if m, ok := processUmask(); ok {
+	if m, ok := fsx.Umask(); ok {
 		c.umask = m
 	}
 	var st unix.Stat_t
@@ -132,26 +129,6 @@ func (c *copier) learnCreator(parent string) {
 		return
 	}
 	c.euid, c.egid, c.ownerKnown = unix.Geteuid(), unix.Getegid(), true
-}
-
-// processUmask reads the umask from /proc/self/status: setting it to read
-// it would race with other goroutines creating files.
-func processUmask() (uint32, bool) {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0, false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		v, ok := strings.CutPrefix(sc.Text(), "Umask:")
-		if !ok {
-			continue
-		}
-		m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
-		return uint32(m), err == nil
-	}
-	return 0, false
 }
 
 func (c *copier) setErr(err error) {
@@ -236,7 +213,7 @@ func (c *copier) copy(src, dst string) error {
 				return &os.PathError{Op: "copy", Path: src, Err: err}
 			}
 			defer unix.Close(fd)
-			ents, err := readDirents(fd)
+			ents, err := fsx.ReadDirents(fd)
 			if err != nil {
 				return fmt.Errorf("copy %s: %w", src, err)
 			}
@@ -257,8 +234,8 @@ func (c *copier) copy(src, dst string) error {
 			var subdirs sync.WaitGroup
 			defer subdirs.Wait()
 			for _, e := range ents {
-				n := e.name
-				if dfd >= 0 && e.typ == unix.DT_REG {
+				n := e.Name
+				if dfd >= 0 && e.Type == unix.DT_REG {
 					err := unix.Linkat(sfd, n, dfd, n, 0)
 					if err == nil {
 						continue
@@ -268,7 +245,7 @@ func (c *copier) copy(src, dst string) error {
 					}
 				}
 				s, d := filepath.Join(src, n), filepath.Join(dst, n)
-				if e.typ == unix.DT_DIR {
+				if e.Type == unix.DT_DIR {
 					select {
 					case c.walkers <- struct{}{}:
 						subdirs.Add(1)
@@ -420,7 +397,7 @@ func (c *copier) fileBody(out, in int, st *unix.Stat_t, chown, fixMode bool) err
 			return fmt.Errorf("chown: %w", err)
 		}
 	}
-	if err := c.fdXattrs(out, in); err != nil {
+	if err := fsx.CopyXattrsFd(out, in, c.skipXattr); err != nil {
 		return err
 	}
 	if fixMode {
@@ -428,7 +405,7 @@ func (c *copier) fileBody(out, in int, st *unix.Stat_t, chown, fixMode bool) err
 			return fmt.Errorf("chmod: %w", err)
 		}
 	}
-	return futimens(out, &[2]unix.Timespec{st.Atim, st.Mtim})
+	return fsx.Futimens(out, &[2]unix.Timespec{st.Atim, st.Mtim})
 }
 
 // needChown says whether a copy made by this process needs a chown to get
@@ -445,64 +422,11 @@ func (c *copier) needChown(st *unix.Stat_t) (bool, error) {
 	return !c.ownerKnown || uid != c.euid || gid != c.egid, nil
 }
 
-// fdXattrs copies the extended attributes of in to out.
-func (c *copier) fdXattrs(out, in int) error {
-	var lb [1024]byte
-	list := lb[:]
-	sz, err := unix.Flistxattr(in, list)
-	if err == unix.ERANGE {
-		if sz, err = unix.Flistxattr(in, nil); err == nil {
-			list = make([]byte, sz)
-			sz, err = unix.Flistxattr(in, list)
-		}
-	}
-	if err == unix.ENOTSUP || err == unix.EOPNOTSUPP {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("xattrs: %w", err)
-	}
-	list = list[:sz]
-	var vb [256]byte
-	for len(list) > 0 {
-		i := bytes.IndexByte(list, 0)
-		if i < 0 {
-			i = len(list)
-		}
-		name := string(list[:i])
-		list = list[min(i+1, len(list)):]
-		if name == "" {
-			continue
-		}
-		val := vb[:]
-		n, err := unix.Fgetxattr(in, name, val)
-		if err == unix.ERANGE {
-			if n, err = unix.Fgetxattr(in, name, nil); err == nil {
-				val = make([]byte, n)
-				n, err = unix.Fgetxattr(in, name, val)
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("xattr %s: %w", name, err)
-		}
-		if err := unix.Fsetxattr(out, name, val[:n], 0); err != nil {
-			if c.o.rootless && (err == unix.EPERM || err == unix.ENOTSUP || err == unix.EACCES) {
-				continue
-			}
-			return fmt.Errorf("xattr %s: %w", name, err)
-		}
-	}
-	return nil
-}
-
-// futimens sets the times of the open file fd (utimensat with a NULL
-// path, which x/sys/unix has no wrapper for).
-func futimens(fd int, ts *[2]unix.Timespec) error {
-	_, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(ts)), 0, 0, 0)
-	if e != 0 {
-		return fmt.Errorf("chtimes: %w", e)
-	}
-	return nil
+// skipXattr says whether a copy goes on without an xattr its
+// destination refused with err: a rootless copy cannot set trusted.* or
+// security.*, nor user.* on every file type.
+func (c *copier) skipXattr(err error) bool {
+	return c.o.rootless && (err == unix.EPERM || err == unix.ENOTSUP || err == unix.EACCES)
 }
 
 // copyData clones in into out, or copies it in the kernel, or streams it.
@@ -587,7 +511,7 @@ func preadCopy(out, in int, start, end int64) error {
 		if n == 0 {
 			return fmt.Errorf("source shrank: %d of %d bytes", off, end)
 		}
-		if err := pwriteAll(out, buf[:n], off); err != nil {
+		if err := fsx.PwriteAll(out, buf[:n], off); err != nil {
 			return err
 		}
 		off += int64(n)
@@ -610,29 +534,8 @@ func (c *copier) meta(src, dst string, st *unix.Stat_t, times bool) error {
 			return &os.PathError{Op: "lchown", Path: dst, Err: err}
 		}
 	}
-	names, err := listXattrs(src)
-	if err != nil {
-		return fmt.Errorf("copy %s: xattrs: %w", src, err)
-	}
-	buf := make([]byte, 256)
-	for _, n := range names {
-		sz, err := unix.Lgetxattr(src, n, buf)
-		if err == unix.ERANGE {
-			sz, err = unix.Lgetxattr(src, n, nil)
-			if err == nil {
-				buf = make([]byte, sz)
-				sz, err = unix.Lgetxattr(src, n, buf)
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("copy %s: xattr %s: %w", src, n, err)
-		}
-		if err := unix.Lsetxattr(dst, n, buf[:sz], 0); err != nil {
-			if c.o.rootless && (err == unix.EPERM || err == unix.ENOTSUP || err == unix.EACCES) {
-				continue
-			}
-			return fmt.Errorf("copy %s: xattr %s: %w", src, n, err)
-		}
+	if err := fsx.CopyXattrs(src, dst, c.skipXattr); err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
 	}
 	if times {
 		ts := []unix.Timespec{st.Atim, st.Mtim}

@@ -14,8 +14,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/strata-oci/strata/overlay"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-oci/strata/internal/fsx"
+	"github.com/strata-oci/strata/overlay"
 )
 
 // ErrChangedDuringCommit means a file changed size while its content was
@@ -248,8 +250,8 @@ func (o owners) diskEntry(full, rel string, st *unix.Stat_t, xattrs map[string][
 
 // entryAt describes base in the directory dfd (at rel) as diskEntry does.
 func (o owners) entryAt(dfd int, base, rel string, st *unix.Stat_t, old *Entry) (*Entry, error) {
-	p := procPath(dfd, base)
-	x, err := readXattrs(p)
+	p := fsx.ProcPath(dfd, base)
+	x, err := fsx.ReadXattrs(p)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", rel, err)
 	}
@@ -288,42 +290,6 @@ func sameEntry(a, b *Entry) bool {
 	return true
 }
 
-// readXattrs reads every extended attribute of p (not following a final
-// symlink).
-func readXattrs(p string) (map[string][]byte, error) {
-	names, err := listXattrs(p)
-	if err != nil {
-		return nil, fmt.Errorf("list xattrs of %s: %w", p, err)
-	}
-	if len(names) == 0 {
-		return nil, nil
-	}
-	out := make(map[string][]byte, len(names))
-	buf := make([]byte, 256)
-	for _, n := range names {
-		for {
-			sz, err := unix.Lgetxattr(p, n, buf)
-			if err == unix.ERANGE {
-				sz, err = unix.Lgetxattr(p, n, nil)
-				if err != nil {
-					return nil, fmt.Errorf("read xattr %s of %s: %w", n, p, err)
-				}
-				buf = make([]byte, sz+64)
-				continue
-			}
-			if err == unix.ENODATA {
-				break
-			}
-			if err != nil {
-				return nil, fmt.Errorf("read xattr %s of %s: %w", n, p, err)
-			}
-			out[n] = append([]byte(nil), buf[:sz]...)
-			break
-		}
-	}
-	return out, nil
-}
-
 // diffVFS compares the plain directory rootfs with files, the merged file
 // list of the snapshot it was copied from, whose files are in lower ("":
 // no parent). Files whose ctime is older than cutoff have not been
@@ -355,11 +321,11 @@ func diffVFS(rootfs, lower string, files Files, cutoff time.Time, o owners) (*Di
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return nil, fmt.Errorf("rootfs %s is not a directory", rootfs)
 	}
-	t, err := openTree(rootfs)
+	t, err := fsx.OpenTree(rootfs)
 	if err != nil {
 		return nil, err
 	}
-	defer t.close()
+	defer t.Close()
 	w.t = t
 	if err := w.walk(); err != nil {
 		return nil, err
@@ -375,7 +341,7 @@ func diffVFS(rootfs, lower string, files Files, cutoff time.Time, o owners) (*Di
 type vfsWalk struct {
 	// t is the rootfs: every name is resolved inside it, so that a
 	// symlink a container swaps in during the walk leads nowhere else.
-	t        *tree
+	t        *fsx.Tree
 	lower    string
 	files    Files
 	o        owners
@@ -431,7 +397,7 @@ func (w *vfsWalk) flatten(d *dirScan, parent int) {
 // scan reads the directory rel (whose stat is st; nil for the root) and
 // the directories below it.
 func (w *vfsWalk) scan(rel string, st *unix.Stat_t) (*dirScan, error) {
-	dfd, err := w.t.openat2(rel, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	dfd, err := w.t.Open(rel, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil, fmt.Errorf("read directory %s: %w", rel, err)
 	}
@@ -441,12 +407,12 @@ func (w *vfsWalk) scan(rel string, st *unix.Stat_t) (*dirScan, error) {
 		// too: lend the owner rights for the time of the walk. The
 		// magic link is the directory itself.
 		if m := st.Mode & 0o7777; m&0o700 != 0o700 {
-			if err := unix.Chmod(fdPath(dfd), m|0o700); err == nil {
-				defer unix.Chmod(fdPath(dfd), m)
+			if err := unix.Chmod(fsx.FdPath(dfd), m|0o700); err == nil {
+				defer unix.Chmod(fsx.FdPath(dfd), m)
 			}
 		}
 	}
-	disk, err := readDirNames(dfd, rel)
+	disk, err := fsx.ReadDirNames(dfd, rel)
 	if err != nil {
 		return nil, err
 	}
@@ -552,12 +518,12 @@ func (w *vfsWalk) sameContent(rel string, size int64) (bool, error) {
 		return false, fmt.Errorf("compare %s: %w", rel, err)
 	}
 	defer a.Close()
-	t, err := openTree(w.lower)
+	t, err := fsx.OpenTree(w.lower)
 	if err != nil {
 		return false, err
 	}
 	b, err := treeGetter{t}.Get(rel)
-	t.close()
+	t.Close()
 	if err != nil {
 		// Not in the parent snapshot as a readable file: a change.
 		return false, nil
@@ -590,7 +556,7 @@ func (w *vfsWalk) describe(de *diffEntry) error {
 		return nil
 	}
 	dir, base := split(de.path)
-	dfd, err := w.t.dirfd(dir)
+	dfd, err := w.t.Dir(dir)
 	if err != nil {
 		return err
 	}
@@ -718,11 +684,11 @@ func (w *vfsWalk) finish() (*Diff, error) {
 // otherwise.
 func diffOverlay(upper string, x overlay.Xattrs, files Files, o owners) (*Diff, error) {
 	d := &Diff{root: upper}
-	t, err := openTree(upper)
+	t, err := fsx.OpenTree(upper)
 	if err != nil {
 		return nil, err
 	}
-	defer t.close()
+	defer t.Close()
 	first := map[inodeKey]string{}
 	err = overlay.Changes(upper, x, func(c overlay.Change) error {
 		switch c.Kind {
@@ -732,7 +698,7 @@ func diffOverlay(upper string, x overlay.Xattrs, files Files, o owners) (*Diff, 
 		}
 		de := &diffEntry{kind: diffFile, path: c.Path}
 		dir, base := split(c.Path)
-		dfd, err := t.dirfd(dir)
+		dfd, err := t.Dir(dir)
 		if err != nil {
 			return err
 		}
@@ -747,7 +713,7 @@ func diffOverlay(upper string, x overlay.Xattrs, files Files, o owners) (*Diff, 
 		if files != nil {
 			old = files[c.Path]
 		}
-		e, err := o.diskEntry(procPath(dfd, base), c.Path, &de.st, c.Xattrs, old)
+		e, err := o.diskEntry(fsx.ProcPath(dfd, base), c.Path, &de.st, c.Xattrs, old)
 		if err != nil {
 			return err
 		}
@@ -788,13 +754,13 @@ type WriteOptions struct {
 // that the same change always gives the same bytes. Whiteouts and opaque
 // markers are empty files owned by root with mtime 0.
 func (d *Diff) WriteTar(w io.Writer, o WriteOptions) error {
-	var t *tree
+	var t *fsx.Tree
 	if d.root != "" {
 		var err error
-		if t, err = openTree(d.root); err != nil {
+		if t, err = fsx.OpenTree(d.root); err != nil {
 			return err
 		}
-		defer t.close()
+		defer t.Close()
 	}
 	tw := tar.NewWriter(w)
 	buf := make([]byte, 256<<10)
@@ -872,7 +838,7 @@ func (de *diffEntry) header(clamp *time.Time) *tar.Header {
 // without read permission are lent it for the time of the open); a file
 // that is shorter or longer than when it was compared fails the layer
 // rather than giving it a header that lies.
-func copyContent(w io.Writer, t *tree, de *diffEntry, size int64, buf []byte) error {
+func copyContent(w io.Writer, t *fsx.Tree, de *diffEntry, size int64, buf []byte) error {
 	f, err := treeGetter{t}.Get(de.path)
 	if err != nil {
 		return fmt.Errorf("layer entry %s: %w", de.path, err)
@@ -905,18 +871,18 @@ func copyContent(w io.Writer, t *tree, de *diffEntry, size int64, buf []byte) er
 // layer's mtime, so that the rootfs and the new snapshot agree and the
 // next commit does not see them as changed.
 func (d *Diff) fixClamped(rootfs string, clamp time.Time) error {
-	t, err := openTree(rootfs)
+	t, err := fsx.OpenTree(rootfs)
 	if err != nil {
 		return err
 	}
-	defer t.close()
+	defer t.Close()
 	ts := unix.NsecToTimespec(clamp.UnixNano())
 	for _, de := range d.entries {
 		if !de.clamped || de.kind == diffWhiteout || de.kind == diffOpaque {
 			continue
 		}
 		dir, base := split(de.path)
-		dfd, err := t.dirfd(dir)
+		dfd, err := t.Dir(dir)
 		if err == nil {
 			err = unix.UtimesNanoAt(dfd, base, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
 			unix.Close(dfd)

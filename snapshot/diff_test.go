@@ -9,9 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/strata-oci/strata/overlay"
 	"github.com/strata-oci/strata/snapshot/layertest"
-	"golang.org/x/sys/unix"
 )
 
 // diffBase extracts a base layer into a snapshot-like directory and copies

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-oci/strata/internal/fsx"
 )
 
 // TestCacheDropper: every file handed over is closed by stop, small ones
@@ -23,7 +25,7 @@ func TestCacheDropper(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := fdWriter(fd).Write(bytes.Repeat([]byte{byte(i)}, size)); err != nil {
+		if _, err := fsx.FdWriter(fd).Write(bytes.Repeat([]byte{byte(i)}, size)); err != nil {
 			t.Fatal(err)
 		}
 		if err := c.closeFile(fd, int64(size)); err != nil {

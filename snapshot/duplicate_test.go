@@ -9,9 +9,10 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/strata-oci/strata/snapshot/layertest"
 	"github.com/vbatts/tar-split/tar/asm"
 	"github.com/vbatts/tar-split/tar/storage"
+
+	"github.com/strata-oci/strata/snapshot/layertest"
 )
 
 // duplicateCases are layers that name a path more than once, or remove

@@ -12,6 +12,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/layout"
 )
 
@@ -183,7 +185,7 @@ func (s *Store) removeSnapshot(in *Info) error {
 		os.Remove(tmp)
 		return fmt.Errorf("remove snapshot %s: %w", in.Name(), err)
 	}
-	if err := RemoveAll(tmp); err != nil {
+	if err := fsx.RemoveAll(tmp); err != nil {
 		return fmt.Errorf("remove snapshot %s: %w", in.Name(), err)
 	}
 	// An emptied key directory goes too; callers hold the store lock
@@ -284,7 +286,7 @@ func (s *Store) GC() (*GCResult, error) {
 	}
 	ents, _ := os.ReadDir(filepath.Join(s.root, TmpDir))
 	for _, e := range ents {
-		if err := RemoveAll(filepath.Join(s.root, TmpDir, e.Name())); err != nil {
+		if err := fsx.RemoveAll(filepath.Join(s.root, TmpDir, e.Name())); err != nil {
 			return res, err
 		}
 	}

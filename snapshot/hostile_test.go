@@ -12,8 +12,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/strata-oci/strata/snapshot/layertest"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-oci/strata/internal/fsx"
+	"github.com/strata-oci/strata/snapshot/layertest"
 )
 
 // sandbox is a directory holding the extraction root and a sentinel tree
@@ -64,7 +66,7 @@ func (sb *sandbox) state(t testing.TB) string {
 			}
 			line += fmt.Sprintf(" %x", sha256.Sum256(b))
 		}
-		if names, _ := listXattrs(p); len(names) > 0 {
+		if names, _ := fsx.ListXattrs(p); len(names) > 0 {
 			sort.Strings(names)
 			line += " " + strings.Join(names, ",")
 		}
@@ -127,6 +129,6 @@ func FuzzApply(f *testing.F) {
 		if after := sb.state(t); after != before {
 			t.Fatalf("layer changed files outside the root\nbefore:\n%s\nafter:\n%s", before, after)
 		}
-		_ = RemoveAll(sb.root)
+		_ = fsx.RemoveAll(sb.root)
 	})
 }

@@ -12,11 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/strata-oci/strata/internal/compression"
 	"github.com/strata-oci/strata/internal/idmap"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/overlay"
-	"golang.org/x/sys/unix"
 )
 
 // testMap shifts users by 100000 and groups by 200000, so that a swapped

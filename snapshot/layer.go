@@ -17,6 +17,8 @@ import (
 	"github.com/vbatts/tar-split/tar/asm"
 	"github.com/vbatts/tar-split/tar/storage"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-oci/strata/internal/fsx"
 )
 
 // LayerSource opens a layer blob (compressed or not); the reader must
@@ -81,7 +83,7 @@ func (s *Store) ensure(d Driver, parent *Info, layer Layer, later bool) (_ *Info
 	ok := false
 	defer func() {
 		if !ok {
-			_ = RemoveAll(tmp)
+			_ = fsx.RemoveAll(tmp)
 		}
 	}()
 	fsDir := filepath.Join(tmp, FSDir)
@@ -163,7 +165,7 @@ func (s *Store) ensure(d Driver, parent *Info, layer Layer, later bool) (_ *Info
 	p := &publication{tmp: tmp, final: final, synced: make(chan struct{})}
 	go func() {
 		defer close(p.synced)
-		p.err = syncAll(tmp, TarSplitFile, FilesFile, MetaFile)
+		p.err = fsx.SyncFiles(tmp, TarSplitFile, FilesFile, MetaFile)
 	}()
 	ok = true // tmp is p's now
 	in.files = files
@@ -196,39 +198,21 @@ func (in *Info) publish() error {
 	in.pending = nil
 	<-p.synced
 	if p.err != nil {
-		_ = RemoveAll(p.tmp)
+		_ = fsx.RemoveAll(p.tmp)
 		return fmt.Errorf("snapshot %s: %w", in.ID, p.err)
 	}
 	if err := os.Rename(p.tmp, p.final); err != nil {
 		other, rerr := readInfo(p.final)
-		_ = RemoveAll(p.tmp)
+		_ = fsx.RemoveAll(p.tmp)
 		if rerr != nil {
 			return fmt.Errorf("snapshot %s: %w", in.ID, err)
 		}
 		*in = *other
 		return nil
 	}
-	_ = syncDir(filepath.Dir(p.final))
+	_ = fsx.SyncDir(filepath.Dir(p.final))
 	in.Dir = p.final
 	return nil
-}
-
-// syncAll syncs the named files of dir, then dir.
-func syncAll(dir string, names ...string) error {
-	for _, n := range names {
-		f, err := os.Open(filepath.Join(dir, n))
-		if err != nil {
-			return err
-		}
-		err = f.Sync()
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return fmt.Errorf("sync %s: %w", n, err)
-		}
-	}
-	return syncDir(dir)
 }
 
 // readFilesAhead returns the file list of parent (nil: none) to build
@@ -255,18 +239,6 @@ func readFilesAhead(parent *Info) func() (Files, error) {
 		<-done
 		return f, err
 	}
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil && !errors.Is(err, unix.EINVAL) {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
 }
 
 // extract applies the layer stream ls on dir, records its tar-split
@@ -465,8 +437,8 @@ func (i *Info) Verify() error {
 // shadow directory by its number, a sparse file as its data regions.
 type rebuilder struct {
 	dec    *json.Decoder
-	fs     *tree
-	shadow *tree
+	fs     *fsx.Tree
+	shadow *fsx.Tree
 	// kept lists the entry numbers the shadow directory holds.
 	kept   map[int]bool
 	seq    int
@@ -474,7 +446,7 @@ type rebuilder struct {
 }
 
 func newRebuilder(snap string, r io.Reader) (*rebuilder, error) {
-	t, err := openTree(filepath.Join(snap, FSDir))
+	t, err := fsx.OpenTree(filepath.Join(snap, FSDir))
 	if err != nil {
 		return nil, err
 	}
@@ -484,11 +456,11 @@ func newRebuilder(snap string, r io.Reader) (*rebuilder, error) {
 		return rb, nil
 	}
 	if err != nil {
-		t.close()
+		t.Close()
 		return nil, err
 	}
-	if rb.shadow, err = openTree(filepath.Join(snap, ShadowDir)); err != nil {
-		t.close()
+	if rb.shadow, err = fsx.OpenTree(filepath.Join(snap, ShadowDir)); err != nil {
+		t.Close()
 		return nil, err
 	}
 	rb.kept = map[int]bool{}
@@ -501,9 +473,9 @@ func newRebuilder(snap string, r io.Reader) (*rebuilder, error) {
 }
 
 func (rb *rebuilder) close() {
-	rb.fs.close()
+	rb.fs.Close()
 	if rb.shadow != nil {
-		rb.shadow.close()
+		rb.shadow.Close()
 	}
 }
 
@@ -528,13 +500,13 @@ func (rb *rebuilder) Get(name string) (io.ReadCloser, error) {
 		// A symlink there says where in fs/ the file is: its name led
 		// through a symlink that a later entry may have changed.
 		buf := make([]byte, unix.PathMax)
-		if n, err := unix.Readlinkat(rb.shadow.fd, strconv.Itoa(rb.seq), buf); err == nil {
+		if n, err := unix.Readlinkat(rb.shadow.Fd(), strconv.Itoa(rb.seq), buf); err == nil {
 			if f, err = (treeGetter{rb.fs}).open(string(buf[:n])); err != nil {
 				return nil, fmt.Errorf("%s (entry %d): %w", name, rb.seq, err)
 			}
 			return rb.wrap(f), nil
 		}
-		fd, err := rb.shadow.openReadLending(strconv.Itoa(rb.seq))
+		fd, err := rb.shadow.OpenReadLending(strconv.Itoa(rb.seq))
 		if err != nil {
 			return nil, fmt.Errorf("%s (entry %d, replaced later in the layer): %w", name, rb.seq, err)
 		}
@@ -559,7 +531,7 @@ func (rb *rebuilder) wrap(f *os.File) io.ReadCloser {
 }
 
 // treeGetter serves file contents from a snapshot's fs/, confined to it.
-type treeGetter struct{ t *tree }
+type treeGetter struct{ t *fsx.Tree }
 
 func (g treeGetter) Get(name string) (io.ReadCloser, error) { return g.open(name) }
 
@@ -568,7 +540,7 @@ func (g treeGetter) open(name string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	fd, err := g.t.openReadLending(n)
+	fd, err := g.t.OpenReadLending(n)
 	if err != nil {
 		return nil, err
 	}

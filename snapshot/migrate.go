@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-oci/strata/internal/fsx"
 )
 
 // An earlier strata kept every snapshot directly in ROOT/snapshots/<hex>,
@@ -60,7 +62,7 @@ func (s *Store) migrate() error {
 			return fmt.Errorf("snapshot root %s: move snapshot %s to the layout with one directory per driver: %w", s.root, hex, err)
 		}
 	}
-	return syncDir(filepath.Join(s.root, SnapshotsDir))
+	return fsx.SyncDir(filepath.Join(s.root, SnapshotsDir))
 }
 
 func (s *Store) migrateOne(hex string) error {
@@ -85,7 +87,7 @@ func (s *Store) migrateOne(hex string) error {
 		if err != nil {
 			return err
 		}
-		if err := writeFileSync(meta, b, 0o644); err != nil {
+		if err := fsx.WriteFile(meta, b, 0o644); err != nil {
 			return err
 		}
 		s.giveBack(meta, &st)
@@ -107,7 +109,7 @@ func (s *Store) migrateOne(hex string) error {
 	if err := os.Rename(dir, target); err != nil {
 		return err
 	}
-	return syncDir(keyDir)
+	return fsx.SyncDir(keyDir)
 }
 
 // inferOwners says under which mapping an earlier strata, which did not
@@ -167,7 +169,7 @@ func (s *Store) keyDir(key string) (string, error) {
 	if unix.Lstat(parent, &st) == nil {
 		s.giveBack(dir, &st)
 	}
-	return dir, syncDir(parent)
+	return dir, fsx.SyncDir(parent)
 }
 
 // giveBack gives p the owner in st where this process made p as another

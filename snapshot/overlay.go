@@ -10,9 +10,11 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/internal/idmap"
 	"github.com/strata-oci/strata/overlay"
-	"golang.org/x/sys/unix"
 )
 
 // OverlayDriver is the name of the overlay driver.
@@ -304,8 +306,8 @@ func (o *Overlay) CreateRootfs(c *Container) (err error) {
 	defer func() {
 		if err != nil {
 			_ = idmap.DetachAll(filepath.Join(c.State(), IDMapDir))
-			_ = RemoveAll(upper)
-			_ = RemoveAll(work)
+			_ = fsx.RemoveAll(upper)
+			_ = fsx.RemoveAll(work)
 		}
 	}()
 	if err := os.Mkdir(upper, 0o755); err != nil {
@@ -443,7 +445,7 @@ func (o *Overlay) RemoveRootfs(c *Container) error {
 		return fmt.Errorf("remove overlay rootfs of %s: %w", c.Dir, err)
 	}
 	for _, d := range []string{o.Upper(c), o.Work(c), c.Rootfs()} {
-		if err := RemoveAll(d); err != nil {
+		if err := fsx.RemoveAll(d); err != nil {
 			return fmt.Errorf("remove overlay rootfs of %s: %w", c.Dir, err)
 		}
 	}

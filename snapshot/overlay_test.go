@@ -9,8 +9,9 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
-	"github.com/strata-oci/strata/overlay"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-oci/strata/overlay"
 )
 
 // unmountLater unmounts a bundle's rootfs when the test ends.

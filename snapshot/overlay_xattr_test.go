@@ -5,8 +5,9 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/strata-oci/strata/snapshot/layertest"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-oci/strata/snapshot/layertest"
 )
 
 // An image's own xattrs in overlay's namespace are stored escaped, so they

@@ -10,8 +10,10 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
-	"github.com/strata-oci/strata/snapshot/layertest"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-oci/strata/internal/fsx"
+	"github.com/strata-oci/strata/snapshot/layertest"
 )
 
 func TestStoreOptionsWriter(t *testing.T) {
@@ -118,7 +120,7 @@ func TestApplyOwnersMapped(t *testing.T) {
 		}
 		full := filepath.Join(dir, p)
 		st := lstat(t, full)
-		x, err := readXattrs(full)
+		x, err := fsx.ReadXattrs(full)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -134,7 +136,7 @@ func TestApplyOwnersMapped(t *testing.T) {
 	if err := os.Lchown(filepath.Join(dir, "far"), 33, 33); err != nil {
 		t.Fatal(err)
 	}
-	x, _ := readXattrs(filepath.Join(dir, "far"))
+	x, _ := fsx.ReadXattrs(filepath.Join(dir, "far"))
 	if u, g, _ := o.owner("far", lstat(t, filepath.Join(dir, "far")), x); u != 33 || g != 33 {
 		t.Errorf("far chowned to 33:33 reads %d:%d", u, g)
 	}

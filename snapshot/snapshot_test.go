@@ -8,9 +8,10 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/snapshot/layertest"
-	"golang.org/x/sys/unix"
 )
 
 func needRoot(t *testing.T) {

@@ -11,6 +11,8 @@ import (
 
 	tstar "github.com/vbatts/tar-split/archive/tar"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-oci/strata/internal/fsx"
 )
 
 // holeMin is the size from which a regular file is written with holes
@@ -74,7 +76,7 @@ func pwriteData(fd int, b []byte, off int64, blk int) error {
 			j += blk
 		}
 		j = min(j, len(b))
-		if err := pwriteAll(fd, b[i:j], off+int64(i)); err != nil {
+		if err := fsx.PwriteAll(fd, b[i:j], off+int64(i)); err != nil {
 			return err
 		}
 		i = j
@@ -83,20 +85,6 @@ func pwriteData(fd int, b []byte, off int64, blk int) error {
 }
 
 func isZero(b []byte) bool { return bytes.Equal(b, zeros[:len(b)]) }
-
-func pwriteAll(fd int, b []byte, off int64) error {
-	for len(b) > 0 {
-		n, err := unix.Pwrite(fd, b, off)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		b, off = b[n:], off+int64(n)
-	}
-	return nil
-}
 
 // copyHoley copies the file src to dst (both open descriptors, dst
 // empty), reading only src's data extents where the file system reports
@@ -122,7 +110,7 @@ func copyHoley(dst, src int, buf []byte) error {
 		if start >= end {
 			break
 		}
-		r := io.NewSectionReader(fdReaderAt(src), start, end-start)
+		r := io.NewSectionReader(fsx.FdReaderAt(src), start, end-start)
 		n, err := writeHoley(dst, r, start, buf, blk)
 		if err != nil {
 			return err
@@ -133,27 +121,6 @@ func copyHoley(dst, src int, buf []byte) error {
 		off = end
 	}
 	return unix.Ftruncate(dst, size)
-}
-
-// fdReaderAt reads a raw descriptor with pread.
-type fdReaderAt int
-
-func (f fdReaderAt) ReadAt(b []byte, off int64) (int, error) {
-	done := 0
-	for done < len(b) {
-		n, err := unix.Pread(int(f), b[done:], off+int64(done))
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return done, err
-		}
-		if n == 0 {
-			return done, io.EOF
-		}
-		done += n
-	}
-	return done, nil
 }
 
 // ErrSparseMap means a sparse tar entry's map could not be read back

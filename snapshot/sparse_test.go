@@ -13,9 +13,11 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
-	"github.com/strata-oci/strata/snapshot/layertest"
 	tstar "github.com/vbatts/tar-split/archive/tar"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-oci/strata/internal/fsx"
+	"github.com/strata-oci/strata/snapshot/layertest"
 )
 
 // sparseSource writes, in dir, "sparse" (size bytes, a few bytes of data
@@ -395,7 +397,7 @@ func FuzzRebuild(f *testing.F) {
 		if !bytes.Equal(out.Bytes(), data) {
 			t.Fatalf("rebuilt %d bytes, differ from the %d applied", out.Len(), len(data))
 		}
-		_ = RemoveAll(dir)
+		_ = fsx.RemoveAll(dir)
 	})
 }
 

@@ -12,6 +12,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-oci/strata/internal/fsx"
 )
 
 // SpecOptions tune the generated runtime spec.
@@ -319,13 +321,13 @@ func resolveUser(rootfs, spec string) (specs.User, error) {
 // readRootfsFile reads a colon-separated database (passwd, group) from
 // the rootfs, resolving symlinks inside it; a missing file is empty.
 func readRootfsFile(rootfs, name string) ([][]string, error) {
-	t, err := openTree(rootfs)
+	t, err := fsx.OpenTree(rootfs)
 	if err != nil {
 		return nil, err
 	}
-	defer t.close()
+	defer t.Close()
 	// O_NONBLOCK: a hostile image may put a fifo there.
-	fd, err := t.openat2(name, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	fd, err := t.Open(name, unix.O_RDONLY|unix.O_NONBLOCK, 0)
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.EACCES) {
 		return nil, nil
 	}

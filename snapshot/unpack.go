@@ -14,9 +14,11 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"github.com/strata-oci/strata/internal/chunkpipe"
-	"github.com/strata-oci/strata/layout"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-oci/strata/internal/chunkpipe"
+	"github.com/strata-oci/strata/internal/fsx"
+	"github.com/strata-oci/strata/layout"
 )
 
 // UnpackOptions tune Unpack.
@@ -169,7 +171,7 @@ func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec 
 	if err != nil {
 		return nil, err
 	}
-	if err := writeFileSync(filepath.Join(abs, SpecFile), sb, 0o644); err != nil {
+	if err := fsx.WriteFile(filepath.Join(abs, SpecFile), sb, 0o644); err != nil {
 		return nil, err
 	}
 	rec = &Record{
@@ -187,14 +189,14 @@ func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec 
 		rec.Chain = append(rec.Chain, in.ChainID)
 	}
 	rb, _ := json.MarshalIndent(rec, "", "\t")
-	if err := writeFileSync(filepath.Join(s.root, ContainersDir, bundleKey(abs)+".json"), rb, 0o644); err != nil {
+	if err := fsx.WriteFile(filepath.Join(s.root, ContainersDir, bundleKey(abs)+".json"), rb, 0o644); err != nil {
 		return nil, err
 	}
 	if err := s.addLayout(layoutAbs); err != nil {
 		return nil, err
 	}
 	// The record goes last: a bundle is one once it is whole.
-	if err := writeFileSync(filepath.Join(abs, RecordFile), rb, 0o644); err != nil {
+	if err := fsx.WriteFile(filepath.Join(abs, RecordFile), rb, 0o644); err != nil {
 		return nil, err
 	}
 	return rec, nil
@@ -233,29 +235,6 @@ func ChainIDs(diffIDs []digest.Digest) []digest.Digest {
 func bundleKey(abs string) string {
 	h := sha256.Sum256([]byte(abs))
 	return hex.EncodeToString(h[:16])
-}
-
-func writeFileSync(path string, b []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }
 
 // ReadRecord reads the record of the bundle dir.
@@ -307,7 +286,7 @@ func (s *Store) updateLayouts(fn func(map[string]bool)) error {
 	}
 	sortStrings(list)
 	b, _ := json.MarshalIndent(list, "", "\t")
-	return writeFileSync(p, b, 0o644)
+	return fsx.WriteFile(p, b, 0o644)
 }
 
 // ErrInvalidIDMap means an id map cannot be a user namespace's mapping.

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"github.com/strata-oci/strata/internal/fsx"
 )
 
 // VFS is the name of the copying driver.
@@ -90,15 +92,15 @@ func (v *vfsDriver) CreateRootfs(c *Container) error {
 	co := v.copyOptions()
 	co.idMap = c.IDMap
 	if err := copyTree(top.FS(), c.Rootfs(), co); err != nil {
-		_ = RemoveAll(c.Rootfs())
+		_ = fsx.RemoveAll(c.Rootfs())
 		return fmt.Errorf("create rootfs from snapshot %s: %w", top.ID, err)
 	}
 	return nil
 }
 
 func (v *vfsDriver) RemoveRootfs(c *Container) error {
-	if err := RemoveAll(c.Rootfs()); err != nil {
+	if err := fsx.RemoveAll(c.Rootfs()); err != nil {
 		return err
 	}
-	return RemoveAll(c.State())
+	return fsx.RemoveAll(c.State())
 }

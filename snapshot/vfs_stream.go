@@ -9,8 +9,10 @@ import (
 	"sync/atomic"
 
 	"github.com/opencontainers/go-digest"
-	"github.com/strata-oci/strata/internal/compression"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-oci/strata/internal/compression"
+	"github.com/strata-oci/strata/internal/fsx"
 )
 
 // rootfsStream builds a vfs bundle's rootfs while the image's missing
@@ -146,7 +148,7 @@ func (r *rootfsStream) createRootfs(d Driver, c *Container) error {
 		return nil
 	}
 	if r.started {
-		if err := RemoveAll(r.rootfs); err != nil {
+		if err := fsx.RemoveAll(r.rootfs); err != nil {
 			return fmt.Errorf("remove partial rootfs: %w", err)
 		}
 	}
@@ -351,20 +353,20 @@ func unlockDirs(dir string, files Files) error {
 		return nil
 	}
 	sortByDepth(locked, false)
-	t, err := openTree(dir)
+	t, err := fsx.OpenTree(dir)
 	if err != nil {
 		return err
 	}
-	defer t.close()
+	defer t.Close()
 	for _, p := range locked {
-		fd, err := t.openat2(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+		fd, err := t.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("rootfs: directory %s: %w", p, err)
 		}
-		err = unix.Chmod(fdPath(fd), files[p].Mode&0o7777|0o700)
+		err = unix.Chmod(fsx.FdPath(fd), files[p].Mode&0o7777|0o700)
 		unix.Close(fd)
 		if err != nil {
 			return fmt.Errorf("rootfs: directory %s: %w", p, err)

@@ -13,10 +13,12 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/overlay"
 	"github.com/strata-oci/strata/snapshot/layertest"
-	"golang.org/x/sys/unix"
 )
 
 // streamTree lists every entry under root with its type, mode, owner,
@@ -67,7 +69,7 @@ func streamTree(t *testing.T, root string) []string {
 		case unix.S_IFCHR, unix.S_IFBLK:
 			line += fmt.Sprintf(" rdev=%d", st.Rdev)
 		}
-		names, err := listXattrs(p)
+		names, err := fsx.ListXattrs(p)
 		if err != nil {
 			return err
 		}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/overlay"
 	"github.com/strata-oci/strata/snapshot"
@@ -339,7 +340,7 @@ func TestCommitRootless(t *testing.T) {
 		rlChownTree(t, img, uid, gid)
 		bundle := filepath.Join(dir, "b")
 		store := filepath.Join(dir, "store")
-		t.Cleanup(func() { snapshot.RemoveAll(store); snapshot.RemoveAll(bundle) })
+		t.Cleanup(func() { fsx.RemoveAll(store); fsx.RemoveAll(bundle) })
 		rlMust(t, rlAsUser(t, dir, "unpack", "--root", store, img+":v1", bundle))
 		rootfs := filepath.Join(bundle, "rootfs")
 		cmtChange(t, rootfs, uid, false)
@@ -349,11 +350,11 @@ func TestCommitRootless(t *testing.T) {
 		cmtRootlessOwners(t, dir, img, true)
 		fresh := filepath.Join(dir, "fresh")
 		rlMust(t, rlAsUser(t, dir, "unpack", "--root", filepath.Join(dir, "store2"), img+":v2", fresh))
-		t.Cleanup(func() { snapshot.RemoveAll(filepath.Join(dir, "store2")); snapshot.RemoveAll(fresh) })
+		t.Cleanup(func() { fsx.RemoveAll(filepath.Join(dir, "store2")); fsx.RemoveAll(fresh) })
 		cmtCompare(t, "changed", want, "strata unpack", cmtTree(t, filepath.Join(fresh, "rootfs"), true))
 		um := filepath.Join(dir, "umoci")
 		rlMust(t, rlRunIn(t, dir, "runuser", "-u", rootlessUser, "--", "umoci", "unpack", "--rootless", "--image", img+":v2", um))
-		t.Cleanup(func() { snapshot.RemoveAll(um) })
+		t.Cleanup(func() { fsx.RemoveAll(um) })
 		cmtCompare(t, "changed", want, "umoci unpack --rootless", cmtTree(t, filepath.Join(um, "rootfs"), true))
 
 		// Root does not commit the user's bundle (its store is theirs).
@@ -371,7 +372,7 @@ func TestCommitRootless(t *testing.T) {
 		rlChownTree(t, img, uid, gid)
 		bundle := filepath.Join(dir, "b")
 		store := filepath.Join(dir, "store")
-		t.Cleanup(func() { snapshot.RemoveAll(store); snapshot.RemoveAll(bundle) })
+		t.Cleanup(func() { fsx.RemoveAll(store); fsx.RemoveAll(bundle) })
 		rlMust(t, rlAsUser(t, dir, "unpack", "--driver", "overlay", "--root", store, img+":v1", bundle))
 		rec, err := snapshot.ReadRecord(bundle)
 		cmtMust(t, err)
@@ -405,16 +406,16 @@ echo changed > etc/motd
 		// The new image, unpacked with overlay from the committed
 		// snapshots, looks the same from inside the namespace.
 		again := filepath.Join(dir, "again")
-		t.Cleanup(func() { snapshot.RemoveAll(again) })
+		t.Cleanup(func() { fsx.RemoveAll(again) })
 		rlMust(t, rlAsUser(t, dir, "unpack", "--driver", "overlay", "--root", store, img+":v2", again))
 		cmtCompare(t, "changed (in the namespace)", changed, "v2 unpacked (in the namespace)", cmtNSTree(t, dir, again))
 		cmtRootlessOwners(t, dir, img, true)
 		fresh := filepath.Join(dir, "fresh")
 		rlMust(t, rlAsUser(t, dir, "unpack", "--root", filepath.Join(dir, "store2"), img+":v2", fresh))
-		t.Cleanup(func() { snapshot.RemoveAll(filepath.Join(dir, "store2")); snapshot.RemoveAll(fresh) })
+		t.Cleanup(func() { fsx.RemoveAll(filepath.Join(dir, "store2")); fsx.RemoveAll(fresh) })
 		um := filepath.Join(dir, "umoci")
 		rlMust(t, rlRunIn(t, dir, "runuser", "-u", rootlessUser, "--", "umoci", "unpack", "--rootless", "--image", img+":v2", um))
-		t.Cleanup(func() { snapshot.RemoveAll(um) })
+		t.Cleanup(func() { fsx.RemoveAll(um) })
 		a, b := cmtTree(t, filepath.Join(fresh, "rootfs"), false), cmtTree(t, filepath.Join(um, "rootfs"), false)
 		cmtCompare(t, "strata unpack", a, "umoci unpack --rootless", b)
 		for path, want := range map[string]string{

@@ -14,6 +14,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/snapshot"
 	"github.com/strata-oci/strata/snapshot/layertest"
 	"golang.org/x/sys/unix"
@@ -324,7 +325,7 @@ func TestUnpackRootless(t *testing.T) {
 	}
 	root := filepath.Join(work, "store")
 	bundle := filepath.Join(work, "b")
-	t.Cleanup(func() { snapshot.RemoveAll(root); snapshot.RemoveAll(bundle) })
+	t.Cleanup(func() { fsx.RemoveAll(root); fsx.RemoveAll(bundle) })
 	if r := asNobody("unpack", "--root", root, img+":v1", bundle); r.Code != 0 {
 		t.Fatalf("rootless unpack: exit %d: %s", r.Code, r.Stderr)
 	}

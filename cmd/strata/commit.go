@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/strata-oci/strata/internal/compression"
 	"github.com/strata-oci/strata/internal/dockerfile"
+	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/layout/archive"
 	"github.com/strata-oci/strata/snapshot"
@@ -168,7 +169,7 @@ const (
 func demoUnpack(d *demoRun) error {
 	// A kept layout may hold the bundle of an earlier demo: start afresh.
 	for _, n := range []string{demoBundle, demoStore, demoArchive} {
-		if err := snapshot.RemoveAll(filepath.Join(d.dir, n)); err != nil {
+		if err := fsx.RemoveAll(filepath.Join(d.dir, n)); err != nil {
 			return err
 		}
 	}
