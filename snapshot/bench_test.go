@@ -2,6 +2,7 @@ package snapshot_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/snapshot"
+	"github.com/strata-oci/strata/snapshot/layer"
 	"github.com/strata-oci/strata/snapshot/layertest"
 )
 
@@ -43,25 +45,25 @@ func benchLayer() []byte {
 	return layertest.Tar(es...)
 }
 
-func benchApplyOptions() snapshot.ApplyOptions {
+func benchApplyOptions() layer.ApplyOptions {
 	// Without root, owners go to the rootless xattr as an unprivileged
 	// unpack does.
-	return snapshot.ApplyOptions{Rootless: os.Geteuid() != 0}
+	return layer.ApplyOptions{Rootless: os.Geteuid() != 0}
 }
 
 // BenchmarkApply extracts one layer into an empty directory: the work of
 // unpack per layer once the stream is decompressed.
 func BenchmarkApply(b *testing.B) {
-	layer := benchLayer()
+	tarball := benchLayer()
 	root := b.TempDir()
-	b.SetBytes(int64(len(layer)))
+	b.SetBytes(int64(len(tarball)))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		dir := filepath.Join(root, fmt.Sprint(i))
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			b.Fatal(err)
 		}
-		if err := snapshot.Apply(dir, bytes.NewReader(layer), benchApplyOptions(), snapshot.Files{}); err != nil {
+		if err := layer.Apply(context.Background(), dir, bytes.NewReader(tarball), benchApplyOptions(), layer.Files{}); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()
@@ -77,9 +79,9 @@ func BenchmarkApply(b *testing.B) {
 // its own.
 func BenchmarkUnpack(b *testing.B) {
 	needRootBench(b)
-	layer := benchLayer()
+	tarball := benchLayer()
 	lay := filepath.Join(b.TempDir(), "layout")
-	if err := layertest.BuildImage(lay, "bench", layertest.Image{Layers: [][]byte{layer}, Cmd: []string{"/bin/sh"}}); err != nil {
+	if err := layertest.BuildImage(lay, "bench", layertest.Image{Layers: [][]byte{tarball}, Cmd: []string{"/bin/sh"}}); err != nil {
 		b.Fatal(err)
 	}
 	l, err := layout.Open(lay)
@@ -88,14 +90,14 @@ func BenchmarkUnpack(b *testing.B) {
 	}
 	defer l.Close()
 	root := b.TempDir()
-	b.SetBytes(int64(len(layer)))
+	b.SetBytes(int64(len(tarball)))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		s, err := snapshot.Open(filepath.Join(root, fmt.Sprint(i), "store"), snapshot.StoreOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := s.Unpack(l, "bench", filepath.Join(root, fmt.Sprint(i), "bundle"), snapshot.UnpackOptions{Driver: snapshot.VFS}); err != nil {
+		if _, err := s.Unpack(context.Background(), l, "bench", filepath.Join(root, fmt.Sprint(i), "bundle"), snapshot.UnpackOptions{Driver: snapshot.VFS}); err != nil {
 			b.Fatal(err)
 		}
 		s.Close()
@@ -107,12 +109,12 @@ func BenchmarkUnpack(b *testing.B) {
 // and 200 changed files.
 func BenchmarkCommit(b *testing.B) {
 	needRootBench(b)
-	layer := benchLayer()
+	tarball := benchLayer()
 	for _, changed := range []int{1, 200} {
 		b.Run(fmt.Sprintf("%dfiles", changed), func(b *testing.B) {
 			root := b.TempDir()
 			lay := filepath.Join(root, "layout")
-			if err := layertest.BuildImage(lay, "bench", layertest.Image{Layers: [][]byte{layer}, Cmd: []string{"/bin/sh"}}); err != nil {
+			if err := layertest.BuildImage(lay, "bench", layertest.Image{Layers: [][]byte{tarball}, Cmd: []string{"/bin/sh"}}); err != nil {
 				b.Fatal(err)
 			}
 			l, err := layout.Open(lay)
@@ -129,7 +131,7 @@ func BenchmarkCommit(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
 				bundle := filepath.Join(root, fmt.Sprint("bundle", i))
-				if _, err := s.Unpack(l, "bench", bundle, snapshot.UnpackOptions{Driver: snapshot.VFS}); err != nil {
+				if _, err := s.Unpack(context.Background(), l, "bench", bundle, snapshot.UnpackOptions{Driver: snapshot.VFS}); err != nil {
 					b.Fatal(err)
 				}
 				for j := 0; j < changed; j++ {
@@ -139,7 +141,7 @@ func BenchmarkCommit(b *testing.B) {
 					}
 				}
 				b.StartTimer()
-				res, err := snapshot.Commit(bundle, l, snapshot.CommitOptions{Ref: fmt.Sprint("c", i)})
+				res, err := snapshot.Commit(context.Background(), bundle, l, snapshot.CommitOptions{Ref: fmt.Sprint("c", i)})
 				if err != nil {
 					b.Fatal(err)
 				}

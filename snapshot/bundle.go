@@ -275,3 +275,73 @@ func (c *bundleClaim) release(failed bool) error {
 	c.marker.Close()
 	return err
 }
+
+// Bundle is an unpacked bundle opened to mount or unmount its rootfs.
+type Bundle struct {
+	s *Store
+	d Driver
+	c *Container
+}
+
+// OpenBundle opens the bundle dir: its record, its store (opened with o;
+// Close releases it), its snapshots and its driver. Mounting writes
+// nothing in the layers: root may mount a user's bundle.
+func OpenBundle(dir string, o StoreOptions) (*Bundle, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", dir, err)
+	}
+	rec, err := ReadRecord(abs)
+	if err != nil {
+		return nil, err
+	}
+	if rec.Store == "" {
+		return nil, fmt.Errorf("bundle %s: %w (%s names no store)", dir, ErrNotUnpacked, RecordFile)
+	}
+	s, err := Open(rec.Store, o)
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", dir, err)
+	}
+	owners, chain, err := s.bundleChain(rec, abs)
+	if err == nil && len(chain) == 0 {
+		err = fmt.Errorf("bundle %s: %s lists no layers", dir, RecordFile)
+	}
+	var d Driver
+	if err == nil {
+		d, err = OpenDriver(rec.Driver, s, owners, UseMount)
+	}
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return &Bundle{s: s, d: d, c: &Container{Dir: abs, Chain: chain, Rootless: rec.Rootless, IDMap: rec.IDMap}}, nil
+}
+
+// Rootfs is the bundle's rootfs directory.
+func (b *Bundle) Rootfs() string { return b.c.Rootfs() }
+
+// Mount mounts the rootfs over the bundle's kept changes: ErrNoMount
+// for a plain directory (vfs), ErrAlreadyMounted when it is mounted.
+func (b *Bundle) Mount() error {
+	if err := b.d.Mount(b.c); err != nil {
+		if errors.Is(err, ErrNoMount) {
+			return fmt.Errorf("bundle %s: %w", b.c.Dir, err)
+		}
+		return err
+	}
+	return nil
+}
+
+// Unmount unmounts the rootfs and keeps the bundle's changes.
+func (b *Bundle) Unmount() error {
+	if err := b.d.Unmount(b.c); err != nil {
+		if errors.Is(err, ErrNoMount) {
+			return fmt.Errorf("bundle %s: %w", b.c.Dir, err)
+		}
+		return err
+	}
+	return nil
+}
+
+// Close releases the bundle's store.
+func (b *Bundle) Close() error { return b.s.Close() }

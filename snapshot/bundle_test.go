@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-oci/strata/layout"
+	"github.com/strata-oci/strata/snapshot/layer"
 	"github.com/strata-oci/strata/snapshot/layertest"
 )
 
@@ -105,7 +107,7 @@ func TestUnpackRefusesWhatIsNotItsOwn(t *testing.T) {
 	// A killed unpack of another image: refused, untouched.
 	killed := filepath.Join(work, "killed")
 	killedUnpack(t, s, img, killed, VFS)
-	if _, err := s.Unpack(ol, "v1", killed, UnpackOptions{}); !errors.Is(err, ErrBundleInterrupted) {
+	if _, err := s.Unpack(context.Background(), ol, "v1", killed, UnpackOptions{}); !errors.Is(err, ErrBundleInterrupted) {
 		t.Fatalf("unpack over another image's interrupted unpack: %v", err)
 	}
 	if _, err := os.Lstat(filepath.Join(killed, RootfsDir, "half-written")); err != nil {
@@ -123,7 +125,7 @@ func TestUnpackRefusesWhatIsNotItsOwn(t *testing.T) {
 	done := filepath.Join(work, "done")
 	unpack(t, s, img, done, UnpackOptions{})
 	for _, dir := range []string{foreign, done} {
-		if _, err := s.Unpack(ol, "v1", dir, UnpackOptions{}); !errors.Is(err, ErrBundleNotEmpty) {
+		if _, err := s.Unpack(context.Background(), ol, "v1", dir, UnpackOptions{}); !errors.Is(err, ErrBundleNotEmpty) {
 			t.Fatalf("unpack into %s: %v", dir, err)
 		}
 	}
@@ -150,7 +152,7 @@ func TestUnpackRefusesWhatIsNotItsOwn(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if _, err := s.Unpack(l, "v1", busy, UnpackOptions{}); !errors.Is(err, ErrBundleBusy) {
+	if _, err := s.Unpack(context.Background(), l, "v1", busy, UnpackOptions{}); !errors.Is(err, ErrBundleBusy) {
 		t.Fatalf("unpack into a directory being unpacked: %v", err)
 	}
 	if _, err := os.Lstat(filepath.Join(busy, RootfsDir, "half-written")); err != nil {
@@ -194,7 +196,7 @@ func TestConcurrentUnpacksIntoOneDir(t *testing.T) {
 					return
 				}
 				defer l.Close()
-				_, err = s.Unpack(l, "v1", bundle, UnpackOptions{})
+				_, err = s.Unpack(context.Background(), l, "v1", bundle, UnpackOptions{})
 				switch {
 				case err == nil:
 					if src == bad {
@@ -203,7 +205,7 @@ func TestConcurrentUnpacksIntoOneDir(t *testing.T) {
 					mu.Lock()
 					ok = append(ok, i)
 					mu.Unlock()
-				case errors.Is(err, ErrBundleBusy), errors.Is(err, ErrBundleNotEmpty), errors.Is(err, ErrDiffIDMismatch):
+				case errors.Is(err, ErrBundleBusy), errors.Is(err, ErrBundleNotEmpty), errors.Is(err, layer.ErrDiffIDMismatch):
 				default:
 					t.Errorf("unpack %d: %v", i, err)
 				}

@@ -1,12 +1,10 @@
 package snapshot
 
 import (
-	"crypto/sha256"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -18,123 +16,11 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
 
-	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/overlay"
+	"github.com/strata-oci/strata/snapshot/ids"
 	"github.com/strata-oci/strata/snapshot/layertest"
 )
-
-// describeTree describes every file under root, one line per path: type,
-// mode, owner, size, content hash, link count, link target, device,
-// mtime (not the root's, which no layer sets) and xattrs (overlay's own
-// left out).
-func describeTree(t testing.TB, root string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			return err
-		}
-		if st.Mode&unix.S_IFMT == unix.S_IFSOCK {
-			return nil // no layer carries sockets
-		}
-		var b strings.Builder
-		fmt.Fprintf(&b, "type=%o mode=%o owner=%d:%d", st.Mode&unix.S_IFMT, st.Mode&0o7777, st.Uid, st.Gid)
-		switch st.Mode & unix.S_IFMT {
-		case unix.S_IFREG:
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			h := sha256.New()
-			_, err = io.Copy(h, f)
-			f.Close()
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(&b, " size=%d links=%d sha=%x", st.Size, st.Nlink, h.Sum(nil)[:6])
-		case unix.S_IFLNK:
-			l, _ := os.Readlink(p)
-			fmt.Fprintf(&b, " link=%s", l)
-		case unix.S_IFCHR, unix.S_IFBLK:
-			fmt.Fprintf(&b, " dev=%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
-		}
-		if rel != "." {
-			fmt.Fprintf(&b, " mtime=%d", st.Mtim.Nano())
-		}
-		x, err := fsx.ReadXattrs(p)
-		if err != nil {
-			return err
-		}
-		for _, k := range sortedKeys(x) {
-			if strings.HasPrefix(k, "trusted.overlay.") || strings.HasPrefix(k, "user.overlay.") {
-				continue
-			}
-			fmt.Fprintf(&b, " %s=%x", k, x[k])
-		}
-		out[rel] = b.String()
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("walk %s: %v", root, err)
-	}
-	return out
-}
-
-// withoutLinkCounts drops link counts from a description: overlay shows
-// a file copied up from a lower layer apart from its lower hardlinks, so
-// counts differ from any extraction while contents agree.
-func withoutLinkCounts(m map[string]string) map[string]string {
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		if i := strings.Index(v, " links="); i >= 0 {
-			j := strings.Index(v[i+1:], " ")
-			v = v[:i] + v[i+1+j:]
-		}
-		out[k] = v
-	}
-	return out
-}
-
-func diffTrees(t testing.TB, nameA string, a map[string]string, nameB string, b map[string]string) {
-	t.Helper()
-	keys := map[string]bool{}
-	for k := range a {
-		keys[k] = true
-	}
-	for k := range b {
-		keys[k] = true
-	}
-	var sorted []string
-	for k := range keys {
-		sorted = append(sorted, k)
-	}
-	sort.Strings(sorted)
-	bad := 0
-	for _, k := range sorted {
-		if a[k] != b[k] {
-			if bad++; bad <= 20 {
-				t.Errorf("%s:\n  %s: %q\n  %s: %q", k, nameA, a[k], nameB, b[k])
-			}
-		}
-	}
-	if bad > 20 {
-		t.Errorf("%d paths differ in all", bad)
-	}
-}
-
-// must fails the test on err.
-func must(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
 
 // changeRootfs makes, as root, every kind of change a commit must carry.
 func changeRootfs(t testing.TB, r string) {
@@ -172,7 +58,7 @@ func commitBundle(t testing.TB, bundle, layoutDir, ref string, o CommitOptions) 
 	must(t, err)
 	defer l.Close()
 	o.Ref = ref
-	res, err := Commit(bundle, l, o)
+	res, err := Commit(context.Background(), bundle, l, o)
 	if err != nil {
 		t.Fatalf("commit %s: %v", bundle, err)
 	}
@@ -184,7 +70,7 @@ func unpackRef(t testing.TB, s *Store, layoutDir, ref, bundle string, o UnpackOp
 	l, err := layout.Open(layoutDir)
 	must(t, err)
 	defer l.Close()
-	rec, err := s.Unpack(l, ref, bundle, o)
+	rec, err := s.Unpack(context.Background(), l, ref, bundle, o)
 	if err != nil {
 		t.Fatalf("unpack %s:%s: %v", layoutDir, ref, err)
 	}
@@ -297,7 +183,7 @@ func TestCommitChanges(t *testing.T) {
 			}
 			changeRootfs(t, rootfs)
 			want := desc(rootfs)
-			pending, err := BundleDiff(bundle, StoreOptions{})
+			pending, err := BundleDiff(context.Background(), bundle, StoreOptions{})
 			must(t, err)
 			if pending.Empty() {
 				t.Fatal("BundleDiff sees no change")
@@ -322,7 +208,7 @@ func TestCommitChanges(t *testing.T) {
 			diffTrees(t, "changed", want, "unpacked v2", desc(filepath.Join(fresh, RootfsDir)))
 
 			// Nothing changed since: an empty layer.
-			pending, err = BundleDiff(bundle, StoreOptions{})
+			pending, err = BundleDiff(context.Background(), bundle, StoreOptions{})
 			must(t, err)
 			if !pending.Empty() {
 				t.Fatalf("BundleDiff after a commit: %v", pending.Paths())
@@ -347,7 +233,7 @@ func TestCommitChanges(t *testing.T) {
 			for _, id := range rec.Chain {
 				in, err := s.Get(id.Encoded())
 				must(t, err)
-				if err := in.Verify(); err != nil {
+				if err := in.Verify(context.Background()); err != nil {
 					t.Fatalf("snapshot %s: %v", id, err)
 				}
 			}
@@ -401,7 +287,7 @@ func TestCommitIDMap(t *testing.T) {
 	img, _ := buildStandard(t)
 	s := openStore(t)
 	bundle := filepath.Join(t.TempDir(), "b")
-	m := &IDMap{UIDs: []IDRange{{0, 100000, 65536}}, GIDs: []IDRange{{0, 200000, 65536}}}
+	m := &ids.Map{UIDs: []ids.Range{{ContainerID: 0, HostID: 100000, Size: 65536}}, GIDs: []ids.Range{{ContainerID: 0, HostID: 200000, Size: 65536}}}
 	unpack(t, s, img, bundle, UnpackOptions{IDMap: m})
 	r := filepath.Join(bundle, RootfsDir)
 	must(t, os.WriteFile(filepath.Join(r, "owned"), []byte("x"), 0o644))
@@ -421,7 +307,7 @@ func TestCommitIDMap(t *testing.T) {
 	l, err := layout.Open(img)
 	must(t, err)
 	defer l.Close()
-	if _, err := Commit(bundle, l, CommitOptions{}); err == nil || !strings.Contains(err.Error(), "outside the id map") {
+	if _, err := Commit(context.Background(), bundle, l, CommitOptions{}); err == nil || !strings.Contains(err.Error(), "outside the id map") {
 		t.Fatalf("commit of an unmapped owner: %v", err)
 	}
 }
@@ -433,12 +319,12 @@ func TestCommitErrors(t *testing.T) {
 	l, err := layout.Open(img)
 	must(t, err)
 	defer l.Close()
-	if _, err := Commit(t.TempDir(), l, CommitOptions{}); !errors.Is(err, ErrNotUnpacked) {
+	if _, err := Commit(context.Background(), t.TempDir(), l, CommitOptions{}); !errors.Is(err, ErrNotUnpacked) {
 		t.Fatalf("commit of a plain directory: %v", err)
 	}
 	bundle := filepath.Join(t.TempDir(), "b")
 	unpack(t, s, img, bundle, UnpackOptions{})
-	if _, err := Commit(bundle, l, CommitOptions{Ref: "bad ref"}); err == nil {
+	if _, err := Commit(context.Background(), bundle, l, CommitOptions{Ref: "bad ref"}); err == nil {
 		t.Fatal("commit accepted a bad ref")
 	}
 	// The record names a manifest the layout no longer has.
@@ -449,7 +335,7 @@ func TestCommitErrors(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(bundle, RecordFile), b, 0o644))
 	before, err := l.Index()
 	must(t, err)
-	if _, err := Commit(bundle, l, CommitOptions{Ref: "v9"}); !errors.Is(err, ErrParentGone) {
+	if _, err := Commit(context.Background(), bundle, l, CommitOptions{Ref: "v9"}); !errors.Is(err, ErrParentGone) {
 		t.Fatalf("commit without its parent image: %v", err)
 	}
 	after, err := l.Index()

@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-oci/strata/internal/fsx"
+	"github.com/strata-oci/strata/snapshot/ids"
 )
 
 // copyOptions say how copyTree treats what it copies.
@@ -23,11 +25,14 @@ type copyOptions struct {
 	// keepOwners, with rootless, copies owners too: in a user namespace
 	// the owners a snapshot holds are ones it maps.
 	keepOwners bool
+	// uid and gid are the owner a file this process creates gets: a copy
+	// that needs no other is not chowned.
+	uid, gid int
 	// writableDirs gives every copied directory owner rwx, for a layer to
 	// be applied on the copy; Apply puts the image's modes back.
 	writableDirs bool
 	// idMap shifts owners from the image's IDs to the host's.
-	idMap *IDMap
+	idMap *ids.Map
 	// linkFiles hardlinks every non-directory instead of copying it. Only
 	// for snapshot to snapshot: Apply never changes a file in place (it
 	// replaces it), so snapshots can share inodes; a rootfs, which a
@@ -38,10 +43,14 @@ type copyOptions struct {
 // copyTree copies the tree src (a snapshot: trusted, made by strata) to
 // dst, which must not exist: file types, modes, owners, xattrs, hardlinks
 // and times. File contents are cloned (FICLONE) where the file system
-// allows, else copied with copy_file_range, on every core.
-func copyTree(src, dst string, o copyOptions) error {
+// allows, else copied with copy_file_range, on every core. A cancelled
+// ctx stops it at the next directory.
+func copyTree(ctx context.Context, src, dst string, o copyOptions) error {
 	n := runtime.GOMAXPROCS(0)
-	c := &copier{o: o, inodes: map[inodeKey]*firstLink{}, walkers: make(chan struct{}, n)}
+	// Up to n goroutines copy subdirectories beside the walk: a tree of
+	// hard links (a vfs layer's copy of its parent) is all directory
+	// work, which the file workers do not share.
+	c := &copier{ctx: ctx, o: o, walk: fsx.NewWalk(n), inodes: map[inodeKey]*firstLink{}}
 	c.idle = sync.NewCond(&c.mu)
 	c.learnCreator(filepath.Dir(dst))
 	c.work = make(chan copyJob, 64)
@@ -53,7 +62,7 @@ func copyTree(src, dst string, o copyOptions) error {
 	close(c.work)
 	c.wg.Wait()
 	if err == nil {
-		err = c.firstErr()
+		err = c.walk.Err()
 	}
 	if err != nil {
 		return err
@@ -92,16 +101,15 @@ type firstLink struct {
 }
 
 type copier struct {
+	ctx  context.Context
 	o    copyOptions
 	work chan copyJob
 	wg   sync.WaitGroup
-	// walkers bounds the goroutines that copy subdirectories beside the
-	// walk: a tree of hard links (a vfs layer's copy of its parent) is
-	// all directory work, which the file workers do not share.
-	walkers chan struct{}
+	// walk spreads subdirectories over goroutines and keeps the copy's
+	// first error, the file workers' too.
+	walk *fsx.Walk
 
 	mu     sync.Mutex // guards what follows
-	err    error
 	inodes map[inodeKey]*firstLink
 	dirs   []dirDone
 	queued int        // file copies queued and not finished
@@ -110,15 +118,15 @@ type copier struct {
 	noClone atomic.Bool
 
 	// What a file this process creates gets without asking: owner
-	// euid:egid when ownerKnown, permissions masked by umask.
+	// o.uid:o.gid when ownerKnown, permissions masked by umask.
 	ownerKnown bool
-	euid, egid int
 	umask      uint32
 }
 
-// learnCreator finds out what owner and permissions a new file gets, so
-// that copies skip a chown or chmod that would change nothing. A set-gid
-// parent hands its group down: then the owner is not known.
+// learnCreator finds out what permissions a new file gets and whether it
+// gets the process's owner, so that copies skip a chown or chmod that
+// would change nothing. A set-gid parent hands its group down: then the
+// owner is not known.
 func (c *copier) learnCreator(parent string) {
 	c.umask = 0o777
 	if m, ok := fsx.Umask(); ok {
@@ -128,15 +136,7 @@ func (c *copier) learnCreator(parent string) {
 	if unix.Stat(parent, &st) != nil || st.Mode&unix.S_ISGID != 0 {
 		return
 	}
-	c.euid, c.egid, c.ownerKnown = unix.Geteuid(), unix.Getegid(), true
-}
-
-func (c *copier) setErr(err error) {
-	c.mu.Lock()
-	if c.err == nil {
-		c.err = err
-	}
-	c.mu.Unlock()
+	c.ownerKnown = true
 }
 
 // waitQueued waits until every file copy queued so far is done.
@@ -148,19 +148,11 @@ func (c *copier) waitQueued() {
 	c.mu.Unlock()
 }
 
-func (c *copier) firstErr() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.err
-}
-
 func (c *copier) worker() {
 	defer c.wg.Done()
 	for j := range c.work {
-		if c.firstErr() == nil {
-			if err := c.copyFile(j.src, j.dst, &j.st); err != nil {
-				c.setErr(err)
-			}
+		if c.walk.Err() == nil {
+			c.walk.Fail(c.copyFile(j.src, j.dst, &j.st))
 		}
 		if j.first != nil {
 			close(j.first.done)
@@ -186,141 +178,30 @@ func (c *copier) lend(p string, st *unix.Stat_t, perm uint32, fn func() error) e
 	return fn()
 }
 
+// copy copies src, of any type, to dst.
 func (c *copier) copy(src, dst string) error {
-	if err := c.firstErr(); err != nil {
+	if err := c.walk.Err(); err != nil {
 		return err
 	}
 	var st unix.Stat_t
 	if err := unix.Lstat(src, &st); err != nil {
 		return &os.PathError{Op: "lstat", Path: src, Err: err}
 	}
-	switch st.Mode & unix.S_IFMT {
-	case unix.S_IFDIR:
-		if err := unix.Mkdir(dst, 0o700); err != nil {
-			return &os.PathError{Op: "mkdir", Path: dst, Err: err}
-		}
-		if err := c.meta(src, dst, &st, false); err != nil {
-			return err
-		}
-		// Reading the directory and reaching its children needs owner
-		// read and search rights for as long as the children are copied.
-		err := c.lend(src, &st, 0o500, func() error {
-			// A raw descriptor and getdents: os.File would register the
-			// directory with the poller and switch it to blocking mode,
-			// system calls that add up over thousands of directories.
-			fd, err := unix.Open(src, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return &os.PathError{Op: "copy", Path: src, Err: err}
-			}
-			defer unix.Close(fd)
-			ents, err := fsx.ReadDirents(fd)
-			if err != nil {
-				return fmt.Errorf("copy %s: %w", src, err)
-			}
-			// Regular files to be linked need no stat and no path walk:
-			// the entry's type is enough, and linkat works between the
-			// two directories' descriptors.
-			sfd, dfd := -1, -1
-			if c.o.linkFiles && c.o.idMap.Empty() {
-				sfd = fd
-				if dfd, err = unix.Open(dst, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
-					return &os.PathError{Op: "open", Path: dst, Err: err}
-				}
-				defer unix.Close(dfd)
-			}
-			// Subdirectories go to another goroutine while one is free;
-			// all are done before this directory's rights are taken
-			// back and its metadata is queued.
-			var subdirs sync.WaitGroup
-			defer subdirs.Wait()
-			for _, e := range ents {
-				n := e.Name
-				if dfd >= 0 && e.Type == unix.DT_REG {
-					err := unix.Linkat(sfd, n, dfd, n, 0)
-					if err == nil {
-						continue
-					}
-					if !errors.Is(err, unix.EXDEV) && !errors.Is(err, unix.EMLINK) && !errors.Is(err, unix.EPERM) {
-						return fmt.Errorf("copy %s: link: %w", filepath.Join(src, n), err)
-					}
-				}
-				s, d := filepath.Join(src, n), filepath.Join(dst, n)
-				if e.Type == unix.DT_DIR {
-					select {
-					case c.walkers <- struct{}{}:
-						subdirs.Add(1)
-						go func() {
-							defer subdirs.Done()
-							if err := c.copy(s, d); err != nil {
-								c.setErr(err)
-							}
-							<-c.walkers
-						}()
-						continue
-					default:
-					}
-				}
-				if err := c.copy(s, d); err != nil {
-					return err
-				}
-			}
-			subdirs.Wait()
-			if err := c.firstErr(); err != nil {
-				return err
-			}
-			// Workers may still be reading children: wait before the
-			// permissions are taken back.
-			if st.Mode&0o500 != 0o500 {
-				c.waitQueued()
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		mode := st.Mode & 0o7777
-		if c.o.writableDirs {
-			mode |= 0o700
-		}
-		c.mu.Lock()
-		c.dirs = append(c.dirs, dirDone{dst, mode, [2]unix.Timespec{st.Atim, st.Mtim}})
-		c.mu.Unlock()
-		return nil
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return c.copyDir(src, dst, &st)
 	}
 	if c.o.linkFiles && c.o.idMap.Empty() {
 		err := os.Link(src, dst)
 		if err == nil {
 			return nil
 		}
-		if !errors.Is(err, unix.EXDEV) && !errors.Is(err, unix.EMLINK) && !errors.Is(err, unix.EPERM) {
+		if !linkRefused(err) {
 			return fmt.Errorf("copy %s: %w", src, err)
 		}
 	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
-		var first *firstLink
-		c.mu.Lock()
-		if st.Nlink > 1 {
-			k := inodeKey{st.Dev, st.Ino}
-			if f, ok := c.inodes[k]; ok {
-				c.mu.Unlock()
-				// The first name's copy may still be running.
-				<-f.done
-				if err := c.firstErr(); err != nil {
-					return err
-				}
-				if err := os.Link(f.path, dst); err != nil {
-					return fmt.Errorf("copy %s: %w", src, err)
-				}
-				return nil
-			}
-			first = &firstLink{path: dst, done: make(chan struct{})}
-			c.inodes[k] = first
-		}
-		c.queued++
-		c.mu.Unlock()
-		c.work <- copyJob{src, dst, st, first}
-		return nil
+		return c.queueFile(src, dst, &st)
 	case unix.S_IFLNK:
 		target, err := os.Readlink(src)
 		if err != nil {
@@ -329,7 +210,7 @@ func (c *copier) copy(src, dst string) error {
 		if err := os.Symlink(target, dst); err != nil {
 			return fmt.Errorf("copy %s: %w", src, err)
 		}
-		return c.meta(src, dst, &st, true)
+		return c.metaTimes(src, dst, &st)
 	default:
 		if err := unix.Mknod(dst, st.Mode, int(st.Rdev)); err != nil {
 			return &os.PathError{Op: "mknod", Path: dst, Err: err}
@@ -337,8 +218,132 @@ func (c *copier) copy(src, dst string) error {
 		if err := unix.Chmod(dst, st.Mode&0o7777); err != nil {
 			return &os.PathError{Op: "chmod", Path: dst, Err: err}
 		}
-		return c.meta(src, dst, &st, true)
+		return c.metaTimes(src, dst, &st)
 	}
+}
+
+// linkRefused says whether a hardlink failed for a reason a copy gets
+// around: another file system, the link limit, a file the user may not
+// link.
+func linkRefused(err error) bool {
+	return errors.Is(err, unix.EXDEV) || errors.Is(err, unix.EMLINK) || errors.Is(err, unix.EPERM)
+}
+
+// copyDir makes the directory dst from src (of stat st) and copies what
+// it holds; its mode and times are set once the whole tree is copied.
+func (c *copier) copyDir(src, dst string, st *unix.Stat_t) error {
+	if err := c.ctx.Err(); err != nil {
+		return err
+	}
+	if err := unix.Mkdir(dst, 0o700); err != nil {
+		return &os.PathError{Op: "mkdir", Path: dst, Err: err}
+	}
+	if err := c.meta(src, dst, st); err != nil {
+		return err
+	}
+	// Reading the directory and reaching its children needs owner read
+	// and search rights for as long as the children are copied.
+	err := c.lend(src, st, 0o500, func() error { return c.copyEntries(src, dst, st) })
+	if err != nil {
+		return err
+	}
+	mode := st.Mode & 0o7777
+	if c.o.writableDirs {
+		mode |= 0o700
+	}
+	c.mu.Lock()
+	c.dirs = append(c.dirs, dirDone{dst, mode, [2]unix.Timespec{st.Atim, st.Mtim}})
+	c.mu.Unlock()
+	return nil
+}
+
+// copyEntries copies what the directory src holds into dst.
+func (c *copier) copyEntries(src, dst string, st *unix.Stat_t) error {
+	// A raw descriptor and getdents: os.File would register the
+	// directory with the poller and switch it to blocking mode, system
+	// calls that add up over thousands of directories.
+	fd, err := unix.Open(src, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "copy", Path: src, Err: err}
+	}
+	defer unix.Close(fd)
+	ents, err := fsx.ReadDirents(fd)
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	// Regular files to be linked need no stat and no path walk: the
+	// entry's type is enough, and linkat works between the two
+	// directories' descriptors.
+	dfd := -1
+	if c.o.linkFiles && c.o.idMap.Empty() {
+		if dfd, err = unix.Open(dst, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
+			return &os.PathError{Op: "open", Path: dst, Err: err}
+		}
+		defer unix.Close(dfd)
+	}
+	// Subdirectories go to another goroutine while one is free; all are
+	// done before this directory's rights are taken back and its
+	// metadata is queued.
+	g := c.walk.Group()
+	defer g.Wait()
+	for _, e := range ents {
+		n := e.Name
+		if dfd >= 0 && e.Type == unix.DT_REG {
+			err := unix.Linkat(fd, n, dfd, n, 0)
+			if err == nil {
+				continue
+			}
+			if !linkRefused(err) {
+				return fmt.Errorf("copy %s: link: %w", filepath.Join(src, n), err)
+			}
+		}
+		s, d := filepath.Join(src, n), filepath.Join(dst, n)
+		if e.Type == unix.DT_DIR {
+			err = g.Go(func() error { return c.copy(s, d) })
+		} else {
+			err = c.copy(s, d)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	// Workers may still be reading children: wait before the
+	// permissions are taken back.
+	if st.Mode&0o500 != 0o500 {
+		c.waitQueued()
+	}
+	return nil
+}
+
+// queueFile hands the regular file src to the workers, or links dst to
+// the copy of another name of its inode.
+func (c *copier) queueFile(src, dst string, st *unix.Stat_t) error {
+	var first *firstLink
+	c.mu.Lock()
+	if st.Nlink > 1 {
+		k := inodeKey{st.Dev, st.Ino}
+		if f, ok := c.inodes[k]; ok {
+			c.mu.Unlock()
+			// The first name's copy may still be running.
+			<-f.done
+			if err := c.walk.Err(); err != nil {
+				return err
+			}
+			if err := os.Link(f.path, dst); err != nil {
+				return fmt.Errorf("copy %s: %w", src, err)
+			}
+			return nil
+		}
+		first = &firstLink{path: dst, done: make(chan struct{})}
+		c.inodes[k] = first
+	}
+	c.queued++
+	c.mu.Unlock()
+	c.work <- copyJob{src, dst, *st, first}
+	return nil
 }
 
 func (c *copier) copyFile(src, dst string, st *unix.Stat_t) error {
@@ -359,19 +364,19 @@ func (c *copier) copyFile(src, dst string, st *unix.Stat_t) error {
 		if err != nil {
 			return fmt.Errorf("copy %s: %w", src, err)
 		}
-		fixMode := chown || mode != create || create&c.umask != 0
+		fix := fileFix{chown: chown, chmod: chown || mode != create || create&c.umask != 0}
 		if c.o.rootless && mode&0o600 != 0o600 {
 			// Our own copy must stay writable for its data and xattrs.
-			fixMode = true
+			fix.chmod = true
 		}
-		if fixMode {
+		if fix.chmod {
 			create = 0o600
 		}
 		out, err := unix.Open(dst, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, create)
 		if err != nil {
 			return &os.PathError{Op: "copy", Path: dst, Err: err}
 		}
-		err = c.fileBody(out, in, st, chown, fixMode)
+		err = c.fileBody(out, in, st, fix)
 		if cerr := unix.Close(out); err == nil && cerr != nil {
 			err = cerr
 		}
@@ -382,13 +387,16 @@ func (c *copier) copyFile(src, dst string, st *unix.Stat_t) error {
 	})
 }
 
+// fileFix says what a copied file needs after its creation.
+type fileFix struct{ chown, chmod bool }
+
 // fileBody fills the new file out from in: data, owner, xattrs, mode and
 // times, in that order (a chown clears set-id bits, writes move mtime).
-func (c *copier) fileBody(out, in int, st *unix.Stat_t, chown, fixMode bool) error {
+func (c *copier) fileBody(out, in int, st *unix.Stat_t, fix fileFix) error {
 	if err := c.copyData(out, in, st); err != nil {
 		return err
 	}
-	if chown {
+	if fix.chown {
 		uid, gid, err := c.o.idMap.ToHost(int(st.Uid), int(st.Gid))
 		if err != nil {
 			return err
@@ -400,7 +408,7 @@ func (c *copier) fileBody(out, in int, st *unix.Stat_t, chown, fixMode bool) err
 	if err := fsx.CopyXattrsFd(out, in, c.skipXattr); err != nil {
 		return err
 	}
-	if fixMode {
+	if fix.chmod {
 		if err := unix.Fchmod(out, st.Mode&0o7777); err != nil {
 			return fmt.Errorf("chmod: %w", err)
 		}
@@ -419,7 +427,7 @@ func (c *copier) needChown(st *unix.Stat_t) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return !c.ownerKnown || uid != c.euid || gid != c.egid, nil
+	return !c.ownerKnown || uid != c.o.uid || gid != c.o.gid, nil
 }
 
 // skipXattr says whether a copy goes on without an xattr its
@@ -519,8 +527,8 @@ func preadCopy(out, in int, start, end int64) error {
 	return nil
 }
 
-// meta copies owner and xattrs (and for links and nodes, times).
-func (c *copier) meta(src, dst string, st *unix.Stat_t, times bool) error {
+// meta copies owner and xattrs.
+func (c *copier) meta(src, dst string, st *unix.Stat_t) error {
 	chown, err := c.needChown(st)
 	if err != nil {
 		return fmt.Errorf("copy %s: %w", src, err)
@@ -537,11 +545,18 @@ func (c *copier) meta(src, dst string, st *unix.Stat_t, times bool) error {
 	if err := fsx.CopyXattrs(src, dst, c.skipXattr); err != nil {
 		return fmt.Errorf("copy %s: %w", src, err)
 	}
-	if times {
-		ts := []unix.Timespec{st.Atim, st.Mtim}
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, dst, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return &os.PathError{Op: "chtimes", Path: dst, Err: err}
-		}
+	return nil
+}
+
+// metaTimes copies owner, xattrs and times: links and nodes, which are
+// complete once made (a directory's times are set after its children).
+func (c *copier) metaTimes(src, dst string, st *unix.Stat_t) error {
+	if err := c.meta(src, dst, st); err != nil {
+		return err
+	}
+	ts := []unix.Timespec{st.Atim, st.Mtim}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, dst, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "chtimes", Path: dst, Err: err}
 	}
 	return nil
 }

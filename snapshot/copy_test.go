@@ -2,11 +2,13 @@ package snapshot
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/strata-oci/strata/snapshot/ids"
 	"golang.org/x/sys/unix"
 )
 
@@ -53,7 +55,7 @@ func TestCopyTree(t *testing.T) {
 			src := t.TempDir()
 			copySource(t, src)
 			dst := filepath.Join(t.TempDir(), "copy")
-			must(t, copyTree(src, dst, tc.o))
+			must(t, copyTree(context.Background(), src, dst, tc.o))
 
 			dp := filepath.Join(dst, "d/sparse")
 			if st := lstat(t, dp); st.Size != 32<<20 || st.Blocks*512 > 256<<10 {
@@ -108,15 +110,15 @@ func TestCopyTreeOwners(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name  string
-		idMap *IDMap
+		idMap *ids.Map
 		shift int
 	}{
 		{"identity", nil, 0},
-		{"mapped", &IDMap{UIDs: []IDRange{{ContainerID: 0, HostID: 100000, Size: 70000}}, GIDs: []IDRange{{ContainerID: 0, HostID: 100000, Size: 70000}}}, 100000},
+		{"mapped", &ids.Map{UIDs: []ids.Range{{ContainerID: 0, HostID: 100000, Size: 70000}}, GIDs: []ids.Range{{ContainerID: 0, HostID: 100000, Size: 70000}}}, 100000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dst := filepath.Join(t.TempDir(), "copy")
-			must(t, copyTree(src, dst, copyOptions{idMap: tc.idMap}))
+			must(t, copyTree(context.Background(), src, dst, copyOptions{idMap: tc.idMap}))
 			for i, id := range []int{0, 1000, 65534} {
 				st := lstat(t, filepath.Join(dst, "f"+string(rune('a'+i))))
 				if int(st.Uid) != id+tc.shift || int(st.Gid) != id+1+tc.shift {

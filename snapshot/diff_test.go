@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,32 +13,33 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-oci/strata/overlay"
+	"github.com/strata-oci/strata/snapshot/layer"
 	"github.com/strata-oci/strata/snapshot/layertest"
 )
 
 // diffBase extracts a base layer into a snapshot-like directory and copies
 // it to a rootfs, as unpack does, and returns both with the file list and
 // the time the copy was complete.
-func diffBase(t testing.TB, entries ...layertest.Entry) (snap, rootfs string, files Files, done time.Time) {
+func diffBase(t testing.TB, entries ...layertest.Entry) (snap, rootfs string, files layer.Files, done time.Time) {
 	t.Helper()
 	dir := t.TempDir()
 	snap, rootfs = filepath.Join(dir, "snap"), filepath.Join(dir, "rootfs")
 	must(t, os.Mkdir(snap, 0o755))
-	files = Files{}
-	must(t, Apply(snap, bytes.NewReader(layertest.Tar(entries...)), ApplyOptions{}, files))
-	must(t, copyTree(snap, rootfs, copyOptions{}))
+	files = layer.Files{}
+	must(t, layer.Apply(context.Background(), snap, bytes.NewReader(layertest.Tar(entries...)), layer.ApplyOptions{}, files))
+	must(t, copyTree(context.Background(), snap, rootfs, copyOptions{}))
 	return snap, rootfs, files, time.Now()
 }
 
 // checkDiff applies the diff's layer onto a copy of snap and checks that
 // it gives rootfs exactly.
-func checkDiff(t testing.TB, d *Diff, snap, rootfs string, files Files) {
+func checkDiff(t testing.TB, d *layer.Diff, snap, rootfs string, files layer.Files) {
 	t.Helper()
 	var buf bytes.Buffer
-	must(t, d.WriteTar(&buf, WriteOptions{}))
+	must(t, d.WriteTar(&buf, layer.WriteOptions{}))
 	next := filepath.Join(t.TempDir(), "next")
-	must(t, copyTree(snap, next, copyOptions{}))
-	if err := Apply(next, &buf, ApplyOptions{}, files.Clone()); err != nil {
+	must(t, copyTree(context.Background(), snap, next, copyOptions{}))
+	if err := layer.Apply(context.Background(), next, &buf, layer.ApplyOptions{}, files.Clone()); err != nil {
 		t.Fatalf("apply the diff %v: %v", d.Paths(), err)
 	}
 	diffTrees(t, "rootfs", describeTree(t, rootfs), "parent+diff", describeTree(t, next))
@@ -119,7 +121,7 @@ func TestDiffVFS(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			snap, rootfs, files, done := diffBase(t, base...)
 			must(t, tc.change(rootfs))
-			d, err := diffVFS(rootfs, snap, files, done.Add(-ctimeSlack), owners{})
+			d, err := diffVFS(context.Background(), rootfs, snap, files, done.Add(-ctimeSlack), layer.Ownership{})
 			must(t, err)
 			got := d.Paths()
 			// Directories whose mtime the change moved come along; the
@@ -143,90 +145,15 @@ func TestDiffVFSUntouchedSkipped(t *testing.T) {
 	e := *files["a"]
 	e.Mode = 0o600
 	files["a"] = &e
-	d, err := diffVFS(rootfs, snap, files, time.Now().Add(time.Hour), owners{})
+	d, err := diffVFS(context.Background(), rootfs, snap, files, time.Now().Add(time.Hour), layer.Ownership{})
 	must(t, err)
 	if !d.Empty() {
 		t.Fatalf("untouched file compared: %v", d.Paths())
 	}
-	d, err = diffVFS(rootfs, snap, files, time.Time{}, owners{})
+	d, err = diffVFS(context.Background(), rootfs, snap, files, time.Time{}, layer.Ownership{})
 	must(t, err)
 	if got := d.Paths(); len(got) != 1 || got[0] != "a" {
 		t.Fatalf("diff with no cutoff: %v", got)
-	}
-}
-
-func TestSameEntry(t *testing.T) {
-	base := Entry{Path: "f", Type: TypeReg, Mode: 0o644, UID: 1, GID: 2, Size: 3, Mtime: 4, Xattrs: map[string][]byte{"user.a": []byte("1")}}
-	for _, tc := range []struct {
-		name string
-		edit func(e *Entry)
-		same bool
-	}{
-		{"identical", func(*Entry) {}, true},
-		{"hardlink target ignored", func(e *Entry) { e.Link = "g" }, true},
-		{"mode", func(e *Entry) { e.Mode = 0o600 }, false},
-		{"uid", func(e *Entry) { e.UID = 0 }, false},
-		{"gid", func(e *Entry) { e.GID = 0 }, false},
-		{"size", func(e *Entry) { e.Size = 4 }, false},
-		{"mtime", func(e *Entry) { e.Mtime = 5 }, false},
-		{"type", func(e *Entry) { e.Type = TypeFifo }, false},
-		{"xattr value", func(e *Entry) { e.Xattrs = map[string][]byte{"user.a": []byte("2")} }, false},
-		{"xattr added", func(e *Entry) { e.Xattrs = map[string][]byte{"user.a": []byte("1"), "user.b": nil} }, false},
-		{"xattr removed", func(e *Entry) { e.Xattrs = nil }, false},
-	} {
-		e := base
-		tc.edit(&e)
-		if got := sameEntry(&base, &e); got != tc.same {
-			t.Errorf("%s: sameEntry = %v, want %v", tc.name, got, tc.same)
-		}
-	}
-	a := Entry{Type: TypeSymlink, Link: "x"}
-	b := a
-	b.Link = "y"
-	if sameEntry(&a, &b) {
-		t.Error("symlinks with different targets compare equal")
-	}
-	c := Entry{Type: TypeChar, DevMajor: 1, DevMinor: 3}
-	d := c
-	d.DevMinor = 5
-	if sameEntry(&c, &d) {
-		t.Error("devices with different numbers compare equal")
-	}
-}
-
-func TestOwnersRootless(t *testing.T) {
-	// Outside a namespace: the user's files stand for root.
-	o := owners{rootless: true, toImage: &IDMap{UIDs: []IDRange{{0, 1001, 1}}, GIDs: []IDRange{{0, 1002, 1}}}}
-	st := &unix.Stat_t{Uid: 1001, Gid: 1002}
-	if u, g, err := o.owner("f", st, nil); err != nil || u != 0 || g != 0 {
-		t.Fatalf("user's file: %d:%d %v, want 0:0", u, g, err)
-	}
-	if u, g, err := o.owner("f", st, map[string][]byte{RootlessXattr: EncodeRootless(5, 6)}); err != nil || u != 5 || g != 6 {
-		t.Fatalf("xattr owner: %d:%d %v, want 5:6", u, g, err)
-	}
-	if _, _, err := o.owner("f", st, map[string][]byte{RootlessXattr: {0xff}}); err == nil {
-		t.Fatal("bad rootless xattr accepted")
-	}
-	ns := owners{rootless: true, toImage: &IDMap{UIDs: []IDRange{{0, 0, 65537}}, GIDs: []IDRange{{0, 0, 65537}}}}
-	if u, g, _ := ns.owner("f", &unix.Stat_t{Uid: 7, Gid: 8}, nil); u != 7 || g != 8 {
-		t.Fatalf("in a user namespace: %d:%d, want 7:8", u, g)
-	}
-	// The xattr speaks for an ID only while the file still has root's,
-	// which the extractor gave it: an ID the container set wins.
-	for _, tt := range []struct {
-		uid, gid         uint32
-		wantUID, wantGID int
-	}{
-		{0, 0, 70000, 42}, {33, 0, 33, 42}, {0, 33, 70000, 33}, {5, 6, 5, 6},
-	} {
-		x := map[string][]byte{RootlessXattr: EncodeRootless(70000, 42)}
-		if u, g, err := ns.owner("f", &unix.Stat_t{Uid: tt.uid, Gid: tt.gid}, x); err != nil || u != tt.wantUID || g != tt.wantGID {
-			t.Errorf("file %d:%d with xattr 70000:42: %d:%d %v, want %d:%d", tt.uid, tt.gid, u, g, err, tt.wantUID, tt.wantGID)
-		}
-	}
-	m := owners{idMap: &IDMap{UIDs: []IDRange{{0, 1000, 10}}, GIDs: []IDRange{{0, 2000, 10}}}}
-	if u, g, err := m.owner("f", &unix.Stat_t{Uid: 1003, Gid: 2004}, nil); err != nil || u != 3 || g != 4 {
-		t.Fatalf("id map: %d:%d %v, want 3:4", u, g, err)
 	}
 }
 
@@ -279,7 +206,7 @@ func FuzzDiffVFS(f *testing.F) {
 				_ = unix.Lsetxattr(p, "user.fuzz", []byte{byte(i)}, 0)
 			}
 		}
-		d, err := diffVFS(rootfs, snap, files, done.Add(-ctimeSlack), owners{})
+		d, err := diffVFS(context.Background(), rootfs, snap, files, done.Add(-ctimeSlack), layer.Ownership{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -311,7 +238,7 @@ func FuzzDiffOverlay(f *testing.F) {
 		for _, d := range []string{upper, work, merged} {
 			must(t, os.Mkdir(d, 0o755))
 		}
-		must(t, copyRootMeta(snap, upper))
+		must(t, copyRootMetaShifted(snap, upper, nil))
 		must(t, overlay.Mount(merged, overlay.Options{Lower: []string{snap}, Upper: upper, Work: work, Xattrs: overlay.Trusted}))
 		mounted := true
 		defer func() {
@@ -354,15 +281,15 @@ func FuzzDiffOverlay(f *testing.F) {
 		want := withoutLinkCounts(describeTree(t, merged))
 		must(t, overlay.Unmount(merged))
 		mounted = false
-		d, err := diffOverlay(upper, overlay.Trusted, nil, owners{})
+		d, err := diffOverlay(upper, overlay.Trusted, nil, layer.Ownership{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		var buf bytes.Buffer
-		must(t, d.WriteTar(&buf, WriteOptions{}))
+		must(t, d.WriteTar(&buf, layer.WriteOptions{}))
 		next := filepath.Join(t.TempDir(), "next")
-		must(t, copyTree(snap, next, copyOptions{}))
-		if err := Apply(next, &buf, ApplyOptions{}, files.Clone()); err != nil {
+		must(t, copyTree(context.Background(), snap, next, copyOptions{}))
+		if err := layer.Apply(context.Background(), next, &buf, layer.ApplyOptions{}, files.Clone()); err != nil {
 			t.Fatalf("apply the diff %v: %v", d.Paths(), err)
 		}
 		diffTrees(t, "overlay mount", want, "lower+diff", withoutLinkCounts(describeTree(t, next)))
@@ -376,30 +303,18 @@ func TestDiffConfined(t *testing.T) {
 	needRoot(t)
 	_, rootfs, files, done := diffBase(t, layertest.Dir("d", 0o755), layertest.File("d/a", "a", 0o644))
 	must(t, os.WriteFile(filepath.Join(rootfs, "d/secret"), []byte("inside"), 0o644))
-	d, err := diffVFS(rootfs, "", files, done.Add(-ctimeSlack), owners{})
+	d, err := diffVFS(context.Background(), rootfs, "", files, done.Add(-ctimeSlack), layer.Ownership{})
 	must(t, err)
 	outside := t.TempDir()
 	must(t, os.WriteFile(filepath.Join(outside, "secret"), []byte("OUTSID"), 0o644))
 	must(t, os.Rename(filepath.Join(rootfs, "d"), filepath.Join(rootfs, "d.moved")))
 	must(t, os.Symlink(outside, filepath.Join(rootfs, "d")))
 	var buf bytes.Buffer
-	err = d.WriteTar(&buf, WriteOptions{})
+	err = d.WriteTar(&buf, layer.WriteOptions{})
 	if err == nil {
 		t.Fatal("layer written through a swapped-in symlink")
 	}
 	if bytes.Contains(buf.Bytes(), []byte("OUTSID")) {
 		t.Fatal("the layer holds a file from outside the rootfs")
-	}
-	// The same through the clamped mtimes fix: nothing outside changes.
-	var before unix.Stat_t
-	must(t, unix.Lstat(filepath.Join(outside, "secret"), &before))
-	for _, de := range d.entries {
-		de.clamped = true
-	}
-	_ = d.fixClamped(rootfs, time.Unix(1, 0))
-	var after unix.Stat_t
-	must(t, unix.Lstat(filepath.Join(outside, "secret"), &after))
-	if after.Mtim != before.Mtim {
-		t.Fatal("fixing clamped mtimes touched a file outside the rootfs")
 	}
 }

@@ -3,6 +3,7 @@ package snapshot
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -12,92 +13,23 @@ import (
 	"github.com/vbatts/tar-split/tar/asm"
 	"github.com/vbatts/tar-split/tar/storage"
 
+	"github.com/strata-oci/strata/snapshot/layer"
 	"github.com/strata-oci/strata/snapshot/layertest"
 )
 
-// duplicateCases are layers that name a path more than once, or remove
-// in the same layer a file they wrote: the later entry wins, and the
-// snapshot still rebuilds the layer.
-var duplicateCases = []struct {
-	name    string
-	entries []layertest.Entry
-	// files maps paths to their content ("/" for a directory, "-" for
-	// gone) after extraction.
-	files map[string]string
-	// shadowed counts the files kept aside for the rebuild.
-	shadowed int
-}{
-	{
-		name:     "file twice",
-		entries:  []layertest.Entry{layertest.File("a", "first", 0o644), layertest.File("a", "second!", 0o600)},
-		files:    map[string]string{"a": "second!"},
-		shadowed: 1,
-	},
-	{
-		name:     "file then directory",
-		entries:  []layertest.Entry{layertest.File("a", "first", 0o644), layertest.Dir("a/", 0o755), layertest.File("a/in", "inside", 0o644)},
-		files:    map[string]string{"a": "/", "a/in": "inside"},
-		shadowed: 1,
-	},
-	{
-		name:     "file in a directory, then the directory as a file",
-		entries:  []layertest.Entry{layertest.File("d/x", "inner", 0o644), layertest.File("d/sub/y", "deeper", 0o644), layertest.File("d", "now a file", 0o644)},
-		files:    map[string]string{"d": "now a file", "d/x": "-"},
-		shadowed: 2,
-	},
-	{
-		name:     "whiteout after the file",
-		entries:  []layertest.Entry{layertest.File("a", "first", 0o644), layertest.Whiteout("a")},
-		files:    map[string]string{"a": "first"},
-		shadowed: 0,
-	},
-	{
-		name:     "whiteout of a directory holding this layer's file",
-		entries:  []layertest.Entry{layertest.File("d/x", "inner", 0o644), layertest.Whiteout("d"), layertest.Opaque("d")},
-		files:    map[string]string{"d": "/", "d/x": "inner"},
-		shadowed: 0,
-	},
-	{
-		name: "hard links to a name given twice",
-		entries: []layertest.Entry{
-			layertest.File("a", "first", 0o644), layertest.Hardlink("l", "a"),
-			layertest.File("a", "second!", 0o644), layertest.Hardlink("m", "a"),
-		},
-		files:    map[string]string{"a": "second!", "l": "first", "m": "second!"},
-		shadowed: 1,
-	},
-	{
-		name: "a file written through a symlink the layer then points elsewhere, then replaced",
-		entries: []layertest.Entry{
-			layertest.Dir("d", 0o755), layertest.Dir("e", 0o755), layertest.Symlink("s", "d"),
-			layertest.File("s/f", "one", 0o644), layertest.File("d/g", "gee", 0o644), layertest.Symlink("s", "/e"),
-			layertest.File("e/f", "other", 0o644), layertest.File("s/g", "not gee", 0o644), layertest.File("d/f", "two", 0o644),
-		},
-		files: map[string]string{"d/f": "two", "e/f": "other", "d/g": "gee", "e/g": "not gee"},
-		// s/f's file, and where s/g's is.
-		shadowed: 2,
-	},
-	{
-		name:     "symlink replacing a file, empty file twice",
-		entries:  []layertest.Entry{layertest.File("a", "first", 0o644), layertest.Symlink("a", "b"), layertest.File("e", "", 0o644), layertest.File("e", "", 0o644)},
-		files:    map[string]string{"e": ""},
-		shadowed: 1,
-	},
-}
-
 func TestDuplicateNames(t *testing.T) {
 	needRoot(t)
-	for _, c := range duplicateCases {
-		layer := layertest.Tar(c.entries...)
+	for _, c := range layertest.Duplicates {
+		tarball := layertest.Tar(c.Entries...)
 		for _, driver := range []string{VFS, OverlayDriver} {
-			t.Run(c.name+"/"+driver, func(t *testing.T) {
+			t.Run(c.Name+"/"+driver, func(t *testing.T) {
 				s := openStore(t)
 				d, err := NewDriver(driver, s)
 				if err != nil {
 					t.Fatal(err)
 				}
-				in := ensureTar(t, s, d, nil, layer)
-				for p, want := range c.files {
+				in := ensureTar(t, s, d, nil, tarball)
+				for p, want := range c.Files {
 					full := filepath.Join(in.FS(), p)
 					switch want {
 					case "-":
@@ -114,14 +46,14 @@ func TestDuplicateNames(t *testing.T) {
 						}
 					}
 				}
-				kept, _ := os.ReadDir(filepath.Join(in.Dir, ShadowDir))
-				if len(kept) != c.shadowed {
-					t.Errorf("%d files kept in %s, want %d", len(kept), ShadowDir, c.shadowed)
+				kept, _ := os.ReadDir(filepath.Join(in.Dir, layer.ShadowDir))
+				if len(kept) != c.Shadowed {
+					t.Errorf("%d files kept in %s, want %d", len(kept), layer.ShadowDir, c.Shadowed)
 				}
-				if !bytes.Equal(rebuilt(t, in), layer) {
+				if !bytes.Equal(rebuilt(t, in), tarball) {
 					t.Fatal("rebuilt layer differs from the original")
 				}
-				if err := in.Verify(); err != nil {
+				if err := in.Verify(context.Background()); err != nil {
 					t.Fatal(err)
 				}
 				// Removing the snapshot removes what it kept aside.
@@ -177,17 +109,17 @@ func TestVerifyWithoutShadow(t *testing.T) {
 		t.Fatal(err)
 	}
 	plain := ensureTar(t, s, d, nil, layertest.Tar(layertest.File("a", "only once", 0o644), layertest.Dir("d", 0o755)))
-	if _, err := os.Stat(filepath.Join(plain.Dir, ShadowDir)); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("a layer naming nothing twice has a %s directory: %v", ShadowDir, err)
+	if _, err := os.Stat(filepath.Join(plain.Dir, layer.ShadowDir)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a layer naming nothing twice has a %s directory: %v", layer.ShadowDir, err)
 	}
-	if err := plain.Verify(); err != nil {
+	if err := plain.Verify(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	dup := ensureTar(t, s, d, nil, layertest.Tar(duplicateCases[0].entries...))
-	if err := os.RemoveAll(filepath.Join(dup.Dir, ShadowDir)); err != nil {
+	dup := ensureTar(t, s, d, nil, layertest.Tar(layertest.Duplicates[0].Entries...))
+	if err := os.RemoveAll(filepath.Join(dup.Dir, layer.ShadowDir)); err != nil {
 		t.Fatal(err)
 	}
-	if err := dup.Verify(); err == nil {
+	if err := dup.Verify(context.Background()); err == nil {
 		t.Fatal("verify passed without the replaced file's bytes")
 	}
 }
@@ -197,17 +129,17 @@ func TestVerifyWithoutShadow(t *testing.T) {
 // own packer writes it) still rebuilds its layer.
 func TestRebuildOldRecord(t *testing.T) {
 	needRoot(t)
-	layer := layertest.Tar(layertest.Dir("d", 0o755), layertest.File("d/a", "some bytes", 0o644),
+	tarball := layertest.Tar(layertest.Dir("d", 0o755), layertest.File("d/a", "some bytes", 0o644),
 		layertest.Hardlink("d/h", "d/a"), layertest.File("e", "", 0o600), layertest.Symlink("s", "d/a"))
 	s := openStore(t)
 	d, err := NewDriver(VFS, s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := ensureTar(t, s, d, nil, layer)
+	in := ensureTar(t, s, d, nil, tarball)
 	var rec bytes.Buffer
 	zw := gzip.NewWriter(&rec)
-	r, err := asm.NewInputTarStream(bytes.NewReader(layer), storage.NewJSONPacker(zw), nil)
+	r, err := asm.NewInputTarStream(bytes.NewReader(tarball), storage.NewJSONPacker(zw), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,13 +149,13 @@ func TestRebuildOldRecord(t *testing.T) {
 	if err := zw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(in.Dir, TarSplitFile), rec.Bytes(), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(in.Dir, layer.TarSplitFile), rec.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(rebuilt(t, in), layer) {
+	if !bytes.Equal(rebuilt(t, in), tarball) {
 		t.Fatal("rebuilt layer differs from the original")
 	}
-	if err := in.Verify(); err != nil {
+	if err := in.Verify(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,6 +1,7 @@
 package snapshot_test
 
 import (
+	"context"
 	"fmt"
 	"log"
 	"os"
@@ -17,7 +18,8 @@ import (
 // (UserNS), and then gets the owners that mapping holds.
 func ExampleOpen() {
 	opts := snapshot.StoreOptions{Rootless: true, UID: os.Geteuid(), GID: os.Getegid()}
-	root, err := snapshot.DefaultRoot(opts.Rootless)
+	home, _ := os.UserHomeDir()
+	root, err := snapshot.DefaultRoot(opts.Rootless, os.Getenv("XDG_DATA_HOME"), home)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -31,7 +33,7 @@ func ExampleOpen() {
 		log.Fatal(err)
 	}
 	defer l.Close()
-	rec, err := s.Unpack(l, "v1", "./bundle", snapshot.UnpackOptions{Driver: snapshot.VFS})
+	rec, err := s.Unpack(context.Background(), l, "v1", "./bundle", snapshot.UnpackOptions{Driver: snapshot.VFS})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/layout"
+	"github.com/strata-oci/strata/snapshot/ids"
 )
 
 func sortStrings(s []string) { sort.Strings(s) }
@@ -67,7 +68,7 @@ func bundleLive(rec *Record, root string) bool {
 
 // bundleChain finds the snapshots of the chain of rec, the record of the
 // bundle dir, and the mapping they were written under.
-func (s *Store) bundleChain(rec *Record, dir string) (*IDMap, []*Info, error) {
+func (s *Store) bundleChain(rec *Record, dir string) (*ids.Map, []*Info, error) {
 	owners := s.recordOwners(rec, dir)
 	key := ownersKey(rec.Driver, owners)
 	chain := make([]*Info, len(rec.Chain))

@@ -3,6 +3,7 @@ package snapshot
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -18,11 +19,12 @@ import (
 	"github.com/strata-oci/strata/internal/idmap"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/overlay"
+	"github.com/strata-oci/strata/snapshot/ids"
 )
 
 // testMap shifts users by 100000 and groups by 200000, so that a swapped
 // uid and gid shows.
-var testMap = &IDMap{UIDs: []IDRange{{0, 100000, 65536}}, GIDs: []IDRange{{0, 200000, 65536}}}
+var testMap = &ids.Map{UIDs: []ids.Range{{ContainerID: 0, HostID: 100000, Size: 65536}}, GIDs: []ids.Range{{ContainerID: 0, HostID: 200000, Size: 65536}}}
 
 func wantOwner(t *testing.T, p string, uid, gid uint32) {
 	t.Helper()
@@ -123,7 +125,7 @@ func TestOverlayIDMap(t *testing.T) {
 	unpack(t, s, img, plain, UnpackOptions{Driver: OverlayDriver})
 	other := filepath.Join(t.TempDir(), "other")
 	unmountLater(t, other)
-	unpack(t, s, img, other, UnpackOptions{Driver: OverlayDriver, IDMap: &IDMap{UIDs: []IDRange{{0, 300000, 65536}}, GIDs: []IDRange{{0, 300000, 65536}}}})
+	unpack(t, s, img, other, UnpackOptions{Driver: OverlayDriver, IDMap: &ids.Map{UIDs: []ids.Range{{ContainerID: 0, HostID: 300000, Size: 65536}}, GIDs: []ids.Range{{ContainerID: 0, HostID: 300000, Size: 65536}}}})
 	if again, _ := s.List(); len(again) != 3 {
 		t.Errorf("%d snapshots after two more unpacks, want 3", len(again))
 	}
@@ -199,17 +201,17 @@ func TestOverlayIDMapRefused(t *testing.T) {
 	img, _ := buildStandard(t)
 	s := openStore(t)
 	for name, tc := range map[string]struct {
-		m    *IDMap
+		m    *ids.Map
 		want string
 	}{
-		"owner outside":    {&IDMap{UIDs: []IDRange{{0, 100000, 1000}}, GIDs: []IDRange{{0, 100000, 65536}}}, "/home/alice is owned by 1000:1000"},
-		"overlapping uids": {&IDMap{UIDs: []IDRange{{0, 100000, 100}, {50, 300000, 10}}}, "uid map: invalid id map"},
-		"overlapping host": {&IDMap{GIDs: []IDRange{{0, 100000, 100}, {1000, 100050, 10}}}, "same host IDs"},
+		"owner outside":    {&ids.Map{UIDs: []ids.Range{{ContainerID: 0, HostID: 100000, Size: 1000}}, GIDs: []ids.Range{{ContainerID: 0, HostID: 100000, Size: 65536}}}, "/home/alice is owned by 1000:1000"},
+		"overlapping uids": {&ids.Map{UIDs: []ids.Range{{ContainerID: 0, HostID: 100000, Size: 100}, {ContainerID: 50, HostID: 300000, Size: 10}}}, "uid map: invalid id map"},
+		"overlapping host": {&ids.Map{GIDs: []ids.Range{{ContainerID: 0, HostID: 100000, Size: 100}, {ContainerID: 1000, HostID: 100050, Size: 10}}}, "same host IDs"},
 	} {
 		bundle := filepath.Join(t.TempDir(), "b")
 		l, err := layout.Open(img)
 		must(t, err)
-		_, err = s.Unpack(l, "v1", bundle, UnpackOptions{Driver: OverlayDriver, IDMap: tc.m})
+		_, err = s.Unpack(context.Background(), l, "v1", bundle, UnpackOptions{Driver: OverlayDriver, IDMap: tc.m})
 		l.Close()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: unpack error %v, want %q", name, err, tc.want)
@@ -222,75 +224,17 @@ func TestOverlayIDMapRefused(t *testing.T) {
 		t.Errorf("store tmp/ holds %d leftovers", len(ents))
 	}
 
-	o, err := NewOverlay(s)
+	o, err := newOverlay(s, s.opts.owners())
 	must(t, err)
 	infos, err := s.List()
 	must(t, err)
 	c := &Container{Dir: t.TempDir(), Chain: infos[:1], Rootless: true, IDMap: testMap}
-	if err := o.CreateRootfs(c); !errors.Is(err, ErrIDMapNeedsRoot) {
+	if err := o.CreateRootfs(context.Background(), c); !errors.Is(err, ErrIDMapNeedsRoot) {
 		t.Errorf("rootless CreateRootfs with a map: %v, want ErrIDMapNeedsRoot", err)
 	}
 	if _, err := os.Lstat(c.State()); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("refused CreateRootfs left state behind: %v", err)
 	}
-}
-
-func TestValidateIDRanges(t *testing.T) {
-	many := make([]IDRange, maxIDRanges+1)
-	for i := range many {
-		many[i] = IDRange{uint32(i), uint32(100000 + i), 1}
-	}
-	for _, tc := range []struct {
-		name string
-		rs   []IDRange
-		ok   bool
-	}{
-		{"none", nil, true},
-		{"one", []IDRange{{0, 100000, 65536}}, true},
-		{"adjacent", []IDRange{{0, 100000, 10}, {10, 100010, 10}}, true},
-		{"whole space", []IDRange{{0, 0, 1<<32 - 1}}, true},
-		{"container overlap", []IDRange{{0, 100000, 10}, {9, 200000, 10}}, false},
-		{"host overlap", []IDRange{{0, 100000, 10}, {100, 100009, 10}}, false},
-		{"contained", []IDRange{{0, 100000, 100}, {10, 100010, 5}}, false},
-		{"empty", []IDRange{{0, 100000, 0}}, false},
-		{"overflow", []IDRange{{1<<32 - 1, 0, 2}}, false},
-		{"too many", many, false},
-		{"many enough", many[:maxIDRanges], true},
-	} {
-		err := ValidateIDRanges(tc.rs)
-		if (err == nil) != tc.ok {
-			t.Errorf("%s: %v", tc.name, err)
-		}
-		if err != nil && !errors.Is(err, ErrInvalidIDMap) {
-			t.Errorf("%s: %v is not ErrInvalidIDMap", tc.name, err)
-		}
-	}
-}
-
-// FuzzValidateIDRanges: a map that validates shifts every ID of its
-// ranges to the host and back to itself.
-func FuzzValidateIDRanges(f *testing.F) {
-	f.Add(uint32(0), uint32(100000), uint32(65536), uint32(65536), uint32(200000), uint32(10))
-	f.Add(uint32(0), uint32(0), uint32(10), uint32(5), uint32(20), uint32(10))
-	f.Fuzz(func(t *testing.T, c1, h1, s1, c2, h2, s2 uint32) {
-		rs := []IDRange{{c1, h1, s1}, {c2, h2, s2}}
-		if ValidateIDRanges(rs) != nil {
-			return
-		}
-		m := &IDMap{UIDs: rs, GIDs: rs}
-		for _, r := range rs {
-			for _, id := range []uint32{r.ContainerID, r.ContainerID + r.Size - 1} {
-				u, g, err := m.ToHost(int(id), int(id))
-				if err != nil {
-					t.Fatalf("%v: %d: %v", rs, id, err)
-				}
-				bu, bg, err := m.ToContainer(u, g)
-				if err != nil || bu != int(id) || bg != int(id) {
-					t.Fatalf("%v: %d -> %d -> %d, %v", rs, id, u, bu, err)
-				}
-			}
-		}
-	})
 }
 
 // capV2 is the image's form of a file capability (cap_net_raw, effective).
@@ -302,6 +246,8 @@ func capV3(uid uint32) []byte {
 	binary.LittleEndian.PutUint32(v, 0x03000001)
 	return binary.LittleEndian.AppendUint32(v, uid)
 }
+
+const capXattr = "security.capability"
 
 // TestOverlayIDMapCaps: the kernel shows an image's file capability
 // through the idmapped layers as scoped to the container's root, and
@@ -331,60 +277,6 @@ func TestOverlayIDMapCaps(t *testing.T) {
 	}
 }
 
-func TestUnshiftCaps(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		in, out []byte
-		err     bool
-	}{
-		{"container root", capV3(100000), capV2, false},
-		{"other mapped user", capV3(101000), capV3(1000), false},
-		{"outside the map", capV3(5), nil, true},
-		{"v2 unchanged", capV2, capV2, false},
-		{"short unchanged", capV2[:10], capV2[:10], false},
-		{"v3 magic, v2 size", append([]byte{0, 0, 0, 3}, capV2[4:]...), append([]byte{0, 0, 0, 3}, capV2[4:]...), false},
-	} {
-		d := &Diff{entries: []*diffEntry{{kind: diffFile, path: "f", e: &Entry{Path: "f", Xattrs: map[string][]byte{capXattr: tc.in, "user.x": capV3(100000)}}}, {kind: diffWhiteout, path: "w"}}}
-		err := unshiftCaps(d, testMap)
-		if (err != nil) != tc.err {
-			t.Errorf("%s: %v", tc.name, err)
-			continue
-		}
-		if err != nil {
-			if !strings.Contains(err.Error(), "/f") {
-				t.Errorf("%s: error %v does not name the file", tc.name, err)
-			}
-			continue
-		}
-		x := d.entries[0].e.Xattrs
-		if !bytes.Equal(x[capXattr], tc.out) {
-			t.Errorf("%s: %x, want %x", tc.name, x[capXattr], tc.out)
-		}
-		if !bytes.Equal(x["user.x"], capV3(100000)) {
-			t.Errorf("%s: another xattr changed", tc.name)
-		}
-	}
-}
-
-// FuzzUnshiftCaps: any capability value either fails naming the file or
-// comes out as itself or a well-formed v2/v3 value.
-func FuzzUnshiftCaps(f *testing.F) {
-	f.Add(capV3(100000))
-	f.Add(capV2)
-	f.Add(capV3(7))
-	f.Fuzz(func(t *testing.T, v []byte) {
-		in := append([]byte(nil), v...)
-		d := &Diff{entries: []*diffEntry{{kind: diffFile, path: "f", e: &Entry{Xattrs: map[string][]byte{capXattr: v}}}}}
-		if err := unshiftCaps(d, testMap); err != nil {
-			return
-		}
-		out := d.entries[0].e.Xattrs[capXattr]
-		if !bytes.Equal(out, in) && len(out) != capV2Size && len(out) != capV3Size {
-			t.Fatalf("%x became %x", in, out)
-		}
-	})
-}
-
 // TestOverlayIDMapAttached mounts a mapped bundle the way kernels before
 // 6.15 need (the idmapped layers attached for the time of the mount):
 // the rootfs is the same, and no mount point is left, also after a
@@ -409,11 +301,9 @@ func TestOverlayIDMapAttached(t *testing.T) {
 		t.Errorf("an idmapped layer is still mounted under %s", attach)
 	}
 	// What a killed mount leaves: clones attached under idmap/.
-	st, o, c, err := OverlayBundle(b, StoreOptions{})
-	must(t, err)
-	defer st.Close()
+	o, c := overlayBundle(t, b)
 	must(t, o.Unmount(c))
-	low, err := o.Lowers(c.Top())
+	low, err := o.lowers(c.Top())
 	must(t, err)
 	mounts, err := idmappedLayers(low, c.IDMap)
 	must(t, err)

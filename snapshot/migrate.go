@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-oci/strata/internal/fsx"
+	"github.com/strata-oci/strata/snapshot/ids"
 )
 
 // An earlier strata kept every snapshot directly in ROOT/snapshots/<hex>,
@@ -117,36 +118,36 @@ func (s *Store) migrateOne(hex string) error {
 // as they are; any other user wrote its own files, standing for root, and
 // kept other owners in the user.rootlesscontainers xattr (in its user
 // namespace too).
-func (s *Store) inferOwners(st *unix.Stat_t) *IDMap {
+func (s *Store) inferOwners(st *unix.Stat_t) *ids.Map {
 	uid, gid := int(st.Uid), int(st.Gid)
 	if v := s.opts.view(); v != nil {
-		if u, ok := lookup(v.UIDs, uid); ok {
+		if u, ok := ids.Lookup(v.UIDs, uid); ok {
 			uid = u
 		}
-		if g, ok := lookup(v.GIDs, gid); ok {
+		if g, ok := ids.Lookup(v.GIDs, gid); ok {
 			gid = g
 		}
 	}
 	if uid == 0 {
-		return &IDMap{}
+		return &ids.Map{}
 	}
-	return &IDMap{
-		UIDs: []IDRange{{ContainerID: 0, HostID: uint32(uid), Size: 1}},
-		GIDs: []IDRange{{ContainerID: 0, HostID: uint32(gid), Size: 1}},
+	return &ids.Map{
+		UIDs: []ids.Range{{ContainerID: 0, HostID: uint32(uid), Size: 1}},
+		GIDs: []ids.Range{{ContainerID: 0, HostID: uint32(gid), Size: 1}},
 	}
 }
 
 // recordOwners is the mapping a bundle's snapshots and rootfs were written
 // under; for a record of an earlier strata, which did not keep it, it is
 // inferred from who wrote the record, as for the snapshots it moved.
-func (s *Store) recordOwners(rec *Record, bundle string) *IDMap {
+func (s *Store) recordOwners(rec *Record, bundle string) *ids.Map {
 	if rec.Owners != nil {
 		return rec.Owners
 	}
 	var st unix.Stat_t
 	if err := unix.Lstat(filepath.Join(bundle, RecordFile), &st); err != nil {
 		if !rec.Rootless {
-			return &IDMap{}
+			return &ids.Map{}
 		}
 		return s.opts.owners()
 	}

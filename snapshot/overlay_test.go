@@ -1,8 +1,10 @@
 package snapshot
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-oci/strata/overlay"
+	"github.com/strata-oci/strata/snapshot/ids"
+	"github.com/strata-oci/strata/snapshot/layer"
 )
 
 // unmountLater unmounts a bundle's rootfs when the test ends.
@@ -40,16 +44,12 @@ func TestOverlayDriverRoundTrip(t *testing.T) {
 	if ok, err := overlay.IsMounted(rootfs); !ok || err != nil {
 		t.Fatalf("rootfs not mounted after unpack: %v", err)
 	}
-	st, o, c, err := OverlayBundle(bundle, StoreOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if o.Xattrs() != overlay.Trusted {
-		t.Errorf("root's store uses %v xattrs", o.Xattrs())
+	o, c := overlayBundle(t, bundle)
+	if o.x != overlay.Trusted {
+		t.Errorf("root's store uses %v xattrs", o.x)
 	}
 	// The rootfs's "/" shows the top layer's root, not a fresh directory.
-	top, upper := lstat(t, c.Top().FS()), lstat(t, o.Upper(c))
+	top, upper := lstat(t, c.Top().FS()), lstat(t, o.upper(c))
 	if top.Mode != upper.Mode || top.Uid != upper.Uid || top.Gid != upper.Gid || top.Mtim != upper.Mtim {
 		t.Errorf("upper root %o %d:%d %v, top layer root %o %d:%d %v", upper.Mode, upper.Uid, upper.Gid, upper.Mtim, top.Mode, top.Uid, top.Gid, top.Mtim)
 	}
@@ -90,7 +90,7 @@ func TestOverlayDriverRoundTrip(t *testing.T) {
 	if err := o.RemoveRootfs(c); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{rootfs, o.Upper(c), o.Work(c)} {
+	for _, p := range []string{rootfs, o.upper(c), o.work(c)} {
 		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("RemoveRootfs left %s: %v", p, err)
 		}
@@ -140,7 +140,7 @@ func TestOverlayLowers(t *testing.T) {
 		{"missing parent", orphan, nil, ErrNotFound},
 	}
 	for _, tc := range tests {
-		got, err := o.Lowers(tc.top)
+		got, err := o.lowers(tc.top)
 		if tc.err != nil {
 			if !errors.Is(err, tc.err) {
 				t.Errorf("%s: err %v, want %v", tc.name, err, tc.err)
@@ -155,8 +155,8 @@ func TestOverlayLowers(t *testing.T) {
 			t.Errorf("%s: %v %v, want %v", tc.name, got, err, want)
 		}
 	}
-	opts, err := o.PrepareLayer(t.TempDir(), top)
-	if err != nil || opts.Whiteouts != WhiteoutConvert || opts.Whiteouter == nil || len(opts.Lower) != 3 {
+	opts, err := o.PrepareLayer(context.Background(), t.TempDir(), top)
+	if err != nil || opts.Whiteouts != layer.WhiteoutConvert || opts.Whiteouter == nil || len(opts.Lower) != 3 {
 		t.Errorf("PrepareLayer: %+v %v", opts, err)
 	}
 }
@@ -184,7 +184,7 @@ func TestOverlayStoreForm(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			o, err := NewOverlay(s)
+			o, err := newOverlay(s, s.opts.owners())
 			if tc.bad {
 				if err == nil {
 					t.Fatal("accepted a bad form file")
@@ -194,8 +194,8 @@ func TestOverlayStoreForm(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if o.Xattrs() != tc.want {
-				t.Errorf("form %v, want %v", o.Xattrs(), tc.want)
+			if o.x != tc.want {
+				t.Errorf("form %v, want %v", o.x, tc.want)
 			}
 			b, _ := os.ReadFile(p)
 			if !strings.Contains(string(b), tc.want.String()) {
@@ -210,57 +210,70 @@ func TestOverlayStoreForm(t *testing.T) {
 
 func TestOverlayFallbackHook(t *testing.T) {
 	s := openStore(t)
-	t.Setenv(overlay.DisableEnv, "off")
-	saved := OverlayFallback
-	t.Cleanup(func() { OverlayFallback = saved })
-
-	OverlayFallback = nil
-	if _, err := NewDriver(OverlayDriver, s); !errors.Is(err, overlay.ErrUnsupported) {
+	saved := checkOverlay
+	t.Cleanup(func() { checkOverlay = saved })
+	checkOverlay = func(string, overlay.Xattrs) error {
+		return fmt.Errorf("%w: refused by the test", overlay.ErrUnsupported)
+	}
+	if _, err := s.unpackDriver(UnpackOptions{Driver: OverlayDriver}); !errors.Is(err, overlay.ErrUnsupported) {
 		t.Errorf("without a fallback: %v, want ErrUnsupported", err)
 	}
 	var reason error
-	OverlayFallback = func(err error) { reason = err }
-	d, err := NewDriver(OverlayDriver, s)
+	d, err := s.unpackDriver(UnpackOptions{Driver: OverlayDriver, OnFallback: func(err error) { reason = err }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if d.Name() != VFS {
 		t.Errorf("fallback driver is %s", d.Name())
 	}
-	if !errors.Is(reason, overlay.ErrUnsupported) || !strings.Contains(reason.Error(), overlay.DisableEnv) {
+	if !errors.Is(reason, overlay.ErrUnsupported) || !strings.Contains(reason.Error(), "refused by the test") {
 		t.Errorf("fallback reason %v", reason)
 	}
 }
 
 func TestOverlayBundleErrors(t *testing.T) {
+	needRoot(t)
 	dir := t.TempDir()
-	if _, _, _, err := OverlayBundle(dir, StoreOptions{}); !errors.Is(err, ErrNotUnpacked) {
+	if _, err := OpenBundle(dir, StoreOptions{}); !errors.Is(err, ErrNotUnpacked) {
 		t.Errorf("no record: %v", err)
 	}
-	tests := []struct {
-		name string
-		rec  string
-		want error
-	}{
-		{"vfs bundle", `{"driver":"vfs","chain":["sha256:` + strings.Repeat("a", 64) + `"]}`, ErrNotOverlay},
-		{"garbage", `{"driver":`, ErrNotUnpacked},
+	if err := os.WriteFile(filepath.Join(dir, RecordFile), []byte(`{"driver":`), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	for _, tc := range tests {
-		if err := os.WriteFile(filepath.Join(dir, RecordFile), []byte(tc.rec), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if _, _, _, err := OverlayBundle(dir, StoreOptions{}); !errors.Is(err, tc.want) {
-			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
-		}
+	if _, err := OpenBundle(dir, StoreOptions{}); !errors.Is(err, ErrNotUnpacked) {
+		t.Errorf("garbage: %v, want ErrNotUnpacked", err)
 	}
 	store := filepath.Join(t.TempDir(), "store")
 	rec := `{"driver":"overlay","store":"` + store + `","chain":["sha256:` + strings.Repeat("b", 64) + `"]}`
 	if err := os.WriteFile(filepath.Join(dir, RecordFile), []byte(rec), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, _, err := OverlayBundle(dir, StoreOptions{}); !errors.Is(err, ErrNotFound) {
+	if _, err := OpenBundle(dir, StoreOptions{}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("missing snapshot: %v, want ErrNotFound", err)
 	}
+	// A vfs bundle has nothing to mount.
+	img, _ := buildStandard(t)
+	vb := filepath.Join(t.TempDir(), "vfs")
+	unpack(t, openStore(t), img, vb, UnpackOptions{})
+	b, err := OpenBundle(vb, StoreOptions{})
+	must(t, err)
+	defer b.Close()
+	if err := b.Mount(); !errors.Is(err, ErrNoMount) {
+		t.Errorf("vfs bundle: %v, want ErrNoMount", err)
+	}
+	if err := b.Unmount(); !errors.Is(err, ErrNoMount) {
+		t.Errorf("vfs bundle: %v, want ErrNoMount", err)
+	}
+}
+
+// overlayBundle opens the overlay bundle dir as mount does and returns
+// its driver and container; the store closes with the test.
+func overlayBundle(t *testing.T, dir string) (*Overlay, *Container) {
+	t.Helper()
+	b, err := OpenBundle(dir, StoreOptions{})
+	must(t, err)
+	t.Cleanup(func() { b.Close() })
+	return b.d.(*Overlay), b.c
 }
 
 func TestOverlayWhiteouter(t *testing.T) {
@@ -297,12 +310,12 @@ func TestOverlayStoreFormConcurrent(t *testing.T) {
 	forms := make(chan overlay.Xattrs, 16)
 	for i := 0; i < 16; i++ {
 		go func() {
-			o, err := openOverlay(s, &IDMap{}, true)
+			o, err := openOverlay(s, &ids.Map{}, true)
 			if err != nil {
 				errs <- err
 				return
 			}
-			forms <- o.Xattrs()
+			forms <- o.x
 		}()
 	}
 	var first overlay.Xattrs

@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,25 +12,19 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-oci/strata/layout"
+	"github.com/strata-oci/strata/snapshot/layer"
 	"github.com/strata-oci/strata/snapshot/layertest"
 )
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("this test must run as root (CI runs the suite as root)")
-	}
-}
-
-func buildStandard(t *testing.T) (string, [][]byte) {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "img")
-	layers := layertest.Standard(nil)
-	if err := layertest.BuildImage(dir, "v1", layertest.Image{Layers: layers, Cmd: []string{"/bin/sh"}, User: "alice"}); err != nil {
-		t.Fatal(err)
-	}
-	return dir, layers
-}
+var (
+	needRoot          = layertest.NeedRoot
+	lstat             = layertest.Lstat
+	must              = layertest.Must
+	buildStandard     = layertest.BuildStandard
+	describeTree      = layertest.DescribeTree
+	withoutLinkCounts = layertest.WithoutLinkCounts
+	diffTrees         = layertest.DiffTrees
+)
 
 func openStore(t *testing.T) *Store {
 	t.Helper()
@@ -48,20 +43,11 @@ func unpack(t *testing.T, s *Store, layoutDir, bundle string, o UnpackOptions) *
 		t.Fatal(err)
 	}
 	defer l.Close()
-	rec, err := s.Unpack(l, "v1", bundle, o)
+	rec, err := s.Unpack(context.Background(), l, "v1", bundle, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return rec
-}
-
-func lstat(t *testing.T, p string) *unix.Stat_t {
-	t.Helper()
-	var st unix.Stat_t
-	if err := unix.Lstat(p, &st); err != nil {
-		t.Fatalf("lstat %s: %v", p, err)
-	}
-	return &st
 }
 
 func TestUnpackStandard(t *testing.T) {
@@ -194,7 +180,7 @@ func TestRebuildIdentical(t *testing.T) {
 		if !bytes.Equal(buf.Bytes(), layers[i]) {
 			t.Fatalf("layer %d: rebuilt %d bytes differ from the original %d", i, buf.Len(), len(layers[i]))
 		}
-		if err := in.Verify(); err != nil {
+		if err := in.Verify(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -203,7 +189,7 @@ func TestRebuildIdentical(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(top.FS(), "app"), []byte("run you"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := top.Verify(); err == nil {
+	if err := top.Verify(context.Background()); err == nil {
 		t.Fatal("verify of a changed snapshot succeeded")
 	}
 }
@@ -223,9 +209,9 @@ func TestDiffIDMismatchLeavesNothing(t *testing.T) {
 	}
 	defer l.Close()
 	bundle := filepath.Join(t.TempDir(), "b")
-	_, err = s.Unpack(l, "v1", bundle, UnpackOptions{})
-	if !errors.Is(err, ErrDiffIDMismatch) {
-		t.Fatalf("unpack: %v, want ErrDiffIDMismatch", err)
+	_, err = s.Unpack(context.Background(), l, "v1", bundle, UnpackOptions{})
+	if !errors.Is(err, layer.ErrDiffIDMismatch) {
+		t.Fatalf("unpack: %v, want layer.ErrDiffIDMismatch", err)
 	}
 	infos, _ := s.List()
 	if len(infos) != 1 {
@@ -248,16 +234,17 @@ func TestUnpackInterrupted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	done := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	bundle := filepath.Join(t.TempDir(), "b")
 	// Interrupted during the second layer's extraction.
-	_, err = s.Unpack(l, "v1", bundle, UnpackOptions{Done: done, Layer: func(i, n int, _ digest.Digest, _ bool) {
+	_, err = s.Unpack(ctx, l, "v1", bundle, UnpackOptions{Layer: func(i, n int, _ digest.Digest, _ bool) {
 		if i == 1 {
-			close(done)
+			cancel()
 		}
 	}})
-	if !errors.Is(err, ErrInterrupted) {
-		t.Fatalf("unpack: %v, want ErrInterrupted", err)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("unpack: %v, want context.Canceled", err)
 	}
 	if _, err := os.Stat(bundle); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("bundle left behind: %v", err)

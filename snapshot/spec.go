@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-oci/strata/internal/fsx"
+	"github.com/strata-oci/strata/snapshot/ids"
 )
 
 // SpecOptions tune the generated runtime spec.
@@ -32,13 +33,13 @@ type SpecOptions struct {
 	// Namespace, with InNamespace, is that namespace's mapping (as in
 	// StoreOptions.UserNS): the image's user and groups are kept where it
 	// maps them. nil keeps them all.
-	Namespace *IDMap
+	Namespace *ids.Map
 	// HostUID and HostGID are the caller's IDs outside any user
 	// namespace, which a Rootless spec maps to root.
 	HostUID, HostGID uint32
 	// IDMap runs the container in a user namespace with these mappings
 	// (ignored with Rootless, which maps the caller alone).
-	IDMap *IDMap
+	IDMap *ids.Map
 	// Hostname defaults to "strata".
 	Hostname string
 }
@@ -173,12 +174,12 @@ func GenerateSpec(img *ocispec.Image, rootfs string, o SpecOptions) (*specs.Spec
 // mappedUser is u with what the user namespace m does not map dropped:
 // the user and group fall back to root, unmapped supplementary groups are
 // left out. A nil m maps everyone.
-func mappedUser(u specs.User, m *IDMap) specs.User {
+func mappedUser(u specs.User, m *ids.Map) specs.User {
 	if m == nil {
 		return u
 	}
-	in := func(rs []IDRange, id uint32) bool {
-		_, ok := lookup(rs, int(id))
+	in := func(rs []ids.Range, id uint32) bool {
+		_, ok := ids.Lookup(rs, int(id))
 		return ok
 	}
 	if !in(m.UIDs, u.UID) || !in(m.GIDs, u.GID) {

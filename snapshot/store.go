@@ -23,19 +23,24 @@ type Store struct {
 	opts StoreOptions
 }
 
-// DefaultRoot is /var/lib/strata for root and $XDG_DATA_HOME/strata
-// (~/.local/share/strata) for other users; rootless says which the
-// caller is (root of strata's own user namespace is still the user).
-func DefaultRoot(rootless bool) (string, error) {
+// ErrNoDefaultRoot means a rootless caller has no home directory (and
+// no data directory) to keep its store in.
+var ErrNoDefaultRoot = errors.New("no default snapshot store: no home directory")
+
+// DefaultRoot is /var/lib/strata for root, and for other users
+// DATAHOME/strata, or HOME/.local/share/strata when dataHome is not an
+// absolute path: the caller passes $XDG_DATA_HOME and the user's home
+// directory. rootless says which the caller is (root of strata's own
+// user namespace is still the user).
+func DefaultRoot(rootless bool, dataHome, home string) (string, error) {
 	if !rootless {
 		return "/var/lib/strata", nil
 	}
-	if x := os.Getenv("XDG_DATA_HOME"); x != "" && filepath.IsAbs(x) {
-		return filepath.Join(x, "strata"), nil
+	if dataHome != "" && filepath.IsAbs(dataHome) {
+		return filepath.Join(dataHome, "strata"), nil
 	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("snapshot root: %w (use --root)", err)
+	if home == "" {
+		return "", ErrNoDefaultRoot
 	}
 	return filepath.Join(home, ".local", "share", "strata"), nil
 }
@@ -109,6 +114,12 @@ func (s *Store) Options() StoreOptions { return s.opts }
 // snapshots of key (see ownersKey).
 func (s *Store) dir(key string, chainID digest.Digest) string {
 	return filepath.Join(s.root, SnapshotsDir, key, chainID.Encoded())
+}
+
+// Has says whether the store holds d's snapshot of chainID.
+func (s *Store) Has(d Driver, chainID digest.Digest) bool {
+	_, err := os.Stat(s.dir(Key(d), chainID))
+	return err == nil
 }
 
 // isHex says whether name is a full sha256 hex: a snapshot directory

@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -14,11 +15,12 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/sys/unix"
-
 	"github.com/strata-oci/strata/internal/chunkpipe"
 	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/layout"
+	"github.com/strata-oci/strata/overlay"
+	"github.com/strata-oci/strata/snapshot/ids"
+	"golang.org/x/sys/unix"
 )
 
 // UnpackOptions tune Unpack.
@@ -29,13 +31,15 @@ type UnpackOptions struct {
 	Platform *ocispec.Platform
 	// IDMap shifts ownership in the rootfs and runs the container in a
 	// user namespace with these mappings.
-	IDMap *IDMap
+	IDMap *ids.Map
 	// Layer, when set, is called before each layer is made ready, with
 	// whether it had to be extracted.
 	Layer func(i, n int, d digest.Digest, extracted bool)
-	// Done, when closed, abandons the unpack (ErrInterrupted): the
-	// bundle directory is removed and no partial snapshot stays.
-	Done <-chan struct{}
+	// OnFallback, when set, lets an unpack that asked for the overlay
+	// driver use vfs where overlay does not work: it is called with the
+	// reason (which wraps overlay.ErrUnsupported) and the bundle records
+	// vfs. When nil, the unpack fails with the reason.
+	OnFallback func(reason error)
 }
 
 // Unpack makes dir (which must not exist, or be empty) a runtime-spec
@@ -45,39 +49,19 @@ type UnpackOptions struct {
 // progress (ProgressFile) before anything is written into it, so a
 // directory a killed unpack of the same image left is cleared and done
 // again, and one another unpack is writing is refused (ErrBundleBusy).
-// On error what Unpack wrote is removed, and dir too if it made it;
-// snapshots already complete stay.
-func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec *Record, err error) {
-	if o.Driver == "" {
-		o.Driver = VFS
-	}
+// On error, a cancelled ctx included, what Unpack wrote is removed, and
+// dir too if it made it; snapshots already complete stay.
+func (s *Store) Unpack(ctx context.Context, l *layout.Layout, ref, dir string, o UnpackOptions) (rec *Record, err error) {
 	if err := o.IDMap.Validate(); err != nil {
 		return nil, err
 	}
-	d, err := NewDriver(o.Driver, s)
+	d, err := s.unpackDriver(o)
 	if err != nil {
 		return nil, err
 	}
-	key := ownersKey(d.Name(), d.Owners())
-	if ov, ok := d.(*Overlay); ok && !o.IDMap.Empty() {
-		// Before any layer is extracted: can this store's layers be
-		// mounted shifted at all?
-		if err := ov.checkIDMap(o.IDMap); err != nil {
-			return nil, err
-		}
-	}
-	img, err := l.Image(ref, o.Platform)
+	img, err := imageToUnpack(l, ref, o.Platform)
 	if err != nil {
 		return nil, err
-	}
-	diffIDs := img.Config.RootFS.DiffIDs
-	if len(diffIDs) != len(img.Manifest.Layers) {
-		return nil, fmt.Errorf("image %s: %d layers but %d diffIDs in config %s", img.Descriptor.Digest, len(img.Manifest.Layers), len(diffIDs), img.Manifest.Config.Digest)
-	}
-	for _, ld := range img.Manifest.Layers {
-		if !layout.IsLayer(ld.MediaType) {
-			return nil, fmt.Errorf("image %s: layer %s has media type %q, not a layer", img.Descriptor.Digest, ld.Digest, ld.MediaType)
-		}
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -103,51 +87,9 @@ func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec 
 			return nil, fmt.Errorf("bundle %s: %w", abs, err)
 		}
 	}
-
-	// vfs builds the rootfs from the layers it extracts (vfs_stream.go).
-	rs := newRootfsStream(d, s, filepath.Join(abs, RootfsDir), o.IDMap, len(img.Manifest.Layers))
-	defer rs.stop()
-	var chain []*Info
-	var parent *Info
-	// Each snapshot goes in place once the next layer has been prepared
-	// from it; one made is complete, so it goes in place even when the
-	// unpack fails later.
-	defer func() { _ = parent.publish() }()
-	for i, ld := range img.Manifest.Layers {
-		ld := ld
-		if interrupted(o.Done) {
-			return nil, ErrInterrupted
-		}
-		layer := Layer{Digest: ld.Digest, DiffID: diffIDs[i], Done: o.Done, Open: func() (io.ReadCloser, error) {
-			r, err := l.Blobs().Open(ld.Digest, ld.Size)
-			if err != nil {
-				return nil, err
-			}
-			return readAhead(r), nil
-		}}
-		if o.Layer != nil {
-			_, statErr := os.Stat(s.dir(key, chainOf(parent, diffIDs[i])))
-			o.Layer(i, len(img.Manifest.Layers), ld.Digest, statErr != nil)
-		}
-		// overlay applies a layer with its lower layers mounted from
-		// their place in the store: only vfs, whose layer is applied on a
-		// copy, can leave its parent staged until then.
-		in, err := s.ensure(d, parent, rs.layer(parent, layer), d.Name() == VFS)
-		rs.settle()
-		if err != nil {
-			return nil, err
-		}
-		chain = append(chain, in)
-		parent = in
-	}
-	if err := parent.publish(); err != nil {
-		return nil, err
-	}
-	c := &Container{Dir: abs, Chain: chain, Rootless: s.opts.Rootless, IDMap: o.IDMap}
-	if interrupted(o.Done) {
-		return nil, ErrInterrupted
-	}
-	if err := rs.createRootfs(d, c); err != nil {
+	u := &unpacker{s: s, l: l, d: d, img: img, dir: abs, o: o}
+	c, err := u.rootfs(ctx)
+	if err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -155,80 +97,184 @@ func (s *Store) Unpack(l *layout.Layout, ref, dir string, o UnpackOptions) (rec 
 			_ = d.RemoveRootfs(c)
 		}
 	}()
-	// A rootless overlay mount exists only in strata's namespace, and
-	// only there do files of a vfs rootfs written under its mapping have
-	// their owners: the bundle is run there.
-	inNS := c.Rootless && s.opts.UserNS != nil && (d.Name() == OverlayDriver || NeedsNamespace(d.Owners()))
-	hostUID, hostGID := s.opts.hostIDs()
-	spec, err := GenerateSpec(&img.Config, c.Rootfs(), SpecOptions{
-		Rootless: c.Rootless, InNamespace: inNS, Namespace: s.opts.UserNS,
-		HostUID: hostUID, HostGID: hostGID, IDMap: o.IDMap,
+	if err := u.writeSpec(c); err != nil {
+		return nil, err
+	}
+	return u.record(c, layoutAbs, ref)
+}
+
+// unpackDriver opens the driver o asks for, for the store's process, and
+// checks it can shift owners by o.IDMap before any layer is extracted.
+func (s *Store) unpackDriver(o UnpackOptions) (Driver, error) {
+	name := o.Driver
+	if name == "" {
+		name = VFS
+	}
+	d, err := OpenDriver(name, s, s.opts.owners(), UseUnpack)
+	if errors.Is(err, overlay.ErrUnsupported) && o.OnFallback != nil {
+		o.OnFallback(err)
+		d, err = OpenDriver(VFS, s, s.opts.owners(), UseUnpack)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := d.CheckIDMap(o.IDMap); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// imageToUnpack reads the image ref of l and checks its layers are
+// layers, each with its diffID.
+func imageToUnpack(l *layout.Layout, ref string, p *ocispec.Platform) (*layout.Image, error) {
+	img, err := l.Image(ref, p)
+	if err != nil {
+		return nil, err
+	}
+	diffIDs := img.Config.RootFS.DiffIDs
+	if len(diffIDs) != len(img.Manifest.Layers) {
+		return nil, fmt.Errorf("image %s: %d layers but %d diffIDs in config %s", img.Descriptor.Digest, len(img.Manifest.Layers), len(diffIDs), img.Manifest.Config.Digest)
+	}
+	for _, ld := range img.Manifest.Layers {
+		if !layout.IsLayer(ld.MediaType) {
+			return nil, fmt.Errorf("image %s: layer %s has media type %q, not a layer", img.Descriptor.Digest, ld.Digest, ld.MediaType)
+		}
+	}
+	return img, nil
+}
+
+// unpacker is one Unpack's work once its bundle directory is claimed.
+type unpacker struct {
+	s   *Store
+	l   *layout.Layout
+	d   Driver
+	img *layout.Image
+	dir string
+	o   UnpackOptions
+}
+
+// rootfs makes every layer's snapshot ready and the rootfs from them:
+// a driver that can builds it from the streams of the layers it
+// extracts (vfs), else from the snapshots once they are all there.
+func (u *unpacker) rootfs(ctx context.Context) (*Container, error) {
+	rs := u.d.StreamRootfs(ctx, u.s, filepath.Join(u.dir, RootfsDir), u.o.IDMap, len(u.img.Manifest.Layers))
+	if rs == nil {
+		rs = plainRootfs{u.d}
+	}
+	defer rs.Stop()
+	chain, err := u.snapshots(ctx, rs)
+	if err != nil {
+		return nil, err
+	}
+	c := &Container{Dir: u.dir, Chain: chain, Rootless: u.s.opts.Rootless, IDMap: u.o.IDMap}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := rs.Create(ctx, c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// snapshots makes sure the store holds every layer's snapshot and
+// returns them, base first. Each snapshot goes in place once the next
+// layer has been prepared from it; one made is complete, so it goes in
+// place even when the unpack fails later.
+func (u *unpacker) snapshots(ctx context.Context, rs RootfsStream) (chain []*Info, err error) {
+	var parent *Info
+	defer func() { _ = parent.Publish() }()
+	diffIDs := u.img.Config.RootFS.DiffIDs
+	n := len(u.img.Manifest.Layers)
+	for i, ld := range u.img.Manifest.Layers {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		l := Layer{Digest: ld.Digest, DiffID: diffIDs[i], Open: func() (io.ReadCloser, error) {
+			r, err := u.l.Blobs().Open(ld.Digest, ld.Size)
+			if err != nil {
+				return nil, err
+			}
+			return readAhead(r), nil
+		}}
+		if u.o.Layer != nil {
+			u.o.Layer(i, n, ld.Digest, !u.s.Has(u.d, ChainID(parent.chainID(), diffIDs[i])))
+		}
+		in, err := u.s.EnsureStaged(ctx, u.d, parent, rs.Layer(parent, l))
+		rs.Settle()
+		if err != nil {
+			return nil, err
+		}
+		chain = append(chain, in)
+		parent = in
+	}
+	if err := parent.Publish(); err != nil {
+		return nil, err
+	}
+	return chain, nil
+}
+
+// writeSpec writes the bundle's config.json. A rootless overlay mount
+// exists only in strata's namespace, and only there do files of a vfs
+// rootfs written under its mapping have their owners: the bundle is run
+// there.
+func (u *unpacker) writeSpec(c *Container) error {
+	opts := u.s.opts
+	inNS := c.Rootless && opts.UserNS != nil && u.d.NeedsNamespace()
+	hostUID, hostGID := opts.hostIDs()
+	spec, err := GenerateSpec(&u.img.Config, c.Rootfs(), SpecOptions{
+		Rootless: c.Rootless, InNamespace: inNS, Namespace: opts.UserNS,
+		HostUID: hostUID, HostGID: hostGID, IDMap: u.o.IDMap,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("image %s: %w", img.Descriptor.Digest, err)
+		return fmt.Errorf("image %s: %w", u.img.Descriptor.Digest, err)
 	}
 	sb, err := json.MarshalIndent(spec, "", "\t")
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := fsx.WriteFile(filepath.Join(abs, SpecFile), sb, 0o644); err != nil {
-		return nil, err
-	}
-	rec = &Record{
-		Dir: abs, Store: s.root, Driver: d.Name(), Layout: layoutAbs, Ref: ref,
-		Manifest: img.Descriptor.Digest, Config: img.Manifest.Config.Digest,
-		Rootless: c.Rootless, IDMap: o.IDMap, Owners: d.Owners(), Unpacked: time.Now().UTC(),
+	return fsx.WriteFile(filepath.Join(u.dir, SpecFile), sb, 0o644)
+}
+
+// record writes the bundle's record, in the store first (a gc root),
+// remembers the layout, and writes the record into the bundle last: a
+// bundle is one once it is whole.
+func (u *unpacker) record(c *Container, layoutAbs, ref string) (*Record, error) {
+	rec := &Record{
+		Dir: u.dir, Store: u.s.root, Driver: u.d.Name(), Layout: layoutAbs, Ref: ref,
+		Manifest: u.img.Descriptor.Digest, Config: u.img.Manifest.Config.Digest,
+		Rootless: c.Rootless, IDMap: u.o.IDMap, Owners: u.d.Owners(), Unpacked: time.Now().UTC(),
 	}
 	if rec.Owners == nil {
-		rec.Owners = &IDMap{}
+		rec.Owners = &ids.Map{}
 	}
-	if o.IDMap.Empty() {
+	if u.o.IDMap.Empty() {
 		rec.IDMap = nil
 	}
-	for _, in := range chain {
+	for _, in := range c.Chain {
 		rec.Chain = append(rec.Chain, in.ChainID)
 	}
 	rb, _ := json.MarshalIndent(rec, "", "\t")
-	if err := fsx.WriteFile(filepath.Join(s.root, ContainersDir, bundleKey(abs)+".json"), rb, 0o644); err != nil {
+	if err := fsx.WriteFile(filepath.Join(u.s.root, ContainersDir, bundleKey(u.dir)+".json"), rb, 0o644); err != nil {
 		return nil, err
 	}
-	if err := s.addLayout(layoutAbs); err != nil {
+	if err := u.s.addLayout(layoutAbs); err != nil {
 		return nil, err
 	}
-	// The record goes last: a bundle is one once it is whole.
-	if err := fsx.WriteFile(filepath.Join(abs, RecordFile), rb, 0o644); err != nil {
+	if err := fsx.WriteFile(filepath.Join(u.dir, RecordFile), rb, 0o644); err != nil {
 		return nil, err
 	}
 	return rec, nil
 }
 
-func interrupted(done <-chan struct{}) bool {
-	select {
-	case <-done:
-		return true
-	default:
-		return false
-	}
-}
+// plainRootfs is the RootfsStream of a driver that makes the rootfs
+// from the snapshots alone.
+type plainRootfs struct{ d Driver }
 
-func chainOf(parent *Info, diffID digest.Digest) digest.Digest {
-	if parent == nil {
-		return diffID
-	}
-	return digest.FromString(parent.ChainID.String() + " " + diffID.String())
-}
-
-// ChainIDs computes the chain IDs of a list of diffIDs, base first.
-func ChainIDs(diffIDs []digest.Digest) []digest.Digest {
-	out := make([]digest.Digest, len(diffIDs))
-	for i, d := range diffIDs {
-		if i == 0 {
-			out[i] = d
-		} else {
-			out[i] = digest.FromString(out[i-1].String() + " " + d.String())
-		}
-	}
-	return out
+func (p plainRootfs) Layer(_ *Info, l Layer) Layer { return l }
+func (p plainRootfs) Settle()                      {}
+func (p plainRootfs) Stop()                        {}
+func (p plainRootfs) Create(ctx context.Context, c *Container) error {
+	return p.d.CreateRootfs(ctx, c)
 }
 
 // bundleKey names a bundle's record in ROOT/containers.
@@ -287,55 +333,6 @@ func (s *Store) updateLayouts(fn func(map[string]bool)) error {
 	sortStrings(list)
 	b, _ := json.MarshalIndent(list, "", "\t")
 	return fsx.WriteFile(p, b, 0o644)
-}
-
-// ErrInvalidIDMap means an id map cannot be a user namespace's mapping.
-var ErrInvalidIDMap = errors.New("invalid id map")
-
-// maxIDRanges is the most lines the kernel takes in a uid_map or gid_map.
-const maxIDRanges = 340
-
-// ValidateIDRanges checks that rs could be written to a uid_map or
-// gid_map: no two ranges overlap on either side (a shifted ID must shift
-// back to one image ID), and at most 340 of them.
-func ValidateIDRanges(rs []IDRange) error {
-	if len(rs) > maxIDRanges {
-		return fmt.Errorf("%w: %d ranges, the kernel takes at most %d", ErrInvalidIDMap, len(rs), maxIDRanges)
-	}
-	overlap := func(a, b uint32, size, bsize uint32) bool {
-		return uint64(a) < uint64(b)+uint64(bsize) && uint64(b) < uint64(a)+uint64(size)
-	}
-	for i, a := range rs {
-		if a.Size == 0 {
-			return fmt.Errorf("%w: range %d:%d:%d is empty", ErrInvalidIDMap, a.ContainerID, a.HostID, a.Size)
-		}
-		if uint64(a.ContainerID)+uint64(a.Size) > 1<<32 || uint64(a.HostID)+uint64(a.Size) > 1<<32 {
-			return fmt.Errorf("%w: range %d:%d:%d overflows 32 bits", ErrInvalidIDMap, a.ContainerID, a.HostID, a.Size)
-		}
-		for _, b := range rs[:i] {
-			if overlap(a.ContainerID, b.ContainerID, a.Size, b.Size) {
-				return fmt.Errorf("%w: ranges %d:%d:%d and %d:%d:%d map the same container IDs", ErrInvalidIDMap, b.ContainerID, b.HostID, b.Size, a.ContainerID, a.HostID, a.Size)
-			}
-			if overlap(a.HostID, b.HostID, a.Size, b.Size) {
-				return fmt.Errorf("%w: ranges %d:%d:%d and %d:%d:%d map to the same host IDs", ErrInvalidIDMap, b.ContainerID, b.HostID, b.Size, a.ContainerID, a.HostID, a.Size)
-			}
-		}
-	}
-	return nil
-}
-
-// Validate checks both halves of m with ValidateIDRanges.
-func (m *IDMap) Validate() error {
-	if m == nil {
-		return nil
-	}
-	if err := ValidateIDRanges(m.UIDs); err != nil {
-		return fmt.Errorf("uid map: %w", err)
-	}
-	if err := ValidateIDRanges(m.GIDs); err != nil {
-		return fmt.Errorf("gid map: %w", err)
-	}
-	return nil
 }
 
 // readAhead reads (and so verifies) a layer blob on a goroutine of its

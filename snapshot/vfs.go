@@ -1,31 +1,31 @@
 package snapshot
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/strata-oci/strata/internal/fsx"
+	"github.com/strata-oci/strata/snapshot/ids"
+	"github.com/strata-oci/strata/snapshot/layer"
 )
 
 // VFS is the name of the copying driver.
 const VFS = "vfs"
 
 func init() {
-	RegisterDriver(VFS, func(s *Store, owners *IDMap) (Driver, error) {
-		m, err := s.opts.writer(owners)
-		if err != nil {
-			return nil, err
-		}
-		// In a user namespace root can chown only to mapped IDs and
-		// cannot make devices: extract as an unprivileged user would,
-		// giving the owners the namespace maps.
-		return &vfsDriver{
-			rootless: s.opts.Rootless, owners: owners, m: m,
-			keepOwners: s.opts.Rootless && s.opts.UserNS != nil,
-		}, nil
+	RegisterDriver(VFS, func(s *Store, owners *ids.Map, _ Use) (Driver, error) {
+		return newVFS(s, owners)
 	})
 }
+
+// ctimeSlack widens the window of files a diff compares: the kernel
+// stamps ctimes from a coarse clock that may lag the time a bundle
+// records by a tick (10 ms at HZ=100). Files copied in that window are
+// compared, content too, for nothing, so it stays small.
+const ctimeSlack = 50 * time.Millisecond
 
 // vfsDriver keeps whole root file systems as plain directories: it works
 // on any file system and for any user. Each layer is applied on a copy of
@@ -38,28 +38,54 @@ func init() {
 type vfsDriver struct {
 	rootless bool
 	// owners is the mapping snapshots are written under, m what it
-	// makes of image IDs for this process (ApplyOptions.Owners).
-	owners, m *IDMap
+	// makes of image IDs for this process (layer.ApplyOptions.Owners).
+	owners, m *ids.Map
 	// keepOwners: rootless in a user namespace, where copies keep the
 	// owners the namespace maps (outside one, all files are the user's).
 	keepOwners bool
+	// uid and gid are the owner files this process creates get.
+	uid, gid int
+}
+
+// newVFS returns the vfs driver for snapshots of s written under owners,
+// which s's process must be able to write.
+func newVFS(s *Store, owners *ids.Map) (*vfsDriver, error) {
+	m, err := s.opts.writer(owners)
+	if err != nil {
+		return nil, err
+	}
+	// In a user namespace root can chown only to mapped IDs and cannot
+	// make devices: extract as an unprivileged user would, giving the
+	// owners the namespace maps.
+	return &vfsDriver{
+		rootless: s.opts.Rootless, owners: owners, m: m,
+		keepOwners: s.opts.Rootless && s.opts.UserNS != nil,
+		uid:        s.opts.UID, gid: s.opts.GID,
+	}, nil
 }
 
 func (v *vfsDriver) Name() string { return VFS }
 
-func (v *vfsDriver) Owners() *IDMap { return v.owners }
+func (v *vfsDriver) Owners() *ids.Map { return v.owners }
+
+// Stacked is false: each snapshot holds the whole tree up to its layer.
+func (v *vfsDriver) Stacked() bool { return false }
 
 // copyOptions is how the driver copies its trees.
 func (v *vfsDriver) copyOptions() copyOptions {
-	return copyOptions{rootless: v.rootless, keepOwners: v.keepOwners}
+	return copyOptions{rootless: v.rootless, keepOwners: v.keepOwners, uid: v.uid, gid: v.gid}
 }
 
-func (v *vfsDriver) applyOptions() ApplyOptions {
-	return ApplyOptions{Whiteouts: WhiteoutDelete, Rootless: v.rootless, Owners: v.m, DropCache: true}
+// applyOptions is how a layer is applied on a tree of the driver's.
+func (v *vfsDriver) applyOptions() layer.ApplyOptions {
+	return layer.ApplyOptions{Whiteouts: layer.WhiteoutDelete, Rootless: v.rootless, Owners: v.m, UID: v.uid, GID: v.gid}
 }
 
-func (v *vfsDriver) PrepareLayer(dir string, parent *Info) (ApplyOptions, error) {
+// PrepareLayer fills dir with a copy of parent's tree whose files are
+// hardlinks, for the layer to be applied on.
+func (v *vfsDriver) PrepareLayer(ctx context.Context, dir string, parent *Info) (layer.ApplyOptions, error) {
 	opts := v.applyOptions()
+	opts.DropCache = true
 	if parent == nil {
 		return opts, nil
 	}
@@ -72,13 +98,24 @@ func (v *vfsDriver) PrepareLayer(dir string, parent *Info) (ApplyOptions, error)
 	}
 	co := v.copyOptions()
 	co.writableDirs, co.linkFiles = v.rootless, true
-	if err := copyTree(parent.FS(), dir, co); err != nil {
+	if err := copyTree(ctx, parent.FS(), dir, co); err != nil {
 		return opts, fmt.Errorf("copy snapshot %s: %w", parent.ID, err)
 	}
 	return opts, nil
 }
 
-func (v *vfsDriver) CreateRootfs(c *Container) error {
+// Usage comes from the file list: a vfs tree is its list, no walk
+// needed.
+func (v *vfsDriver) Usage(_ string, files layer.Files) (int64, int64, error) {
+	size, count := files.Usage()
+	return size, count, nil
+}
+
+// CheckIDMap accepts any map here; CreateRootfs refuses one a rootless
+// process cannot give.
+func (v *vfsDriver) CheckIDMap(*ids.Map) error { return nil }
+
+func (v *vfsDriver) CreateRootfs(ctx context.Context, c *Container) error {
 	top := c.Top()
 	if top == nil {
 		if err := os.Mkdir(c.Rootfs(), 0o755); err != nil {
@@ -91,7 +128,7 @@ func (v *vfsDriver) CreateRootfs(c *Container) error {
 	}
 	co := v.copyOptions()
 	co.idMap = c.IDMap
-	if err := copyTree(top.FS(), c.Rootfs(), co); err != nil {
+	if err := copyTree(ctx, top.FS(), c.Rootfs(), co); err != nil {
 		_ = fsx.RemoveAll(c.Rootfs())
 		return fmt.Errorf("create rootfs from snapshot %s: %w", top.ID, err)
 	}
@@ -103,4 +140,46 @@ func (v *vfsDriver) RemoveRootfs(c *Container) error {
 		return err
 	}
 	return fsx.RemoveAll(c.State())
+}
+
+// NeedsNamespace: a vfs rootfs is a plain directory, usable anywhere its
+// files' owners are.
+func (v *vfsDriver) NeedsNamespace() bool { return NeedsNamespace(v.owners) }
+
+// Mount: a vfs rootfs is a plain directory.
+func (v *vfsDriver) Mount(*Container) error { return ErrNoMount }
+
+// Unmount: a vfs rootfs is a plain directory.
+func (v *vfsDriver) Unmount(*Container) error { return ErrNoMount }
+
+// Recover has nothing to do: Rebase leaves nothing half-done.
+func (v *vfsDriver) Recover(*Container) error { return nil }
+
+// Diff compares the rootfs with the top snapshot's file list (see
+// diffVFS); files not changed since unpacked are not read.
+func (v *vfsDriver) Diff(ctx context.Context, c *Container, own layer.Ownership, unpacked time.Time) (*layer.Diff, error) {
+	files, lower := layer.Files{}, ""
+	if top := c.Top(); top != nil {
+		var err error
+		if files, err = top.ReadFiles(); err != nil {
+			return nil, fmt.Errorf("snapshot %s: %w", top.ID, err)
+		}
+		lower = top.FS()
+	}
+	var cutoff time.Time
+	if !unpacked.IsZero() {
+		cutoff = unpacked.Add(-ctimeSlack)
+	}
+	return diffVFS(ctx, c.Rootfs(), lower, files, cutoff, own)
+}
+
+// Rebase: the rootfs already holds the new layer's files; only the
+// mtimes the layer clamped are put in line.
+func (v *vfsDriver) Rebase(_ context.Context, c *Container, r Rebase) error {
+	if r.Clamp != nil {
+		if err := r.Diff.FixClamped(c.Rootfs(), *r.Clamp); err != nil {
+			return err
+		}
+	}
+	return r.Save()
 }

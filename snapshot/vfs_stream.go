@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,10 +10,11 @@ import (
 	"sync/atomic"
 
 	"github.com/opencontainers/go-digest"
-	"golang.org/x/sys/unix"
 
 	"github.com/strata-oci/strata/internal/compression"
 	"github.com/strata-oci/strata/internal/fsx"
+	"github.com/strata-oci/strata/snapshot/ids"
+	"github.com/strata-oci/strata/snapshot/layer"
 )
 
 // rootfsStream builds a vfs bundle's rootfs while the image's missing
@@ -36,11 +38,12 @@ type rootfsStream struct {
 	store  *Store
 	rootfs string
 	v      *vfsDriver
-	key    string
 
-	feeds    chan *feed
-	quit     chan struct{}
-	quitOnce sync.Once
+	feeds chan *feed
+	// ctx ends when the rootfs is abandoned (Stop, or the unpack's
+	// context), and with it the feeds and the rootfs's Apply.
+	ctx      context.Context
+	cancel   context.CancelFunc
 	endOnce  sync.Once
 	exited   chan struct{}
 	last     *feed
@@ -71,29 +74,23 @@ var errNotStreamed = errors.New("layer was not read")
 // errStreamCut ends the feed of a layer whose reader was closed early.
 var errStreamCut = errors.New("layer stream closed before its end")
 
-// newRootfsStream returns a stream builder for d's rootfs in rootfs, or
-// nil when d is not vfs or owners must be shifted (the copy does that).
-func newRootfsStream(d Driver, s *Store, rootfs string, idMap *IDMap, layers int) *rootfsStream {
-	v, ok := d.(*vfsDriver)
-	if !ok || !idMap.Empty() {
+// StreamRootfs builds the rootfs at rootfs from the layers an unpack
+// extracts, unless owners must be shifted (the copy does that).
+func (v *vfsDriver) StreamRootfs(ctx context.Context, s *Store, rootfs string, m *ids.Map, layers int) RootfsStream {
+	if !m.Empty() {
 		return nil
 	}
-	r := &rootfsStream{
-		store: s, rootfs: rootfs, v: v, key: ownersKey(v.Name(), v.Owners()),
-		feeds: make(chan *feed, layers+1), quit: make(chan struct{}), exited: make(chan struct{}),
-	}
+	r := &rootfsStream{store: s, rootfs: rootfs, v: v, feeds: make(chan *feed, layers+1), exited: make(chan struct{})}
+	r.ctx, r.cancel = context.WithCancel(ctx)
 	go r.run()
 	return r
 }
 
-// layer wraps l, to go on parent, so that its stream also feeds the
+// Layer wraps l, to go on parent, so that its stream also feeds the
 // rootfs when Ensure has to extract it.
-func (r *rootfsStream) layer(parent *Info, l Layer) Layer {
-	if r == nil {
-		return l
-	}
-	chain := chainOf(parent, l.DiffID)
-	if _, err := os.Stat(r.store.dir(r.key, chain)); err == nil {
+func (r *rootfsStream) Layer(parent *Info, l Layer) Layer {
+	chain := ChainID(parent.chainID(), l.DiffID)
+	if r.store.Has(r.v, chain) {
 		return l // in the store: Ensure will not read it
 	}
 	f := &feed{parent: parent, chain: chain, digest: l.Digest, chunks: make(chan []byte, 8), free: make(chan []byte, 10)}
@@ -116,15 +113,15 @@ func (r *rootfsStream) layer(parent *Info, l Layer) Layer {
 			f.end(err)
 			return nil, fmt.Errorf("decompress: %w", err)
 		}
-		return &teeReader{f: f, blob: rc, dr: dr, quit: r.quit}, nil
+		return &teeReader{f: f, blob: rc, dr: dr, quit: r.ctx.Done()}, nil
 	}
 	return l
 }
 
-// settle is called after each Ensure: a layer that was not read, or not
+// Settle is called after each Ensure: a layer that was not read, or not
 // to its end, ends its feed.
-func (r *rootfsStream) settle() {
-	if r == nil || r.last == nil {
+func (r *rootfsStream) Settle() {
+	if r.last == nil {
 		return
 	}
 	if r.last.opened.Load() {
@@ -134,12 +131,9 @@ func (r *rootfsStream) settle() {
 	}
 }
 
-// createRootfs makes c's rootfs: the streamed one when it holds the top
-// snapshot's tree, else d's copy.
-func (r *rootfsStream) createRootfs(d Driver, c *Container) error {
-	if r == nil {
-		return d.CreateRootfs(c)
-	}
+// Create makes c's rootfs: the streamed one when it holds the top
+// snapshot's tree, else the driver's copy.
+func (r *rootfsStream) Create(ctx context.Context, c *Container) error {
 	r.finish()
 	if r.err != nil {
 		return r.err
@@ -152,7 +146,7 @@ func (r *rootfsStream) createRootfs(d Driver, c *Container) error {
 			return fmt.Errorf("remove partial rootfs: %w", err)
 		}
 	}
-	return d.CreateRootfs(c)
+	return r.v.CreateRootfs(ctx, c)
 }
 
 // finish waits for the rootfs to take every stream sent.
@@ -161,21 +155,18 @@ func (r *rootfsStream) finish() {
 	<-r.exited
 }
 
-// stop abandons the rootfs (Unpack failed) and waits for its goroutine.
-func (r *rootfsStream) stop() {
-	if r == nil {
-		return
-	}
-	r.quitOnce.Do(func() { close(r.quit) })
+// Stop abandons the rootfs (Unpack failed) and waits for its goroutine.
+func (r *rootfsStream) Stop() {
+	r.cancel()
 	if r.last != nil {
-		r.last.end(ErrInterrupted)
+		r.last.end(context.Canceled)
 	}
 	r.finish()
 }
 
 func (r *rootfsStream) run() {
 	defer close(r.exited)
-	var files Files
+	var files layer.Files
 	for f := range r.feeds {
 		if r.err == nil && !r.broken {
 			if err := r.apply(f, &files); err != nil {
@@ -191,7 +182,7 @@ func (r *rootfsStream) run() {
 
 // apply puts f's layer on the rootfs, which it first makes from f's
 // parent when f is the first layer streamed.
-func (r *rootfsStream) apply(f *feed, files *Files) error {
+func (r *rootfsStream) apply(f *feed, files *layer.Files) error {
 	var parentChain digest.Digest
 	if f.parent != nil {
 		parentChain = f.parent.ChainID
@@ -202,11 +193,11 @@ func (r *rootfsStream) apply(f *feed, files *Files) error {
 			if err := os.Mkdir(r.rootfs, 0o755); err != nil {
 				return fmt.Errorf("create rootfs: %w", err)
 			}
-			*files = Files{}
+			*files = layer.Files{}
 		} else {
 			co := r.v.copyOptions()
 			co.writableDirs = r.v.rootless
-			if err := copyTree(f.parent.FS(), r.rootfs, co); err != nil {
+			if err := copyTree(r.ctx, f.parent.FS(), r.rootfs, co); err != nil {
 				return fmt.Errorf("create rootfs from snapshot %s: %w", f.parent.ID, err)
 			}
 			fl, err := f.parent.ReadFiles()
@@ -219,14 +210,13 @@ func (r *rootfsStream) apply(f *feed, files *Files) error {
 		r.broken = true
 		return nil
 	} else if r.v.rootless {
-		if err := unlockDirs(r.rootfs, *files); err != nil {
+		if err := layer.UnlockDirs(r.rootfs, *files); err != nil {
 			return err
 		}
 	}
-	opts := ApplyOptions{Whiteouts: WhiteoutDelete, Rootless: r.v.rootless, Owners: r.v.m, Done: r.quit}
-	if err := Apply(r.rootfs, f.reader(), opts, *files); err != nil {
+	if err := layer.Apply(r.ctx, r.rootfs, f.reader(), r.v.applyOptions(), *files); err != nil {
 		f.drain()
-		if f.err != nil || errors.Is(err, ErrInterrupted) {
+		if f.err != nil || r.ctx.Err() != nil {
 			// The stream, not the rootfs, failed: Ensure says why.
 			r.broken = true
 			return nil
@@ -335,44 +325,6 @@ func (t *teeReader) Close() error {
 // reader reads the feed's chunks as one stream.
 func (f *feed) reader() *chunkReader {
 	return &chunkReader{chunks: f.chunks, free: f.free, closed: func() error { return f.err }}
-}
-
-// unlockDirs gives the owner rwx on every directory of the rootless tree
-// dir (files lists it) that lacks it, parents first, as the copy of a
-// parent snapshot does for the next layer: unprivileged, the extractor
-// cannot otherwise write under a 0555 or 0000 directory. Apply puts the
-// image's modes back when it finishes.
-func unlockDirs(dir string, files Files) error {
-	var locked []string
-	for p, e := range files {
-		if e.Type == TypeDir && e.Mode&0o700 != 0o700 {
-			locked = append(locked, p)
-		}
-	}
-	if len(locked) == 0 {
-		return nil
-	}
-	sortByDepth(locked, false)
-	t, err := fsx.OpenTree(dir)
-	if err != nil {
-		return err
-	}
-	defer t.Close()
-	for _, p := range locked {
-		fd, err := t.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
-		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("rootfs: directory %s: %w", p, err)
-		}
-		err = unix.Chmod(fsx.FdPath(fd), files[p].Mode&0o7777|0o700)
-		unix.Close(fd)
-		if err != nil {
-			return fmt.Errorf("rootfs: directory %s: %w", p, err)
-		}
-	}
-	return nil
 }
 
 // chunkReader reads a channel of chunks as one stream, handing each

@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/overlay"
+	"github.com/strata-oci/strata/snapshot/layer"
 	"github.com/strata-oci/strata/snapshot/layertest"
 )
 
@@ -134,16 +136,16 @@ func TestStreamedRootfs(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := openStore(t)
 			for _, ref := range tc.warm {
-				_, err := s.Unpack(l, ref, filepath.Join(t.TempDir(), "warm"), UnpackOptions{})
+				_, err := s.Unpack(context.Background(), l, ref, filepath.Join(t.TempDir(), "warm"), UnpackOptions{})
 				must(t, err)
 			}
 			bundle := filepath.Join(t.TempDir(), "b")
-			rec, err := s.Unpack(l, "v1", bundle, UnpackOptions{})
+			rec, err := s.Unpack(context.Background(), l, "v1", bundle, UnpackOptions{})
 			must(t, err)
 			top, err := s.Get(rec.Chain[len(rec.Chain)-1].Encoded())
 			must(t, err)
 			want := filepath.Join(t.TempDir(), "copy")
-			must(t, copyTree(top.FS(), want, copyOptions{}))
+			must(t, copyTree(context.Background(), top.FS(), want, copyOptions{}))
 			sameTree(t, filepath.Join(bundle, RootfsDir), want)
 		})
 	}
@@ -159,31 +161,31 @@ func TestStreamFallsBack(t *testing.T) {
 	d, err := NewDriver(VFS, s)
 	must(t, err)
 	bundle := t.TempDir()
-	rs := newRootfsStream(d, s, filepath.Join(bundle, RootfsDir), nil, len(img.Manifest.Layers))
-	defer rs.stop()
+	rs := d.StreamRootfs(context.Background(), s, filepath.Join(bundle, RootfsDir), nil, len(img.Manifest.Layers)).(*rootfsStream)
+	defer rs.Stop()
 	var chain []*Info
 	var parent *Info
 	for i, ld := range img.Manifest.Layers {
 		layer := Layer{Digest: ld.Digest, DiffID: img.Config.RootFS.DiffIDs[i], Open: func() (io.ReadCloser, error) {
 			return l.Blobs().Open(ld.Digest, ld.Size)
 		}}
-		streamed := rs.layer(parent, layer)
+		streamed := rs.Layer(parent, layer)
 		if i == 1 {
 			streamed = layer // as if another process had extracted it
 		}
-		in, err := s.Ensure(d, parent, streamed)
-		rs.settle()
+		in, err := s.Ensure(context.Background(), d, parent, streamed)
+		rs.Settle()
 		must(t, err)
 		chain = append(chain, in)
 		parent = in
 	}
 	c := &Container{Dir: bundle, Chain: chain}
-	must(t, rs.createRootfs(d, c))
+	must(t, rs.Create(context.Background(), c))
 	if !rs.broken {
 		t.Error("the stream was not abandoned")
 	}
 	want := filepath.Join(t.TempDir(), "copy")
-	must(t, copyTree(parent.FS(), want, copyOptions{}))
+	must(t, copyTree(context.Background(), parent.FS(), want, copyOptions{}))
 	sameTree(t, c.Rootfs(), want)
 }
 
@@ -219,7 +221,7 @@ func TestSnapshotMadeElsewhere(t *testing.T) {
 				}
 				for i := range 2 {
 					ld := img.Manifest.Layers[i]
-					in, err := other.Ensure(od, base, Layer{Digest: ld.Digest, DiffID: img.Config.RootFS.DiffIDs[i], Open: func() (io.ReadCloser, error) {
+					in, err := other.Ensure(context.Background(), od, base, Layer{Digest: ld.Digest, DiffID: img.Config.RootFS.DiffIDs[i], Open: func() (io.ReadCloser, error) {
 						return l.Blobs().Open(ld.Digest, ld.Size)
 					}})
 					must(t, err)
@@ -242,7 +244,7 @@ func TestSnapshotMadeElsewhere(t *testing.T) {
 				top, err := s.Get(rec.Chain[2].Encoded())
 				must(t, err)
 				want := filepath.Join(t.TempDir(), "copy")
-				must(t, copyTree(top.FS(), want, copyOptions{}))
+				must(t, copyTree(context.Background(), top.FS(), want, copyOptions{}))
 				sameTree(t, filepath.Join(bundle, RootfsDir), want)
 			}
 		})
@@ -268,14 +270,14 @@ func openStandardImage(t *testing.T) (string, *layout.Layout, *layout.Image) {
 func TestFileListHandedOn(t *testing.T) {
 	needRoot(t)
 	_, l, img := openStandardImage(t)
-	lists := make([][]Files, 2)
+	lists := make([][]layer.Files, 2)
 	for run, reread := range []bool{false, true} {
 		s := openStore(t)
 		d, err := NewDriver(VFS, s)
 		must(t, err)
 		var parent *Info
 		for i, ld := range img.Manifest.Layers {
-			in, err := s.Ensure(d, parent, Layer{Digest: ld.Digest, DiffID: img.Config.RootFS.DiffIDs[i], Open: func() (io.ReadCloser, error) {
+			in, err := s.Ensure(context.Background(), d, parent, Layer{Digest: ld.Digest, DiffID: img.Config.RootFS.DiffIDs[i], Open: func() (io.ReadCloser, error) {
 				return l.Blobs().Open(ld.Digest, ld.Size)
 			}})
 			must(t, err)

@@ -18,6 +18,7 @@ import (
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/overlay"
 	"github.com/strata-oci/strata/snapshot"
+	"github.com/strata-oci/strata/snapshot/layer"
 	lt "github.com/strata-oci/strata/snapshot/layertest"
 	"golang.org/x/sys/unix"
 )
@@ -98,10 +99,10 @@ func cmtXattrs(t testing.TB, p string) string {
 		if err != nil {
 			t.Fatalf("read xattr %s of %s: %v", name, p, err)
 		}
-		if name == snapshot.RootlessXattr {
+		if name == layer.RootlessXattr {
 			// umoci writes root as the no-op ID 2^32-1 where strata
 			// writes no field: compare the owners they mean.
-			u, g, err := snapshot.DecodeRootless(v[:m])
+			u, g, err := layer.DecodeRootless(v[:m])
 			if err != nil {
 				t.Fatalf("%s of %s: %v", name, p, err)
 			}
@@ -183,7 +184,7 @@ func cmtChange(t testing.TB, r string, owner int, devices bool) {
 	if owner < 0 {
 		cmtMust(t, os.Lchown(p("app"), 1000, 10))
 	} else {
-		cmtMust(t, unix.Lsetxattr(p("app"), snapshot.RootlessXattr, snapshot.EncodeRootless(1000, 10), 0))
+		cmtMust(t, unix.Lsetxattr(p("app"), layer.RootlessXattr, layer.EncodeRootless(1000, 10), 0))
 	}
 	cmtMust(t, os.RemoveAll(p("opq")))
 	cmtMust(t, os.WriteFile(p("opq"), []byte("was a directory"), 0o644))

@@ -399,7 +399,7 @@ func TestOverlayFallback(t *testing.T) {
 		why   string
 	}{
 		{"store on overlayfs", nil, filepath.Join(parts["m"], "store"), "whiteout"},
-		{"disabled by environment", []string{overlay.DisableEnv + "=off"}, filepath.Join(tmp, "store"), overlay.DisableEnv + "=off"},
+		{"disabled by environment", []string{"STRATA_OVERLAY=off"}, filepath.Join(tmp, "store"), "STRATA_OVERLAY=off"},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

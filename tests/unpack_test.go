@@ -16,6 +16,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/snapshot"
+	"github.com/strata-oci/strata/snapshot/layer"
 	"github.com/strata-oci/strata/snapshot/layertest"
 	"golang.org/x/sys/unix"
 )
@@ -331,14 +332,14 @@ func TestUnpackRootless(t *testing.T) {
 	}
 	rootfs := filepath.Join(bundle, "rootfs")
 	buf := make([]byte, 64)
-	n, err := unix.Lgetxattr(filepath.Join(rootfs, "home/alice/notes"), snapshot.RootlessXattr, buf)
+	n, err := unix.Lgetxattr(filepath.Join(rootfs, "home/alice/notes"), layer.RootlessXattr, buf)
 	if err != nil {
 		t.Fatalf("home/alice/notes: %v", err)
 	}
-	if uid, gid, err := snapshot.DecodeRootless(buf[:n]); err != nil || uid != 1000 || gid != 1000 {
+	if uid, gid, err := layer.DecodeRootless(buf[:n]); err != nil || uid != 1000 || gid != 1000 {
 		t.Fatalf("rootless owner %d:%d (%v), want 1000:1000", uid, gid, err)
 	}
-	if _, err := unix.Lgetxattr(filepath.Join(rootfs, "etc/passwd"), snapshot.RootlessXattr, buf); err != unix.ENODATA {
+	if _, err := unix.Lgetxattr(filepath.Join(rootfs, "etc/passwd"), layer.RootlessXattr, buf); err != unix.ENODATA {
 		t.Fatalf("etc/passwd (0:0) has a rootless xattr: %v", err)
 	}
 	var st unix.Stat_t

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -109,7 +110,9 @@ gives the same layer digest on every run.`,
 				return err
 			}
 			prog := newProgress()
-			res, err := snapshot.Commit(bundle, l, snapshot.CommitOptions{
+			ctx, cancel := signalContext()
+			defer cancel()
+			res, err := snapshot.Commit(ctx, bundle, l, snapshot.CommitOptions{
 				Progress:    func(r io.Reader) io.Reader { return prog.Reader("commit "+filepath.Base(bundle), -1, r) },
 				Ref:         ref,
 				Author:      author,
@@ -179,7 +182,7 @@ func demoUnpack(d *demoRun) error {
 	}
 	defer s.Close()
 	bundle := filepath.Join(d.dir, demoBundle)
-	rec, err := s.Unpack(d.l, demoRef, bundle, snapshot.UnpackOptions{})
+	rec, err := s.Unpack(context.Background(), d.l, demoRef, bundle, snapshot.UnpackOptions{})
 	if err != nil {
 		return err
 	}
@@ -211,7 +214,7 @@ func demoChange(d *demoRun) error {
 
 func demoCommit(d *demoRun) error {
 	when := demoEpoch.Add(time.Hour)
-	res, err := snapshot.Commit(filepath.Join(d.dir, demoBundle), d.l, snapshot.CommitOptions{
+	res, err := snapshot.Commit(context.Background(), filepath.Join(d.dir, demoBundle), d.l, snapshot.CommitOptions{
 		Ref:       demoCommitTo,
 		Comment:   "add /etc/motd, drop the README",
 		CreatedBy: "strata demo",

@@ -146,7 +146,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "debug: error chain %d: %T: %v\n", i, e, e)
 		}
 	}
-	fmt.Fprintf(stderr, "strata: %s\n", msg)
+	fmt.Fprintf(stderr, "strata: %s%s\n", msg, hint(err))
 	if isUsage {
 		return 2
 	}

@@ -23,12 +23,6 @@ func init() {
 	// A strata re-executed into its own user namespace finishes entering
 	// it here, before any command runs.
 	userns.Init()
-	// Where overlay does not work, unpack --driver overlay uses vfs and
-	// says so (even with --quiet: the user asked for something else).
-	snapshot.OverlayFallback = func(reason error) {
-		fmt.Fprintf(os.Stderr, "strata: warning: %v; falling back to the vfs driver (copies instead of mounts)\n", reason)
-	}
-
 	c := &cobra.Command{
 		Use:   "mount DIR [-- CMD [ARG...]]",
 		Short: "Mount the overlay rootfs of a bundle unpacked with --driver overlay",
@@ -93,38 +87,38 @@ its user namespace when the rootfs has owners only that namespace maps.`,
 				}
 				return reexecInUserns(false)
 			}
-			s, o, ctr, err := snapshot.OverlayBundle(args[0], storeOptions())
+			b, err := snapshot.OpenBundle(args[0], storeOptions())
 			if err != nil {
 				return err
 			}
-			defer s.Close()
+			defer b.Close()
 			if run == nil {
 				// Mounting what is mounted already is done, not an
 				// error: scripts may call mount twice.
-				err := o.Mount(ctr)
+				err := b.Mount()
 				if errors.Is(err, snapshot.ErrAlreadyMounted) {
-					infof("%s is mounted already", ctr.Rootfs())
+					infof("%s is mounted already", b.Rootfs())
 					return nil
 				}
 				if err != nil {
 					return err
 				}
-				infof("mounted %s", ctr.Rootfs())
+				infof("mounted %s", b.Rootfs())
 				return nil
 			}
-			mounted, err := overlay.IsMounted(ctr.Rootfs())
+			mounted, err := overlay.IsMounted(b.Rootfs())
 			if err != nil {
 				return err
 			}
 			if !mounted {
-				if err := o.Mount(ctr); err != nil {
+				if err := b.Mount(); err != nil {
 					return err
 				}
-				debugf("mounted %s for %s", ctr.Rootfs(), run[0])
+				debugf("mounted %s for %s", b.Rootfs(), run[0])
 			}
-			code, runErr := runOnMount(run, ctr.Rootfs())
+			code, runErr := runOnMount(run, b.Rootfs())
 			if !mounted {
-				if err := o.Unmount(ctr); err != nil {
+				if err := b.Unmount(); err != nil {
 					return err
 				}
 			}
@@ -132,7 +126,7 @@ its user namespace when the rootfs has owners only that namespace maps.`,
 				return runErr
 			}
 			if code != 0 {
-				s.Close()
+				b.Close()
 				os.Exit(code)
 			}
 			return nil
@@ -191,5 +185,5 @@ func reexecInUserns(canContinue bool) error {
 // overlay. Commands call reexecInUserns when it is true (unpack and
 // commit with canContinue, as they can fall back to vfs).
 func overlayNeedsUserns(driver string) bool {
-	return driver == snapshot.OverlayDriver && userns.Needed() && os.Getenv(overlay.DisableEnv) != "off"
+	return driver == snapshot.OverlayDriver && userns.Needed() && os.Getenv(overlayEnv) != "off"
 }

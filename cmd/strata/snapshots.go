@@ -185,8 +185,10 @@ verifies every snapshot of that image, of every driver.`,
 				}
 				infos = append(infos, in)
 			}
+			ctx, cancel := signalContext()
+			defer cancel()
 			for _, in := range infos {
-				if err := in.Verify(); err != nil {
+				if err := in.Verify(ctx); err != nil {
 					return err
 				}
 				fmt.Fprintf(c.OutOrStdout(), "%s ok %s\n", in.Name(), in.DiffID)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/strata-oci/strata/internal/userns"
 	"github.com/strata-oci/strata/snapshot"
+	"github.com/strata-oci/strata/snapshot/ids"
 )
 
 // storeOptions says who this strata is for the snapshot store, decided
@@ -21,16 +22,16 @@ func storeOptions() snapshot.StoreOptions {
 	o.Rootless = o.UID != 0 || inNS
 	if inNS && o.UID == 0 {
 		if m, err := userns.Current(); err == nil {
-			o.UserNS = &snapshot.IDMap{UIDs: idRanges(m.UIDs), GIDs: idRanges(m.GIDs)}
+			o.UserNS = &ids.Map{UIDs: idRanges(m.UIDs), GIDs: idRanges(m.GIDs)}
 		}
 	}
 	return o
 }
 
-func idRanges(rs []userns.Range) []snapshot.IDRange {
-	out := make([]snapshot.IDRange, len(rs))
+func idRanges(rs []userns.Range) []ids.Range {
+	out := make([]ids.Range, len(rs))
 	for i, r := range rs {
-		out[i] = snapshot.IDRange{ContainerID: r.Inside, HostID: r.Outside, Size: r.Size}
+		out[i] = ids.Range{ContainerID: r.Inside, HostID: r.Outside, Size: r.Size}
 	}
 	return out
 }
@@ -41,7 +42,8 @@ func storeRoot() (string, error) {
 	if flagRoot != "" {
 		return flagRoot, nil
 	}
-	return snapshot.DefaultRoot(os.Geteuid() != 0 || userns.Entered())
+	home, _ := os.UserHomeDir()
+	return snapshot.DefaultRoot(os.Geteuid() != 0 || userns.Entered(), os.Getenv("XDG_DATA_HOME"), home)
 }
 
 // openStore opens the snapshot store (--root, or the default one).

@@ -31,21 +31,21 @@ mounted is left as it is (exit status 0).`,
 			if err := checkBundleRoot(rec, args[0]); err != nil {
 				return err
 			}
-			s, o, ctr, err := snapshot.OverlayBundle(args[0], storeOptions())
+			b, err := snapshot.OpenBundle(args[0], storeOptions())
 			if err != nil {
 				return err
 			}
-			defer s.Close()
+			defer b.Close()
 			// Unmounting what is not mounted is done, not an error.
-			err = o.Unmount(ctr)
+			err = b.Unmount()
 			if errors.Is(err, overlay.ErrNotMounted) || errors.Is(err, fs.ErrNotExist) {
-				infof("%s is not mounted", ctr.Rootfs())
+				infof("%s is not mounted", b.Rootfs())
 				return nil
 			}
 			if err != nil {
 				return err
 			}
-			infof("unmounted %s", ctr.Rootfs())
+			infof("unmounted %s", b.Rootfs())
 			return nil
 		},
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/snapshot"
+	"github.com/strata-oci/strata/snapshot/ids"
 )
 
 func init() {
@@ -64,7 +65,7 @@ so nothing is copied; commit shifts owners back.`,
 			// well under 100 MB instead of letting the heap double.
 			debug.SetMemoryLimit(64 << 20)
 			var o snapshot.UnpackOptions
-			o.Driver = driver
+			o.Driver = overlayDisabled(driver)
 			if platform != "" {
 				p, err := layout.ParsePlatform(platform)
 				if err != nil {
@@ -90,11 +91,11 @@ so nothing is copied; commit shifts owners back.`,
 					debugf("layer %d/%d %s already extracted", i+1, n, d)
 				}
 			}
+			o.OnFallback = overlayFallback
 			// An interrupted unpack removes what it made.
 			ctx, cancel := signalContext()
 			defer cancel()
-			o.Done = ctx.Done()
-			rec, err := s.Unpack(l, ref, args[1], o)
+			rec, err := s.Unpack(ctx, l, ref, args[1], o)
 			if err != nil {
 				return err
 			}
@@ -111,26 +112,26 @@ so nothing is copied; commit shifts owners back.`,
 
 // parseIDMaps parses --uid-map and --gid-map; one without the other uses
 // the same mapping for both.
-func parseIDMaps(uids, gids []string) (*snapshot.IDMap, error) {
-	m := &snapshot.IDMap{}
+func parseIDMaps(uids, gids []string) (*ids.Map, error) {
+	m := &ids.Map{}
 	for _, s := range uids {
-		r, err := snapshot.ParseIDRange(s)
+		r, err := ids.ParseRange(s)
 		if err != nil {
 			return nil, usagef("--uid-map: %v", err)
 		}
 		m.UIDs = append(m.UIDs, r)
 	}
 	for _, s := range gids {
-		r, err := snapshot.ParseIDRange(s)
+		r, err := ids.ParseRange(s)
 		if err != nil {
 			return nil, usagef("--gid-map: %v", err)
 		}
 		m.GIDs = append(m.GIDs, r)
 	}
-	if err := snapshot.ValidateIDRanges(m.UIDs); err != nil {
+	if err := ids.ValidateRanges(m.UIDs); err != nil {
 		return nil, usagef("--uid-map: %v", err)
 	}
-	if err := snapshot.ValidateIDRanges(m.GIDs); err != nil {
+	if err := ids.ValidateRanges(m.GIDs); err != nil {
 		return nil, usagef("--gid-map: %v", err)
 	}
 	if len(m.UIDs) == 0 {

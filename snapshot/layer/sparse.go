@@ -1,8 +1,7 @@
-package snapshot
+package layer
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -122,10 +121,6 @@ func copyHoley(dst, src int, buf []byte) error {
 	}
 	return unix.Ftruncate(dst, size)
 }
-
-// ErrSparseMap means a sparse tar entry's map could not be read back
-// from its headers, or disagrees with the data the entry holds.
-var ErrSparseMap = errors.New("bad sparse map")
 
 // fragment is one data region of a sparse file: where it lies in the
 // file, and how long it is. In the archive the regions are stored one

@@ -1,15 +1,25 @@
-package snapshot
+package layer
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/strata-oci/strata/internal/fsx"
+	"github.com/strata-oci/strata/snapshot/ids"
 	"github.com/strata-oci/strata/snapshot/layertest"
+)
+
+var (
+	needRoot = layertest.NeedRoot
+	lstat    = layertest.Lstat
+	must     = layertest.Must
 )
 
 // defaultACL is a system.posix_acl_default value: owner rwx, group r-x,
@@ -74,7 +84,7 @@ func TestApplyFileOwnerAndMode(t *testing.T) {
 	for _, tc := range tests {
 		es = append(es, layertest.Owned(layertest.File(tc.name, "x", tc.mode), tc.uid, tc.gid))
 	}
-	if err := Apply(dir, bytes.NewReader(layertest.Tar(es...)), ApplyOptions{Whiteouts: WhiteoutDelete}, files); err != nil {
+	if err := Apply(context.Background(), dir, bytes.NewReader(layertest.Tar(es...)), ApplyOptions{Whiteouts: WhiteoutDelete}, files); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range tests {
@@ -106,7 +116,7 @@ func TestApplyDirectoryReplacedBetweenEntries(t *testing.T) {
 		layertest.File("w/x", "x", 0o644),
 		layertest.File("v", "v", 0o644),
 	)
-	if err := Apply(dir, bytes.NewReader(layer), ApplyOptions{Whiteouts: WhiteoutDelete}, Files{}); err != nil {
+	if err := Apply(context.Background(), dir, bytes.NewReader(layer), ApplyOptions{Whiteouts: WhiteoutDelete}, Files{}); err != nil {
 		t.Fatal(err)
 	}
 	for p, want := range map[string]string{"real/y": "y", "m/n/y": "y", "w/x": "x"} {
@@ -123,4 +133,92 @@ func TestApplyDirectoryReplacedBetweenEntries(t *testing.T) {
 	if l, err := os.Readlink(filepath.Join(dir, "d")); err != nil || l != "real" {
 		t.Errorf("d: %q, %v; want a symlink to real", l, err)
 	}
+}
+
+// TestApplyCancelled: a cancelled context stops the extraction at the
+// next entry with the context's error.
+func TestApplyCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := Apply(ctx, t.TempDir(), bytes.NewReader(layertest.Tar(layertest.File("a", "a", 0o644))), ApplyOptions{Rootless: true}, Files{})
+	if err != context.Canceled {
+		t.Fatalf("Apply with a cancelled context: %v", err)
+	}
+}
+
+// TestApplyOwnersMapped extracts a layer as a process that can give only
+// some owners (a user namespace mapping 0-65536), as root standing in for
+// its root: mapped owners are given, others fall back to root's with the
+// xattr, per uid and gid, and commit's reading gets every image owner back.
+func TestApplyOwnersMapped(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	layer := layertest.Tar(
+		layertest.Owned(layertest.Dir("app", 0o755), 1000, 1000),
+		layertest.Owned(layertest.File("app/f", "f", 0o600), 1000, 1000),
+		layertest.Owned(layertest.File("far", "x", 0o644), 70000, 70000),
+		layertest.Owned(layertest.File("half", "x", 0o644), 1000, 70000),
+		layertest.Owned(layertest.File("shadow", "x", 0o640), 0, 42),
+		layertest.Owned(layertest.Symlink("link", "far"), 1000, 1000),
+		layertest.Owned(layertest.Symlink("farlink", "far"), 70000, 70000),
+	)
+	m := &ids.Map{UIDs: []ids.Range{{ContainerID: 0, HostID: 0, Size: 65537}}, GIDs: []ids.Range{{ContainerID: 0, HostID: 0, Size: 65537}}}
+	files := Files{}
+	if err := Apply(context.Background(), dir, bytes.NewReader(layer), ApplyOptions{Rootless: true, Owners: m}, files); err != nil {
+		t.Fatal(err)
+	}
+	xattr := func(p string) string {
+		b := make([]byte, 64)
+		n, err := unix.Lgetxattr(filepath.Join(dir, p), RootlessXattr, b)
+		if err != nil {
+			return ""
+		}
+		u, g, _ := DecodeRootless(b[:n])
+		return itoa(u) + ":" + itoa(g)
+	}
+	for p, want := range map[string][2]string{
+		"app": {"1000:1000", ""}, "app/f": {"1000:1000", ""}, "shadow": {"0:42", ""},
+		"far": {"0:0", "70000:70000"}, "half": {"1000:0", "0:70000"},
+		"link": {"1000:1000", ""}, "farlink": {"0:0", ""},
+	} {
+		st := lstat(t, filepath.Join(dir, p))
+		if got := itoa(int(st.Uid)) + ":" + itoa(int(st.Gid)); got != want[0] {
+			t.Errorf("%s: owner %s, want %s", p, got, want[0])
+		}
+		if got := xattr(p); got != want[1] && !(want[1] == "" && got == "") {
+			t.Errorf("%s: xattr %q, want %q", p, got, want[1])
+		}
+	}
+	o := Ownership{Rootless: true, ToImage: m}
+	for p, e := range files {
+		if p == "." {
+			continue
+		}
+		full := filepath.Join(dir, p)
+		st := lstat(t, full)
+		x, err := fsx.ReadXattrs(full)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := o.DiskEntry(full, p, st, x, e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.UID != e.UID || got.GID != e.GID {
+			t.Errorf("%s reads back as %d:%d, want %d:%d", p, got.UID, got.GID, e.UID, e.GID)
+		}
+	}
+	// What a container changes in the namespace wins over the xattr.
+	if err := os.Lchown(filepath.Join(dir, "far"), 33, 33); err != nil {
+		t.Fatal(err)
+	}
+	x, _ := fsx.ReadXattrs(filepath.Join(dir, "far"))
+	if u, g, _ := o.Owner("far", lstat(t, filepath.Join(dir, "far")), x); u != 33 || g != 33 {
+		t.Errorf("far chowned to 33:33 reads %d:%d", u, g)
+	}
+}
+
+func itoa(i int) string {
+	b, _ := json.Marshal(i)
+	return string(b)
 }

@@ -1,7 +1,8 @@
-package snapshot
+package layer
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -92,7 +93,7 @@ func TestHostileLayers(t *testing.T) {
 				// Rebuild the corpus for this sandbox's sentinel path.
 				entries := layertest.Hostile(sb.sentinel)[name]
 				before := sb.state(t)
-				err := Apply(sb.root, bytes.NewReader(layertest.Tar(entries...)), mode.opts, Files{})
+				err := Apply(context.Background(), sb.root, bytes.NewReader(layertest.Tar(entries...)), mode.opts, Files{})
 				if after := sb.state(t); after != before {
 					t.Fatalf("layer changed files outside the root (apply error: %v)\nbefore:\n%s\nafter:\n%s", err, before, after)
 				}
@@ -116,16 +117,16 @@ func FuzzApply(f *testing.F) {
 		layertest.Fifo("p"), layertest.Whiteout("d/f"), layertest.Opaque("d"),
 		layertest.WithXattrs(layertest.File("x", "", 0o644), map[string]string{"user.a": "b"})))
 	// Sparse entries in GNU tar's four forms.
-	for _, s := range sparseSeeds(f) {
+	for _, s := range layertest.SparseSeeds(f) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		sb := newSandbox(t)
 		before := sb.state(t)
-		_ = Apply(sb.root, bytes.NewReader(data), ApplyOptions{}, Files{})
-		_ = Apply(sb.root, bytes.NewReader(data), ApplyOptions{Rootless: true}, Files{})
+		_ = Apply(context.Background(), sb.root, bytes.NewReader(data), ApplyOptions{}, Files{})
+		_ = Apply(context.Background(), sb.root, bytes.NewReader(data), ApplyOptions{Rootless: true}, Files{})
 		// The path unpack takes: tar-split's reader, recording.
-		_ = applyRecording(sb.root, bytes.NewReader(data), ApplyOptions{}, Files{}, newPacker(io.Discard), "")
+		_ = applyRecording(context.Background(), sb.root, bytes.NewReader(data), ApplyOptions{}, Files{}, newPacker(io.Discard), "")
 		if after := sb.state(t); after != before {
 			t.Fatalf("layer changed files outside the root\nbefore:\n%s\nafter:\n%s", before, after)
 		}

@@ -1,4 +1,4 @@
-package snapshot
+package layer
 
 import (
 	"bufio"
@@ -13,9 +13,49 @@ import (
 	"strings"
 
 	"github.com/klauspost/compress/gzip"
+
+	"github.com/strata-oci/strata/internal/fsx"
 )
 
-// Files is a merged file list keyed by Entry.Path.
+// Entry types in a file list: tar's type flags, hardlinks resolved (a
+// hardlink is recorded as the regular file it is, with Link naming the
+// first path of the inode).
+const (
+	TypeReg     = '0'
+	TypeDir     = '5'
+	TypeSymlink = '2'
+	TypeChar    = '3'
+	TypeBlock   = '4'
+	TypeFifo    = '6'
+)
+
+// Entry is one file of a merged tree, as the image defines it.
+type Entry struct {
+	// Path is slash-separated and relative to the root, without "./".
+	Path string `json:"p"`
+	Type byte   `json:"t"`
+	// Mode holds the permission, setuid, setgid and sticky bits.
+	Mode uint32 `json:"m"`
+	UID  int    `json:"u"`
+	GID  int    `json:"g"`
+	Size int64  `json:"s,omitempty"`
+	// Mtime is in nanoseconds since the epoch.
+	Mtime int64 `json:"t_,omitempty"`
+	// Link is a symlink's target, or for a regular file that is a
+	// hardlink, the path it was linked to.
+	Link     string            `json:"l,omitempty"`
+	DevMajor int64             `json:"dM,omitempty"`
+	DevMinor int64             `json:"dm,omitempty"`
+	Xattrs   map[string][]byte `json:"x,omitempty"`
+	// Placeholder is set when the tree holds an empty regular file in
+	// place of this device node (rootless extraction): a diff must not
+	// see a change.
+	Placeholder bool `json:"ph,omitempty"`
+}
+
+// Files is a merged file list keyed by Entry.Path: the image's own view
+// of every file of a tree (owners before any rootless or id-map
+// translation, devices even where the tree holds placeholders).
 type Files map[string]*Entry
 
 // deleteTree drops name and everything under it.
@@ -62,15 +102,26 @@ func (f Files) Clone() Files {
 	return c
 }
 
-// WriteFiles writes the list as gzip-compressed JSON lines to path,
-// atomically.
-func WriteFiles(path string, f Files) error { return writeFiles(path, f, true) }
+// Usage is the apparent size and the entry count of a tree that holds
+// exactly f (every name but the root counts, a hardlink's size too).
+func (f Files) Usage() (size, count int64) {
+	for p, e := range f {
+		if p == "." {
+			continue
+		}
+		count++
+		if e.Type == TypeReg && !e.Placeholder {
+			size += e.Size
+		}
+	}
+	return size, count
+}
 
-// writeFiles is WriteFiles; without sync the file is not synced before
-// its rename (the caller syncs it later).
-func writeFiles(path string, f Files, sync bool) error {
-	tmp := path + ".tmp"
-	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+// WriteFiles writes the list as gzip-compressed JSON lines, sorted by
+// path, to path: under a temporary name, then renamed. It is not synced:
+// the caller syncs it (fsx.SyncFiles) before anything depends on it.
+func WriteFiles(path string, f Files) error {
+	out, err := fsx.CreateAtomic(path, 0o644)
 	if err != nil {
 		return err
 	}
@@ -88,20 +139,11 @@ func writeFiles(path string, f Files, sync bool) error {
 	if err == nil {
 		err = zw.Close()
 	}
-	if err == nil && sync {
-		err = out.Sync()
-	}
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
 	if err != nil {
-		os.Remove(tmp)
+		out.Discard()
 		return fmt.Errorf("write file list %s: %w", path, err)
 	}
-	return nil
+	return out.Rename()
 }
 
 // ReadFiles reads a list WriteFiles wrote; a missing file is an empty
@@ -136,6 +178,3 @@ func ReadFiles(path string) (Files, error) {
 	}
 	return f, nil
 }
-
-// ReadFiles reads the snapshot's merged file list.
-func (i *Info) ReadFiles() (Files, error) { return ReadFiles(filepath.Join(i.Dir, FilesFile)) }
