@@ -2,10 +2,7 @@ package snapshot
 
 import (
 	"context"
-	"fmt"
 	"path/filepath"
-	"sort"
-	"sync"
 	"time"
 
 	"github.com/strata-oci/strata/snapshot/ids"
@@ -123,69 +120,4 @@ func (c *Container) Top() *Info {
 		return nil
 	}
 	return c.Chain[len(c.Chain)-1]
-}
-
-// Key is the store key of the snapshots d writes (see Info.Key).
-func Key(d Driver) string { return ownersKey(d.Name(), d.Owners()) }
-
-// Use says what a driver is opened for.
-type Use int
-
-const (
-	// UseUnpack makes new bundles: the driver checks that it works here
-	// (overlay: a trial mount).
-	UseUnpack Use = iota
-	// UseBundle works on an existing bundle, which shows the driver
-	// works: no trial.
-	UseBundle
-	// UseMount only mounts an existing bundle's rootfs: nothing is
-	// written into the layers, so another user's may be mounted.
-	UseMount
-)
-
-// DriverFactory makes a driver for a store, for snapshots written under
-// the ID mapping owners (Info.Owners), for use.
-type DriverFactory func(s *Store, owners *ids.Map, use Use) (Driver, error)
-
-var (
-	driversMu sync.Mutex
-	drivers   = map[string]DriverFactory{}
-)
-
-// RegisterDriver makes a driver available under name; packages call it
-// from init.
-func RegisterDriver(name string, f DriverFactory) {
-	driversMu.Lock()
-	defer driversMu.Unlock()
-	drivers[name] = f
-}
-
-// Drivers lists the registered driver names.
-func Drivers() []string {
-	driversMu.Lock()
-	defer driversMu.Unlock()
-	var out []string
-	for n := range drivers {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
-
-// NewDriver returns the driver registered as name for store s, which
-// writes snapshots the way s's process gives files owners.
-func NewDriver(name string, s *Store) (Driver, error) {
-	return OpenDriver(name, s, s.opts.owners(), UseUnpack)
-}
-
-// OpenDriver returns the driver registered as name for snapshots written
-// under owners (a bundle's, which may be another process's), for use.
-func OpenDriver(name string, s *Store, owners *ids.Map, use Use) (Driver, error) {
-	driversMu.Lock()
-	f := drivers[name]
-	driversMu.Unlock()
-	if f == nil {
-		return nil, fmt.Errorf("%w %q (have %v)", ErrUnknownDriver, name, Drivers())
-	}
-	return f(s, owners, use)
 }

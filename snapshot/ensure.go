@@ -76,7 +76,7 @@ func (s *Store) ensure(ctx context.Context, d Driver, parent *Info, l Layer) (*I
 	if err := chain.Validate(); err != nil {
 		return nil, fmt.Errorf("layer %s: diffID %q: %w", l.Digest, l.DiffID, err)
 	}
-	key := Key(d)
+	key := Key(d.Name(), d.Owners())
 	if parent != nil && parent.key != key {
 		return nil, fmt.Errorf("layer %s: parent snapshot %s is not one of the %s driver's under this ID mapping (%s)", l.Digest, parent.Name(), d.Name(), key)
 	}

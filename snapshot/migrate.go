@@ -22,7 +22,7 @@ import (
 // a crash leaves every snapshot in the old place or the new, and the next
 // Open goes on. Bundle records name snapshots by driver and chain ID, so
 // they stay valid: a record without the mapping is read the way the
-// snapshots were (see recordOwners).
+// snapshots were (see WrittenUnder).
 
 // legacy lists the snapshots in the old layout.
 func (s *Store) legacy() ([]string, error) {
@@ -93,7 +93,7 @@ func (s *Store) migrateOne(hex string) error {
 		}
 		s.giveBack(meta, &st)
 	}
-	keyDir, err := s.keyDir(ownersKey(in.Driver, in.Owners))
+	keyDir, err := s.keyDir(Key(in.Driver, in.Owners))
 	if err != nil {
 		return err
 	}
@@ -137,21 +137,15 @@ func (s *Store) inferOwners(st *unix.Stat_t) *ids.Map {
 	}
 }
 
-// recordOwners is the mapping a bundle's snapshots and rootfs were written
-// under; for a record of an earlier strata, which did not keep it, it is
-// inferred from who wrote the record, as for the snapshots it moved.
-func (s *Store) recordOwners(rec *Record, bundle string) *ids.Map {
-	if rec.Owners != nil {
-		return rec.Owners
-	}
+// WrittenUnder is the mapping under which an earlier strata, which did
+// not record it, wrote the file p (a bundle's record), inferred from its
+// owner as for the snapshots Open moves.
+func (s *Store) WrittenUnder(p string) (*ids.Map, error) {
 	var st unix.Stat_t
-	if err := unix.Lstat(filepath.Join(bundle, RecordFile), &st); err != nil {
-		if !rec.Rootless {
-			return &ids.Map{}
-		}
-		return s.opts.owners()
+	if err := unix.Lstat(p, &st); err != nil {
+		return nil, &os.PathError{Op: "lstat", Path: p, Err: err}
 	}
-	return s.inferOwners(&st)
+	return s.inferOwners(&st), nil
 }
 
 // keyDir makes (if needed) and returns ROOT/snapshots/key, owned like

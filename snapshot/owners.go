@@ -32,10 +32,10 @@ type StoreOptions struct {
 	UID, GID int
 }
 
-// owners is the ID mapping under which a process with o writes
+// Owners is the ID mapping under which a process with o writes
 // snapshots: image IDs onto the host IDs their files get. Empty (not nil)
 // for root: every owner as it is.
-func (o StoreOptions) owners() *ids.Map {
+func (o StoreOptions) Owners() *ids.Map {
 	switch {
 	case !o.Rootless:
 		return &ids.Map{}
@@ -64,9 +64,9 @@ func (o StoreOptions) view() *ids.Map {
 	}
 }
 
-// hostIDs is the process's own user and group outside any user
+// HostIDs is the process's own user and group outside any user
 // namespace: a rootless runtime spec maps them to root.
-func (o StoreOptions) hostIDs() (uint32, uint32) {
+func (o StoreOptions) HostIDs() (uint32, uint32) {
 	if o.UserNS != nil && !o.UserNS.Empty() {
 		u, okU := ids.Lookup(o.UserNS.UIDs, 0)
 		g, okG := ids.Lookup(o.UserNS.GIDs, 0)
@@ -83,11 +83,15 @@ func (o StoreOptions) hostIDs() (uint32, uint32) {
 // same IDs.
 var ErrOwnersMismatch = errors.New("files were written under another ID mapping")
 
-// writer returns, for snapshots written under the mapping form, the map
+// ErrNotOwner means root was asked to write (commit, unpack into) what
+// an unprivileged user's process wrote: only that user can.
+var ErrNotOwner = errors.New("written by an unprivileged user")
+
+// Writer returns, for snapshots written under the mapping form, the map
 // from image IDs to the IDs this process gives files (see
 // layer.ApplyOptions.Owners); nil for root writing root's form. It fails when
 // this process cannot write that form.
-func (o StoreOptions) writer(form *ids.Map) (*ids.Map, error) {
+func (o StoreOptions) Writer(form *ids.Map) (*ids.Map, error) {
 	if form == nil || form.Empty() {
 		if o.Rootless {
 			return nil, fmt.Errorf("%w: they belong to the image's owners (written by root), and this process is not root", ErrOwnersMismatch)
@@ -112,12 +116,12 @@ func (o StoreOptions) writer(form *ids.Map) (*ids.Map, error) {
 	return m, nil
 }
 
-// ownersKey names the directory under ROOT/snapshots that holds a
+// Key names the directory under ROOT/snapshots that holds a
 // driver's snapshots written under the mapping form: the driver's name
 // for the image's own owners (root), else the name and a short hash of
 // the mapping. Each driver and mapping has its own snapshots, as
 // containerd keeps each snapshotter's apart.
-func ownersKey(driver string, form *ids.Map) string {
+func Key(driver string, form *ids.Map) string {
 	if form.Empty() {
 		return driver
 	}

@@ -10,6 +10,18 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"github.com/strata-oci/strata/snapshot/ids"
+	"github.com/strata-oci/strata/snapshot/layertest"
+)
+
+// The drivers' names, as the store records them.
+const (
+	vfsName     = "vfs"
+	overlayName = "overlay"
+)
+
+var (
+	needRoot = layertest.NeedRoot
+	lstat    = layertest.Lstat
 )
 
 func TestStoreOptionsWriter(t *testing.T) {
@@ -41,7 +53,7 @@ func TestStoreOptionsWriter(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m, err := tt.o.writer(tt.form)
+			m, err := tt.o.Writer(tt.form)
 			if tt.err != nil {
 				if !errors.Is(err, tt.err) {
 					t.Fatalf("err %v, want %v", err, tt.err)
@@ -53,10 +65,10 @@ func TestStoreOptionsWriter(t *testing.T) {
 			}
 		})
 	}
-	if k := ownersKey(VFS, &ids.Map{}); k != VFS {
+	if k := Key(vfsName, &ids.Map{}); k != vfsName {
 		t.Errorf("key of the image's owners: %q", k)
 	}
-	if a, b := ownersKey(OverlayDriver, single), ownersKey(OverlayDriver, ranged); a == b || !strings.HasPrefix(a, "overlay.") {
+	if a, b := Key(overlayName, single), Key(overlayName, ranged); a == b || !strings.HasPrefix(a, "overlay.") {
 		t.Errorf("keys %q and %q", a, b)
 	}
 	for form, want := range map[*ids.Map]string{{}: "image", single: "xattr", ranged: "userns"} {
@@ -85,11 +97,11 @@ func TestOpenMovesOldLayout(t *testing.T) {
 		}
 		return id.Encoded()
 	}
-	a := old("a", VFS, nil)
-	b := old("b", OverlayDriver, nil)
-	c := old("c", OverlayDriver, &ids.Map{})
+	a := old("a", vfsName, nil)
+	b := old("b", overlayName, nil)
+	c := old("c", overlayName, &ids.Map{})
 	user := &ids.Map{UIDs: []ids.Range{{ContainerID: 0, HostID: 4242, Size: 1}}, GIDs: []ids.Range{{ContainerID: 0, HostID: 4343, Size: 1}}}
-	d := old("d", VFS, nil)
+	d := old("d", vfsName, nil)
 	if err := os.Chown(filepath.Join(root, SnapshotsDir, d, MetaFile), 4242, 4343); err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +114,7 @@ func TestOpenMovesOldLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	for hex, want := range map[string]string{a: VFS, b: OverlayDriver, c: OverlayDriver, d: ownersKey(VFS, user)} {
+	for hex, want := range map[string]string{a: vfsName, b: overlayName, c: overlayName, d: Key(vfsName, user)} {
 		in, err := s.Get(hex)
 		if err != nil {
 			t.Fatalf("%s: %v", hex, err)

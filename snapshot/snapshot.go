@@ -1,57 +1,53 @@
-// Package snapshot keeps extracted image layers in a snapshot store and
-// turns them into working containers (runtime-spec bundles).
+// Package snapshot is the store of extracted image layers, keyed by
+// driver, ID mapping and chain ID, and the Driver interface that lays
+// snapshots out and makes root file systems from them.
 //
 // # Store layout
 //
-// A store is a directory ROOT (by default /var/lib/strata for root and
+// A store is a directory ROOT (DefaultRoot: /var/lib/strata for root and
 // $XDG_DATA_HOME/strata, i.e. ~/.local/share/strata, for other users):
 //
-//	ROOT/lock                      flock: shared by unpack, exclusive by gc and rm
+//	ROOT/lock                      flock: shared by unpack and commit,
+//	                               exclusive by gc, rm and Open's move of an
+//	                               old layout
 //	ROOT/snapshots/<key>/          one driver's snapshots written under one ID
 //	                               mapping: <key> is the driver's name ("vfs",
 //	                               "overlay") for the image's owners as they
 //	                               are, else the name, a dot and a short hash
-//	                               of the mapping (Info.Owners)
+//	                               of the mapping (Info.Owners, Key)
 //	ROOT/snapshots/<key>/<hex>/    one complete snapshot; <hex> is the hex of
 //	                               the layer's chain ID, so images that share
 //	                               layers share their extracted files
-//	    fs/                        the files: with vfs the whole root file
-//	                               system up to this layer; with overlay only
-//	                               this layer, whiteouts converted for overlayfs
+//	    fs/                        the files: the whole tree up to this layer,
+//	                               or this layer alone (a Stacked driver's)
 //	    meta.json                  Info
-//	    files.jsonl.gz             the merged tree up to this layer, one layer.Entry
-//	                               (JSON) per line, sorted by path: the
-//	                               image's own view of every file (owners
-//	                               before any rootless or id-map translation,
-//	                               devices even where fs/ holds placeholders);
-//	                               commit diffs a rootfs against it
-//	    tarsplit.json.gz           tar-split metadata of the layer: with fs/
-//	                               it rebuilds the exact uncompressed layer
-//	    shadow/<n>                 only when needed: the file of entry n that a
-//	                               later entry of the layer replaced, or a
-//	                               symlink to where in fs/ entry n's file is
-//	                               (its name led through a symlink)
+//	    files.jsonl.gz             the merged tree up to this layer, one
+//	                               layer.Entry (JSON) per line, sorted by path
+//	    tarsplit.json.gz           the layer's tar-split record: with fs/ it
+//	                               rebuilds the exact uncompressed layer
+//	    shadow/<n>                 only when needed (see layer.ShadowDir)
 //	ROOT/tmp/                      snapshots being built, renamed into
 //	                               snapshots/ when complete; gc empties it
-//	ROOT/containers/<hash>.json    one Record per unpacked bundle (gc roots)
-//	ROOT/layouts.json              layouts images were unpacked from (gc roots)
+//
+// Beside them the caller may keep its gc roots in ROOT (the bundle
+// package: containers/ and layouts.json): the store asks for them through
+// Roots and opens nothing else.
 //
 // Open moves the snapshots of a store laid out by an earlier strata
 // (ROOT/snapshots/<hex>) into this layout (migrate.go).
 //
-// An unpacked bundle DIR holds DIR/config.json, DIR/rootfs and
-// DIR/.strata-unpack.json (a Record); drivers may keep private state in
-// DIR/.strata/ (overlay: upper and work directories).
+// # Who the process is
+//
+// StoreOptions say it (root; root of a user namespace and its mapping; a
+// user outside any): nothing in this package looks at the process's IDs,
+// its namespaces or its environment.
 //
 // # Drivers
 //
 // A Driver decides how a layer is laid out in a snapshot and how a rootfs
-// is made from a chain of snapshots. vfs (this package) copies: each layer
-// is applied to a copy of its parent (reflink or copy_file_range where the
-// file system offers it), and a rootfs is a copy of the top snapshot. The
-// overlay package registers "overlay": each layer is extracted into an
-// empty directory with whiteouts converted to overlayfs's form (through
-// layer.ApplyOptions.Whiteouter), and a rootfs is an overlay mount.
+// is made from a chain of snapshots: snapshot/vfs copies, the overlay
+// package mounts. The store and the bundle code use drivers through the
+// interface alone; the bundle package picks one by name.
 package snapshot
 
 import (
@@ -70,10 +66,6 @@ var (
 	ErrNotFound = errors.New("snapshot not found")
 	// ErrInUse means a snapshot is still used by an unpacked bundle.
 	ErrInUse = errors.New("snapshot in use")
-	// ErrUnknownDriver means no driver is registered under a name.
-	ErrUnknownDriver = errors.New("unknown snapshot driver")
-	// ErrNotUnpacked means a directory is not a bundle strata unpacked.
-	ErrNotUnpacked = errors.New("not a strata bundle")
 	// ErrNoMount means a bundle's rootfs is a plain directory (vfs):
 	// there is nothing to mount.
 	ErrNoMount = errors.New("bundle does not use the overlay driver: its rootfs is a plain directory")
@@ -84,19 +76,16 @@ var (
 
 // File names inside the store, a snapshot and a bundle.
 const (
-	SnapshotsDir  = "snapshots"
-	TmpDir        = "tmp"
-	ContainersDir = "containers"
-	LayoutsFile   = "layouts.json"
-	LockFile      = "lock"
+	SnapshotsDir = "snapshots"
+	TmpDir       = "tmp"
+	LockFile     = "lock"
 
 	FSDir     = "fs"
 	MetaFile  = "meta.json"
 	FilesFile = "files.jsonl.gz"
 
+	// A bundle's rootfs and the drivers' private state in it.
 	RootfsDir   = "rootfs"
-	SpecFile    = "config.json"
-	RecordFile  = ".strata-unpack.json"
 	BundleState = ".strata"
 )
 

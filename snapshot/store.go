@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/strata-oci/strata/internal/fsx"
 	"golang.org/x/sys/unix"
 )
 
@@ -55,7 +56,7 @@ func Open(root string, o StoreOptions) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("snapshot root %s: %w", root, err)
 	}
-	for _, d := range []string{abs, filepath.Join(abs, SnapshotsDir), filepath.Join(abs, TmpDir), filepath.Join(abs, ContainersDir)} {
+	for _, d := range []string{abs, filepath.Join(abs, SnapshotsDir), filepath.Join(abs, TmpDir)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("snapshot root %s: %w", root, err)
 		}
@@ -64,7 +65,7 @@ func Open(root string, o StoreOptions) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("snapshot root %s: %w", root, err)
 	}
-	if err := flock(f, unix.LOCK_SH); err != nil {
+	if err := fsx.Flock(f, unix.LOCK_SH); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("snapshot root %s: lock: %w", root, err)
 	}
@@ -74,15 +75,6 @@ func Open(root string, o StoreOptions) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
-}
-
-func flock(f *os.File, how int) error {
-	for {
-		err := unix.Flock(int(f.Fd()), how)
-		if err != unix.EINTR {
-			return err
-		}
-	}
 }
 
 // Close releases the store lock.
@@ -98,10 +90,10 @@ func (s *Store) Close() error {
 // exclusive upgrades the store lock for gc and removal, and returns a
 // function that downgrades it again.
 func (s *Store) exclusive() (func(), error) {
-	if err := flock(s.lock, unix.LOCK_EX); err != nil {
+	if err := fsx.Flock(s.lock, unix.LOCK_EX); err != nil {
 		return nil, fmt.Errorf("snapshot root %s: lock: %w", s.root, err)
 	}
-	return func() { _ = flock(s.lock, unix.LOCK_SH) }, nil
+	return func() { _ = fsx.Flock(s.lock, unix.LOCK_SH) }, nil
 }
 
 // Root is the store's directory.
@@ -118,7 +110,7 @@ func (s *Store) dir(key string, chainID digest.Digest) string {
 
 // Has says whether the store holds d's snapshot of chainID.
 func (s *Store) Has(d Driver, chainID digest.Digest) bool {
-	_, err := os.Stat(s.dir(Key(d), chainID))
+	_, err := os.Stat(s.dir(Key(d.Name(), d.Owners()), chainID))
 	return err == nil
 }
 

@@ -17,7 +17,7 @@ import (
 	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/overlay"
-	"github.com/strata-oci/strata/snapshot"
+	snapbundle "github.com/strata-oci/strata/snapshot/bundle"
 	"github.com/strata-oci/strata/snapshot/layer"
 	lt "github.com/strata-oci/strata/snapshot/layertest"
 	"golang.org/x/sys/unix"
@@ -375,7 +375,7 @@ func TestCommitRootless(t *testing.T) {
 		store := filepath.Join(dir, "store")
 		t.Cleanup(func() { fsx.RemoveAll(store); fsx.RemoveAll(bundle) })
 		rlMust(t, rlAsUser(t, dir, "unpack", "--driver", "overlay", "--root", store, img+":v1", bundle))
-		rec, err := snapshot.ReadRecord(bundle)
+		rec, err := snapbundle.ReadRecord(bundle)
 		cmtMust(t, err)
 		if rec.Driver != "overlay" {
 			t.Fatalf("rootless unpack used %s, not overlay", rec.Driver)
@@ -780,7 +780,7 @@ func TestCommitKilled(t *testing.T) {
 				if r := runCmd(t, nil, strataBin, "fsck", img); r.Code != 0 {
 					t.Fatalf("fsck after a commit killed at %v: %s%s", delay, r.Stdout, r.Stderr)
 				}
-				if _, err := snapshot.ReadRecord(bundle); err != nil {
+				if _, err := snapbundle.ReadRecord(bundle); err != nil {
 					t.Fatalf("bundle record after a commit killed at %v: %v", delay, err)
 				}
 			}

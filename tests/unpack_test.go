@@ -15,7 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/strata-oci/strata/internal/fsx"
-	"github.com/strata-oci/strata/snapshot"
+	snapbundle "github.com/strata-oci/strata/snapshot/bundle"
 	"github.com/strata-oci/strata/snapshot/layer"
 	"github.com/strata-oci/strata/snapshot/layertest"
 	"golang.org/x/sys/unix"
@@ -297,8 +297,8 @@ func TestUnpackIDMap(t *testing.T) {
 	if len(spec.Linux.UIDMappings) != 1 || spec.Linux.UIDMappings[0].HostID != 100000 || spec.Linux.GIDMappings[0].HostID != 200000 {
 		t.Fatalf("mappings: %+v %+v", spec.Linux.UIDMappings, spec.Linux.GIDMappings)
 	}
-	var rec snapshot.Record
-	b, _ = os.ReadFile(filepath.Join(bundle, snapshot.RecordFile))
+	var rec snapbundle.Record
+	b, _ = os.ReadFile(filepath.Join(bundle, snapbundle.RecordFile))
 	if err := json.Unmarshal(b, &rec); err != nil || rec.IDMap == nil {
 		t.Fatalf("record: %s (%v)", b, err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/layout/archive"
 	"github.com/strata-oci/strata/snapshot"
+	"github.com/strata-oci/strata/snapshot/bundle"
 )
 
 func init() {
@@ -68,7 +69,7 @@ gives the same layer digest on every run.`,
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			bundle := args[0]
+			bundleDir := args[0]
 			dir, ref, err := parseNewImageArg("commit", args[1])
 			if err != nil {
 				return err
@@ -92,18 +93,18 @@ gives the same layer digest on every run.`,
 			if err := dockerfile.Apply(layout.NewConfig(host), changes); err != nil {
 				return usageError{err}
 			}
-			rec, err := snapshot.ReadRecord(bundle)
+			rec, err := bundle.ReadRecord(bundleDir)
 			if err != nil {
 				return err
 			}
-			if err := checkBundleRoot(rec, bundle); err != nil {
+			if err := checkBundleRoot(rec, bundleDir); err != nil {
 				return err
 			}
 			if bundleNeedsUserns(rec) {
 				return reexecInUserns(false)
 			}
 			if !cmd.Flags().Changed("created-by") {
-				createdBy = bundleCommand(bundle)
+				createdBy = bundleCommand(bundleDir)
 			}
 			l, err := layout.Init(dir)
 			if err != nil {
@@ -112,8 +113,8 @@ gives the same layer digest on every run.`,
 			prog := newProgress()
 			ctx, cancel := signalContext()
 			defer cancel()
-			res, err := snapshot.Commit(ctx, bundle, l, snapshot.CommitOptions{
-				Progress:    func(r io.Reader) io.Reader { return prog.Reader("commit "+filepath.Base(bundle), -1, r) },
+			res, err := bundle.Commit(ctx, bundleDir, l, bundle.CommitOptions{
+				Progress:    func(r io.Reader) io.Reader { return prog.Reader("commit "+filepath.Base(bundleDir), -1, r) },
 				Ref:         ref,
 				Author:      author,
 				Comment:     message,
@@ -122,7 +123,7 @@ gives the same layer digest on every run.`,
 				Compression: kind,
 				Level:       lvl,
 				Timestamp:   when,
-				// Who commits: the bundle's owners are read back
+				// Who commits: the bundleDir's owners are read back
 				// through it.
 				StoreOptions: storeOptions(),
 			})
@@ -181,8 +182,8 @@ func demoUnpack(d *demoRun) error {
 		return err
 	}
 	defer s.Close()
-	bundle := filepath.Join(d.dir, demoBundle)
-	rec, err := s.Unpack(context.Background(), d.l, demoRef, bundle, snapshot.UnpackOptions{})
+	bundleDir := filepath.Join(d.dir, demoBundle)
+	rec, err := bundle.Unpack(context.Background(), s, d.l, demoRef, bundleDir, bundle.UnpackOptions{})
 	if err != nil {
 		return err
 	}
@@ -214,7 +215,7 @@ func demoChange(d *demoRun) error {
 
 func demoCommit(d *demoRun) error {
 	when := demoEpoch.Add(time.Hour)
-	res, err := snapshot.Commit(context.Background(), filepath.Join(d.dir, demoBundle), d.l, snapshot.CommitOptions{
+	res, err := bundle.Commit(context.Background(), filepath.Join(d.dir, demoBundle), d.l, bundle.CommitOptions{
 		Ref:       demoCommitTo,
 		Comment:   "add /etc/motd, drop the README",
 		CreatedBy: "strata demo",
@@ -267,8 +268,8 @@ func demoSave(d *demoRun) error {
 
 // bundleCommand is the bundle's process command line, as docker commit
 // records the container's command in created_by.
-func bundleCommand(bundle string) string {
-	b, err := os.ReadFile(filepath.Join(bundle, snapshot.SpecFile))
+func bundleCommand(dir string) string {
+	b, err := os.ReadFile(filepath.Join(dir, bundle.SpecFile))
 	if err != nil {
 		return "strata commit"
 	}

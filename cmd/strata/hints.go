@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 
+	"github.com/strata-oci/strata/overlay"
 	"github.com/strata-oci/strata/snapshot"
 )
 
@@ -13,13 +14,13 @@ func hint(err error) string {
 	switch {
 	case errors.Is(err, snapshot.ErrNoDefaultRoot):
 		return " (use --root)"
-	case errors.Is(err, snapshot.ErrXattrForm):
+	case errors.Is(err, overlay.ErrXattrForm):
 		return " (use another --root)"
 	case errors.Is(err, snapshot.ErrWrongDriver):
 		return " (remove it with strata snapshots rm, or use another --root)"
-	case errors.Is(err, snapshot.ErrRemount):
+	case errors.Is(err, overlay.ErrRemount):
 		return " (strata mount mounts it again)"
-	case errors.Is(err, snapshot.ErrIDMappedLayers):
+	case errors.Is(err, overlay.ErrIDMappedLayers):
 		return " (--driver vfs copies instead)"
 	case errors.Is(err, snapshot.ErrNotOwner):
 		return " (run strata as that user)"

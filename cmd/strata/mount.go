@@ -12,6 +12,7 @@ import (
 	"github.com/strata-oci/strata/internal/userns"
 	"github.com/strata-oci/strata/overlay"
 	"github.com/strata-oci/strata/snapshot"
+	"github.com/strata-oci/strata/snapshot/bundle"
 	"golang.org/x/sys/unix"
 )
 
@@ -55,14 +56,14 @@ its user namespace when the rootfs has owners only that namespace maps.`,
 					return usagef("mount: no command after --")
 				}
 			}
-			rec, err := snapshot.ReadRecord(args[0])
+			rec, err := bundle.ReadRecord(args[0])
 			if err != nil {
 				return err
 			}
 			if err := checkBundleRoot(rec, args[0]); err != nil {
 				return err
 			}
-			if rec.Driver != snapshot.OverlayDriver && run != nil {
+			if rec.Driver != overlay.Name && run != nil {
 				// A plain rootfs needs no mount; the command runs
 				// where its owners show.
 				if bundleNeedsUserns(rec) {
@@ -87,7 +88,7 @@ its user namespace when the rootfs has owners only that namespace maps.`,
 				}
 				return reexecInUserns(false)
 			}
-			b, err := snapshot.OpenBundle(args[0], storeOptions())
+			b, err := bundle.Open(args[0], storeOptions())
 			if err != nil {
 				return err
 			}
@@ -96,7 +97,7 @@ its user namespace when the rootfs has owners only that namespace maps.`,
 				// Mounting what is mounted already is done, not an
 				// error: scripts may call mount twice.
 				err := b.Mount()
-				if errors.Is(err, snapshot.ErrAlreadyMounted) {
+				if errors.Is(err, overlay.ErrAlreadyMounted) {
 					infof("%s is mounted already", b.Rootfs())
 					return nil
 				}
@@ -185,5 +186,5 @@ func reexecInUserns(canContinue bool) error {
 // overlay. Commands call reexecInUserns when it is true (unpack and
 // commit with canContinue, as they can fall back to vfs).
 func overlayNeedsUserns(driver string) bool {
-	return driver == snapshot.OverlayDriver && userns.Needed() && os.Getenv(overlayEnv) != "off"
+	return driver == overlay.Name && userns.Needed() && os.Getenv(overlayEnv) != "off"
 }

@@ -5,7 +5,7 @@ import (
 	"os"
 
 	"github.com/strata-oci/strata/overlay"
-	"github.com/strata-oci/strata/snapshot"
+	"github.com/strata-oci/strata/snapshot/vfs"
 )
 
 // overlayEnv names the environment variable that, set to "off", makes
@@ -17,11 +17,11 @@ const overlayEnv = "STRATA_OVERLAY"
 // with the fallback warning, when overlay was asked for and overlayEnv
 // turns it off.
 func overlayDisabled(driver string) string {
-	if driver != snapshot.OverlayDriver || os.Getenv(overlayEnv) != "off" {
+	if driver != overlay.Name || os.Getenv(overlayEnv) != "off" {
 		return driver
 	}
 	overlayFallback(fmt.Errorf("%w: disabled by %s=off", overlay.ErrUnsupported, overlayEnv))
-	return snapshot.VFS
+	return vfs.Name
 }
 
 // overlayFallback says that unpack --driver overlay uses vfs where overlay

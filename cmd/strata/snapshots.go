@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/snapshot"
+	"github.com/strata-oci/strata/snapshot/bundle"
 )
 
 func init() {
@@ -37,7 +38,7 @@ snapshot as KEY/ID (the "name" the --json listing gives).`,
 			if err != nil {
 				return err
 			}
-			users, err := s.Users()
+			users, err := bundle.Users(s)
 			if err != nil {
 				return err
 			}
@@ -95,7 +96,7 @@ bundle directory first.`,
 				return err
 			}
 			defer s.Close()
-			if err := s.Remove(args...); err != nil {
+			if err := bundle.Remove(s, args...); err != nil {
 				return err
 			}
 			infof("removed %d snapshot(s)", len(args))
@@ -120,7 +121,9 @@ Interrupted extractions in the store's tmp/ are removed too.`,
 				return err
 			}
 			defer s.Close()
-			res, err := s.GC()
+			ctx, cancel := signalContext()
+			defer cancel()
+			res, err := bundle.GC(ctx, s)
 			if err != nil {
 				return err
 			}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/strata-oci/strata/internal/userns"
 	"github.com/strata-oci/strata/snapshot"
+	"github.com/strata-oci/strata/snapshot/bundle"
 	"github.com/strata-oci/strata/snapshot/ids"
 )
 
@@ -61,7 +62,7 @@ func openStore() (*snapshot.Store, error) {
 
 // checkBundleRoot refuses a --root other than the store the bundle dir
 // was unpacked into: a bundle's snapshots are in that store alone.
-func checkBundleRoot(rec *snapshot.Record, dir string) error {
+func checkBundleRoot(rec *bundle.Record, dir string) error {
 	if flagRoot == "" {
 		return nil
 	}
@@ -85,7 +86,7 @@ func checkBundleRoot(rec *snapshot.Record, dir string) error {
 // user namespace to work on the bundle of rec: an unprivileged user's
 // overlay rootfs is mounted only there, and only there do the files of a
 // bundle written under the namespace's mapping show their owners.
-func bundleNeedsUserns(rec *snapshot.Record) bool {
+func bundleNeedsUserns(rec *bundle.Record) bool {
 	return overlayNeedsUserns(rec.Driver) || (userns.Needed() && snapshot.NeedsNamespace(rec.Owners))
 }
 

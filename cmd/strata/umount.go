@@ -7,7 +7,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/strata-oci/strata/internal/userns"
 	"github.com/strata-oci/strata/overlay"
-	"github.com/strata-oci/strata/snapshot"
+	"github.com/strata-oci/strata/snapshot/bundle"
 )
 
 func init() {
@@ -24,14 +24,14 @@ mounted is left as it is (exit status 0).`,
 			if userns.Needed() {
 				return usagef("umount: an unprivileged strata mounts only inside its own user namespace, which ended with that command: there is nothing to unmount")
 			}
-			rec, err := snapshot.ReadRecord(args[0])
+			rec, err := bundle.ReadRecord(args[0])
 			if err != nil {
 				return err
 			}
 			if err := checkBundleRoot(rec, args[0]); err != nil {
 				return err
 			}
-			b, err := snapshot.OpenBundle(args[0], storeOptions())
+			b, err := bundle.Open(args[0], storeOptions())
 			if err != nil {
 				return err
 			}

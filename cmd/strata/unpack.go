@@ -7,8 +7,10 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 	"github.com/strata-oci/strata/layout"
-	"github.com/strata-oci/strata/snapshot"
+	"github.com/strata-oci/strata/overlay"
+	"github.com/strata-oci/strata/snapshot/bundle"
 	"github.com/strata-oci/strata/snapshot/ids"
+	"github.com/strata-oci/strata/snapshot/vfs"
 )
 
 func init() {
@@ -54,7 +56,7 @@ so nothing is copied; commit shifts owners back.`,
 			if overlayNeedsUserns(driver) {
 				if !m.Empty() {
 					// Idmapped mounts of the layers need root.
-					return fmt.Errorf("--uid-map/--gid-map with --driver overlay: %w", snapshot.ErrIDMapNeedsRoot)
+					return fmt.Errorf("--uid-map/--gid-map with --driver overlay: %w", overlay.ErrIDMapNeedsRoot)
 				}
 				if err := reexecInUserns(true); err != nil {
 					return err
@@ -64,7 +66,7 @@ so nothing is copied; commit shifts owners back.`,
 			// live; a soft limit makes the collector keep the process
 			// well under 100 MB instead of letting the heap double.
 			debug.SetMemoryLimit(64 << 20)
-			var o snapshot.UnpackOptions
+			var o bundle.UnpackOptions
 			o.Driver = overlayDisabled(driver)
 			if platform != "" {
 				p, err := layout.ParsePlatform(platform)
@@ -95,7 +97,7 @@ so nothing is copied; commit shifts owners back.`,
 			// An interrupted unpack removes what it made.
 			ctx, cancel := signalContext()
 			defer cancel()
-			rec, err := s.Unpack(ctx, l, ref, args[1], o)
+			rec, err := bundle.Unpack(ctx, s, l, ref, args[1], o)
 			if err != nil {
 				return err
 			}
@@ -103,7 +105,7 @@ so nothing is copied; commit shifts owners back.`,
 			return nil
 		},
 	}
-	c.Flags().StringVar(&driver, "driver", snapshot.VFS, "snapshot driver: `vfs` or overlay")
+	c.Flags().StringVar(&driver, "driver", vfs.Name, "snapshot driver: `vfs` or overlay")
 	c.Flags().StringVar(&platform, "platform", "", "image platform `os/arch[/variant]` of an index (default: this machine's)")
 	c.Flags().StringArrayVar(&uidMaps, "uid-map", nil, "shift owners: `CONTAINERID:HOSTID:SIZE` (repeatable)")
 	c.Flags().StringArrayVar(&gidMaps, "gid-map", nil, "shift groups: `CONTAINERID:HOSTID:SIZE` (repeatable)")

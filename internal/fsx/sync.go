@@ -41,3 +41,13 @@ func SyncFiles(dir string, names ...string) error {
 	}
 	return SyncDir(dir)
 }
+
+// Flock is flock(2) on f, going on when a signal interrupts it.
+func Flock(f *os.File, how int) error {
+	for {
+		err := unix.Flock(int(f.Fd()), how)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}

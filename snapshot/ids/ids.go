@@ -155,31 +155,22 @@ func Reverse(rs []Range, id int) (int, bool) {
 }
 
 // ToHost maps an image's uid and gid to the host's.
-func (m *Map) ToHost(uid, gid int) (int, int, error) {
-	if m.Empty() {
-		return uid, gid, nil
-	}
-	u, err := HostID(m.UIDs, uid)
-	if err != nil {
-		return 0, 0, fmt.Errorf("uid: %w", err)
-	}
-	g, err := HostID(m.GIDs, gid)
-	if err != nil {
-		return 0, 0, fmt.Errorf("gid: %w", err)
-	}
-	return u, g, nil
+func (m *Map) ToHost(uid, gid int) (int, int, error) { return m.shiftBoth(uid, gid, hostward) }
+
+// ToContainer maps host IDs back to the image's (commit uses it).
+func (m *Map) ToContainer(uid, gid int) (int, int, error) {
+	return m.shiftBoth(uid, gid, containerward)
 }
 
-// ToContainer maps host IDs back to the image's.
-func (m *Map) ToContainer(uid, gid int) (int, int, error) {
+func (m *Map) shiftBoth(uid, gid int, dir direction) (int, int, error) {
 	if m.Empty() {
 		return uid, gid, nil
 	}
-	u, err := ContainerID(m.UIDs, uid)
+	u, err := shift(m.UIDs, uid, dir)
 	if err != nil {
 		return 0, 0, fmt.Errorf("uid: %w", err)
 	}
-	g, err := ContainerID(m.GIDs, gid)
+	g, err := shift(m.GIDs, gid, dir)
 	if err != nil {
 		return 0, 0, fmt.Errorf("gid: %w", err)
 	}

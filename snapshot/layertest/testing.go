@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-oci/strata/internal/fsx"
+	"github.com/strata-oci/strata/layout"
 )
 
 // NeedRoot fails the test unless it runs as root: the snapshot
@@ -309,4 +311,140 @@ var Duplicates = []Duplicate{
 		Files:    map[string]string{"e": ""},
 		Shadowed: 1,
 	},
+}
+
+// streamTree lists every entry under root with its type, mode, owner,
+// size, mtime, content hash, link target, xattrs and hardlink group.
+func streamTree(t testing.TB, root string) []string {
+	t.Helper()
+	var out []string
+	groups := map[uint64]string{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		line := fmt.Sprintf("%s %o %d:%d", rel, st.Mode, st.Uid, st.Gid)
+		if rel != "." {
+			line += fmt.Sprintf(" mtime=%d.%09d", st.Mtim.Sec, st.Mtim.Nsec)
+		}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG:
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			h := sha256.New()
+			_, err = io.Copy(h, f)
+			f.Close()
+			if err != nil {
+				return err
+			}
+			line += fmt.Sprintf(" size=%d sha=%x", st.Size, h.Sum(nil)[:8])
+			if st.Nlink > 1 {
+				if first, ok := groups[st.Ino]; ok {
+					line += " link-of=" + first
+				} else {
+					groups[st.Ino] = rel
+				}
+			}
+		case unix.S_IFLNK:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			line += " -> " + target
+		case unix.S_IFCHR, unix.S_IFBLK:
+			line += fmt.Sprintf(" rdev=%d", st.Rdev)
+		}
+		names, err := fsx.ListXattrs(p)
+		if err != nil {
+			return err
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			buf := make([]byte, 4096)
+			sz, err := unix.Lgetxattr(p, n, buf)
+			if err != nil {
+				return err
+			}
+			line += fmt.Sprintf(" %s=%q", n, buf[:sz])
+		}
+		out = append(out, line)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// SameTree fails the test with every entry in which the trees got and
+// want differ: type, mode, owner, size, mtime, content, link target,
+// xattrs and hardlink groups.
+func SameTree(t testing.TB, got, want string) {
+	t.Helper()
+	g, w := streamTree(t, got), streamTree(t, want)
+	if strings.Join(g, "\n") == strings.Join(w, "\n") {
+		return
+	}
+	for i := 0; i < max(len(g), len(w)); i++ {
+		var a, b string
+		if i < len(g) {
+			a = g[i]
+		}
+		if i < len(w) {
+			b = w[i]
+		}
+		if a != b {
+			t.Errorf("entry %d:\n got  %s\n want %s", i, a, b)
+		}
+	}
+}
+
+// BenchLayer is a layer shaped like a slice of a rootfs: 2,000 files of
+// 1-32 KiB in 40 directories, 100 symlinks and 100 hard links (about
+// 32 MiB). Half of each file is compressible.
+func BenchLayer() []byte {
+	rng := rand.New(rand.NewPCG(3, 4))
+	var es []Entry
+	for d := 0; d < 40; d++ {
+		es = append(es, Dir(fmt.Sprintf("usr/lib/d%02d/", d), 0o755))
+	}
+	body := make([]byte, 32<<10)
+	for i := 0; i < 2000; i++ {
+		n := 1<<10 + rng.IntN(31<<10)
+		for j := 0; j < n; j++ {
+			if j < n/2 {
+				body[j] = byte(rng.Uint32())
+			} else {
+				body[j] = "abcdefgh"[j%8]
+			}
+		}
+		es = append(es, File(fmt.Sprintf("usr/lib/d%02d/f%04d", i%40, i), string(body[:n]), 0o644))
+	}
+	for i := 0; i < 100; i++ {
+		es = append(es,
+			Symlink(fmt.Sprintf("usr/lib/d%02d/s%03d", i%40, i), fmt.Sprintf("f%04d", i)),
+			Hardlink(fmt.Sprintf("usr/lib/d%02d/h%03d", i%40, i), fmt.Sprintf("usr/lib/d%02d/f%04d", i%40, i)))
+	}
+	return Tar(es...)
+}
+
+// OpenStandard builds the Standard image in a new layout and opens it as
+// "v1" (the layout closes with the test).
+func OpenStandard(t testing.TB) (string, *layout.Layout, *layout.Image) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "img")
+	Must(t, BuildImage(dir, "v1", Image{Layers: Standard(nil)}))
+	l, err := layout.Open(dir)
+	Must(t, err)
+	t.Cleanup(func() { l.Close() })
+	img, err := l.Image("v1", nil)
+	Must(t, err)
+	return dir, l, img
 }
