@@ -22,10 +22,10 @@ const Name = "overlay"
 
 // Files the overlay driver keeps.
 const (
-	// StoreFile, in the store root, records which xattr form
+	// storeFile, in the store root, records which xattr form
 	// ("trusted" or "user") the store's overlay layers use: every layer
 	// of a chain, and the upper directories above them, must agree.
-	StoreFile = "overlay.json"
+	storeFile = "overlay.json"
 	// UpperDir and WorkDir are the bundle's writable overlay pair, in
 	// the bundle's private state directory.
 	UpperDir = "upper"
@@ -124,7 +124,7 @@ func openDriver(s *snapshot.Store, owners *ids.Map, readOnly bool) (*Driver, err
 	if !s.Options().Rootless {
 		want = Trusted
 	}
-	p := filepath.Join(s.Root(), StoreFile)
+	p := filepath.Join(s.Root(), storeFile)
 	b, err := os.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		b, err = recordForm(p, want)
@@ -157,7 +157,7 @@ func openDriver(s *snapshot.Store, owners *ids.Map, readOnly bool) (*Driver, err
 // temporary file), so a concurrent reader never sees it half-written.
 func recordForm(p string, x Xattrs) ([]byte, error) {
 	b, _ := json.Marshal(storeInfo{Xattrs: x.String()})
-	f, err := os.CreateTemp(filepath.Dir(p), StoreFile+".tmp-")
+	f, err := os.CreateTemp(filepath.Dir(p), storeFile+".tmp-")
 	if err != nil {
 		return nil, fmt.Errorf("record xattr form: %w", err)
 	}

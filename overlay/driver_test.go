@@ -118,7 +118,7 @@ func TestOverlayStoreForm(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s := openStore(t)
-			p := filepath.Join(s.Root(), StoreFile)
+			p := filepath.Join(s.Root(), storeFile)
 			if tc.content != "" {
 				if err := os.WriteFile(p, []byte(tc.content), 0o644); err != nil {
 					t.Fatal(err)
@@ -139,7 +139,7 @@ func TestOverlayStoreForm(t *testing.T) {
 			}
 			b, _ := os.ReadFile(p)
 			if !strings.Contains(string(b), tc.want.String()) {
-				t.Errorf("%s holds %s", StoreFile, b)
+				t.Errorf("%s holds %s", storeFile, b)
 			}
 			if ents, _ := os.ReadDir(filepath.Join(s.Root(), snapshot.TmpDir)); len(ents) != 0 {
 				t.Errorf("the overlay check left %d entries in tmp", len(ents))

@@ -91,10 +91,3 @@ func WriteFile(path string, b []byte, mode os.FileMode) error {
 	}
 	return f.Commit()
 }
-
-// IsTemp says whether name is the temporary name of an AtomicFile for
-// base, which a killed writer may have left.
-func IsTemp(name, base string) bool {
-	p := "." + base + ".tmp-"
-	return len(name) > len(p) && name[:len(p)] == p
-}

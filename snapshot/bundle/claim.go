@@ -99,7 +99,7 @@ func newMarker(dir, marker string, created bool, p progress) (*bundleClaim, erro
 	}
 	c := &bundleClaim{dir: dir, marker: f, created: created}
 	if err := c.write(p); err != nil {
-		c.release(true)
+		c.abandon()
 		return nil, err
 	}
 	// Something put into the directory between our look and our marker
@@ -107,12 +107,12 @@ func newMarker(dir, marker string, created bool, p progress) (*bundleClaim, erro
 	// ours to clear.
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		c.release(false)
+		c.done()
 		return nil, fmt.Errorf("bundle %s: %w", dir, err)
 	}
 	for _, e := range ents {
 		if e.Name() != ProgressFile {
-			c.release(false)
+			c.done()
 			return nil, fmt.Errorf("bundle %s: %w (it holds %s)", dir, ErrBundleNotEmpty, e.Name())
 		}
 	}
@@ -233,26 +233,34 @@ func (c *bundleClaim) clear() error {
 	return nil
 }
 
-// release gives the directory up. failed: the unpack failed, so what it
-// wrote goes, and the directory too when this process made it; else the
-// bundle is complete and only the marker goes.
-func (c *bundleClaim) release(failed bool) error {
-	var err error
-	if failed {
-		err = c.clear()
-	}
-	// The marker goes while we hold it: whoever waits for it then finds
-	// it unlinked and looks again.
-	if rerr := os.Remove(filepath.Join(c.dir, ProgressFile)); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) && err == nil {
+// done gives the directory up with what is in it: the bundle is
+// complete (or the directory not ours to clear); only the marker goes.
+func (c *bundleClaim) done() error {
+	err := c.removeMarker()
+	c.marker.Close()
+	return err
+}
+
+// abandon gives the directory up after a failed unpack: what it wrote
+// goes, and the directory too when this process made it.
+func (c *bundleClaim) abandon() error {
+	err := c.clear()
+	if rerr := c.removeMarker(); err == nil {
 		err = rerr
 	}
-	if err == nil {
-		err = fsx.SyncDir(c.dir)
-	}
-	if failed && err == nil && c.created {
+	if err == nil && c.created {
 		// Another unpack may have claimed it meanwhile: then it stays.
 		_ = os.Remove(c.dir)
 	}
 	c.marker.Close()
 	return err
+}
+
+// removeMarker removes the marker while we hold it (whoever waits for it
+// then finds it unlinked and looks again) and syncs the directory.
+func (c *bundleClaim) removeMarker() error {
+	if err := os.Remove(filepath.Join(c.dir, ProgressFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return fsx.SyncDir(c.dir)
 }

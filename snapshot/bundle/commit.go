@@ -166,10 +166,10 @@ func lockBundle(abs string) (func(), error) {
 	return func() { f.Close() }, nil
 }
 
-// BundleDiff returns what changed in the bundle dir since it was unpacked
+// bundleDiff returns what changed in the bundle dir since it was unpacked
 // or last committed: the entries the next commit's layer would hold. It
 // changes nothing. o says who asks (see Open).
-func BundleDiff(ctx context.Context, dir string, o snapshot.StoreOptions) (*layer.Diff, error) {
+func bundleDiff(ctx context.Context, dir string, o snapshot.StoreOptions) (*layer.Diff, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("bundle %s: %w", dir, err)

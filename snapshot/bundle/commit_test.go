@@ -119,10 +119,10 @@ func TestCommitChanges(t *testing.T) {
 			}
 			changeRootfs(t, rootfs)
 			want := desc(rootfs)
-			pending, err := BundleDiff(context.Background(), bundle, snapshot.StoreOptions{})
+			pending, err := bundleDiff(context.Background(), bundle, snapshot.StoreOptions{})
 			must(t, err)
 			if pending.Empty() {
-				t.Fatal("BundleDiff sees no change")
+				t.Fatal("bundleDiff sees no change")
 			}
 			res := commitBundle(t, bundle, img, "v2", CommitOptions{})
 			if res.Layer == nil {
@@ -144,10 +144,10 @@ func TestCommitChanges(t *testing.T) {
 			diffTrees(t, "changed", want, "unpacked v2", desc(filepath.Join(fresh, snapshot.RootfsDir)))
 
 			// Nothing changed since: an empty layer.
-			pending, err = BundleDiff(context.Background(), bundle, snapshot.StoreOptions{})
+			pending, err = bundleDiff(context.Background(), bundle, snapshot.StoreOptions{})
 			must(t, err)
 			if !pending.Empty() {
-				t.Fatalf("BundleDiff after a commit: %v", pending.Paths())
+				t.Fatalf("bundleDiff after a commit: %v", pending.Paths())
 			}
 			again := commitBundle(t, bundle, img, "v3", CommitOptions{})
 			if again.Layer != nil {

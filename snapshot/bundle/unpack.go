@@ -75,7 +75,11 @@ func Unpack(ctx context.Context, s *snapshot.Store, l *layout.Layout, ref, dir s
 		return nil, err
 	}
 	defer func() {
-		if rerr := claim.release(err != nil); rerr != nil && err == nil {
+		release := claim.done
+		if err != nil {
+			release = claim.abandon
+		}
+		if rerr := release(); rerr != nil && err == nil {
 			rec, err = nil, fmt.Errorf("bundle %s: %w", abs, rerr)
 		}
 	}()

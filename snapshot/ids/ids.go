@@ -103,9 +103,9 @@ func (m *Map) Validate() error {
 // Empty says whether m maps nothing (the identity).
 func (m *Map) Empty() bool { return m == nil || (len(m.UIDs) == 0 && len(m.GIDs) == 0) }
 
-// HostID maps id through rs, container side to host side; no ranges at
+// hostID maps id through rs, container side to host side; no ranges at
 // all is the identity.
-func HostID(rs []Range, id int) (int, error) { return shift(rs, id, hostward) }
+func hostID(rs []Range, id int) (int, error) { return shift(rs, id, hostward) }
 
 // ContainerID maps id back through rs, host side to container side; no
 // ranges at all is the identity.
@@ -137,7 +137,7 @@ func shift(rs []Range, id int, dir direction) (int, error) {
 // Lookup maps id through rs (container side to host side); ok is false
 // when rs is empty or does not map id.
 func Lookup(rs []Range, id int) (int, bool) {
-	v, err := HostID(rs, id)
+	v, err := hostID(rs, id)
 	if err != nil || len(rs) == 0 {
 		return 0, false
 	}

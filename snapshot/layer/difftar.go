@@ -77,9 +77,9 @@ func (d *Diff) Paths() []string {
 func (c *Change) tarName() string {
 	switch c.Kind {
 	case ChangeWhiteout:
-		return WhiteoutName(c.Path)
+		return whiteoutName(c.Path)
 	case ChangeOpaque:
-		return OpaqueName(c.Path)
+		return opaqueName(c.Path)
 	case ChangeLink:
 		return c.Path + " -> " + c.LinkTo
 	}
@@ -138,9 +138,9 @@ func (d *Diff) WriteTar(w io.Writer, o WriteOptions) error {
 func (c *Change) header(clamp *time.Time) *tar.Header {
 	switch c.Kind {
 	case ChangeWhiteout, ChangeOpaque:
-		name := WhiteoutName(c.Path)
+		name := whiteoutName(c.Path)
 		if c.Kind == ChangeOpaque {
-			name = OpaqueName(c.Path)
+			name = opaqueName(c.Path)
 		}
 		return &tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(name, "./"), ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
 	}

@@ -52,8 +52,8 @@ const (
 	whiteoutOpaque = ".wh..wh..opq"
 )
 
-// WhiteoutName is the OCI whiteout entry that deletes the path p.
-func WhiteoutName(p string) string {
+// whiteoutName is the OCI whiteout entry that deletes the path p.
+func whiteoutName(p string) string {
 	dir, base := split(p)
 	if dir == "." {
 		return whiteoutPrefix + base
@@ -61,8 +61,8 @@ func WhiteoutName(p string) string {
 	return dir + "/" + whiteoutPrefix + base
 }
 
-// OpaqueName is the OCI entry that makes the directory dir opaque.
-func OpaqueName(dir string) string {
+// opaqueName is the OCI entry that makes the directory dir opaque.
+func opaqueName(dir string) string {
 	if dir == "." || dir == "" {
 		return whiteoutOpaque
 	}
