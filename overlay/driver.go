@@ -10,11 +10,10 @@ import (
 	"path/filepath"
 	"strconv"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/strata-oci/strata/snapshot"
 	"github.com/strata-oci/strata/snapshot/ids"
 	"github.com/strata-oci/strata/snapshot/layer"
+	"golang.org/x/sys/unix"
 )
 
 // Name is the name of the overlay driver.

@@ -10,11 +10,10 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/snapshot"
 	"github.com/strata-oci/strata/snapshot/layer"
+	"golang.org/x/sys/unix"
 )
 
 // diffOverlay turns the upper directory of an overlay rootfs (form x) into

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
-
 	"github.com/strata-oci/strata/internal/fsx"
 )
 

@@ -6,10 +6,9 @@ import (
 	"os"
 	"path/filepath"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/snapshot/ids"
+	"golang.org/x/sys/unix"
 )
 
 // An earlier strata kept every snapshot directly in ROOT/snapshots/<hex>,

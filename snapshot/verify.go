@@ -7,7 +7,6 @@ import (
 	"io"
 
 	"github.com/opencontainers/go-digest"
-
 	"github.com/strata-oci/strata/snapshot/layer"
 )
 

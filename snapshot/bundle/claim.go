@@ -10,12 +10,11 @@ import (
 	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
-	"golang.org/x/sys/unix"
-
 	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/internal/idmap"
 	"github.com/strata-oci/strata/overlay"
 	"github.com/strata-oci/strata/snapshot"
+	"golang.org/x/sys/unix"
 )
 
 // progress is the content of ProgressFile: what is being unpacked.

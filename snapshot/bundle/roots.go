@@ -12,7 +12,6 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/snapshot"
 )

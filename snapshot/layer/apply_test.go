@@ -9,11 +9,10 @@ import (
 	"path/filepath"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/snapshot/ids"
 	"github.com/strata-oci/strata/snapshot/layertest"
+	"golang.org/x/sys/unix"
 )
 
 var (

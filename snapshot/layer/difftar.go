@@ -7,9 +7,8 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/strata-oci/strata/internal/fsx"
+	"golang.org/x/sys/unix"
 )
 
 // ChangeKind says what a change of a diff does.

@@ -6,9 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/strata-oci/strata/internal/fsx"
+	"golang.org/x/sys/unix"
 )
 
 // TestCacheDropper: every file handed over is closed by stop, small ones

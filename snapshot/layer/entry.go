@@ -13,7 +13,6 @@ import (
 	"strings"
 
 	"github.com/klauspost/compress/gzip"
-
 	"github.com/strata-oci/strata/internal/fsx"
 )
 

@@ -13,10 +13,9 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/snapshot/layertest"
+	"golang.org/x/sys/unix"
 )
 
 // sandbox is a directory holding the extraction root and a sentinel tree

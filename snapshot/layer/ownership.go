@@ -7,10 +7,9 @@ import (
 	"os"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/snapshot/ids"
+	"golang.org/x/sys/unix"
 )
 
 // selinuxXattr is the host's label of a file, not image content: a diff

@@ -8,10 +8,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/strata-oci/strata/internal/fsx"
 	tstar "github.com/vbatts/tar-split/archive/tar"
 	"golang.org/x/sys/unix"
-
-	"github.com/strata-oci/strata/internal/fsx"
 )
 
 // holeMin is the size from which a regular file is written with holes

@@ -9,11 +9,10 @@ import (
 	"path/filepath"
 	"testing"
 
-	tstar "github.com/vbatts/tar-split/archive/tar"
-
 	"github.com/opencontainers/go-digest"
 	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/snapshot/layertest"
+	tstar "github.com/vbatts/tar-split/archive/tar"
 	"golang.org/x/sys/unix"
 )
 

@@ -7,7 +7,6 @@ import (
 	"sync"
 
 	"github.com/opencontainers/go-digest"
-
 	"github.com/strata-oci/strata/internal/chunkpipe"
 	"github.com/strata-oci/strata/internal/compression"
 )

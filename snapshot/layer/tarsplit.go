@@ -13,11 +13,10 @@ import (
 	"strconv"
 
 	"github.com/klauspost/compress/gzip"
+	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/vbatts/tar-split/tar/asm"
 	"github.com/vbatts/tar-split/tar/storage"
 	"golang.org/x/sys/unix"
-
-	"github.com/strata-oci/strata/internal/fsx"
 )
 
 // Extract applies the layer stream s on the directory fsDir, records

@@ -4,9 +4,8 @@ import (
 	"errors"
 	"fmt"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/strata-oci/strata/internal/fsx"
+	"golang.org/x/sys/unix"
 )
 
 // UnlockDirs gives the owner rwx on every directory of the rootless tree

@@ -14,10 +14,9 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/layout"
+	"golang.org/x/sys/unix"
 )
 
 // NeedRoot fails the test unless it runs as root: the snapshot

@@ -10,10 +10,9 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/snapshot/ids"
+	"golang.org/x/sys/unix"
 )
 
 // copyOptions say how copyTree treats what it copies.

@@ -11,10 +11,9 @@ import (
 	"sort"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/snapshot/layer"
+	"golang.org/x/sys/unix"
 )
 
 // diffVFS compares the plain directory rootfs with files, the merged file

@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 
 	"github.com/opencontainers/go-digest"
-
 	"github.com/strata-oci/strata/internal/compression"
 	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/snapshot"
