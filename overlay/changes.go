@@ -1,15 +1,13 @@
 package overlay
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
-	"strings"
 
-	"golang.org/x/sys/unix"
+	"github.com/strata-oci/strata/internal/fsx"
 )
 
 // ChangeKind says how an upper directory entry changes the layers below.
@@ -89,7 +87,7 @@ func walkUpper(upper, rel string, x Xattrs, fn func(Change) error) error {
 			}
 			continue
 		}
-		names, err := listXattrs(full)
+		names, err := fsx.ListXattrs(full)
 		if err != nil {
 			return err
 		}
@@ -113,7 +111,7 @@ func walkUpper(upper, rel string, x Xattrs, fn func(Change) error) error {
 			if !ok {
 				continue
 			}
-			v, err := getXattr(full, n)
+			v, err := fsx.GetXattr(full, n)
 			if err != nil {
 				return err
 			}
@@ -132,53 +130,4 @@ func walkUpper(upper, rel string, x Xattrs, fn func(Change) error) error {
 		}
 	}
 	return nil
-}
-
-// listXattrs lists the xattr names of p without following a symlink.
-func listXattrs(p string) ([]string, error) {
-	buf := make([]byte, 256)
-	for {
-		n, err := unix.Llistxattr(p, buf)
-		if errors.Is(err, unix.ERANGE) {
-			sz, err2 := unix.Llistxattr(p, nil)
-			if err2 != nil {
-				return nil, fmt.Errorf("list xattrs of %s: %w", p, err2)
-			}
-			buf = make([]byte, sz+64)
-			continue
-		}
-		if errors.Is(err, unix.ENOTSUP) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("list xattrs of %s: %w", p, err)
-		}
-		var names []string
-		for _, s := range strings.Split(string(buf[:n]), "\x00") {
-			if s != "" {
-				names = append(names, s)
-			}
-		}
-		return names, nil
-	}
-}
-
-// getXattr reads one xattr of p without following a symlink.
-func getXattr(p, name string) ([]byte, error) {
-	buf := make([]byte, 256)
-	for {
-		n, err := unix.Lgetxattr(p, name, buf)
-		if errors.Is(err, unix.ERANGE) {
-			sz, err2 := unix.Lgetxattr(p, name, nil)
-			if err2 != nil {
-				return nil, fmt.Errorf("read xattr %s of %s: %w", name, p, err2)
-			}
-			buf = make([]byte, sz+64)
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read xattr %s of %s: %w", name, p, err)
-		}
-		return append([]byte(nil), buf[:n]...), nil
-	}
 }

@@ -8,20 +8,12 @@ import (
 	"path/filepath"
 )
 
-// DisableEnv names the environment variable that, set to "off", makes
-// Check report overlay unavailable, so that the copying fallback can be
-// chosen on purpose.
-const DisableEnv = "STRATA_OVERLAY"
-
 // Check tries, inside dir, everything a snapshot driver needs from
 // overlay in form x: creating a whiteout device and an opaque directory in
 // a layer, mounting two layers with an upper and work directory there,
 // and deleting through the mount. It cleans up after itself. A failure is
 // ErrUnsupported with the reason, so that the caller can fall back.
 func Check(dir string, x Xattrs) error {
-	if os.Getenv(DisableEnv) == "off" {
-		return fmt.Errorf("%w: disabled by %s=off", ErrUnsupported, DisableEnv)
-	}
 	if err := check(dir, x); err != nil {
 		return fmt.Errorf("%w in %s: %v", ErrUnsupported, dir, err)
 	}

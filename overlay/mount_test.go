@@ -177,10 +177,6 @@ func TestCheck(t *testing.T) {
 			t.Errorf("%v: Check left %v behind", x, ents)
 		}
 	}
-	t.Setenv(DisableEnv, "off")
-	if err := Check(t.TempDir(), Trusted); !errors.Is(err, ErrUnsupported) {
-		t.Errorf("Check with %s=off: %v, want ErrUnsupported", DisableEnv, err)
-	}
 }
 
 func TestCheckFailsWhereMountFails(t *testing.T) {

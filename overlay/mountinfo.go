@@ -10,11 +10,11 @@ import (
 	"strings"
 )
 
-// UpperDir returns the upper directory of the overlay mounted at target,
+// mountedUpper returns the upper directory of the overlay mounted at target,
 // as the kernel shows it in /proc/self/mountinfo (the topmost mount
 // there), or "" for an overlay without one. ErrNotMounted when no overlay
 // is mounted at target.
-func UpperDir(target string) (string, error) {
+func mountedUpper(target string) (string, error) {
 	abs, err := filepath.Abs(target)
 	if err != nil {
 		return "", err

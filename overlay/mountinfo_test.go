@@ -48,11 +48,11 @@ func TestUpperDir(t *testing.T) {
 		}
 	}
 	m := filepath.Join(base, "m")
-	if _, err := UpperDir(m); !errors.Is(err, ErrNotMounted) {
+	if _, err := mountedUpper(m); !errors.Is(err, ErrNotMounted) {
 		t.Fatalf("UpperDir of a plain directory: %v", err)
 	}
 	mountT(t, m, Options{Lower: []string{filepath.Join(base, "low")}, Upper: filepath.Join(base, "up"), Work: filepath.Join(base, "work")})
-	if got, err := UpperDir(m); err != nil || got != filepath.Join(base, "up") {
+	if got, err := mountedUpper(m); err != nil || got != filepath.Join(base, "up") {
 		t.Fatalf("UpperDir = %q, %v", got, err)
 	}
 }

@@ -2,7 +2,11 @@
 // filesystem: mounting a layer chain (however long) with a fresh upper and
 // work directory, converting OCI whiteouts into overlay whiteouts when a
 // layer is extracted, and walking an upper directory to find what changed
-// when a rootfs is committed.
+// when a rootfs is committed; and, built on them, the overlay snapshot
+// driver (Driver, a snapshot.Driver): each layer extracted once into its
+// own snapshot, a bundle's rootfs an overlay mount of the chain over the
+// bundle's own upper directory, swapped for a fresh one when the bundle
+// is committed.
 //
 // Overlay keeps its own metadata in extended attributes. As root in the
 // initial user namespace they are trusted.overlay.*; in a user namespace

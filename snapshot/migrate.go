@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/strata-oci/strata/internal/fsx"
+	"github.com/strata-oci/strata/snapshot/ids"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,7 +21,7 @@ import (
 // a crash leaves every snapshot in the old place or the new, and the next
 // Open goes on. Bundle records name snapshots by driver and chain ID, so
 // they stay valid: a record without the mapping is read the way the
-// snapshots were (see recordOwners).
+// snapshots were (see WrittenUnder).
 
 // legacy lists the snapshots in the old layout.
 func (s *Store) legacy() ([]string, error) {
@@ -60,7 +62,7 @@ func (s *Store) migrate() error {
 			return fmt.Errorf("snapshot root %s: move snapshot %s to the layout with one directory per driver: %w", s.root, hex, err)
 		}
 	}
-	return syncDir(filepath.Join(s.root, SnapshotsDir))
+	return fsx.SyncDir(filepath.Join(s.root, SnapshotsDir))
 }
 
 func (s *Store) migrateOne(hex string) error {
@@ -85,12 +87,12 @@ func (s *Store) migrateOne(hex string) error {
 		if err != nil {
 			return err
 		}
-		if err := writeFileSync(meta, b, 0o644); err != nil {
+		if err := fsx.WriteFile(meta, b, 0o644); err != nil {
 			return err
 		}
 		s.giveBack(meta, &st)
 	}
-	keyDir, err := s.keyDir(ownersKey(in.Driver, in.Owners))
+	keyDir, err := s.keyDir(Key(in.Driver, in.Owners))
 	if err != nil {
 		return err
 	}
@@ -107,7 +109,7 @@ func (s *Store) migrateOne(hex string) error {
 	if err := os.Rename(dir, target); err != nil {
 		return err
 	}
-	return syncDir(keyDir)
+	return fsx.SyncDir(keyDir)
 }
 
 // inferOwners says under which mapping an earlier strata, which did not
@@ -115,40 +117,34 @@ func (s *Store) migrateOne(hex string) error {
 // as they are; any other user wrote its own files, standing for root, and
 // kept other owners in the user.rootlesscontainers xattr (in its user
 // namespace too).
-func (s *Store) inferOwners(st *unix.Stat_t) *IDMap {
+func (s *Store) inferOwners(st *unix.Stat_t) *ids.Map {
 	uid, gid := int(st.Uid), int(st.Gid)
 	if v := s.opts.view(); v != nil {
-		if u, ok := lookup(v.UIDs, uid); ok {
+		if u, ok := ids.Lookup(v.UIDs, uid); ok {
 			uid = u
 		}
-		if g, ok := lookup(v.GIDs, gid); ok {
+		if g, ok := ids.Lookup(v.GIDs, gid); ok {
 			gid = g
 		}
 	}
 	if uid == 0 {
-		return &IDMap{}
+		return &ids.Map{}
 	}
-	return &IDMap{
-		UIDs: []IDRange{{ContainerID: 0, HostID: uint32(uid), Size: 1}},
-		GIDs: []IDRange{{ContainerID: 0, HostID: uint32(gid), Size: 1}},
+	return &ids.Map{
+		UIDs: []ids.Range{{ContainerID: 0, HostID: uint32(uid), Size: 1}},
+		GIDs: []ids.Range{{ContainerID: 0, HostID: uint32(gid), Size: 1}},
 	}
 }
 
-// recordOwners is the mapping a bundle's snapshots and rootfs were written
-// under; for a record of an earlier strata, which did not keep it, it is
-// inferred from who wrote the record, as for the snapshots it moved.
-func (s *Store) recordOwners(rec *Record, bundle string) *IDMap {
-	if rec.Owners != nil {
-		return rec.Owners
-	}
+// WrittenUnder is the mapping under which an earlier strata, which did
+// not record it, wrote the file p (a bundle's record), inferred from its
+// owner as for the snapshots Open moves.
+func (s *Store) WrittenUnder(p string) (*ids.Map, error) {
 	var st unix.Stat_t
-	if err := unix.Lstat(filepath.Join(bundle, RecordFile), &st); err != nil {
-		if !rec.Rootless {
-			return &IDMap{}
-		}
-		return s.opts.owners()
+	if err := unix.Lstat(p, &st); err != nil {
+		return nil, &os.PathError{Op: "lstat", Path: p, Err: err}
 	}
-	return s.inferOwners(&st)
+	return s.inferOwners(&st), nil
 }
 
 // keyDir makes (if needed) and returns ROOT/snapshots/key, owned like
@@ -167,7 +163,7 @@ func (s *Store) keyDir(key string) (string, error) {
 	if unix.Lstat(parent, &st) == nil {
 		s.giveBack(dir, &st)
 	}
-	return dir, syncDir(parent)
+	return dir, fsx.SyncDir(parent)
 }
 
 // giveBack gives p the owner in st where this process made p as another

@@ -5,9 +5,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"sort"
-	"strconv"
-	"strings"
+
+	"github.com/strata-oci/strata/snapshot/ids"
 )
 
 // StoreOptions say who uses a store. The caller decides them once (the
@@ -28,49 +27,49 @@ type StoreOptions struct {
 	// HostID who that is outside. Image owners it maps are given as they
 	// are. nil: no namespace, so files belong to UID:GID, who stand for
 	// the image's root.
-	UserNS *IDMap
+	UserNS *ids.Map
 	// UID and GID are the process's own IDs (Rootless without UserNS).
 	UID, GID int
 }
 
-// owners is the ID mapping under which a process with o writes
+// Owners is the ID mapping under which a process with o writes
 // snapshots: image IDs onto the host IDs their files get. Empty (not nil)
 // for root: every owner as it is.
-func (o StoreOptions) owners() *IDMap {
+func (o StoreOptions) Owners() *ids.Map {
 	switch {
 	case !o.Rootless:
-		return &IDMap{}
+		return &ids.Map{}
 	case o.UserNS != nil && !o.UserNS.Empty():
-		return o.UserNS.clone()
+		return o.UserNS.Clone()
 	}
-	return &IDMap{
-		UIDs: []IDRange{{ContainerID: 0, HostID: uint32(o.UID), Size: 1}},
-		GIDs: []IDRange{{ContainerID: 0, HostID: uint32(o.GID), Size: 1}},
+	return &ids.Map{
+		UIDs: []ids.Range{{ContainerID: 0, HostID: uint32(o.UID), Size: 1}},
+		GIDs: []ids.Range{{ContainerID: 0, HostID: uint32(o.GID), Size: 1}},
 	}
 }
 
 // view is the mapping from the IDs the process sees to host IDs: its user
 // namespace's, or, outside one, only its own IDs (an unprivileged process
 // can give files no other). nil for root: all IDs as they are.
-func (o StoreOptions) view() *IDMap {
+func (o StoreOptions) view() *ids.Map {
 	switch {
 	case !o.Rootless:
 		return nil
 	case o.UserNS != nil && !o.UserNS.Empty():
 		return o.UserNS
 	}
-	return &IDMap{
-		UIDs: []IDRange{{ContainerID: uint32(o.UID), HostID: uint32(o.UID), Size: 1}},
-		GIDs: []IDRange{{ContainerID: uint32(o.GID), HostID: uint32(o.GID), Size: 1}},
+	return &ids.Map{
+		UIDs: []ids.Range{{ContainerID: uint32(o.UID), HostID: uint32(o.UID), Size: 1}},
+		GIDs: []ids.Range{{ContainerID: uint32(o.GID), HostID: uint32(o.GID), Size: 1}},
 	}
 }
 
-// hostIDs is the process's own user and group outside any user
+// HostIDs is the process's own user and group outside any user
 // namespace: a rootless runtime spec maps them to root.
-func (o StoreOptions) hostIDs() (uint32, uint32) {
+func (o StoreOptions) HostIDs() (uint32, uint32) {
 	if o.UserNS != nil && !o.UserNS.Empty() {
-		u, okU := lookup(o.UserNS.UIDs, 0)
-		g, okG := lookup(o.UserNS.GIDs, 0)
+		u, okU := ids.Lookup(o.UserNS.UIDs, 0)
+		g, okG := ids.Lookup(o.UserNS.GIDs, 0)
 		if okU && okG {
 			return uint32(u), uint32(g)
 		}
@@ -84,11 +83,15 @@ func (o StoreOptions) hostIDs() (uint32, uint32) {
 // same IDs.
 var ErrOwnersMismatch = errors.New("files were written under another ID mapping")
 
-// writer returns, for snapshots written under the mapping form, the map
+// ErrNotOwner means root was asked to write (commit, unpack into) what
+// an unprivileged user's process wrote: only that user can.
+var ErrNotOwner = errors.New("written by an unprivileged user")
+
+// Writer returns, for snapshots written under the mapping form, the map
 // from image IDs to the IDs this process gives files (see
-// ApplyOptions.Owners); nil for root writing root's form. It fails when
+// layer.ApplyOptions.Owners); nil for root writing root's form. It fails when
 // this process cannot write that form.
-func (o StoreOptions) writer(form *IDMap) (*IDMap, error) {
+func (o StoreOptions) Writer(form *ids.Map) (*ids.Map, error) {
 	if form == nil || form.Empty() {
 		if o.Rootless {
 			return nil, fmt.Errorf("%w: they belong to the image's owners (written by root), and this process is not root", ErrOwnersMismatch)
@@ -99,113 +102,26 @@ func (o StoreOptions) writer(form *IDMap) (*IDMap, error) {
 		// Its files stand for the image's owners by belonging to a
 		// user's IDs, in a store that is theirs: what root wrote there
 		// would lock them out of it.
-		return nil, fmt.Errorf("%w (%s): written by an unprivileged user: %w", ErrOwnersMismatch, form, ErrNotOwner)
+		return nil, fmt.Errorf("%w (%s): %w", ErrOwnersMismatch, form, ErrNotOwner)
 	}
 	v := o.view()
-	m := &IDMap{}
+	m := &ids.Map{}
 	var err error
-	if m.UIDs, err = compose(form.UIDs, v.UIDs); err != nil {
+	if m.UIDs, err = ids.Compose(form.UIDs, v.UIDs); err != nil {
 		return nil, fmt.Errorf("%w (%s; this process maps %s): uids: %v", ErrOwnersMismatch, form, v, err)
 	}
-	if m.GIDs, err = compose(form.GIDs, v.GIDs); err != nil {
+	if m.GIDs, err = ids.Compose(form.GIDs, v.GIDs); err != nil {
 		return nil, fmt.Errorf("%w (%s; this process maps %s): gids: %v", ErrOwnersMismatch, form, v, err)
 	}
 	return m, nil
 }
 
-// compose turns image→host ranges into image→view ranges through view
-// (view→host); every host ID of form must be one the view maps.
-func compose(form, view []IDRange) ([]IDRange, error) {
-	var out []IDRange
-	for _, f := range form {
-		covered := uint64(0)
-		for _, v := range view {
-			lo := max(uint64(f.HostID), uint64(v.HostID))
-			hi := min(uint64(f.HostID)+uint64(f.Size), uint64(v.HostID)+uint64(v.Size))
-			if lo >= hi {
-				continue
-			}
-			out = append(out, IDRange{
-				ContainerID: uint32(uint64(f.ContainerID) + lo - uint64(f.HostID)),
-				HostID:      uint32(uint64(v.ContainerID) + lo - uint64(v.HostID)),
-				Size:        uint32(hi - lo),
-			})
-			covered += hi - lo
-		}
-		if covered != uint64(f.Size) {
-			return nil, fmt.Errorf("host IDs %d-%d are not all mapped", f.HostID, uint64(f.HostID)+uint64(f.Size)-1)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ContainerID < out[j].ContainerID })
-	return out, nil
-}
-
-// lookup maps id through rs (ContainerID side to HostID side).
-func lookup(rs []IDRange, id int) (int, bool) {
-	v, err := shift(rs, id, true)
-	if err != nil || len(rs) == 0 {
-		return 0, false
-	}
-	return v, true
-}
-
-// reverse maps id back through rs (HostID side to ContainerID side).
-func reverse(rs []IDRange, id int) (int, bool) {
-	v, err := shift(rs, id, false)
-	if err != nil || len(rs) == 0 {
-		return 0, false
-	}
-	return v, true
-}
-
-func (m *IDMap) clone() *IDMap {
-	if m == nil {
-		return nil
-	}
-	return &IDMap{UIDs: append([]IDRange(nil), m.UIDs...), GIDs: append([]IDRange(nil), m.GIDs...)}
-}
-
-// String is the mapping as uid_map lines would give it, on one line:
-// "uids 0:1000:1,1:100000:65536 gids ...", or "identity".
-func (m *IDMap) String() string {
-	if m.Empty() {
-		return "identity"
-	}
-	f := func(rs []IDRange) string {
-		var parts []string
-		for _, r := range rs {
-			parts = append(parts, strconv.FormatUint(uint64(r.ContainerID), 10)+":"+strconv.FormatUint(uint64(r.HostID), 10)+":"+strconv.FormatUint(uint64(r.Size), 10))
-		}
-		return strings.Join(parts, ",")
-	}
-	return "uids " + f(m.UIDs) + " gids " + f(m.GIDs)
-}
-
-// sameMap compares two mappings range by range.
-func sameMap(a, b *IDMap) bool {
-	if a.Empty() || b.Empty() {
-		return a.Empty() == b.Empty()
-	}
-	eq := func(x, y []IDRange) bool {
-		if len(x) != len(y) {
-			return false
-		}
-		for i := range x {
-			if x[i] != y[i] {
-				return false
-			}
-		}
-		return true
-	}
-	return eq(a.UIDs, b.UIDs) && eq(a.GIDs, b.GIDs)
-}
-
-// ownersKey names the directory under ROOT/snapshots that holds a
+// Key names the directory under ROOT/snapshots that holds a
 // driver's snapshots written under the mapping form: the driver's name
 // for the image's own owners (root), else the name and a short hash of
 // the mapping. Each driver and mapping has its own snapshots, as
 // containerd keeps each snapshotter's apart.
-func ownersKey(driver string, form *IDMap) string {
+func Key(driver string, form *ids.Map) string {
 	if form.Empty() {
 		return driver
 	}
@@ -217,25 +133,17 @@ func ownersKey(driver string, form *IDMap) string {
 // owners: "image" (as they are, root's), "xattr" (the user's own files;
 // other owners in user.rootlesscontainers) or "userns" (the owners a user
 // namespace maps, the rest in the xattr).
-func OwnersKind(form *IDMap) string {
+func OwnersKind(form *ids.Map) string {
 	switch {
 	case form.Empty():
 		return "image"
-	case idCount(form.UIDs) <= 1 && idCount(form.GIDs) <= 1:
+	case ids.Count(form.UIDs) <= 1 && ids.Count(form.GIDs) <= 1:
 		return "xattr"
 	}
 	return "userns"
 }
 
-func idCount(rs []IDRange) uint64 {
-	var n uint64
-	for _, r := range rs {
-		n += uint64(r.Size)
-	}
-	return n
-}
-
 // NeedsNamespace says whether files written under the mapping form have
 // owners only a user namespace with that mapping can give or read
 // (commit, mount and run such a bundle inside strata's namespace).
-func NeedsNamespace(form *IDMap) bool { return OwnersKind(form) == "userns" }
+func NeedsNamespace(form *ids.Map) bool { return OwnersKind(form) == "userns" }

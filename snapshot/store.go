@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/strata-oci/strata/internal/fsx"
 	"golang.org/x/sys/unix"
 )
 
@@ -23,19 +24,24 @@ type Store struct {
 	opts StoreOptions
 }
 
-// DefaultRoot is /var/lib/strata for root and $XDG_DATA_HOME/strata
-// (~/.local/share/strata) for other users; rootless says which the
-// caller is (root of strata's own user namespace is still the user).
-func DefaultRoot(rootless bool) (string, error) {
+// ErrNoDefaultRoot means a rootless caller has no home directory (and
+// no data directory) to keep its store in.
+var ErrNoDefaultRoot = errors.New("no default snapshot store: no home directory")
+
+// DefaultRoot is /var/lib/strata for root, and for other users
+// DATAHOME/strata, or HOME/.local/share/strata when dataHome is not an
+// absolute path: the caller passes $XDG_DATA_HOME and the user's home
+// directory. rootless says which the caller is (root of strata's own
+// user namespace is still the user).
+func DefaultRoot(rootless bool, dataHome, home string) (string, error) {
 	if !rootless {
 		return "/var/lib/strata", nil
 	}
-	if x := os.Getenv("XDG_DATA_HOME"); x != "" && filepath.IsAbs(x) {
-		return filepath.Join(x, "strata"), nil
+	if dataHome != "" && filepath.IsAbs(dataHome) {
+		return filepath.Join(dataHome, "strata"), nil
 	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("snapshot root: %w (use --root)", err)
+	if home == "" {
+		return "", ErrNoDefaultRoot
 	}
 	return filepath.Join(home, ".local", "share", "strata"), nil
 }
@@ -50,7 +56,7 @@ func Open(root string, o StoreOptions) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("snapshot root %s: %w", root, err)
 	}
-	for _, d := range []string{abs, filepath.Join(abs, SnapshotsDir), filepath.Join(abs, TmpDir), filepath.Join(abs, ContainersDir)} {
+	for _, d := range []string{abs, filepath.Join(abs, SnapshotsDir), filepath.Join(abs, TmpDir)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("snapshot root %s: %w", root, err)
 		}
@@ -59,7 +65,7 @@ func Open(root string, o StoreOptions) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("snapshot root %s: %w", root, err)
 	}
-	if err := flock(f, unix.LOCK_SH); err != nil {
+	if err := fsx.Flock(f, unix.LOCK_SH); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("snapshot root %s: lock: %w", root, err)
 	}
@@ -69,15 +75,6 @@ func Open(root string, o StoreOptions) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
-}
-
-func flock(f *os.File, how int) error {
-	for {
-		err := unix.Flock(int(f.Fd()), how)
-		if err != unix.EINTR {
-			return err
-		}
-	}
 }
 
 // Close releases the store lock.
@@ -93,10 +90,10 @@ func (s *Store) Close() error {
 // exclusive upgrades the store lock for gc and removal, and returns a
 // function that downgrades it again.
 func (s *Store) exclusive() (func(), error) {
-	if err := flock(s.lock, unix.LOCK_EX); err != nil {
+	if err := fsx.Flock(s.lock, unix.LOCK_EX); err != nil {
 		return nil, fmt.Errorf("snapshot root %s: lock: %w", s.root, err)
 	}
-	return func() { _ = flock(s.lock, unix.LOCK_SH) }, nil
+	return func() { _ = fsx.Flock(s.lock, unix.LOCK_SH) }, nil
 }
 
 // Root is the store's directory.
@@ -109,6 +106,12 @@ func (s *Store) Options() StoreOptions { return s.opts }
 // snapshots of key (see ownersKey).
 func (s *Store) dir(key string, chainID digest.Digest) string {
 	return filepath.Join(s.root, SnapshotsDir, key, chainID.Encoded())
+}
+
+// Has says whether the store holds d's snapshot of chainID.
+func (s *Store) Has(d Driver, chainID digest.Digest) bool {
+	_, err := os.Stat(s.dir(Key(d.Name(), d.Owners()), chainID))
+	return err == nil
 }
 
 // isHex says whether name is a full sha256 hex: a snapshot directory

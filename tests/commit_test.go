@@ -14,9 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/overlay"
-	"github.com/strata-oci/strata/snapshot"
+	snapbundle "github.com/strata-oci/strata/snapshot/bundle"
+	"github.com/strata-oci/strata/snapshot/layer"
 	lt "github.com/strata-oci/strata/snapshot/layertest"
 	"golang.org/x/sys/unix"
 )
@@ -97,10 +99,10 @@ func cmtXattrs(t testing.TB, p string) string {
 		if err != nil {
 			t.Fatalf("read xattr %s of %s: %v", name, p, err)
 		}
-		if name == snapshot.RootlessXattr {
+		if name == layer.RootlessXattr {
 			// umoci writes root as the no-op ID 2^32-1 where strata
 			// writes no field: compare the owners they mean.
-			u, g, err := snapshot.DecodeRootless(v[:m])
+			u, g, err := layer.DecodeRootless(v[:m])
 			if err != nil {
 				t.Fatalf("%s of %s: %v", name, p, err)
 			}
@@ -182,7 +184,7 @@ func cmtChange(t testing.TB, r string, owner int, devices bool) {
 	if owner < 0 {
 		cmtMust(t, os.Lchown(p("app"), 1000, 10))
 	} else {
-		cmtMust(t, unix.Lsetxattr(p("app"), snapshot.RootlessXattr, snapshot.EncodeRootless(1000, 10), 0))
+		cmtMust(t, unix.Lsetxattr(p("app"), layer.RootlessXattr, layer.EncodeRootless(1000, 10), 0))
 	}
 	cmtMust(t, os.RemoveAll(p("opq")))
 	cmtMust(t, os.WriteFile(p("opq"), []byte("was a directory"), 0o644))
@@ -339,7 +341,7 @@ func TestCommitRootless(t *testing.T) {
 		rlChownTree(t, img, uid, gid)
 		bundle := filepath.Join(dir, "b")
 		store := filepath.Join(dir, "store")
-		t.Cleanup(func() { snapshot.RemoveAll(store); snapshot.RemoveAll(bundle) })
+		t.Cleanup(func() { fsx.RemoveAll(store); fsx.RemoveAll(bundle) })
 		rlMust(t, rlAsUser(t, dir, "unpack", "--root", store, img+":v1", bundle))
 		rootfs := filepath.Join(bundle, "rootfs")
 		cmtChange(t, rootfs, uid, false)
@@ -349,11 +351,11 @@ func TestCommitRootless(t *testing.T) {
 		cmtRootlessOwners(t, dir, img, true)
 		fresh := filepath.Join(dir, "fresh")
 		rlMust(t, rlAsUser(t, dir, "unpack", "--root", filepath.Join(dir, "store2"), img+":v2", fresh))
-		t.Cleanup(func() { snapshot.RemoveAll(filepath.Join(dir, "store2")); snapshot.RemoveAll(fresh) })
+		t.Cleanup(func() { fsx.RemoveAll(filepath.Join(dir, "store2")); fsx.RemoveAll(fresh) })
 		cmtCompare(t, "changed", want, "strata unpack", cmtTree(t, filepath.Join(fresh, "rootfs"), true))
 		um := filepath.Join(dir, "umoci")
 		rlMust(t, rlRunIn(t, dir, "runuser", "-u", rootlessUser, "--", "umoci", "unpack", "--rootless", "--image", img+":v2", um))
-		t.Cleanup(func() { snapshot.RemoveAll(um) })
+		t.Cleanup(func() { fsx.RemoveAll(um) })
 		cmtCompare(t, "changed", want, "umoci unpack --rootless", cmtTree(t, filepath.Join(um, "rootfs"), true))
 
 		// Root does not commit the user's bundle (its store is theirs).
@@ -371,9 +373,9 @@ func TestCommitRootless(t *testing.T) {
 		rlChownTree(t, img, uid, gid)
 		bundle := filepath.Join(dir, "b")
 		store := filepath.Join(dir, "store")
-		t.Cleanup(func() { snapshot.RemoveAll(store); snapshot.RemoveAll(bundle) })
+		t.Cleanup(func() { fsx.RemoveAll(store); fsx.RemoveAll(bundle) })
 		rlMust(t, rlAsUser(t, dir, "unpack", "--driver", "overlay", "--root", store, img+":v1", bundle))
-		rec, err := snapshot.ReadRecord(bundle)
+		rec, err := snapbundle.ReadRecord(bundle)
 		cmtMust(t, err)
 		if rec.Driver != "overlay" {
 			t.Fatalf("rootless unpack used %s, not overlay", rec.Driver)
@@ -405,16 +407,16 @@ echo changed > etc/motd
 		// The new image, unpacked with overlay from the committed
 		// snapshots, looks the same from inside the namespace.
 		again := filepath.Join(dir, "again")
-		t.Cleanup(func() { snapshot.RemoveAll(again) })
+		t.Cleanup(func() { fsx.RemoveAll(again) })
 		rlMust(t, rlAsUser(t, dir, "unpack", "--driver", "overlay", "--root", store, img+":v2", again))
 		cmtCompare(t, "changed (in the namespace)", changed, "v2 unpacked (in the namespace)", cmtNSTree(t, dir, again))
 		cmtRootlessOwners(t, dir, img, true)
 		fresh := filepath.Join(dir, "fresh")
 		rlMust(t, rlAsUser(t, dir, "unpack", "--root", filepath.Join(dir, "store2"), img+":v2", fresh))
-		t.Cleanup(func() { snapshot.RemoveAll(filepath.Join(dir, "store2")); snapshot.RemoveAll(fresh) })
+		t.Cleanup(func() { fsx.RemoveAll(filepath.Join(dir, "store2")); fsx.RemoveAll(fresh) })
 		um := filepath.Join(dir, "umoci")
 		rlMust(t, rlRunIn(t, dir, "runuser", "-u", rootlessUser, "--", "umoci", "unpack", "--rootless", "--image", img+":v2", um))
-		t.Cleanup(func() { snapshot.RemoveAll(um) })
+		t.Cleanup(func() { fsx.RemoveAll(um) })
 		a, b := cmtTree(t, filepath.Join(fresh, "rootfs"), false), cmtTree(t, filepath.Join(um, "rootfs"), false)
 		cmtCompare(t, "strata unpack", a, "umoci unpack --rootless", b)
 		for path, want := range map[string]string{
@@ -778,7 +780,7 @@ func TestCommitKilled(t *testing.T) {
 				if r := runCmd(t, nil, strataBin, "fsck", img); r.Code != 0 {
 					t.Fatalf("fsck after a commit killed at %v: %s%s", delay, r.Stdout, r.Stderr)
 				}
-				if _, err := snapshot.ReadRecord(bundle); err != nil {
+				if _, err := snapbundle.ReadRecord(bundle); err != nil {
 					t.Fatalf("bundle record after a commit killed at %v: %v", delay, err)
 				}
 			}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"github.com/strata-oci/strata/layout"
-	"github.com/strata-oci/strata/snapshot"
+	snapbundle "github.com/strata-oci/strata/snapshot/bundle"
 	"github.com/strata-oci/strata/snapshot/layertest"
 )
 
@@ -212,7 +212,7 @@ func TestConcurrentWritersLoseNothing(t *testing.T) {
 			t.Fatalf("round %d: %d unpacks into one directory succeeded", round, ok)
 		}
 		if ok == 1 {
-			if _, err := snapshot.ReadRecord(bundle); err != nil {
+			if _, err := snapbundle.ReadRecord(bundle); err != nil {
 				t.Fatalf("round %d: the bundle an unpack finished is gone: %v", round, err)
 			}
 			if _, err := os.Stat(filepath.Join(bundle, "rootfs", "etc")); err != nil {

@@ -17,7 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/layout"
-	"github.com/strata-oci/strata/snapshot"
+	snapbundle "github.com/strata-oci/strata/snapshot/bundle"
 )
 
 // The crash suite kills each writing command with SIGKILL at points spread
@@ -224,10 +224,10 @@ func crashBundleState(t *testing.T, f *crashFixture, dir string) string {
 	if os.IsNotExist(err) || (err == nil && len(ents) == 0) {
 		return "absent"
 	}
-	if _, err := os.Lstat(filepath.Join(bundle, snapshot.ProgressFile)); err == nil {
+	if _, err := os.Lstat(filepath.Join(bundle, snapbundle.ProgressFile)); err == nil {
 		return "absent" // a killed unpack's: the next one redoes it
 	}
-	rec, err := snapshot.ReadRecord(bundle)
+	rec, err := snapbundle.ReadRecord(bundle)
 	if err != nil {
 		t.Fatalf("bundle neither finished nor marked in progress: %v (holds %d entries)", err, len(ents))
 	}
@@ -319,7 +319,7 @@ func crashCases() []crashCase {
 				return []string{"commit", "--timestamp", f.timestamp, bundle, l + ":app"}
 			},
 			check: func(t *testing.T, f *crashFixture, dir string) string {
-				if _, err := snapshot.ReadRecord(filepath.Join(dir, "bundle")); err != nil {
+				if _, err := snapbundle.ReadRecord(filepath.Join(dir, "bundle")); err != nil {
 					t.Fatalf("bundle after a killed commit: %v", err)
 				}
 				return layoutCheck(t, f, dir)
@@ -343,7 +343,7 @@ func crashCases() []crashCase {
 				if ents, _ := os.ReadDir(filepath.Join(store, "tmp")); len(ents) != 0 {
 					t.Errorf("%d entries left in the store's tmp/", len(ents))
 				}
-				if _, err := os.Lstat(filepath.Join(dir, "bundle", snapshot.ProgressFile)); err == nil {
+				if _, err := os.Lstat(filepath.Join(dir, "bundle", snapbundle.ProgressFile)); err == nil {
 					t.Error("the bundle is still marked in progress")
 				}
 			},

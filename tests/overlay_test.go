@@ -15,7 +15,7 @@ import (
 	"testing"
 
 	"github.com/strata-oci/strata/overlay"
-	"github.com/strata-oci/strata/snapshot"
+	snapbundle "github.com/strata-oci/strata/snapshot/bundle"
 	lt "github.com/strata-oci/strata/snapshot/layertest"
 	"golang.org/x/sys/unix"
 )
@@ -78,13 +78,13 @@ func ovlStandardImage(t testing.TB) string {
 	return dir + ":v1"
 }
 
-func ovlRecord(t testing.TB, bundle string) snapshot.Record {
+func ovlRecord(t testing.TB, bundle string) snapbundle.Record {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(bundle, snapshot.RecordFile))
+	b, err := os.ReadFile(filepath.Join(bundle, snapbundle.RecordFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rec snapshot.Record
+	var rec snapbundle.Record
 	if err := json.Unmarshal(b, &rec); err != nil {
 		t.Fatal(err)
 	}
@@ -399,7 +399,7 @@ func TestOverlayFallback(t *testing.T) {
 		why   string
 	}{
 		{"store on overlayfs", nil, filepath.Join(parts["m"], "store"), "whiteout"},
-		{"disabled by environment", []string{overlay.DisableEnv + "=off"}, filepath.Join(tmp, "store"), overlay.DisableEnv + "=off"},
+		{"disabled by environment", []string{"STRATA_OVERLAY=off"}, filepath.Join(tmp, "store"), "STRATA_OVERLAY=off"},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/strata-oci/strata/snapshot"
+	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/snapshot/layertest"
 	"golang.org/x/sys/unix"
 )
@@ -232,7 +232,7 @@ func TestUnpackDuplicateNamesRootless(t *testing.T) {
 		return runCmd(t, nil, "setpriv", append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", strataBin, "--quiet"}, args...)...)
 	}
 	root, b := filepath.Join(work, "store"), filepath.Join(work, "b")
-	t.Cleanup(func() { snapshot.RemoveAll(root); snapshot.RemoveAll(b) })
+	t.Cleanup(func() { fsx.RemoveAll(root); fsx.RemoveAll(b) })
 	if r := asNobody("unpack", "--root", root, img+":v1", b); r.Code != 0 {
 		t.Fatalf("rootless unpack: exit %d: %s", r.Code, r.Stderr)
 	}

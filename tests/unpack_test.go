@@ -14,7 +14,9 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"github.com/strata-oci/strata/snapshot"
+	"github.com/strata-oci/strata/internal/fsx"
+	snapbundle "github.com/strata-oci/strata/snapshot/bundle"
+	"github.com/strata-oci/strata/snapshot/layer"
 	"github.com/strata-oci/strata/snapshot/layertest"
 	"golang.org/x/sys/unix"
 )
@@ -295,8 +297,8 @@ func TestUnpackIDMap(t *testing.T) {
 	if len(spec.Linux.UIDMappings) != 1 || spec.Linux.UIDMappings[0].HostID != 100000 || spec.Linux.GIDMappings[0].HostID != 200000 {
 		t.Fatalf("mappings: %+v %+v", spec.Linux.UIDMappings, spec.Linux.GIDMappings)
 	}
-	var rec snapshot.Record
-	b, _ = os.ReadFile(filepath.Join(bundle, snapshot.RecordFile))
+	var rec snapbundle.Record
+	b, _ = os.ReadFile(filepath.Join(bundle, snapbundle.RecordFile))
 	if err := json.Unmarshal(b, &rec); err != nil || rec.IDMap == nil {
 		t.Fatalf("record: %s (%v)", b, err)
 	}
@@ -324,20 +326,20 @@ func TestUnpackRootless(t *testing.T) {
 	}
 	root := filepath.Join(work, "store")
 	bundle := filepath.Join(work, "b")
-	t.Cleanup(func() { snapshot.RemoveAll(root); snapshot.RemoveAll(bundle) })
+	t.Cleanup(func() { fsx.RemoveAll(root); fsx.RemoveAll(bundle) })
 	if r := asNobody("unpack", "--root", root, img+":v1", bundle); r.Code != 0 {
 		t.Fatalf("rootless unpack: exit %d: %s", r.Code, r.Stderr)
 	}
 	rootfs := filepath.Join(bundle, "rootfs")
 	buf := make([]byte, 64)
-	n, err := unix.Lgetxattr(filepath.Join(rootfs, "home/alice/notes"), snapshot.RootlessXattr, buf)
+	n, err := unix.Lgetxattr(filepath.Join(rootfs, "home/alice/notes"), layer.RootlessXattr, buf)
 	if err != nil {
 		t.Fatalf("home/alice/notes: %v", err)
 	}
-	if uid, gid, err := snapshot.DecodeRootless(buf[:n]); err != nil || uid != 1000 || gid != 1000 {
+	if uid, gid, err := layer.DecodeRootless(buf[:n]); err != nil || uid != 1000 || gid != 1000 {
 		t.Fatalf("rootless owner %d:%d (%v), want 1000:1000", uid, gid, err)
 	}
-	if _, err := unix.Lgetxattr(filepath.Join(rootfs, "etc/passwd"), snapshot.RootlessXattr, buf); err != unix.ENODATA {
+	if _, err := unix.Lgetxattr(filepath.Join(rootfs, "etc/passwd"), layer.RootlessXattr, buf); err != unix.ENODATA {
 		t.Fatalf("etc/passwd (0:0) has a rootless xattr: %v", err)
 	}
 	var st unix.Stat_t

@@ -13,9 +13,11 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/strata-oci/strata/internal/compression"
 	"github.com/strata-oci/strata/internal/dockerfile"
+	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/layout/archive"
 	"github.com/strata-oci/strata/snapshot"
+	"github.com/strata-oci/strata/snapshot/bundle"
 )
 
 func newCommitCmd(g *globalFlags) *cobra.Command {
@@ -67,7 +69,7 @@ gives the same layer digest on every run.`,
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			bundle := args[0]
+			bundleDir := args[0]
 			dir, ref, err := parseNewImageArg("commit", args[1])
 			if err != nil {
 				return err
@@ -91,26 +93,28 @@ gives the same layer digest on every run.`,
 			if err := dockerfile.Apply(layout.NewConfig(host), changes); err != nil {
 				return usageError{err}
 			}
-			rec, err := snapshot.ReadRecord(bundle)
+			rec, err := bundle.ReadRecord(bundleDir)
 			if err != nil {
 				return err
 			}
-			if err := g.checkBundleRoot(rec, bundle); err != nil {
+			if err := g.checkBundleRoot(rec, bundleDir); err != nil {
 				return err
 			}
 			if bundleNeedsUserns(rec) {
 				return g.reexecInUserns(false)
 			}
 			if !cmd.Flags().Changed("created-by") {
-				createdBy = bundleCommand(bundle)
+				createdBy = bundleCommand(bundleDir)
 			}
 			l, err := layout.Init(dir)
 			if err != nil {
 				return err
 			}
 			prog := g.newProgress()
-			res, err := snapshot.Commit(bundle, l, snapshot.CommitOptions{
-				Progress:    func(r io.Reader) io.Reader { return prog.Reader("commit "+filepath.Base(bundle), -1, r) },
+			ctx, cancel := signalContext()
+			defer cancel()
+			res, err := bundle.Commit(ctx, bundleDir, l, bundle.CommitOptions{
+				Progress:    func(r io.Reader) io.Reader { return prog.Reader("commit "+filepath.Base(bundleDir), -1, r) },
 				Ref:         ref,
 				Author:      author,
 				Comment:     message,
@@ -119,7 +123,7 @@ gives the same layer digest on every run.`,
 				Compression: kind,
 				Level:       lvl,
 				Timestamp:   when,
-				// Who commits: the bundle's owners are read back
+				// Who commits: the bundleDir's owners are read back
 				// through it.
 				StoreOptions: storeOptions(),
 			})
@@ -164,7 +168,7 @@ const (
 func demoUnpack(d *demoRun) error {
 	// A kept layout may hold the bundle of an earlier demo: start afresh.
 	for _, n := range []string{demoBundle, demoStore, demoArchive} {
-		if err := snapshot.RemoveAll(filepath.Join(d.dir, n)); err != nil {
+		if err := fsx.RemoveAll(filepath.Join(d.dir, n)); err != nil {
 			return err
 		}
 	}
@@ -173,8 +177,8 @@ func demoUnpack(d *demoRun) error {
 		return err
 	}
 	defer s.Close()
-	bundle := filepath.Join(d.dir, demoBundle)
-	rec, err := s.Unpack(d.l, demoRef, bundle, snapshot.UnpackOptions{})
+	bundleDir := filepath.Join(d.dir, demoBundle)
+	rec, err := bundle.Unpack(context.Background(), s, d.l, demoRef, bundleDir, bundle.UnpackOptions{})
 	if err != nil {
 		return err
 	}
@@ -206,7 +210,7 @@ func demoChange(d *demoRun) error {
 
 func demoCommit(d *demoRun) error {
 	when := demoEpoch.Add(time.Hour)
-	res, err := snapshot.Commit(filepath.Join(d.dir, demoBundle), d.l, snapshot.CommitOptions{
+	res, err := bundle.Commit(context.Background(), filepath.Join(d.dir, demoBundle), d.l, bundle.CommitOptions{
 		Ref:       demoCommitTo,
 		Comment:   "add /etc/motd, drop the README",
 		CreatedBy: "strata demo",
@@ -259,8 +263,8 @@ func demoSave(d *demoRun) error {
 
 // bundleCommand is the bundle's process command line, as docker commit
 // records the container's command in created_by.
-func bundleCommand(bundle string) string {
-	b, err := os.ReadFile(filepath.Join(bundle, snapshot.SpecFile))
+func bundleCommand(dir string) string {
+	b, err := os.ReadFile(filepath.Join(dir, bundle.SpecFile))
 	if err != nil {
 		return "strata commit"
 	}

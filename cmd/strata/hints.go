@@ -8,6 +8,8 @@ import (
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/layout/remote"
 	"github.com/strata-oci/strata/layout/transport"
+	"github.com/strata-oci/strata/overlay"
+	"github.com/strata-oci/strata/snapshot"
 )
 
 // hintFor returns what to type to get past err, appended to the one line
@@ -34,6 +36,18 @@ func hintFor(err error) string {
 		return "; recompress with --compression gzip"
 	case errors.As(err, &notUndone):
 		return "; strata gc removes those no image uses"
+	case errors.Is(err, snapshot.ErrNoDefaultRoot):
+		return " (use --root)"
+	case errors.Is(err, overlay.ErrXattrForm):
+		return " (use another --root)"
+	case errors.Is(err, snapshot.ErrWrongDriver):
+		return " (remove it with strata snapshots rm, or use another --root)"
+	case errors.Is(err, overlay.ErrRemount):
+		return " (strata mount mounts it again)"
+	case errors.Is(err, overlay.ErrIDMappedLayers):
+		return " (--driver vfs copies instead)"
+	case errors.Is(err, snapshot.ErrNotOwner):
+		return " (run strata as that user)"
 	}
 	return ""
 }

@@ -14,7 +14,6 @@ import (
 
 	"github.com/strata-oci/strata/internal/userns"
 	"github.com/strata-oci/strata/layout"
-	"github.com/strata-oci/strata/snapshot"
 )
 
 // Set by the linker (see Makefile).
@@ -40,17 +39,16 @@ func main() {
 // of one run (the tests make many in one process) leaks into the next,
 // and returns the exit status.
 func run(args []string, stdout, stderr io.Writer) int {
-	// Where overlay does not work, unpack --driver overlay uses vfs and
-	// says so (even with --quiet: the user asked for something else).
-	snapshot.OverlayFallback = func(reason error) {
-		fmt.Fprintf(os.Stderr, "strata: warning: %v; falling back to the vfs driver (copies instead of mounts)\n", reason)
-	}
 	g := &globalFlags{}
 	root := newRootCmd(g)
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	cmd, err := root.ExecuteC()
+	// Ctrl-C and SIGTERM cancel the context every command gets from
+	// cobra (c.Context()), so long operations stop and take back their work.
+	ctx, cancel := signalContext()
+	defer cancel()
+	cmd, err := root.ExecuteContextC(ctx)
 	if err != nil && cmd == root {
 		// The root command runs nothing itself: cobra fails there only
 		// on a command line that names no command (its flag errors are

@@ -12,6 +12,7 @@ import (
 	"github.com/strata-oci/strata/internal/userns"
 	"github.com/strata-oci/strata/overlay"
 	"github.com/strata-oci/strata/snapshot"
+	"github.com/strata-oci/strata/snapshot/bundle"
 	"golang.org/x/sys/unix"
 )
 
@@ -52,14 +53,14 @@ its user namespace when the rootfs has owners only that namespace maps.`,
 					return usagef("mount: no command after --")
 				}
 			}
-			rec, err := snapshot.ReadRecord(args[0])
+			rec, err := bundle.ReadRecord(args[0])
 			if err != nil {
 				return err
 			}
 			if err := g.checkBundleRoot(rec, args[0]); err != nil {
 				return err
 			}
-			if rec.Driver != snapshot.OverlayDriver && run != nil {
+			if rec.Driver != overlay.Name && run != nil {
 				// A plain rootfs needs no mount; the command runs
 				// where its owners show.
 				if bundleNeedsUserns(rec) {
@@ -84,38 +85,38 @@ its user namespace when the rootfs has owners only that namespace maps.`,
 				}
 				return g.reexecInUserns(false)
 			}
-			s, o, ctr, err := snapshot.OverlayBundle(args[0], storeOptions())
+			b, err := bundle.Open(args[0], storeOptions())
 			if err != nil {
 				return err
 			}
-			defer s.Close()
+			defer b.Close()
 			if run == nil {
 				// Mounting what is mounted already is done, not an
 				// error: scripts may call mount twice.
-				err := o.Mount(ctr)
-				if errors.Is(err, snapshot.ErrAlreadyMounted) {
-					g.infof("%s is mounted already", ctr.Rootfs())
+				err := b.Mount()
+				if errors.Is(err, overlay.ErrAlreadyMounted) {
+					g.infof("%s is mounted already", b.Rootfs())
 					return nil
 				}
 				if err != nil {
 					return err
 				}
-				g.infof("mounted %s", ctr.Rootfs())
+				g.infof("mounted %s", b.Rootfs())
 				return nil
 			}
-			mounted, err := overlay.IsMounted(ctr.Rootfs())
+			mounted, err := overlay.IsMounted(b.Rootfs())
 			if err != nil {
 				return err
 			}
 			if !mounted {
-				if err := o.Mount(ctr); err != nil {
+				if err := b.Mount(); err != nil {
 					return err
 				}
-				g.debugf("mounted %s for %s", ctr.Rootfs(), run[0])
+				g.debugf("mounted %s for %s", b.Rootfs(), run[0])
 			}
-			code, runErr := runOnMount(run, ctr.Rootfs())
+			code, runErr := runOnMount(run, b.Rootfs())
 			if !mounted {
-				if err := o.Unmount(ctr); err != nil {
+				if err := b.Unmount(); err != nil {
 					return err
 				}
 			}
@@ -123,7 +124,7 @@ its user namespace when the rootfs has owners only that namespace maps.`,
 				return runErr
 			}
 			if code != 0 {
-				s.Close()
+				b.Close()
 				os.Exit(code)
 			}
 			return nil
@@ -182,5 +183,5 @@ func (g *globalFlags) reexecInUserns(canContinue bool) error {
 // overlay. Commands call reexecInUserns when it is true (unpack and
 // commit with canContinue, as they can fall back to vfs).
 func overlayNeedsUserns(driver string) bool {
-	return driver == snapshot.OverlayDriver && userns.Needed() && os.Getenv(overlay.DisableEnv) != "off"
+	return driver == overlay.Name && userns.Needed() && os.Getenv(overlayEnv) != "off"
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/snapshot"
+	"github.com/strata-oci/strata/snapshot/bundle"
 )
 
 func newSnapshotsCmd(g *globalFlags) *cobra.Command {
@@ -37,7 +38,7 @@ snapshot as KEY/ID (the "name" the --json listing gives).`,
 			if err != nil {
 				return err
 			}
-			users, err := s.Users()
+			users, err := bundle.Users(s)
 			if err != nil {
 				return err
 			}
@@ -95,7 +96,7 @@ bundle directory first.`,
 				return err
 			}
 			defer s.Close()
-			if err := s.Remove(args...); err != nil {
+			if err := bundle.Remove(s, args...); err != nil {
 				return err
 			}
 			g.infof("removed %d snapshot(s)", len(args))
@@ -120,7 +121,9 @@ Interrupted extractions in the store's tmp/ are removed too.`,
 				return err
 			}
 			defer s.Close()
-			res, err := s.GC()
+			ctx, cancel := signalContext()
+			defer cancel()
+			res, err := bundle.GC(ctx, s)
 			if err != nil {
 				return err
 			}
@@ -185,8 +188,10 @@ verifies every snapshot of that image, of every driver.`,
 				}
 				infos = append(infos, in)
 			}
+			ctx, cancel := signalContext()
+			defer cancel()
 			for _, in := range infos {
-				if err := in.Verify(); err != nil {
+				if err := in.Verify(ctx); err != nil {
 					return err
 				}
 				fmt.Fprintf(c.OutOrStdout(), "%s ok %s\n", in.Name(), in.DiffID)

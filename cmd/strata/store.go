@@ -8,6 +8,8 @@ import (
 
 	"github.com/strata-oci/strata/internal/userns"
 	"github.com/strata-oci/strata/snapshot"
+	"github.com/strata-oci/strata/snapshot/bundle"
+	"github.com/strata-oci/strata/snapshot/ids"
 )
 
 // storeOptions says who this strata is for the snapshot store, decided
@@ -21,16 +23,16 @@ func storeOptions() snapshot.StoreOptions {
 	o.Rootless = o.UID != 0 || inNS
 	if inNS && o.UID == 0 {
 		if m, err := userns.Current(); err == nil {
-			o.UserNS = &snapshot.IDMap{UIDs: idRanges(m.UIDs), GIDs: idRanges(m.GIDs)}
+			o.UserNS = &ids.Map{UIDs: idRanges(m.UIDs), GIDs: idRanges(m.GIDs)}
 		}
 	}
 	return o
 }
 
-func idRanges(rs []userns.Range) []snapshot.IDRange {
-	out := make([]snapshot.IDRange, len(rs))
+func idRanges(rs []userns.Range) []ids.Range {
+	out := make([]ids.Range, len(rs))
 	for i, r := range rs {
-		out[i] = snapshot.IDRange{ContainerID: r.Inside, HostID: r.Outside, Size: r.Size}
+		out[i] = ids.Range{ContainerID: r.Inside, HostID: r.Outside, Size: r.Size}
 	}
 	return out
 }
@@ -41,7 +43,8 @@ func (g *globalFlags) storeRoot() (string, error) {
 	if g.root != "" {
 		return g.root, nil
 	}
-	return snapshot.DefaultRoot(os.Geteuid() != 0 || userns.Entered())
+	home, _ := os.UserHomeDir()
+	return snapshot.DefaultRoot(os.Geteuid() != 0 || userns.Entered(), os.Getenv("XDG_DATA_HOME"), home)
 }
 
 // openStore opens the snapshot store (--root, or the default one).
@@ -59,7 +62,7 @@ func (g *globalFlags) openStore() (*snapshot.Store, error) {
 
 // checkBundleRoot refuses a --root other than the store the bundle dir
 // was unpacked into: a bundle's snapshots are in that store alone.
-func (g *globalFlags) checkBundleRoot(rec *snapshot.Record, dir string) error {
+func (g *globalFlags) checkBundleRoot(rec *bundle.Record, dir string) error {
 	if g.root == "" {
 		return nil
 	}
@@ -83,7 +86,7 @@ func (g *globalFlags) checkBundleRoot(rec *snapshot.Record, dir string) error {
 // user namespace to work on the bundle of rec: an unprivileged user's
 // overlay rootfs is mounted only there, and only there do the files of a
 // bundle written under the namespace's mapping show their owners.
-func bundleNeedsUserns(rec *snapshot.Record) bool {
+func bundleNeedsUserns(rec *bundle.Record) bool {
 	return overlayNeedsUserns(rec.Driver) || (userns.Needed() && snapshot.NeedsNamespace(rec.Owners))
 }
 

@@ -7,7 +7,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/strata-oci/strata/internal/userns"
 	"github.com/strata-oci/strata/overlay"
-	"github.com/strata-oci/strata/snapshot"
+	"github.com/strata-oci/strata/snapshot/bundle"
 )
 
 func newUmountCmd(g *globalFlags) *cobra.Command {
@@ -24,28 +24,28 @@ mounted is left as it is (exit status 0).`,
 			if userns.Needed() {
 				return usagef("umount: an unprivileged strata mounts only inside its own user namespace, which ended with that command: there is nothing to unmount")
 			}
-			rec, err := snapshot.ReadRecord(args[0])
+			rec, err := bundle.ReadRecord(args[0])
 			if err != nil {
 				return err
 			}
 			if err := g.checkBundleRoot(rec, args[0]); err != nil {
 				return err
 			}
-			s, o, ctr, err := snapshot.OverlayBundle(args[0], storeOptions())
+			b, err := bundle.Open(args[0], storeOptions())
 			if err != nil {
 				return err
 			}
-			defer s.Close()
+			defer b.Close()
 			// Unmounting what is not mounted is done, not an error.
-			err = o.Unmount(ctr)
+			err = b.Unmount()
 			if errors.Is(err, overlay.ErrNotMounted) || errors.Is(err, fs.ErrNotExist) {
-				g.infof("%s is not mounted", ctr.Rootfs())
+				g.infof("%s is not mounted", b.Rootfs())
 				return nil
 			}
 			if err != nil {
 				return err
 			}
-			g.infof("unmounted %s", ctr.Rootfs())
+			g.infof("unmounted %s", b.Rootfs())
 			return nil
 		},
 	}

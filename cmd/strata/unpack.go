@@ -7,7 +7,10 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 	"github.com/strata-oci/strata/layout"
-	"github.com/strata-oci/strata/snapshot"
+	"github.com/strata-oci/strata/overlay"
+	"github.com/strata-oci/strata/snapshot/bundle"
+	"github.com/strata-oci/strata/snapshot/ids"
+	"github.com/strata-oci/strata/snapshot/vfs"
 )
 
 func newUnpackCmd(g *globalFlags) *cobra.Command {
@@ -53,7 +56,7 @@ so nothing is copied; commit shifts owners back.`,
 			if overlayNeedsUserns(driver) {
 				if !m.Empty() {
 					// Idmapped mounts of the layers need root.
-					return fmt.Errorf("--uid-map/--gid-map with --driver overlay: %w", snapshot.ErrIDMapNeedsRoot)
+					return fmt.Errorf("--uid-map/--gid-map with --driver overlay: %w", overlay.ErrIDMapNeedsRoot)
 				}
 				if err := g.reexecInUserns(true); err != nil {
 					return err
@@ -63,8 +66,8 @@ so nothing is copied; commit shifts owners back.`,
 			// live; a soft limit makes the collector keep the process
 			// well under 100 MB instead of letting the heap double.
 			debug.SetMemoryLimit(64 << 20)
-			var o snapshot.UnpackOptions
-			o.Driver = driver
+			var o bundle.UnpackOptions
+			o.Driver = overlayDisabled(driver)
 			if platform != "" {
 				p, err := layout.ParsePlatform(platform)
 				if err != nil {
@@ -90,11 +93,12 @@ so nothing is copied; commit shifts owners back.`,
 					g.debugf("layer %d/%d %s already extracted", i+1, n, d)
 				}
 			}
+			o.OnFallback = overlayFallback
+			o.OnFallback = overlayFallback
 			// An interrupted unpack removes what it made.
 			ctx, cancel := signalContext()
 			defer cancel()
-			o.Done = ctx.Done()
-			rec, err := s.Unpack(l, ref, args[1], o)
+			rec, err := bundle.Unpack(ctx, s, l, ref, args[1], o)
 			if err != nil {
 				return err
 			}
@@ -102,7 +106,7 @@ so nothing is copied; commit shifts owners back.`,
 			return nil
 		},
 	}
-	c.Flags().StringVar(&driver, "driver", snapshot.VFS, "snapshot driver: `vfs` or overlay")
+	c.Flags().StringVar(&driver, "driver", vfs.Name, "snapshot driver: `vfs` or overlay")
 	c.Flags().StringVar(&platform, "platform", "", "image platform `os/arch[/variant]` of an index (default: this machine's)")
 	c.Flags().StringArrayVar(&uidMaps, "uid-map", nil, "shift owners: `CONTAINERID:HOSTID:SIZE` (repeatable)")
 	c.Flags().StringArrayVar(&gidMaps, "gid-map", nil, "shift groups: `CONTAINERID:HOSTID:SIZE` (repeatable)")
@@ -111,26 +115,26 @@ so nothing is copied; commit shifts owners back.`,
 
 // parseIDMaps parses --uid-map and --gid-map; one without the other uses
 // the same mapping for both.
-func parseIDMaps(uids, gids []string) (*snapshot.IDMap, error) {
-	m := &snapshot.IDMap{}
+func parseIDMaps(uids, gids []string) (*ids.Map, error) {
+	m := &ids.Map{}
 	for _, s := range uids {
-		r, err := snapshot.ParseIDRange(s)
+		r, err := ids.ParseRange(s)
 		if err != nil {
 			return nil, usagef("--uid-map: %v", err)
 		}
 		m.UIDs = append(m.UIDs, r)
 	}
 	for _, s := range gids {
-		r, err := snapshot.ParseIDRange(s)
+		r, err := ids.ParseRange(s)
 		if err != nil {
 			return nil, usagef("--gid-map: %v", err)
 		}
 		m.GIDs = append(m.GIDs, r)
 	}
-	if err := snapshot.ValidateIDRanges(m.UIDs); err != nil {
+	if err := ids.ValidateRanges(m.UIDs); err != nil {
 		return nil, usagef("--uid-map: %v", err)
 	}
-	if err := snapshot.ValidateIDRanges(m.GIDs); err != nil {
+	if err := ids.ValidateRanges(m.GIDs); err != nil {
 		return nil, usagef("--gid-map: %v", err)
 	}
 	if len(m.UIDs) == 0 {

@@ -1,0 +1,6 @@
+package vfs
+
+// For the tests of package vfs_test, which unpack through package bundle.
+type CopyOptions = copyOptions
+
+var CopyTree = copyTree
