@@ -7,7 +7,7 @@ set -euo pipefail
 
 # Debian packages the tests (and `make bench`) use.
 PACKAGES=(
-	skopeo umoci podman oci-image-tool docker.io runc docker-registry containerd
+	skopeo umoci podman oci-image-tool docker.io runc crun buildah docker-registry containerd
 	uidmap debootstrap busybox-static zstd xz-utils bzip2 pigz
 	fuse-overlayfs hyperfine make git ca-certificates iproute2
 	curl gpgv debian-archive-keyring dpkg
@@ -17,6 +17,14 @@ TEST_USER=strata-test
 # useradd hands out so that it overlaps nobody.
 SUB_START=1879048192
 SUB_COUNT=65536
+# Peers installed with `go install` from the Go module proxy, at pinned
+# versions, into GO_TOOLS_DIR (the tests look there, then on PATH).
+GO_TOOLS_DIR=/var/cache/strata-tests/gobin
+GO_TOOLS=(
+	oras=oras.land/oras/cmd/oras@v1.3.6
+	crane=github.com/google/go-containerregistry/cmd/crane@v0.22.1
+	cosign=github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5
+)
 # Docker 25+ for the docker-archive tests: Debian trixie's docker.io and
 # docker-cli unpacked here (not installed: bookworm's docker.io stays the
 # system's engine). bookworm's containerd, runc and tini serve it.
@@ -42,6 +50,12 @@ if [ "$(id -u)" != 0 ]; then
 		echo "setup.sh: not root; rootless tests need the user $TEST_USER with /etc/subuid and /etc/subgid ranges" >&2
 		need=1
 	fi
+	for t in "${GO_TOOLS[@]}"; do
+		if [ ! -x "$GO_TOOLS_DIR/${t%%=*}" ]; then
+			echo "setup.sh: not root; the tests need ${t#*=} installed in $GO_TOOLS_DIR" >&2
+			need=1
+		fi
+	done
 	if [ ! -x "$DOCKER26_DIR/usr/sbin/dockerd" ] || [ ! -x "$DOCKER26_DIR/usr/bin/docker" ]; then
 		echo "setup.sh: not root; the Docker 26 tests need Debian $DOCKER26_SUITE's docker.io and docker-cli unpacked in $DOCKER26_DIR" >&2
 		need=1
@@ -195,3 +209,17 @@ exec 9>"$(dirname "$DOCKER26_DIR")/.docker26.lock"
 flock 9
 fetch_docker26 || exit 1
 exec 9>&-
+
+# go install of each pinned peer that is missing (cosign takes a few
+# minutes to build on two cores; later runs find it in place).
+mkdir -p "$GO_TOOLS_DIR"
+for t in "${GO_TOOLS[@]}"; do
+	name=${t%%=*} mod=${t#*=}
+	stamp="$GO_TOOLS_DIR/.$name.version"
+	if [ -x "$GO_TOOLS_DIR/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$mod" ]; then
+		continue
+	fi
+	echo "setup.sh: go install $mod" >&2
+	GOBIN="$GO_TOOLS_DIR" go install "$mod" || { echo "setup.sh: go install $mod failed" >&2; exit 1; }
+	echo "$mod" >"$stamp"
+done

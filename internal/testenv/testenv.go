@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -43,15 +44,28 @@ func RequireRoot(t testing.TB, why ...string) {
 	Missing(t, what)
 }
 
+// GoToolsDir is where tests/setup.sh installs the peers it builds with
+// go install (oras, crane, cosign); RequireTool looks there first.
+const GoToolsDir = "/var/cache/strata-tests/gobin"
+
 // RequireTool returns the path of the program name, and skips the test,
-// or under the switch fails it, when it is not in PATH.
+// or under the switch fails it, when it is neither in GoToolsDir nor in
+// PATH.
 func RequireTool(t testing.TB, name string) string {
 	t.Helper()
+	if p := filepath.Join(GoToolsDir, name); isExecutable(p) {
+		return p
+	}
 	p, err := exec.LookPath(name)
 	if err != nil {
-		Missing(t, fmt.Sprintf("the %s tool, which is not in PATH", name))
+		Missing(t, fmt.Sprintf("the %s tool, which is neither in %s nor in PATH", name, GoToolsDir))
 	}
 	return p
+}
+
+func isExecutable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }
 
 // RequireFile skips the test, or under the switch fails it, unless path
