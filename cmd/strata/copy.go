@@ -185,6 +185,7 @@ From an index the host platform's image is copied unless --platform or
 				// A docker-archive holds one platform per image.
 				o.Copy.AllPlatforms = false
 			}
+			defer reg.flushCache()
 			return g.runCopy(src, dst, o, "copied")
 		},
 	}

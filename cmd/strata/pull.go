@@ -184,6 +184,7 @@ Credentials come from $DOCKER_CONFIG/config.json or ~/.docker/config.json
 			defer cancel()
 			res, err := remote.Pull(ctx, l, args[0], name, opts...)
 			done()
+			f.flushCache()
 			if err != nil {
 				if l.Created() && !holdsFiles(filepath.Join(dir, layout.BlobsDir), remote.PartialDir(l)) {
 					// Nothing came: do not leave behind a layout the
@@ -207,6 +208,6 @@ Credentials come from $DOCKER_CONFIG/config.json or ~/.docker/config.json
 		},
 	}
 	f.add(g, c.Flags(), false)
-	c.Flags().StringVar(&mode, "pull", string(remote.PullAlways), "when to contact the registry, `MODE` always, missing (only when the layout lacks the image) or never")
+	c.Flags().StringVar(&mode, "pull", string(remote.PullAlways), "when to contact the registry, `MODE` always, missing (only when the layout lacks the image), newer (fetch only when the registry's digest differs from the layout's) or never")
 	return c
 }

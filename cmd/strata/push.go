@@ -52,6 +52,7 @@ reference, pinned to its digest, is printed on stdout.`,
 			defer cancel()
 			res, err := remote.Push(ctx, l, ref, args[1], opts...)
 			done()
+			f.flushCache()
 			if err != nil {
 				return err
 			}

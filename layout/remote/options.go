@@ -56,15 +56,20 @@ const (
 	// PullNever never contacts the registry and fails with ErrNotPresent
 	// when the image is not in the layout.
 	PullNever PullMode = "never"
+	// PullNewer asks the registry what the reference names now (one
+	// request for a manifest or a whole index) and does nothing more when
+	// the layout already holds that image, complete, under the name, as
+	// podman's --pull=newer: an unchanged tag costs one request.
+	PullNewer PullMode = "newer"
 )
 
 // ParsePullMode checks a --pull flag value.
 func ParsePullMode(s string) (PullMode, error) {
 	switch m := PullMode(s); m {
-	case PullAlways, PullMissing, PullNever:
+	case PullAlways, PullMissing, PullNever, PullNewer:
 		return m, nil
 	}
-	return "", fmt.Errorf("invalid pull mode %q: use always, missing or never", s)
+	return "", fmt.Errorf("invalid pull mode %q: use always, missing, newer or never", s)
 }
 
 // State is what happened to one blob during a transfer.
@@ -107,6 +112,15 @@ type options struct {
 	pullMode          PullMode
 	byDigest          bool
 	userAgent         string
+	// sessions, set by a Client, keeps one session per registry host
+	// across calls.
+	sessions *sessionCache
+	// locations records where blobs are and suggests mounts (see
+	// LocationCache).
+	locations *LocationCache
+	// unchanged, set by a PullNewer pull, says whether the layout holds
+	// the image about to be copied already, under its name.
+	unchanged func(ocispec.Descriptor) bool
 }
 
 func buildOptions(opts []Option) *options {
