@@ -173,6 +173,7 @@ From an index the host platform's image is copied unless --platform or
 				return err
 			}
 			o.Registry = reg.options()
+			o.Partial = true // a delta bundle completes from a layout destination
 			src, err := transport.ParseSource(args[0])
 			if err != nil {
 				return usageError{err}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/strata-oci/strata/layout"
+	"github.com/strata-oci/strata/layout/archive"
 	"github.com/strata-oci/strata/layout/remote"
 	"github.com/strata-oci/strata/layout/transport"
 	"github.com/strata-oci/strata/overlay"
@@ -32,6 +33,8 @@ func hintFor(err error) string {
 		return " (give its CA with --cert-dir DIR or SSL_CERT_FILE, or skip verification with --insecure)"
 	case errors.Is(err, remote.ErrPartialIndex):
 		return ": push what it holds with --platform"
+	case errors.Is(err, archive.ErrIncomplete):
+		return "; it is a delta bundle (save --since) whose base this layout lacks: load the base first, or make the bundle again --since this layout's inventory"
 	case errors.Is(err, layout.ErrZstdDocker):
 		return "; recompress with --compression gzip"
 	case errors.As(err, &notUndone):

@@ -61,6 +61,7 @@ REF is a tag (v1), a full name (docker.io/library/debian:12) or a digest
 		newImportCmd(g),
 		newInitCmd(g),
 		newInspectCmd(),
+		newInventoryCmd(g),
 		newLoadCmd(g),
 		newLoginCmd(g),
 		newLogoutCmd(g),

@@ -9,7 +9,7 @@ import (
 
 func newSaveCmd(g *globalFlags) *cobra.Command {
 	var f copyFlags
-	var out, format string
+	var out, format, since string
 	var names []string
 	c := &cobra.Command{
 		Use:   "save LAYOUT:REF... -o FILE",
@@ -22,10 +22,19 @@ oci-archive. FILE "-" is stdout. This is strata copy with several sources;
 An image is named in the archive by the name it has in the layout; where
 that is a bare tag (./img:v1) and the image has a full name (the one it
 was pulled or loaded as), by its full name. --name NAME[:TAG], once per
-image in the order given, names them instead.`,
+image in the order given, names them instead.
+
+--since BASE writes a delta bundle: every layer BASE holds is left out
+(manifests, indexes and configs always go in). BASE is a layout, an
+archive, or the output of strata inventory on the far side. strata load
+(or copy, or sync) of the bundle into a layout holding the rest takes
+those layers from it and verifies every image whole; into a layout that
+lacks some, it fails naming them and changes nothing. Only strata reads
+delta bundles.`,
 		Example: `  strata save ./img:v1 -o app.tar
   strata save ./img:v1 ./img:v2 --name example.com/app:1 --name example.com/app:2 -o app.tar
-  strata save ./img:v1 ./img:v2 --format oci-archive -o - | ssh host strata load - /srv/img`,
+  strata save ./img:v1 ./img:v2 --format oci-archive -o - | ssh host strata load - /srv/img
+  strata save --since inv.json ./img:v2 -o delta.tar`,
 		Args:              minArgs(1),
 		ValidArgsFunction: completeRefArgs,
 		RunE: func(c *cobra.Command, args []string) error {
@@ -74,12 +83,21 @@ image in the order given, names them instead.`,
 			if err != nil {
 				return usageError{err}
 			}
+			if since != "" {
+				ctx, cancel := signalContext()
+				o.Since, err = transport.Inventory(ctx, since)
+				cancel()
+				if err != nil {
+					return err
+				}
+			}
 			return g.runCopy(transport.Join(srcs...), dst, o, "saved")
 		},
 	}
 	c.Flags().StringVarP(&out, "output", "o", "", "write the archive to `FILE` (- for stdout)")
 	c.Flags().StringArrayVar(&names, "name", nil, "name the images `NAME[:TAG]` in the archive, one --name per image in order (default: each image's name, its full name where it has one)")
 	c.Flags().StringVar(&format, "format", string(archive.Docker), "archive format: `docker-archive` or oci-archive")
+	c.Flags().StringVar(&since, "since", "", "write a delta bundle without the layers `BASE` holds (a layout, an archive, or a strata inventory file)")
 	f.add(g, c.Flags(), "media-types")
 	return c
 }

@@ -47,7 +47,43 @@ type ReadOptions struct {
 	Name string
 	// Copy selects platforms out of indexes; see layout.CopyOptions.
 	Copy layout.CopyOptions
+	// Partial reads a delta bundle (archive.WriteOptions.Since): blobs
+	// the archive lacks are taken from the destination layout, and the
+	// images are then verified whole as any other. Blobs that neither
+	// holds fail the read with an *IncompleteError naming them all, and
+	// the destination is left as it was.
+	Partial bool
 }
+
+// ErrIncomplete means an archive lacks blobs its images need: a delta
+// bundle read into a layout that does not hold its base.
+var ErrIncomplete = errors.New("the archive lacks blobs its images need")
+
+// IncompleteError lists the blobs an archive's images need that neither
+// the archive nor the destination layout holds.
+type IncompleteError struct {
+	Layout  string
+	Missing []ocispec.Descriptor
+}
+
+func (e *IncompleteError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%v and %s does not hold: %d blob(s)", ErrIncomplete, e.Layout, len(e.Missing))
+	for i, d := range e.Missing {
+		if i == 20 {
+			fmt.Fprintf(&b, ", and %d more", len(e.Missing)-i)
+			break
+		}
+		sep := ", "
+		if i == 0 {
+			sep = ": "
+		}
+		fmt.Fprintf(&b, "%s%s %s (%d bytes)", sep, kindOf(d.MediaType), d.Digest, d.Size)
+	}
+	return b.String()
+}
+
+func (e *IncompleteError) Unwrap() []error { return []error{ErrIncomplete, ErrInvalidArchive} }
 
 // Read reads an archive of either format (optionally gzip, zstd or xz
 // compressed as a whole) from r and copies its images into dst. It returns
@@ -94,7 +130,11 @@ func Read(ctx context.Context, r io.Reader, dst *layout.Layout, opts ReadOptions
 	if imgs, err = selectNamed(imgs, opts.Name); err != nil {
 		return nil, err
 	}
-	if err := a.check(ctx, tmp, imgs, layers, opts.Copy); err != nil {
+	var from *layout.Layout
+	if opts.Partial {
+		from = dst
+	}
+	if err := a.check(ctx, tmp, imgs, layers, opts.Copy, from); err != nil {
 		return nil, err
 	}
 	return copyOut(ctx, dst, tmp, imgs, opts.Copy.OnBlob)
@@ -129,7 +169,28 @@ func selectNamed(imgs []Image, name string) ([]Image, error) {
 // archive adds not even a blob to it. An index may list platforms whose
 // blobs the archive lacks (docker saves only the ones it pulled); only
 // the selected ones must be there. imgs get the selected descriptors.
-func (a *scanned) check(ctx context.Context, tmp *layout.Layout, imgs []Image, layers *layout.LayerChecker, opts layout.CopyOptions) error {
+// With from, blobs the archive lacks are taken from that layout first
+// (a delta bundle), and a blob neither holds fails the check with an
+// *IncompleteError listing every one.
+func (a *scanned) check(ctx context.Context, tmp *layout.Layout, imgs []Image, layers *layout.LayerChecker, opts layout.CopyOptions, from *layout.Layout) error {
+	if from != nil {
+		var missing []ocispec.Descriptor
+		seen := map[digest.Digest]bool{}
+		for i := range imgs {
+			d, err := tmp.SelectPlatforms(imgs[i].Descriptor, opts)
+			if err != nil {
+				continue // said below, as for any archive
+			}
+			m, err := completeFrom(ctx, tmp, from, d, seen, 0)
+			if err != nil {
+				return err
+			}
+			missing = append(missing, m...)
+		}
+		if len(missing) > 0 {
+			return &IncompleteError{Layout: from.Dir(), Missing: missing}
+		}
+	}
 	for i := range imgs {
 		d, err := tmp.SelectPlatforms(imgs[i].Descriptor, opts)
 		if errors.Is(err, layout.ErrNoPlatform) && len(opts.Platforms) == 0 {
@@ -167,6 +228,74 @@ func copyOut(ctx context.Context, dst, tmp *layout.Layout, imgs []Image, onBlob 
 		out = append(out, Image{Descriptor: d, Names: img.Names})
 	}
 	return out, nil
+}
+
+// completeFrom copies into tmp every blob below d that tmp lacks and from
+// holds, verified as every copy is, and returns those neither holds. The
+// bundle's own indexes and manifests say what to look for.
+func completeFrom(ctx context.Context, tmp, from *layout.Layout, d ocispec.Descriptor, seen map[digest.Digest]bool, depth int) ([]ocispec.Descriptor, error) {
+	if seen[d.Digest] {
+		return nil, nil
+	}
+	seen[d.Digest] = true
+	if depth > 16 {
+		return nil, fmt.Errorf("%w: %s: descriptors nested too deeply", ErrInvalidArchive, d.Digest)
+	}
+	if !tmp.Blobs().Has(d.Digest, d.Size) {
+		if !from.Blobs().Has(d.Digest, d.Size) {
+			return []ocispec.Descriptor{d}, nil
+		}
+		if _, err := tmp.Blobs().CopyFrom(ctx, from.Blobs(), d.Digest, d.Size); err != nil {
+			return nil, fmt.Errorf("take %s %s from %s: %w", kindOf(d.MediaType), d.Digest, from.Dir(), err)
+		}
+	}
+	var children []ocispec.Descriptor
+	switch {
+	case layout.IsIndex(d.MediaType):
+		idx, err := tmp.ReadIndex(d)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidArchive, err)
+		}
+		children = idx.Manifests
+	case layout.IsManifest(d.MediaType):
+		b, err := tmp.ReadBlob(d, layout.MaxManifestSize)
+		if err != nil {
+			return nil, err
+		}
+		m, err := layout.ParseManifest(b)
+		if err != nil {
+			return nil, fmt.Errorf("%w: manifest %s: %v", ErrInvalidArchive, d.Digest, err)
+		}
+		children = append(children, m.Config)
+		for _, ly := range m.Layers {
+			if len(ly.URLs) > 0 && ly.MediaType == layout.MediaTypeDockerForeignLayer {
+				continue
+			}
+			children = append(children, ly)
+		}
+	}
+	var missing []ocispec.Descriptor
+	for _, c := range children {
+		m, err := completeFrom(ctx, tmp, from, c, seen, depth+1)
+		if err != nil {
+			return nil, err
+		}
+		missing = append(missing, m...)
+	}
+	return missing, nil
+}
+
+// kindOf names a blob for messages.
+func kindOf(mt string) string {
+	switch {
+	case layout.IsIndex(mt):
+		return "index"
+	case layout.IsManifest(mt):
+		return "manifest"
+	case layout.IsConfig(mt):
+		return "config"
+	}
+	return "layer"
 }
 
 // onlyComplete returns the one manifest of index desc whose blobs are all

@@ -60,7 +60,19 @@ type Options struct {
 	// remote.WithCertDir, remote.WithAuthFile, ...). Platforms come from
 	// Copy instead.
 	Registry []remote.Option
+	// Partial lets archive sources be delta bundles: blobs they lack are
+	// taken from the layout they are read into (see
+	// archive.ReadOptions.Partial).
+	Partial bool
+	// Since makes an archive destination a delta bundle that leaves out
+	// the blobs the inventory lists (see archive.WriteOptions); other
+	// destinations refuse it.
+	Since *layout.Inventory
 }
+
+// ErrDeltaDestination means a delta (Options.Since) was asked of a
+// destination that is not an archive.
+var ErrDeltaDestination = errors.New("only an archive can be a delta bundle")
 
 // Source is where images come from.
 type Source interface {
