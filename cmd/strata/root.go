@@ -72,6 +72,7 @@ REF is a tag (v1), a full name (docker.io/library/debian:12) or a digest
 		newRmCmd(g),
 		newSaveCmd(g),
 		newSnapshotsCmd(g),
+		newSyncCmd(g),
 		newTagCmd(g),
 		newUmountCmd(g),
 		newUnpackCmd(g),

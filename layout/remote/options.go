@@ -15,6 +15,7 @@ package remote
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/registry/remote/credentials"
@@ -121,10 +122,17 @@ type options struct {
 	// unchanged, set by a PullNewer pull, says whether the layout holds
 	// the image about to be copied already, under its name.
 	unchanged func(ocispec.Descriptor) bool
+	// inflight, set by a Client, makes its concurrent pulls of one blob
+	// into one layout wait for each other instead of fetching it twice.
+	inflight *keyedMutex
+	// found are the blobs a pull found in the layout once it came to
+	// store them (another pull stored them meanwhile): reported as
+	// existing, not as downloaded.
+	found *sync.Map
 }
 
 func buildOptions(opts []Option) *options {
-	o := &options{concurrency: 4, pullMode: PullAlways, userAgent: "strata"}
+	o := &options{concurrency: 4, pullMode: PullAlways, userAgent: "strata", found: &sync.Map{}}
 	for _, fn := range opts {
 		fn(o)
 	}
@@ -224,4 +232,18 @@ func (o *options) report(p Progress) {
 	if o.progress != nil {
 		o.progress(p)
 	}
+}
+
+func (o *options) markFound(d ocispec.Descriptor) {
+	if o.found != nil {
+		o.found.Store(d.Digest, true)
+	}
+}
+
+func (o *options) isFound(d ocispec.Descriptor) bool {
+	if o.found == nil {
+		return false
+	}
+	_, ok := o.found.Load(d.Digest)
+	return ok
 }

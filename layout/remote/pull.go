@@ -368,6 +368,9 @@ func (o *options) graphOptions(rec func(ocispec.Descriptor)) oras.CopyGraphOptio
 	ev := func(s State) func(context.Context, ocispec.Descriptor) error {
 		return func(_ context.Context, d ocispec.Descriptor) error {
 			p := Progress{Descriptor: d, State: s}
+			if o.isFound(d) && s == StateDone {
+				p.State = StateExists
+			}
 			if s == StateDone || s == StateExists || s == StateMounted {
 				p.Bytes = d.Size
 				if rec != nil && !layout.IsIndex(d.MediaType) && !layout.IsManifest(d.MediaType) {

@@ -18,6 +18,7 @@ import (
 type Client struct {
 	opts     []Option
 	sessions *sessionCache
+	inflight *keyedMutex
 }
 
 // NewClient returns a client whose calls all take opts (connection,
@@ -25,12 +26,13 @@ type Client struct {
 // platform, a pull mode). Connection options belong here: a registry's
 // session is made by the first call that reaches it.
 func NewClient(opts ...Option) *Client {
-	return &Client{opts: opts, sessions: &sessionCache{m: map[string]*sessionSlot{}}}
+	return &Client{opts: opts, sessions: &sessionCache{m: map[string]*sessionSlot{}}, inflight: &keyedMutex{m: map[string]*keyedEntry{}}}
 }
 
 func (c *Client) options(extra []Option) *options {
 	o := buildOptions(append(append([]Option(nil), c.opts...), extra...))
 	o.sessions = c.sessions
+	o.inflight = c.inflight
 	return o
 }
 
@@ -137,4 +139,36 @@ func (c *sessionCache) session(host string, make func() (*session, error)) (*ses
 		c.mu.Unlock()
 	}
 	return slot.s, slot.err
+}
+
+// keyedMutex is a mutex per key, held by one goroutine at a time.
+type keyedMutex struct {
+	mu sync.Mutex
+	m  map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu   sync.Mutex
+	refs int
+}
+
+// lock takes key's mutex and returns its unlock.
+func (k *keyedMutex) lock(key string) func() {
+	k.mu.Lock()
+	e, ok := k.m[key]
+	if !ok {
+		e = &keyedEntry{}
+		k.m[key] = e
+	}
+	e.refs++
+	k.mu.Unlock()
+	e.mu.Lock()
+	return func() {
+		e.mu.Unlock()
+		k.mu.Lock()
+		if e.refs--; e.refs == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
 }
