@@ -73,7 +73,7 @@ func platformOptions(ps []ocispec.Platform) []remote.Option {
 	if len(ps) == 0 {
 		return []remote.Option{remote.WithAllPlatforms()}
 	}
-	var out []remote.Option
+	out := []remote.Option{remote.WithPlatformsOfIndexes()}
 	for _, p := range ps {
 		out = append(out, remote.WithPlatform(p))
 	}

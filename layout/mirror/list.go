@@ -8,6 +8,7 @@ import (
 	"io"
 	"regexp"
 	"sort"
+	"strings"
 
 	"github.com/Masterminds/semver/v3"
 	"github.com/strata-oci/strata/layout"
@@ -68,7 +69,9 @@ func ReadList(r io.Reader) ([]Source, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&regs); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidList, err)
+		// One line: yaml lists each problem on a line of its own.
+		msg := strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+		return nil, fmt.Errorf("%w: %s", ErrInvalidList, msg)
 	}
 	hosts := make([]string, 0, len(regs))
 	for h := range regs {

@@ -122,6 +122,9 @@ type options struct {
 	// unchanged, set by a PullNewer pull, says whether the layout holds
 	// the image about to be copied already, under its name.
 	unchanged func(ocispec.Descriptor) bool
+	// indexOnly applies platforms to indexes alone: a single-platform
+	// image is taken whatever its platform.
+	indexOnly bool
 	// inflight, set by a Client, makes its concurrent pulls of one blob
 	// into one layout wait for each other instead of fetching it twice.
 	inflight *keyedMutex
@@ -146,6 +149,11 @@ func buildOptions(opts []Option) *options {
 func WithPlatform(p ocispec.Platform) Option {
 	return func(o *options) { o.platforms = append(o.platforms, p) }
 }
+
+// WithPlatformsOfIndexes makes WithPlatform select from multi-platform
+// images only: an image of one platform is copied whatever it is, as
+// skopeo sync does, rather than refused.
+func WithPlatformsOfIndexes() Option { return func(o *options) { o.indexOnly = true } }
 
 // WithAllPlatforms copies a multi-platform image whole, index included, so
 // that its digest stays the same.

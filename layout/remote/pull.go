@@ -144,7 +144,7 @@ func fetch(ctx context.Context, l *layout.Layout, ref Reference, o *options) (*R
 		res.addDuplicate(dup)
 		res.Descriptor = bare(md)
 		res.Reference.Digest = md.Digest
-	case layout.IsManifest(root.MediaType) && len(o.platforms) > 0:
+	case layout.IsManifest(root.MediaType) && len(o.platforms) > 0 && !o.indexOnly:
 		if err := checkPlatform(ctx, repo, root, o.platforms); err != nil {
 			return nil, fmt.Errorf("%s: %w", ref, err)
 		}
