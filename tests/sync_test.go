@@ -117,10 +117,10 @@ func TestSyncRegistryToLayout(t *testing.T) {
 	dst := filepath.Join(tmp, "dst")
 	s := e.sync("docker://"+host+"/team/app", "docker://"+host+"/team/tool:1", "docker://"+host+"/team/multi", dst)
 	want := map[string]digest.Digest{
-		host + "/team/app:v1":   imgs[0].Digest,
-		host + "/team/app:v2":   imgs[1].Digest,
-		host + "/team/tool:1":   imgs[2].Digest,
-		host + "/team/multi:1":  idx.Digest, // whole, by default
+		host + "/team/app:v1":  imgs[0].Digest,
+		host + "/team/app:v2":  imgs[1].Digest,
+		host + "/team/tool:1":  imgs[2].Digest,
+		host + "/team/multi:1": idx.Digest, // whole, by default
 	}
 	if got := syncNames(t, dst); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("synced names:\n%v\nwant\n%v", got, want)
