@@ -80,71 +80,81 @@ func ReadList(r io.Reader) ([]Source, error) {
 	sort.Strings(hosts)
 	var out []Source
 	for _, host := range hosts {
-		e := regs[host]
-		common, err := e.common(host)
+		srcs, err := regs[host].sources(host)
 		if err != nil {
 			return nil, err
 		}
-		add := func(repo string, fill func(*Source) error) error {
-			ref := remote.TransportPrefix + host + "/" + repo
-			r, err := remote.ParseReference(ref)
-			if err != nil || r.Tag != "" || r.Digest != "" {
-				return fmt.Errorf("%w: %s: repository %q: give tags in the list, not in the name", ErrInvalidList, host, repo)
-			}
-			src := common
-			src.Ref = ref
-			if err := fill(&src); err != nil {
-				return err
-			}
-			out = append(out, src)
-			return nil
-		}
-		for _, repo := range sortedKeys(e.Images) {
-			tags := e.Images[repo]
-			err := add(repo, func(s *Source) error {
-				for _, t := range tags {
-					if t == "" {
-						return fmt.Errorf("%w: %s/%s: an empty tag", ErrInvalidList, host, repo)
-					}
-				}
-				s.List = append([]string(nil), tags...)
-				return nil
-			})
-			if err != nil {
-				return nil, err
-			}
-		}
-		for _, repo := range sortedKeys(e.ImagesByTagRegex) {
-			expr := e.ImagesByTagRegex[repo]
-			err := add(repo, func(s *Source) error {
-				re, err := regexp.Compile(expr)
-				if err != nil {
-					return fmt.Errorf("%w: %s/%s: images-by-tag-regex: %v", ErrInvalidList, host, repo, err)
-				}
-				s.Tags = re
-				return nil
-			})
-			if err != nil {
-				return nil, err
-			}
-		}
-		for _, repo := range sortedKeys(e.ImagesBySemver) {
-			expr := e.ImagesBySemver[repo]
-			err := add(repo, func(s *Source) error {
-				c, err := parseConstraint(expr)
-				if err != nil {
-					return fmt.Errorf("%w: %s/%s: images-by-semver: %v", ErrInvalidList, host, repo, err)
-				}
-				s.Match = c.match
-				return nil
-			})
-			if err != nil {
-				return nil, err
-			}
-		}
+		out = append(out, srcs...)
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("%w: it names no image", ErrInvalidList)
+	}
+	return out, nil
+}
+
+// sources are the sources of one registry of a list.
+func (e registryEntry) sources(host string) ([]Source, error) {
+	var out []Source
+	common, err := e.common(host)
+	if err != nil {
+		return nil, err
+	}
+	add := func(repo string, fill func(*Source) error) error {
+		ref := remote.TransportPrefix + host + "/" + repo
+		r, err := remote.ParseReference(ref)
+		if err != nil || r.Tag != "" || r.Digest != "" {
+			return fmt.Errorf("%w: %s: repository %q: give tags in the list, not in the name", ErrInvalidList, host, repo)
+		}
+		src := common
+		src.Ref = ref
+		if err := fill(&src); err != nil {
+			return err
+		}
+		out = append(out, src)
+		return nil
+	}
+	for _, repo := range sortedKeys(e.Images) {
+		tags := e.Images[repo]
+		err := add(repo, func(s *Source) error {
+			for _, t := range tags {
+				if t == "" {
+					return fmt.Errorf("%w: %s/%s: an empty tag", ErrInvalidList, host, repo)
+				}
+			}
+			s.List = append([]string(nil), tags...)
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	for _, repo := range sortedKeys(e.ImagesByTagRegex) {
+		expr := e.ImagesByTagRegex[repo]
+		err := add(repo, func(s *Source) error {
+			re, err := regexp.Compile(expr)
+			if err != nil {
+				return fmt.Errorf("%w: %s/%s: images-by-tag-regex: %v", ErrInvalidList, host, repo, err)
+			}
+			s.Tags = re
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	for _, repo := range sortedKeys(e.ImagesBySemver) {
+		expr := e.ImagesBySemver[repo]
+		err := add(repo, func(s *Source) error {
+			c, err := parseConstraint(expr)
+			if err != nil {
+				return fmt.Errorf("%w: %s/%s: images-by-semver: %v", ErrInvalidList, host, repo, err)
+			}
+			s.Match = c.match
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }

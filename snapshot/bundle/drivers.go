@@ -31,7 +31,23 @@ type driver struct {
 	open func(s *snapshot.Store, owners *ids.Map, u use) (snapshot.Driver, error)
 	// stacked is the driver's Stacked, for gc, which opens no driver.
 	stacked bool
+	// mounts is set for a driver whose rootfs is a mount (see
+	// DriverMounts).
+	mounts bool
 }
+
+// DefaultDriver is the driver an unpack uses when none is named, and the
+// one it falls back to (UnpackOptions.OnFallback): it copies, and works
+// on any file system for any user.
+const DefaultDriver = vfs.Name
+
+// DriverMounts says whether the driver called name makes a bundle's
+// rootfs by mounting its layers: a rootless process then reaches the
+// rootfs only inside the user namespace the mount lives in, and the
+// rootfs is mounted again after a reboot (Bundle.Mount). A rootfs of any
+// other driver is a plain directory. It is false for a name no driver
+// has, so that callers may ask before the name is checked.
+func DriverMounts(name string) bool { return drivers[name].mounts }
 
 // overlayCheck tries overlay before a new bundle uses it; tests replace
 // it to see a kernel refuse.
@@ -54,6 +70,7 @@ var drivers = map[string]driver{
 			return overlay.NewDriver(s, owners, o)
 		},
 		stacked: true,
+		mounts:  true,
 	},
 }
 
