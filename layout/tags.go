@@ -31,21 +31,7 @@ func (l *Layout) Tag(desc ocispec.Descriptor, names ...string) error {
 	desc = stripName(desc)
 	return l.UpdateIndex(func(idx *Index) error {
 		for _, n := range names {
-			kept := idx.Manifests[:0]
-			for _, m := range idx.Manifests {
-				name := m.Annotations[AnnotationRefName]
-				if name == n || (name == "" && m.Digest == desc.Digest) {
-					continue
-				}
-				kept = append(kept, m)
-			}
-			idx.Manifests = kept
-			d := desc
-			d.Annotations = map[string]string{AnnotationRefName: n}
-			for k, v := range desc.Annotations {
-				d.Annotations[k] = v
-			}
-			idx.Manifests = append(idx.Manifests, d)
+			idx.setName(desc, n)
 		}
 		return nil
 	})
