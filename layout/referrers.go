@@ -336,6 +336,30 @@ func (ri *ReferrerIndex) Closure(ctx context.Context, root ocispec.Descriptor) (
 	return out, nil
 }
 
+// Carried returns the digests of the referrers the closures of roots
+// hold: the index.json entries that travel as referrers of another image
+// when referrers are followed, rather than as images of their own.
+func (ri *ReferrerIndex) Carried(ctx context.Context, roots []ocispec.Descriptor) (map[digest.Digest]bool, error) {
+	out := map[digest.Digest]bool{}
+	for _, root := range roots {
+		refs, err := ri.Closure(ctx, root)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range refs {
+			out[r.Descriptor.Digest] = true
+		}
+	}
+	return out, nil
+}
+
+// IsReferrerName reports whether a stored name is one of cosign's
+// artifact tags (REPOSITORY:sha256-<hex>.sig, .att, .sbom).
+func IsReferrerName(name string) bool {
+	_, ok := ParseCosignTag(tagOf(name))
+	return ok
+}
+
 // manifestsOf lists the digests of the manifests and indexes of root's
 // graph, root first.
 func (l *Layout) manifestsOf(root ocispec.Descriptor) ([]digest.Digest, error) {
@@ -460,15 +484,16 @@ func (idx *Index) AddReferrers(names []string, refs []Referrer) {
 			}
 			continue
 		}
-		for _, n := range cosignNames(names, r.Tag) {
+		for _, n := range CosignNames(names, r.Tag) {
 			idx.setName(bareDescriptor(d), n)
 		}
 	}
 }
 
-// cosignNames are the names a cosign artifact with tag gets beside an
-// image named names: its tag in each of their repositories.
-func cosignNames(names []string, tag string) []string {
+// CosignNames are the names a cosign artifact with tag gets beside an
+// image named names: its tag in each of their repositories, or the bare
+// tag when none has one.
+func CosignNames(names []string, tag string) []string {
 	var out []string
 	seen := map[string]bool{}
 	for _, n := range names {

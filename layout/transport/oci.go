@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/layout"
 )
 
@@ -164,6 +165,23 @@ func (s *ociSource) Fetch(ctx context.Context, dst *layout.Layout, opts Options)
 			}
 		}()
 	}
+	if opts.Referrers {
+		ri, err := l.ReferrerIndex(ctx)
+		if err != nil {
+			return nil, err
+		}
+		roots := make([]ocispec.Descriptor, len(imgs))
+		for i := range imgs {
+			roots[i] = imgs[i].Descriptor
+		}
+		carried, err := ri.Carried(ctx, roots)
+		if err != nil {
+			return nil, err
+		}
+		imgs = dropCarried(imgs, carried)
+		copyOpts.Referrers = &layout.ReferrerSet{}
+		copyOpts.Referrers.UseIndex(l, ri)
+	}
 	for i := range imgs {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -173,6 +191,9 @@ func (s *ociSource) Fetch(ctx context.Context, dst *layout.Layout, opts Options)
 			return nil, err
 		}
 		imgs[i].Descriptor = d
+		if copyOpts.Referrers != nil {
+			imgs[i].Referrers = copyOpts.Referrers.Take()
+		}
 	}
 	return imgs, nil
 }
@@ -243,10 +264,18 @@ func (d *ociDest) Put(ctx context.Context, src *layout.Layout, imgs []Image, _ O
 			return err
 		}
 		imgs[i].Descriptor = nd
+		if err := layout.CopyReferrers(ctx, l, src, imgs[i].Referrers, layout.CopyOptions{}); err != nil {
+			return err
+		}
 	}
 	for _, img := range imgs {
 		if !l.Blobs().Has(img.Descriptor.Digest, img.Descriptor.Size) {
 			return fmt.Errorf("image %s is not in layout %s", img.Descriptor.Digest, d.dir)
+		}
+		for _, r := range img.Referrers {
+			if !l.Blobs().Has(r.Descriptor.Digest, r.Descriptor.Size) {
+				return fmt.Errorf("referrer %s of %s is not in layout %s", r.Descriptor.Digest, r.Subject, d.dir)
+			}
 		}
 	}
 	return l.UpdateIndex(func(idx *layout.Index) error {
@@ -289,6 +318,7 @@ func (d *ociDest) Put(ctx context.Context, src *layout.Layout, imgs []Image, _ O
 				}
 				idx.Manifests = append(idx.Manifests, nd)
 			}
+			idx.AddReferrers(img.Names, img.Referrers)
 		}
 		return nil
 	})
