@@ -371,6 +371,9 @@ func (l *Layout) Platforms(desc ocispec.Descriptor) ([]ocispec.Platform, error) 
 	if err != nil {
 		return nil, err
 	}
+	if !IsConfig(img.Manifest.Config.MediaType) {
+		return nil, nil // an artifact
+	}
 	return []ocispec.Platform{{
 		OS: img.Config.OS, Architecture: img.Config.Architecture, Variant: img.Config.Variant,
 		OSVersion: img.Config.OSVersion, OSFeatures: img.Config.OSFeatures,

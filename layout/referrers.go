@@ -110,20 +110,27 @@ func repositoryOf(name string) string {
 
 // isReferrerEntry reports whether an index.json entry is a referrer: one
 // of cosign's tags, or an untagged manifest or index with a subject.
-func (l *Layout) isReferrerEntry(e ocispec.Descriptor) bool {
+func (l *Layout) isReferrerEntry(e ocispec.Descriptor) bool { return l.subjectOf(e) != "" }
+
+// subjectOf is the subject of an index.json entry that is a referrer (see
+// isReferrerEntry), else "".
+func (l *Layout) subjectOf(e ocispec.Descriptor) digest.Digest {
 	if name := primaryName(e); name != "" {
-		_, ok := ParseCosignTag(tagOf(name))
-		return ok
+		d, _ := ParseCosignTag(tagOf(name))
+		return d
 	}
-	if e.Size < 0 || e.Size > MaxManifestSize {
-		return false
+	if e.Size < 0 || e.Size > MaxManifestSize || (e.MediaType != "" && !IsManifest(e.MediaType) && !IsIndex(e.MediaType)) {
+		return ""
 	}
 	b, err := l.ReadBlob(e, MaxManifestSize)
 	if err != nil {
-		return false
+		return ""
 	}
 	var h manifestHead
-	return json.Unmarshal(b, &h) == nil && h.Subject != nil
+	if json.Unmarshal(b, &h) != nil || h.Subject == nil || h.Subject.Digest.Validate() != nil {
+		return ""
+	}
+	return h.Subject.Digest
 }
 
 // manifestHead is what a referrer scan reads of a manifest or index.
