@@ -52,6 +52,7 @@ REF is a tag (v1), a full name (docker.io/library/debian:12) or a digest
 		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
 	root.AddCommand(
+		newAttachCmd(g),
 		newCommitCmd(g),
 		newCompletionCmd(),
 		newCopyCmd(g),
@@ -59,6 +60,7 @@ REF is a tag (v1), a full name (docker.io/library/debian:12) or a digest
 		newFsckCmd(g),
 		newGCCmd(g),
 		newImportCmd(g),
+		newIndexCmd(g),
 		newInitCmd(g),
 		newInspectCmd(),
 		newInventoryCmd(g),
@@ -69,6 +71,7 @@ REF is a tag (v1), a full name (docker.io/library/debian:12) or a digest
 		newMountCmd(g),
 		newPullCmd(g),
 		newPushCmd(g),
+		newReferrersCmd(),
 		newRmCmd(g),
 		newSaveCmd(g),
 		newSnapshotsCmd(g),

@@ -26,6 +26,7 @@ type syncFlags struct {
 	dryRun       bool
 	asJSON       bool
 	scoped       bool
+	referrers    bool
 }
 
 func newSyncCmd(g *globalFlags) *cobra.Command {
@@ -53,7 +54,9 @@ credentials, tls-verify, cert-dir; and platforms, strata's). DEST is
 
 Multi-platform images are copied whole unless --platform cuts them (a
 docker-archive takes the host's platform). Manifests and indexes are
-copied byte for byte, so digests stay the same and signatures still verify.
+copied byte for byte, so digests stay the same and signatures still verify;
+their referrers (signatures, SBOMs, attestations, cosign's tags) come along
+unless --referrers=false.
 
 A second run moves nothing it has: an unchanged tag costs one request to
 the registry, blobs DEST holds are neither fetched nor uploaded, and an
@@ -84,6 +87,7 @@ summary).`,
 	fl.BoolVar(&f.dryRun, "dry-run", false, "say what would move, and its size, and move nothing")
 	fl.BoolVar(&f.asJSON, "json", false, "print a JSON summary on stdout")
 	fl.BoolVar(&f.scoped, "scoped", false, "name images pushed to a registry by their whole source name")
+	fl.BoolVar(&f.referrers, "referrers", true, "carry each image's referrers (signatures, SBOMs, attestations, cosign's tags) along")
 	return c
 }
 
@@ -119,7 +123,7 @@ func runSync(c *cobra.Command, g *globalFlags, f *syncFlags, args []string) erro
 		}
 		srcs = append(srcs, list...)
 	}
-	o := mirror.Options{Jobs: f.jobs, DryRun: f.dryRun, Scoped: f.scoped, Registry: f.reg.options()}
+	o := mirror.Options{Jobs: f.jobs, DryRun: f.dryRun, Scoped: f.scoped, Referrers: f.referrers, Registry: f.reg.options()}
 	defer f.reg.flushCache()
 	for _, s := range f.platforms {
 		p, err := layout.ParsePlatform(s)

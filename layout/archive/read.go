@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -53,37 +54,12 @@ type ReadOptions struct {
 	// holds fail the read with an *IncompleteError naming them all, and
 	// the destination is left as it was.
 	Partial bool
+	// Referrers also reads the referrers the archive's OCI layout holds
+	// for the images read (of what is selected of them), recursively:
+	// they are returned in Image.Referrers, and entries that are
+	// referrers of another image read are no images of their own.
+	Referrers bool
 }
-
-// ErrIncomplete means an archive lacks blobs its images need: a delta
-// bundle read into a layout that does not hold its base.
-var ErrIncomplete = errors.New("the archive lacks blobs its images need")
-
-// IncompleteError lists the blobs an archive's images need that neither
-// the archive nor the destination layout holds.
-type IncompleteError struct {
-	Layout  string
-	Missing []ocispec.Descriptor
-}
-
-func (e *IncompleteError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%v and %s does not hold: %d blob(s)", ErrIncomplete, e.Layout, len(e.Missing))
-	for i, d := range e.Missing {
-		if i == 20 {
-			fmt.Fprintf(&b, ", and %d more", len(e.Missing)-i)
-			break
-		}
-		sep := ", "
-		if i == 0 {
-			sep = ": "
-		}
-		fmt.Fprintf(&b, "%s%s %s (%d bytes)", sep, kindOf(d.MediaType), d.Digest, d.Size)
-	}
-	return b.String()
-}
-
-func (e *IncompleteError) Unwrap() []error { return []error{ErrIncomplete, ErrInvalidArchive} }
 
 // Read reads an archive of either format (optionally gzip, zstd or xz
 // compressed as a whole) from r and copies its images into dst. It returns
@@ -134,10 +110,86 @@ func Read(ctx context.Context, r io.Reader, dst *layout.Layout, opts ReadOptions
 	if opts.Partial {
 		from = dst
 	}
+	var ri *layout.ReferrerIndex
+	if opts.Referrers {
+		if ri, imgs, err = a.referrerIndex(ctx, tmp, imgs); err != nil {
+			return nil, err
+		}
+	}
 	if err := a.check(ctx, tmp, imgs, layers, opts.Copy, from); err != nil {
 		return nil, err
 	}
+	if ri != nil {
+		if err := a.checkReferrers(ctx, tmp, ri, imgs, layers, from); err != nil {
+			return nil, err
+		}
+	}
 	return copyOut(ctx, dst, tmp, imgs, opts.Copy.OnBlob)
+}
+
+// referrerIndex finds the referrers among the entries of the archive's
+// index.json and leaves out of imgs those that travel as referrers of
+// another image: untagged, or named only by cosign's tags.
+func (a *scanned) referrerIndex(ctx context.Context, tmp *layout.Layout, imgs []Image) (*layout.ReferrerIndex, []Image, error) {
+	var entries []ocispec.Descriptor
+	if ib, ok := a.small["index.json"]; ok {
+		if idx, err := layout.ParseIndex(ib); err == nil {
+			entries = idx.Manifests
+		}
+	}
+	ri, err := tmp.ReferrerIndexOf(ctx, entries)
+	if err != nil {
+		return nil, nil, err
+	}
+	roots := make([]ocispec.Descriptor, len(imgs))
+	for i, img := range imgs {
+		roots[i] = img.Descriptor
+	}
+	carried, err := ri.Carried(ctx, roots)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrInvalidArchive, err)
+	}
+	kept := imgs[:0]
+	for _, img := range imgs {
+		if carried[img.Descriptor.Digest] && !slices.ContainsFunc(img.Names, func(n string) bool { return !layout.IsReferrerName(n) }) {
+			continue
+		}
+		kept = append(kept, img)
+	}
+	return ri, kept, nil
+}
+
+// checkReferrers finds the referrers of each image as selected and checks
+// each is whole, as images are checked.
+func (a *scanned) checkReferrers(ctx context.Context, tmp *layout.Layout, ri *layout.ReferrerIndex, imgs []Image, layers *layout.LayerChecker, from *layout.Layout) error {
+	seen := map[digest.Digest]bool{}
+	for i := range imgs {
+		refs, err := ri.Closure(ctx, imgs[i].Descriptor)
+		if err != nil {
+			return fmt.Errorf("%w: image %s: %w", ErrInvalidArchive, imgs[i].Descriptor.Digest, err)
+		}
+		if from != nil {
+			// A delta bundle leaves out what its base holds of referrers too.
+			var missing []ocispec.Descriptor
+			for _, r := range refs {
+				m, err := completeFrom(ctx, tmp, from, r.Descriptor, seen, 0)
+				if err != nil {
+					return err
+				}
+				missing = append(missing, m...)
+			}
+			if len(missing) > 0 {
+				return &IncompleteError{Layout: from.Dir(), Missing: missing}
+			}
+		}
+		for _, r := range refs {
+			if err := tmp.VerifyImage(ctx, r.Descriptor, layout.VerifyOptions{DiffIDs: true, Layers: layers}); err != nil {
+				return fmt.Errorf("referrer %s of %s: %w", r.Descriptor.Digest, r.Subject, a.explain(ctx, err))
+			}
+		}
+		imgs[i].Referrers = refs
+	}
+	return nil
 }
 
 // selectNamed keeps the images name selects: all for "", one by @N or
@@ -225,77 +277,12 @@ func copyOut(ctx context.Context, dst, tmp *layout.Layout, imgs []Image, onBlob 
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, Image{Descriptor: d, Names: img.Names})
+		if err := layout.CopyReferrers(ctx, dst, tmp, img.Referrers, copyOpts); err != nil {
+			return nil, err
+		}
+		out = append(out, Image{Descriptor: d, Names: img.Names, Referrers: img.Referrers})
 	}
 	return out, nil
-}
-
-// completeFrom copies into tmp every blob below d that tmp lacks and from
-// holds, verified as every copy is, and returns those neither holds. The
-// bundle's own indexes and manifests say what to look for.
-func completeFrom(ctx context.Context, tmp, from *layout.Layout, d ocispec.Descriptor, seen map[digest.Digest]bool, depth int) ([]ocispec.Descriptor, error) {
-	if seen[d.Digest] {
-		return nil, nil
-	}
-	seen[d.Digest] = true
-	if depth > 16 {
-		return nil, fmt.Errorf("%w: %s: descriptors nested too deeply", ErrInvalidArchive, d.Digest)
-	}
-	if !tmp.Blobs().Has(d.Digest, d.Size) {
-		if !from.Blobs().Has(d.Digest, d.Size) {
-			return []ocispec.Descriptor{d}, nil
-		}
-		if _, err := tmp.Blobs().CopyFrom(ctx, from.Blobs(), d.Digest, d.Size); err != nil {
-			return nil, fmt.Errorf("take %s %s from %s: %w", kindOf(d.MediaType), d.Digest, from.Dir(), err)
-		}
-	}
-	var children []ocispec.Descriptor
-	switch {
-	case layout.IsIndex(d.MediaType):
-		idx, err := tmp.ReadIndex(d)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrInvalidArchive, err)
-		}
-		children = idx.Manifests
-	case layout.IsManifest(d.MediaType):
-		b, err := tmp.ReadBlob(d, layout.MaxManifestSize)
-		if err != nil {
-			return nil, err
-		}
-		m, err := layout.ParseManifest(b)
-		if err != nil {
-			return nil, fmt.Errorf("%w: manifest %s: %v", ErrInvalidArchive, d.Digest, err)
-		}
-		children = append(children, m.Config)
-		for _, ly := range m.Layers {
-			if len(ly.URLs) > 0 && ly.MediaType == layout.MediaTypeDockerForeignLayer {
-				continue
-			}
-			children = append(children, ly)
-		}
-	}
-	var missing []ocispec.Descriptor
-	for _, c := range children {
-		m, err := completeFrom(ctx, tmp, from, c, seen, depth+1)
-		if err != nil {
-			return nil, err
-		}
-		missing = append(missing, m...)
-	}
-	return missing, nil
-}
-
-// kindOf names a blob for messages.
-func kindOf(mt string) string {
-	switch {
-	case layout.IsIndex(mt):
-		return "index"
-	case layout.IsManifest(mt):
-		return "manifest"
-	case layout.IsConfig(mt):
-		return "config"
-	}
-	return "layer"
 }
 
 // onlyComplete returns the one manifest of index desc whose blobs are all

@@ -43,7 +43,7 @@ func (s *syncer) intoArchive(ctx context.Context, srcs []Source, d destination) 
 		return fmt.Errorf("%w: %w", ErrInvalidSource, err)
 	}
 	_, err = transport.Copy(ctx, src, dst, transport.CopyOptions{Options: transport.Options{
-		All: true, Copy: layout.CopyOptions{AllPlatforms: true},
+		All: true, Copy: layout.CopyOptions{AllPlatforms: true}, Referrers: s.o.Referrers,
 	}})
 	return err
 }
@@ -199,6 +199,9 @@ func (s *syncer) pushOne(ctx context.Context, p push) error {
 	var opts []remote.Option
 	for _, pl := range s.o.Platforms {
 		opts = append(opts, remote.WithPlatform(pl))
+	}
+	if s.o.Referrers {
+		opts = append(opts, remote.WithReferrers())
 	}
 	want := p.desc
 	if len(s.o.Platforms) > 0 && layout.IsIndex(want.MediaType) {

@@ -86,6 +86,9 @@ func (s *syncer) pullInto(ctx context.Context, l *layout.Layout, it regItem) err
 	c := s.client(it.src)
 	cnt := &counter{next: s.o.Progress}
 	opts := append(platformOptions(s.platformsOf(it.src)), remote.WithProgress(cnt.progress), remote.WithPullMode(remote.PullNewer))
+	if s.o.Referrers {
+		opts = append(opts, remote.WithReferrers())
+	}
 	name := it.name()
 	r := Result{Source: remote.TransportPrefix + it.ref.String(), Name: name}
 	if s.o.DryRun {
@@ -167,7 +170,7 @@ func (s *syncer) localInto(ctx context.Context, l *layout.Layout, src *Source) e
 		return err
 	}
 	imgs, err := transport.Copy(ctx, ts, dst, transport.CopyOptions{Options: transport.Options{
-		Copy: copyOpts, All: true, Partial: true, Registry: s.o.Registry,
+		Copy: copyOpts, All: true, Partial: true, Registry: s.o.Registry, Referrers: s.o.Referrers,
 	}})
 	if err != nil {
 		return err

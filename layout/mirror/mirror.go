@@ -71,6 +71,11 @@ type Options struct {
 	Jobs int
 	// DryRun finds out what would move, and its size, moving nothing.
 	DryRun bool
+	// Referrers carries each image's referrers (signatures, SBOMs,
+	// attestations, cosign's tags) along, recursively (see
+	// remote.WithReferrers, transport.Options.Referrers). A dry run
+	// plans the images alone.
+	Referrers bool
 	// Scoped names images pushed to a registry by their whole source
 	// name (REGISTRY/PREFIX/source.example/team/app:v1) instead of the
 	// last part of their repository (REGISTRY/PREFIX/app:v1), as skopeo

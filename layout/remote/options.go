@@ -18,6 +18,7 @@ import (
 	"sync"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-oci/strata/layout"
 	"oras.land/oras-go/v2/registry/remote/credentials"
 )
 
@@ -132,6 +133,11 @@ type options struct {
 	// store them (another pull stored them meanwhile): reported as
 	// existing, not as downloaded.
 	found *sync.Map
+	referrers         bool
+	// referrerList, when haveReferrerList, is what Push sends as the
+	// image's referrers (WithReferrerList).
+	referrerList     []layout.Referrer
+	haveReferrerList bool
 }
 
 func buildOptions(opts []Option) *options {

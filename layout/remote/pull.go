@@ -29,6 +29,9 @@ type Result struct {
 	// manifests: the first was pulled, as docker and containerd pull it.
 	// Pull the digest of another to take it instead.
 	Duplicates []layout.DuplicatePlatform
+	// Referrers are the referrers copied with the image (WithReferrers):
+	// pulled, or pushed.
+	Referrers []layout.Referrer
 }
 
 func (r *Result) addDuplicate(d *layout.DuplicatePlatform) {
@@ -78,7 +81,7 @@ func pull(ctx context.Context, l *layout.Layout, src, name string, o *options) (
 	if err != nil {
 		return nil, err
 	}
-	if res.UpToDate {
+	if res.UpToDate && len(res.Referrers) == 0 {
 		res.Name = name
 		return res, nil
 	}
@@ -88,7 +91,7 @@ func pull(ctx context.Context, l *layout.Layout, src, name string, o *options) (
 		// does; push uses it to mount blobs from their first repository.
 		desc.Annotations = map[string]string{layout.AnnotationImageName: ref.String()}
 	}
-	if err := l.Tag(desc, name); err != nil {
+	if err := l.Record(desc, []string{name}, res.Referrers); err != nil {
 		return nil, err
 	}
 	res.Name = name
@@ -135,6 +138,11 @@ func fetch(ctx context.Context, l *layout.Layout, ref Reference, o *options) (*R
 			return nil, err
 		}
 		res.UpToDate = o.unchanged != nil && o.unchanged(res.Descriptor)
+		if o.referrers {
+			if res.Referrers, err = g.referrers(ctx, repo, res.Descriptor); err != nil {
+				return nil, err
+			}
+		}
 		return res, nil
 	case layout.IsIndex(root.MediaType) && !o.allPlatforms:
 		md, dup, err := selectRemote(ctx, repo, root, o.wantPlatform())
@@ -153,10 +161,13 @@ func fetch(ctx context.Context, l *layout.Layout, ref Reference, o *options) (*R
 	}
 	if o.unchanged != nil && o.unchanged(res.Descriptor) {
 		res.UpToDate = true
-		return res, nil
-	}
-	if err := g.copy(ctx, res.Descriptor); err != nil {
+	} else if err := g.copy(ctx, res.Descriptor); err != nil {
 		return nil, err
+	}
+	if o.referrers {
+		if res.Referrers, err = g.referrers(ctx, repo, res.Descriptor); err != nil {
+			return nil, err
+		}
 	}
 	return res, nil
 }

@@ -21,7 +21,7 @@ import (
 // from there when the registry allows it. The manifest goes last, so the
 // tag moves only once the whole image is in the registry. With
 // WithPlatform, only that platform's manifest of a multi-platform image is
-// pushed.
+// pushed. With WithReferrers its referrers follow it.
 func Push(ctx context.Context, l *layout.Layout, srcRef, dst string, opts ...Option) (*Result, error) {
 	return push(ctx, l, srcRef, dst, buildOptions(opts))
 }
@@ -81,8 +81,19 @@ func push(ctx context.Context, l *layout.Layout, srcRef, dst string, o *options)
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", ref, explain(err, ref.Domain))
 	}
-	ref.Digest = desc.Digest
-	return &Result{Descriptor: desc, Reference: ref}, nil
+	res := &Result{Descriptor: desc, Reference: ref}
+	if o.referrers {
+		refs, err := referrersToPush(ctx, l, desc, o)
+		if err != nil {
+			return nil, fmt.Errorf("push %s: referrers: %w", ref, err)
+		}
+		if err := pushReferrers(ctx, l, repo, ref, src, refs, o.pushGraphOptions(ref, mounts, o.locations)); err != nil {
+			return nil, err
+		}
+		res.Referrers = refs
+	}
+	res.Reference.Digest = desc.Digest
+	return res, nil
 }
 
 // pushGraph copies the image desc of src to repo: tagged as ref.Tag when
@@ -90,6 +101,18 @@ func push(ctx context.Context, l *layout.Layout, srcRef, dst string, o *options)
 // cache, from the repositories it knows hold them; every blob repo holds
 // once done is recorded in the location cache.
 func pushGraph(ctx context.Context, src *layoutStore, repo *remote.Repository, desc ocispec.Descriptor, ref Reference, mounts []string, o *options, cache *LocationCache) error {
+	gopts := o.pushGraphOptions(ref, mounts, cache)
+	if ref.Tag != "" {
+		copts := oras.CopyOptions{CopyGraphOptions: gopts}
+		_, err := oras.Copy(ctx, &rootedSource{layoutStore: src, root: desc}, "", repo, ref.Tag, copts)
+		return err
+	}
+	return oras.CopyGraph(ctx, src, repo, desc, gopts)
+}
+
+// pushGraphOptions are the copy options of a push to ref: progress,
+// location records, and mounts from mounts and what cache knows.
+func (o *options) pushGraphOptions(ref Reference, mounts []string, cache *LocationCache) oras.CopyGraphOptions {
 	host := ref.Host()
 	gopts := o.graphOptions(func(b ocispec.Descriptor) { o.locations.record(host, ref.Repository, b.Digest) })
 	if len(mounts) > 0 || cache != nil {
@@ -106,12 +129,7 @@ func pushGraph(ctx context.Context, src *layoutStore, repo *remote.Repository, d
 			return out, nil
 		}
 	}
-	if ref.Tag != "" {
-		copts := oras.CopyOptions{CopyGraphOptions: gopts}
-		_, err := oras.Copy(ctx, &rootedSource{layoutStore: src, root: desc}, "", repo, ref.Tag, copts)
-		return err
-	}
-	return oras.CopyGraph(ctx, src, repo, desc, gopts)
+	return gopts
 }
 
 // isMountError says whether a push failed asking the registry to mount a

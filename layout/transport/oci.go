@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/layout"
 )
 
@@ -164,6 +165,23 @@ func (s *ociSource) Fetch(ctx context.Context, dst *layout.Layout, opts Options)
 			}
 		}()
 	}
+	if opts.Referrers {
+		ri, err := l.ReferrerIndex(ctx)
+		if err != nil {
+			return nil, err
+		}
+		roots := make([]ocispec.Descriptor, len(imgs))
+		for i := range imgs {
+			roots[i] = imgs[i].Descriptor
+		}
+		carried, err := ri.Carried(ctx, roots)
+		if err != nil {
+			return nil, err
+		}
+		imgs = dropCarried(imgs, carried)
+		copyOpts.Referrers = &layout.ReferrerSet{}
+		copyOpts.Referrers.UseIndex(l, ri)
+	}
 	for i := range imgs {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -173,6 +191,9 @@ func (s *ociSource) Fetch(ctx context.Context, dst *layout.Layout, opts Options)
 			return nil, err
 		}
 		imgs[i].Descriptor = d
+		if copyOpts.Referrers != nil {
+			imgs[i].Referrers = copyOpts.Referrers.Take()
+		}
 	}
 	return imgs, nil
 }
@@ -246,55 +267,69 @@ func (d *ociDest) Put(ctx context.Context, src *layout.Layout, imgs []Image, opt
 			return err
 		}
 		imgs[i].Descriptor = nd
+		if err := layout.CopyReferrers(ctx, l, src, imgs[i].Referrers, layout.CopyOptions{}); err != nil {
+			return err
+		}
 	}
 	for _, img := range imgs {
 		if !l.Blobs().Has(img.Descriptor.Digest, img.Descriptor.Size) {
 			return fmt.Errorf("image %s is not in layout %s", img.Descriptor.Digest, d.dir)
 		}
-	}
-	return l.UpdateIndex(func(idx *layout.Index) error {
-		for _, img := range imgs {
-			desc := img.Descriptor
-			if len(img.Names) == 0 {
-				present := false
-				for _, m := range idx.Manifests {
-					if m.Digest == desc.Digest {
-						present = true
-						break
-					}
-				}
-				if !present {
-					idx.Manifests = append(idx.Manifests, desc)
-				}
-				continue
-			}
-			for _, n := range img.Names {
-				kept := idx.Manifests[:0]
-				for _, m := range idx.Manifests {
-					name := m.Annotations[layout.AnnotationRefName]
-					if name == n || (name == "" && m.Digest == desc.Digest) {
-						continue
-					}
-					kept = append(kept, m)
-				}
-				idx.Manifests = kept
-				nd := desc
-				nd.Annotations = map[string]string{layout.AnnotationRefName: n}
-				for k, v := range desc.Annotations {
-					if k != layout.AnnotationRefName && k != layout.AnnotationImageName {
-						nd.Annotations[k] = v
-					}
-				}
-				// The registry or archive name beside a name of the
-				// user's, as pull records it and containerd keeps it.
-				if img.FullName != "" && img.FullName != n {
-					nd.Annotations[layout.AnnotationImageName] = img.FullName
-				}
-				idx.Manifests = append(idx.Manifests, nd)
+		for _, r := range img.Referrers {
+			if !l.Blobs().Has(r.Descriptor.Digest, r.Descriptor.Size) {
+				return fmt.Errorf("referrer %s of %s is not in layout %s", r.Descriptor.Digest, r.Subject, d.dir)
 			}
 		}
-		return nil
-	})
+	}
+	return l.UpdateIndex(func(idx *layout.Index) error { return nameImages(idx, imgs) })
+}
+
+// nameImages records imgs in idx: each under each of its names (a name
+// that named another image moves), an unnamed one once, and their
+// referrers beside them.
+func nameImages(idx *layout.Index, imgs []Image) error {
+	for _, img := range imgs {
+		desc := img.Descriptor
+		if len(img.Names) == 0 {
+			present := false
+			for _, m := range idx.Manifests {
+				if m.Digest == desc.Digest {
+					present = true
+					break
+				}
+			}
+			if !present {
+				idx.Manifests = append(idx.Manifests, desc)
+			}
+			continue
+		}
+		for _, n := range img.Names {
+			kept := idx.Manifests[:0]
+			for _, m := range idx.Manifests {
+				name := m.Annotations[layout.AnnotationRefName]
+				if name == n || (name == "" && m.Digest == desc.Digest) {
+					continue
+				}
+				kept = append(kept, m)
+			}
+			idx.Manifests = kept
+			nd := desc
+			nd.Annotations = map[string]string{layout.AnnotationRefName: n}
+			for k, v := range desc.Annotations {
+				if k != layout.AnnotationRefName && k != layout.AnnotationImageName {
+					nd.Annotations[k] = v
+				}
+			}
+			// The registry or archive name beside a name of the
+			// user's, as pull records it and containerd keeps it.
+			if img.FullName != "" && img.FullName != n {
+				nd.Annotations[layout.AnnotationImageName] = img.FullName
+			}
+			idx.Manifests = append(idx.Manifests, nd)
+		}
+		idx.AddReferrers(img.Names, img.Referrers)
+	}
+	return nil
 }
 
 func sameDir(a, b string) bool {

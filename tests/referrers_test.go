@@ -1,0 +1,283 @@
+package tests
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-oci/strata/layout"
+)
+
+// runIn runs a peer tool in dir with extra environment and fails the test
+// unless it exits 0.
+func runIn(t *testing.T, dir string, env []string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// referrerDigests lists the digests of the referrers of LAYOUT:REF as
+// strata referrers --json shows them, at every depth.
+func referrerDigests(t *testing.T, ref string) []digest.Digest {
+	t.Helper()
+	var root struct {
+		Referrers []json.RawMessage `json:"referrers"`
+	}
+	if err := json.Unmarshal([]byte(strata(t, "referrers", "--json", ref)), &root); err != nil {
+		t.Fatal(err)
+	}
+	var out []digest.Digest
+	var walk func([]json.RawMessage)
+	walk = func(rs []json.RawMessage) {
+		for _, r := range rs {
+			var n struct {
+				Digest    digest.Digest     `json:"digest"`
+				Referrers []json.RawMessage `json:"referrers"`
+			}
+			if err := json.Unmarshal(r, &n); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, n.Digest)
+			walk(n.Referrers)
+		}
+	}
+	walk(root.Referrers)
+	slices.Sort(out)
+	return out
+}
+
+// orasDiscover lists the digests oras discover finds below ref (at any
+// depth), with the extra flags (--plain-http, --oci-layout).
+func orasDiscover(t *testing.T, oras, ref string, flags ...string) []digest.Digest {
+	t.Helper()
+	out := runIn(t, "", nil, oras, append([]string{"discover", "--format", "json", ref}, flags...)...)
+	var root struct {
+		Referrers []json.RawMessage `json:"referrers"`
+	}
+	if err := json.Unmarshal([]byte(out), &root); err != nil {
+		t.Fatalf("oras discover output: %v\n%s", err, out)
+	}
+	var ds []digest.Digest
+	var walk func([]json.RawMessage)
+	walk = func(ms []json.RawMessage) {
+		for _, m := range ms {
+			var n struct {
+				Digest    digest.Digest     `json:"digest"`
+				Referrers []json.RawMessage `json:"referrers"`
+			}
+			if err := json.Unmarshal(m, &n); err != nil {
+				t.Fatal(err)
+			}
+			ds = append(ds, n.Digest)
+			walk(n.Referrers)
+		}
+	}
+	walk(root.Referrers)
+	slices.Sort(ds)
+	return ds
+}
+
+// An image signed with cosign and given an SBOM with oras in registry A
+// travels with both, through strata pull --referrers, an oci-archive (and
+// a docker-archive) and strata push --referrers, to registry B: cosign
+// verifies the signature there, oras discover lists the SBOM, and every
+// digest is what it was in A. skopeo reads the layout's images.
+func TestReferrersSignedImageTravels(t *testing.T) {
+	cosign := needTool(t, "cosign")
+	oras := needTool(t, "oras")
+	needTool(t, "skopeo")
+	regA := regStart(t, regConfig{})
+	regB := regStart(t, regConfig{})
+	tmp := t.TempDir()
+
+	src := filepath.Join(tmp, "src")
+	img := regPutImage(t, src, "v1", ocispec.Platform{OS: "linux", Architecture: "amd64"}, []string{"/bin/true"},
+		regTarLayer(t, map[string][]byte{"etc/hello": []byte("hello\n"), "data": regRandomBytes(7, 32<<10)}, nil))
+	refA := regA.listen + "/team/app"
+	strata(t, "push", src+":v1", refA+":v1")
+
+	// Sign with a key pair made here, no transparency log.
+	noPass := []string{"COSIGN_PASSWORD="}
+	runIn(t, tmp, noPass, cosign, "generate-key-pair")
+	insecure := []string{"--allow-insecure-registry", "--allow-http-registry"}
+	runIn(t, tmp, noPass, cosign, append([]string{"sign", "--key", "cosign.key", "--tlog-upload=false", "-y", refA + "@" + img.Digest.String()}, insecure...)...)
+	// An SBOM attached with oras.
+	if err := os.WriteFile(filepath.Join(tmp, "sbom.spdx.json"), []byte(`{"spdxVersion":"SPDX-2.3","name":"app"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runIn(t, tmp, nil, oras, "attach", "--plain-http", "--artifact-type", "application/spdx+json", refA+"@"+img.Digest.String(), "sbom.spdx.json")
+	sbomA := orasDiscover(t, oras, refA+"@"+img.Digest.String(), "--plain-http")
+	if len(sbomA) != 1 {
+		t.Fatalf("oras discover in A: %v", sbomA)
+	}
+	sigTag := layout.CosignTag(img.Digest, ".sig")
+	sigA := regRawDigest(t, "--tls-verify=false", "docker://"+refA+":"+sigTag)
+
+	// A -> layout -> oci-archive -> layout -> registry B.
+	l1 := filepath.Join(tmp, "l1")
+	strata(t, "pull", "--referrers", refA+":v1", l1)
+	name := refA + ":v1"
+	want := []digest.Digest{sbomA[0], sigA}
+	slices.Sort(want)
+	if got := referrerDigests(t, l1+":"+name); !slices.Equal(got, want) {
+		t.Fatalf("pulled referrers %v, want the SBOM and the signature %v", got, want)
+	}
+	regFsck(t, l1)
+	archive := filepath.Join(tmp, "app.tar")
+	strata(t, "save", "--referrers", "--format", "oci-archive", l1+":"+name, "-o", archive)
+	l2 := filepath.Join(tmp, "l2")
+	strata(t, "load", "--referrers", archive, l2)
+	if got := referrerDigests(t, l2+":"+name); !slices.Equal(got, want) {
+		t.Fatalf("loaded referrers %v, want %v", got, want)
+	}
+	regFsck(t, l2)
+	// The docker-archive's OCI part carries them too.
+	darchive := filepath.Join(tmp, "app-docker.tar")
+	strata(t, "save", "--referrers", l1+":"+name, "-o", darchive)
+	l3 := filepath.Join(tmp, "l3")
+	strata(t, "load", "--referrers", darchive, l3)
+	if got := referrerDigests(t, l3+":"+name); !slices.Equal(got, want) {
+		t.Fatalf("referrers through a docker-archive %v, want %v", got, want)
+	}
+
+	refB := regB.listen + "/mirror/app"
+	out := strata(t, "push", "--referrers", l2+":"+name, refB+":v1")
+	if !strings.Contains(out, img.Digest.String()) {
+		t.Errorf("push printed %q", out)
+	}
+	if got := regRawDigest(t, "--tls-verify=false", "docker://"+refB+":v1"); got != img.Digest {
+		t.Errorf("image in B is %s, want %s", got, img.Digest)
+	}
+	if got := regRawDigest(t, "--tls-verify=false", "docker://"+refB+":"+sigTag); got != sigA {
+		t.Errorf("signature in B is %s, want %s", got, sigA)
+	}
+	verify := runIn(t, tmp, nil, cosign, append([]string{"verify", "--key", "cosign.pub", "--insecure-ignore-tlog=true", refB + "@" + img.Digest.String()}, insecure...)...)
+	if !strings.Contains(verify, img.Digest.String()) {
+		t.Errorf("cosign verify in B: %s", verify)
+	}
+	if got := orasDiscover(t, oras, refB+"@"+img.Digest.String(), "--plain-http"); !slices.Equal(got, sbomA) {
+		t.Errorf("oras discover in B: %v, want %v", got, sbomA)
+	}
+
+	// skopeo reads every image of the layout, the signature too.
+	for _, n := range []string{name, refA + ":" + sigTag} {
+		mustRun(t, "skopeo", "inspect", "oci:"+l2+":"+n)
+	}
+	mustRun(t, "skopeo", "copy", "oci:"+l2+":"+name, "dir:"+filepath.Join(tmp, "skopeo-dir"))
+
+	// Without --referrers, nothing but the image.
+	l4 := filepath.Join(tmp, "l4")
+	strata(t, "pull", refA+":v1", l4)
+	if got := referrerDigests(t, l4+":"+name); len(got) != 0 {
+		t.Errorf("a pull without --referrers brought %v", got)
+	}
+}
+
+// oras reads the referrers strata keeps (discover and cp from its
+// layout, attach into it), and strata reads the layout oras cp -r writes.
+func TestReferrersOrasLayouts(t *testing.T) {
+	oras := needTool(t, "oras")
+	tmp := t.TempDir()
+	l := filepath.Join(tmp, "l")
+	img := regPutImage(t, l, "v1", ocispec.Platform{OS: "linux", Architecture: "amd64"}, nil,
+		regTarLayer(t, map[string][]byte{"etc/hello": []byte("hello\n")}, nil))
+	if err := os.WriteFile(filepath.Join(tmp, "sbom.json"), []byte(`{"bomFormat":"CycloneDX","specVersion":"1.5"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sbom := digest.Digest(strings.TrimSpace(strata(t, "attach", "--artifact-type", "application/vnd.cyclonedx+json", l+":v1", filepath.Join(tmp, "sbom.json"))))
+	sig := digest.Digest(strings.TrimSpace(strata(t, "attach", "--artifact-type", "application/vnd.example.signature", "--annotation", "signer=ci", l+":@"+sbom.String())))
+	want := []digest.Digest{sbom, sig}
+	slices.Sort(want)
+	at := img.Digest.String()
+
+	if got := orasDiscover(t, oras, l+"@"+at, "--oci-layout"); !slices.Equal(got, want) {
+		t.Errorf("oras discover --oci-layout: %v, want %v", got, want)
+	}
+	// oras copies the image with its referrers out of strata's layout...
+	o := filepath.Join(tmp, "oras")
+	runIn(t, "", nil, oras, "cp", "-r", "--from-oci-layout", l+"@"+at, "--to-oci-layout", o+":v1")
+	// ... and strata reads what oras wrote.
+	if got := referrerDigests(t, o+":v1"); !slices.Equal(got, want) {
+		t.Errorf("strata referrers of oras's layout: %v, want %v", got, want)
+	}
+	regFsck(t, o)
+	back := filepath.Join(tmp, "back")
+	strata(t, "copy", "--referrers", o+":v1", back+":v1")
+	if got := referrerDigests(t, back+":v1"); !slices.Equal(got, want) {
+		t.Errorf("strata copy --referrers of oras's layout: %v, want %v", got, want)
+	}
+	if got := regResolve(t, back, "v1"); got != img.Digest {
+		t.Errorf("copied image %s, want %s", got, img.Digest)
+	}
+	// oras attaches into strata's layout; strata finds it and fsck is clean.
+	if err := os.WriteFile(filepath.Join(tmp, "note.txt"), []byte("reviewed\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runIn(t, tmp, nil, oras, "attach", "--oci-layout", "--artifact-type", "application/vnd.example.note", l+"@"+at, "note.txt")
+	if got := referrerDigests(t, l+":v1"); len(got) != 3 {
+		t.Errorf("strata referrers after oras attach: %v", got)
+	}
+	regFsck(t, l)
+	// gc keeps them all while the image is named, and drops them with it.
+	strata(t, "gc", l)
+	if got := referrerDigests(t, l+":v1"); len(got) != 3 {
+		t.Errorf("after gc: %v", got)
+	}
+	strata(t, "rm", l+":v1")
+	strata(t, "gc", l)
+	if out := strata(t, "ls", "--json", l); strings.TrimSpace(out) != "[]" {
+		t.Errorf("after rm and gc the layout holds %s", out)
+	}
+	regFsck(t, l)
+}
+
+// A multi-platform image built with strata index create from images of
+// two layouts is pushed whole, and a registry serves it as built.
+func TestIndexCreatePush(t *testing.T) {
+	needTool(t, "skopeo")
+	reg := regStart(t, regConfig{})
+	tmp := t.TempDir()
+	amdDir, armDir, out := filepath.Join(tmp, "amd"), filepath.Join(tmp, "arm"), filepath.Join(tmp, "out")
+	amd := regPutImage(t, amdDir, "app", ocispec.Platform{OS: "linux", Architecture: "amd64"}, nil,
+		regTarLayer(t, map[string][]byte{"etc/arch": []byte("amd64\n")}, nil))
+	arm := regPutImage(t, armDir, "app", ocispec.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}, nil,
+		regTarLayer(t, map[string][]byte{"etc/arch": []byte("arm64\n")}, nil))
+	d := digest.Digest(strings.TrimSpace(strata(t, "index", "create", "--annotation", "org.opencontainers.image.version=1", out+":app", amdDir+":app", armDir+":app")))
+	regFsck(t, out)
+	ref := reg.listen + "/multi/app:1"
+	strata(t, "push", out+":app", ref)
+	raw := mustRun(t, "skopeo", "inspect", "--raw", "--tls-verify=false", "docker://"+ref)
+	if got := digest.FromString(raw); got != d {
+		t.Errorf("registry serves index %s, strata made %s", got, d)
+	}
+	var idx ocispec.Index
+	if err := json.Unmarshal([]byte(raw), &idx); err != nil {
+		t.Fatal(err)
+	}
+	if len(idx.Manifests) != 2 || idx.Manifests[0].Digest != amd.Digest || idx.Manifests[1].Digest != arm.Digest ||
+		idx.Manifests[1].Platform == nil || idx.Manifests[1].Platform.Architecture != "arm64" || idx.Annotations["org.opencontainers.image.version"] != "1" {
+		t.Errorf("index %s", raw)
+	}
+	for _, p := range []string{"amd64", "arm64"} {
+		mustRun(t, "skopeo", "inspect", "--tls-verify=false", "--override-arch", p, "docker://"+ref)
+	}
+	// rm of a platform and a pull of the whole index back.
+	strata(t, "index", "rm", out+":app", "linux/arm64")
+	back := filepath.Join(tmp, "back")
+	strata(t, "pull", "--all-platforms", ref, back+":app")
+	if got := regResolve(t, back, "app"); got != d {
+		t.Errorf("pulled %s, want %s", got, d)
+	}
+}
