@@ -449,3 +449,72 @@ func TestSyncKilled(t *testing.T) {
 		t.Logf("killed at %v of %v: next run copied %d, found %d", delay.Round(time.Millisecond), took.Round(time.Millisecond), s.Copied, s.Unchanged)
 	}
 }
+
+// TestSyncSignedRoundTrip: an image signed with cosign and given an SBOM
+// with oras in registry A travels by strata sync from A to a directory,
+// an oci-archive, another directory and registry B: cosign verifies it in
+// B, oras discover lists the SBOM there, every digest is A's, and skopeo
+// reads every image of the synced layouts.
+func TestSyncSignedRoundTrip(t *testing.T) {
+	cosign := needTool(t, "cosign")
+	oras := needTool(t, "oras")
+	needTool(t, "skopeo")
+	regA := regStart(t, regConfig{})
+	regB := regStart(t, regConfig{})
+	e := newSyncEnv(t)
+	tmp := t.TempDir()
+	src := filepath.Join(tmp, "src")
+	img := regPutImage(t, src, "v1", ocispec.Platform{OS: "linux", Architecture: "amd64"}, []string{"/bin/true"},
+		regTarLayer(t, map[string][]byte{"etc/hello": []byte("hello\n"), "data": regRandomBytes(8, 64<<10)}, nil))
+	refA := regA.listen + "/team/app"
+	e.must("push", src+":v1", refA+":v1")
+	at := refA + "@" + img.Digest.String()
+	noPass := []string{"COSIGN_PASSWORD="}
+	insecure := []string{"--allow-insecure-registry", "--allow-http-registry"}
+	runIn(t, tmp, noPass, cosign, "generate-key-pair")
+	runIn(t, tmp, noPass, cosign, append([]string{"sign", "--key", "cosign.key", "--tlog-upload=false", "-y", at}, insecure...)...)
+	if err := os.WriteFile(filepath.Join(tmp, "sbom.spdx.json"), []byte(`{"spdxVersion":"SPDX-2.3","name":"app"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runIn(t, tmp, nil, oras, "attach", "--plain-http", "--artifact-type", "application/spdx+json", at, "sbom.spdx.json")
+	sbomA := orasDiscover(t, oras, at, "--plain-http")
+	sigTag := layout.CosignTag(img.Digest, ".sig")
+	sigA := regRawDigest(t, "--tls-verify=false", "docker://"+refA+":"+sigTag)
+	if len(sbomA) != 1 {
+		t.Fatalf("oras discover in A: %v", sbomA)
+	}
+
+	d1, d2 := filepath.Join(tmp, "d1"), filepath.Join(tmp, "d2")
+	tarball := filepath.Join(tmp, "all.tar")
+	e.sync("docker://"+refA, d1)
+	e.sync(d1, "oci-archive:"+tarball)
+	e.sync("oci-archive:"+tarball, d2)
+	for _, d := range []string{d1, d2} {
+		fsckClean(t, d)
+		for name := range syncNames(t, d) {
+			if name != "" {
+				mustRun(t, "skopeo", "inspect", "--raw", "oci:"+d+":"+name)
+			}
+		}
+	}
+	e.sync(d2, "docker://"+regB.listen+"/mirror")
+
+	refB := regB.listen + "/mirror/app"
+	if got := regRawDigest(t, "--tls-verify=false", "docker://"+refB+":v1"); got != img.Digest {
+		t.Fatalf("image in B is %s, want %s", got, img.Digest)
+	}
+	if got := regRawDigest(t, "--tls-verify=false", "docker://"+refB+":"+sigTag); got != sigA {
+		t.Fatalf("signature in B is %s, want %s", got, sigA)
+	}
+	verify := runIn(t, tmp, nil, cosign, append([]string{"verify", "--key", "cosign.pub", "--insecure-ignore-tlog=true", refB + "@" + img.Digest.String()}, insecure...)...)
+	if !strings.Contains(verify, img.Digest.String()) {
+		t.Fatalf("cosign verify in B: %s", verify)
+	}
+	if got := orasDiscover(t, oras, refB+"@"+img.Digest.String(), "--plain-http"); fmt.Sprint(got) != fmt.Sprint(sbomA) {
+		t.Fatalf("oras discover in B: %v, want %v", got, sbomA)
+	}
+	// Again: nothing moves, the referrers included.
+	if s := e.sync(d2, "docker://"+regB.listen+"/mirror"); s.Copied != 0 {
+		t.Fatalf("second sync to B: %+v", s)
+	}
+}
