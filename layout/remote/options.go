@@ -132,8 +132,8 @@ type options struct {
 	// found are the blobs a pull found in the layout once it came to
 	// store them (another pull stored them meanwhile): reported as
 	// existing, not as downloaded.
-	found *sync.Map
-	referrers         bool
+	found     *sync.Map
+	referrers bool
 	// referrerList, when haveReferrerList, is what Push sends as the
 	// image's referrers (WithReferrerList).
 	referrerList     []layout.Referrer
