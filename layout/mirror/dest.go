@@ -122,7 +122,7 @@ func (s *syncer) intoRegistry(ctx context.Context, srcs []Source, d destination)
 	byDst := map[string]push{}
 	for _, p := range pushes {
 		if o, ok := byDst[p.dst]; ok && o.desc.Digest != p.desc.Digest {
-			return fmt.Errorf("%w: %s would be %s (%s) and %s (%s); --scoped keeps whole source names", ErrNameClash, p.dst, o.desc.Digest, o.source, p.desc.Digest, p.source)
+			return fmt.Errorf("%w: %s would be %s (%s) and %s (%s)", ErrNameClash, p.dst, o.desc.Digest, o.source, p.desc.Digest, p.source)
 		}
 		byDst[p.dst] = p
 	}
@@ -134,7 +134,12 @@ func (s *syncer) intoRegistry(ctx context.Context, srcs []Source, d destination)
 func (s *syncer) pushesOf(l *layout.Layout, source string, imgs []transport.Image, d destination) ([]push, error) {
 	var out []push
 	for _, img := range imgs {
-		for _, n := range img.Names {
+		names := img.Names
+		if len(names) == 0 && strings.Contains(img.FullName, "@") {
+			// Kept by digest (a list's sha256:...): pushed by digest.
+			names = []string{img.FullName}
+		}
+		for _, n := range names {
 			dst, err := destName(n, l.Dir(), d, s.o.Scoped)
 			if err != nil {
 				return nil, err

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 
@@ -224,6 +225,14 @@ func Sync(ctx context.Context, srcs []Source, dest string, o Options) (*Summary,
 	case toRegistry:
 		err = s.intoRegistry(ctx, srcs, d)
 	}
+	// Images finish in any order; the summary lists them by name.
+	sort.SliceStable(s.sum.Images, func(i, j int) bool {
+		a, b := s.sum.Images[i], s.sum.Images[j]
+		if a.Name != b.Name {
+			return a.Name < b.Name
+		}
+		return a.Source < b.Source
+	})
 	return &s.sum, err
 }
 
