@@ -224,7 +224,7 @@ func syncWorkload(e *env, k compression.Kind) *workload {
 		Label: "skopeo sync --src docker --dest dir", Role: rolePeer, Tools: []string{"skopeo", "docker-registry"},
 		Setup: setup,
 		Argv: func(w *work) []string {
-			return []string{"skopeo", "sync", "-q", "--src", "docker", "--dest", "dir", "--src-tls-verify=false", repoName, dst(w)}
+			return []string{"skopeo", "sync", "--src", "docker", "--dest", "dir", "--src-tls-verify=false", repoName, dst(w)}
 		},
 		Check: func(w *work) error {
 			n, err := dirSize(dst(w))
