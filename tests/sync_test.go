@@ -182,6 +182,14 @@ func TestSyncRegistryToLayout(t *testing.T) {
 	if names := syncNames(t, fromList); len(names) != 2 || names[host+"/team/tool:1"] != imgs[2].Digest || names[host+"/team/app:v1"] != imgs[0].Digest {
 		t.Fatalf("--from-file synced %v", names)
 	}
+	// A failed sync into a new directory leaves no layout behind.
+	gone := filepath.Join(tmp, "gone")
+	if r := e.run("sync", "docker://"+host+"/team/nothing:1", gone); r.Code != 1 {
+		t.Fatalf("sync of a missing tag: exit %d: %s", r.Code, r.Stderr)
+	}
+	if _, err := os.Stat(gone); !os.IsNotExist(err) {
+		t.Fatalf("a failed sync left %s: %v", gone, err)
+	}
 	if r := e.run("sync", "--from-file", list, "--bogus", fromList); r.Code != 2 {
 		t.Fatalf("unknown flag: exit %d", r.Code)
 	}

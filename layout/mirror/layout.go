@@ -44,7 +44,28 @@ func (s *syncer) intoLayoutDir(ctx context.Context, srcs []Source, dir string) e
 		return err
 	}
 	defer l.Close()
-	return s.intoLayout(ctx, l, srcs)
+	err = s.intoLayout(ctx, l, srcs)
+	if err != nil && l.Created() && !holdsFiles(filepath.Join(l.Dir(), layout.BlobsDir), remote.PartialDir(l)) {
+		// Nothing came: leave no layout the user did not have (what did
+		// come stays, for the next run to resume from).
+		_, _ = l.Undo()
+	}
+	return err
+}
+
+// holdsFiles says whether any of dirs holds a regular file.
+func holdsFiles(dirs ...string) bool {
+	found := false
+	for _, d := range dirs {
+		_ = filepath.WalkDir(d, func(_ string, e fs.DirEntry, err error) error {
+			if err == nil && e.Type().IsRegular() {
+				found = true
+				return filepath.SkipAll
+			}
+			return nil
+		})
+	}
+	return found
 }
 
 // intoLayout copies every source's images into l: layouts and archives
