@@ -112,6 +112,10 @@ func repositoryOf(name string) string {
 // of cosign's tags, or an untagged manifest or index with a subject.
 func (l *Layout) isReferrerEntry(e ocispec.Descriptor) bool { return l.subjectOf(e) != "" }
 
+// IsReferrer reports whether the manifest or index d points at has a
+// subject: whether it is a referrer.
+func (l *Layout) IsReferrer(d ocispec.Descriptor) bool { return l.subjectOf(stripName(d)) != "" }
+
 // subjectOf is the subject of an index.json entry that is a referrer (see
 // isReferrerEntry), else "".
 func (l *Layout) subjectOf(e ocispec.Descriptor) digest.Digest {
