@@ -176,7 +176,7 @@ func (a *scanned) withoutReferrers(ctx context.Context, tmp *layout.Layout, imgs
 		kept = append(kept, img)
 	}
 	if len(kept) == 0 {
-		return nil, fmt.Errorf("%w: it holds only referrers (signatures, SBOMs); read them with their images", ErrNoImage)
+		return nil, fmt.Errorf("%w: it holds only referrers (signatures, SBOMs), not their images", ErrNoImage)
 	}
 	return kept, nil
 }
