@@ -281,3 +281,34 @@ func TestIndexCreatePush(t *testing.T) {
 		t.Errorf("pulled %s, want %s", got, d)
 	}
 }
+
+// A docker-archive saved with --referrers (an SBOM untagged and a cosign
+// signature named in the archive's OCI part) still loads and runs in
+// Docker 26, with either image store.
+func TestDocker26LoadsArchiveWithReferrers(t *testing.T) {
+	src := d26Image(t)
+	tmp := t.TempDir()
+	if err := os.WriteFile(filepath.Join(tmp, "sbom.json"), []byte(`{"spdxVersion":"SPDX-2.3"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	strata(t, "attach", "--artifact-type", "application/spdx+json", src+":"+d26Layered, filepath.Join(tmp, "sbom.json"))
+	img := d26Read(t, src, d26Layered)
+	l, err := layout.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := regPutImage(t, src, "", ocispec.Platform{OS: "linux", Architecture: "amd64"}, nil)
+	if err := l.Tag(sig, "example.com/strata/layered:"+layout.CosignTag(img.Descriptor.Digest, ".sig")); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	archive := filepath.Join(tmp, "with-referrers.tar")
+	strata(t, "save", "--referrers", "-o", archive, src+":"+d26Layered)
+	for _, store := range docker26Stores {
+		t.Run(store.name, func(t *testing.T) {
+			e := startDocker26(t, store.containerd)
+			d26Loaded(t, e, e.must(t, "load", "-i", archive), d26Layered)
+			d26Run(t, e, d26Layered, d26LayeredOut)
+		})
+	}
+}
