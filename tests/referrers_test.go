@@ -312,3 +312,42 @@ func TestDocker26LoadsArchiveWithReferrers(t *testing.T) {
 		})
 	}
 }
+
+// The referrers of a multi-platform image's platform manifests come with
+// the platforms pulled, and only with them.
+func TestReferrersPlatforms(t *testing.T) {
+	oras := needTool(t, "oras")
+	reg := regStart(t, regConfig{})
+	tmp := t.TempDir()
+	src := filepath.Join(tmp, "src")
+	idx, _, arm := regPutMultiImage(t, src, "multi", 11)
+	ref := reg.listen + "/multi/app"
+	strata(t, "push", src+":multi", ref+":v1")
+	if err := os.WriteFile(filepath.Join(tmp, "arm.txt"), []byte("arm64 notes\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runIn(t, tmp, nil, oras, "attach", "--plain-http", "--artifact-type", "application/vnd.example.notes", ref+"@"+arm.Digest.String(), "arm.txt")
+	runIn(t, tmp, nil, oras, "attach", "--plain-http", "--artifact-type", "application/vnd.example.index-notes", ref+"@"+idx.Digest.String(), "arm.txt")
+
+	all := filepath.Join(tmp, "all")
+	strata(t, "pull", "--all-platforms", "--referrers", ref+":v1", all+":app")
+	if got := referrerDigests(t, all+":app"); len(got) != 2 {
+		t.Errorf("all platforms: referrers %v, want the index's and arm64's", got)
+	}
+	amd := filepath.Join(tmp, "amd")
+	strata(t, "pull", "--platform", "linux/amd64", "--referrers", ref+":v1", amd+":app")
+	if got := referrerDigests(t, amd+":app"); len(got) != 0 {
+		t.Errorf("amd64 alone: referrers %v, want none", got)
+	}
+	armDir := filepath.Join(tmp, "arm")
+	strata(t, "pull", "--platform", "linux/arm64", "--referrers", ref+":v1", armDir+":app")
+	if got := referrerDigests(t, armDir+":app"); len(got) != 1 {
+		t.Errorf("arm64 alone: referrers %v, want arm64's", got)
+	}
+	// Pushed elsewhere whole, the referrers follow.
+	strata(t, "push", "--referrers", all+":app", reg.listen+"/copy/app:v1")
+	if got := orasDiscover(t, oras, reg.listen+"/copy/app@"+arm.Digest.String(), "--plain-http"); len(got) != 1 {
+		t.Errorf("oras discover of arm64 in the copy: %v", got)
+	}
+	regFsck(t, all)
+}
