@@ -182,7 +182,7 @@ func (h *manifestHead) referrerDescriptor(d ocispec.Descriptor) ocispec.Descript
 type ReferrerIndex struct {
 	l  *Layout
 	by map[digest.Digest][]Referrer
-	// entries are the untagged index.json entries that are referrers.
+	// untagged are the untagged index.json entries that are referrers.
 	untagged map[digest.Digest]Referrer
 	n        int
 }
@@ -371,19 +371,56 @@ func IsReferrerName(name string) bool {
 	return ok
 }
 
-// manifestsOf lists the digests of the manifests and indexes of root's
-// graph, root first.
+// manifestsOf lists the digests of root and of the manifests and indexes
+// it lists when it is an index, nested ones too, root first: what can
+// have referrers in root's graph. Only indexes are read, so an index
+// whose platform manifests are not all in the layout is no error.
 func (l *Layout) manifestsOf(root ocispec.Descriptor) ([]digest.Digest, error) {
 	var out []digest.Digest
 	seen := map[digest.Digest]bool{}
-	err := l.Walk(root, func(d ocispec.Descriptor, b []byte) error {
-		if b != nil && !seen[d.Digest] {
-			seen[d.Digest] = true
-			out = append(out, d.Digest)
+	var visit func(d ocispec.Descriptor, depth int) error
+	visit = func(d ocispec.Descriptor, depth int) error {
+		if seen[d.Digest] {
+			return nil
+		}
+		if depth > 16 {
+			return fmt.Errorf("%s: indexes nested too deeply", d.Digest)
+		}
+		seen[d.Digest] = true
+		out = append(out, d.Digest)
+		if d = l.typed(d); !IsIndex(d.MediaType) {
+			return nil
+		}
+		idx, err := l.ReadIndex(d)
+		if err != nil {
+			return err
+		}
+		for _, c := range idx.Manifests {
+			if c.MediaType == "" || IsIndex(c.MediaType) || IsManifest(c.MediaType) {
+				if err := visit(c, depth+1); err != nil {
+					return err
+				}
+			}
 		}
 		return nil
-	})
+	}
+	err := visit(root, 0)
 	return out, err
+}
+
+// Direct lists the direct referrers of root and of the manifests and
+// indexes it lists (an index's platform manifests have their own), in
+// that order; with artifactType set, only those of that type.
+func (ri *ReferrerIndex) Direct(root ocispec.Descriptor, artifactType string) ([]Referrer, error) {
+	subjects, err := ri.l.manifestsOf(root)
+	if err != nil {
+		return nil, err
+	}
+	var out []Referrer
+	for _, s := range subjects {
+		out = append(out, ri.Of(s, artifactType)...)
+	}
+	return out, nil
 }
 
 // Referrers lists the direct referrers of subject in the layout (see
