@@ -52,7 +52,7 @@ func (l *Layout) CreateIndex(ctx context.Context, name string, srcs []IndexSourc
 		return ocispec.Descriptor{}, err
 	}
 	if _, err := l.Resolve(name); err == nil {
-		return ocispec.Descriptor{}, fmt.Errorf("%s:%s: %w (use index add to change it)", l.dir, name, ErrNameTaken)
+		return ocispec.Descriptor{}, fmt.Errorf("%s:%s: %w", l.dir, name, ErrNameTaken)
 	} else if !errors.Is(err, ErrRefNotFound) {
 		return ocispec.Descriptor{}, err
 	}

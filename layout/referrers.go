@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"regexp"
-	"strings"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
@@ -52,65 +50,13 @@ type Referrer struct {
 	Tag string `json:"tag,omitempty"`
 }
 
-// CosignSuffixes are the tag suffixes of cosign's signatures,
-// attestations and SBOMs.
-var CosignSuffixes = []string{".sig", ".att", ".sbom"}
-
-// CosignTag is the tag cosign stores an artifact of subject under:
-// sha256-<hex> and suffix (".sig", ".att" or ".sbom").
-func CosignTag(subject digest.Digest, suffix string) string {
-	return subject.Algorithm().String() + "-" + subject.Encoded() + suffix
-}
-
-var cosignTagRE = regexp.MustCompile(`^(sha256|sha384|sha512)-([0-9a-f]{64,128})\.(sig|att|sbom)$`)
-
-// ParseCosignTag reports whether tag is one of cosign's artifact tags and
-// returns the digest of its subject.
-func ParseCosignTag(tag string) (digest.Digest, bool) {
-	m := cosignTagRE.FindStringSubmatch(tag)
-	if m == nil {
-		return "", false
-	}
-	d := digest.NewDigestFromEncoded(digest.Algorithm(m[1]), m[2])
-	if d.Validate() != nil {
-		return "", false
-	}
-	return d, true
-}
-
-// tagOf is the tag part of a stored name: v1 of localhost/app:v1, and a
-// bare tag itself. A name without a tag gives "".
-func tagOf(name string) string {
-	if IsBareTag(name) {
-		return name
-	}
-	if strings.Contains(name, "@") {
-		return ""
-	}
-	if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
-		return name[i+1:]
-	}
-	return ""
-}
-
-// repositoryOf is the repository part of a stored name (localhost/app of
-// localhost/app:v1); "" for a bare tag.
-func repositoryOf(name string) string {
-	if IsBareTag(name) {
-		return ""
-	}
-	if i := strings.IndexByte(name, '@'); i >= 0 {
-		name = name[:i]
-	}
-	if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
-		name = name[:i]
-	}
-	return name
-}
-
 // isReferrerEntry reports whether an index.json entry is a referrer: one
 // of cosign's tags, or an untagged manifest or index with a subject.
 func (l *Layout) isReferrerEntry(e ocispec.Descriptor) bool { return l.subjectOf(e) != "" }
+
+// IsReferrer reports whether the manifest or index d points at has a
+// subject: whether it is a referrer.
+func (l *Layout) IsReferrer(d ocispec.Descriptor) bool { return l.subjectOf(stripName(d)) != "" }
 
 // subjectOf is the subject of an index.json entry that is a referrer (see
 // isReferrerEntry), else "".
@@ -178,7 +124,7 @@ func (h *manifestHead) referrerDescriptor(d ocispec.Descriptor) ocispec.Descript
 type ReferrerIndex struct {
 	l  *Layout
 	by map[digest.Digest][]Referrer
-	// entries are the untagged index.json entries that are referrers.
+	// untagged are the untagged index.json entries that are referrers.
 	untagged map[digest.Digest]Referrer
 	n        int
 }
@@ -367,19 +313,56 @@ func IsReferrerName(name string) bool {
 	return ok
 }
 
-// manifestsOf lists the digests of the manifests and indexes of root's
-// graph, root first.
+// manifestsOf lists the digests of root and of the manifests and indexes
+// it lists when it is an index, nested ones too, root first: what can
+// have referrers in root's graph. Only indexes are read, so an index
+// whose platform manifests are not all in the layout is no error.
 func (l *Layout) manifestsOf(root ocispec.Descriptor) ([]digest.Digest, error) {
 	var out []digest.Digest
 	seen := map[digest.Digest]bool{}
-	err := l.Walk(root, func(d ocispec.Descriptor, b []byte) error {
-		if b != nil && !seen[d.Digest] {
-			seen[d.Digest] = true
-			out = append(out, d.Digest)
+	var visit func(d ocispec.Descriptor, depth int) error
+	visit = func(d ocispec.Descriptor, depth int) error {
+		if seen[d.Digest] {
+			return nil
+		}
+		if depth > 16 {
+			return fmt.Errorf("%s: indexes nested too deeply", d.Digest)
+		}
+		seen[d.Digest] = true
+		out = append(out, d.Digest)
+		if d = l.typed(d); !IsIndex(d.MediaType) {
+			return nil
+		}
+		idx, err := l.ReadIndex(d)
+		if err != nil {
+			return err
+		}
+		for _, c := range idx.Manifests {
+			if c.MediaType == "" || IsIndex(c.MediaType) || IsManifest(c.MediaType) {
+				if err := visit(c, depth+1); err != nil {
+					return err
+				}
+			}
 		}
 		return nil
-	})
+	}
+	err := visit(root, 0)
 	return out, err
+}
+
+// Direct lists the direct referrers of root and of the manifests and
+// indexes it lists (an index's platform manifests have their own), in
+// that order; with artifactType set, only those of that type.
+func (ri *ReferrerIndex) Direct(root ocispec.Descriptor, artifactType string) ([]Referrer, error) {
+	subjects, err := ri.l.manifestsOf(root)
+	if err != nil {
+		return nil, err
+	}
+	var out []Referrer
+	for _, s := range subjects {
+		out = append(out, ri.Of(s, artifactType)...)
+	}
+	return out, nil
 }
 
 // Referrers lists the direct referrers of subject in the layout (see

@@ -167,7 +167,9 @@ func (l *Layout) List() ([]Entry, error) {
 	out := make([]Entry, 0, len(idx.Manifests))
 	for _, m := range idx.Manifests {
 		e := Entry{Name: m.Annotations[AnnotationRefName], Descriptor: m, Subject: l.subjectOf(m)}
-		if ps, err := l.Platforms(m); err != nil {
+		if e.Subject != "" {
+			// A signature or an SBOM runs on no platform.
+		} else if ps, err := l.Platforms(m); err != nil {
 			e.Err = err.Error()
 		} else {
 			for _, p := range ps {

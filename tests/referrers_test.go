@@ -281,3 +281,73 @@ func TestIndexCreatePush(t *testing.T) {
 		t.Errorf("pulled %s, want %s", got, d)
 	}
 }
+
+// A docker-archive saved with --referrers (an SBOM untagged and a cosign
+// signature named in the archive's OCI part) still loads and runs in
+// Docker 26, with either image store.
+func TestDocker26LoadsArchiveWithReferrers(t *testing.T) {
+	src := d26Image(t)
+	tmp := t.TempDir()
+	if err := os.WriteFile(filepath.Join(tmp, "sbom.json"), []byte(`{"spdxVersion":"SPDX-2.3"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	strata(t, "attach", "--artifact-type", "application/spdx+json", src+":"+d26Layered, filepath.Join(tmp, "sbom.json"))
+	img := d26Read(t, src, d26Layered)
+	l, err := layout.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := regPutImage(t, src, "", ocispec.Platform{OS: "linux", Architecture: "amd64"}, nil)
+	if err := l.Tag(sig, "example.com/strata/layered:"+layout.CosignTag(img.Descriptor.Digest, ".sig")); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	archive := filepath.Join(tmp, "with-referrers.tar")
+	strata(t, "save", "--referrers", "-o", archive, src+":"+d26Layered)
+	for _, store := range docker26Stores {
+		t.Run(store.name, func(t *testing.T) {
+			e := startDocker26(t, store.containerd)
+			d26Loaded(t, e, e.must(t, "load", "-i", archive), d26Layered)
+			d26Run(t, e, d26Layered, d26LayeredOut)
+		})
+	}
+}
+
+// The referrers of a multi-platform image's platform manifests come with
+// the platforms pulled, and only with them.
+func TestReferrersPlatforms(t *testing.T) {
+	oras := needTool(t, "oras")
+	reg := regStart(t, regConfig{})
+	tmp := t.TempDir()
+	src := filepath.Join(tmp, "src")
+	idx, _, arm := regPutMultiImage(t, src, "multi", 11)
+	ref := reg.listen + "/multi/app"
+	strata(t, "push", src+":multi", ref+":v1")
+	if err := os.WriteFile(filepath.Join(tmp, "arm.txt"), []byte("arm64 notes\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runIn(t, tmp, nil, oras, "attach", "--plain-http", "--artifact-type", "application/vnd.example.notes", ref+"@"+arm.Digest.String(), "arm.txt")
+	runIn(t, tmp, nil, oras, "attach", "--plain-http", "--artifact-type", "application/vnd.example.index-notes", ref+"@"+idx.Digest.String(), "arm.txt")
+
+	all := filepath.Join(tmp, "all")
+	strata(t, "pull", "--all-platforms", "--referrers", ref+":v1", all+":app")
+	if got := referrerDigests(t, all+":app"); len(got) != 2 {
+		t.Errorf("all platforms: referrers %v, want the index's and arm64's", got)
+	}
+	amd := filepath.Join(tmp, "amd")
+	strata(t, "pull", "--platform", "linux/amd64", "--referrers", ref+":v1", amd+":app")
+	if got := referrerDigests(t, amd+":app"); len(got) != 0 {
+		t.Errorf("amd64 alone: referrers %v, want none", got)
+	}
+	armDir := filepath.Join(tmp, "arm")
+	strata(t, "pull", "--platform", "linux/arm64", "--referrers", ref+":v1", armDir+":app")
+	if got := referrerDigests(t, armDir+":app"); len(got) != 1 {
+		t.Errorf("arm64 alone: referrers %v, want arm64's", got)
+	}
+	// Pushed elsewhere whole, the referrers follow.
+	strata(t, "push", "--referrers", all+":app", reg.listen+"/copy/app:v1")
+	if got := orasDiscover(t, oras, reg.listen+"/copy/app@"+arm.Digest.String(), "--plain-http"); len(got) != 1 {
+		t.Errorf("oras discover of arm64 in the copy: %v", got)
+	}
+	regFsck(t, all)
+}

@@ -38,6 +38,8 @@ func hintFor(err error) string {
 		return "; --scoped keeps whole source names apart"
 	case errors.Is(err, archive.ErrIncomplete):
 		return "; it is a delta bundle (save --since) whose base this layout lacks: load the base first, or make the bundle again --since this layout's inventory"
+	case errors.Is(err, layout.ErrNameTaken):
+		return " (strata index add changes an index; strata rm frees the name)"
 	case errors.Is(err, layout.ErrZstdDocker):
 		return "; recompress with --compression gzip"
 	case errors.As(err, &notUndone):

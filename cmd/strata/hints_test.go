@@ -37,6 +37,7 @@ func TestHintFor(t *testing.T) {
 		{"partial index", fmt.Errorf("push d:r: missing (%w)", remote.ErrPartialIndex), ": push what it holds with --platform"},
 		{"zstd in docker", fmt.Errorf("convert: %w", layout.ErrZstdDocker), "; recompress with --compression gzip"},
 		{"blobs kept", &transport.NotUndoneError{Err: errors.New("copy failed"), Dest: "oci:d", Undone: layout.Undone{Kept: 2, Busy: true}}, "; strata gc removes those no image uses"},
+		{"index name taken", fmt.Errorf("d:app: %w", layout.ErrNameTaken), " (strata index add changes an index; strata rm frees the name)"},
 		{"other", errors.New("other"), ""},
 	}
 	for _, tt := range tests {

@@ -67,7 +67,7 @@ func runReferrers(cmd *cobra.Command, arg, artifactType string, asJSON bool) err
 	}
 	root := &referrerNode{Reference: arg, Descriptor: bareDesc(desc)}
 	seen := map[digest.Digest]bool{desc.Digest: true}
-	if err := addReferrers(l, ri, root, desc, artifactType, seen); err != nil {
+	if err := addReferrers(ri, root, desc, artifactType, seen); err != nil {
 		return err
 	}
 	out := cmd.OutOrStdout()
@@ -85,32 +85,22 @@ func runReferrers(cmd *cobra.Command, arg, artifactType string, asJSON bool) err
 
 // addReferrers fills node with the referrers of d's graph (an index's
 // platform manifests have theirs too), and theirs below them.
-func addReferrers(l *layout.Layout, ri *layout.ReferrerIndex, node *referrerNode, d ocispec.Descriptor, artifactType string, seen map[digest.Digest]bool) error {
-	subjects := []digest.Digest{d.Digest}
-	err := l.Walk(d, func(c ocispec.Descriptor, b []byte) error {
-		if b != nil && c.Digest != d.Digest {
-			subjects = append(subjects, c.Digest)
-		}
-		return nil
-	})
+func addReferrers(ri *layout.ReferrerIndex, node *referrerNode, d ocispec.Descriptor, artifactType string, seen map[digest.Digest]bool) error {
+	refs, err := ri.Direct(d, artifactType)
 	if err != nil {
 		return err
 	}
-	for _, s := range subjects {
-		for _, r := range ri.Of(s, artifactType) {
-			if seen[r.Descriptor.Digest] {
-				continue
-			}
-			seen[r.Descriptor.Digest] = true
-			child := &referrerNode{Descriptor: r.Descriptor, Tag: r.Tag}
-			if err := addReferrers(l, ri, child, r.Descriptor, "", seen); err != nil {
-				return err
-			}
-			node.Referrers = append(node.Referrers, child)
+	node.Referrers = []*referrerNode{}
+	for _, r := range refs {
+		if seen[r.Descriptor.Digest] {
+			continue
 		}
-	}
-	if node.Referrers == nil {
-		node.Referrers = []*referrerNode{}
+		seen[r.Descriptor.Digest] = true
+		child := &referrerNode{Descriptor: r.Descriptor, Tag: r.Tag}
+		if err := addReferrers(ri, child, r.Descriptor, "", seen); err != nil {
+			return err
+		}
+		node.Referrers = append(node.Referrers, child)
 	}
 	return nil
 }

@@ -115,6 +115,8 @@ func Read(ctx context.Context, r io.Reader, dst *layout.Layout, opts ReadOptions
 		if ri, imgs, err = a.referrerIndex(ctx, tmp, imgs); err != nil {
 			return nil, err
 		}
+	} else if imgs, err = a.withoutReferrers(ctx, tmp, imgs); err != nil {
+		return nil, err
 	}
 	if err := a.check(ctx, tmp, imgs, layers, opts.Copy, from); err != nil {
 		return nil, err
@@ -157,6 +159,36 @@ func (a *scanned) referrerIndex(ctx context.Context, tmp *layout.Layout, imgs []
 		kept = append(kept, img)
 	}
 	return ri, kept, nil
+}
+
+// withoutReferrers leaves out of imgs the untagged referrers (signatures,
+// SBOMs): without ReadOptions.Referrers they stay behind, as copies leave
+// them.
+func (a *scanned) withoutReferrers(ctx context.Context, tmp *layout.Layout, imgs []Image) ([]Image, error) {
+	var roots []ocispec.Descriptor
+	for _, img := range imgs {
+		if len(img.Names) == 0 {
+			roots = append(roots, img.Descriptor)
+		}
+	}
+	if len(roots) == 0 {
+		return imgs, nil
+	}
+	ri, err := tmp.ReferrerIndexOf(ctx, roots)
+	if err != nil {
+		return nil, err
+	}
+	kept := imgs[:0]
+	for _, img := range imgs {
+		if _, ok := ri.IsUntaggedReferrer(img.Descriptor.Digest); ok && len(img.Names) == 0 {
+			continue
+		}
+		kept = append(kept, img)
+	}
+	if len(kept) == 0 {
+		return nil, fmt.Errorf("%w: it holds only referrers (signatures, SBOMs), not their images", ErrNoImage)
+	}
+	return kept, nil
 }
 
 // checkReferrers finds the referrers of each image as selected and checks

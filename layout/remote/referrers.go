@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -30,6 +31,9 @@ import (
 // tag where the registry has no referrers API, and cosign's artifacts
 // under their tags. Digests stay as they are, so signatures verify on
 // the far side.
+//
+// A pull that finds the image in the layout without asking the registry
+// (PullMissing, PullNever) asks for no referrers either.
 func WithReferrers() Option { return func(o *options) { o.referrers = true } }
 
 // WithReferrerList makes Push push refs (whose blobs are in the layout)
@@ -60,26 +64,30 @@ func manifestsIn(l *layout.Layout, root ocispec.Descriptor) ([]ocispec.Descripto
 }
 
 // referrers pulls the referrers of root's graph (already in the layout)
-// and theirs in turn.
+// and theirs in turn, a level at a time: the registry is asked about
+// every subject of a level at once (o.concurrency requests), then what
+// it names is pulled.
 func (g *graphPull) referrers(ctx context.Context, repo *remote.Repository, root ocispec.Descriptor) ([]layout.Referrer, error) {
-	queue, err := manifestsIn(g.l, root)
+	level, err := manifestsIn(g.l, root)
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", g.ref, err)
 	}
 	done := map[digest.Digest]bool{}
 	seen := map[string]bool{}
 	var out []layout.Referrer
-	for len(queue) > 0 {
-		s := queue[0]
-		queue = queue[1:]
-		if done[s.Digest] {
-			continue
+	for len(level) > 0 {
+		var subjects []ocispec.Descriptor
+		for _, s := range level {
+			if !done[s.Digest] {
+				done[s.Digest] = true
+				subjects = append(subjects, s)
+			}
 		}
-		done[s.Digest] = true
-		found, err := g.referrersOf(ctx, repo, s)
+		found, err := g.referrersOfAll(ctx, repo, subjects)
 		if err != nil {
 			return nil, err
 		}
+		level = nil
 		for _, r := range found {
 			key := r.Descriptor.Digest.String() + " " + r.Tag
 			if seen[key] {
@@ -90,22 +98,54 @@ func (g *graphPull) referrers(ctx context.Context, repo *remote.Repository, root
 			if !layout.IsManifest(d.MediaType) && !layout.IsIndex(d.MediaType) {
 				// Referrers are manifests or indexes; anything else
 				// is no referrer strata can keep.
-				g.o.warnf("%s: referrer %s of %s has media type %q: left behind", g.ref, d.Digest, s.Digest, d.MediaType)
+				g.o.warnf("%s: referrer %s of %s has media type %q: left behind", g.ref, d.Digest, r.Subject, d.MediaType)
 				continue
 			}
 			if err := checkDeclared(d); err != nil {
-				return nil, fmt.Errorf("pull referrer of %s: %w", s.Digest, err)
+				return nil, fmt.Errorf("pull referrer of %s: %w", r.Subject, err)
 			}
 			if err := g.copy(ctx, d); err != nil {
-				return nil, fmt.Errorf("referrer %s of %s: %w", d.Digest, s.Digest, err)
+				return nil, fmt.Errorf("referrer %s of %s: %w", d.Digest, r.Subject, err)
 			}
 			out = append(out, r)
 			sub, err := manifestsIn(g.l, d)
 			if err != nil {
-				return nil, fmt.Errorf("referrer %s of %s: %w", d.Digest, s.Digest, err)
+				return nil, fmt.Errorf("referrer %s of %s: %w", d.Digest, r.Subject, err)
 			}
-			queue = append(queue, sub...)
+			level = append(level, sub...)
 		}
+	}
+	return out, nil
+}
+
+// referrersOfAll asks about every subject at once, at most o.concurrency
+// at a time, and returns what it found in the subjects' order.
+func (g *graphPull) referrersOfAll(ctx context.Context, repo *remote.Repository, subjects []ocispec.Descriptor) ([]layout.Referrer, error) {
+	found := make([][]layout.Referrer, len(subjects))
+	errs := make([]error, len(subjects))
+	sem := make(chan struct{}, max(1, g.o.concurrency))
+	var wg sync.WaitGroup
+	for i, s := range subjects {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				errs[i] = ctx.Err()
+				return
+			}
+			defer func() { <-sem }()
+			found[i], errs[i] = g.referrersOf(ctx, repo, s)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	var out []layout.Referrer
+	for _, f := range found {
+		out = append(out, f...)
 	}
 	return out, nil
 }

@@ -78,45 +78,70 @@ func (s *ociSource) Local(opts Options) (*layout.Layout, []Image, error) {
 
 func (s *ociSource) resolve(l *layout.Layout, opts Options) ([]Image, error) {
 	if s.ref == "" && opts.All {
-		idx, err := l.Index()
-		if err != nil {
-			return nil, err
+		imgs, err := s.resolveAll(l)
+		if err != nil || opts.Referrers {
+			return imgs, err
 		}
-		var out []Image
-		pos := map[digest.Digest]int{}
-		for _, m := range idx.Manifests {
-			i, ok := pos[m.Digest]
-			if !ok {
-				i = len(out)
-				pos[m.Digest] = i
-				d := m
-				d.Annotations = nil
-				for k, v := range m.Annotations {
-					if k != layout.AnnotationRefName {
-						if d.Annotations == nil {
-							d.Annotations = map[string]string{}
-						}
-						d.Annotations[k] = v
-					}
-				}
-				out = append(out, Image{Descriptor: d})
+		// Untagged referrers come only with Referrers, as their images'.
+		kept := imgs[:0]
+		for _, img := range imgs {
+			if len(img.Names) == 0 && l.IsReferrer(img.Descriptor) {
+				continue
 			}
-			if n := m.Annotations[layout.AnnotationRefName]; n != "" {
-				out[i].Names = append(out[i].Names, n)
-			}
-			if out[i].FullName == "" {
-				out[i].FullName = m.Annotations[layout.AnnotationImageName]
-			}
+			kept = append(kept, img)
 		}
-		if len(out) == 0 {
-			return nil, fmt.Errorf("layout %s holds no images", s.dir)
+		if len(kept) == 0 {
+			return nil, fmt.Errorf("layout %s holds no images but referrers", s.dir)
 		}
-		return out, nil
+		return kept, nil
 	}
 	desc, err := l.Resolve(s.ref)
 	if err != nil {
 		return nil, err
 	}
+	return []Image{s.image(desc)}, nil
+}
+
+// resolveAll lists every image of index.json with all its names.
+func (s *ociSource) resolveAll(l *layout.Layout) ([]Image, error) {
+	idx, err := l.Index()
+	if err != nil {
+		return nil, err
+	}
+	var out []Image
+	pos := map[digest.Digest]int{}
+	for _, m := range idx.Manifests {
+		i, ok := pos[m.Digest]
+		if !ok {
+			i = len(out)
+			pos[m.Digest] = i
+			d := m
+			d.Annotations = nil
+			for k, v := range m.Annotations {
+				if k != layout.AnnotationRefName {
+					if d.Annotations == nil {
+						d.Annotations = map[string]string{}
+					}
+					d.Annotations[k] = v
+				}
+			}
+			out = append(out, Image{Descriptor: d})
+		}
+		if n := m.Annotations[layout.AnnotationRefName]; n != "" {
+			out[i].Names = append(out[i].Names, n)
+		}
+		if out[i].FullName == "" {
+			out[i].FullName = m.Annotations[layout.AnnotationImageName]
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("layout %s holds no images", s.dir)
+	}
+	return out, nil
+}
+
+// image is the Image of the entry desc that s.ref found.
+func (s *ociSource) image(desc ocispec.Descriptor) Image {
 	stored, full := desc.Annotations[layout.AnnotationRefName], desc.Annotations[layout.AnnotationImageName]
 	img := Image{Descriptor: desc, FullName: full}
 	// A name typed as it is stored goes on as typed; one found as docker
@@ -145,7 +170,7 @@ func (s *ociSource) resolve(l *layout.Layout, opts Options) ([]Image, error) {
 			img.Descriptor.Annotations[k] = v
 		}
 	}
-	return []Image{img}, nil
+	return img
 }
 
 func (s *ociSource) Fetch(ctx context.Context, dst *layout.Layout, opts Options) (_ []Image, err error) {

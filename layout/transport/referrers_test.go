@@ -179,3 +179,32 @@ func TestCopyAllWithReferrers(t *testing.T) {
 		t.Errorf("referrers %v, want %v", got, want)
 	}
 }
+
+// Without Referrers, --all and an archive read leave untagged referrers
+// behind: they are no images of their own. cosign's named entries are
+// names like any other.
+func TestCopyAllWithoutReferrers(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	img, _ := signedImage(t, src, "example.com/app:v1")
+	all := CopyOptions{Options: Options{All: true}}
+	all.Copy.AllPlatforms = true
+	if _, err := copyNames(t, ctx, "oci:"+src, "oci:"+filepath.Join(dir, "dst"), all); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"example.com/app:" + layout.CosignTag(img, ".sig"), "example.com/app:v1"}
+	if got := layoutNames(t, filepath.Join(dir, "dst")); !slices.Equal(got, want) {
+		t.Errorf("copy --all: %q, want %q", got, want)
+	}
+	with := CopyOptions{Options: Options{Referrers: true}}
+	if _, err := copyNames(t, ctx, "oci:"+src+":example.com/app:v1", "oci-archive:"+filepath.Join(dir, "a.tar"), with); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := copyNames(t, ctx, "oci-archive:"+filepath.Join(dir, "a.tar"), "oci:"+filepath.Join(dir, "loaded"), CopyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := layoutNames(t, filepath.Join(dir, "loaded")); !slices.Equal(got, want) {
+		t.Errorf("load without referrers: %q, want %q", got, want)
+	}
+}
