@@ -77,7 +77,7 @@ runtime keeps its state under the user's store.`,
 		Args:              minArgs(1),
 		ValidArgsFunction: completeFirstRef,
 		RunE: func(c *cobra.Command, args []string) error {
-			return g.runRun(c, f, args)
+			return runError(g.runRun(c, f, args))
 		},
 	}
 	fl := c.Flags()
@@ -137,6 +137,16 @@ func (e runFailed) ExitCode() int {
 	return 125
 }
 
+// runError makes a failure of strata run (not a usage error, nor the
+// command's own status) exit 125 (runFailed).
+func runError(err error) error {
+	var status runStatus
+	if err == nil || errors.As(err, new(usageError)) || errors.As(err, &status) {
+		return err
+	}
+	return runFailed{err}
+}
+
 func (g *globalFlags) runRun(c *cobra.Command, f *runFlags, args []string) error {
 	target, cmdArgs := args[0], args[1:]
 	if len(cmdArgs) > 0 && cmdArgs[0] == "--" {
@@ -158,6 +168,17 @@ func (g *globalFlags) runRun(c *cobra.Command, f *runFlags, args []string) error
 	}
 	if f.driver != "" && f.driver != "vfs" && f.driver != overlay.Name {
 		return usagef("run: --driver %q: want overlay or vfs", f.driver)
+	}
+	// What can fail before the image is unpacked fails first.
+	if o.Runtime, err = srun.LookRuntime(f.runtime); err != nil {
+		return err
+	}
+	for _, m := range o.Mounts {
+		if m.Type == srun.MountBind {
+			if _, err := os.Stat(m.Source); err != nil {
+				return fmt.Errorf("run: bind mount source: %w", err)
+			}
+		}
 	}
 	if userns.Needed() {
 		// The container runs in strata's user namespace, where the
@@ -208,7 +229,7 @@ func (g *globalFlags) runRun(c *cobra.Command, f *runFlags, args []string) error
 		}
 	}
 	if runErr != nil {
-		return runFailed{runErr}
+		return runErr
 	}
 	if code != 0 {
 		return runStatus(code)
