@@ -222,6 +222,13 @@ func (g *globalFlags) runRun(c *cobra.Command, f *runFlags, args []string) error
 	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2)
 	defer signal.Stop(sigs)
 	o.Signals = sigs
+	if err := ctx.Err(); err != nil {
+		// Interrupted before signals went to the container: not run.
+		if done != nil {
+			_ = done()
+		}
+		return err
+	}
 	code, runErr := srun.Run(context.WithoutCancel(ctx), dir, o)
 	if done != nil {
 		if err := done(); err != nil && runErr == nil {
