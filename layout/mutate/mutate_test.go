@@ -316,4 +316,3 @@ func TestParseSetting(t *testing.T) {
 		}
 	}
 }
-
