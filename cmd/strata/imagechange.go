@@ -120,8 +120,13 @@ func (g *globalFlags) changeInLayout(ctx context.Context, c *imageChange) error 
 		return err
 	}
 	name := ""
-	if c.dst != "" {
-		name = strings.TrimPrefix(strings.TrimPrefix(c.dst, "oci:"), dir+":")
+	if rest, ok := strings.CutPrefix(c.dst, "oci:"); ok {
+		// oci:DIR[:NAME], DIR being SRC's layout (inLayout checked it).
+		_, name, _ = strings.Cut(rest, ":")
+	} else {
+		name = strings.TrimPrefix(c.dst, dir+":")
+	}
+	if name != "" {
 		if _, ok := layout.IsDigestRef(name); ok {
 			return usagef("%s: name the new image with a tag, not a digest", c.dst)
 		}

@@ -96,6 +96,11 @@ func TestImageChangeNames(t *testing.T) {
 	if resolve("v1-b") != out2 || resolve("v1") != out {
 		t.Fatalf("NEWREF: v1-b %s, printed %s", resolve("v1-b"), out2)
 	}
+	// The same layout spelt another way, with a transport prefix.
+	out4 := strings.TrimSpace(mustStrata(t, "mutate", f.dir+":v1", "oci:"+f.dir+"/.:v1-d", "--label", "d=1"))
+	if resolve("v1-d") != out4 || resolve("v1") != out {
+		t.Fatalf("oci:SAME:NAME: v1-d %s, printed %s", resolve("v1-d"), out4)
+	}
 	out3 := strings.TrimSpace(mustStrata(t, "mutate", f.dir+":@"+out, "--label", "c=1"))
 	if resolve("@"+out3) != out3 || resolve("v1") != out {
 		t.Fatalf("by digest: a name moved")
