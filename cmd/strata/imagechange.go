@@ -79,6 +79,10 @@ func (g *globalFlags) runImageChange(c *imageChange) error {
 	if c.inLayout() {
 		return g.changeInLayout(ctx, c)
 	}
+	if c.dst != "" && !hasTransport(c.dst) && !strings.ContainsAny(c.dst, ":/") {
+		// A bare name has no layout to go into when SRC is an archive.
+		return usagef("%s: name where the result goes: oci:DIR[:NAME], LAYOUT:NAME, oci-archive:FILE[:NAME] or docker-archive:FILE[:NAME:TAG]", c.dst)
+	}
 	var opts mutate.TransferOptions
 	if strings.HasPrefix(c.dst, "docker-archive:") {
 		// A docker-archive holds one platform's image.

@@ -38,6 +38,7 @@ func TestImageChangeErrors(t *testing.T) {
 		{"mutate digest newref", []string{"mutate", f.dir + ":v1", "@" + f.v1.desc.Digest.String(), "--user", "x"}, 2, []string{"not a digest"}},
 		{"mutate registry", []string{"mutate", "docker://example.com/x:1", "--user", "x"}, 2, []string{"docker://example.com/x:1", "layouts and archives"}},
 		{"mutate stdin archive in place", []string{"mutate", "oci-archive:-", "--user", "x"}, 1, []string{"stdin", "(give NEWREF)"}},
+		{"mutate archive to a bare name", []string{"mutate", "oci-archive:x.tar", "v2", "--user", "x"}, 2, []string{"v2", "name where the result goes"}},
 		{"append bare newref", []string{"append", f.dir + ":v1", notTar, "v9"}, 2, []string{"v9", f.dir + ":v9"}},
 		{"append not a tar", []string{"append", f.dir + ":v1", notTar}, 1, []string{notTar, "not a tar archive"}},
 		{"append stdin twice", []string{"append", f.dir + ":v1", "-", "-"}, 2, []string{"twice"}},
