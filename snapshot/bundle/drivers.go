@@ -74,6 +74,15 @@ var drivers = map[string]driver{
 	},
 }
 
+// CheckDriver returns an error wrapping ErrUnknownDriver when no snapshot
+// driver is called name, so that a command can refuse it before any work.
+func CheckDriver(name string) error {
+	if _, ok := drivers[name]; !ok {
+		return fmt.Errorf("%w %q (have %v)", ErrUnknownDriver, name, driverNames())
+	}
+	return nil
+}
+
 // driverNames lists the names of the snapshot drivers.
 func driverNames() []string {
 	var out []string
@@ -87,9 +96,8 @@ func driverNames() []string {
 // openDriver opens the driver name for the snapshots of s written under
 // owners (a bundle's, which may be another process's), for u.
 func openDriver(name string, s *snapshot.Store, owners *ids.Map, u use) (snapshot.Driver, error) {
-	d, ok := drivers[name]
-	if !ok {
-		return nil, fmt.Errorf("%w %q (have %v)", ErrUnknownDriver, name, driverNames())
+	if err := CheckDriver(name); err != nil {
+		return nil, err
 	}
-	return d.open(s, owners, u)
+	return drivers[name].open(s, owners, u)
 }

@@ -6,15 +6,9 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
-	"net"
-	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
-	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -26,10 +20,12 @@ import (
 // dataset's base image plus a small layer of its own.
 const syncImages = 10
 
-// benchRegistry is a docker-registry on loopback serving the sync and push
-// workloads, started once for the suite (it dies with it: Pdeathsig) and
-// holding syncImages images per compression as bench/<kind>/app:NN.
-type benchRegistry struct {
+// syncRegistry is the registry serving the sync and push workloads (the
+// suite's startRegistry, a docker-registry on loopback that dies with the
+// suite), started once and holding syncImages images per compression as
+// bench/<kind>/app:NN. It is not mutate.go's benchReg: its storage and the
+// images pushed to it are its own, so neither workload times the other's.
+type syncRegistry struct {
 	once sync.Once
 	host string
 	err  error
@@ -38,54 +34,19 @@ type benchRegistry struct {
 	pushed map[compression.Kind]error
 }
 
-var theRegistry = &benchRegistry{pushed: map[compression.Kind]error{}}
+var theRegistry = &syncRegistry{pushed: map[compression.Kind]error{}}
 
 // start runs the registry with its storage in dir.
-func (r *benchRegistry) start(dir string) (string, error) {
-	r.once.Do(func() {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			r.err = err
-			return
-		}
-		addr := ln.Addr().String()
-		ln.Close()
-		conf := filepath.Join(dir, "config.yml")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			r.err = err
-			return
-		}
-		body := fmt.Sprintf("version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n", filepath.Join(dir, "data"), addr)
-		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
-			r.err = err
-			return
-		}
-		cmd := exec.Command("docker-registry", "serve", conf)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			r.err = fmt.Errorf("start docker-registry: %w", err)
-			return
-		}
-		go func() { _ = cmd.Wait() }()
-		for i := 0; i < 200; i++ {
-			resp, err := http.Get("http://" + addr + "/v2/")
-			if err == nil {
-				resp.Body.Close()
-				r.host = addr
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		r.err = fmt.Errorf("docker-registry did not answer on %s", addr)
-	})
+func (r *syncRegistry) start(dir string) (string, error) {
+	r.once.Do(func() { r.host, r.err = startRegistry(dir) })
 	return r.host, r.err
 }
 
 // images makes sure the registry holds the syncImages images of
 // compression k, built from the dataset's base image, and returns the
 // registry's host.
-func (r *benchRegistry) images(e *env, k compression.Kind, cache string) (string, error) {
-	host, err := r.start(filepath.Join(filepath.Dir(filepath.Dir(cache)), "registry"))
+func (r *syncRegistry) images(e *env, k compression.Kind, cache string) (string, error) {
+	host, err := r.start(filepath.Join(filepath.Dir(filepath.Dir(cache)), "sync-registry"))
 	if err != nil {
 		return "", err
 	}

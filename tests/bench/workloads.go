@@ -79,6 +79,7 @@ func workloads(e *env) []*workload {
 		gcWorkload,
 		fsckWorkload,
 		syncWorkload, pushMountedWorkload,
+		mutateWorkload, appendWorkload,
 	}
 	var out []*workload
 	for _, mk := range makers {
