@@ -52,6 +52,7 @@ REF is a tag (v1), a full name (docker.io/library/debian:12) or a digest
 		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
 	root.AddCommand(
+		newAppendCmd(g),
 		newAttachCmd(g),
 		newCommitCmd(g),
 		newCompletionCmd(),
@@ -68,10 +69,13 @@ REF is a tag (v1), a full name (docker.io/library/debian:12) or a digest
 		newLogoutCmd(g),
 		newLsCmd(),
 		newMountCmd(g),
+		newMutateCmd(g),
 		newPullCmd(g),
 		newPushCmd(g),
+		newRebaseCmd(g),
 		newReferrersCmd(),
 		newRmCmd(g),
+		newRunCmd(g),
 		newSaveCmd(g),
 		newSnapshotsCmd(g),
 		newTagCmd(g),
