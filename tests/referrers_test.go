@@ -14,9 +14,9 @@ import (
 	"github.com/strata-oci/strata/layout"
 )
 
-// runIn runs a peer tool in dir with extra environment and fails the test
+// runTool runs a peer tool in dir with extra environment and fails the test
 // unless it exits 0.
-func runIn(t *testing.T, dir string, env []string, name string, args ...string) string {
+func runTool(t *testing.T, dir string, env []string, name string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
@@ -62,7 +62,7 @@ func referrerDigests(t *testing.T, ref string) []digest.Digest {
 // depth), with the extra flags (--plain-http, --oci-layout).
 func orasDiscover(t *testing.T, oras, ref string, flags ...string) []digest.Digest {
 	t.Helper()
-	out := runIn(t, "", nil, oras, append([]string{"discover", "--format", "json", ref}, flags...)...)
+	out := runTool(t, "", nil, oras, append([]string{"discover", "--format", "json", ref}, flags...)...)
 	var root struct {
 		Referrers []json.RawMessage `json:"referrers"`
 	}
@@ -110,14 +110,14 @@ func TestReferrersSignedImageTravels(t *testing.T) {
 
 	// Sign with a key pair made here, no transparency log.
 	noPass := []string{"COSIGN_PASSWORD="}
-	runIn(t, tmp, noPass, cosign, "generate-key-pair")
+	runTool(t, tmp, noPass, cosign, "generate-key-pair")
 	insecure := []string{"--allow-insecure-registry", "--allow-http-registry"}
-	runIn(t, tmp, noPass, cosign, append([]string{"sign", "--key", "cosign.key", "--tlog-upload=false", "-y", refA + "@" + img.Digest.String()}, insecure...)...)
+	runTool(t, tmp, noPass, cosign, append([]string{"sign", "--key", "cosign.key", "--tlog-upload=false", "-y", refA + "@" + img.Digest.String()}, insecure...)...)
 	// An SBOM attached with oras.
 	if err := os.WriteFile(filepath.Join(tmp, "sbom.spdx.json"), []byte(`{"spdxVersion":"SPDX-2.3","name":"app"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	runIn(t, tmp, nil, oras, "attach", "--plain-http", "--artifact-type", "application/spdx+json", refA+"@"+img.Digest.String(), "sbom.spdx.json")
+	runTool(t, tmp, nil, oras, "attach", "--plain-http", "--artifact-type", "application/spdx+json", refA+"@"+img.Digest.String(), "sbom.spdx.json")
 	sbomA := orasDiscover(t, oras, refA+"@"+img.Digest.String(), "--plain-http")
 	if len(sbomA) != 1 {
 		t.Fatalf("oras discover in A: %v", sbomA)
@@ -163,7 +163,7 @@ func TestReferrersSignedImageTravels(t *testing.T) {
 	if got := regRawDigest(t, "--tls-verify=false", "docker://"+refB+":"+sigTag); got != sigA {
 		t.Errorf("signature in B is %s, want %s", got, sigA)
 	}
-	verify := runIn(t, tmp, nil, cosign, append([]string{"verify", "--key", "cosign.pub", "--insecure-ignore-tlog=true", refB + "@" + img.Digest.String()}, insecure...)...)
+	verify := runTool(t, tmp, nil, cosign, append([]string{"verify", "--key", "cosign.pub", "--insecure-ignore-tlog=true", refB + "@" + img.Digest.String()}, insecure...)...)
 	if !strings.Contains(verify, img.Digest.String()) {
 		t.Errorf("cosign verify in B: %s", verify)
 	}
@@ -207,7 +207,7 @@ func TestReferrersOrasLayouts(t *testing.T) {
 	}
 	// oras copies the image with its referrers out of strata's layout...
 	o := filepath.Join(tmp, "oras")
-	runIn(t, "", nil, oras, "cp", "-r", "--from-oci-layout", l+"@"+at, "--to-oci-layout", o+":v1")
+	runTool(t, "", nil, oras, "cp", "-r", "--from-oci-layout", l+"@"+at, "--to-oci-layout", o+":v1")
 	// ... and strata reads what oras wrote.
 	if got := referrerDigests(t, o+":v1"); !slices.Equal(got, want) {
 		t.Errorf("strata referrers of oras's layout: %v, want %v", got, want)
@@ -225,7 +225,7 @@ func TestReferrersOrasLayouts(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(tmp, "note.txt"), []byte("reviewed\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	runIn(t, tmp, nil, oras, "attach", "--oci-layout", "--artifact-type", "application/vnd.example.note", l+"@"+at, "note.txt")
+	runTool(t, tmp, nil, oras, "attach", "--oci-layout", "--artifact-type", "application/vnd.example.note", l+"@"+at, "note.txt")
 	if got := referrerDigests(t, l+":v1"); len(got) != 3 {
 		t.Errorf("strata referrers after oras attach: %v", got)
 	}
@@ -326,8 +326,8 @@ func TestReferrersPlatforms(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(tmp, "arm.txt"), []byte("arm64 notes\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	runIn(t, tmp, nil, oras, "attach", "--plain-http", "--artifact-type", "application/vnd.example.notes", ref+"@"+arm.Digest.String(), "arm.txt")
-	runIn(t, tmp, nil, oras, "attach", "--plain-http", "--artifact-type", "application/vnd.example.index-notes", ref+"@"+idx.Digest.String(), "arm.txt")
+	runTool(t, tmp, nil, oras, "attach", "--plain-http", "--artifact-type", "application/vnd.example.notes", ref+"@"+arm.Digest.String(), "arm.txt")
+	runTool(t, tmp, nil, oras, "attach", "--plain-http", "--artifact-type", "application/vnd.example.index-notes", ref+"@"+idx.Digest.String(), "arm.txt")
 
 	all := filepath.Join(tmp, "all")
 	strata(t, "pull", "--all-platforms", "--referrers", ref+":v1", all+":app")

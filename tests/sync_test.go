@@ -479,12 +479,12 @@ func TestSyncSignedRoundTrip(t *testing.T) {
 	at := refA + "@" + img.Digest.String()
 	noPass := []string{"COSIGN_PASSWORD="}
 	insecure := []string{"--allow-insecure-registry", "--allow-http-registry"}
-	runIn(t, tmp, noPass, cosign, "generate-key-pair")
-	runIn(t, tmp, noPass, cosign, append([]string{"sign", "--key", "cosign.key", "--tlog-upload=false", "-y", at}, insecure...)...)
+	runTool(t, tmp, noPass, cosign, "generate-key-pair")
+	runTool(t, tmp, noPass, cosign, append([]string{"sign", "--key", "cosign.key", "--tlog-upload=false", "-y", at}, insecure...)...)
 	if err := os.WriteFile(filepath.Join(tmp, "sbom.spdx.json"), []byte(`{"spdxVersion":"SPDX-2.3","name":"app"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	runIn(t, tmp, nil, oras, "attach", "--plain-http", "--artifact-type", "application/spdx+json", at, "sbom.spdx.json")
+	runTool(t, tmp, nil, oras, "attach", "--plain-http", "--artifact-type", "application/spdx+json", at, "sbom.spdx.json")
 	sbomA := orasDiscover(t, oras, at, "--plain-http")
 	sigTag := layout.CosignTag(img.Digest, ".sig")
 	sigA := regRawDigest(t, "--tls-verify=false", "docker://"+refA+":"+sigTag)
@@ -514,7 +514,7 @@ func TestSyncSignedRoundTrip(t *testing.T) {
 	if got := regRawDigest(t, "--tls-verify=false", "docker://"+refB+":"+sigTag); got != sigA {
 		t.Fatalf("signature in B is %s, want %s", got, sigA)
 	}
-	verify := runIn(t, tmp, nil, cosign, append([]string{"verify", "--key", "cosign.pub", "--insecure-ignore-tlog=true", refB + "@" + img.Digest.String()}, insecure...)...)
+	verify := runTool(t, tmp, nil, cosign, append([]string{"verify", "--key", "cosign.pub", "--insecure-ignore-tlog=true", refB + "@" + img.Digest.String()}, insecure...)...)
 	if !strings.Contains(verify, img.Digest.String()) {
 		t.Fatalf("cosign verify in B: %s", verify)
 	}
