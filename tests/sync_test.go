@@ -190,6 +190,9 @@ func TestSyncRegistryToLayout(t *testing.T) {
 	if _, err := os.Stat(gone); !os.IsNotExist(err) {
 		t.Fatalf("a failed sync left %s: %v", gone, err)
 	}
+	if r := e.run("sync", "--all-platforms", "--platform", "linux/amd64", "--from-file", list, fromList); r.Code != 2 {
+		t.Fatalf("--all-platforms with --platform: exit %d: %s", r.Code, r.Stderr)
+	}
 	if r := e.run("sync", "--from-file", list, "--bogus", fromList); r.Code != 2 {
 		t.Fatalf("unknown flag: exit %d", r.Code)
 	}
@@ -234,8 +237,16 @@ func TestSyncRoundTrip(t *testing.T) {
 		t.Fatalf("names after the archive:\n%v\nbefore:\n%v", n2, n1)
 	}
 	fsckClean(t, d2)
+	// A dry run pushes nothing and says how much would move.
+	plan := e.sync("--dry-run", d2, "docker://"+b.listen+"/mirror")
+	if len(plan.Images) != 3 || plan.Bytes < 256<<10 {
+		t.Fatalf("dry run of the push to B: %+v", plan)
+	}
+	if r := runCmd(t, nil, "skopeo", "inspect", "--raw", "--tls-verify=false", "docker://"+b.listen+"/mirror/app:v1"); r.Code == 0 {
+		t.Fatal("a dry run pushed to B")
+	}
 	s := e.sync(d2, "docker://"+b.listen+"/mirror")
-	if s.Copied != 3 {
+	if s.Copied != 3 || s.Bytes != plan.Bytes {
 		t.Fatalf("push to B: %+v", s)
 	}
 	want := map[string]digest.Digest{
@@ -524,5 +535,54 @@ func TestSyncSignedRoundTrip(t *testing.T) {
 	// Again: nothing moves, the referrers included.
 	if s := e.sync(d2, "docker://"+regB.listen+"/mirror"); s.Copied != 0 {
 		t.Fatalf("second sync to B: %+v", s)
+	}
+}
+
+// TestSyncArchives syncs registry images into a docker-archive and an
+// oci-archive and back out of each into a layout: docker load's format
+// keeps single-platform images' digests and cuts an index to the host's
+// platform; the oci-archive keeps the index whole. A second sync of an
+// archive into the same layout moves nothing, and docker-archive input
+// merges with images the layout already holds.
+func TestSyncArchives(t *testing.T) {
+	reg := regStart(t, regConfig{})
+	e := newSyncEnv(t)
+	tmp := t.TempDir()
+	src := filepath.Join(tmp, "src")
+	imgs := syncImages(t, src, 2, 256<<10)
+	idx, amd, _ := regPutMultiImage(t, src, "multi", 11)
+	e.must("push", src+":img0", reg.listen+"/team/app:v1")
+	e.must("push", src+":img1", reg.listen+"/team/app:v2")
+	e.must("push", src+":multi", reg.listen+"/team/multi:1")
+	app, multi := "docker://"+reg.listen+"/team/app", "docker://"+reg.listen+"/team/multi"
+
+	for _, c := range []struct {
+		format string
+		multi  digest.Digest
+	}{{"docker-archive", amd.Digest}, {"oci-archive", idx.Digest}} {
+		t.Run(c.format, func(t *testing.T) {
+			tarball := filepath.Join(t.TempDir(), "images.tar")
+			if s := e.sync("--platform", "linux/amd64", app, multi, c.format+":"+tarball); s.Copied != 3 && c.format == "docker-archive" {
+				t.Fatalf("into the archive: %+v", s)
+			}
+			if c.format == "oci-archive" {
+				// Whole, this time: the archive is written again.
+				e.sync(app, multi, c.format+":"+tarball)
+			}
+			dst := filepath.Join(t.TempDir(), "dst")
+			e.sync(c.format+":"+tarball, dst)
+			want := map[string]digest.Digest{
+				reg.listen + "/team/app:v1":  imgs[0].Digest,
+				reg.listen + "/team/app:v2":  imgs[1].Digest,
+				reg.listen + "/team/multi:1": c.multi,
+			}
+			if got := syncNames(t, dst); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("out of the %s:\n%v\nwant\n%v", c.format, got, want)
+			}
+			fsckClean(t, dst)
+			if s := e.sync(c.format+":"+tarball, dst); s.Copied != 0 || s.Blobs != 0 {
+				t.Fatalf("the same archive again: %+v", s)
+			}
+		})
 	}
 }

@@ -379,7 +379,7 @@ func (o *options) graphOptions(rec func(ocispec.Descriptor)) oras.CopyGraphOptio
 	ev := func(s State) func(context.Context, ocispec.Descriptor) error {
 		return func(_ context.Context, d ocispec.Descriptor) error {
 			p := Progress{Descriptor: d, State: s}
-			if o.isFound(d) && s == StateDone {
+			if o.isFound(d) && (s == StateDone || s == StateMounted) {
 				p.State = StateExists
 			}
 			if s == StateDone || s == StateExists || s == StateMounted {

@@ -102,12 +102,13 @@ func push(ctx context.Context, l *layout.Layout, srcRef, dst string, o *options)
 // once done is recorded in the location cache.
 func pushGraph(ctx context.Context, src *layoutStore, repo *remote.Repository, desc ocispec.Descriptor, ref Reference, mounts []string, o *options, cache *LocationCache) error {
 	gopts := o.pushGraphOptions(ref, mounts, cache)
+	dst := o.target(repo, ref)
 	if ref.Tag != "" {
 		copts := oras.CopyOptions{CopyGraphOptions: gopts}
-		_, err := oras.Copy(ctx, &rootedSource{layoutStore: src, root: desc}, "", repo, ref.Tag, copts)
+		_, err := oras.Copy(ctx, &rootedSource{layoutStore: src, root: desc}, "", dst, ref.Tag, copts)
 		return err
 	}
-	return oras.CopyGraph(ctx, src, repo, desc, gopts)
+	return oras.CopyGraph(ctx, src, dst, desc, gopts)
 }
 
 // pushGraphOptions are the copy options of a push to ref: progress,
