@@ -402,7 +402,7 @@ func crashCases() []crashCase {
 			},
 			check: layoutCheck, clean: layoutClean, rerunAfterSuccess: true,
 		},
-	}, changeCrashCases()...)
+	}, append(changeCrashCases(), syncCrashCases()...)...)
 }
 
 // runKilled starts strata with args, kills it with SIGKILL after delay and

@@ -390,17 +390,40 @@ func TestSyncDeltaBundle(t *testing.T) {
 				t.Fatalf("a refused delta changed the layout:\n%s\n---\n%s", before, after)
 			}
 
-			// The far side: merged, whole.
-			dst := filepath.Join(t.TempDir(), "far")
-			strata(t, "copy", "--all", far, dst)
-			strata(t, "sync", "oci-archive:"+delta, dst)
-			strata(t, "fsck", "--diffids", dst)
-			// Archives name images fully, as docker load does.
-			if names := syncNames(t, dst); names["docker.io/library/app:v2"] != v2.Digest || names["app:v1"] != v1.Digest {
-				t.Fatalf("after the delta: %v", names)
+			// The far side: merged, whole, by sync and by load.
+			for _, cmd := range [][]string{{"sync", "oci-archive:" + delta}, {"load", delta}} {
+				dst := filepath.Join(t.TempDir(), "far")
+				strata(t, "copy", "--all", far, dst)
+				strata(t, append(cmd, dst)...)
+				strata(t, "fsck", "--diffids", dst)
+				// Archives name images fully, as docker load does.
+				if names := syncNames(t, dst); names["docker.io/library/app:v2"] != v2.Digest || names["app:v1"] != v1.Digest {
+					t.Fatalf("after %s of the delta: %v", cmd[0], names)
+				}
 			}
 		})
 	}
+	// save's default format, a docker-archive, makes a delta too.
+	t.Run("docker-archive", func(t *testing.T) {
+		delta := filepath.Join(t.TempDir(), "delta.tar")
+		strata(t, "save", "--since", inv, near+":app:v2", "-o", delta)
+		sizes := tarBlobs(t, delta)
+		if _, ok := sizes[baseBlob.Digest]; ok || sizes[newBlob.Digest] != newBlob.Size {
+			t.Fatalf("the docker-archive delta holds %v", sizes)
+		}
+		dst := filepath.Join(t.TempDir(), "far")
+		strata(t, "copy", "--all", far, dst)
+		before := snapshotLayout(t, dst)
+		// Through docker-archive: the name sync gives it.
+		strata(t, "sync", "docker-archive:"+delta, dst)
+		strata(t, "fsck", "--diffids", dst)
+		if names := syncNames(t, dst); names["docker.io/library/app:v2"] != v2.Digest {
+			t.Fatalf("after the docker-archive delta: %v", names)
+		}
+		if snapshotLayout(t, dst) == before {
+			t.Fatal("the delta changed nothing")
+		}
+	})
 }
 
 // tarBlobs lists the blobs/ entries of a tar with their sizes.
