@@ -182,6 +182,21 @@ func TestSyncRegistryToLayout(t *testing.T) {
 	if names := syncNames(t, fromList); len(names) != 2 || names[host+"/team/tool:1"] != imgs[2].Digest || names[host+"/team/app:v1"] != imgs[0].Digest {
 		t.Fatalf("--from-file synced %v", names)
 	}
+	// By digest, with the list's platforms: the index cut to them, kept
+	// untagged (its registry name beside it, io.containerd.image.name).
+	byDigest := filepath.Join(tmp, "bydigest")
+	yaml = fmt.Sprintf("%s:\n  tls-verify: false\n  platforms: [linux/arm64]\n  images:\n    team/multi: [%q]\n", host, idx.Digest)
+	if err := os.WriteFile(list, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dig := e.sync("--from-file", list, byDigest)
+	if len(dig.Images) != 1 || dig.Images[0].Digest != arm.Digest || syncNames(t, byDigest)[""] != arm.Digest {
+		t.Fatalf("--from-file by digest with platforms: %+v (names %v)", dig, syncNames(t, byDigest))
+	}
+	fsckClean(t, byDigest)
+	if err := os.WriteFile(list, []byte(fmt.Sprintf("%s:\n  tls-verify: false\n  images:\n    team/tool: [\"1\"]\n", host)), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	// A failed sync into a new directory leaves no layout behind.
 	gone := filepath.Join(tmp, "gone")
 	if r := e.run("sync", "docker://"+host+"/team/nothing:1", gone); r.Code != 1 {
