@@ -270,32 +270,6 @@ func (d *ociDest) Put(ctx context.Context, src *layout.Layout, imgs []Image, _ O
 		return err
 	}
 	defer l.Close()
-	if err := copyImagesIn(ctx, l, src, imgs); err != nil {
-		return err
-	}
-	for _, img := range imgs {
-		if !l.Blobs().Has(img.Descriptor.Digest, img.Descriptor.Size) {
-			return fmt.Errorf("image %s is not in layout %s", img.Descriptor.Digest, d.dir)
-		}
-		for _, r := range img.Referrers {
-			if !l.Blobs().Has(r.Descriptor.Digest, r.Descriptor.Size) {
-				return fmt.Errorf("referrer %s of %s is not in layout %s", r.Descriptor.Digest, r.Subject, d.dir)
-			}
-		}
-	}
-	return l.UpdateIndex(func(idx *layout.Index) error {
-		for _, img := range imgs {
-			nameImage(idx, img)
-			idx.AddReferrers(img.Names, img.Referrers)
-		}
-		return nil
-	})
-}
-
-// copyImagesIn checks the names of imgs and, unless src is l itself,
-// copies each image and its referrers from src into l, updating each
-// image's descriptor to the copy's.
-func copyImagesIn(ctx context.Context, l, src *layout.Layout, imgs []Image) error {
 	same := sameDir(l.Dir(), src.Dir())
 	for i := range imgs {
 		for _, n := range imgs[i].Names {
@@ -319,46 +293,66 @@ func copyImagesIn(ctx context.Context, l, src *layout.Layout, imgs []Image) erro
 			return err
 		}
 	}
-	return nil
+	for _, img := range imgs {
+		if !l.Blobs().Has(img.Descriptor.Digest, img.Descriptor.Size) {
+			return fmt.Errorf("image %s is not in layout %s", img.Descriptor.Digest, d.dir)
+		}
+		for _, r := range img.Referrers {
+			if !l.Blobs().Has(r.Descriptor.Digest, r.Descriptor.Size) {
+				return fmt.Errorf("referrer %s of %s is not in layout %s", r.Descriptor.Digest, r.Subject, d.dir)
+			}
+		}
+	}
+	return l.UpdateIndex(func(idx *layout.Index) error { return nameImages(idx, imgs) })
 }
 
-// nameImage gives img's descriptor each of its names in idx (an untagged
-// entry when it has none), taking each name from whatever it named.
-func nameImage(idx *layout.Index, img Image) {
-	desc := img.Descriptor
-	if len(img.Names) == 0 {
-		for _, m := range idx.Manifests {
-			if m.Digest == desc.Digest {
-				return
+// nameImages records imgs in idx: each under each of its names (a name
+// that named another image moves), an unnamed one once, and their
+// referrers beside them.
+func nameImages(idx *layout.Index, imgs []Image) error {
+	for _, img := range imgs {
+		desc := img.Descriptor
+		if len(img.Names) == 0 {
+			present := false
+			for _, m := range idx.Manifests {
+				if m.Digest == desc.Digest {
+					present = true
+					break
+				}
 			}
+			if !present {
+				idx.Manifests = append(idx.Manifests, desc)
+			}
+			idx.AddReferrers(nil, img.Referrers)
+			continue
 		}
-		idx.Manifests = append(idx.Manifests, desc)
-		return
+		for _, n := range img.Names {
+			kept := idx.Manifests[:0]
+			for _, m := range idx.Manifests {
+				name := m.Annotations[layout.AnnotationRefName]
+				if name == n || (name == "" && m.Digest == desc.Digest) {
+					continue
+				}
+				kept = append(kept, m)
+			}
+			idx.Manifests = kept
+			nd := desc
+			nd.Annotations = map[string]string{layout.AnnotationRefName: n}
+			for k, v := range desc.Annotations {
+				if k != layout.AnnotationRefName && k != layout.AnnotationImageName {
+					nd.Annotations[k] = v
+				}
+			}
+			// The registry or archive name beside a name of the
+			// user's, as pull records it and containerd keeps it.
+			if img.FullName != "" && img.FullName != n {
+				nd.Annotations[layout.AnnotationImageName] = img.FullName
+			}
+			idx.Manifests = append(idx.Manifests, nd)
+		}
+		idx.AddReferrers(img.Names, img.Referrers)
 	}
-	for _, n := range img.Names {
-		kept := idx.Manifests[:0]
-		for _, m := range idx.Manifests {
-			name := m.Annotations[layout.AnnotationRefName]
-			if name == n || (name == "" && m.Digest == desc.Digest) {
-				continue
-			}
-			kept = append(kept, m)
-		}
-		idx.Manifests = kept
-		nd := desc
-		nd.Annotations = map[string]string{layout.AnnotationRefName: n}
-		for k, v := range desc.Annotations {
-			if k != layout.AnnotationRefName && k != layout.AnnotationImageName {
-				nd.Annotations[k] = v
-			}
-		}
-		// The registry or archive name beside a name of the user's, as
-		// pull records it and containerd keeps it.
-		if img.FullName != "" && img.FullName != n {
-			nd.Annotations[layout.AnnotationImageName] = img.FullName
-		}
-		idx.Manifests = append(idx.Manifests, nd)
-	}
+	return nil
 }
 
 func sameDir(a, b string) bool {
