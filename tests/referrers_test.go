@@ -243,8 +243,10 @@ func TestReferrersOrasLayouts(t *testing.T) {
 	regFsck(t, l)
 }
 
-// A multi-platform image built with strata index create from images of
-// two layouts is pushed whole, and a registry serves it as built.
+// A multi-platform image built with strata index create and add from
+// images of two layouts (platforms from their configs, annotations from
+// both) is pushed whole, and a registry serves it as built; so is a
+// mutated copy of it, and the index after index rm.
 func TestIndexCreatePush(t *testing.T) {
 	needTool(t, "skopeo")
 	reg := regStart(t, regConfig{})
@@ -254,7 +256,13 @@ func TestIndexCreatePush(t *testing.T) {
 		regTarLayer(t, map[string][]byte{"etc/arch": []byte("amd64\n")}, nil))
 	arm := regPutImage(t, armDir, "app", ocispec.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}, nil,
 		regTarLayer(t, map[string][]byte{"etc/arch": []byte("arm64\n")}, nil))
-	d := digest.Digest(strings.TrimSpace(strata(t, "index", "create", "--annotation", "org.opencontainers.image.version=1", out+":app", amdDir+":app", armDir+":app")))
+	// Created with one platform, the other added: each platform comes
+	// from its image's config, annotations from both.
+	d0 := digest.Digest(strings.TrimSpace(strata(t, "index", "create", "--annotation", "org.opencontainers.image.version=1", out+":app", amdDir+":app")))
+	d := digest.Digest(strings.TrimSpace(strata(t, "index", "add", "--annotation", "org.example.built-by=ci", out+":app", armDir+":app")))
+	if d == d0 || regResolve(t, out, "app") != d {
+		t.Fatalf("index add: %s (create made %s)", d, d0)
+	}
 	regFsck(t, out)
 	ref := reg.listen + "/multi/app:1"
 	strata(t, "push", out+":app", ref)
@@ -267,18 +275,40 @@ func TestIndexCreatePush(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(idx.Manifests) != 2 || idx.Manifests[0].Digest != amd.Digest || idx.Manifests[1].Digest != arm.Digest ||
-		idx.Manifests[1].Platform == nil || idx.Manifests[1].Platform.Architecture != "arm64" || idx.Annotations["org.opencontainers.image.version"] != "1" {
+		idx.Manifests[0].Platform == nil || idx.Manifests[0].Platform.Architecture != "amd64" ||
+		idx.Manifests[1].Platform == nil || idx.Manifests[1].Platform.Architecture != "arm64" || idx.Manifests[1].Platform.Variant != "v8" ||
+		idx.Annotations["org.opencontainers.image.version"] != "1" || idx.Annotations["org.example.built-by"] != "ci" {
 		t.Errorf("index %s", raw)
 	}
 	for _, p := range []string{"amd64", "arm64"} {
 		mustRun(t, "skopeo", "inspect", "--tls-verify=false", "--override-arch", p, "docker://"+ref)
 	}
-	// rm of a platform and a pull of the whole index back.
-	strata(t, "index", "rm", out+":app", "linux/arm64")
+	// A pull of the whole index back; rm of a platform, pushed again.
 	back := filepath.Join(tmp, "back")
 	strata(t, "pull", "--all-platforms", ref, back+":app")
 	if got := regResolve(t, back, "app"); got != d {
 		t.Errorf("pulled %s, want %s", got, d)
+	}
+	// A mutated index is pushed whole too: each platform changed.
+	dm := digest.Digest(strings.TrimSpace(strata(t, "mutate", "--env", "MODE=prod", "--annotation", "index:org.example.stage=prod", out+":app", out+":app-prod")))
+	prodRef := reg.listen + "/multi/app:1-prod"
+	strata(t, "push", out+":app-prod", prodRef)
+	if got := regRawDigest(t, "--tls-verify=false", "docker://"+prodRef); got != dm {
+		t.Errorf("registry serves the mutated index as %s, strata made %s", got, dm)
+	}
+	for _, p := range []string{"amd64", "arm64"} {
+		if cfg := mustRun(t, "skopeo", "inspect", "--config", "--tls-verify=false", "--override-arch", p, "docker://"+prodRef); !strings.Contains(cfg, "MODE=prod") {
+			t.Errorf("mutated %s config: %s", p, cfg)
+		}
+	}
+	d1 := digest.Digest(strings.TrimSpace(strata(t, "index", "rm", out+":app", "linux/arm64")))
+	strata(t, "push", out+":app", ref)
+	raw = mustRun(t, "skopeo", "inspect", "--raw", "--tls-verify=false", "docker://"+ref)
+	if err := json.Unmarshal([]byte(raw), &idx); err != nil {
+		t.Fatal(err)
+	}
+	if digest.FromString(raw) != d1 || len(idx.Manifests) != 1 || idx.Manifests[0].Digest != amd.Digest {
+		t.Errorf("after index rm linux/arm64 the registry serves %s", raw)
 	}
 }
 
