@@ -171,9 +171,27 @@ func TestReferrersSignedImageTravels(t *testing.T) {
 		t.Errorf("oras discover in B: %v, want %v", got, sbomA)
 	}
 
-	// skopeo reads every image of the layout, the signature too.
-	for _, n := range []string{name, refA + ":" + sigTag} {
-		mustRun(t, "skopeo", "inspect", "oci:"+l2+":"+n)
+	// skopeo reads every named image of the layout, the signature too
+	// (skopeo 1.9 cannot name the untagged SBOM: oci: takes no digest).
+	ll, err := layout.Open(l2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents, err := ll.List()
+	ll.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var named []string
+	for _, e := range ents {
+		if e.Name != "" {
+			mustRun(t, "skopeo", "inspect", "--raw", "oci:"+l2+":"+e.Name)
+			mustRun(t, "skopeo", "inspect", "oci:"+l2+":"+e.Name)
+			named = append(named, e.Name)
+		}
+	}
+	if slices.Sort(named); !slices.Equal(named, []string{refA + ":" + sigTag, name}) {
+		t.Errorf("named entries %v", named)
 	}
 	mustRun(t, "skopeo", "copy", "oci:"+l2+":"+name, "dir:"+filepath.Join(tmp, "skopeo-dir"))
 
