@@ -119,6 +119,7 @@ func fallbackTag(subject digest.Digest) string {
 // only the API finds them) and one without it (the sha256-<hex> fallback
 // tag). An SBOM and a signature of the SBOM go API registry -> layout ->
 // fallback registry -> layout -> API registry with strata pull and push
+// --referrers, and registry -> oci-archive -> registry with strata copy
 // --referrers; oras discover lists them in each registry.
 func TestReferrersAPIAndFallbackTag(t *testing.T) {
 	oras := needTool(t, "oras")
@@ -209,5 +210,13 @@ func TestReferrersAPIAndFallbackTag(t *testing.T) {
 	}
 	if got := regResolve(t, l2, fallback+"/team/app:v1"); got != img.Digest {
 		t.Errorf("image digest changed: %s, want %s", got, img.Digest)
+	}
+
+	// copy carries them too: registry -> oci-archive -> registry.
+	archive := filepath.Join(tmp, "app.tar")
+	strata(t, "copy", "--referrers", "docker://"+api+"/team/app:v1", "oci-archive:"+archive+":app")
+	strata(t, "copy", "--referrers", "oci-archive:"+archive+":app", "docker://"+fallback+"/copied/app:v1")
+	if got := orasDiscover(t, oras, fallback+"/copied/app"+at, "--plain-http"); !slices.Equal(got, want) {
+		t.Errorf("oras discover after copy through an archive: %v, want %v", got, want)
 	}
 }
