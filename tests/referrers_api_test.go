@@ -212,6 +212,14 @@ func TestReferrersAPIAndFallbackTag(t *testing.T) {
 		t.Errorf("image digest changed: %s, want %s", got, img.Digest)
 	}
 
+	// A layout oras cp -r writes from the registry: strata finds both.
+	o := filepath.Join(tmp, "oras")
+	runTool(t, "", nil, oras, "cp", "-r", "--from-plain-http", api+"/team/app:v1", "--to-oci-layout", o+":v1")
+	if got := referrerDigests(t, o+":v1"); !slices.Equal(got, want) {
+		t.Errorf("strata referrers of the layout oras cp -r wrote: %v, want %v", got, want)
+	}
+	regFsck(t, o)
+
 	// copy carries them too: registry -> oci-archive -> registry.
 	archive := filepath.Join(tmp, "app.tar")
 	strata(t, "copy", "--referrers", "docker://"+api+"/team/app:v1", "oci-archive:"+archive+":app")
