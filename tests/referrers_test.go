@@ -89,11 +89,12 @@ func orasDiscover(t *testing.T, oras, ref string, flags ...string) []digest.Dige
 	return ds
 }
 
-// An image signed with cosign and given an SBOM with oras in registry A
-// travels with both, through strata pull --referrers, an oci-archive (and
-// a docker-archive) and strata push --referrers, to registry B: cosign
-// verifies the signature there, oras discover lists the SBOM, and every
-// digest is what it was in A. skopeo reads the layout's images.
+// An image signed with cosign (a signature and an SPDX attestation) and
+// given an SBOM with oras in registry A travels with them, through strata
+// pull --referrers, an oci-archive (and a docker-archive) and strata push
+// --referrers, to registry B: cosign verifies the signature and the
+// attestation there, oras discover lists the SBOM, and every digest is
+// what it was in A. skopeo reads the layout's named images.
 func TestReferrersSignedImageTravels(t *testing.T) {
 	cosign := needTool(t, "cosign")
 	oras := needTool(t, "oras")
@@ -122,14 +123,18 @@ func TestReferrersSignedImageTravels(t *testing.T) {
 	if len(sbomA) != 1 {
 		t.Fatalf("oras discover in A: %v", sbomA)
 	}
+	// An SPDX attestation with cosign: its .att tag.
+	runTool(t, tmp, noPass, cosign, append([]string{"attest", "--key", "cosign.key", "--tlog-upload=false", "-y", "--type", "spdxjson", "--predicate", "sbom.spdx.json", refA + "@" + img.Digest.String()}, insecure...)...)
 	sigTag := layout.CosignTag(img.Digest, ".sig")
 	sigA := regRawDigest(t, "--tls-verify=false", "docker://"+refA+":"+sigTag)
+	attTag := layout.CosignTag(img.Digest, ".att")
+	attA := regRawDigest(t, "--tls-verify=false", "docker://"+refA+":"+attTag)
 
 	// A -> layout -> oci-archive -> layout -> registry B.
 	l1 := filepath.Join(tmp, "l1")
 	strata(t, "pull", "--referrers", refA+":v1", l1)
 	name := refA + ":v1"
-	want := []digest.Digest{sbomA[0], sigA}
+	want := []digest.Digest{sbomA[0], sigA, attA}
 	slices.Sort(want)
 	if got := referrerDigests(t, l1+":"+name); !slices.Equal(got, want) {
 		t.Fatalf("pulled referrers %v, want the SBOM and the signature %v", got, want)
@@ -163,6 +168,10 @@ func TestReferrersSignedImageTravels(t *testing.T) {
 	if got := regRawDigest(t, "--tls-verify=false", "docker://"+refB+":"+sigTag); got != sigA {
 		t.Errorf("signature in B is %s, want %s", got, sigA)
 	}
+	if got := regRawDigest(t, "--tls-verify=false", "docker://"+refB+":"+attTag); got != attA {
+		t.Errorf("attestation in B is %s, want %s", got, attA)
+	}
+	runTool(t, tmp, nil, cosign, append([]string{"verify-attestation", "--key", "cosign.pub", "--insecure-ignore-tlog=true", "--type", "spdxjson", refB + "@" + img.Digest.String()}, insecure...)...)
 	verify := runTool(t, tmp, nil, cosign, append([]string{"verify", "--key", "cosign.pub", "--insecure-ignore-tlog=true", refB + "@" + img.Digest.String()}, insecure...)...)
 	if !strings.Contains(verify, img.Digest.String()) {
 		t.Errorf("cosign verify in B: %s", verify)
@@ -190,7 +199,7 @@ func TestReferrersSignedImageTravels(t *testing.T) {
 			named = append(named, e.Name)
 		}
 	}
-	if slices.Sort(named); !slices.Equal(named, []string{refA + ":" + sigTag, name}) {
+	if slices.Sort(named); !slices.Equal(named, []string{refA + ":" + attTag, refA + ":" + sigTag, name}) {
 		t.Errorf("named entries %v", named)
 	}
 	mustRun(t, "skopeo", "copy", "oci:"+l2+":"+name, "dir:"+filepath.Join(tmp, "skopeo-dir"))
