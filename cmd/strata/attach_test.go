@@ -1,9 +1,67 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
+
+// attach, referrers and index through the command line, in-process: the
+// tree, the type filter, and the usage and input errors with their exit
+// statuses.
+func TestAttachReferrersIndexCommands(t *testing.T) {
+	f := newFixture(t)
+	sbomFile := filepath.Join(t.TempDir(), "sbom.spdx.json")
+	if err := os.WriteFile(sbomFile, []byte(`{"spdxVersion":"SPDX-2.3"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sbom := strings.TrimSpace(mustStrata(t, "attach", "--artifact-type", "application/spdx+json", "--annotation", "by=ci", f.dir+":v1", sbomFile))
+	sig := strings.TrimSpace(mustStrata(t, "attach", "--artifact-type", "application/vnd.example.sig", f.dir+":@"+sbom))
+	tree := mustStrata(t, "referrers", f.dir+":v1")
+	want := f.dir + "@" + f.v1.desc.Digest.String() + "\n" +
+		"└── application/spdx+json\n" +
+		"    └── " + sbom + "\n" +
+		"        └── application/vnd.example.sig\n" +
+		"            └── " + sig + "\n"
+	if tree != want {
+		t.Errorf("referrers tree:\n%s\nwant:\n%s", tree, want)
+	}
+	if out := mustStrata(t, "referrers", "--artifact-type", "application/vnd.none", f.dir+":v1"); strings.Contains(out, sbom) {
+		t.Errorf("--artifact-type kept the SBOM:\n%s", out)
+	}
+
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"attach without a type", []string{"attach", f.dir + ":v1", sbomFile}, 2, "--artifact-type"},
+		{"attach bad annotation", []string{"attach", "--artifact-type", "a/b", "--annotation", "novalue", f.dir + ":v1"}, 2, "novalue"},
+		{"attach missing file", []string{"attach", "--artifact-type", "a/b", f.dir + ":v1", "/no/such/file"}, 1, "/no/such/file"},
+		{"attach unknown image", []string{"attach", "--artifact-type", "a/b", f.dir + ":nope"}, 1, "nope"},
+		{"referrers unknown image", []string{"referrers", f.dir + ":nope"}, 1, "nope"},
+		{"index create without a name", []string{"index", "create", f.dir, f.dir + ":v1"}, 2, "LAYOUT:NAME"},
+		{"index create name taken", []string{"index", "create", f.dir + ":v1", f.dir + ":v1"}, 1, "index add"},
+		{"index rm absent platform", []string{"index", "rm", f.dir + ":multi", "linux/s390x"}, 1, "linux/s390x"},
+		{"index rm empty digest", []string{"index", "rm", f.dir + ":multi", "@"}, 1, `invalid reference "@"`},
+		{"index rm not a selector", []string{"index", "rm", f.dir + ":multi", "a/b/c/d/e"}, 1, "neither a digest nor a platform"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, stderr, code := strataRun(t, tt.args...)
+			if code != tt.code || !strings.Contains(stderr, tt.want) {
+				t.Errorf("exit %d, stderr %q; want exit %d and %q", code, stderr, tt.code, tt.want)
+			}
+		})
+	}
+
+	d := strings.TrimSpace(mustStrata(t, "index", "create", "--annotation", "k=v", f.dir+":both", f.dir+":v1", f.dir+":@"+f.arm.desc.Digest.String()))
+	if d2 := strings.TrimSpace(mustStrata(t, "index", "rm", f.dir+":both", "linux/arm64")); d2 == d {
+		t.Errorf("index rm left the index as it was (%s)", d)
+	}
+}
 
 func TestSplitArtifactArg(t *testing.T) {
 	exists := func(name string) bool { return name == "odd:name/x" }
