@@ -194,7 +194,7 @@ func TestVerifyImageCancelledInLayer(t *testing.T) {
 	}
 }
 
-// A cancelled Attach (in its second file) and a cancelled index create
+// A cancelled Attach (in its second file), index create and index add
 // (copying an image in) leave the layout as it was.
 func TestAttachAndIndexCancelled(t *testing.T) {
 	l := newTestLayout(t)
@@ -211,5 +211,13 @@ func TestAttachAndIndexCancelled(t *testing.T) {
 	src := imageOfRandomLayers(t, other, 3, 3<<20)
 	before = layoutState(t, l)
 	_, err = l.CreateIndex(ctxtest.CancelAtCheck(4), "multi", []IndexSource{{Layout: l, Descriptor: md}, {Layout: other, Descriptor: src}}, IndexOptions{})
+	checkAsItWas(t, l, before, err)
+
+	// index add, copying the other layout's image into an index.
+	if _, err := l.CreateIndex(context.Background(), "multi", []IndexSource{{Layout: l, Descriptor: md}}, IndexOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	before = layoutState(t, l)
+	_, err = l.AddToIndex(ctxtest.CancelAtCheck(4), "multi", []IndexSource{{Layout: other, Descriptor: src}}, IndexOptions{})
 	checkAsItWas(t, l, before, err)
 }

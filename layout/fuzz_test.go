@@ -302,3 +302,30 @@ func FuzzSniffFileType(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseIndexSelector(f *testing.F) {
+	for _, s := range []string{"linux/arm64", "linux/arm/v7", "@" + digest.FromString("x").String(), digest.FromString("y").String(), "", "sha256:abc", "windows/amd64:10.0.1", "/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		x, err := parseIndexSelector(s)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidRef) {
+				t.Fatalf("%q: error %v is not ErrInvalidRef", s, err)
+			}
+			return
+		}
+		switch {
+		case x.d != "" && x.p == nil:
+			if x.d.Validate() != nil {
+				t.Fatalf("%q gave an invalid digest %q", s, x.d)
+			}
+		case x.d == "" && x.p != nil:
+			if x.p.OS == "" || x.p.Architecture == "" {
+				t.Fatalf("%q gave the platform %+v", s, *x.p)
+			}
+		default:
+			t.Fatalf("%q gave digest %q and platform %v", s, x.d, x.p)
+		}
+	})
+}

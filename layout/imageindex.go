@@ -85,30 +85,11 @@ func (l *Layout) RemoveFromIndex(ctx context.Context, name string, sel []string)
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
-	type selector struct {
-		raw string
-		d   digest.Digest
-		p   *ocispec.Platform
-		hit bool
-	}
-	sels := make([]*selector, 0, len(sel))
+	var sels []*indexSelector
 	for _, s := range sel {
-		x := &selector{raw: s}
-		if d, ok := IsDigestRef(s); ok {
-			x.d = d
-		} else if d := digest.Digest(s); d.Validate() == nil {
-			x.d = d
-		} else {
-			p, err := ParsePlatform(s)
-			if err != nil || s == "" {
-				return ocispec.Descriptor{}, fmt.Errorf("%w %q: neither a digest nor a platform", ErrInvalidRef, s)
-			}
-			x.p = &p
-		}
-		if x.d != "" {
-			if err := x.d.Validate(); err != nil {
-				return ocispec.Descriptor{}, fmt.Errorf("%w %q: %v", ErrInvalidRef, s, err)
-			}
+		x, err := parseIndexSelector(s)
+		if err != nil {
+			return ocispec.Descriptor{}, err
 		}
 		sels = append(sels, x)
 	}
@@ -131,6 +112,38 @@ func (l *Layout) RemoveFromIndex(ctx context.Context, name string, sel []string)
 	}
 	idx.Manifests = kept
 	return l.storeIndex(name, idx, nil)
+}
+
+// indexSelector is an argument of RemoveFromIndex: a digest or a
+// platform, and whether an entry matched it.
+type indexSelector struct {
+	raw string
+	d   digest.Digest
+	p   *ocispec.Platform
+	hit bool
+}
+
+// parseIndexSelector reads s as a digest (sha256:... or @sha256:...) or,
+// failing that, a platform (os/arch[/variant], normalised).
+func parseIndexSelector(s string) (*indexSelector, error) {
+	x := &indexSelector{raw: s}
+	if d, ok := IsDigestRef(s); ok {
+		x.d = d
+	} else if d := digest.Digest(s); d.Validate() == nil {
+		x.d = d
+	} else {
+		p, err := ParsePlatform(s)
+		if err != nil || s == "" {
+			return nil, fmt.Errorf("%w %q: neither a digest nor a platform", ErrInvalidRef, s)
+		}
+		x.p = &p
+	}
+	if x.p == nil {
+		if err := x.d.Validate(); err != nil {
+			return nil, fmt.Errorf("%w %q: %v", ErrInvalidRef, s, err)
+		}
+	}
+	return x, nil
 }
 
 func checkIndexName(name string) error {

@@ -101,3 +101,53 @@ func ExampleLayout_CreateIndex() {
 	// Output:
 	// application/vnd.oci.image.index.v1+json 2 arm64
 }
+
+// ReferrerIndex answers, from one scan of the layout, which artifacts
+// refer to an image (Of) and what travels with it at any depth (Closure):
+// here an SBOM and a signature of the SBOM.
+func ExampleLayout_ReferrerIndex() {
+	dir, err := os.MkdirTemp("", "referrer-index-example-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	l, err := layout.Init(dir)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	res, err := l.Import(ctx, rootfsTar(), layout.ImportOptions{Ref: "v1"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	file := func(name, s string) layout.ArtifactFile {
+		return layout.ArtifactFile{Name: name, Open: func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(s)), nil }}
+	}
+	sbom, err := l.Attach(ctx, res.Manifest, layout.AttachOptions{ArtifactType: "application/spdx+json", Files: []layout.ArtifactFile{file("sbom.spdx.json", `{"spdxVersion":"SPDX-2.3"}`)}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := l.Attach(ctx, sbom, layout.AttachOptions{ArtifactType: "application/vnd.example.signature", Files: []layout.ArtifactFile{file("sig", "signed")}}); err != nil {
+		log.Fatal(err)
+	}
+
+	ri, err := l.ReferrerIndex(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, r := range ri.Of(res.Manifest.Digest, "") {
+		fmt.Println("direct:", r.Descriptor.ArtifactType)
+	}
+	all, err := ri.Closure(ctx, res.Manifest)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, r := range all {
+		fmt.Println("carried:", r.Descriptor.ArtifactType, r.Subject == res.Manifest.Digest)
+	}
+	// Output:
+	// direct: application/spdx+json
+	// carried: application/spdx+json true
+	// carried: application/vnd.example.signature false
+}

@@ -89,11 +89,12 @@ func orasDiscover(t *testing.T, oras, ref string, flags ...string) []digest.Dige
 	return ds
 }
 
-// An image signed with cosign and given an SBOM with oras in registry A
-// travels with both, through strata pull --referrers, an oci-archive (and
-// a docker-archive) and strata push --referrers, to registry B: cosign
-// verifies the signature there, oras discover lists the SBOM, and every
-// digest is what it was in A. skopeo reads the layout's images.
+// An image signed with cosign (a signature and an SPDX attestation) and
+// given an SBOM with oras in registry A travels with them, through strata
+// pull --referrers, an oci-archive (and a docker-archive) and strata push
+// --referrers, to registry B: cosign verifies the signature and the
+// attestation there, oras discover lists the SBOM, and every digest is
+// what it was in A. skopeo reads the layout's named images.
 func TestReferrersSignedImageTravels(t *testing.T) {
 	cosign := needTool(t, "cosign")
 	oras := needTool(t, "oras")
@@ -122,14 +123,18 @@ func TestReferrersSignedImageTravels(t *testing.T) {
 	if len(sbomA) != 1 {
 		t.Fatalf("oras discover in A: %v", sbomA)
 	}
+	// An SPDX attestation with cosign: its .att tag.
+	runTool(t, tmp, noPass, cosign, append([]string{"attest", "--key", "cosign.key", "--tlog-upload=false", "-y", "--type", "spdxjson", "--predicate", "sbom.spdx.json", refA + "@" + img.Digest.String()}, insecure...)...)
 	sigTag := layout.CosignTag(img.Digest, ".sig")
 	sigA := regRawDigest(t, "--tls-verify=false", "docker://"+refA+":"+sigTag)
+	attTag := layout.CosignTag(img.Digest, ".att")
+	attA := regRawDigest(t, "--tls-verify=false", "docker://"+refA+":"+attTag)
 
 	// A -> layout -> oci-archive -> layout -> registry B.
 	l1 := filepath.Join(tmp, "l1")
 	strata(t, "pull", "--referrers", refA+":v1", l1)
 	name := refA + ":v1"
-	want := []digest.Digest{sbomA[0], sigA}
+	want := []digest.Digest{sbomA[0], sigA, attA}
 	slices.Sort(want)
 	if got := referrerDigests(t, l1+":"+name); !slices.Equal(got, want) {
 		t.Fatalf("pulled referrers %v, want the SBOM and the signature %v", got, want)
@@ -163,6 +168,10 @@ func TestReferrersSignedImageTravels(t *testing.T) {
 	if got := regRawDigest(t, "--tls-verify=false", "docker://"+refB+":"+sigTag); got != sigA {
 		t.Errorf("signature in B is %s, want %s", got, sigA)
 	}
+	if got := regRawDigest(t, "--tls-verify=false", "docker://"+refB+":"+attTag); got != attA {
+		t.Errorf("attestation in B is %s, want %s", got, attA)
+	}
+	runTool(t, tmp, nil, cosign, append([]string{"verify-attestation", "--key", "cosign.pub", "--insecure-ignore-tlog=true", "--type", "spdxjson", refB + "@" + img.Digest.String()}, insecure...)...)
 	verify := runTool(t, tmp, nil, cosign, append([]string{"verify", "--key", "cosign.pub", "--insecure-ignore-tlog=true", refB + "@" + img.Digest.String()}, insecure...)...)
 	if !strings.Contains(verify, img.Digest.String()) {
 		t.Errorf("cosign verify in B: %s", verify)
@@ -171,9 +180,27 @@ func TestReferrersSignedImageTravels(t *testing.T) {
 		t.Errorf("oras discover in B: %v, want %v", got, sbomA)
 	}
 
-	// skopeo reads every image of the layout, the signature too.
-	for _, n := range []string{name, refA + ":" + sigTag} {
-		mustRun(t, "skopeo", "inspect", "oci:"+l2+":"+n)
+	// skopeo reads every named image of the layout, the signature too
+	// (skopeo 1.9 cannot name the untagged SBOM: oci: takes no digest).
+	ll, err := layout.Open(l2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents, err := ll.List()
+	ll.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var named []string
+	for _, e := range ents {
+		if e.Name != "" {
+			mustRun(t, "skopeo", "inspect", "--raw", "oci:"+l2+":"+e.Name)
+			mustRun(t, "skopeo", "inspect", "oci:"+l2+":"+e.Name)
+			named = append(named, e.Name)
+		}
+	}
+	if slices.Sort(named); !slices.Equal(named, []string{refA + ":" + attTag, refA + ":" + sigTag, name}) {
+		t.Errorf("named entries %v", named)
 	}
 	mustRun(t, "skopeo", "copy", "oci:"+l2+":"+name, "dir:"+filepath.Join(tmp, "skopeo-dir"))
 
@@ -243,8 +270,10 @@ func TestReferrersOrasLayouts(t *testing.T) {
 	regFsck(t, l)
 }
 
-// A multi-platform image built with strata index create from images of
-// two layouts is pushed whole, and a registry serves it as built.
+// A multi-platform image built with strata index create and add from
+// images of two layouts (platforms from their configs, annotations from
+// both) is pushed whole, and a registry serves it as built; so is a
+// mutated copy of it, and the index after index rm.
 func TestIndexCreatePush(t *testing.T) {
 	needTool(t, "skopeo")
 	reg := regStart(t, regConfig{})
@@ -254,7 +283,13 @@ func TestIndexCreatePush(t *testing.T) {
 		regTarLayer(t, map[string][]byte{"etc/arch": []byte("amd64\n")}, nil))
 	arm := regPutImage(t, armDir, "app", ocispec.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}, nil,
 		regTarLayer(t, map[string][]byte{"etc/arch": []byte("arm64\n")}, nil))
-	d := digest.Digest(strings.TrimSpace(strata(t, "index", "create", "--annotation", "org.opencontainers.image.version=1", out+":app", amdDir+":app", armDir+":app")))
+	// Created with one platform, the other added: each platform comes
+	// from its image's config, annotations from both.
+	d0 := digest.Digest(strings.TrimSpace(strata(t, "index", "create", "--annotation", "org.opencontainers.image.version=1", out+":app", amdDir+":app")))
+	d := digest.Digest(strings.TrimSpace(strata(t, "index", "add", "--annotation", "org.example.built-by=ci", out+":app", armDir+":app")))
+	if d == d0 || regResolve(t, out, "app") != d {
+		t.Fatalf("index add: %s (create made %s)", d, d0)
+	}
 	regFsck(t, out)
 	ref := reg.listen + "/multi/app:1"
 	strata(t, "push", out+":app", ref)
@@ -267,18 +302,40 @@ func TestIndexCreatePush(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(idx.Manifests) != 2 || idx.Manifests[0].Digest != amd.Digest || idx.Manifests[1].Digest != arm.Digest ||
-		idx.Manifests[1].Platform == nil || idx.Manifests[1].Platform.Architecture != "arm64" || idx.Annotations["org.opencontainers.image.version"] != "1" {
+		idx.Manifests[0].Platform == nil || idx.Manifests[0].Platform.Architecture != "amd64" ||
+		idx.Manifests[1].Platform == nil || idx.Manifests[1].Platform.Architecture != "arm64" || idx.Manifests[1].Platform.Variant != "v8" ||
+		idx.Annotations["org.opencontainers.image.version"] != "1" || idx.Annotations["org.example.built-by"] != "ci" {
 		t.Errorf("index %s", raw)
 	}
 	for _, p := range []string{"amd64", "arm64"} {
 		mustRun(t, "skopeo", "inspect", "--tls-verify=false", "--override-arch", p, "docker://"+ref)
 	}
-	// rm of a platform and a pull of the whole index back.
-	strata(t, "index", "rm", out+":app", "linux/arm64")
+	// A pull of the whole index back; rm of a platform, pushed again.
 	back := filepath.Join(tmp, "back")
 	strata(t, "pull", "--all-platforms", ref, back+":app")
 	if got := regResolve(t, back, "app"); got != d {
 		t.Errorf("pulled %s, want %s", got, d)
+	}
+	// A mutated index is pushed whole too: each platform changed.
+	dm := digest.Digest(strings.TrimSpace(strata(t, "mutate", "--env", "MODE=prod", "--annotation", "index:org.example.stage=prod", out+":app", out+":app-prod")))
+	prodRef := reg.listen + "/multi/app:1-prod"
+	strata(t, "push", out+":app-prod", prodRef)
+	if got := regRawDigest(t, "--tls-verify=false", "docker://"+prodRef); got != dm {
+		t.Errorf("registry serves the mutated index as %s, strata made %s", got, dm)
+	}
+	for _, p := range []string{"amd64", "arm64"} {
+		if cfg := mustRun(t, "skopeo", "inspect", "--config", "--tls-verify=false", "--override-arch", p, "docker://"+prodRef); !strings.Contains(cfg, "MODE=prod") {
+			t.Errorf("mutated %s config: %s", p, cfg)
+		}
+	}
+	d1 := digest.Digest(strings.TrimSpace(strata(t, "index", "rm", out+":app", "linux/arm64")))
+	strata(t, "push", out+":app", ref)
+	raw = mustRun(t, "skopeo", "inspect", "--raw", "--tls-verify=false", "docker://"+ref)
+	if err := json.Unmarshal([]byte(raw), &idx); err != nil {
+		t.Fatal(err)
+	}
+	if digest.FromString(raw) != d1 || len(idx.Manifests) != 1 || idx.Manifests[0].Digest != amd.Digest {
+		t.Errorf("after index rm linux/arm64 the registry serves %s", raw)
 	}
 }
 

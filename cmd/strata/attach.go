@@ -93,12 +93,10 @@ func runAttach(cmd *cobra.Command, g *globalFlags, artifactType string, annotati
 // artifactFile turns FILE or FILE:TYPE into an artifact file. A name
 // that exists as given is a file even when it holds a colon.
 func artifactFile(arg string) (layout.ArtifactFile, error) {
-	path, mt := arg, ""
-	if _, err := os.Stat(arg); err != nil {
-		if i := strings.LastIndexByte(arg, ':'); i > 0 && strings.Contains(arg[i+1:], "/") {
-			path, mt = arg[:i], arg[i+1:]
-		}
-	}
+	path, mt := splitArtifactArg(arg, func(name string) bool {
+		_, err := os.Stat(name)
+		return err == nil
+	})
 	fi, err := os.Stat(path)
 	if err != nil {
 		return layout.ArtifactFile{}, err
@@ -107,6 +105,17 @@ func artifactFile(arg string) (layout.ArtifactFile, error) {
 		return layout.ArtifactFile{}, usagef("%s is not a regular file", path)
 	}
 	return layout.ArtifactFile{Name: path, MediaType: mt, Open: func() (io.ReadCloser, error) { return os.Open(path) }}, nil
+}
+
+// splitArtifactArg splits FILE:TYPE (TYPE holds a slash) into the file
+// and its media type; an arg that exists as a file is a file name whole.
+func splitArtifactArg(arg string, exists func(string) bool) (path, mediaType string) {
+	if !exists(arg) {
+		if i := strings.LastIndexByte(arg, ':'); i > 0 && strings.Contains(arg[i+1:], "/") {
+			return arg[:i], arg[i+1:]
+		}
+	}
+	return arg, ""
 }
 
 // parseAnnotations reads repeated KEY=VALUE flags.

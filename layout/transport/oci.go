@@ -326,6 +326,7 @@ func nameImages(idx *layout.Index, imgs []Image) error {
 			if !present {
 				idx.Manifests = append(idx.Manifests, desc)
 			}
+			idx.AddReferrers(nil, img.Referrers)
 			continue
 		}
 		for _, n := range img.Names {

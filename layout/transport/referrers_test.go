@@ -208,3 +208,33 @@ func TestCopyAllWithoutReferrers(t *testing.T) {
 		t.Errorf("load without referrers: %q, want %q", got, want)
 	}
 }
+
+// An image copied by digest into a layout stays untagged there, and its
+// referrers are recorded beside it (so gc keeps them): an untagged
+// referrer, and cosign's signature under its bare tag.
+func TestCopyUntaggedWithReferrers(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	img, want := signedImage(t, src, "example.com/app:v1")
+	slices.Sort(want)
+	o := CopyOptions{Options: Options{Referrers: true}}
+	dst := filepath.Join(dir, "dst")
+	if _, err := copyNames(t, ctx, "oci:"+src+":@"+img.String(), "oci:"+dst, o); err != nil {
+		t.Fatal(err)
+	}
+	if got := referrersIn(t, dst, img); !slices.Equal(got, want) {
+		t.Errorf("referrers %v, want %v", got, want)
+	}
+	l, err := layout.Open(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if _, err := l.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := referrersIn(t, dst, img); !slices.Equal(got, want) {
+		t.Errorf("after gc: referrers %v, want %v", got, want)
+	}
+}
