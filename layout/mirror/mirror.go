@@ -128,10 +128,12 @@ type Summary struct {
 	Destination string   `json:"destination"`
 	DryRun      bool     `json:"dryRun,omitempty"`
 	Images      []Result `json:"images"`
-	Copied      int      `json:"copied"`
-	Unchanged   int      `json:"unchanged"`
-	Blobs       int      `json:"blobs"`
-	Bytes       int64    `json:"bytes"`
+	// Copied counts the images copied (in a dry run, those that would
+	// be), Unchanged those DEST held already.
+	Copied    int   `json:"copied"`
+	Unchanged int   `json:"unchanged"`
+	Blobs     int   `json:"blobs"`
+	Bytes     int64 `json:"bytes"`
 }
 
 // add records r; safe for concurrent use through s.mu.
