@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/strata-oci/strata/layout"
+	"github.com/strata-oci/strata/layout/mutate"
 	"github.com/strata-oci/strata/layout/remote"
 	"github.com/strata-oci/strata/layout/transport"
 	"github.com/strata-oci/strata/overlay"
@@ -36,6 +37,14 @@ func hintFor(err error) string {
 		return "; recompress with --compression gzip"
 	case errors.As(err, &notUndone):
 		return "; strata gc removes those no image uses"
+	case errors.Is(err, mutate.ErrNoBase):
+		return " (give --old-base and --new-base)"
+	case errors.Is(err, mutate.ErrNotBasedOn):
+		return " (is --old-base the image it was built on?)"
+	case errors.Is(err, mutate.ErrNotIndex):
+		return " (index:KEY=VALUE annotations need an image index)"
+	case errors.Is(err, mutate.ErrInPlace):
+		return " (give NEWREF)"
 	case errors.Is(err, snapshot.ErrNoDefaultRoot):
 		return " (use --root)"
 	case errors.Is(err, overlay.ErrXattrForm):

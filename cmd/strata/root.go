@@ -52,6 +52,7 @@ REF is a tag (v1), a full name (docker.io/library/debian:12) or a digest
 		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
 	root.AddCommand(
+		newAppendCmd(g),
 		newCommitCmd(g),
 		newCompletionCmd(),
 		newCopyCmd(g),
@@ -66,8 +67,10 @@ REF is a tag (v1), a full name (docker.io/library/debian:12) or a digest
 		newLogoutCmd(g),
 		newLsCmd(),
 		newMountCmd(g),
+		newMutateCmd(g),
 		newPullCmd(g),
 		newPushCmd(g),
+		newRebaseCmd(g),
 		newRmCmd(g),
 		newSaveCmd(g),
 		newSnapshotsCmd(g),

@@ -143,17 +143,20 @@ func oldBase(l *layout.Layout, given, nb *Ref, dgst string) (*Ref, error) {
 	if err := d.Validate(); err != nil {
 		return nil, fmt.Errorf("%s annotation %q: %w", ocispec.AnnotationBaseImageDigest, dgst, err)
 	}
-	var first error
 	for _, in := range []*layout.Layout{nb.Layout, l} {
 		desc, err := in.Resolve("@" + d.String())
 		if err == nil {
 			return &Ref{Layout: in, Descriptor: desc}, nil
 		}
-		if first == nil {
-			first = err
+		if !errors.Is(err, layout.ErrRefNotFound) {
+			return nil, fmt.Errorf("old base %s: %w", d, err)
 		}
 	}
-	return nil, fmt.Errorf("old base %s (from the image's %s annotation): %w", d, ocispec.AnnotationBaseImageDigest, first)
+	where := "not in " + l.Dir()
+	if nb.Layout != l {
+		where = "in neither " + nb.Layout.Dir() + " nor " + l.Dir()
+	}
+	return nil, fmt.Errorf("%w: the old base %s (the image's %s annotation) is %s", ErrNoBase, d, ocispec.AnnotationBaseImageDigest, where)
 }
 
 // baseImage is r's image for platform p.
