@@ -27,7 +27,8 @@ type FlattenOptions struct {
 	// (0 for the format's default).
 	Compression layout.Compression
 	Level       int
-	// TempDir holds the spool (see ExportOptions).
+	// TempDir holds the spool (see ExportOptions); the layout's state
+	// directory when empty.
 	TempDir string
 }
 
@@ -44,6 +45,13 @@ const (
 // mutate.Rewrite). It is a mutate.Change: nothing is named, and the
 // caller names the result or takes back the blobs on failure.
 func Flatten(ctx context.Context, l *layout.Layout, root ocispec.Descriptor, o FlattenOptions) (*mutate.Result, error) {
+	if o.TempDir == "" {
+		// The layout's own file system rather than a /tmp that may be
+		// memory.
+		if d, err := l.MakeStateDir(); err == nil {
+			o.TempDir = d
+		}
+	}
 	return mutate.Rewrite(ctx, l, root, mutate.RewriteOptions{Platforms: o.Platforms},
 		func(ctx context.Context, img *layout.Image, _ ocispec.Platform) (ocispec.Descriptor, error) {
 			return FlattenImage(ctx, l, img, o)

@@ -26,7 +26,10 @@ type File struct {
 	// HardlinkTo, for a file with several names, is the first of them in
 	// tree order when this is another one; empty otherwise.
 	HardlinkTo string
-	n          *node
+	// Digest is the sha256 of a regular file's content where Compare
+	// computed it; empty otherwise.
+	Digest digest.Digest
+	n      *node
 }
 
 func fileOf(n *node, p string) *File {
@@ -34,7 +37,7 @@ func fileOf(n *node, p string) *File {
 	f := &File{Entry: layer.Entry{
 		Path: p, Type: ino.typ, Mode: ino.mode, UID: ino.uid, GID: ino.gid,
 		Mtime: ino.mtime, DevMajor: ino.devMajor, DevMinor: ino.devMinor, Xattrs: ino.xattrs,
-	}, Layer: n.layer, n: n}
+	}, Layer: n.layer, Digest: ino.digest, n: n}
 	switch ino.typ {
 	case layer.TypeReg:
 		f.Size = ino.size
