@@ -86,6 +86,7 @@ func (g *globalFlags) runDiff(cmd *cobra.Command, a, b, platform string, asJSON,
 			return g.reexecInUserns(false)
 		}
 	}
+	limitMemory()
 	ctx, cancel := signalContext()
 	defer cancel()
 	ta, closeA, err := diffTree(ctx, a, o, false)

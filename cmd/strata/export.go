@@ -59,6 +59,7 @@ func runExport(cmd *cobra.Command, src, out, platform string) error {
 			return usagef("export: refusing to write a tar to a terminal: give -o FILE, or redirect stdout")
 		}
 	}
+	limitMemory()
 	ctx, cancel := signalContext()
 	defer cancel()
 	s, err := imagefs.Open(ctx, src, o)

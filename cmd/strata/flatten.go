@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"runtime/debug"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
@@ -10,6 +11,12 @@ import (
 	"github.com/strata-oci/strata/layout/imagefs"
 	"github.com/strata-oci/strata/layout/mutate"
 )
+
+// limitMemory keeps flatten, export and diff, whose file list of an
+// image of 100k+ files is tens of MB live, well under 100 MB: a soft
+// limit makes the collector work instead of letting the heap double, as
+// unpack does.
+func limitMemory() { debug.SetMemoryLimit(64 << 20) }
 
 // flattenFlags are flatten's flags as typed.
 type flattenFlags struct {
@@ -70,6 +77,7 @@ func (g *globalFlags) runFlatten(cmd *cobra.Command, args []string, f *flattenFl
 	if err != nil {
 		return err
 	}
+	limitMemory()
 	c := &imageChange{verb: "flattened", src: args[0], platforms: ps, out: cmd.OutOrStdout(),
 		change: func(ctx context.Context, l *layout.Layout, root ocispec.Descriptor) (*mutate.Result, error) {
 			return imagefs.Flatten(ctx, l, root, imagefs.FlattenOptions{Platforms: ps, Compression: kind, Level: lvl})

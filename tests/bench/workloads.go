@@ -78,6 +78,7 @@ func workloads(e *env) []*workload {
 		copyWorkload,
 		gcWorkload,
 		fsckWorkload,
+		exportWorkload, flattenWorkload,
 	}
 	var out []*workload
 	for _, mk := range makers {

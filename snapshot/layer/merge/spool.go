@@ -12,6 +12,7 @@ import (
 // is given back when the spool closes.
 type spool struct {
 	dir  string
+	buf  []byte
 	mem  map[spoolKey][]byte
 	used int64
 	f    *os.File
@@ -57,7 +58,7 @@ func (s *spool) put(k spoolKey, r io.Reader, size int64) error {
 	if _, err := s.f.Seek(s.end, io.SeekStart); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
-	n, err := io.Copy(s.f, io.LimitReader(r, size))
+	n, err := io.CopyBuffer(s.f, io.LimitReader(r, size), s.buf)
 	if err == nil && n != size {
 		err = io.ErrUnexpectedEOF
 	}

@@ -109,9 +109,10 @@ func (t *Tree) digests(ctx context.Context, inos []*inode) error {
 		}
 		m[ino.src.entry] = ino
 	}
+	buf := make([]byte, copyBuf)
 	for _, ino := range ext {
 		h := sha256.New()
-		if err := copyExternal(h, ino, "file"); err != nil {
+		if err := copyExternal(h, ino, "file", buf); err != nil {
 			return err
 		}
 		ino.digest = digest.NewDigest(digest.SHA256, h)
@@ -168,6 +169,7 @@ func (t *Tree) hashLayer(ctx context.Context, l int, want map[int]*inode) error 
 	}
 	defer s.close()
 	tr := tar.NewReader(s)
+	buf := make([]byte, copyBuf)
 	for n := 0; ; n++ {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -184,7 +186,7 @@ func (t *Tree) hashLayer(ctx context.Context, l int, want map[int]*inode) error 
 			return fmt.Errorf("entry %q: %w", h.Name, ErrChanged)
 		}
 		d := sha256.New()
-		if _, err := io.CopyN(d, tr, h.Size); err != nil {
+		if _, err := copyN(d, tr, h.Size, buf); err != nil {
 			return fmt.Errorf("entry %q: %w", h.Name, s.fail(err))
 		}
 		ino.digest = digest.NewDigest(digest.SHA256, d)

@@ -88,7 +88,8 @@ func (t *Tree) WriteTar(ctx context.Context, w io.Writer, o WriteOptions) error 
 			needs[ino.src.layer] = append(needs[ino.src.layer], need{ino.src.entry, ino.size})
 		}
 	}
-	r := &reader{t: t, ctx: ctx, cursors: map[int]*cursor{}, sp: &spool{dir: o.TempDir}}
+	buf := make([]byte, copyBuf)
+	r := &reader{t: t, ctx: ctx, cursors: map[int]*cursor{}, sp: &spool{dir: o.TempDir, buf: buf}, buf: buf}
 	defer r.close()
 	for l, ns := range needs {
 		sort.Slice(ns, func(i, j int) bool { return ns[i].entry < ns[j].entry })
@@ -166,7 +167,12 @@ type reader struct {
 	ctx     context.Context
 	cursors map[int]*cursor
 	sp      *spool
+	// buf is the one copy buffer: io.Copy would make one a file.
+	buf []byte
 }
+
+// copyBuf is the size of the copy buffer.
+const copyBuf = 256 << 10
 
 // cursor is a layer being read in order for the contents the output
 // takes from it.
@@ -184,11 +190,11 @@ type cursor struct {
 // content writes ino's content (named p in the output) to w.
 func (r *reader) content(w io.Writer, ino *inode, p string) error {
 	if ino.src.open != nil {
-		return copyExternal(w, ino, p)
+		return copyExternal(w, ino, p, r.buf)
 	}
 	k := spoolKey{ino.src.layer, ino.src.entry}
 	if sr, ok := r.sp.take(k); ok {
-		if _, err := io.Copy(w, sr); err != nil {
+		if _, err := io.CopyBuffer(w, sr, r.buf); err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
 		return nil
@@ -217,7 +223,7 @@ func (r *reader) content(w io.Writer, ino *inode, p string) error {
 			if h.Size != ino.size {
 				return fmt.Errorf("%s: entry %q: %w: %d bytes, %d when first read", r.t.layerName(ino.src.layer), h.Name, ErrChanged, h.Size, ino.size)
 			}
-			if _, err := io.CopyN(w, c.tr, ino.size); err != nil {
+			if _, err := copyN(w, c.tr, ino.size, r.buf); err != nil {
 				return fmt.Errorf("%s: entry %q: %w", r.t.layerName(ino.src.layer), h.Name, c.s.fail(err))
 			}
 			return nil
@@ -242,13 +248,13 @@ var ErrChanged = errors.New("changed between two reads")
 
 // copyExternal writes the content of a file of a bundle's rootfs, which
 // must still have the size it had when the tree took it.
-func copyExternal(w io.Writer, ino *inode, p string) error {
+func copyExternal(w io.Writer, ino *inode, p string, buf []byte) error {
 	f, err := ino.src.open()
 	if err != nil {
 		return fmt.Errorf("%s: %w", p, err)
 	}
 	defer f.Close()
-	n, err := io.Copy(w, io.LimitReader(f, ino.size))
+	n, err := io.CopyBuffer(w, io.LimitReader(f, ino.size), buf)
 	if err != nil {
 		return fmt.Errorf("%s: %w", p, err)
 	}
@@ -257,6 +263,15 @@ func copyExternal(w io.Writer, ino *inode, p string) error {
 		return fmt.Errorf("%s: %w: its size changed", p, ErrChanged)
 	}
 	return nil
+}
+
+// copyN is io.CopyN with the buffer buf.
+func copyN(w io.Writer, r io.Reader, n int64, buf []byte) (int64, error) {
+	written, err := io.CopyBuffer(w, io.LimitReader(r, n), buf)
+	if err == nil && written < n {
+		err = io.ErrUnexpectedEOF
+	}
+	return written, err
 }
 
 // finish reads every opened layer to its end, which verifies its blob.
