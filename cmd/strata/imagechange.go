@@ -79,6 +79,10 @@ func (g *globalFlags) runImageChange(c *imageChange) error {
 	if c.inLayout() {
 		return g.changeInLayout(ctx, c)
 	}
+	if c.dst != "" && !hasTransport(c.dst) && !strings.ContainsAny(c.dst, ":/") {
+		// A bare name has no layout to go into when SRC is an archive.
+		return usagef("%s: name where the result goes: oci:DIR[:NAME], LAYOUT:NAME, oci-archive:FILE[:NAME] or docker-archive:FILE[:NAME:TAG]", c.dst)
+	}
 	var opts mutate.TransferOptions
 	if strings.HasPrefix(c.dst, "docker-archive:") {
 		// A docker-archive holds one platform's image.
@@ -120,8 +124,13 @@ func (g *globalFlags) changeInLayout(ctx context.Context, c *imageChange) error 
 		return err
 	}
 	name := ""
-	if c.dst != "" {
-		name = strings.TrimPrefix(strings.TrimPrefix(c.dst, "oci:"), dir+":")
+	if rest, ok := strings.CutPrefix(c.dst, "oci:"); ok {
+		// oci:DIR[:NAME], DIR being SRC's layout (inLayout checked it).
+		_, name, _ = strings.Cut(rest, ":")
+	} else {
+		name = strings.TrimPrefix(c.dst, dir+":")
+	}
+	if name != "" {
 		if _, ok := layout.IsDigestRef(name); ok {
 			return usagef("%s: name the new image with a tag, not a digest", c.dst)
 		}

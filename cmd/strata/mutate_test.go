@@ -38,6 +38,7 @@ func TestImageChangeErrors(t *testing.T) {
 		{"mutate digest newref", []string{"mutate", f.dir + ":v1", "@" + f.v1.desc.Digest.String(), "--user", "x"}, 2, []string{"not a digest"}},
 		{"mutate registry", []string{"mutate", "docker://example.com/x:1", "--user", "x"}, 2, []string{"docker://example.com/x:1", "layouts and archives"}},
 		{"mutate stdin archive in place", []string{"mutate", "oci-archive:-", "--user", "x"}, 1, []string{"stdin", "(give NEWREF)"}},
+		{"mutate archive to a bare name", []string{"mutate", "oci-archive:x.tar", "v2", "--user", "x"}, 2, []string{"v2", "name where the result goes"}},
 		{"append bare newref", []string{"append", f.dir + ":v1", notTar, "v9"}, 2, []string{"v9", f.dir + ":v9"}},
 		{"append not a tar", []string{"append", f.dir + ":v1", notTar}, 1, []string{notTar, "not a tar archive"}},
 		{"append stdin twice", []string{"append", f.dir + ":v1", "-", "-"}, 2, []string{"twice"}},
@@ -95,6 +96,11 @@ func TestImageChangeNames(t *testing.T) {
 	out2 := strings.TrimSpace(mustStrata(t, "mutate", "oci:"+f.dir+":v1", f.dir+":v1-b", "--label", "b=1"))
 	if resolve("v1-b") != out2 || resolve("v1") != out {
 		t.Fatalf("NEWREF: v1-b %s, printed %s", resolve("v1-b"), out2)
+	}
+	// The same layout spelt another way, with a transport prefix.
+	out4 := strings.TrimSpace(mustStrata(t, "mutate", f.dir+":v1", "oci:"+f.dir+"/.:v1-d", "--label", "d=1"))
+	if resolve("v1-d") != out4 || resolve("v1") != out {
+		t.Fatalf("oci:SAME:NAME: v1-d %s, printed %s", resolve("v1-d"), out4)
 	}
 	out3 := strings.TrimSpace(mustStrata(t, "mutate", f.dir+":@"+out, "--label", "c=1"))
 	if resolve("@"+out3) != out3 || resolve("v1") != out {

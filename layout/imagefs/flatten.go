@@ -67,6 +67,22 @@ func Flatten(ctx context.Context, l *layout.Layout, root ocispec.Descriptor, o F
 // layer is streamed from the old layers into the blob store, compressed
 // and hashed on the way; it is the bytes Export writes.
 func FlattenImage(ctx context.Context, l *layout.Layout, img *layout.Image, o FlattenOptions) (ocispec.Descriptor, error) {
+	if o.Compression == "" {
+		o.Compression = layout.CompressionGzip
+	}
+	// The layer's media type, in the manifest's family: known (or
+	// refused, zstd in a Docker image) before any work.
+	lt, err := layout.LayerMediaType(o.Compression)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	mt := img.Manifest.MediaType
+	if mt == "" {
+		mt = img.Descriptor.MediaType
+	}
+	if lt, err = mutate.LayerMediaType(mt, lt); err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("image %s: %w", img.Descriptor.Digest, err)
+	}
 	t, err := Read(ctx, l, img, merge.Options{})
 	if err != nil {
 		return ocispec.Descriptor{}, err
@@ -79,12 +95,8 @@ func FlattenImage(ctx context.Context, l *layout.Layout, img *layout.Image, o Fl
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("image %s: %w", img.Descriptor.Digest, err)
 	}
-	mt := img.Manifest.MediaType
-	if mt == "" {
-		mt = img.Descriptor.MediaType
-	}
 	ld := ly.Descriptor
-	ld.MediaType = mutate.LayerMediaType(mt, ld.MediaType)
+	ld.MediaType = lt
 	var ann map[string]string
 	for k, v := range img.Manifest.Annotations {
 		if k == annotationBaseDigest || k == annotationBaseName {
@@ -104,9 +116,6 @@ var errAbandoned = errors.New("layer abandoned")
 // putTree writes t as one layer into l.
 func putTree(ctx context.Context, l *layout.Layout, t *merge.Tree, o FlattenOptions) (layout.Layer, error) {
 	k := o.Compression
-	if k == "" {
-		k = layout.CompressionGzip
-	}
 	level := o.Level
 	if level == 0 {
 		level = compression.DefaultLevel

@@ -231,3 +231,21 @@ func TestReadWalk(t *testing.T) {
 		t.Errorf("layers %+v", got)
 	}
 }
+
+func TestFlattenDockerImage(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	img := f.image(t, f.index, amd64)
+	dd, err := layout.Convert(ctx, f.l, img.Descriptor, layout.ConvertOptions{Format: layout.FormatDocker})
+	layertest.Must(t, err)
+	if _, err := imagefs.Flatten(ctx, f.l, dd, imagefs.FlattenOptions{Compression: layout.CompressionZstd}); !errors.Is(err, layout.ErrZstdDocker) {
+		t.Fatalf("zstd into a Docker image: %v", err)
+	}
+	res, err := imagefs.Flatten(ctx, f.l, dd, imagefs.FlattenOptions{})
+	layertest.Must(t, err)
+	flat, err := f.l.ReadImage(res.Root)
+	layertest.Must(t, err)
+	if flat.Descriptor.MediaType != layout.MediaTypeDockerManifest || flat.Manifest.Layers[0].MediaType != layout.MediaTypeDockerLayerGzip {
+		t.Errorf("a Docker image flattened to %s with a %s layer", flat.Descriptor.MediaType, flat.Manifest.Layers[0].MediaType)
+	}
+}

@@ -126,7 +126,9 @@ func Append(ctx context.Context, l *layout.Layout, root ocispec.Descriptor, srcs
 				return ocispec.Descriptor{}, err
 			}
 			d := ly.Descriptor
-			d.MediaType = LayerMediaType(manifestType(img), d.MediaType)
+			if d.MediaType, err = LayerMediaType(manifestType(img), d.MediaType); err != nil {
+				return ocispec.Descriptor{}, err
+			}
 			descs = append(descs, d)
 		}
 		if err := cfg.Set("created", created); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -275,6 +276,20 @@ func TestMutateDockerMediaTypes(t *testing.T) {
 	}
 	if img.Manifest.Layers[0].MediaType != layout.MediaTypeDockerLayerGzip {
 		t.Errorf("layer type %s", img.Manifest.Layers[0].MediaType)
+	}
+	// Layers appended to it get Docker types; zstd ones are refused.
+	tarball := filepath.Join(t.TempDir(), "l.tar")
+	layertest.Must(t, os.WriteFile(tarball, layertest.Tar(layertest.File("f", "f", 0o644)), 0o644))
+	app, err := mutate.Append(context.Background(), f.l, res.Root, []mutate.Source{{Path: tarball}}, mutate.AppendOptions{})
+	layertest.Must(t, err)
+	img, err = f.l.ReadImage(app.Root)
+	layertest.Must(t, err)
+	if mt := img.Manifest.Layers[3].MediaType; mt != layout.MediaTypeDockerLayerGzip {
+		t.Errorf("appended layer type %s", mt)
+	}
+	_, err = mutate.Append(context.Background(), f.l, res.Root, []mutate.Source{{Path: tarball}}, mutate.AppendOptions{Compression: layout.CompressionZstd})
+	if !errors.Is(err, layout.ErrZstdDocker) {
+		t.Errorf("zstd into a Docker image: got %v, want ErrZstdDocker", err)
 	}
 }
 

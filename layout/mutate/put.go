@@ -70,9 +70,13 @@ func PutConfig(l *layout.Layout, img *layout.Image, cfg *layout.Config) (ocispec
 // LayerMediaType names a layer blob's media type in the family of the
 // manifest it goes into: Docker schema2 manifests list Docker layer
 // types, OCI manifests OCI ones. The bytes are the same either way.
-// Types of neither family (foreign layers, artifacts) are kept.
-func LayerMediaType(manifestType, layerType string) string {
+// Types of neither family (foreign layers, artifacts) are kept. A zstd
+// layer cannot go into a Docker image (layout.ErrZstdDocker).
+func LayerMediaType(manifestType, layerType string) (string, error) {
 	docker := manifestType == layout.MediaTypeDockerManifest
+	if docker && (layerType == ocispec.MediaTypeImageLayerZstd || layerType == layout.MediaTypeDockerLayerZstd) {
+		return "", fmt.Errorf("layer of type %s: %w", layerType, layout.ErrZstdDocker)
+	}
 	pairs := [][2]string{
 		{ocispec.MediaTypeImageLayer, layout.MediaTypeDockerLayer},
 		{ocispec.MediaTypeImageLayerGzip, layout.MediaTypeDockerLayerGzip},
@@ -81,12 +85,12 @@ func LayerMediaType(manifestType, layerType string) string {
 	for _, p := range pairs {
 		if layerType == p[0] || layerType == p[1] {
 			if docker {
-				return p[1]
+				return p[1], nil
 			}
-			return p[0]
+			return p[0], nil
 		}
 	}
-	return layerType
+	return layerType, nil
 }
 
 // manifestType is the media type of img's manifest.

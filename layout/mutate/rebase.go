@@ -188,6 +188,16 @@ func rebaseImage(ctx context.Context, l *layout.Layout, img *layout.Image, p oci
 	if err := checkBasedOn(img, old, p); err != nil {
 		return ocispec.Descriptor{}, err
 	}
+	n := len(old.Manifest.Layers)
+	mt := manifestType(img)
+	layers := make([]ocispec.Descriptor, 0, len(nu.Manifest.Layers)+len(img.Manifest.Layers)-n)
+	for _, d := range nu.Manifest.Layers {
+		if d.MediaType, err = LayerMediaType(mt, d.MediaType); err != nil {
+			return ocispec.Descriptor{}, fmt.Errorf("new base %s: %w", nu.Descriptor.Digest, err)
+		}
+		layers = append(layers, d)
+	}
+	layers = append(layers, img.Manifest.Layers[n:]...)
 	// The new base's layers into this layout, verified.
 	if nb.Layout != l {
 		if err := l.Hold(); err != nil {
@@ -206,14 +216,6 @@ func rebaseImage(ctx context.Context, l *layout.Layout, img *layout.Image, p oci
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
-	n := len(old.Manifest.Layers)
-	mt := manifestType(img)
-	layers := make([]ocispec.Descriptor, 0, len(nu.Manifest.Layers)+len(img.Manifest.Layers)-n)
-	for _, d := range nu.Manifest.Layers {
-		d.MediaType = LayerMediaType(mt, d.MediaType)
-		layers = append(layers, d)
-	}
-	layers = append(layers, img.Manifest.Layers[n:]...)
 	ann := baseAnnotations(img.Manifest.Annotations, &Base{Name: nb.Name, Descriptor: nb.Descriptor})
 	return PutImage(l, img, cfg, layers, ann)
 }

@@ -58,10 +58,12 @@ type side struct {
 }
 
 // target is a goal from the issue: strata side Strata is at least
-// MinRatio times faster than side Peer.
+// MinRatio times faster than side Peer or, with no Peer, takes at most
+// Within.
 type target struct {
 	Strata, Peer string
 	MinRatio     float64
+	Within       time.Duration
 }
 
 // workload is one job, for one compression, done by every side.

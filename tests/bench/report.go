@@ -139,6 +139,9 @@ func judge(rep workloadReport, t target) (line string, missed bool, strata *resu
 			p = r
 		}
 	}
+	if t.Peer == "" {
+		return judgeWithin(rep, t, s)
+	}
 	what := fmt.Sprintf("%s ≥ %s × faster than %s", t.Strata, fmtRatio(t.MinRatio), t.Peer)
 	if t.MinRatio < 1 {
 		what = fmt.Sprintf("%s within %s × of %s", t.Strata, fmtRatio(1/t.MinRatio), t.Peer)
@@ -168,6 +171,27 @@ func judge(rep workloadReport, t target) (line string, missed bool, strata *resu
 		status, missed = "**missed**", true
 	}
 	return fmt.Sprintf("| %s | %s | %.2f × | %s |\n", id, what, ratio, status), missed, s
+}
+
+// judgeWithin renders a target of time: strata's median at most
+// t.Within.
+func judgeWithin(rep workloadReport, t target, s *result) (line string, missed bool, strata *result) {
+	what := mdEscape(fmt.Sprintf("%s under %s", t.Strata, fmtDuration(t.Within)))
+	id := rep.WL.id()
+	if s == nil || !s.ok() {
+		why := "not measured"
+		if s != nil && s.NotRun != "" {
+			why = s.NotRun
+		} else if s != nil && s.Failed != "" {
+			why = "strata failed"
+		}
+		return fmt.Sprintf("| %s | %s | – | %s |\n", id, what, why), false, nil
+	}
+	status := "met"
+	if s.median() > t.Within {
+		status, missed = "**missed**", true
+	}
+	return fmt.Sprintf("| %s | %s | %s | %s |\n", id, what, fmtDuration(s.median()), status), missed, s
 }
 
 func plural(n int) string {

@@ -78,6 +78,7 @@ func workloads(e *env) []*workload {
 		copyWorkload,
 		gcWorkload,
 		fsckWorkload,
+		mutateWorkload, appendWorkload,
 		exportWorkload, flattenWorkload,
 	}
 	var out []*workload
