@@ -490,6 +490,8 @@ func TestDiffBundle(t *testing.T) {
 
 func TestFlattenExportDiffErrors(t *testing.T) {
 	dir := fltImage(t)
+	flat := filepath.Join(t.TempDir(), "flat")
+	strata(t, "copy", "--platform", "linux/amd64", "oci:"+dir+":v1", "oci:"+flat+":amd64")
 	before := mutIndexState(t, dir)
 	for _, args := range [][]string{
 		{"flatten", "--platform", "linux/s390x", dir + ":v1"},
@@ -497,6 +499,7 @@ func TestFlattenExportDiffErrors(t *testing.T) {
 		{"flatten", dir + ":missing"},
 		{"export", dir + ":v1", "-o", filepath.Join(t.TempDir(), "no", "such", "dir", "x.tar")},
 		{"export", "docker://example.com/x:1"},
+		{"export", "--platform", "linux/arm64", flat + ":amd64"}, // a single image of another platform
 		{"diff", dir + ":v1", dir + ":missing"},
 		{"diff", dir + ":v1"},
 	} {
@@ -517,5 +520,31 @@ func TestFlattenExportDiffErrors(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(filepath.Dir(out)); len(ents) != 1 {
 		t.Errorf("a failed export left %v", ents)
+	}
+}
+
+func TestFlattenArchive(t *testing.T) {
+	dir := fltImage(t)
+	work := t.TempDir()
+	oa := filepath.Join(work, "img.tar")
+	strata(t, "save", "--all-platforms", "--format", "oci-archive", "-o", oa, dir+":v1")
+	want := strata(t, "export", "--platform", "linux/arm64", dir+":v1")
+	if got := strata(t, "export", "--platform", "linux/arm64", "oci-archive:"+oa); got != want {
+		t.Fatal("the archive exports another file system")
+	}
+	// In place: the archive is rewritten with the flattened index.
+	strata(t, "flatten", "oci-archive:"+oa)
+	out := filepath.Join(work, "out")
+	strata(t, "load", oa, out)
+	for _, p := range fltPlats {
+		if n := len(mutRead(t, out, "v1", p).Manifest.Layers); n != 1 {
+			t.Errorf("%s: %d layers in the flattened archive", platforms.Format(p), n)
+		}
+	}
+	if got := strata(t, "export", "--platform", "linux/arm64", "oci-archive:"+oa); got != want {
+		t.Error("the flattened archive exports another file system")
+	}
+	if ents, _ := os.ReadDir(work); len(ents) != 2 {
+		t.Errorf("left beside the archive: %v", ents)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/containerd/platforms"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/internal/tempdir"
 	"github.com/strata-oci/strata/layout"
@@ -40,7 +41,9 @@ func (s *Source) Close() error {
 
 // OpenOptions say which image Open reads.
 type OpenOptions struct {
-	// Platform chooses the image of an index; nil is the host's.
+	// Platform chooses the image of an index; nil is the host's. A
+	// single image of another platform than one given is refused
+	// (layout.ErrNoPlatform); with none, it is taken.
 	Platform *ocispec.Platform
 }
 
@@ -87,6 +90,9 @@ func Open(ctx context.Context, name string, o OpenOptions) (*Source, error) {
 			return nil, err
 		}
 		img, err := l.Image(ref, p)
+		if err == nil {
+			err = checkPlatform(img, o.Platform)
+		}
 		if err != nil {
 			l.Close()
 			return nil, err
@@ -133,6 +139,27 @@ func Open(ctx context.Context, name string, o OpenOptions) (*Source, error) {
 	if s.Image, err = s.Layout.ReadImage(md); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
+	if err := checkPlatform(s.Image, o.Platform); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
 	ok = true
 	return s, nil
+}
+
+// checkPlatform refuses an image of one platform when another was asked
+// for: an index chooses by platform, but a single manifest is taken
+// whatever its platform, and one of another platform must not be read
+// in place of the one asked for.
+func checkPlatform(img *layout.Image, want *ocispec.Platform) error {
+	if want == nil {
+		return nil
+	}
+	got := ocispec.Platform{OS: img.Config.OS, Architecture: img.Config.Architecture, Variant: img.Config.Variant}
+	if got.OS == "" && got.Architecture == "" {
+		return nil // the config does not say
+	}
+	if !platforms.Only(platforms.Normalize(*want)).Match(platforms.Normalize(got)) {
+		return fmt.Errorf("image %s is for %s: %w %s", img.Descriptor.Digest, platforms.Format(got), layout.ErrNoPlatform, platforms.Format(*want))
+	}
+	return nil
 }
