@@ -64,7 +64,8 @@ type Options struct {
 	Removals bool
 }
 
-// Tree is the merged file system of a stack of layers.
+// Tree is the merged file system of a stack of layers. Its methods are
+// not for concurrent use (Compare reads both its trees).
 type Tree struct {
 	layers []Layer
 	root   *node

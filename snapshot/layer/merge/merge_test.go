@@ -367,3 +367,14 @@ func TestWalk(t *testing.T) {
 		t.Errorf("dev/null: %+v", f)
 	}
 }
+
+// TestMergeSparse merges layers holding sparse files in every form GNU
+// tar writes: the merged tar holds their whole content.
+func TestMergeSparse(t *testing.T) {
+	layertest.NeedRoot(t)
+	for i, l := range layertest.SparseSeeds(t) {
+		t.Run(layertest.SparseFormats[i].Name, func(t *testing.T) {
+			sameAsApply(t, [][]byte{layertest.Tar(layertest.File("zeros", "lower", 0o600)), l})
+		})
+	}
+}
