@@ -45,6 +45,7 @@ func TestImageChangeErrors(t *testing.T) {
 		{"append bad compression", []string{"append", "--compression", "lz4", f.dir + ":v1", notTar}, 2, []string{"lz4"}},
 		{"rebase without bases", []string{"rebase", f.dir + ":v1"}, 1, []string{"no base image", "(give --old-base and --new-base)"}},
 		{"rebase not based on", []string{"rebase", f.dir + ":v1", "--old-base", f.dir + ":multi", "--new-base", f.dir + ":multi"}, 1, []string{"not based on", "layer 1 is sha256:", "(is --old-base the image it was built on?)"}},
+		{"rebase base in SRC's layout", []string{"rebase", f.dir + ":v1", "--old-base", "multi", "--new-base", "docker.io/example/app:1"}, 1, []string{"not based on"}},
 		{"rebase missing base", []string{"rebase", f.dir + ":v1", "--old-base", f.dir + ":nope", "--new-base", f.dir + ":multi"}, 1, []string{f.dir + ":nope"}},
 	}
 	for _, tc := range tests {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"strings"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -42,7 +43,8 @@ has moved to an updated image, 'strata rebase ./img:app' puts app on it.
 The new base's layers are copied into SRC's layout.
 
 SRC and where the result goes are as in strata mutate; the bases are
-LAYOUT:REF. The digest of the new image is printed on stdout.`,
+LAYOUT:REF, or a REF of SRC's layout. The digest of the new image is
+printed on stdout.`,
 		Example: `  strata rebase ./img:app --old-base ./img:debian-12.1 --new-base ./img:debian-12.2
   strata rebase ./img:app ./img:app-rebased --new-base ./bases:docker.io/library/debian:12
   strata rebase ./img:app                       # both bases from the image's annotations`,
@@ -53,8 +55,8 @@ LAYOUT:REF. The digest of the new image is printed on stdout.`,
 		},
 	}
 	fl := c.Flags()
-	fl.StringVar(&f.oldBase, "old-base", "", "the base image the image was built on, `LAYOUT:REF` (default: its base.digest annotation)")
-	fl.StringVar(&f.newBase, "new-base", "", "the base image to put it on, `LAYOUT:REF` (default: its base.name annotation)")
+	fl.StringVar(&f.oldBase, "old-base", "", "the base image the image was built on, `[LAYOUT:]REF` (default: its base.digest annotation)")
+	fl.StringVar(&f.newBase, "new-base", "", "the base image to put it on, `[LAYOUT:]REF` (default: its base.name annotation)")
 	fl.StringSliceVar(&f.platforms, "platform", nil, "rebase only this `os/arch[/variant]` of an index (repeatable; default: every platform)")
 	fl.StringVar(&f.created, "created", "", "set the creation `time`, RFC 3339 or unix seconds (default: kept)")
 	return c
@@ -80,7 +82,7 @@ func (g *globalFlags) runRebase(cmd *cobra.Command, args []string, f *rebaseFlag
 		if b.arg == "" {
 			continue
 		}
-		r, err := openBase(b.arg)
+		r, err := openBase(baseArg(args[0], b.arg))
 		if err != nil {
 			return err
 		}
@@ -95,6 +97,20 @@ func (g *globalFlags) runRebase(cmd *cobra.Command, args []string, f *rebaseFlag
 		c.dst = args[1]
 	}
 	return g.runImageChange(c)
+}
+
+// baseArg is a --old-base or --new-base as LAYOUT:REF: as given, or, when
+// what would be its LAYOUT is no directory and SRC is in a layout, a REF
+// in SRC's layout.
+func baseArg(src, arg string) string {
+	dir, _, _ := strings.Cut(strings.TrimPrefix(arg, "oci:"), ":")
+	if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
+		return arg
+	}
+	if l := layoutOf(src); l != "" {
+		return l + ":" + arg
+	}
+	return arg
 }
 
 // openBase opens a --old-base or --new-base LAYOUT:REF.

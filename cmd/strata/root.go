@@ -75,6 +75,7 @@ REF is a tag (v1), a full name (docker.io/library/debian:12) or a digest
 		newPushCmd(g),
 		newRebaseCmd(g),
 		newRmCmd(g),
+		newRunCmd(g),
 		newSaveCmd(g),
 		newSnapshotsCmd(g),
 		newTagCmd(g),

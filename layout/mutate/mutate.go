@@ -114,7 +114,7 @@ func Mutate(ctx context.Context, l *layout.Layout, root ocispec.Descriptor, ch C
 		if err != nil {
 			return ocispec.Descriptor{}, fmt.Errorf("config %s: %w", img.Manifest.Config.Digest, err)
 		}
-		if err := ch.apply(cfg); err != nil {
+		if err := ch.Apply(cfg); err != nil {
 			return ocispec.Descriptor{}, err
 		}
 		b, err := cfg.Bytes()
@@ -150,8 +150,9 @@ const (
 	fieldWorkingDir = "WorkingDir"
 )
 
-// apply makes ch's config edits on cfg.
-func (ch Changes) apply(cfg *layout.Config) error {
+// Apply makes ch's config edits on cfg (annotations are not the
+// config's: Mutate makes those). On error cfg may be partly changed.
+func (ch Changes) Apply(cfg *layout.Config) error {
 	if !ch.changesConfig() {
 		return nil
 	}
