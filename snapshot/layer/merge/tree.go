@@ -186,23 +186,10 @@ func (a *applier) apply(r *record) error {
 		a.t.root.layer = a.l
 		return nil
 	}
-	switch r.typ {
-	case '0', 0, '7', 'S':
-		ino.typ, ino.size, ino.src = layer.TypeReg, r.size, r.src
-	case '5':
-		ino.typ = layer.TypeDir
-	case '2':
-		ino.typ, ino.link = layer.TypeSymlink, r.linkname
-	case '3':
-		ino.typ = layer.TypeChar
-	case '4':
-		ino.typ = layer.TypeBlock
-	case '6':
-		ino.typ = layer.TypeFifo
-	case '1':
+	if r.typ == '1' {
 		ino = nil // a hardlink: its target's inode
-	default:
-		return fmt.Errorf("%w: unsupported tar entry type %q", ErrBadEntry, r.typ)
+	} else if err := setType(ino, r); err != nil {
+		return err
 	}
 	parent, err := a.t.resolve(dir, true, a.l)
 	if err != nil {
@@ -243,6 +230,27 @@ func (a *applier) apply(r *record) error {
 		}
 		parent.kids[base] = n
 		a.t.count++
+	}
+	return nil
+}
+
+// setType gives ino the file type of r, a tar entry other than a hardlink.
+func setType(ino *inode, r *record) error {
+	switch r.typ {
+	case '0', 0, '7', 'S':
+		ino.typ, ino.size, ino.src = layer.TypeReg, r.size, r.src
+	case '5':
+		ino.typ = layer.TypeDir
+	case '2':
+		ino.typ, ino.link = layer.TypeSymlink, r.linkname
+	case '3':
+		ino.typ = layer.TypeChar
+	case '4':
+		ino.typ = layer.TypeBlock
+	case '6':
+		ino.typ = layer.TypeFifo
+	default:
+		return fmt.Errorf("%w: unsupported tar entry type %q", ErrBadEntry, r.typ)
 	}
 	return nil
 }
