@@ -136,6 +136,7 @@ func TestFlattenExportEqualUmoci(t *testing.T) {
 	}
 	mustRun(t, "skopeo", "copy", "--all", "oci:"+dir+":flat", "oci:"+filepath.Join(t.TempDir(), "copy")+":flat")
 	strata(t, "fsck", "--diffids", dir)
+	fltCraneReads(t, dir)
 	// With no NEWREF the name moves; --platform flattens one platform.
 	strata(t, "flatten", "--platform", "linux/arm64", "--compression", "zstd", dir+":v1")
 	if n := len(mutRead(t, dir, "v1", mutAMD64).Manifest.Layers); n != 4 {
@@ -144,6 +145,23 @@ func TestFlattenExportEqualUmoci(t *testing.T) {
 	arm := mutRead(t, dir, "v1", mutARM64)
 	if n := len(arm.Manifest.Layers); n != 1 || !strings.HasSuffix(arm.Manifest.Layers[0].MediaType, "+zstd") {
 		t.Errorf("arm64 after flatten --platform: %d layers, %v", n, arm.Manifest.Layers)
+	}
+}
+
+// fltCraneReads pushes the flattened image to a local registry: crane
+// validates it, and crane export of each platform (its one layer) is
+// strata export's tar of the unflattened image, file for file.
+func fltCraneReads(t *testing.T, dir string) {
+	t.Helper()
+	crane := needTool(t, "crane")
+	ref := regStart(t, regConfig{}).listen + "/flt/flat"
+	strata(t, "push", dir+":flat", ref)
+	mustRun(t, crane, "--insecure", "validate", "--remote", ref)
+	for _, p := range fltPlats {
+		ps := platforms.Format(p)
+		want := fltTarFiles(t, strings.NewReader(strata(t, "export", "--platform", ps, dir+":v1")))
+		got := fltTarFiles(t, strings.NewReader(mustRun(t, crane, "--insecure", "--platform", ps, "export", ref, "-")))
+		layertest.DiffTrees(t, "strata export "+ps, want, "crane export of flattened "+ps, got)
 	}
 }
 
