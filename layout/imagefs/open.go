@@ -79,7 +79,7 @@ func Open(ctx context.Context, name string, o OpenOptions) (*Source, error) {
 	}
 	if !IsArchive(name) {
 		if strings.HasPrefix(name, "docker://") {
-			return nil, fmt.Errorf("%s: %w: pull it into a layout first", name, ErrUnsupportedSource)
+			return nil, fmt.Errorf("%s: %w: a registry is not read", name, ErrUnsupportedSource)
 		}
 		dir, ref, err := layout.SplitRef(strings.TrimPrefix(name, "oci:"))
 		if err != nil {
