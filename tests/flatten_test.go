@@ -477,13 +477,25 @@ func TestDiffEqualsUmociUnpacks(t *testing.T) {
 	}
 }
 
+// TestDiffBundle diffs an image against a bundle of it, on each driver:
+// nothing for a fresh bundle, then what was changed in its rootfs.
 func TestDiffBundle(t *testing.T) {
 	needRoot(t)
 	dir := fltImage(t)
+	for _, driver := range []string{"vfs", "overlay"} {
+		t.Run(driver, func(t *testing.T) { fltDiffBundle(t, dir, driver) })
+	}
+}
+
+func fltDiffBundle(t *testing.T, dir, driver string) {
 	work := t.TempDir()
 	bundle := filepath.Join(work, "bundle")
-	strata(t, "unpack", "--root", filepath.Join(work, "store"), "--platform", "linux/amd64", dir+":v1", bundle)
-	if out := strata(t, "--root", filepath.Join(work, "store"), "diff", "--platform", "linux/amd64", dir+":v1", bundle); out != "" {
+	store := filepath.Join(work, "store")
+	if driver == "overlay" {
+		ovlUnmountCleanup(t, bundle)
+	}
+	strata(t, "unpack", "--root", store, "--driver", driver, "--platform", "linux/amd64", dir+":v1", bundle)
+	if out := strata(t, "--root", store, "diff", "--platform", "linux/amd64", dir+":v1", bundle); out != "" {
 		t.Fatalf("a fresh bundle differs from its image:\n%s", out)
 	}
 	rootfs := filepath.Join(bundle, "rootfs")
@@ -491,7 +503,7 @@ func TestDiffBundle(t *testing.T) {
 	layertest.Must(t, os.WriteFile(filepath.Join(rootfs, "etc", "added"), []byte("added\n"), 0o644))
 	layertest.Must(t, os.RemoveAll(filepath.Join(rootfs, "home", "alice")))
 	layertest.Must(t, os.Chmod(filepath.Join(rootfs, "usr", "bin", "sgid"), 0o755))
-	got := fltChanges(strata(t, "--root", filepath.Join(work, "store"), "diff", "--layer", "--platform", "linux/amd64", dir+":v1", bundle))
+	got := fltChanges(strata(t, "--root", store, "diff", "--layer", "--platform", "linux/amd64", dir+":v1", bundle))
 	want := fltTreeDiff(before, layertest.DescribeTree(t, rootfs))
 	var kinds []string
 	for _, l := range got {
