@@ -34,6 +34,8 @@ func hintFor(err error) string {
 		return " (give its CA with --cert-dir DIR or SSL_CERT_FILE, or skip verification with --insecure)"
 	case errors.Is(err, remote.ErrPartialIndex):
 		return ": push what it holds with --platform"
+	case errors.Is(err, layout.ErrNameTaken):
+		return " (strata index add changes an index; strata rm frees the name)"
 	case errors.Is(err, layout.ErrZstdDocker):
 		return "; recompress with --compression gzip"
 	case errors.As(err, &notUndone):

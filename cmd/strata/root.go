@@ -53,6 +53,7 @@ REF is a tag (v1), a full name (docker.io/library/debian:12) or a digest
 	})
 	root.AddCommand(
 		newAppendCmd(g),
+		newAttachCmd(g),
 		newCommitCmd(g),
 		newCompletionCmd(),
 		newCopyCmd(g),
@@ -63,6 +64,7 @@ REF is a tag (v1), a full name (docker.io/library/debian:12) or a digest
 		newFsckCmd(g),
 		newGCCmd(g),
 		newImportCmd(g),
+		newIndexCmd(g),
 		newInitCmd(g),
 		newInspectCmd(),
 		newLoadCmd(g),
@@ -74,6 +76,7 @@ REF is a tag (v1), a full name (docker.io/library/debian:12) or a digest
 		newPullCmd(g),
 		newPushCmd(g),
 		newRebaseCmd(g),
+		newReferrersCmd(),
 		newRmCmd(g),
 		newRunCmd(g),
 		newSaveCmd(g),
