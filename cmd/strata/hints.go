@@ -7,6 +7,7 @@ import (
 
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/layout/archive"
+	"github.com/strata-oci/strata/layout/imagefs"
 	"github.com/strata-oci/strata/layout/mirror"
 	"github.com/strata-oci/strata/layout/mutate"
 	"github.com/strata-oci/strata/layout/remote"
@@ -53,6 +54,8 @@ func hintFor(err error) string {
 		return " (index:KEY=VALUE annotations need an image index)"
 	case errors.Is(err, mutate.ErrInPlace):
 		return " (give NEWREF)"
+	case errors.Is(err, imagefs.ErrUnsupportedSource):
+		return " (strata pull it into a layout first)"
 	case errors.Is(err, snapshot.ErrNoDefaultRoot):
 		return " (use --root)"
 	case errors.Is(err, overlay.ErrXattrForm):

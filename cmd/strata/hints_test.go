@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/strata-oci/strata/layout"
+	"github.com/strata-oci/strata/layout/imagefs"
 	"github.com/strata-oci/strata/layout/mutate"
 	"github.com/strata-oci/strata/layout/remote"
 	"github.com/strata-oci/strata/layout/transport"
@@ -43,6 +44,7 @@ func TestHintFor(t *testing.T) {
 		{"not based on", fmt.Errorf("image x: %w", &mutate.NotBasedOnError{Layer: 1}), " (is --old-base the image it was built on?)"},
 		{"index annotation", fmt.Errorf("image x: %w", mutate.ErrNotIndex), " (index:KEY=VALUE annotations need an image index)"},
 		{"in place", fmt.Errorf("oci-archive:-: %w", mutate.ErrInPlace), " (give NEWREF)"},
+		{"registry source", fmt.Errorf("docker://x/y: %w", imagefs.ErrUnsupportedSource), " (strata pull it into a layout first)"},
 		{"other", errors.New("other"), ""},
 	}
 	for _, tt := range tests {

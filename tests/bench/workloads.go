@@ -80,6 +80,7 @@ func workloads(e *env) []*workload {
 		fsckWorkload,
 		syncWorkload, pushMountedWorkload,
 		mutateWorkload, appendWorkload,
+		exportWorkload, flattenWorkload, exportBaseWorkload, flattenBaseWorkload,
 	}
 	var out []*workload
 	for _, mk := range makers {
