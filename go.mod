@@ -11,6 +11,8 @@ require (
 	golang.org/x/term v0.47.0
 )
 
+require github.com/moby/patternmatcher v0.6.1 // indirect
+
 require (
 	github.com/agext/levenshtein v1.2.3 // indirect
 	github.com/containerd/typeurl/v2 v2.3.0 // indirect

@@ -74,6 +74,7 @@ REF is a tag (v1), a full name (docker.io/library/debian:12) or a digest
 		newTagCmd(g),
 		newUmountCmd(g),
 		newUnpackCmd(g),
+		newBuildCmd(g),
 		newUnshareCmd(g),
 		newVersionCmd(),
 	)

@@ -1,0 +1,641 @@
+package build
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerfile/parser"
+	"github.com/opencontainers/go-digest"
+	"github.com/strata-oci/strata/internal/fsx"
+	"github.com/strata-oci/strata/snapshot/build/contextdir"
+	"github.com/strata-oci/strata/snapshot/ids"
+	"golang.org/x/sys/unix"
+)
+
+// Runner runs a command in the bundle dir (its config.json is the
+// bundle's image's; spec says what this run differs in) and returns its
+// exit status.
+type Runner func(ctx context.Context, bundle string, spec RunSpec) (int, error)
+
+// RunSpec is one RUN step's process and mounts.
+type RunSpec struct {
+	Args []string
+	Env  []string
+	// Cwd is the working directory, User the image config's user
+	// (NAME, UID, UID:GID, ...), as the bundle's /etc/passwd reads it.
+	Cwd, User string
+	// Network is "host" or "none".
+	Network string
+	Mounts  []Mount
+	Stdout  io.Writer
+	Stderr  io.Writer
+}
+
+// Mount is one RUN --mount as the runtime mounts it.
+type Mount struct {
+	// Type is "bind" or "tmpfs".
+	Type string
+	// Source is a host path (bind).
+	Source, Target string
+	ReadOnly       bool
+	// Size limits a tmpfs (bytes; 0: the kernel's default).
+	Size int64
+}
+
+// run runs RUN.
+func (b *builder) run(ctx context.Context, st *stage, c *instructions.RunCommand, env []string) (bool, error) {
+	args := append([]string{}, c.CmdLine...)
+	var inline *instructions.ShellInlineFile
+	if len(c.Files) > 0 {
+		if len(args) != 1 || !c.PrependShell {
+			return false, fmt.Errorf("invalid heredoc RUN: %v", args)
+		}
+		if h := parser.MustParseHeredoc(args[0]); h != nil {
+			data := c.Files[0].Data
+			if c.Files[0].Chomp {
+				data = parser.ChompHeredocContent(data)
+			}
+			if strings.HasPrefix(data, "#!") {
+				// A script with its interpreter: run it as a file.
+				f := c.Files[0]
+				f.Data = data
+				inline = &f
+				args = []string{path.Join("/dev/pipes", f.Name)}
+				c.PrependShell = false
+			} else {
+				args = []string{data}
+			}
+		} else {
+			var sb strings.Builder
+			sb.WriteString(args[0])
+			for _, f := range c.Files {
+				sb.WriteString("\n" + f.Data + f.Name)
+			}
+			args = []string{sb.String()}
+		}
+	}
+	if c.PrependShell {
+		sh, err := st.shellOf()
+		if err != nil {
+			return false, err
+		}
+		args = append(append([]string{}, sh...), args...)
+	}
+	runEnv := append(append([]string{}, env...), st.args.filtered(env)...)
+	saved := args
+	if ha := st.args.historyArgs(env); len(ha) > 0 {
+		saved = append(append([]string{"|" + strconv.Itoa(len(ha))}, ha...), args...)
+	}
+	createdBy := strings.Join(saved, " ")
+	network := instructions.GetNetwork(c)
+	if network == instructions.NetworkDefault {
+		network = b.o.Network
+	}
+	if network == "" {
+		network = "host"
+	}
+	mounts := instructions.GetMounts(c)
+	mkey, err := b.mountsKey(ctx, st, mounts)
+	if err != nil {
+		return false, err
+	}
+	var user, wd string
+	if _, err := st.cfg.GetRuntime("User", &user); err != nil {
+		return false, err
+	}
+	if _, err := st.cfg.GetRuntime("WorkingDir", &wd); err != nil {
+		return false, err
+	}
+	keyParts := []string{st.key.String(), "run", createdBy, strings.Join(st.args.filtered(env), "\n"), network, mkey}
+	if inline != nil {
+		keyParts = append(keyParts, inline.Name, inline.Data)
+	}
+	key := keyOf(keyParts...)
+	if ok, err := b.hit(st, key); ok || err != nil {
+		return ok, err
+	}
+	if err := b.ensureBundle(ctx, st); err != nil {
+		return false, err
+	}
+	if wd == "" {
+		wd = "/"
+	} else if ok, _ := exists(st.rootfs(), wd); !ok {
+		// The runtime would make it; Docker's builder makes it too.
+		if err := b.mkdirRoot(st, wd); err != nil {
+			return false, err
+		}
+	}
+	spec := RunSpec{Args: args, Env: runEnv, Cwd: wd, User: user, Network: network, Stdout: b.o.Stdout, Stderr: b.o.Stderr}
+	if spec.Stdout == nil {
+		spec.Stdout = io.Discard
+	}
+	if spec.Stderr == nil {
+		spec.Stderr = io.Discard
+	}
+	cleanup, err := b.prepareMounts(ctx, st, mounts, inline, &spec)
+	defer cleanup()
+	if err != nil {
+		return false, err
+	}
+	runner := b.o.Run
+	if runner == nil {
+		runner = defaultRunner
+	}
+	if runner == nil {
+		return false, errors.New("RUN: no runtime to run it with")
+	}
+	mp, err := newMountpoints(st.rootfs(), spec.Mounts)
+	if err != nil {
+		return false, err
+	}
+	code, err := runner(ctx, st.bundle, spec)
+	if cerr := mp.remove(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return false, err
+	}
+	if code != 0 {
+		return false, &RunError{Command: args, Code: code}
+	}
+	return false, b.commit(ctx, st, key, createdBy)
+}
+
+// mountsKey is what a RUN's mounts add to its cache key: their kinds,
+// targets and options; what a bind mount shows (the digest of the
+// context files, the stage's image); a cache's or secret's id, never a
+// secret's content.
+func (b *builder) mountsKey(ctx context.Context, st *stage, ms []*instructions.Mount) (string, error) {
+	var parts []string
+	for _, m := range ms {
+		p := fmt.Sprintf("%s target=%s ro=%v", m.Type, m.Target, m.ReadOnly)
+		switch m.Type {
+		case instructions.MountTypeBind:
+			if m.From == "" {
+				rel, err := contextdir.Clean(m.Source)
+				if err != nil {
+					return "", err
+				}
+				h := contextdir.NewHasher()
+				err = b.ctxd.Walk(rel, func(e contextdir.Entry) error {
+					return h.Add(b.ctxd.Tree(), e.Rel, e.Rel, &e.St)
+				})
+				if err != nil {
+					return "", fmt.Errorf("--mount source %s: %w", m.Source, err)
+				}
+				p += " context:" + m.Source + " " + h.Digest().String()
+			} else {
+				src, err := b.mountStage(ctx, st, m.From)
+				if err != nil {
+					return "", err
+				}
+				p += " from:" + src.img.Descriptor.Digest.String() + " " + m.Source
+			}
+		case instructions.MountTypeCache:
+			p += " id=" + cacheID(m) + " sharing=" + string(m.CacheSharing) + " from=" + m.From + " src=" + m.Source
+		case instructions.MountTypeSecret:
+			p += " id=" + secretID(m) + " required=" + strconv.FormatBool(m.Required)
+			if m.Env != nil {
+				p += " env=" + *m.Env
+			}
+		case instructions.MountTypeTmpfs:
+			p += " size=" + strconv.FormatInt(m.SizeLimit, 10)
+		case instructions.MountTypeSSH:
+			return "", errors.New("--mount=type=ssh is not supported")
+		}
+		if m.Mode != nil {
+			p += fmt.Sprintf(" mode=%o", *m.Mode)
+		}
+		if m.UID != nil {
+			p += fmt.Sprintf(" uid=%d", *m.UID)
+		}
+		if m.GID != nil {
+			p += fmt.Sprintf(" gid=%d", *m.GID)
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, "\n"), nil
+}
+
+// mountStage is the stage or image a bind or cache mount's from= names.
+func (b *builder) mountStage(ctx context.Context, st *stage, from string) (*stage, error) {
+	if j, ok := b.f.stageIndex(from, st.idx); ok {
+		s := b.stages[j]
+		if s == nil || !s.done {
+			return nil, fmt.Errorf("--mount from=%s: stage not built", from)
+		}
+		return s, nil
+	}
+	if s := b.imageStages[from]; s != nil {
+		return s, nil
+	}
+	img, err := b.image(ctx, from, st.platform)
+	if err != nil {
+		return nil, fmt.Errorf("--mount from=%s: %w", from, err)
+	}
+	s := &stage{idx: -1, name: from}
+	if err := b.setImage(s, img); err != nil {
+		return nil, err
+	}
+	b.imageStages[from] = s
+	return s, nil
+}
+
+func cacheID(m *instructions.Mount) string {
+	if m.CacheID != "" {
+		return m.CacheID
+	}
+	return m.Target
+}
+
+func secretID(m *instructions.Mount) string {
+	if m.CacheID != "" {
+		return m.CacheID
+	}
+	if m.Source != "" {
+		return m.Source
+	}
+	return path.Base(m.Target)
+}
+
+// prepareMounts turns a RUN's mounts into runtime mounts (and secret
+// env). The returned cleanup releases locks and removes staged files.
+func (b *builder) prepareMounts(ctx context.Context, st *stage, ms []*instructions.Mount, inline *instructions.ShellInlineFile, spec *RunSpec) (func(), error) {
+	var cleanups []func()
+	cleanup := func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+	}
+	stage, err := os.MkdirTemp(b.work.Path, "run-")
+	if err != nil {
+		return cleanup, err
+	}
+	cleanups = append(cleanups, func() { _ = fsx.RemoveAll(stage) })
+	var wd = spec.Cwd
+	abs := func(t string) string {
+		if path.IsAbs(t) {
+			return path.Clean(t)
+		}
+		return path.Join("/", wd, t)
+	}
+	if inline != nil {
+		p := filepath.Join(stage, "pipes")
+		if err := os.Mkdir(p, 0o755); err != nil {
+			return cleanup, err
+		}
+		if err := os.WriteFile(filepath.Join(p, inline.Name), []byte(inline.Data), 0o755); err != nil {
+			return cleanup, err
+		}
+		spec.Mounts = append(spec.Mounts, Mount{Type: "bind", Source: p, Target: "/dev/pipes", ReadOnly: true})
+	}
+	for i, m := range ms {
+		switch m.Type {
+		case instructions.MountTypeTmpfs:
+			if m.Target == "" {
+				return cleanup, errors.New("--mount=type=tmpfs needs a target")
+			}
+			spec.Mounts = append(spec.Mounts, Mount{Type: "tmpfs", Target: abs(m.Target), Size: m.SizeLimit})
+		case instructions.MountTypeBind:
+			if m.Target == "" {
+				return cleanup, errors.New("--mount=type=bind needs a target")
+			}
+			var srcPath string
+			if m.From == "" {
+				rel, err := contextdir.Clean(m.Source)
+				if err != nil {
+					return cleanup, err
+				}
+				// The context as the build sees it: excluded files left
+				// out, and a writable mount's changes thrown away.
+				dst := filepath.Join(stage, fmt.Sprintf("bind%d", i))
+				if err := b.stageContext(rel, dst); err != nil {
+					return cleanup, err
+				}
+				srcPath = dst
+			} else {
+				s, err := b.mountStage(ctx, st, m.From)
+				if err != nil {
+					return cleanup, err
+				}
+				if err := b.ensureBundle(ctx, s); err != nil {
+					return cleanup, err
+				}
+				rel, err := contextdir.Clean(m.Source)
+				if err != nil {
+					return cleanup, err
+				}
+				t, err := fsx.OpenTree(s.rootfs())
+				if err != nil {
+					return cleanup, err
+				}
+				res, err := contextdir.Resolve(t, rel)
+				t.Close()
+				if err != nil {
+					return cleanup, fmt.Errorf("--mount from=%s source=%s: %w", m.From, m.Source, err)
+				}
+				srcPath = filepath.Join(s.rootfs(), res)
+			}
+			spec.Mounts = append(spec.Mounts, Mount{Type: "bind", Source: srcPath, Target: abs(m.Target), ReadOnly: m.ReadOnly})
+		case instructions.MountTypeCache:
+			if m.Target == "" {
+				return cleanup, errors.New("--mount=type=cache needs a target")
+			}
+			dir, release, err := b.cacheMount(m)
+			if err != nil {
+				return cleanup, err
+			}
+			cleanups = append(cleanups, release)
+			spec.Mounts = append(spec.Mounts, Mount{Type: "bind", Source: dir, Target: abs(m.Target), ReadOnly: m.ReadOnly})
+		case instructions.MountTypeSecret:
+			id := secretID(m)
+			src, ok := b.o.Secrets[id]
+			if !ok {
+				if m.Required {
+					return cleanup, fmt.Errorf("secret %s: not provided (--secret id=%s,src=FILE)", id, id)
+				}
+				continue
+			}
+			data := src.Data
+			if src.File != "" {
+				if data, err = os.ReadFile(src.File); err != nil {
+					return cleanup, fmt.Errorf("secret %s: %w", id, err)
+				}
+			}
+			if m.Env != nil {
+				name := *m.Env
+				if name == "" {
+					name = id
+				}
+				spec.Env = append(spec.Env, name+"="+string(data))
+				if m.Target == "" {
+					continue
+				}
+			}
+			target := m.Target
+			if target == "" {
+				target = "/run/secrets/" + id
+			}
+			mode := uint64(0o400)
+			if m.Mode != nil {
+				mode = *m.Mode
+			}
+			p := filepath.Join(stage, fmt.Sprintf("secret%d", i))
+			if err := os.WriteFile(p, data, 0o600); err != nil {
+				return cleanup, err
+			}
+			w := b.writer(st)
+			uid, gid := 0, 0
+			if m.UID != nil {
+				uid = int(*m.UID)
+			}
+			if m.GID != nil {
+				gid = int(*m.GID)
+			}
+			hu, hg, _ := w.owner(uid, gid)
+			if err := os.Lchown(p, hu, hg); err != nil {
+				return cleanup, err
+			}
+			if err := os.Chmod(p, os.FileMode(mode&0o777)); err != nil {
+				return cleanup, err
+			}
+			spec.Mounts = append(spec.Mounts, Mount{Type: "bind", Source: p, Target: abs(target), ReadOnly: true})
+		default:
+			return cleanup, fmt.Errorf("--mount=type=%s is not supported", m.Type)
+		}
+	}
+	return cleanup, nil
+}
+
+// stageContext copies the context's rel, as the build sees it, to dst.
+func (b *builder) stageContext(rel, dst string) error {
+	t := b.ctxd.Tree()
+	st, err := contextdir.Stat(t, rel)
+	if err != nil {
+		return fmt.Errorf("--mount source %s: %w", rel, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		f, err := t.OpenRegular(rel)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, os.FileMode(st.Mode&0o777))
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(out, f)
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	}
+	if err := os.Mkdir(dst, 0o755); err != nil {
+		return err
+	}
+	dt, err := fsx.OpenTree(dst)
+	if err != nil {
+		return err
+	}
+	defer dt.Close()
+	res, err := contextdir.Resolve(t, rel)
+	if err != nil {
+		return err
+	}
+	w := &writer{}
+	return b.ctxd.Walk(res, func(e contextdir.Entry) error {
+		if e.Rel == res {
+			return nil
+		}
+		sub := strings.TrimPrefix(strings.TrimPrefix(e.Rel, res), "/")
+		// Staged as this process's files: a mount shows them as they are.
+		n := &node{typ: e.St.Mode & unix.S_IFMT, mode: e.St.Mode & 0o7777, uid: os.Geteuid(), gid: os.Getegid()}
+		n.mtime = time.Unix(e.St.Mtim.Sec, e.St.Mtim.Nsec)
+		switch n.typ {
+		case unix.S_IFREG:
+			r := e.Rel
+			n.open = func() (io.ReadCloser, error) { return t.OpenRegular(r) }
+		case unix.S_IFLNK:
+			if n.link, err = contextdir.Readlink(t, e.Rel); err != nil {
+				return err
+			}
+		case unix.S_IFDIR:
+		default:
+			return nil
+		}
+		return w.put(dt, sub, n)
+	})
+}
+
+// cacheMount returns the directory of a RUN --mount=type=cache, made on
+// first use, and, for sharing=locked, holds its lock until release.
+func (b *builder) cacheMount(m *instructions.Mount) (string, func(), error) {
+	id := cacheID(m)
+	h := digest.FromString(id).Encoded()[:32]
+	dir := filepath.Join(b.o.Store.Root(), BuildDir, MountsDir, h)
+	if err := os.MkdirAll(filepath.Join(b.o.Store.Root(), BuildDir, MountsDir), 0o700); err != nil {
+		return "", nil, err
+	}
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		tmp, err := os.MkdirTemp(filepath.Dir(dir), ".new-")
+		if err != nil {
+			return "", nil, err
+		}
+		mode := uint64(0o755)
+		if m.Mode != nil {
+			mode = *m.Mode
+		}
+		uid, gid := 0, 0
+		if m.UID != nil {
+			uid = int(*m.UID)
+		}
+		if m.GID != nil {
+			gid = int(*m.GID)
+		}
+		hu, hg, _ := (&writer{m: b.writerMap()}).owner(uid, gid)
+		if err := os.Chown(tmp, hu, hg); err != nil {
+			os.Remove(tmp)
+			return "", nil, err
+		}
+		if err := os.Chmod(tmp, os.FileMode(mode&0o777)); err != nil {
+			os.Remove(tmp)
+			return "", nil, err
+		}
+		if err := os.WriteFile(tmp+".id", []byte(id+"\n"), 0o600); err != nil {
+			os.Remove(tmp)
+			return "", nil, err
+		}
+		if err := os.Rename(tmp+".id", dir+".id"); err != nil {
+			return "", nil, err
+		}
+		if err := os.Rename(tmp, dir); err != nil && !errors.Is(err, os.ErrExist) && !errors.Is(err, unix.ENOTEMPTY) {
+			os.Remove(tmp)
+			return "", nil, err
+		}
+		os.Remove(tmp)
+	}
+	release := func() {}
+	if m.CacheSharing == instructions.MountSharingLocked {
+		f, err := os.OpenFile(dir+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return "", nil, err
+		}
+		if err := fsx.Flock(f, unix.LOCK_EX); err != nil {
+			f.Close()
+			return "", nil, err
+		}
+		release = func() { f.Close() }
+	}
+	return dir, release, nil
+}
+
+// writerMap is the map files of the build's bundles are written under.
+func (b *builder) writerMap() *ids.Map {
+	so := b.o.Store.Options()
+	m, err := so.Writer(so.Owners())
+	if err != nil {
+		return nil
+	}
+	return m
+}
+
+// mountpoints are the mount targets a run needs made in the rootfs; what
+// it made is removed after the run, so that a mount leaves no trace in
+// the layer (a secret's name included).
+type mountpoints struct {
+	t    *fsx.Tree
+	made []string
+}
+
+func newMountpoints(rootfs string, ms []Mount) (*mountpoints, error) {
+	t, err := fsx.OpenTree(rootfs)
+	if err != nil {
+		return nil, err
+	}
+	mp := &mountpoints{t: t}
+	targets := make([]string, 0, len(ms))
+	for _, m := range ms {
+		targets = append(targets, m.Target)
+	}
+	sort.Strings(targets)
+	for _, m := range ms {
+		rel := strings.TrimPrefix(path.Clean(m.Target), "/")
+		if rel == "" {
+			continue
+		}
+		isDir := true
+		if m.Type == "bind" {
+			if fi, err := os.Stat(m.Source); err == nil && !fi.IsDir() {
+				isDir = false
+			}
+		}
+		if _, err := contextdir.Stat(t, rel); err == nil {
+			continue
+		}
+		parent := parentOf(rel)
+		if parent != "" {
+			fd, err := t.MkdirAll(parent, func(p string) { mp.made = append(mp.made, p) })
+			if err != nil {
+				mp.remove()
+				return nil, err
+			}
+			unix.Close(fd)
+		}
+		pfd, err := t.Dir(parent)
+		if err != nil {
+			mp.remove()
+			return nil, err
+		}
+		base := path.Base(rel)
+		if isDir {
+			err = unix.Mkdirat(pfd, base, 0o755)
+		} else {
+			var fd int
+			fd, err = unix.Openat(pfd, base, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+			if err == nil {
+				unix.Close(fd)
+			}
+		}
+		unix.Close(pfd)
+		if err != nil {
+			mp.remove()
+			return nil, &os.PathError{Op: "mountpoint", Path: m.Target, Err: err}
+		}
+		mp.made = append(mp.made, rel)
+	}
+	return mp, nil
+}
+
+// remove takes away what newMountpoints made, deepest first, where it is
+// still empty.
+func (mp *mountpoints) remove() error {
+	defer mp.t.Close()
+	sort.Sort(sort.Reverse(sort.StringSlice(mp.made)))
+	for _, p := range mp.made {
+		pfd, err := mp.t.Dir(parentOf(p))
+		if err != nil {
+			continue
+		}
+		base := path.Base(p)
+		var st unix.Stat_t
+		if unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+			if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+				_ = unix.Unlinkat(pfd, base, unix.AT_REMOVEDIR)
+			} else if st.Size == 0 {
+				_ = unix.Unlinkat(pfd, base, 0)
+			}
+		}
+		unix.Close(pfd)
+	}
+	return nil
+}

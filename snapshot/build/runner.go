@@ -1,0 +1,4 @@
+package build
+
+// defaultRunner runs RUN steps when Options.Run is nil.
+var defaultRunner Runner
