@@ -48,8 +48,21 @@ type Options struct {
 	Hostname string
 }
 
+// Version is the runtime-spec version generated specs declare. They use
+// nothing newer than 1.0, and crun (1.8, Debian 12's, and later)
+// refuses a spec whose version does not say 1.0.
+const Version = "1.0.2"
+
+// ErrUnknownUser means a user or group name is not in the rootfs's
+// /etc/passwd or /etc/group.
+var ErrUnknownUser = errors.New("no such user or group")
+
+// DefaultPath is the PATH a container gets when its image sets none, as
+// Docker gives it.
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 // defaultPath is the PATH a container gets when its image sets none.
-const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+const defaultPath = "PATH=" + DefaultPath
 
 // defaultCaps is the capability set Docker gives containers: enough for
 // package managers and daemons that drop privileges, nothing that reaches
@@ -65,7 +78,7 @@ var defaultCaps = []string{
 // through its /etc/passwd and /etc/group). The rootfs path in the spec is
 // relative: "rootfs", beside config.json.
 func Generate(img *ocispec.Image, rootfs string, o Options) (*specs.Spec, error) {
-	user, err := resolveUser(rootfs, img.Config.User)
+	user, err := ResolveUser(rootfs, img.Config.User)
 	if err != nil {
 		return nil, err
 	}
@@ -73,23 +86,37 @@ func Generate(img *ocispec.Image, rootfs string, o Options) (*specs.Spec, error)
 	s.Process.User = user
 	s.Process.Args, s.Process.Env, s.Process.Cwd = process(img.Config)
 	s.Annotations = annotations(img)
+	Adapt(s, o)
+	return s, nil
+}
+
+// Adapt gives the spec s the form o asks for, whatever form it had:
+// rootless (a user namespace mapping the caller to root), rootless for
+// strata's own namespace (no user namespace of its own, the user kept
+// where that namespace maps it), or, with an IDMap, a user namespace with
+// those mappings; with none of these, s is left as it is. Adapting twice
+// gives what adapting once gives, so a bundle's config.json can be
+// adapted to where it is run. Set the process's user before: a rootless
+// form may change it.
+func Adapt(s *specs.Spec, o Options) {
+	if s.Process == nil {
+		s.Process = &specs.Process{}
+	}
+	if s.Linux == nil {
+		s.Linux = &specs.Linux{}
+	}
 	switch {
 	case o.Rootless && o.InNamespace:
 		u := s.Process.User
 		makeRootless(s, o.HostUID, o.HostGID)
 		s.Linux.UIDMappings, s.Linux.GIDMappings = nil, nil
-		var ns []specs.LinuxNamespace
-		for _, n := range s.Linux.Namespaces {
-			if n.Type != specs.UserNamespace {
-				ns = append(ns, n)
-			}
-		}
-		s.Linux.Namespaces = ns
+		s.Linux.Namespaces = withoutNamespace(s.Linux.Namespaces, specs.UserNamespace)
 		s.Process.User = mappedUser(u, o.Namespace)
 	case o.Rootless:
 		makeRootless(s, o.HostUID, o.HostGID)
 	case !o.IDMap.Empty():
-		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+		s.Linux.Namespaces = append(withoutNamespace(s.Linux.Namespaces, specs.UserNamespace), specs.LinuxNamespace{Type: specs.UserNamespace})
+		s.Linux.UIDMappings, s.Linux.GIDMappings = nil, nil
 		for _, r := range o.IDMap.UIDs {
 			s.Linux.UIDMappings = append(s.Linux.UIDMappings, specs.LinuxIDMapping{ContainerID: r.ContainerID, HostID: r.HostID, Size: r.Size})
 		}
@@ -97,7 +124,17 @@ func Generate(img *ocispec.Image, rootfs string, o Options) (*specs.Spec, error)
 			s.Linux.GIDMappings = append(s.Linux.GIDMappings, specs.LinuxIDMapping{ContainerID: r.ContainerID, HostID: r.HostID, Size: r.Size})
 		}
 	}
-	return s, nil
+}
+
+// withoutNamespace is ns without the namespaces of type typ.
+func withoutNamespace(ns []specs.LinuxNamespace, typ specs.LinuxNamespaceType) []specs.LinuxNamespace {
+	var out []specs.LinuxNamespace
+	for _, n := range ns {
+		if n.Type != typ {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // process is the container's command, environment and working directory
@@ -156,7 +193,7 @@ func baseSpec(hostname string) *specs.Spec {
 	}
 	caps := append([]string{}, defaultCaps...)
 	return &specs.Spec{
-		Version:  specs.Version,
+		Version:  Version,
 		Root:     &specs.Root{Path: "rootfs"},
 		Hostname: hostname,
 		Process: &specs.Process{
@@ -220,12 +257,7 @@ func mappedUser(u specs.User, m *ids.Map) specs.User {
 // caller is root in a new user namespace, and nothing needs host
 // privileges.
 func makeRootless(s *specs.Spec, uid, gid uint32) {
-	var ns []specs.LinuxNamespace
-	for _, n := range s.Linux.Namespaces {
-		if n.Type != specs.NetworkNamespace && n.Type != specs.UserNamespace {
-			ns = append(ns, n)
-		}
-	}
+	ns := withoutNamespace(withoutNamespace(s.Linux.Namespaces, specs.NetworkNamespace), specs.UserNamespace)
 	s.Linux.Namespaces = append(ns, specs.LinuxNamespace{Type: specs.UserNamespace})
 	s.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: uid, Size: 1}}
 	s.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: gid, Size: 1}}
@@ -254,11 +286,12 @@ func makeRootless(s *specs.Spec, uid, gid uint32) {
 	s.Linux.Resources = nil
 }
 
-// resolveUser turns the image's user ("", name, uid, name:group,
-// uid:gid...) into IDs, reading the rootfs's /etc/passwd and /etc/group
-// confined to the rootfs. Supplementary groups are the groups listing the
-// user by name, as Docker gives them.
-func resolveUser(rootfs, spec string) (specs.User, error) {
+// ResolveUser turns a user as an image config or docker run -u gives it
+// ("", name, uid, name:group, uid:gid...) into IDs, reading the rootfs's
+// /etc/passwd and /etc/group confined to the rootfs. A uid passwd does not
+// list gets group 0; a name it does not list is an error. Supplementary
+// groups are the groups listing the user by name, as Docker gives them.
+func ResolveUser(rootfs, spec string) (specs.User, error) {
 	if spec == "" {
 		spec = "0"
 	}
@@ -314,7 +347,7 @@ func lookupUser(passwd [][]string, user string) (specs.User, string, error) {
 			return u, f[0], nil
 		}
 	}
-	return u, "", fmt.Errorf("image user %q: no such user in the image's /etc/passwd", user)
+	return u, "", fmt.Errorf("user %q: %w in the image's /etc/passwd", user, ErrUnknownUser)
 }
 
 // lookupGroup finds the image's group (a name or a gid) in the group
@@ -332,7 +365,7 @@ func lookupGroup(groups [][]string, group string) (uint32, error) {
 			return uint32(g), nil
 		}
 	}
-	return 0, fmt.Errorf("image group %q: no such group in the image's /etc/group", group)
+	return 0, fmt.Errorf("group %q: %w in the image's /etc/group", group, ErrUnknownUser)
 }
 
 // memberOf lists the groups, other than primary, whose entries list the

@@ -86,13 +86,13 @@ func TestResolveUser(t *testing.T) {
 		{"alice:nogroup", 0, 0, 0, false},
 		{"bad", 0, 0, 0, false},
 	} {
-		u, err := resolveUser(root, tc.spec)
+		u, err := ResolveUser(root, tc.spec)
 		if (err == nil) != tc.ok {
-			t.Errorf("resolveUser(%q): %v, want ok=%v", tc.spec, err, tc.ok)
+			t.Errorf("ResolveUser(%q): %v, want ok=%v", tc.spec, err, tc.ok)
 			continue
 		}
 		if tc.ok && (u.UID != tc.uid || u.GID != tc.gid || len(u.AdditionalGids) != tc.extra) {
-			t.Errorf("resolveUser(%q) = %+v, want %d:%d with %d groups", tc.spec, u, tc.uid, tc.gid, tc.extra)
+			t.Errorf("ResolveUser(%q) = %+v, want %d:%d with %d groups", tc.spec, u, tc.uid, tc.gid, tc.extra)
 		}
 	}
 	// An /etc/passwd that is a symlink out of the rootfs is read inside it.
@@ -100,7 +100,7 @@ func TestResolveUser(t *testing.T) {
 	root2 := t.TempDir()
 	os.MkdirAll(filepath.Join(root2, "etc"), 0o755)
 	os.Symlink(filepath.Join(out, "etc/passwd"), filepath.Join(root2, "etc/passwd"))
-	if _, err := resolveUser(root2, "evil"); err == nil {
+	if _, err := ResolveUser(root2, "evil"); err == nil {
 		t.Fatal("read a passwd file outside the rootfs")
 	}
 }
@@ -111,6 +111,6 @@ func FuzzResolveUser(f *testing.F) {
 	f.Add(":::\n", "::\n", "1:x")
 	f.Fuzz(func(t *testing.T, passwd, group, spec string) {
 		root := writeEtc(t, passwd, group)
-		_, _ = resolveUser(root, spec)
+		_, _ = ResolveUser(root, spec)
 	})
 }
