@@ -113,7 +113,7 @@ func newBuilder(o Options) (*builder, error) {
 		return nil, err
 	}
 	for _, s := range f.stages {
-		b.steps += len(s.Commands)
+		b.steps += 1 + len(s.Commands)
 	}
 	if b.ctxd, err = contextdir.Open(o.Context, cf); err != nil {
 		return nil, err

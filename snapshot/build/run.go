@@ -149,10 +149,7 @@ func (b *builder) run(ctx context.Context, st *stage, c *instructions.RunCommand
 	}
 	runner := b.o.Run
 	if runner == nil {
-		runner = defaultRunner
-	}
-	if runner == nil {
-		return false, errors.New("RUN: no runtime to run it with")
+		runner = defaultRunner(b.o.Store)
 	}
 	mp, err := newMountpoints(st.rootfs(), spec.Mounts)
 	if err != nil {
@@ -539,6 +536,8 @@ func (b *builder) cacheMount(m *instructions.Mount) (string, func(), error) {
 	return dir, release, nil
 }
 
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
 // writerMap is the map files of the build's bundles are written under.
 func (b *builder) writerMap() *ids.Map {
 	so := b.o.Store.Options()
@@ -555,6 +554,18 @@ func (b *builder) writerMap() *ids.Map {
 type mountpoints struct {
 	t    *fsx.Tree
 	made []string
+	// times are the times of the directories made in, put back after.
+	times map[string][2]unix.Timespec
+}
+
+// keepTimes remembers the times of the existing directory p.
+func (mp *mountpoints) keepTimes(p string) {
+	if _, ok := mp.times[p]; ok {
+		return
+	}
+	if st, err := contextdir.Lstat(mp.t, p); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		mp.times[p] = [2]unix.Timespec{st.Atim, st.Mtim}
+	}
 }
 
 func newMountpoints(rootfs string, ms []Mount) (*mountpoints, error) {
@@ -562,7 +573,7 @@ func newMountpoints(rootfs string, ms []Mount) (*mountpoints, error) {
 	if err != nil {
 		return nil, err
 	}
-	mp := &mountpoints{t: t}
+	mp := &mountpoints{t: t, times: map[string][2]unix.Timespec{}}
 	targets := make([]string, 0, len(ms))
 	for _, m := range ms {
 		targets = append(targets, m.Target)
@@ -583,6 +594,10 @@ func newMountpoints(rootfs string, ms []Mount) (*mountpoints, error) {
 			continue
 		}
 		parent := parentOf(rel)
+		for a := parent; a != ""; a = parentOf(a) {
+			mp.keepTimes(a)
+		}
+		mp.keepTimes("")
 		if parent != "" {
 			fd, err := t.MkdirAll(parent, func(p string) { mp.made = append(mp.made, p) })
 			if err != nil {
@@ -591,6 +606,7 @@ func newMountpoints(rootfs string, ms []Mount) (*mountpoints, error) {
 			}
 			unix.Close(fd)
 		}
+		mp.keepTimes(parent)
 		pfd, err := t.Dir(parent)
 		if err != nil {
 			mp.remove()
@@ -636,6 +652,15 @@ func (mp *mountpoints) remove() error {
 			}
 		}
 		unix.Close(pfd)
+	}
+	// What held a mount point shows no trace of it, its times included.
+	for p, ts := range mp.times {
+		fd, err := mp.t.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+		if err != nil {
+			continue
+		}
+		_ = fsx.Futimens(fd, &ts)
+		unix.Close(fd)
 	}
 	return nil
 }
