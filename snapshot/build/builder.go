@@ -19,10 +19,12 @@ import (
 	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/internal/tempdir"
 	"github.com/strata-oci/strata/layout"
+	"github.com/strata-oci/strata/overlay"
 	"github.com/strata-oci/strata/snapshot"
 	"github.com/strata-oci/strata/snapshot/build/contextdir"
 	"github.com/strata-oci/strata/snapshot/bundle"
 	"github.com/strata-oci/strata/snapshot/vfs"
+	"golang.org/x/sys/unix"
 )
 
 // builder is one Build.
@@ -153,6 +155,16 @@ func removeBundle(dir string, so snapshot.StoreOptions) error {
 	if bd, err := bundle.Open(dir, so); err == nil {
 		_ = bd.Unmount()
 		bd.Close()
+	}
+	// A commit remounts the rootfs; whatever mounts are left go too.
+	rootfs := filepath.Join(dir, snapshot.RootfsDir)
+	for i := 0; i < 8; i++ {
+		if ok, _ := overlay.IsMounted(rootfs); !ok {
+			break
+		}
+		if err := unix.Unmount(rootfs, 0); err != nil {
+			_ = unix.Unmount(rootfs, unix.MNT_DETACH)
+		}
 	}
 	return fsx.RemoveAll(dir)
 }

@@ -700,7 +700,17 @@ func (c *copier) tree(it *item, destRel string) error {
 				links[k] = target
 			}
 		}
-		return c.w.put(c.t, target, n)
+		err = c.w.put(c.t, target, n)
+		if errors.Is(err, unix.ENOENT) {
+			// An excluded directory whose exception brought a name
+			// back is not copied itself: its name is made, as Docker
+			// makes the parents of what its context holds.
+			if err := c.parents(parentOf(target)); err != nil {
+				return err
+			}
+			err = c.w.put(c.t, target, n)
+		}
+		return err
 	}
 	if c.src.ctx != nil {
 		return c.src.ctx.Walk(it.rel, walk)

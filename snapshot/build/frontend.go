@@ -52,6 +52,9 @@ func parseBytes(p string, b []byte) (*file, error) {
 // located adds the line a parse error has to its message.
 func located(err error) error {
 	var le *parser.LocationError
+	if strings.Contains(err.Error(), "no build stage in current context") {
+		err = fmt.Errorf("%w (a Containerfile starts with FROM, after global ARGs)", err)
+	}
 	if errors.As(err, &le) && len(le.Locations) > 0 && len(le.Locations[0]) > 0 {
 		return fmt.Errorf("line %d: %w", le.Locations[0][0].Start.Line, err)
 	}
