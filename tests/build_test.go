@@ -4,10 +4,13 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -462,11 +465,14 @@ func TestBuildSecretNeverStored(t *testing.T) {
 	lt.Must(t, os.WriteFile(secret, []byte(value), 0o600))
 	ctx := filepath.Join(dir, "ctx")
 	lt.Must(t, os.MkdirAll(ctx, 0o755))
+	// The Containerfile names the secret by its hash alone: its text goes
+	// into history.
+	sum := fmt.Sprintf("%x", sha256.Sum256([]byte(value)))
 	lt.Must(t, os.WriteFile(filepath.Join(ctx, "Containerfile"), []byte(`ARG BASE
 FROM $BASE
-RUN --mount=type=secret,id=s test "$(cat /run/secrets/s)" = "`+value+`" && echo used > /used
-RUN --mount=type=secret,id=s,env=SECRET_VALUE test "$SECRET_VALUE" = "`+value+`"
-RUN --mount=type=secret,id=s,target=/etc/app/secret,mode=0444,uid=5 test -r /etc/app/secret
+RUN --mount=type=secret,id=s test "$(sha256sum < /run/secrets/s | cut -c1-64)" = "`+sum+`" && echo used > /used
+RUN --mount=type=secret,id=s,env=SECRET_VALUE test "$(printf %s "$SECRET_VALUE" | sha256sum | cut -c1-64)" = "`+sum+`"
+RUN --mount=type=secret,id=s,target=/etc/app/secret,mode=0444,uid=5 test -r /etc/app/secret && test "$(stat -c %u /etc/app/secret)" = 5
 `), 0o644))
 	store := filepath.Join(dir, "store")
 	out := filepath.Join(dir, "out")
@@ -656,4 +662,53 @@ func describeTar(b []byte) string {
 	}
 	sort.Strings(names)
 	return fmt.Sprint(names)
+}
+
+// TestBuildAddURL: ADD fetches a URL (mode 0600, mtime from
+// Last-Modified, as docker gives it) and checks --checksum.
+func TestBuildAddURL(t *testing.T) {
+	needRoot(t)
+	body := []byte("downloaded content\n")
+	modified := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/files/data.txt" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Last-Modified", modified.Format(http.TimeFormat))
+		w.Write(body)
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	ctx := filepath.Join(dir, "ctx")
+	lt.Must(t, os.MkdirAll(ctx, 0o755))
+	sum := fmt.Sprintf("sha256:%x", sha256.Sum256(body))
+	write := func(cf string) {
+		lt.Must(t, os.WriteFile(filepath.Join(ctx, "Containerfile"), []byte(cf), 0o644))
+	}
+	write(fmt.Sprintf("FROM scratch\nADD --checksum=%s %s/files/data.txt /dl/\nADD %s/files/data.txt /dl/renamed\n", sum, srv.URL, srv.URL))
+	out := filepath.Join(dir, "out")
+	strataBuild(t, "--root", filepath.Join(dir, "store"), "-t", out+":u", ctx)
+	f := factsOf(t, out+":u")
+	for _, p := range []string{"dl/data.txt", "dl/renamed"} {
+		if !strings.Contains(f.tree[p], "type=100000 mode=600 owner=0:0 size=19") {
+			t.Errorf("%s: %s", p, f.tree[p])
+		}
+	}
+	b := filepath.Join(dir, "b")
+	strata(t, "unpack", "--root", filepath.Join(dir, "ustore"), out+":u", b)
+	fi, err := os.Stat(filepath.Join(b, "rootfs/dl/data.txt"))
+	lt.Must(t, err)
+	if !fi.ModTime().Equal(modified) {
+		t.Errorf("mtime %s, want Last-Modified %s", fi.ModTime(), modified)
+	}
+	write(fmt.Sprintf("FROM scratch\nADD --checksum=sha256:%064x %s/files/data.txt /dl/\n", 1, srv.URL))
+	r := runCmd(t, nil, strataBin, "--quiet", "build", "--root", filepath.Join(dir, "store"), ctx)
+	if r.Code == 0 || !strings.Contains(r.Stderr, "checksum mismatch") {
+		t.Errorf("a wrong --checksum: exit %d, %s", r.Code, r.Stderr)
+	}
+	write(fmt.Sprintf("FROM scratch\nCOPY %s/files/data.txt /dl/\n", srv.URL))
+	if r := runCmd(t, nil, strataBin, "--quiet", "build", "--root", filepath.Join(dir, "store"), ctx); r.Code == 0 {
+		t.Errorf("COPY of a URL succeeded")
+	}
 }

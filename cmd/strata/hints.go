@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/strata-oci/strata/snapshot/build"
+	strun "github.com/strata-oci/strata/snapshot/run"
 
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/layout/remote"
@@ -36,6 +38,10 @@ func hintFor(err error) string {
 		return "; recompress with --compression gzip"
 	case errors.As(err, &notUndone):
 		return "; strata gc removes those no image uses"
+	case errors.Is(err, build.ErrNoContainerfile):
+		return " (name one with -f FILE)"
+	case errors.Is(err, strun.ErrNoRuntime):
+		return " (install crun or runc)"
 	case errors.Is(err, snapshot.ErrNoDefaultRoot):
 		return " (use --root)"
 	case errors.Is(err, overlay.ErrXattrForm):

@@ -70,8 +70,9 @@ func (b *builder) run(ctx context.Context, st *stage, c *instructions.RunCommand
 				f := c.Files[0]
 				f.Data = data
 				inline = &f
-				args = []string{path.Join("/dev/pipes", f.Name)}
-				c.PrependShell = false
+				// Started by the shell: snapshot/run looks for the command
+				// in the rootfs, where the mounted script is not.
+				args = []string{"exec " + path.Join("/dev/pipes", f.Name)}
 			} else {
 				args = []string{data}
 			}

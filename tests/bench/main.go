@@ -57,7 +57,7 @@ type options struct {
 func mainErr() error {
 	var o options
 	flag.IntVar(&o.runs, "runs", 3, "runs of each side of each workload (the median is reported)")
-	flag.StringVar(&o.only, "only", "", "comma-separated workloads to run (import, unpack, unpack-shared, commit-1file, commit-large, save, copy, gc, fsck), optionally NAME/gzip or NAME/zstd")
+	flag.StringVar(&o.only, "only", "", "comma-separated workloads to run (import, unpack, unpack-shared, commit-1file, commit-large, save, copy, gc, fsck, build-cold, build-unchanged, build-1file), optionally NAME/gzip or NAME/zstd")
 	flag.StringVar(&o.dataDir, "data", defaultDataDir(), "cache directory for the generated data")
 	flag.StringVar(&o.profileDir, "profile", "", "write a CPU profile of every strata run into this directory and summarise the profiles of missed targets")
 	flag.StringVar(&o.out, "o", "", "also write the markdown report to this file")
