@@ -65,6 +65,11 @@ func exitStatus(stderr io.Writer, err error, debug bool) int {
 	if err == nil {
 		return 0
 	}
+	var status runStatus
+	if errors.As(err, &status) {
+		// A command strata ran ended so; it said what it had to.
+		return int(status)
+	}
 	msg := err.Error()
 	if !debug {
 		// One line: the first line of the message.
@@ -77,6 +82,10 @@ func exitStatus(stderr io.Writer, err error, debug bool) int {
 	fmt.Fprintf(stderr, "strata: %s%s\n", msg, hintFor(err))
 	if errors.As(err, new(usageError)) {
 		return 2
+	}
+	var coded interface{ ExitCode() int }
+	if errors.As(err, &coded) {
+		return coded.ExitCode()
 	}
 	return 1
 }

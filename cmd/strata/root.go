@@ -69,6 +69,7 @@ REF is a tag (v1), a full name (docker.io/library/debian:12) or a digest
 		newPullCmd(g),
 		newPushCmd(g),
 		newRmCmd(g),
+		newRunCmd(g),
 		newSaveCmd(g),
 		newSnapshotsCmd(g),
 		newTagCmd(g),

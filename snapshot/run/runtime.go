@@ -133,27 +133,33 @@ func deleteContainer(in info) {
 	_ = cmd.Run()
 }
 
-// sweep cleans up after killed runs under stateDir: the containers of
-// run directories nobody holds are deleted (with the runtime each
-// recorded), then the directories; containers that runtime rt still
-// lists with no run directory are deleted too.
+// sweep cleans up after killed runs under stateDir (sweepContainers),
+// and deletes the containers runtime rt still lists with no run
+// directory.
 func sweep(stateDir, rt string) {
+	sweepContainers(stateDir)
 	cdir := filepath.Join(stateDir, containersDir)
-	ents, _ := os.ReadDir(cdir)
-	for _, e := range ents {
-		if !e.IsDir() || !strings.HasPrefix(e.Name(), containerPrefix) {
-			continue
-		}
-		sweepOne(filepath.Join(cdir, e.Name()))
-	}
 	root := filepath.Join(stateDir, runtimesDir, filepath.Base(rt))
-	ents, _ = os.ReadDir(root)
+	ents, _ := os.ReadDir(root)
 	for _, e := range ents {
 		if !strings.HasPrefix(e.Name(), containerPrefix) {
 			continue
 		}
 		if _, err := os.Lstat(filepath.Join(cdir, e.Name())); errors.Is(err, fs.ErrNotExist) {
 			deleteContainer(info{Runtime: rt, Root: root, ID: e.Name()})
+		}
+	}
+}
+
+// sweepContainers deletes the containers of the run directories under
+// stateDir that nobody holds (with the runtime each recorded), then the
+// directories.
+func sweepContainers(stateDir string) {
+	cdir := filepath.Join(stateDir, containersDir)
+	ents, _ := os.ReadDir(cdir)
+	for _, e := range ents {
+		if e.IsDir() && strings.HasPrefix(e.Name(), containerPrefix) {
+			sweepOne(filepath.Join(cdir, e.Name()))
 		}
 	}
 }

@@ -152,6 +152,15 @@ func setNetwork(s *specs.Spec, n string) error {
 	case NetworkNone:
 		// A new network namespace: the runtimes bring its loopback up.
 		ns = append(ns, specs.LinuxNamespace{Type: specs.NetworkNamespace})
+		// A rootless spec binds the host's /sys, whose class/net lists
+		// the host's interfaces; in a network namespace of its own
+		// (owned by the container's user namespace) sysfs can be
+		// mounted, and shows the container's.
+		for i, m := range s.Mounts {
+			if m.Destination == "/sys" && m.Type != "sysfs" {
+				s.Mounts[i] = specs.Mount{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}}
+			}
+		}
 	default:
 		return fmt.Errorf("%w: network %q (want %s or %s)", ErrBadOptions, n, NetworkHost, NetworkNone)
 	}
