@@ -150,11 +150,15 @@ func (b *builder) close() error {
 	return first
 }
 
-// removeBundle unmounts (overlay) and removes a build's bundle.
+// removeBundle removes a build's bundle: its rootfs (unmounted), its
+// record, its directory.
 func removeBundle(dir string, so snapshot.StoreOptions) error {
-	if bd, err := bundle.Open(dir, so); err == nil {
-		_ = bd.Unmount()
-		bd.Close()
+	if err := bundle.Delete(dir, so); err != nil {
+		// A bundle Unpack did not finish has no record; what is there
+		// goes with the working directory.
+		if _, rerr := bundle.ReadRecord(dir); rerr == nil {
+			return err
+		}
 	}
 	// A commit remounts the rootfs; whatever mounts are left go too.
 	rootfs := filepath.Join(dir, snapshot.RootfsDir)

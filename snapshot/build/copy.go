@@ -548,11 +548,9 @@ func (c *copier) item(it *item, dest string) error {
 			if c.id != nil {
 				uid, gid = c.id.uid, c.id.gid
 			}
-			mode := uint32(0o755)
-			if c.chmod != nil {
-				mode = *c.chmod
-			}
-			if err := c.w.put(c.t, destRel, &node{typ: unix.S_IFDIR, mode: mode, uid: uid, gid: gid, mtime: c.now}); err != nil {
+			// Made as a parent is: --chmod is for what is copied into it,
+			// as BuildKit and buildah apply it.
+			if err := c.w.put(c.t, destRel, &node{typ: unix.S_IFDIR, mode: 0o755, uid: uid, gid: gid, mtime: c.now}); err != nil {
 				return err
 			}
 		}
