@@ -134,7 +134,9 @@ func newBuilder(o Options) (*builder, error) {
 
 // close removes the build's bundles and working directory.
 func (b *builder) close() error {
-	var first error
+	// The steps a failed build finished are named too: the next build
+	// starts from them, as Docker keeps a failed build's images.
+	first := b.cache.flush()
 	for _, dir := range b.bundles {
 		if err := removeBundle(dir, b.o.Store.Options()); err != nil && first == nil {
 			first = err
@@ -620,7 +622,7 @@ func exists(rootfs, name string) (bool, os.FileInfo) {
 		return false, nil
 	}
 	defer t.Close()
-	fd, err := t.Open(strings.TrimPrefix(name, "/"), 0x200000 /* O_PATH */, 0)
+	fd, err := t.Open(strings.TrimPrefix(name, "/"), unix.O_PATH, 0)
 	if err != nil {
 		return false, nil
 	}
