@@ -90,7 +90,7 @@ func (b *builder) copy(ctx context.Context, st *stage, cs copySpec) (bool, error
 	if err != nil {
 		return false, err
 	}
-	defer src.close()
+	defer func() { src.close() }()
 	tmp, err := os.MkdirTemp(b.work.Path, "add-")
 	if err != nil {
 		return false, err
