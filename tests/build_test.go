@@ -732,3 +732,42 @@ func TestBuildAddURL(t *testing.T) {
 		t.Errorf("COPY of a URL succeeded")
 	}
 }
+
+// TestBuildRegistry: FROM a registry image (pulled into the store once),
+// --output docker:// pushes the image, and --cache-to/--cache-from carry
+// the cache through a registry to another store.
+func TestBuildRegistry(t *testing.T) {
+	needRoot(t)
+	reg := regStart(t, regConfig{})
+	host := reg.listen
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	host0, err := layout.ParsePlatform("")
+	lt.Must(t, err)
+	regPutImage(t, src, "v1", host0, []string{"/bin/true"},
+		regTarLayer(t, map[string][]byte{"etc/base": []byte("base\n")}, nil))
+	strata(t, "push", src+":v1", host+"/strata/base:1")
+	ctx := filepath.Join(dir, "ctx")
+	lt.Must(t, os.MkdirAll(ctx, 0o755))
+	lt.Must(t, os.WriteFile(filepath.Join(ctx, "f"), []byte("f\n"), 0o644))
+	lt.Must(t, os.WriteFile(filepath.Join(ctx, "Containerfile"), []byte("FROM "+host+"/strata/base:1\nCOPY f /f\nENV A=1\n"), 0o644))
+	store := filepath.Join(dir, "store")
+	d1, _ := strataBuild(t, "--root", store, "--output", "docker://"+host+"/strata/built:1", "--cache-to", "docker://"+host+"/strata/cache:1", ctx)
+	if got := regRawDigest(t, "--tls-verify=false", "docker://"+host+"/strata/built:1"); got.String() != d1 {
+		t.Errorf("pushed %s, built %s", got, d1)
+	}
+	d2, log2 := strataBuild(t, "--root", filepath.Join(dir, "store2"), "--cache-from", "docker://"+host+"/strata/cache:1", ctx)
+	if d2 != d1 {
+		t.Errorf("build from the registry cache: %s, want %s", d2, d1)
+	}
+	for step, how := range stepLines(log2) {
+		if !strings.HasPrefix(step, "FROM") && how != "cached" {
+			t.Errorf("build with --cache-from a registry ran %q (%s)", step, how)
+		}
+	}
+	// The base was pulled once: the registry's copy can go.
+	reg.stop()
+	if d3, _ := strataBuild(t, "--root", store, ctx); d3 != d1 {
+		t.Errorf("rebuild without the registry: %s, want %s", d3, d1)
+	}
+}
