@@ -9,6 +9,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-oci/strata/blob"
 	"github.com/strata-oci/strata/internal/tempdir"
 	"golang.org/x/sys/unix"
 )
@@ -136,11 +137,27 @@ func (l *Layout) sweep(marked map[digest.Digest]bool) (*GCResult, error) {
 	}
 	res.Staging += n
 	res.Staging += l.cleanIndexTemps()
+	res.Staging += l.cleanPartials()
 	// Working directories of killed archive reads and conversions.
 	for _, prefix := range []string{ArchiveWorkPrefix, CopyWorkPrefix} {
 		res.Staging += tempdir.Sweep(filepath.Join(l.dir, StateDir), prefix)
 	}
 	return res, nil
+}
+
+// cleanPartials removes the partial downloads that stopped pulls kept
+// for their next run (layout/remote). gc holds the layout exclusively, so
+// no pull is writing one now; a user who runs gc wants the space back.
+func (l *Layout) cleanPartials() int {
+	ps := blob.New(filepath.Join(l.dir, PartialDir), l.blobs.StagingDir(), blob.WithRoot(l.dir))
+	n := 0
+	_ = ps.Walk(func(d digest.Digest, _ int64, err error) error {
+		if err == nil && ps.Delete(d) == nil {
+			n++
+		}
+		return nil
+	})
+	return n
 }
 
 // cleanIndexTemps removes temporary files a killed process left while

@@ -40,3 +40,23 @@ func TestGCSweepsDeadWorkingDirs(t *testing.T) {
 		}
 	}
 }
+
+// gc removes the partial downloads a stopped pull kept: no pull can be
+// writing one while gc holds the layout.
+func TestGCRemovesPartials(t *testing.T) {
+	l := initTest(t)
+	dir := filepath.Join(l.Dir(), PartialDir, "sha256")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "80770b2be0673a764e16dda235dae4c951b87a8d3e3bb26329a73bf98a7f180b")
+	if err := os.WriteFile(p, []byte("half a layer"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.GC(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p); !os.IsNotExist(err) {
+		t.Fatalf("partial download kept after gc: %v", err)
+	}
+}

@@ -55,8 +55,12 @@ var ErrTooLarge = blob.ErrTooLarge
 // JSON object.
 const maxMarkerSize = 64 << 10
 
+// PartialDir, below a layout's directory, holds the downloads that
+// layout/remote keeps for a pull to resume; gc removes them.
+var PartialDir = filepath.Join(StateDir, "partial")
+
 // ownNames are the layout's own files and directories, parents first:
-// none may be a symbolic link. (Partial downloads are layout/remote's.)
+// none may be a symbolic link.
 var ownNames = []string{
 	LayoutFile, IndexFile,
 	BlobsDir, filepath.Join(BlobsDir, "sha256"), filepath.Join(BlobsDir, "sha384"), filepath.Join(BlobsDir, "sha512"),

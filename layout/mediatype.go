@@ -51,6 +51,11 @@ func IsLayer(mt string) bool {
 		strings.HasPrefix(mt, "application/vnd.docker.image.rootfs.")
 }
 
+// SniffMediaType finds the media type of a manifest or index from its
+// content, for descriptors that do not say (see sniffMediaType); "" when
+// it is neither.
+func SniffMediaType(b []byte) string { return sniffMediaType(b) }
+
 // sniffMediaType finds the media type of a manifest or index from its
 // content, for descriptors and blobs that do not say. An image config also
 // has a "config" field, so a manifest is recognised by its config being a

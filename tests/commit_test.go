@@ -43,17 +43,7 @@ func cmtTree(t testing.TB, root string, links bool) map[string]string {
 		fmt.Fprintf(&b, "type=%o mode=%o owner=%d:%d", st.Mode&unix.S_IFMT, st.Mode&0o7777, st.Uid, st.Gid)
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFREG:
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			h := sha256.New()
-			_, err = io.Copy(h, f)
-			f.Close()
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(&b, " size=%d sha=%x", st.Size, h.Sum(nil)[:6])
+			fmt.Fprintf(&b, " size=%d sha=%s", st.Size, lt.FileSum(t, p)[:12])
 			if links {
 				fmt.Fprintf(&b, " links=%d", st.Nlink)
 			}
@@ -119,33 +109,6 @@ func noop(id int) int {
 		return 0
 	}
 	return id
-}
-
-func cmtCompare(t testing.TB, nameA string, a map[string]string, nameB string, b map[string]string) {
-	t.Helper()
-	keys := map[string]bool{}
-	for k := range a {
-		keys[k] = true
-	}
-	for k := range b {
-		keys[k] = true
-	}
-	var sorted []string
-	for k := range keys {
-		sorted = append(sorted, k)
-	}
-	sort.Strings(sorted)
-	bad := 0
-	for _, k := range sorted {
-		if a[k] != b[k] {
-			if bad++; bad <= 20 {
-				t.Errorf("%s:\n  %s: %q\n  %s: %q", k, nameA, a[k], nameB, b[k])
-			}
-		}
-	}
-	if bad > 20 {
-		t.Errorf("%d paths differ in all", bad)
-	}
 }
 
 func cmtMust(t testing.TB, err error) {
@@ -284,12 +247,12 @@ func TestCommitUnpackEqual(t *testing.T) {
 
 			fresh := filepath.Join(work, "fresh")
 			strata(t, "unpack", "--root", filepath.Join(work, "vfs-store"), img+":v2", fresh)
-			cmtCompare(t, "changed", want, "strata unpack", cmtTree(t, filepath.Join(fresh, "rootfs"), links))
+			lt.DiffTrees(t, "changed", want, "strata unpack", cmtTree(t, filepath.Join(fresh, "rootfs"), links))
 			um := filepath.Join(work, "umoci")
 			mustRun(t, "umoci", "unpack", "--image", img+":v2", um)
-			cmtCompare(t, "changed", want, "umoci unpack", cmtTree(t, filepath.Join(um, "rootfs"), links))
+			lt.DiffTrees(t, "changed", want, "umoci unpack", cmtTree(t, filepath.Join(um, "rootfs"), links))
 			// The bundle works on the new image: nothing more to commit.
-			cmtCompare(t, "changed", want, "bundle after commit", cmtTree(t, rootfs, links))
+			lt.DiffTrees(t, "changed", want, "bundle after commit", cmtTree(t, rootfs, links))
 			strata(t, "commit", bundle, img+":v3")
 			if n, m := len(cmtImage(t, img, "v3").Manifest.Layers), len(cmtImage(t, img, "v2").Manifest.Layers); n != m {
 				t.Fatalf("commit right after a commit added a layer (%d, %d)", n, m)
@@ -352,11 +315,11 @@ func TestCommitRootless(t *testing.T) {
 		fresh := filepath.Join(dir, "fresh")
 		rlMust(t, rlAsUser(t, dir, "unpack", "--root", filepath.Join(dir, "store2"), img+":v2", fresh))
 		t.Cleanup(func() { fsx.RemoveAll(filepath.Join(dir, "store2")); fsx.RemoveAll(fresh) })
-		cmtCompare(t, "changed", want, "strata unpack", cmtTree(t, filepath.Join(fresh, "rootfs"), true))
+		lt.DiffTrees(t, "changed", want, "strata unpack", cmtTree(t, filepath.Join(fresh, "rootfs"), true))
 		um := filepath.Join(dir, "umoci")
 		rlMust(t, rlRunIn(t, dir, "runuser", "-u", rootlessUser, "--", "umoci", "unpack", "--rootless", "--image", img+":v2", um))
 		t.Cleanup(func() { fsx.RemoveAll(um) })
-		cmtCompare(t, "changed", want, "umoci unpack --rootless", cmtTree(t, filepath.Join(um, "rootfs"), true))
+		lt.DiffTrees(t, "changed", want, "umoci unpack --rootless", cmtTree(t, filepath.Join(um, "rootfs"), true))
 
 		// Root does not commit the user's bundle (its store is theirs).
 		if r := strataFail(t, "commit", bundle, img+":v3"); r.Code != 1 || !strings.Contains(r.Stderr, "as that user") {
@@ -409,7 +372,7 @@ echo changed > etc/motd
 		again := filepath.Join(dir, "again")
 		t.Cleanup(func() { fsx.RemoveAll(again) })
 		rlMust(t, rlAsUser(t, dir, "unpack", "--driver", "overlay", "--root", store, img+":v2", again))
-		cmtCompare(t, "changed (in the namespace)", changed, "v2 unpacked (in the namespace)", cmtNSTree(t, dir, again))
+		lt.DiffTrees(t, "changed (in the namespace)", changed, "v2 unpacked (in the namespace)", cmtNSTree(t, dir, again))
 		cmtRootlessOwners(t, dir, img, true)
 		fresh := filepath.Join(dir, "fresh")
 		rlMust(t, rlAsUser(t, dir, "unpack", "--root", filepath.Join(dir, "store2"), img+":v2", fresh))
@@ -418,7 +381,7 @@ echo changed > etc/motd
 		rlMust(t, rlRunIn(t, dir, "runuser", "-u", rootlessUser, "--", "umoci", "unpack", "--rootless", "--image", img+":v2", um))
 		t.Cleanup(func() { fsx.RemoveAll(um) })
 		a, b := cmtTree(t, filepath.Join(fresh, "rootfs"), false), cmtTree(t, filepath.Join(um, "rootfs"), false)
-		cmtCompare(t, "strata unpack", a, "umoci unpack --rootless", b)
+		lt.DiffTrees(t, "strata unpack", a, "umoci unpack --rootless", b)
 		for path, want := range map[string]string{
 			"etc/added": "added by commit\n", "newdir/sub/f": "deep\n", "opq": "was a directory\n",
 			"file-to-dir/replaced": "new\n", "etc/motd": "changed\n",

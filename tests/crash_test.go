@@ -245,7 +245,7 @@ func crashCases() []crashCase {
 	layoutClean := func(t *testing.T, f *crashFixture, dir string) {
 		crashLayoutClean(t, filepath.Join(dir, "l"))
 	}
-	return []crashCase{
+	return append([]crashCase{
 		{
 			name: "import",
 			prepare: func(t *testing.T, f *crashFixture, dir string, _ int) []string {
@@ -410,7 +410,7 @@ func crashCases() []crashCase {
 			},
 			check: layoutCheck, clean: layoutClean, rerunAfterSuccess: true,
 		},
-	}
+	}, changeCrashCases()...)
 }
 
 // runKilled starts strata with args, kills it with SIGKILL after delay and

@@ -20,16 +20,15 @@ import (
 	"github.com/strata-oci/strata/snapshot/bundle"
 )
 
+// commitOptions are the flags of strata commit.
+type commitOptions struct {
+	newImageFlags
+	createdBy string
+	timestamp string
+}
+
 func newCommitCmd(g *globalFlags) *cobra.Command {
-	var (
-		changes   []string
-		message   string
-		author    string
-		createdBy string
-		compress  string
-		level     int
-		timestamp string
-	)
+	var o commitOptions
 	c := &cobra.Command{
 		Use:   "commit [flags] DIR LAYOUT[:REF]",
 		Short: "Make a new image from what changed in an unpacked bundle",
@@ -69,92 +68,104 @@ gives the same layer digest on every run.`,
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			bundleDir := args[0]
-			dir, ref, err := parseNewImageArg("commit", args[1])
-			if err != nil {
-				return err
-			}
-			kind, err := compression.ParseKind(compress)
-			if err != nil {
-				return usageError{err}
-			}
-			lvl, err := compressionLevel(kind, level)
-			if err != nil {
-				return err
-			}
-			when, err := createdTime(cmd, "timestamp", timestamp)
-			if err != nil {
-				return err
-			}
-			host, err := layout.ParsePlatform("")
-			if err != nil {
-				return err
-			}
-			if err := dockerfile.Apply(layout.NewConfig(host), changes); err != nil {
-				return usageError{err}
-			}
-			rec, err := bundle.ReadRecord(bundleDir)
-			if err != nil {
-				return err
-			}
-			if err := g.checkBundleRoot(rec, bundleDir); err != nil {
-				return err
-			}
-			if bundleNeedsUserns(rec) {
-				return g.reexecInUserns(false)
-			}
-			if !cmd.Flags().Changed("created-by") {
-				createdBy = bundleCommand(bundleDir)
-			}
-			l, err := layout.Init(dir)
-			if err != nil {
-				return err
-			}
-			prog := g.newProgress()
-			ctx, cancel := signalContext()
-			defer cancel()
-			res, err := bundle.Commit(ctx, bundleDir, l, bundle.CommitOptions{
-				Progress:    func(r io.Reader) io.Reader { return prog.Reader("commit "+filepath.Base(bundleDir), -1, r) },
-				Ref:         ref,
-				Author:      author,
-				Comment:     message,
-				CreatedBy:   createdBy,
-				Edit:        func(c *layout.Config) error { return dockerfile.Apply(c, changes) },
-				Compression: kind,
-				Level:       lvl,
-				Timestamp:   when,
-				// Who commits: the bundleDir's owners are read back
-				// through it.
-				StoreOptions: storeOptions(),
-			})
-			prog.Wait()
-			if err != nil {
-				u, uerr := l.Undo()
-				return fmt.Errorf("%w%s", err, undoNote(dir, u, uerr))
-			}
-			l.Close()
-			name := dir + ":" + ref
-			if ref == "" {
-				name = dir + "@" + res.Manifest.Digest.String() + " (untagged)"
-			}
-			if res.Layer == nil {
-				g.infof("committed %s: no changes, empty layer recorded in history", name)
-			} else {
-				g.infof("committed %s: layer %s (%d entries, %d bytes %s), diffID %s", name, res.Layer.Descriptor.Digest, res.Entries, res.Layer.Descriptor.Size, kind, res.Layer.DiffID)
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), res.Manifest.Digest)
-			return nil
+			return g.runCommit(cmd, o, args[0], args[1])
 		},
 	}
 	fl := c.Flags()
-	fl.StringArrayVarP(&changes, "change", "c", nil, "apply a Dockerfile `instruction` to the config (repeatable)")
-	fl.StringVarP(&message, "message", "m", "", "history comment for the layer")
-	fl.StringVar(&author, "author", "", "author of the image (default: the parent image's)")
-	fl.StringVar(&createdBy, "created-by", "", "history created_by `text` (default: the bundle's process command)")
-	fl.StringVar(&compress, "compression", "gzip", "layer compression: `gzip`, zstd or none")
-	fl.IntVar(&level, "compression-level", 0, "compression level (0: the format's default)")
-	fl.StringVar(&timestamp, "timestamp", "", "creation `time`, RFC 3339 or unix seconds, that also caps file mtimes (default: $SOURCE_DATE_EPOCH, else now, uncapped)")
+	fl.StringArrayVarP(&o.changes, "change", "c", nil, "apply a Dockerfile `instruction` to the config (repeatable)")
+	fl.StringVarP(&o.message, "message", "m", "", "history comment for the layer")
+	fl.StringVar(&o.author, "author", "", "author of the image (default: the parent image's)")
+	fl.StringVar(&o.createdBy, "created-by", "", "history created_by `text` (default: the bundle's process command)")
+	fl.StringVar(&o.compress, "compression", "gzip", "layer compression: `gzip`, zstd or none")
+	fl.IntVar(&o.level, "compression-level", 0, "compression level (0: the format's default)")
+	fl.StringVar(&o.timestamp, "timestamp", "", "creation `time`, RFC 3339 or unix seconds, that also caps file mtimes (default: $SOURCE_DATE_EPOCH, else now, uncapped)")
 	return c
+}
+
+// runCommit commits the bundle bundleDir into the image target
+// (LAYOUT[:REF]) names and prints the new manifest's digest.
+func (g *globalFlags) runCommit(cmd *cobra.Command, o commitOptions, bundleDir, target string) error {
+	dir, ref, err := parseNewImageArg("commit", target)
+	if err != nil {
+		return err
+	}
+	co, err := o.bundleOptions(cmd)
+	if err != nil {
+		return err
+	}
+	rec, err := bundle.ReadRecord(bundleDir)
+	if err != nil {
+		return err
+	}
+	if err := g.checkBundleRoot(rec, bundleDir); err != nil {
+		return err
+	}
+	if bundleNeedsUserns(rec) {
+		return g.reexecInUserns(false)
+	}
+	if !cmd.Flags().Changed("created-by") {
+		co.CreatedBy = bundleCommand(bundleDir)
+	}
+	l, err := layout.Init(dir)
+	if err != nil {
+		return err
+	}
+	prog := g.newProgress()
+	co.Progress = func(r io.Reader) io.Reader { return prog.Reader("commit "+filepath.Base(bundleDir), -1, r) }
+	co.Ref = ref
+	res, err := bundle.Commit(cmd.Context(), bundleDir, l, co)
+	prog.Wait()
+	if err != nil {
+		u, uerr := l.Undo()
+		return fmt.Errorf("%w%s", err, undoNote(dir, u, uerr))
+	}
+	l.Close()
+	name := dir + ":" + ref
+	if ref == "" {
+		name = dir + "@" + res.Manifest.Digest.String() + " (untagged)"
+	}
+	if res.Layer == nil {
+		g.infof("committed %s: no changes, empty layer recorded in history", name)
+	} else {
+		g.infof("committed %s: layer %s (%d entries, %d bytes %s), diffID %s", name, res.Layer.Descriptor.Digest, res.Entries, res.Layer.Descriptor.Size, co.Compression, res.Layer.DiffID)
+	}
+	fmt.Fprintln(cmd.OutOrStdout(), res.Manifest.Digest)
+	return nil
+}
+
+// bundleOptions checks the flags of cmd and turns them into the options
+// of a commit, all but its Ref and Progress.
+func (o commitOptions) bundleOptions(cmd *cobra.Command) (bundle.CommitOptions, error) {
+	kind, err := compression.ParseKind(o.compress)
+	if err != nil {
+		return bundle.CommitOptions{}, usageError{err}
+	}
+	lvl, err := compressionLevel(kind, o.level)
+	if err != nil {
+		return bundle.CommitOptions{}, err
+	}
+	when, err := createdTime(cmd, "timestamp", o.timestamp)
+	if err != nil {
+		return bundle.CommitOptions{}, err
+	}
+	host, err := layout.ParsePlatform("")
+	if err != nil {
+		return bundle.CommitOptions{}, err
+	}
+	if err := dockerfile.Apply(layout.NewConfig(host), o.changes); err != nil {
+		return bundle.CommitOptions{}, usageError{err}
+	}
+	return bundle.CommitOptions{
+		Author:      o.author,
+		Comment:     o.message,
+		CreatedBy:   o.createdBy,
+		Edit:        func(c *layout.Config) error { return dockerfile.Apply(c, o.changes) },
+		Compression: kind,
+		Level:       lvl,
+		Timestamp:   when,
+		// Who commits: the bundle's owners are read back through it.
+		StoreOptions: storeOptions(),
+	}, nil
 }
 
 // The demo's bundle and snapshot store live inside its layout directory.

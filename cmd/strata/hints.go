@@ -4,14 +4,15 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/strata-oci/strata/snapshot/build"
-	strun "github.com/strata-oci/strata/snapshot/run"
 
 	"github.com/strata-oci/strata/layout"
+	"github.com/strata-oci/strata/layout/mutate"
 	"github.com/strata-oci/strata/layout/remote"
 	"github.com/strata-oci/strata/layout/transport"
 	"github.com/strata-oci/strata/overlay"
 	"github.com/strata-oci/strata/snapshot"
+	"github.com/strata-oci/strata/snapshot/build"
+	strun "github.com/strata-oci/strata/snapshot/run"
 )
 
 // hintFor returns what to type to get past err, appended to the one line
@@ -42,6 +43,14 @@ func hintFor(err error) string {
 		return " (name one with -f FILE)"
 	case errors.Is(err, strun.ErrNoRuntime):
 		return " (install crun or runc)"
+	case errors.Is(err, mutate.ErrNoBase):
+		return " (give --old-base and --new-base)"
+	case errors.Is(err, mutate.ErrNotBasedOn):
+		return " (is --old-base the image it was built on?)"
+	case errors.Is(err, mutate.ErrNotIndex):
+		return " (index:KEY=VALUE annotations need an image index)"
+	case errors.Is(err, mutate.ErrInPlace):
+		return " (give NEWREF)"
 	case errors.Is(err, snapshot.ErrNoDefaultRoot):
 		return " (use --root)"
 	case errors.Is(err, overlay.ErrXattrForm):

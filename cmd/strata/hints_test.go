@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/strata-oci/strata/layout"
+	"github.com/strata-oci/strata/layout/mutate"
 	"github.com/strata-oci/strata/layout/remote"
 	"github.com/strata-oci/strata/layout/transport"
 )
@@ -37,6 +38,10 @@ func TestHintFor(t *testing.T) {
 		{"partial index", fmt.Errorf("push d:r: missing (%w)", remote.ErrPartialIndex), ": push what it holds with --platform"},
 		{"zstd in docker", fmt.Errorf("convert: %w", layout.ErrZstdDocker), "; recompress with --compression gzip"},
 		{"blobs kept", &transport.NotUndoneError{Err: errors.New("copy failed"), Dest: "oci:d", Undone: layout.Undone{Kept: 2, Busy: true}}, "; strata gc removes those no image uses"},
+		{"no base", fmt.Errorf("image x: %w: no old base given", mutate.ErrNoBase), " (give --old-base and --new-base)"},
+		{"not based on", fmt.Errorf("image x: %w", &mutate.NotBasedOnError{Layer: 1}), " (is --old-base the image it was built on?)"},
+		{"index annotation", fmt.Errorf("image x: %w", mutate.ErrNotIndex), " (index:KEY=VALUE annotations need an image index)"},
+		{"in place", fmt.Errorf("oci-archive:-: %w", mutate.ErrInPlace), " (give NEWREF)"},
 		{"other", errors.New("other"), ""},
 	}
 	for _, tt := range tests {
@@ -82,7 +87,7 @@ func TestHintPrinted(t *testing.T) {
 // a stream was made, is not advice.
 func TestLibraryErrorsGiveNoCLIAdvice(t *testing.T) {
 	advice := regexp.MustCompile(`(^|[^\w-])--[a-z]|\bstrata (init|ls|inspect|tag|rm|gc|fsck|import|copy|save|load|pull|push|login|logout|unpack|mount|umount|commit|snapshots|unshare)\b`)
-	for _, dir := range []string{"blob", "layout", "layout/archive", "layout/transport", "layout/remote",
+	for _, dir := range []string{"blob", "layout", "layout/archive", "layout/transport", "layout/remote", "layout/mutate",
 		"internal/compression", "internal/chunkpipe", "internal/dockerfile", "internal/tempdir", "internal/safedir", "internal/ctxio"} {
 		files, err := filepath.Glob(filepath.Join("..", "..", dir, "*.go"))
 		if err != nil || len(files) == 0 {

@@ -15,18 +15,26 @@ import (
 	"github.com/strata-oci/strata/layout"
 )
 
+// newImageFlags are the flags import and commit share: the config
+// changes, history and layer compression of the image they make.
+type newImageFlags struct {
+	changes  []string
+	message  string
+	author   string
+	compress string
+	level    int
+}
+
+// importOptions are the flags of strata import.
+type importOptions struct {
+	newImageFlags
+	platform string
+	created  string
+	force    bool
+}
+
 func newImportCmd(g *globalFlags) *cobra.Command {
-	var (
-		changes     []string
-		message     string
-		author      string
-		platform    string
-		created     string
-		compress    string
-		level       int
-		force       bool
-		createdByOf = func(src string) string { return "strata import " + src }
-	)
+	var o importOptions
 	c := &cobra.Command{
 		Use:   "import [flags] TARBALL|- LAYOUT[:REF]",
 		Short: "Make a one-layer image from a root filesystem tarball",
@@ -50,101 +58,120 @@ fixed time the same tarball and flags give the same digest.`,
   SOURCE_DATE_EPOCH=1700000000 strata import --platform linux/arm64 rootfs.tgz ./img:arm64`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			src := args[0]
-			dir, ref, err := parseNewImageArg("import", args[1])
-			if err != nil {
-				return err
-			}
-			p, err := layout.ParsePlatform(platform)
-			if err != nil {
-				return usageError{err}
-			}
-			kind, err := compression.ParseKind(compress)
-			if err != nil {
-				return usageError{err}
-			}
-			layerOpts := []layout.LayerOption{layout.WithCompression(kind)}
-			if force {
-				layerOpts = append(layerOpts, layout.WithRecompress())
-			}
-			lvl, err := compressionLevel(kind, level)
-			if err != nil {
-				return err
-			}
-			when, err := createdTime(cmd, "created", created)
-			if err != nil {
-				return err
-			}
-			// Check the changes before anything is read or created.
-			if err := dockerfile.Apply(layout.NewConfig(p), changes); err != nil {
-				return usageError{err}
-			}
-
-			in, size, closeIn, err := openInput(src)
-			if err != nil {
-				return err
-			}
-			defer closeIn()
-			// On Ctrl-C or SIGTERM, stop reading (closing the input ends a
-			// read blocked on a pipe) and undo what was started.
-			ctx, cancel := signalContext()
-			defer cancel()
-			stop := context.AfterFunc(ctx, closeIn)
-			defer stop()
-
-			l, err := layout.Init(dir)
-			if err != nil {
-				return err
-			}
-			prog := g.newProgress()
-			res, err := l.Import(ctx, prog.Reader("import "+filepath.Base(src), size, in), layout.ImportOptions{
-				Platform:  p,
-				Created:   when,
-				Author:    author,
-				Comment:   message,
-				CreatedBy: createdByOf(src),
-				Edit:      func(c *layout.Config) error { return dockerfile.Apply(c, changes) },
-				Layer:     append(layerOpts, layout.WithLevel(lvl)),
-				Ref:       ref,
-			})
-			prog.Wait()
-			if err != nil {
-				u, uerr := l.Undo()
-				if ctx.Err() != nil {
-					switch {
-					case uerr == nil && u.AsItWas():
-						return fmt.Errorf("import %s: interrupted; %s is as it was", src, dir)
-					case uerr == nil && u.Kept == 0:
-						return fmt.Errorf("import %s: interrupted; nothing of it is left in %s, which stays: another process wrote to it meanwhile", src, dir)
-					}
-					return fmt.Errorf("import %s: interrupted; nothing was named in %s%s", src, dir, undoNote(dir, u, uerr))
-				}
-				return fmt.Errorf("%s: %w%s", src, err, undoNote(dir, u, uerr))
-			}
-			l.Close()
-			name := dir + ":" + ref
-			if ref == "" {
-				name = dir + "@" + res.Manifest.Digest.String() + " (untagged)"
-			}
-			how := "stored as is"
-			if res.Layer.Recompressed {
-				how = fmt.Sprintf("compressed from %s", res.Layer.Input)
-			}
-			g.infof("imported %s: layer %s (%d bytes, %s), diffID %s", name, res.Layer.Descriptor.Digest, res.Layer.Descriptor.Size, how, res.Layer.DiffID)
-			fmt.Fprintln(cmd.OutOrStdout(), res.Manifest.Digest)
-			return nil
+			return g.runImport(cmd, o, args[0], args[1])
 		},
 	}
 	fl := c.Flags()
-	fl.StringArrayVarP(&changes, "change", "c", nil, "apply a Dockerfile `instruction` to the config (repeatable)")
-	fl.StringVarP(&message, "message", "m", "", "history comment for the layer")
-	fl.StringVar(&author, "author", "", "author of the image")
-	fl.StringVar(&platform, "platform", "", "image platform `os/arch[/variant]` (default: this machine's)")
-	fl.StringVar(&created, "created", "", "creation `time`, RFC 3339 or unix seconds (default: $SOURCE_DATE_EPOCH, else now)")
-	fl.StringVar(&compress, "compression", "gzip", "compression `KIND` for plain, xz and bzip2 input: gzip, zstd or none")
-	fl.IntVar(&level, "compression-level", 0, "compression level (0: the format's default)")
-	fl.BoolVar(&force, "force-compression", false, "recompress gzip and zstd input too, with --compression")
+	fl.StringArrayVarP(&o.changes, "change", "c", nil, "apply a Dockerfile `instruction` to the config (repeatable)")
+	fl.StringVarP(&o.message, "message", "m", "", "history comment for the layer")
+	fl.StringVar(&o.author, "author", "", "author of the image")
+	fl.StringVar(&o.platform, "platform", "", "image platform `os/arch[/variant]` (default: this machine's)")
+	fl.StringVar(&o.created, "created", "", "creation `time`, RFC 3339 or unix seconds (default: $SOURCE_DATE_EPOCH, else now)")
+	fl.StringVar(&o.compress, "compression", "gzip", "compression `KIND` for plain, xz and bzip2 input: gzip, zstd or none")
+	fl.IntVar(&o.level, "compression-level", 0, "compression level (0: the format's default)")
+	fl.BoolVar(&o.force, "force-compression", false, "recompress gzip and zstd input too, with --compression")
 	return c
+}
+
+// runImport imports the tarball src ("-": stdin) as the image target
+// (LAYOUT[:REF]) names and prints its manifest's digest.
+func (g *globalFlags) runImport(cmd *cobra.Command, o importOptions, src, target string) error {
+	dir, ref, err := parseNewImageArg("import", target)
+	if err != nil {
+		return err
+	}
+	iopts, err := o.layoutOptions(cmd, src)
+	if err != nil {
+		return err
+	}
+	in, size, closeIn, err := openInput(src)
+	if err != nil {
+		return err
+	}
+	defer closeIn()
+	// On Ctrl-C or SIGTERM, stop reading (closing the input ends a
+	// read blocked on a pipe) and undo what was started.
+	ctx := cmd.Context()
+	stop := context.AfterFunc(ctx, closeIn)
+	defer stop()
+
+	l, err := layout.Init(dir)
+	if err != nil {
+		return err
+	}
+	prog := g.newProgress()
+	iopts.Ref = ref
+	res, err := l.Import(ctx, prog.Reader("import "+filepath.Base(src), size, in), iopts)
+	prog.Wait()
+	if err != nil {
+		return importError(ctx, src, dir, l, err)
+	}
+	l.Close()
+	name := dir + ":" + ref
+	if ref == "" {
+		name = dir + "@" + res.Manifest.Digest.String() + " (untagged)"
+	}
+	how := "stored as is"
+	if res.Layer.Recompressed {
+		how = fmt.Sprintf("compressed from %s", res.Layer.Input)
+	}
+	g.infof("imported %s: layer %s (%d bytes, %s), diffID %s", name, res.Layer.Descriptor.Digest, res.Layer.Descriptor.Size, how, res.Layer.DiffID)
+	fmt.Fprintln(cmd.OutOrStdout(), res.Manifest.Digest)
+	return nil
+}
+
+// layoutOptions checks the flags of cmd, before anything is read or
+// created, and turns them into the options of an import of src, all but
+// its Ref.
+func (o importOptions) layoutOptions(cmd *cobra.Command, src string) (layout.ImportOptions, error) {
+	p, err := layout.ParsePlatform(o.platform)
+	if err != nil {
+		return layout.ImportOptions{}, usageError{err}
+	}
+	kind, err := compression.ParseKind(o.compress)
+	if err != nil {
+		return layout.ImportOptions{}, usageError{err}
+	}
+	layerOpts := []layout.LayerOption{layout.WithCompression(kind)}
+	if o.force {
+		layerOpts = append(layerOpts, layout.WithRecompress())
+	}
+	lvl, err := compressionLevel(kind, o.level)
+	if err != nil {
+		return layout.ImportOptions{}, err
+	}
+	when, err := createdTime(cmd, "created", o.created)
+	if err != nil {
+		return layout.ImportOptions{}, err
+	}
+	if err := dockerfile.Apply(layout.NewConfig(p), o.changes); err != nil {
+		return layout.ImportOptions{}, usageError{err}
+	}
+	return layout.ImportOptions{
+		Platform:  p,
+		Created:   when,
+		Author:    o.author,
+		Comment:   o.message,
+		CreatedBy: "strata import " + src,
+		Edit:      func(c *layout.Config) error { return dockerfile.Apply(c, o.changes) },
+		Layer:     append(layerOpts, layout.WithLevel(lvl)),
+	}, nil
+}
+
+// importError is the error of a failed import of src into the layout l
+// at dir, once what the import wrote is taken back.
+func importError(ctx context.Context, src, dir string, l *layout.Layout, err error) error {
+	u, uerr := l.Undo()
+	if ctx.Err() != nil {
+		switch {
+		case uerr == nil && u.AsItWas():
+			return fmt.Errorf("import %s: interrupted; %s is as it was", src, dir)
+		case uerr == nil && u.Kept == 0:
+			return fmt.Errorf("import %s: interrupted; nothing of it is left in %s, which stays: another process wrote to it meanwhile", src, dir)
+		}
+		return fmt.Errorf("import %s: interrupted; nothing was named in %s%s", src, dir, undoNote(dir, u, uerr))
+	}
+	return fmt.Errorf("%s: %w%s", src, err, undoNote(dir, u, uerr))
 }
 
 // createdTime picks a reproducible time: the flag named name (value is

@@ -17,12 +17,15 @@ import (
 // Values of inspect --raw.
 var rawKinds = []string{"manifest", "config", "index"}
 
+// inspectOptions are the flags of strata inspect.
+type inspectOptions struct {
+	asJSON   bool
+	raw      string
+	platform string
+}
+
 func newInspectCmd() *cobra.Command {
-	var (
-		asJSON   bool
-		raw      string
-		platform string
-	)
+	var o inspectOptions
 	c := &cobra.Command{
 		Use:   "inspect LAYOUT[:REF]",
 		Short: "Describe an image",
@@ -40,99 +43,111 @@ REF names one) the index, as digests are computed over them.`,
 		Args:              exactArgs(1),
 		ValidArgsFunction: completeFirstRef,
 		RunE: func(c *cobra.Command, args []string) error {
-			if raw != "" && !contains(rawKinds, raw) {
-				return usagef("--raw %q: want one of %s", raw, strings.Join(rawKinds, ", "))
-			}
-			if raw != "" && asJSON {
-				return usagef("--raw and --json cannot be used together")
-			}
-			plat, err := layout.ParsePlatform(platform)
-			if err != nil {
-				return usageError{err}
-			}
-			l, ref, err := openLayoutRef(args[0])
-			if err != nil {
-				return err
-			}
-			defer l.Close()
-			desc, err := l.Resolve(ref)
-			if err != nil {
-				return err
-			}
-			isIndex, err := namesIndex(l, &desc)
-			if err != nil {
-				return err
-			}
-			out := c.OutOrStdout()
-			if raw == "index" {
-				if !isIndex {
-					return fmt.Errorf("%s names an image manifest (%s), not an index: use --raw manifest", args[0], desc.Digest)
-				}
-				b, err := l.ReadBlob(desc, layout.MaxManifestSize)
-				if err != nil {
-					return fmt.Errorf("read index %s: %w", desc.Digest, err)
-				}
-				_, err = out.Write(b)
-				return err
-			}
-			md, err := l.SelectManifest(desc, &plat)
-			if err != nil {
-				return fmt.Errorf("%s: %w", args[0], err)
-			}
-			img, err := l.ReadImage(md)
-			if err != nil {
-				return err
-			}
-			if c.Flags().Changed("platform") && !isIndex {
-				got := ocispec.Platform{OS: img.Config.OS, Architecture: img.Config.Architecture, Variant: img.Config.Variant}
-				if !platforms.Only(plat).Match(platforms.Normalize(got)) {
-					return fmt.Errorf("%s: %w %s: the image is %s", args[0], layout.ErrNoPlatform, platforms.Format(plat), platforms.Format(got))
-				}
-			}
-			switch raw {
-			case "manifest":
-				_, err = out.Write(img.ManifestRaw)
-				return err
-			case "config":
-				_, err = out.Write(img.ConfigRaw)
-				return err
-			}
-			s := summarize(img)
-			s.Name = desc.Annotations[layout.AnnotationRefName]
-			if s.Name == "" {
-				s.Name = desc.Annotations[layout.AnnotationImageName]
-			}
-			if isIndex {
-				d := desc
-				d.Annotations = nil
-				s.Index = &d
-				ps, err := l.Platforms(desc)
-				if err != nil {
-					return err
-				}
-				for _, p := range ps {
-					s.Platforms = append(s.Platforms, platforms.Format(p))
-				}
-			}
-			if asJSON {
-				b, err := json.MarshalIndent(s, "", "  ")
-				if err != nil {
-					return fmt.Errorf("encode summary: %w", err)
-				}
-				_, err = fmt.Fprintf(out, "%s\n", b)
-				return err
-			}
-			return printSummary(out, s)
+			return runInspect(c.OutOrStdout(), o, c.Flags().Changed("platform"), args[0])
 		},
 	}
-	c.Flags().BoolVar(&asJSON, "json", false, "print the summary as JSON")
-	c.Flags().StringVar(&raw, "raw", "", "print the stored bytes of the `manifest`, config or index")
-	c.Flags().StringVar(&platform, "platform", "", "platform os/arch[/variant] to pick from an index (default: the host's)")
+	c.Flags().BoolVar(&o.asJSON, "json", false, "print the summary as JSON")
+	c.Flags().StringVar(&o.raw, "raw", "", "print the stored bytes of the `manifest`, config or index")
+	c.Flags().StringVar(&o.platform, "platform", "", "platform os/arch[/variant] to pick from an index (default: the host's)")
 	_ = c.RegisterFlagCompletionFunc("raw", cobra.FixedCompletions(rawKinds, cobra.ShellCompDirectiveNoFileComp))
 	_ = c.RegisterFlagCompletionFunc("platform", cobra.FixedCompletions([]string{
 		"linux/amd64", "linux/arm64", "linux/arm/v7", "linux/386", "linux/ppc64le", "linux/s390x", "linux/riscv64",
 	}, cobra.ShellCompDirectiveNoFileComp))
 	return c
+}
+
+// runInspect describes the image arg (LAYOUT[:REF]) names on out, or
+// prints its stored bytes with --raw. platformGiven says --platform was
+// given: an image that is no index must then be of that platform.
+func runInspect(out io.Writer, o inspectOptions, platformGiven bool, arg string) error {
+	if o.raw != "" && !contains(rawKinds, o.raw) {
+		return usagef("--raw %q: want one of %s", o.raw, strings.Join(rawKinds, ", "))
+	}
+	if o.raw != "" && o.asJSON {
+		return usagef("--raw and --json cannot be used together")
+	}
+	plat, err := layout.ParsePlatform(o.platform)
+	if err != nil {
+		return usageError{err}
+	}
+	l, ref, err := openLayoutRef(arg)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	desc, err := l.Resolve(ref)
+	if err != nil {
+		return err
+	}
+	isIndex, err := namesIndex(l, &desc)
+	if err != nil {
+		return err
+	}
+	if o.raw == "index" {
+		if !isIndex {
+			return fmt.Errorf("%s names an image manifest (%s), not an index: use --raw manifest", arg, desc.Digest)
+		}
+		b, err := l.ReadBlob(desc, layout.MaxManifestSize)
+		if err != nil {
+			return fmt.Errorf("read index %s: %w", desc.Digest, err)
+		}
+		_, err = out.Write(b)
+		return err
+	}
+	md, err := l.SelectManifest(desc, &plat)
+	if err != nil {
+		return fmt.Errorf("%s: %w", arg, err)
+	}
+	img, err := l.ReadImage(md)
+	if err != nil {
+		return err
+	}
+	if platformGiven && !isIndex {
+		got := ocispec.Platform{OS: img.Config.OS, Architecture: img.Config.Architecture, Variant: img.Config.Variant}
+		if !platforms.Only(plat).Match(platforms.Normalize(got)) {
+			return fmt.Errorf("%s: %w %s: the image is %s", arg, layout.ErrNoPlatform, platforms.Format(plat), platforms.Format(got))
+		}
+	}
+	switch o.raw {
+	case "manifest":
+		_, err = out.Write(img.ManifestRaw)
+		return err
+	case "config":
+		_, err = out.Write(img.ConfigRaw)
+		return err
+	}
+	return printInspect(out, l, desc, isIndex, img, o.asJSON)
+}
+
+// printInspect prints the summary of img, which desc names (an index
+// when isIndex), as text or JSON.
+func printInspect(out io.Writer, l *layout.Layout, desc ocispec.Descriptor, isIndex bool, img *layout.Image, asJSON bool) error {
+	s := summarize(img)
+	s.Name = desc.Annotations[layout.AnnotationRefName]
+	if s.Name == "" {
+		s.Name = desc.Annotations[layout.AnnotationImageName]
+	}
+	if isIndex {
+		d := desc
+		d.Annotations = nil
+		s.Index = &d
+		ps, err := l.Platforms(desc)
+		if err != nil {
+			return err
+		}
+		for _, p := range ps {
+			s.Platforms = append(s.Platforms, platforms.Format(p))
+		}
+	}
+	if asJSON {
+		b, err := json.MarshalIndent(s, "", "  ")
+		if err != nil {
+			return fmt.Errorf("encode summary: %w", err)
+		}
+		_, err = fmt.Fprintf(out, "%s\n", b)
+		return err
+	}
+	return printSummary(out, s)
 }
 
 // namesIndex reports whether desc is an image index, filling in its media

@@ -53,84 +53,102 @@ its user namespace when the rootfs has owners only that namespace maps.`,
 					return usagef("mount: no command after --")
 				}
 			}
-			rec, err := bundle.ReadRecord(args[0])
-			if err != nil {
-				return err
-			}
-			if err := g.checkBundleRoot(rec, args[0]); err != nil {
-				return err
-			}
-			if rec.Driver != overlay.Name && run != nil {
-				// A plain rootfs needs no mount; the command runs
-				// where its owners show.
-				if bundleNeedsUserns(rec) {
-					return g.reexecInUserns(false)
-				}
-				abs, err := filepath.Abs(args[0])
-				if err != nil {
-					return err
-				}
-				code, err := runOnMount(run, filepath.Join(abs, snapshot.RootfsDir))
-				if err != nil {
-					return err
-				}
-				if code != 0 {
-					os.Exit(code)
-				}
-				return nil
-			}
-			if userns.Needed() {
-				if run == nil {
-					return usagef("mount: an unprivileged strata mounts inside its own user namespace, which ends when strata does: give a command to run on the mount (strata mount %s -- CMD)", args[0])
-				}
-				return g.reexecInUserns(false)
-			}
-			b, err := bundle.Open(args[0], storeOptions())
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			if run == nil {
-				// Mounting what is mounted already is done, not an
-				// error: scripts may call mount twice.
-				err := b.Mount()
-				if errors.Is(err, overlay.ErrAlreadyMounted) {
-					g.infof("%s is mounted already", b.Rootfs())
-					return nil
-				}
-				if err != nil {
-					return err
-				}
-				g.infof("mounted %s", b.Rootfs())
-				return nil
-			}
-			mounted, err := overlay.IsMounted(b.Rootfs())
-			if err != nil {
-				return err
-			}
-			if !mounted {
-				if err := b.Mount(); err != nil {
-					return err
-				}
-				g.debugf("mounted %s for %s", b.Rootfs(), run[0])
-			}
-			code, runErr := runOnMount(run, b.Rootfs())
-			if !mounted {
-				if err := b.Unmount(); err != nil {
-					return err
-				}
-			}
-			if runErr != nil {
-				return runErr
-			}
-			if code != 0 {
-				b.Close()
-				os.Exit(code)
-			}
-			return nil
+			return g.runMount(args[0], run)
 		},
 	}
 	return c
+}
+
+// runMount mounts the rootfs of the bundle dir, or with run (a command
+// line) runs it on the rootfs, mounted for it if need be.
+func (g *globalFlags) runMount(dir string, run []string) error {
+	rec, err := bundle.ReadRecord(dir)
+	if err != nil {
+		return err
+	}
+	if err := g.checkBundleRoot(rec, dir); err != nil {
+		return err
+	}
+	if !bundle.DriverMounts(rec.Driver) && run != nil {
+		// A plain rootfs needs no mount; the command runs where its
+		// owners show.
+		if bundleNeedsUserns(rec) {
+			return g.reexecInUserns(false)
+		}
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			return err
+		}
+		return exitWith(runOnMount(run, filepath.Join(abs, snapshot.RootfsDir)))
+	}
+	if userns.Needed() {
+		if run == nil {
+			return usagef("mount: an unprivileged strata mounts inside its own user namespace, which ends when strata does: give a command to run on the mount (strata mount %s -- CMD)", dir)
+		}
+		return g.reexecInUserns(false)
+	}
+	b, err := bundle.Open(dir, storeOptions())
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if run == nil {
+		// Mounting what is mounted already is done, not an error:
+		// scripts may call mount twice.
+		err := b.Mount()
+		if errors.Is(err, overlay.ErrAlreadyMounted) {
+			g.infof("%s is mounted already", b.Rootfs())
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		g.infof("mounted %s", b.Rootfs())
+		return nil
+	}
+	return g.runOnBundle(b, run)
+}
+
+// runOnBundle runs a command on the rootfs of b, mounting it for the
+// command unless it is mounted already, and exits with the command's
+// status when that is not 0.
+func (g *globalFlags) runOnBundle(b *bundle.Bundle, run []string) error {
+	mounted, err := overlay.IsMounted(b.Rootfs())
+	if err != nil {
+		return err
+	}
+	if !mounted {
+		if err := b.Mount(); err != nil {
+			return err
+		}
+		g.debugf("mounted %s for %s", b.Rootfs(), run[0])
+	}
+	code, runErr := runOnMount(run, b.Rootfs())
+	if !mounted {
+		if err := b.Unmount(); err != nil {
+			return err
+		}
+	}
+	if runErr != nil {
+		return runErr
+	}
+	if code != 0 {
+		b.Close()
+		os.Exit(code)
+	}
+	return nil
+}
+
+// exitWith ends strata with the exit status code of a command it ran,
+// unless that is 0 or err says the command did not run.
+func exitWith(code int, err error) error {
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		os.Exit(code)
+	}
+	return nil
 }
 
 // runOnMount runs a command with the rootfs in its environment and
@@ -180,8 +198,8 @@ func (g *globalFlags) reexecInUserns(canContinue bool) error {
 
 // overlayNeedsUserns says whether a command using the given driver must
 // re-execute in strata's user namespace: an unprivileged user asked for
-// overlay. Commands call reexecInUserns when it is true (unpack and
-// commit with canContinue, as they can fall back to vfs).
+// a driver that mounts (overlay). Commands call reexecInUserns when it is
+// true (unpack with canContinue, as it can fall back to vfs).
 func overlayNeedsUserns(driver string) bool {
-	return driver == overlay.Name && userns.Needed() && os.Getenv(overlayEnv) != "off"
+	return bundle.DriverMounts(driver) && userns.Needed() && !overlayOff(driver)
 }

@@ -5,7 +5,7 @@ import (
 	"os"
 
 	"github.com/strata-oci/strata/overlay"
-	"github.com/strata-oci/strata/snapshot/vfs"
+	"github.com/strata-oci/strata/snapshot/bundle"
 )
 
 // overlayEnv names the environment variable that, set to "off", makes
@@ -13,15 +13,21 @@ import (
 // chosen on purpose.
 const overlayEnv = "STRATA_OVERLAY"
 
-// overlayDisabled is the driver an unpack asked for driver uses: vfs,
-// with the fallback warning, when overlay was asked for and overlayEnv
-// turns it off.
+// overlayDisabled is the driver an unpack asked for driver uses: the
+// default one (vfs), with the fallback warning, when a mounting driver
+// (overlay) was asked for and overlayEnv turns mounts off.
 func overlayDisabled(driver string) string {
-	if driver != overlay.Name || os.Getenv(overlayEnv) != "off" {
+	if !overlayOff(driver) {
 		return driver
 	}
 	overlayFallback(fmt.Errorf("%w: disabled by %s=off", overlay.ErrUnsupported, overlayEnv))
-	return vfs.Name
+	return bundle.DefaultDriver
+}
+
+// overlayOff says whether driver mounts (overlay) and overlayEnv turns
+// that off.
+func overlayOff(driver string) bool {
+	return bundle.DriverMounts(driver) && os.Getenv(overlayEnv) == "off"
 }
 
 // overlayFallback says that unpack --driver overlay uses vfs where overlay

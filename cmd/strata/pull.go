@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"io/fs"
 	"path/filepath"
 	"sync"
@@ -126,11 +128,14 @@ func kindOfBlob(mt string) string {
 	return "blob"
 }
 
+// pullOptions are the flags of strata pull.
+type pullOptions struct {
+	transferFlags
+	mode string
+}
+
 func newPullCmd(g *globalFlags) *cobra.Command {
-	var (
-		f    transferFlags
-		mode string
-	)
+	var o pullOptions
 	c := &cobra.Command{
 		Use:   "pull [flags] [docker://]HOST/REPO[:TAG|@DIGEST] LAYOUT[:NAME]",
 		Short: "Copy an image from a registry into a layout",
@@ -152,61 +157,65 @@ Credentials come from $DOCKER_CONFIG/config.json or ~/.docker/config.json
   strata pull --pull missing --platform linux/arm64 ghcr.io/org/tool:1 ./images:tool`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			pm, err := remote.ParsePullMode(mode)
-			if err != nil {
-				return usageError{err}
-			}
-			if _, err := remote.ParseReference(args[0]); err != nil {
-				return usageError{err}
-			}
-			dir, name, err := parseRefArg(args[1])
-			if err != nil {
-				return err
-			}
-			opts, done, err := f.options("pulled")
-			if err != nil {
-				return err
-			}
-			opts = append(opts, remote.WithPullMode(pm))
-			var l *layout.Layout
-			if pm == remote.PullNever {
-				l, err = layout.Open(dir)
-			} else {
-				l, err = layout.Init(dir)
-			}
-			if err != nil {
-				return err
-			}
-			defer l.Close()
-			// Ctrl-C stops the transfer cleanly; what was downloaded and
-			// verified is kept for the next pull.
-			ctx, cancel := signalContext()
-			defer cancel()
-			res, err := remote.Pull(ctx, l, args[0], name, opts...)
-			done()
-			if err != nil {
-				if l.Created() && !holdsFiles(filepath.Join(dir, layout.BlobsDir), remote.PartialDir(l)) {
-					// Nothing came: do not leave behind a layout the
-					// user did not have (unless another process has
-					// used it meanwhile: see layout.Undo).
-					u, uerr := l.Undo()
-					return fmt.Errorf("%w%s", err, undoNote(dir, u, uerr))
-				}
-				return err
-			}
-			for _, d := range res.Duplicates {
-				warnDuplicate(d, res.Reference.Name())
-			}
-			if res.UpToDate {
-				g.infof("%s:%s is present (pull mode %s)", dir, res.Name, pm)
-			} else {
-				g.infof("pulled %s into %s:%s", res.Reference, dir, res.Name)
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), res.Descriptor.Digest)
-			return nil
+			return g.runPull(cmd.Context(), cmd.OutOrStdout(), &o, args[0], args[1])
 		},
 	}
-	f.add(g, c.Flags(), false)
-	c.Flags().StringVar(&mode, "pull", string(remote.PullAlways), "when to contact the registry, `MODE` always, missing (only when the layout lacks the image) or never")
+	o.add(g, c.Flags(), false)
+	c.Flags().StringVar(&o.mode, "pull", string(remote.PullAlways), "when to contact the registry, `MODE` always, missing (only when the layout lacks the image) or never")
 	return c
+}
+
+// runPull pulls the image src names from its registry into the layout
+// target (LAYOUT[:NAME]) names and prints its digest on out.
+func (g *globalFlags) runPull(ctx context.Context, out io.Writer, o *pullOptions, src, target string) error {
+	pm, err := remote.ParsePullMode(o.mode)
+	if err != nil {
+		return usageError{err}
+	}
+	if _, err := remote.ParseReference(src); err != nil {
+		return usageError{err}
+	}
+	dir, name, err := parseRefArg(target)
+	if err != nil {
+		return err
+	}
+	opts, done, err := o.options("pulled")
+	if err != nil {
+		return err
+	}
+	opts = append(opts, remote.WithPullMode(pm))
+	var l *layout.Layout
+	if pm == remote.PullNever {
+		l, err = layout.Open(dir)
+	} else {
+		l, err = layout.Init(dir)
+	}
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	// Ctrl-C stops the transfer cleanly (ctx); what was downloaded and
+	// verified is kept for the next pull.
+	res, err := remote.Pull(ctx, l, src, name, opts...)
+	done()
+	if err != nil {
+		if l.Created() && !holdsFiles(filepath.Join(dir, layout.BlobsDir), remote.PartialDir(l)) {
+			// Nothing came: do not leave behind a layout the user
+			// did not have (unless another process has used it
+			// meanwhile: see layout.Undo).
+			u, uerr := l.Undo()
+			return fmt.Errorf("%w%s", err, undoNote(dir, u, uerr))
+		}
+		return err
+	}
+	for _, d := range res.Duplicates {
+		warnDuplicate(d, res.Reference.Name())
+	}
+	if res.UpToDate {
+		g.infof("%s:%s is present (pull mode %s)", dir, res.Name, pm)
+	} else {
+		g.infof("pulled %s into %s:%s", res.Reference, dir, res.Name)
+	}
+	fmt.Fprintln(out, res.Descriptor.Digest)
+	return nil
 }

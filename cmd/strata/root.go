@@ -52,6 +52,8 @@ REF is a tag (v1), a full name (docker.io/library/debian:12) or a digest
 		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
 	root.AddCommand(
+		newAppendCmd(g),
+		newBuildCmd(g),
 		newCommitCmd(g),
 		newCompletionCmd(),
 		newCopyCmd(g),
@@ -66,8 +68,10 @@ REF is a tag (v1), a full name (docker.io/library/debian:12) or a digest
 		newLogoutCmd(g),
 		newLsCmd(),
 		newMountCmd(g),
+		newMutateCmd(g),
 		newPullCmd(g),
 		newPushCmd(g),
+		newRebaseCmd(g),
 		newRmCmd(g),
 		newRunCmd(g),
 		newSaveCmd(g),
@@ -75,7 +79,6 @@ REF is a tag (v1), a full name (docker.io/library/debian:12) or a digest
 		newTagCmd(g),
 		newUmountCmd(g),
 		newUnpackCmd(g),
-		newBuildCmd(g),
 		newUnshareCmd(g),
 		newVersionCmd(),
 	)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -12,8 +11,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
-	"strconv"
-	"strings"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
@@ -24,7 +21,6 @@ import (
 	"github.com/strata-oci/strata/snapshot/bundle"
 	srun "github.com/strata-oci/strata/snapshot/run"
 	"golang.org/x/sys/unix"
-	"golang.org/x/term"
 )
 
 // runFlags are strata run's flags.
@@ -77,7 +73,7 @@ runtime keeps its state under the user's store.`,
 		Args:              minArgs(1),
 		ValidArgsFunction: completeFirstRef,
 		RunE: func(c *cobra.Command, args []string) error {
-			return g.runRun(c, f, args)
+			return runError(g.runRun(c, f, args))
 		},
 	}
 	fl := c.Flags()
@@ -88,7 +84,7 @@ runtime keeps its state under the user's store.`,
 	fl.StringVarP(&f.workdir, "workdir", "w", "", "working `DIR` in the container (made when missing)")
 	fl.StringVarP(&f.user, "user", "u", "", "run as `USER[:GROUP]` (names or IDs of the image's /etc/passwd and /etc/group)")
 	fl.StringVar(&f.entrypoint, "entrypoint", "", "replace the image's entrypoint with `CMD` (\"\" clears it)")
-	fl.StringArrayVar(&f.mounts, "mount", nil, "mount `type=bind,src=HOSTPATH,dst=PATH[,ro]` or type=tmpfs,dst=PATH[,tmpfs-size=N][,tmpfs-mode=M]; repeatable")
+	fl.StringArrayVar(&f.mounts, "mount", nil, "mount `SPEC`: type=bind,src=HOSTPATH,dst=PATH[,ro] or type=tmpfs,dst=PATH[,tmpfs-size=N][,tmpfs-mode=M]; repeatable")
 	fl.StringArrayVarP(&f.volumes, "volume", "v", nil, "bind mount `HOSTPATH:PATH[:ro|rw]`; repeatable")
 	fl.StringArrayVar(&f.tmpfs, "tmpfs", nil, "mount a tmpfs at `PATH[:OPTIONS]`; repeatable")
 	fl.StringVar(&f.network, "network", srun.NetworkHost, "`host` (share the host's network) or none (loopback only)")
@@ -97,7 +93,7 @@ runtime keeps its state under the user's store.`,
 	fl.StringVar(&f.hostname, "hostname", "", "the container's host `NAME`")
 	fl.BoolVarP(&f.tty, "tty", "t", false, "run the command on a terminal of its own (when stdin is a terminal)")
 	fl.BoolVarP(&f.interactive, "interactive", "i", false, "pass stdin to the command")
-	fl.BoolVar(&f.rm, "rm", true, "remove the bundle an image run makes when the command ends (default; a DIR is never removed)")
+	fl.BoolVar(&f.rm, "rm", true, "remove the bundle an image run makes when the command ends (a DIR is never removed)")
 	fl.BoolVar(&f.keep, "keep", false, "keep the bundle an image run makes, and print where it is")
 	fl.StringVar(&f.name, "name", "", "keep the bundle as `NAME` in the store's bundles directory")
 	fl.BoolVar(&f.replace, "replace", false, "with --name, replace a bundle of that name")
@@ -137,6 +133,16 @@ func (e runFailed) ExitCode() int {
 	return 125
 }
 
+// runError makes a failure of strata run (not a usage error, nor the
+// command's own status) exit 125 (runFailed).
+func runError(err error) error {
+	var status runStatus
+	if err == nil || errors.As(err, new(usageError)) || errors.As(err, &status) {
+		return err
+	}
+	return runFailed{err}
+}
+
 func (g *globalFlags) runRun(c *cobra.Command, f *runFlags, args []string) error {
 	target, cmdArgs := args[0], args[1:]
 	if len(cmdArgs) > 0 && cmdArgs[0] == "--" {
@@ -147,17 +153,19 @@ func (g *globalFlags) runRun(c *cobra.Command, f *runFlags, args []string) error
 		return err
 	}
 	isDir := isBundleDir(target)
-	if isDir && (f.name != "" || f.keep || f.replace || f.driver != "" || f.platform != "") {
-		return usagef("run: --name, --keep, --replace, --driver and --platform are for runs of an image; %s is a bundle directory", target)
+	if err := f.check(target, isDir); err != nil {
+		return err
 	}
-	if f.name != "" && !nameRE.MatchString(f.name) {
-		return usagef("run: --name %q: a name is letters, digits, '_', '.' and '-', starting with a letter or digit", f.name)
+	// What can fail before the image is unpacked fails first.
+	if o.Runtime, err = srun.LookRuntime(f.runtime); err != nil {
+		return err
 	}
-	if f.replace && f.name == "" {
-		return usagef("run: --replace replaces a bundle named by --name")
-	}
-	if f.driver != "" && f.driver != "vfs" && f.driver != overlay.Name {
-		return usagef("run: --driver %q: want overlay or vfs", f.driver)
+	for _, m := range o.Mounts {
+		if m.Type == srun.MountBind {
+			if _, err := os.Stat(m.Source); err != nil {
+				return fmt.Errorf("run: bind mount source: %w", err)
+			}
+		}
 	}
 	if userns.Needed() {
 		// The container runs in strata's user namespace, where the
@@ -195,12 +203,44 @@ func (g *globalFlags) runRun(c *cobra.Command, f *runFlags, args []string) error
 		}
 	}
 
+	return execRun(ctx, dir, o, done)
+}
+
+// check refuses flag combinations that cannot work, before any work.
+func (f *runFlags) check(target string, isDir bool) error {
+	if isDir && (f.name != "" || f.keep || f.replace || f.driver != "" || f.platform != "") {
+		return usagef("run: --name, --keep, --replace, --driver and --platform are for runs of an image; %s is a bundle directory", target)
+	}
+	if f.name != "" && !nameRE.MatchString(f.name) {
+		return usagef("run: --name %q: a name is letters, digits, '_', '.' and '-', starting with a letter or digit", f.name)
+	}
+	if f.replace && f.name == "" {
+		return usagef("run: --replace replaces a bundle named by --name")
+	}
+	if f.driver != "" {
+		if err := bundle.CheckDriver(f.driver); err != nil {
+			return usagef("run: --driver: %v", err)
+		}
+	}
+	return nil
+}
+
+// execRun runs the container in dir, with the signals strata gets sent on
+// to it, then calls done (when set) to remove a throwaway bundle.
+func execRun(ctx context.Context, dir string, o srun.Options, done func() error) error {
 	// Signals go to the container from now on: the run is not cancelled
 	// by them (the root context is), but ended by the command.
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2)
 	defer signal.Stop(sigs)
 	o.Signals = sigs
+	if err := ctx.Err(); err != nil {
+		// Interrupted before signals went to the container: not run.
+		if done != nil {
+			_ = done()
+		}
+		return err
+	}
 	code, runErr := srun.Run(context.WithoutCancel(ctx), dir, o)
 	if done != nil {
 		if err := done(); err != nil && runErr == nil {
@@ -208,80 +248,12 @@ func (g *globalFlags) runRun(c *cobra.Command, f *runFlags, args []string) error
 		}
 	}
 	if runErr != nil {
-		return runFailed{runErr}
+		return runErr
 	}
 	if code != 0 {
 		return runStatus(code)
 	}
 	return nil
-}
-
-// options turns the flags that do not depend on the image into run
-// options.
-func (f *runFlags) options(c *cobra.Command) (srun.Options, error) {
-	o := srun.Options{Runtime: f.runtime, Cwd: f.workdir, User: f.user, Hostname: f.hostname, Network: f.network}
-	if f.network != srun.NetworkHost && f.network != srun.NetworkNone {
-		return o, usagef("run: --network %q: want host or none", f.network)
-	}
-	if f.workdir != "" && !strings.HasPrefix(f.workdir, "/") {
-		return o, usagef("run: --workdir %q: the container's working directory is an absolute path", f.workdir)
-	}
-	var err error
-	for _, file := range f.envFiles {
-		env, err := readEnvFile(file)
-		if err != nil {
-			return o, err
-		}
-		o.Env = append(o.Env, env...)
-	}
-	for _, e := range f.env {
-		kv, ok, err := envValue(e)
-		if err != nil {
-			return o, usagef("run: --env %q: %v", e, err)
-		}
-		if ok {
-			o.Env = append(o.Env, kv)
-		}
-	}
-	for _, m := range f.mounts {
-		rm, err := parseMount(m)
-		if err != nil {
-			return o, usagef("run: --mount %q: %v", m, err)
-		}
-		o.Mounts = append(o.Mounts, rm)
-	}
-	for _, v := range f.volumes {
-		rm, err := parseVolume(v)
-		if err != nil {
-			return o, usagef("run: --volume %q: %v", v, err)
-		}
-		o.Mounts = append(o.Mounts, rm)
-	}
-	for _, t := range f.tmpfs {
-		dst, opts, _ := strings.Cut(t, ":")
-		m := srun.Mount{Type: srun.MountTmpfs, Destination: dst}
-		if opts != "" {
-			m.Options = strings.Split(opts, ",")
-		}
-		if !strings.HasPrefix(dst, "/") {
-			return o, usagef("run: --tmpfs %q: the mount point is an absolute path", t)
-		}
-		o.Mounts = append(o.Mounts, m)
-	}
-	o.NetworkFiles = true
-	if o.ResolvConf, err = os.ReadFile("/etc/resolv.conf"); err != nil {
-		o.ResolvConf = nil
-	}
-	o.Stdout, o.Stderr = os.Stdout, os.Stderr
-	if f.interactive {
-		o.Stdin = os.Stdin
-	}
-	if f.tty {
-		if term.IsTerminal(int(os.Stdin.Fd())) {
-			o.Terminal, o.Stdin = true, os.Stdin
-		}
-	}
-	return o, nil
 }
 
 // runBundle unpacks the image of an image run into its bundle and sets
@@ -313,7 +285,7 @@ func (g *globalFlags) runBundle(ctx context.Context, c *cobra.Command, f *runFla
 		uo.Driver = overlayDisabled(f.driver)
 		uo.OnFallback = overlayFallback
 	case os.Getenv(overlayEnv) == "off":
-		uo.Driver = "vfs"
+		uo.Driver = bundle.DefaultDriver
 	default:
 		uo.Driver = overlay.Name
 		uo.OnFallback = func(reason error) { g.debugf("%v; using the vfs driver", reason) }
@@ -402,169 +374,4 @@ func entrypointArgs(e string) []string {
 func isBundleDir(arg string) bool {
 	fi, err := os.Stat(filepath.Join(arg, bundle.SpecFile))
 	return err == nil && fi.Mode().IsRegular()
-}
-
-// envValue reads an --env value: KEY=VALUE as it is, KEY alone from this
-// process's environment (ok false when it is not set there).
-func envValue(e string) (kv string, ok bool, err error) {
-	k, _, hasValue := strings.Cut(e, "=")
-	if k == "" {
-		return "", false, errors.New("no variable name")
-	}
-	if strings.ContainsAny(k, " \t\n") {
-		return "", false, fmt.Errorf("variable name %q has white space", k)
-	}
-	if hasValue {
-		return e, true, nil
-	}
-	v, set := os.LookupEnv(k)
-	if !set {
-		return "", false, nil
-	}
-	return k + "=" + v, true, nil
-}
-
-// readEnvFile reads a docker --env-file: KEY=VALUE lines (taken as they
-// are, quotes included), KEY lines taking this process's value, blank
-// lines and # comments skipped.
-func readEnvFile(file string) ([]string, error) {
-	fh, err := os.Open(file)
-	if err != nil {
-		return nil, usagef("run: --env-file: %v", err)
-	}
-	defer fh.Close()
-	var out []string
-	sc := bufio.NewScanner(fh)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimLeft(sc.Text(), " \t")
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		kv, ok, err := envValue(line)
-		if err != nil {
-			return nil, usagef("run: --env-file %s:%d: %v", file, n, err)
-		}
-		if ok {
-			out = append(out, kv)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("run: --env-file %s: %w", file, err)
-	}
-	return out, nil
-}
-
-// parseMount reads a --mount value as docker reads it.
-func parseMount(s string) (srun.Mount, error) {
-	m := srun.Mount{Type: srun.MountBind}
-	var size, mode string
-	for _, field := range strings.Split(s, ",") {
-		k, v, hasValue := strings.Cut(field, "=")
-		switch strings.ToLower(k) {
-		case "type":
-			switch v {
-			case srun.MountBind, srun.MountTmpfs:
-				m.Type = v
-			default:
-				return m, fmt.Errorf("type %q: want bind or tmpfs", v)
-			}
-		case "source", "src":
-			m.Source = v
-		case "target", "destination", "dst":
-			m.Destination = v
-		case "readonly", "ro":
-			if !hasValue {
-				m.ReadOnly = true
-				continue
-			}
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return m, fmt.Errorf("%s=%q: want true or false", k, v)
-			}
-			m.ReadOnly = b
-		case "bind-propagation":
-			switch v {
-			case "private", "rprivate", "shared", "rshared", "slave", "rslave":
-				m.Options = append(m.Options, v)
-			default:
-				return m, fmt.Errorf("bind-propagation %q", v)
-			}
-		case "tmpfs-size":
-			size = v
-		case "tmpfs-mode":
-			mode = v
-		default:
-			return m, fmt.Errorf("unknown option %q", k)
-		}
-	}
-	if m.Destination == "" {
-		return m, errors.New("no target")
-	}
-	if !strings.HasPrefix(m.Destination, "/") {
-		return m, fmt.Errorf("target %q is not an absolute path", m.Destination)
-	}
-	switch m.Type {
-	case srun.MountBind:
-		if m.Source == "" {
-			return m, errors.New("a bind mount needs a source")
-		}
-		if size != "" || mode != "" {
-			return m, errors.New("tmpfs-size and tmpfs-mode are for type=tmpfs")
-		}
-		abs, err := filepath.Abs(m.Source)
-		if err != nil {
-			return m, err
-		}
-		m.Source = abs
-	case srun.MountTmpfs:
-		if m.Source != "" {
-			return m, errors.New("a tmpfs has no source")
-		}
-		if size != "" {
-			m.Options = append(m.Options, "size="+size)
-		}
-		if mode != "" {
-			if _, err := strconv.ParseUint(mode, 8, 32); err != nil {
-				return m, fmt.Errorf("tmpfs-mode %q: want an octal mode", mode)
-			}
-			m.Options = append(m.Options, "mode="+mode)
-		}
-	}
-	return m, nil
-}
-
-// parseVolume reads a -v HOSTPATH:PATH[:ro|rw] value. Named volumes are
-// not kept by strata: HOSTPATH must be a path (absolute, or starting with
-// a dot).
-func parseVolume(s string) (srun.Mount, error) {
-	parts := strings.Split(s, ":")
-	if len(parts) < 2 || len(parts) > 3 {
-		return srun.Mount{}, errors.New("want HOSTPATH:PATH[:ro|rw]")
-	}
-	src, dst := parts[0], parts[1]
-	if !strings.HasPrefix(src, "/") && !strings.HasPrefix(src, ".") {
-		return srun.Mount{}, fmt.Errorf("%q is not a path (named volumes are not supported; give an absolute or ./ path)", src)
-	}
-	if !strings.HasPrefix(dst, "/") {
-		return srun.Mount{}, fmt.Errorf("%q is not an absolute path", dst)
-	}
-	m := srun.Mount{Type: srun.MountBind, Destination: dst}
-	if len(parts) == 3 {
-		for _, opt := range strings.Split(parts[2], ",") {
-			switch opt {
-			case "ro":
-				m.ReadOnly = true
-			case "rw":
-				m.ReadOnly = false
-			default:
-				return srun.Mount{}, fmt.Errorf("option %q: want ro or rw", opt)
-			}
-		}
-	}
-	abs, err := filepath.Abs(src)
-	if err != nil {
-		return srun.Mount{}, err
-	}
-	m.Source = abs
-	return m, nil
 }

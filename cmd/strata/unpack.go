@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"runtime/debug"
 
@@ -10,12 +11,16 @@ import (
 	"github.com/strata-oci/strata/overlay"
 	"github.com/strata-oci/strata/snapshot/bundle"
 	"github.com/strata-oci/strata/snapshot/ids"
-	"github.com/strata-oci/strata/snapshot/vfs"
 )
 
+// unpackFlags are the flags of strata unpack.
+type unpackFlags struct {
+	driver, platform string
+	uidMaps, gidMaps []string
+}
+
 func newUnpackCmd(g *globalFlags) *cobra.Command {
-	var driver, platform string
-	var uidMaps, gidMaps []string
+	var o unpackFlags
 	c := &cobra.Command{
 		Use:   "unpack LAYOUT:REF DIR",
 		Short: "Unpack an image into a runtime-spec bundle (DIR/rootfs, DIR/config.json)",
@@ -49,68 +54,81 @@ so nothing is copied; commit shifts owners back.`,
 		Args:              exactArgs(2),
 		ValidArgsFunction: completeFirstRef,
 		RunE: func(c *cobra.Command, args []string) error {
-			m, err := parseIDMaps(uidMaps, gidMaps)
-			if err != nil {
-				return err
-			}
-			if overlayNeedsUserns(driver) {
-				if !m.Empty() {
-					// Idmapped mounts of the layers need root.
-					return fmt.Errorf("--uid-map/--gid-map with --driver overlay: %w", overlay.ErrIDMapNeedsRoot)
-				}
-				if err := g.reexecInUserns(true); err != nil {
-					return err
-				}
-			}
-			// The file list of an image with 100k+ files is tens of MB
-			// live; a soft limit makes the collector keep the process
-			// well under 100 MB instead of letting the heap double.
-			debug.SetMemoryLimit(64 << 20)
-			var o bundle.UnpackOptions
-			o.Driver = overlayDisabled(driver)
-			if platform != "" {
-				p, err := layout.ParsePlatform(platform)
-				if err != nil {
-					return usageError{err}
-				}
-				o.Platform = &p
-			}
-			o.IDMap = m
-			l, ref, err := openLayoutRef(args[0])
-			if err != nil {
-				return err
-			}
-			defer l.Close()
-			s, err := g.openStore()
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			o.Layer = func(i, n int, d digest.Digest, extracted bool) {
-				if extracted {
-					g.infof("extracting layer %d/%d %s", i+1, n, shortDigest(d.String()))
-				} else {
-					g.debugf("layer %d/%d %s already extracted", i+1, n, d)
-				}
-			}
-			o.OnFallback = overlayFallback
-			o.OnFallback = overlayFallback
-			// An interrupted unpack removes what it made.
-			ctx, cancel := signalContext()
-			defer cancel()
-			rec, err := bundle.Unpack(ctx, s, l, ref, args[1], o)
-			if err != nil {
-				return err
-			}
-			g.infof("unpacked %s into %s (%s driver, %d layers)", args[0], rec.Dir, rec.Driver, len(rec.Chain))
-			return nil
+			return g.runUnpack(c.Context(), o, args[0], args[1])
 		},
 	}
-	c.Flags().StringVar(&driver, "driver", vfs.Name, "snapshot driver: `vfs` or overlay")
-	c.Flags().StringVar(&platform, "platform", "", "image platform `os/arch[/variant]` of an index (default: this machine's)")
-	c.Flags().StringArrayVar(&uidMaps, "uid-map", nil, "shift owners: `CONTAINERID:HOSTID:SIZE` (repeatable)")
-	c.Flags().StringArrayVar(&gidMaps, "gid-map", nil, "shift groups: `CONTAINERID:HOSTID:SIZE` (repeatable)")
+	c.Flags().StringVar(&o.driver, "driver", bundle.DefaultDriver, "snapshot driver: `vfs` or overlay")
+	c.Flags().StringVar(&o.platform, "platform", "", "image platform `os/arch[/variant]` of an index (default: this machine's)")
+	c.Flags().StringArrayVar(&o.uidMaps, "uid-map", nil, "shift owners: `CONTAINERID:HOSTID:SIZE` (repeatable)")
+	c.Flags().StringArrayVar(&o.gidMaps, "gid-map", nil, "shift groups: `CONTAINERID:HOSTID:SIZE` (repeatable)")
 	return c
+}
+
+// runUnpack unpacks the image arg (LAYOUT:REF) names into the bundle dir.
+func (g *globalFlags) runUnpack(ctx context.Context, f unpackFlags, arg, dir string) error {
+	o, err := g.unpackOptions(f)
+	if err != nil {
+		return err
+	}
+	// The file list of an image with 100k+ files is tens of MB live; a
+	// soft limit makes the collector keep the process well under 100 MB
+	// instead of letting the heap double.
+	debug.SetMemoryLimit(64 << 20)
+	o.Driver = overlayDisabled(f.driver)
+	if f.platform != "" {
+		p, err := layout.ParsePlatform(f.platform)
+		if err != nil {
+			return usageError{err}
+		}
+		o.Platform = &p
+	}
+	l, ref, err := openLayoutRef(arg)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	s, err := g.openStore()
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	// An interrupted unpack removes what it made.
+	rec, err := bundle.Unpack(ctx, s, l, ref, dir, o)
+	if err != nil {
+		return err
+	}
+	g.infof("unpacked %s into %s (%s driver, %d layers)", arg, rec.Dir, rec.Driver, len(rec.Chain))
+	return nil
+}
+
+// unpackOptions checks the ID-map flags, re-executes in strata's user
+// namespace where the driver needs it, and returns the options of an
+// unpack with its ID map and callbacks set.
+func (g *globalFlags) unpackOptions(f unpackFlags) (bundle.UnpackOptions, error) {
+	m, err := parseIDMaps(f.uidMaps, f.gidMaps)
+	if err != nil {
+		return bundle.UnpackOptions{}, err
+	}
+	if overlayNeedsUserns(f.driver) {
+		if !m.Empty() {
+			// Idmapped mounts of the layers need root.
+			return bundle.UnpackOptions{}, fmt.Errorf("--uid-map/--gid-map with --driver overlay: %w", overlay.ErrIDMapNeedsRoot)
+		}
+		if err := g.reexecInUserns(true); err != nil {
+			return bundle.UnpackOptions{}, err
+		}
+	}
+	return bundle.UnpackOptions{
+		IDMap: m,
+		Layer: func(i, n int, d digest.Digest, extracted bool) {
+			if extracted {
+				g.infof("extracting layer %d/%d %s", i+1, n, shortDigest(d.String()))
+			} else {
+				g.debugf("layer %d/%d %s already extracted", i+1, n, d)
+			}
+		},
+		OnFallback: overlayFallback,
+	}, nil
 }
 
 // parseIDMaps parses --uid-map and --gid-map; one without the other uses

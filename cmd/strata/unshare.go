@@ -34,14 +34,7 @@ CMD's status.`,
 			if userns.Needed() {
 				return g.reexecInUserns(false)
 			}
-			code, err := runCommand(run)
-			if err != nil {
-				return err
-			}
-			if code != 0 {
-				os.Exit(code)
-			}
-			return nil
+			return exitWith(runCommand(run))
 		},
 	}
 	// What follows CMD is CMD's.

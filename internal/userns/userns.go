@@ -35,6 +35,10 @@ import (
 // namespace it is in: "wait" (unmapped, read fd 3) or "in" (done).
 const stageEnv = "_STRATA_USERNS"
 
+// parentEnv holds the pid of the strata that re-executed itself, which
+// the one inside dies with.
+const parentEnv = "_STRATA_USERNS_PARENT"
+
 // ErrNested means a process already inside strata's namespace tried to
 // enter another one.
 var ErrNested = errors.New("already inside strata's user namespace")
@@ -209,6 +213,10 @@ func Plan() (m Mapping, helpers bool) {
 // process with a fresh copy of itself, which starts as root in the
 // namespace. In any other process it returns at once.
 func Init() {
+	if os.Getenv(stageEnv) == "in" {
+		dieWithParent()
+		return
+	}
 	if os.Getenv(stageEnv) != "wait" {
 		return
 	}
@@ -306,9 +314,9 @@ func start(args []string, m Mapping, helpers bool) (*exec.Cmd, error) {
 		}
 		defer syncW.Close()
 		cmd.ExtraFiles = []*os.File{syncR}
-		cmd.Env = append(os.Environ(), stageEnv+"=wait")
+		cmd.Env = append(os.Environ(), stageEnv+"=wait", parentEnv+"="+strconv.Itoa(os.Getpid()))
 	} else {
-		cmd.Env = append(os.Environ(), stageEnv+"=in")
+		cmd.Env = append(os.Environ(), stageEnv+"=in", parentEnv+"="+strconv.Itoa(os.Getpid()))
 		cmd.SysProcAttr.UidMappings = toSys(m.UIDs)
 		cmd.SysProcAttr.GidMappings = toSys(m.GIDs)
 		cmd.SysProcAttr.GidMappingsEnableSetgroups = false
@@ -338,6 +346,28 @@ func start(args []string, m Mapping, helpers bool) (*exec.Cmd, error) {
 		return nil, fmt.Errorf("enter user namespace: %w", err)
 	}
 	return cmd, nil
+}
+
+// dieWithParent makes the strata inside the namespace die with the one
+// that made it, as the SIGKILL parent-death signal start asks for: the
+// execution that gave it root's capabilities in the namespace cleared
+// that signal, so it is asked for again, and a parent that died before
+// that is seen by the process's new parent.
+func dieWithParent() {
+	v, ok := os.LookupEnv(parentEnv)
+	if !ok {
+		return
+	}
+	// Commands this strata runs are not its re-execution.
+	os.Unsetenv(parentEnv)
+	parent, err := strconv.Atoi(v)
+	if err != nil {
+		return
+	}
+	_ = unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0)
+	if os.Getppid() != parent {
+		os.Exit(125)
+	}
 }
 
 func toSys(rs []Range) []syscall.SysProcIDMap {

@@ -35,7 +35,7 @@ const partialMaxAge = 7 * 24 * time.Hour
 // directory and so on the blobs' filesystem: a finished download becomes
 // a blob by a hard link (or reflink) after its digest is verified.
 func PartialDir(l *layout.Layout) string {
-	return filepath.Join(l.Dir(), layout.StateDir, "partial")
+	return filepath.Join(l.Dir(), layout.PartialDir)
 }
 
 // resumableSource is a registry as the source of a copy. Large blobs are

@@ -21,6 +21,15 @@ const (
 	cgroupUnified = "/sys/fs/cgroup/unified"
 )
 
+// startRuntime starts cmd, a command of the runtime cmd.Path, hiding
+// the v2 hierarchy when the runtime needs it.
+func startRuntime(cmd *exec.Cmd) error {
+	if hideUnified(cmd.Path) {
+		return startUnifiedHidden(cmd)
+	}
+	return cmd.Start()
+}
+
 // hideUnified says whether the runtime rt must be started with the v2
 // hierarchy of a hybrid host hidden.
 func hideUnified(rt string) bool {

@@ -106,8 +106,9 @@ type Options struct {
 	Args []string
 	// Env are KEY=VALUE pairs set over the bundle's environment (a
 	// KEY already there is replaced in place). The container also gets
-	// PATH (when neither sets it), HOSTNAME and, with Terminal,
-	// TERM=xterm, as docker gives them.
+	// PATH (when neither sets it), HOSTNAME, HOME (the user's home in
+	// the rootfs's /etc/passwd, else /) and, with Terminal, TERM=xterm,
+	// as docker gives them.
 	Env []string
 	// Cwd replaces the bundle's working directory (absolute; the
 	// runtime creates it when missing).

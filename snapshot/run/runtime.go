@@ -130,7 +130,9 @@ func deleteContainer(in info) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, in.Runtime, "--root", in.Root, "delete", "--force", in.ID)
 	cmd.Env = runtimeEnv()
-	_ = cmd.Run()
+	if startRuntime(cmd) == nil {
+		_ = cmd.Wait()
+	}
 }
 
 // sweep cleans up after killed runs under stateDir (sweepContainers),
@@ -207,11 +209,7 @@ func (c *container) run(ctx context.Context, o Options, pidNS bool) (int, error)
 	cmd.Dir = c.dir.Path
 	cmd.Env = runtimeEnv()
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = o.Stdin, o.Stdout, o.Stderr
-	start := cmd.Start
-	if hideUnified(c.Runtime) {
-		start = func() error { return startUnifiedHidden(cmd) }
-	}
-	if err := start(); err != nil {
+	if err := startRuntime(cmd); err != nil {
 		return 0, fmt.Errorf("start runtime %s: %w", c.Runtime, err)
 	}
 	done := make(chan error, 1)
@@ -222,7 +220,7 @@ func (c *container) run(ctx context.Context, o Options, pidNS bool) (int, error)
 	var pending []os.Signal
 	cancelled := ctx.Done()
 	var killed bool
-	var hardKill <-chan time.Time
+	var hardKill, recheck <-chan time.Time
 	poll := time.NewTicker(10 * time.Millisecond)
 	defer poll.Stop()
 	var waitErr error
@@ -236,7 +234,11 @@ wait:
 				pending = append(pending, s)
 				continue
 			}
-			p.signal(s)
+			if p.signal(s) {
+				recheck = time.After(recheckAfter)
+			}
+		case <-recheck:
+			p.recheck()
 		case <-cancelled:
 			cancelled = nil
 			killed = true
@@ -255,7 +257,9 @@ wait:
 				p.kill()
 			}
 			for _, s := range pending {
-				p.signal(s)
+				if p.signal(s) {
+					recheck = time.After(recheckAfter)
+				}
 			}
 			pending = nil
 		}
@@ -319,8 +323,9 @@ type process struct {
 	// was gone by then.
 	fd, pid int
 	pidNS   bool
-	// escalated is the signal that SIGKILL stood in for.
-	escalated unix.Signal
+	// escalated is the signal that SIGKILL stood in for; sent the last
+	// terminating signal sent as it is.
+	escalated, sent unix.Signal
 }
 
 // open reads the pid file and opens the process; false when the runtime
@@ -362,17 +367,41 @@ func (p *process) kill() {
 // signal sends s to the process; a terminating signal it neither
 // handles nor ignores, which the kernel would drop for a PID 1, becomes
 // SIGKILL.
-func (p *process) signal(s os.Signal) {
+// It says whether to look again (recheck) a little later: a process
+// that handled the signal may have been about to execute a program that
+// does not (a shell's exec), which loses it.
+func (p *process) signal(s os.Signal) bool {
 	sig, ok := s.(syscall.Signal)
 	if !ok || p.fd < 0 {
-		return
+		return false
 	}
 	us := unix.Signal(sig)
-	if p.pidNS && terminates(us) && !disposed(p.pid, us) {
+	if !p.pidNS || !terminates(us) {
+		_ = unix.PidfdSendSignal(p.fd, us, nil, 0)
+		return false
+	}
+	if !disposed(p.pid, us) {
 		p.escalated = us
-		us = unix.SIGKILL
+		_ = unix.PidfdSendSignal(p.fd, unix.SIGKILL, nil, 0)
+		return false
 	}
 	_ = unix.PidfdSendSignal(p.fd, us, nil, 0)
+	p.sent = us
+	return true
+}
+
+// recheckAfter is how long after a handled terminating signal the
+// process is looked at again.
+const recheckAfter = 200 * time.Millisecond
+
+// recheck sends SIGKILL for the last terminating signal sent when the
+// process, still there, no longer handles nor ignores it.
+func (p *process) recheck() {
+	if p.fd < 0 || p.sent == 0 || disposed(p.pid, p.sent) {
+		return
+	}
+	p.escalated = p.sent
+	_ = unix.PidfdSendSignal(p.fd, unix.SIGKILL, nil, 0)
 }
 
 // terminates says whether sig's default action ends a process.

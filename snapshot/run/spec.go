@@ -68,6 +68,10 @@ func runSpec(base *specs.Spec, dir string, o Options, extra []specs.Mount) (*spe
 	p.Rlimits = nil
 
 	spec.Adapt(&s, specForm(o))
+	if !hasEnv(p.Env, "HOME") {
+		// runc sets it so, crun not always: the same for both.
+		p.Env = append(p.Env, "HOME="+spec.Home(root.Path, p.User.UID))
+	}
 	if err := setNetwork(&s, o.Network); err != nil {
 		return nil, err
 	}
@@ -113,6 +117,16 @@ func runEnv(base, env []string, hostname string, terminal bool) ([]string, error
 		out = append(out, "TERM=xterm")
 	}
 	return setEnv(setEnv(out, base), env), nil
+}
+
+// hasEnv says whether env sets the variable key.
+func hasEnv(env []string, key string) bool {
+	for _, e := range env {
+		if k, _, _ := strings.Cut(e, "="); k == key {
+			return true
+		}
+	}
+	return false
 }
 
 // setEnv replaces the variables of env that set holds, in place, and

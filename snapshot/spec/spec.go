@@ -290,7 +290,8 @@ func makeRootless(s *specs.Spec, uid, gid uint32) {
 // ("", name, uid, name:group, uid:gid...) into IDs, reading the rootfs's
 // /etc/passwd and /etc/group confined to the rootfs. A uid passwd does not
 // list gets group 0; a name it does not list is an error. Supplementary
-// groups are the groups listing the user by name, as Docker gives them.
+// groups are, as Docker gives them, the primary group and, unless a group
+// is given, the groups listing the user by name.
 func ResolveUser(rootfs, spec string) (specs.User, error) {
 	if spec == "" {
 		spec = "0"
@@ -313,10 +314,30 @@ func ResolveUser(rootfs, spec string) (specs.User, error) {
 			return specs.User{}, err
 		}
 	}
+	// As docker gives them: the primary group, then (without an
+	// explicit group) the groups that list the user.
+	u.AdditionalGids = []uint32{u.GID}
 	if name != "" && !hasGroup {
-		u.AdditionalGids = memberOf(groups, name, u.GID)
+		u.AdditionalGids = append(u.AdditionalGids, memberOf(groups, name, u.GID)...)
 	}
 	return u, nil
+}
+
+// Home is the home directory /etc/passwd of the rootfs gives uid, or "/"
+// when it lists none: the HOME a container's process gets when its
+// environment sets none, as runc gives it.
+func Home(rootfs string, uid uint32) string {
+	passwd, err := readRootfsFile(rootfs, "etc/passwd")
+	if err != nil {
+		return "/"
+	}
+	id := strconv.FormatUint(uint64(uid), 10)
+	for _, f := range passwd {
+		if len(f) >= 6 && f[2] == id && f[5] != "" {
+			return f[5]
+		}
+	}
+	return "/"
 }
 
 // lookupUser finds the image's user (a name or a uid) in the passwd

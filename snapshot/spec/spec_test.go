@@ -75,13 +75,13 @@ func TestResolveUser(t *testing.T) {
 		extra    int
 		ok       bool
 	}{
-		{"", 0, 0, 0, true},
-		{"alice", 1000, 1001, 2, true},
-		{"1000", 1000, 1001, 2, true},
-		{"alice:staff", 1000, 50, 0, true},
-		{"alice:7", 1000, 7, 0, true},
-		{"4242", 4242, 0, 0, true},
-		{"4242:4242", 4242, 4242, 0, true},
+		{"", 0, 0, 1, true},
+		{"alice", 1000, 1001, 3, true},
+		{"1000", 1000, 1001, 3, true},
+		{"alice:staff", 1000, 50, 1, true},
+		{"alice:7", 1000, 7, 1, true},
+		{"4242", 4242, 0, 1, true},
+		{"4242:4242", 4242, 4242, 1, true},
 		{"nobody", 0, 0, 0, false},
 		{"alice:nogroup", 0, 0, 0, false},
 		{"bad", 0, 0, 0, false},

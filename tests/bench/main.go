@@ -55,21 +55,9 @@ type options struct {
 }
 
 func mainErr() error {
-	var o options
-	flag.IntVar(&o.runs, "runs", 3, "runs of each side of each workload (the median is reported)")
-	flag.StringVar(&o.only, "only", "", "comma-separated workloads to run (import, unpack, unpack-shared, commit-1file, commit-large, save, copy, gc, fsck, build-cold, build-unchanged, build-1file), optionally NAME/gzip or NAME/zstd")
-	flag.StringVar(&o.dataDir, "data", defaultDataDir(), "cache directory for the generated data")
-	flag.StringVar(&o.profileDir, "profile", "", "write a CPU profile of every strata run into this directory and summarise the profiles of missed targets")
-	flag.StringVar(&o.out, "o", "", "also write the markdown report to this file")
-	flag.StringVar(&o.strataBin, "strata", "", "strata binary to measure (default: build ./cmd/strata)")
-	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "limit for one command")
-	flag.BoolVar(&o.list, "list", false, "list the workloads and exit")
-	flag.Parse()
-	if flag.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q (flags only; see -h)", flag.Args())
-	}
-	if o.runs < 1 {
-		return errors.New("-runs must be at least 1")
+	o, err := parseFlags()
+	if err != nil {
+		return err
 	}
 	logf := func(format string, a ...any) { fmt.Fprintf(os.Stderr, format+"\n", a...) }
 
@@ -95,14 +83,7 @@ func mainErr() error {
 		return err
 	}
 	scratch := filepath.Join(o.dataDir, "scratch")
-	if _, err := os.Stat(scratch); err == nil {
-		// Left by a suite that was killed.
-		if err := removeAll(scratch); err != nil {
-			return err
-		}
-		markRemoval(o.dataDir)
-	}
-	if err := os.MkdirAll(scratch, 0o755); err != nil {
+	if err := makeScratch(scratch, o.dataDir); err != nil {
 		return err
 	}
 	defer func() {
@@ -111,9 +92,52 @@ func mainErr() error {
 		}
 	}()
 	settle(o.dataDir, logf)
-	// Ctrl-C: kill the command being measured and start no other; the
-	// loop below then returns, and the scratch tree (with any mount in it)
-	// is removed on the way out.
+	stopOnSignal(logf)
+	bin, err := strataBinary(&o, scratch, logf)
+	if err != nil {
+		return err
+	}
+	return runSuite(o, ds, bin, scratch, only, logf)
+}
+
+// parseFlags parses the command line.
+func parseFlags() (options, error) {
+	var o options
+	flag.IntVar(&o.runs, "runs", 3, "runs of each side of each workload (the median is reported)")
+	flag.StringVar(&o.only, "only", "", "comma-separated workloads to run (-list names them), optionally NAME/gzip or NAME/zstd")
+	flag.StringVar(&o.dataDir, "data", defaultDataDir(), "cache directory for the generated data")
+	flag.StringVar(&o.profileDir, "profile", "", "write a CPU profile of every strata run into this directory and summarise the profiles of missed targets")
+	flag.StringVar(&o.out, "o", "", "also write the markdown report to this file")
+	flag.StringVar(&o.strataBin, "strata", "", "strata binary to measure (default: build ./cmd/strata)")
+	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "limit for one command")
+	flag.BoolVar(&o.list, "list", false, "list the workloads and exit")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q (flags only; see -h)", flag.Args())
+	}
+	if o.runs < 1 {
+		return o, errors.New("-runs must be at least 1")
+	}
+	return o, nil
+}
+
+// makeScratch makes the empty directory scratch the workloads run in,
+// removing the one a killed suite left.
+func makeScratch(scratch, dataDir string) error {
+	if _, err := os.Stat(scratch); err == nil {
+		// Left by a suite that was killed.
+		if err := removeAll(scratch); err != nil {
+			return err
+		}
+		markRemoval(dataDir)
+	}
+	return os.MkdirAll(scratch, 0o755)
+}
+
+// stopOnSignal makes Ctrl-C kill the command being measured and start no
+// other; the suite's loop then returns, and the scratch tree (with any
+// mount in it) is removed on the way out.
+func stopOnSignal(logf func(string, ...any)) {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
@@ -122,25 +146,37 @@ func mainErr() error {
 		stopping.Store(true)
 		killRunning()
 	}()
+}
+
+// strataBinary is the absolute path of the strata to measure: -strata,
+// else one built into scratch. It makes o.profileDir absolute too.
+func strataBinary(o *options, scratch string, logf func(string, ...any)) (string, error) {
 	bin := o.strataBin
 	if bin == "" {
 		bin = filepath.Join(scratch, "strata")
 		logf("building strata")
 		if err := buildStrata(bin); err != nil {
-			return err
+			return "", err
 		}
 	}
-	if bin, err = filepath.Abs(bin); err != nil {
-		return err
+	bin, err := filepath.Abs(bin)
+	if err != nil {
+		return "", err
 	}
 	if o.profileDir != "" {
 		if o.profileDir, err = filepath.Abs(o.profileDir); err != nil {
-			return err
+			return "", err
 		}
 		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
-			return err
+			return "", err
 		}
 	}
+	return bin, nil
+}
+
+// runSuite runs the workloads only selects with the strata bin and
+// prints the report, writing it to -o after every workload too.
+func runSuite(o options, ds *dataset, bin, scratch string, only onlySet, logf func(string, ...any)) error {
 	probe := &strataProbe{bin: bin, cache: map[string]bool{}}
 	e := &env{
 		Strata:       strataCLI{Bin: bin},

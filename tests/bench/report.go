@@ -33,98 +33,125 @@ type reportInput struct {
 // table of every side's median time, its time relative to strata's,
 // peak RSS and CPU time, then the targets of the issue met or missed.
 func renderReport(in *reportInput) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "## strata benchmark\n\n")
-	fmt.Fprintf(&b, "%s; %s; %d runs per figure (median; strata and peers alternate within each run); suite time %s.\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 UTC"), machine(), in.Runs, in.Elapsed.Round(time.Second))
-	fmt.Fprintf(&b, "strata: `%s`. Peers: %s.\n\n", in.Strata, peerVersions())
-	if d := in.Data; d != nil {
-		fmt.Fprintf(&b, "Data: base layer = Debian %s minbase from debootstrap (%d entries, %s of files); "+
-			"toolchain layer = the Go tree %s (%d entries, %s); changes layer = %d whiteouts, a whiteout of a directory, an opaque directory, a 4 MiB file with 10 hard links. "+
-			"gc and fsck run on a layout of %d images sharing those layers plus unreferenced images and blobs.\n\n",
-			debmirror.HostSuite(), d.BaseFiles, fmtBytes(d.BaseBytes), runtime.Version(), d.GoFiles, fmtBytes(d.GoBytes), len(d.Plan.Deleted), manyImages)
-	}
+	rb := &reportBuilder{in: in, profiled: map[*result]bool{}, rssOK: true}
+	b := &rb.b
+	writeReportHeader(b, in)
 	b.WriteString("`× strata` is the side's median time divided by strata's: above 1 strata is faster. Peak RSS is the largest of any process of the command over all runs.\n\n")
 	b.WriteString("| workload | comp. | tool | median | × strata | peak RSS | CPU (user+sys) |\n")
 	b.WriteString("|---|---|---|---:|---:|---:|---:|\n")
-	var targets []string
-	var profiles, failures []string
-	profiled := map[*result]bool{}
-	rssOK, rssMax, rssWho := true, int64(0), ""
 	for _, rep := range in.Reports {
-		var base *result
-		for _, r := range rep.Results {
-			if r.Side.Role == roleStrata && r.ok() {
-				base = r
-				break
-			}
-		}
-		for _, r := range rep.Results {
-			label := mdEscape(r.Side.Label)
-			if r.Side.Role == roleLimit {
-				label = "_" + label + "_"
-			}
-			switch {
-			case r.NotRun != "":
-				fmt.Fprintf(&b, "| %s | %s | %s | %s | | | |\n", rep.WL.Name, rep.WL.Kind, label, r.NotRun)
-				continue
-			case r.Failed != "":
-				failures = append(failures, fmt.Sprintf("- %s, %s: %s\n", rep.WL.id(), r.Side.Label, r.Failed))
-				fmt.Fprintf(&b, "| %s | %s | %s | failed (see below) | | | |\n", rep.WL.Name, rep.WL.Kind, label)
-				continue
-			}
-			ratio := ""
-			if base != nil {
-				ratio = fmt.Sprintf("%.2f", float64(r.median())/float64(base.median()))
-			}
-			med := fmtDuration(r.median())
-			if len(r.Samples) < in.Runs {
-				med += fmt.Sprintf(" (%d run%s)", len(r.Samples), plural(len(r.Samples)))
-			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", rep.WL.Name, rep.WL.Kind, label,
-				med, ratio, fmtBytes(r.peakRSS()), fmtDuration(r.medianCPU()))
-			if r.Side.Role == roleStrata {
-				if rss := r.peakRSS(); rss > rssMax {
-					rssMax, rssWho = rss, rep.WL.id()+" "+r.Side.Label
-				}
-				if r.peakRSS() >= rssLimit {
-					rssOK = false
-				}
-			}
-		}
-		for _, t := range rep.WL.Targets {
-			line, missed, sr := judge(rep, t)
-			targets = append(targets, line)
-			if missed && sr != nil && sr.Profile != "" && in.Profiles && !profiled[sr] {
-				profiled[sr] = true
-				profiles = append(profiles, profileSummary(in.Bin, rep.WL.id()+" "+t.Strata, sr))
-			}
-		}
+		rb.workload(rep)
 	}
 	b.WriteString("\n### Targets\n\n| workload | target | measured | |\n|---|---|---:|---|\n")
-	for _, t := range targets {
+	for _, t := range rb.targets {
 		b.WriteString(t)
 	}
-	if rssWho != "" {
+	if rb.rssWho != "" {
 		status := "met"
-		if !rssOK {
+		if !rb.rssOK {
 			status = "**missed**"
 		}
-		fmt.Fprintf(&b, "| all | strata peak RSS < 100 MB | %s (%s) | %s |\n", fmtBytes(rssMax), rssWho, status)
+		fmt.Fprintf(b, "| all | strata peak RSS < 100 MB | %s (%s) | %s |\n", fmtBytes(rb.rssMax), rb.rssWho, status)
 	}
-	if len(failures) > 0 {
+	if len(rb.failures) > 0 {
 		b.WriteString("\n### Failures\n\n")
-		for _, f := range failures {
+		for _, f := range rb.failures {
 			b.WriteString(f)
 		}
 	}
-	if len(profiles) > 0 {
+	if len(rb.profiles) > 0 {
 		b.WriteString("\n### Profiles of missed targets\n\n")
-		for _, p := range profiles {
+		for _, p := range rb.profiles {
 			b.WriteString(p)
 		}
 	}
 	return b.String()
+}
+
+// writeReportHeader writes what the report is of: when, on what machine,
+// which versions and which data.
+func writeReportHeader(b *strings.Builder, in *reportInput) {
+	fmt.Fprintf(b, "## strata benchmark\n\n")
+	fmt.Fprintf(b, "%s; %s; %d runs per figure (median; strata and peers alternate within each run); suite time %s.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), machine(), in.Runs, in.Elapsed.Round(time.Second))
+	fmt.Fprintf(b, "strata: `%s`. Peers: %s.\n\n", in.Strata, peerVersions())
+	if d := in.Data; d != nil {
+		fmt.Fprintf(b, "Data: base layer = Debian %s minbase from debootstrap (%d entries, %s of files); "+
+			"toolchain layer = the Go tree %s (%d entries, %s); changes layer = %d whiteouts, a whiteout of a directory, an opaque directory, a 4 MiB file with 10 hard links. "+
+			"gc and fsck run on a layout of %d images sharing those layers plus unreferenced images and blobs.\n\n",
+			debmirror.HostSuite(), d.BaseFiles, fmtBytes(d.BaseBytes), runtime.Version(), d.GoFiles, fmtBytes(d.GoBytes), len(d.Plan.Deleted), manyImages)
+	}
+}
+
+// reportBuilder holds the report's table as it is written and what goes
+// below it: target rows, failures, profiles and strata's peak RSS.
+type reportBuilder struct {
+	in                 *reportInput
+	b                  strings.Builder
+	targets            []string
+	profiles, failures []string
+	profiled           map[*result]bool
+	rssOK              bool
+	rssMax             int64
+	rssWho             string
+}
+
+// workload writes the table rows of rep and notes its targets.
+func (rb *reportBuilder) workload(rep workloadReport) {
+	var base *result
+	for _, r := range rep.Results {
+		if r.Side.Role == roleStrata && r.ok() {
+			base = r
+			break
+		}
+	}
+	for _, r := range rep.Results {
+		rb.row(rep, r, base)
+	}
+	for _, t := range rep.WL.Targets {
+		line, missed, sr := judge(rep, t)
+		rb.targets = append(rb.targets, line)
+		if missed && sr != nil && sr.Profile != "" && rb.in.Profiles && !rb.profiled[sr] {
+			rb.profiled[sr] = true
+			rb.profiles = append(rb.profiles, profileSummary(rb.in.Bin, rep.WL.id()+" "+t.Strata, sr))
+		}
+	}
+}
+
+// row writes the table row of r, a side of rep, timed against base
+// (strata's result; nil when strata did not run).
+func (rb *reportBuilder) row(rep workloadReport, r, base *result) {
+	label := mdEscape(r.Side.Label)
+	if r.Side.Role == roleLimit {
+		label = "_" + label + "_"
+	}
+	switch {
+	case r.NotRun != "":
+		fmt.Fprintf(&rb.b, "| %s | %s | %s | %s | | | |\n", rep.WL.Name, rep.WL.Kind, label, r.NotRun)
+		return
+	case r.Failed != "":
+		rb.failures = append(rb.failures, fmt.Sprintf("- %s, %s: %s\n", rep.WL.id(), r.Side.Label, r.Failed))
+		fmt.Fprintf(&rb.b, "| %s | %s | %s | failed (see below) | | | |\n", rep.WL.Name, rep.WL.Kind, label)
+		return
+	}
+	ratio := ""
+	if base != nil {
+		ratio = fmt.Sprintf("%.2f", float64(r.median())/float64(base.median()))
+	}
+	med := fmtDuration(r.median())
+	if len(r.Samples) < rb.in.Runs {
+		med += fmt.Sprintf(" (%d run%s)", len(r.Samples), plural(len(r.Samples)))
+	}
+	fmt.Fprintf(&rb.b, "| %s | %s | %s | %s | %s | %s | %s |\n", rep.WL.Name, rep.WL.Kind, label,
+		med, ratio, fmtBytes(r.peakRSS()), fmtDuration(r.medianCPU()))
+	if r.Side.Role == roleStrata {
+		if rss := r.peakRSS(); rss > rb.rssMax {
+			rb.rssMax, rb.rssWho = rss, rep.WL.id()+" "+r.Side.Label
+		}
+		if r.peakRSS() >= rssLimit {
+			rb.rssOK = false
+		}
+	}
 }
 
 // judge renders one target row: the measured ratio of peer to strata
@@ -138,6 +165,9 @@ func judge(rep workloadReport, t target) (line string, missed bool, strata *resu
 		case t.Peer:
 			p = r
 		}
+	}
+	if t.Peer == "" {
+		return judgeWithin(rep, t, s)
 	}
 	what := fmt.Sprintf("%s ≥ %s × faster than %s", t.Strata, fmtRatio(t.MinRatio), t.Peer)
 	if t.MinRatio < 1 {
@@ -168,6 +198,27 @@ func judge(rep workloadReport, t target) (line string, missed bool, strata *resu
 		status, missed = "**missed**", true
 	}
 	return fmt.Sprintf("| %s | %s | %.2f × | %s |\n", id, what, ratio, status), missed, s
+}
+
+// judgeWithin renders a target of time: strata's median at most
+// t.Within.
+func judgeWithin(rep workloadReport, t target, s *result) (line string, missed bool, strata *result) {
+	what := mdEscape(fmt.Sprintf("%s under %s", t.Strata, fmtDuration(t.Within)))
+	id := rep.WL.id()
+	if s == nil || !s.ok() {
+		why := "not measured"
+		if s != nil && s.NotRun != "" {
+			why = s.NotRun
+		} else if s != nil && s.Failed != "" {
+			why = "strata failed"
+		}
+		return fmt.Sprintf("| %s | %s | – | %s |\n", id, what, why), false, nil
+	}
+	status := "met"
+	if s.median() > t.Within {
+		status, missed = "**missed**", true
+	}
+	return fmt.Sprintf("| %s | %s | %s | %s |\n", id, what, fmtDuration(s.median()), status), missed, s
 }
 
 func plural(n int) string {

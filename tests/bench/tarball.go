@@ -23,7 +23,6 @@ import (
 // and extended attributes. Sockets are skipped: no layer format carries
 // them.
 func writeTreeTar(tw *tar.Writer, root, prefix string) error {
-	type inode struct{ dev, ino uint64 }
 	seen := map[inode]string{}
 	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -47,44 +46,9 @@ func writeTreeTar(tw *tar.Writer, root, prefix string) error {
 		if fi.Mode()&fs.ModeSocket != 0 {
 			return nil
 		}
-		link := ""
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		}
-		hdr, err := tar.FileInfoHeader(fi, link)
+		hdr, err := treeTarHeader(p, name, fi, seen)
 		if err != nil {
-			return fmt.Errorf("%s: %w", p, err)
-		}
-		hdr.Name = name
-		if fi.IsDir() {
-			hdr.Name += "/"
-		}
-		hdr.Uname, hdr.Gname = "", ""
-		hdr.Format = tar.FormatPAX
-		hdr.ModTime = hdr.ModTime.Truncate(time.Second)
-		hdr.AccessTime, hdr.ChangeTime = time.Time{}, time.Time{}
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			hdr.Uid, hdr.Gid = int(st.Uid), int(st.Gid)
-			if fi.Mode().IsRegular() && st.Nlink > 1 {
-				k := inode{uint64(st.Dev), st.Ino}
-				if first, ok := seen[k]; ok {
-					hdr.Typeflag = tar.TypeLink
-					hdr.Linkname = first
-					hdr.Size = 0
-				} else {
-					seen[k] = name
-				}
-			}
-		}
-		if xa, err := readXattrs(p); err != nil {
 			return err
-		} else if len(xa) > 0 {
-			hdr.PAXRecords = map[string]string{}
-			for k, v := range xa {
-				hdr.PAXRecords["SCHILY.xattr."+k] = v
-			}
 		}
 		if err := tw.WriteHeader(hdr); err != nil {
 			return fmt.Errorf("%s: %w", p, err)
@@ -102,6 +66,58 @@ func writeTreeTar(tw *tar.Writer, root, prefix string) error {
 		}
 		return nil
 	})
+}
+
+// inode identifies a file across its hard links.
+type inode struct{ dev, ino uint64 }
+
+// treeTarHeader is the header of the file at p, fi, named name in the
+// layer: a link entry to the name seen holds for its inode, when it has
+// one.
+func treeTarHeader(p, name string, fi fs.FileInfo, seen map[inode]string) (*tar.Header, error) {
+	link := ""
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		var err error
+		if link, err = os.Readlink(p); err != nil {
+			return nil, err
+		}
+	}
+	hdr, err := tar.FileInfoHeader(fi, link)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	hdr.Name = name
+	if fi.IsDir() {
+		hdr.Name += "/"
+	}
+	hdr.Uname, hdr.Gname = "", ""
+	hdr.Format = tar.FormatPAX
+	hdr.ModTime = hdr.ModTime.Truncate(time.Second)
+	hdr.AccessTime, hdr.ChangeTime = time.Time{}, time.Time{}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		hdr.Uid, hdr.Gid = int(st.Uid), int(st.Gid)
+		if fi.Mode().IsRegular() && st.Nlink > 1 {
+			k := inode{uint64(st.Dev), st.Ino}
+			if first, ok := seen[k]; ok {
+				hdr.Typeflag = tar.TypeLink
+				hdr.Linkname = first
+				hdr.Size = 0
+			} else {
+				seen[k] = name
+			}
+		}
+	}
+	xa, err := readXattrs(p)
+	if err != nil {
+		return nil, err
+	}
+	if len(xa) > 0 {
+		hdr.PAXRecords = map[string]string{}
+		for k, v := range xa {
+			hdr.PAXRecords["SCHILY.xattr."+k] = v
+		}
+	}
+	return hdr, nil
 }
 
 // readXattrs returns the extended attributes of p (not following a

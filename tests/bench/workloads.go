@@ -78,6 +78,7 @@ func workloads(e *env) []*workload {
 		copyWorkload,
 		gcWorkload,
 		fsckWorkload,
+		mutateWorkload, appendWorkload,
 	}
 	var out []*workload
 	for _, mk := range makers {
@@ -300,27 +301,9 @@ func changeLarge(rootfs string) error {
 // copies the rootfs); umoci's bundle is a cp -a of one umoci unpack, which
 // keeps everything its mtree manifest records.
 func commitWorkload(e *env, k compression.Kind, name string, ch change) *workload {
-	ds := e.Data
 	wl := &workload{Name: name, Kind: k, Needs: []string{"unpack --driver --root", "commit --compression"}}
 	for _, drv := range e.Drivers {
-		wl.Sides = append(wl.Sides, side{
-			Label: "strata commit (" + drv + ")",
-			Role:  roleStrata,
-			Setup: func(w *work) error {
-				l := filepath.Join(w.Dir, "l")
-				if err := copyLayout(ds.Layouts[k], l); err != nil {
-					return err
-				}
-				if err := quietArgv(e.Strata.unpack(drv, filepath.Join(w.Cache, "store"), l+":full", filepath.Join(w.Dir, "bundle"))); err != nil {
-					return err
-				}
-				return ch(filepath.Join(w.Dir, "bundle", "rootfs"))
-			},
-			Argv: func(w *work) []string {
-				return e.Strata.commit(k, filepath.Join(w.Dir, "bundle"), filepath.Join(w.Dir, "l")+":new")
-			},
-			Check: func(w *work) error { return checkLayers(filepath.Join(w.Dir, "l"), "new", 4) },
-		})
+		wl.Sides = append(wl.Sides, commitStrataSide(e, k, drv, ch))
 		target := 3.0
 		if drv == "overlay" {
 			target = 20
@@ -336,29 +319,63 @@ func commitWorkload(e *env, k compression.Kind, name string, ch change) *workloa
 		}
 	}
 	if name != "commit-1file" {
-		// The floor for a large change: archive and compress the changed
-		// files and nothing else (no diff, no hashing, no blob store).
-		wl.Sides = append(wl.Sides, side{
-			Label: tarGzip1,
-			Role:  roleLimit,
-			Tools: []string{"tar", "gzip"},
-			Setup: func(w *work) error {
-				// The change rewrites the toolchain's binaries: start from them.
-				dir := filepath.Join(w.Dir, "changed")
-				if err := os.MkdirAll(dir, 0o755); err != nil {
-					return err
-				}
-				if err := quiet("tar", "-C", dir, "-xf", ds.GoTar, "--wildcards", "usr/local/go/bin/*"); err != nil {
-					return err
-				}
-				return ch(dir)
-			},
-			Argv: func(w *work) []string {
-				return sh("tar -C " + q(filepath.Join(w.Dir, "changed")) + " -cf - . | gzip -1 > out.gz")
-			},
-		})
+		wl.Sides = append(wl.Sides, commitFloorSide(e.Data, ch))
 	}
-	wl.Sides = append(wl.Sides, side{
+	wl.Sides = append(wl.Sides, umociRepackSide(e.Data, k, ch))
+	return wl
+}
+
+// commitStrataSide is strata's commit with the driver drv.
+func commitStrataSide(e *env, k compression.Kind, drv string, ch change) side {
+	ds := e.Data
+	return side{
+		Label: "strata commit (" + drv + ")",
+		Role:  roleStrata,
+		Setup: func(w *work) error {
+			l := filepath.Join(w.Dir, "l")
+			if err := copyLayout(ds.Layouts[k], l); err != nil {
+				return err
+			}
+			if err := quietArgv(e.Strata.unpack(drv, filepath.Join(w.Cache, "store"), l+":full", filepath.Join(w.Dir, "bundle"))); err != nil {
+				return err
+			}
+			return ch(filepath.Join(w.Dir, "bundle", "rootfs"))
+		},
+		Argv: func(w *work) []string {
+			return e.Strata.commit(k, filepath.Join(w.Dir, "bundle"), filepath.Join(w.Dir, "l")+":new")
+		},
+		Check: func(w *work) error { return checkLayers(filepath.Join(w.Dir, "l"), "new", 4) },
+	}
+}
+
+// commitFloorSide is the floor for a large change: archive and compress
+// the changed files and nothing else (no diff, no hashing, no blob
+// store).
+func commitFloorSide(ds *dataset, ch change) side {
+	return side{
+		Label: tarGzip1,
+		Role:  roleLimit,
+		Tools: []string{"tar", "gzip"},
+		Setup: func(w *work) error {
+			// The change rewrites the toolchain's binaries: start from them.
+			dir := filepath.Join(w.Dir, "changed")
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return err
+			}
+			if err := quiet("tar", "-C", dir, "-xf", ds.GoTar, "--wildcards", "usr/local/go/bin/*"); err != nil {
+				return err
+			}
+			return ch(dir)
+		},
+		Argv: func(w *work) []string {
+			return sh("tar -C " + q(filepath.Join(w.Dir, "changed")) + " -cf - . | gzip -1 > out.gz")
+		},
+	}
+}
+
+// umociRepackSide is umoci's commit: repack of a copy of one umoci unpack.
+func umociRepackSide(ds *dataset, k compression.Kind, ch change) side {
+	return side{
 		Label:       "umoci repack",
 		Role:        rolePeer,
 		Tools:       []string{"umoci"},
@@ -386,8 +403,7 @@ func commitWorkload(e *env, k compression.Kind, name string, ch change) *workloa
 			return []string{"umoci", "repack", "--image", filepath.Join(w.Dir, "l") + ":new", filepath.Join(w.Dir, "bundle")}
 		},
 		Check: func(w *work) error { return checkLayers(filepath.Join(w.Dir, "l"), "new", 4) },
-	})
-	return wl
+	}
 }
 
 // tarGzip1 is the large commit's reference: the same changed files through
