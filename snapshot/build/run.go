@@ -7,15 +7,12 @@ import (
 	"io"
 	"os"
 	"path"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
-	"github.com/opencontainers/go-digest"
 	"github.com/strata-oci/strata/internal/fsx"
 	"github.com/strata-oci/strata/snapshot/build/contextdir"
 	"github.com/strata-oci/strata/snapshot/ids"
@@ -54,43 +51,9 @@ type Mount struct {
 
 // run runs RUN.
 func (b *builder) run(ctx context.Context, st *stage, c *instructions.RunCommand, env []string) (bool, error) {
-	args := append([]string{}, c.CmdLine...)
-	var inline *instructions.ShellInlineFile
-	if len(c.Files) > 0 {
-		if len(args) != 1 || !c.PrependShell {
-			return false, fmt.Errorf("invalid heredoc RUN: %v", args)
-		}
-		if h := parser.MustParseHeredoc(args[0]); h != nil {
-			data := c.Files[0].Data
-			if c.Files[0].Chomp {
-				data = parser.ChompHeredocContent(data)
-			}
-			if strings.HasPrefix(data, "#!") {
-				// A script with its interpreter: run it as a file.
-				f := c.Files[0]
-				f.Data = data
-				inline = &f
-				// Started by the shell: snapshot/run looks for the command
-				// in the rootfs, where the mounted script is not.
-				args = []string{"exec " + path.Join("/dev/pipes", f.Name)}
-			} else {
-				args = []string{data}
-			}
-		} else {
-			var sb strings.Builder
-			sb.WriteString(args[0])
-			for _, f := range c.Files {
-				sb.WriteString("\n" + f.Data + f.Name)
-			}
-			args = []string{sb.String()}
-		}
-	}
-	if c.PrependShell {
-		sh, err := st.shellOf()
-		if err != nil {
-			return false, err
-		}
-		args = append(append([]string{}, sh...), args...)
+	args, inline, err := runArgs(st, c)
+	if err != nil {
+		return false, err
 	}
 	runEnv := append(append([]string{}, env...), st.args.filtered(env)...)
 	saved := args
@@ -125,18 +88,71 @@ func (b *builder) run(ctx context.Context, st *stage, c *instructions.RunCommand
 	if ok, err := b.hit(st, key); ok || err != nil {
 		return ok, err
 	}
-	if err := b.ensureBundle(ctx, st); err != nil {
+	spec := RunSpec{Args: args, Env: runEnv, Cwd: wd, User: user, Network: network, Stdout: b.o.Stdout, Stderr: b.o.Stderr}
+	if err := b.execRun(ctx, st, spec, mounts, inline); err != nil {
 		return false, err
 	}
-	if wd == "" {
-		wd = "/"
-	} else if ok, _ := exists(st.rootfs(), wd); !ok {
-		// The runtime would make it; Docker's builder makes it too.
-		if err := b.mkdirRoot(st, wd); err != nil {
-			return false, err
+	return false, b.commit(ctx, st, key, createdBy)
+}
+
+// runArgs is the command line of a RUN: heredocs turned into a script
+// (or a file run by its interpreter, inline), the stage's shell before a
+// shell-form command.
+func runArgs(st *stage, c *instructions.RunCommand) (args []string, inline *instructions.ShellInlineFile, err error) {
+	args = append([]string{}, c.CmdLine...)
+	if len(c.Files) > 0 {
+		if len(args) != 1 || !c.PrependShell {
+			return nil, nil, fmt.Errorf("invalid heredoc RUN: %v", args)
+		}
+		if h := parser.MustParseHeredoc(args[0]); h != nil {
+			data := c.Files[0].Data
+			if c.Files[0].Chomp {
+				data = parser.ChompHeredocContent(data)
+			}
+			if strings.HasPrefix(data, "#!") {
+				// A script with its interpreter: run it as a file.
+				f := c.Files[0]
+				f.Data = data
+				inline = &f
+				// Started by the shell: snapshot/run looks for the command
+				// in the rootfs, where the mounted script is not.
+				args = []string{"exec " + path.Join("/dev/pipes", f.Name)}
+			} else {
+				args = []string{data}
+			}
+		} else {
+			var sb strings.Builder
+			sb.WriteString(args[0])
+			for _, f := range c.Files {
+				sb.WriteString("\n" + f.Data + f.Name)
+			}
+			args = []string{sb.String()}
 		}
 	}
-	spec := RunSpec{Args: args, Env: runEnv, Cwd: wd, User: user, Network: network, Stdout: b.o.Stdout, Stderr: b.o.Stderr}
+	if c.PrependShell {
+		sh, err := st.shellOf()
+		if err != nil {
+			return nil, nil, err
+		}
+		args = append(append([]string{}, sh...), args...)
+	}
+	return args, inline, nil
+}
+
+// execRun runs a RUN step's command in the stage's bundle, its mounts
+// set up for the run and their mount points taken away after it.
+func (b *builder) execRun(ctx context.Context, st *stage, spec RunSpec, mounts []*instructions.Mount, inline *instructions.ShellInlineFile) error {
+	if err := b.ensureBundle(ctx, st); err != nil {
+		return err
+	}
+	if spec.Cwd == "" {
+		spec.Cwd = "/"
+	} else if ok, _ := exists(st.rootfs(), spec.Cwd); !ok {
+		// The runtime would make it; Docker's builder makes it too.
+		if err := b.mkdirRoot(st, spec.Cwd); err != nil {
+			return err
+		}
+	}
 	if spec.Stdout == nil {
 		spec.Stdout = io.Discard
 	}
@@ -146,7 +162,7 @@ func (b *builder) run(ctx context.Context, st *stage, c *instructions.RunCommand
 	cleanup, err := b.prepareMounts(ctx, st, mounts, inline, &spec)
 	defer cleanup()
 	if err != nil {
-		return false, err
+		return err
 	}
 	runner := b.o.Run
 	if runner == nil {
@@ -154,19 +170,19 @@ func (b *builder) run(ctx context.Context, st *stage, c *instructions.RunCommand
 	}
 	mp, err := newMountpoints(st.rootfs(), spec.Mounts)
 	if err != nil {
-		return false, err
+		return err
 	}
 	code, err := runner(ctx, st.bundle, spec)
 	if cerr := mp.remove(); err == nil && cerr != nil {
 		err = cerr
 	}
 	if err != nil {
-		return false, err
+		return err
 	}
 	if code != 0 {
-		return false, &RunError{Command: args, Code: code}
+		return &RunError{Command: spec.Args, Code: code}
 	}
-	return false, b.commit(ctx, st, key, createdBy)
+	return nil
 }
 
 // mountsKey is what a RUN's mounts add to its cache key: their kinds,
@@ -264,277 +280,6 @@ func secretID(m *instructions.Mount) string {
 		return m.Source
 	}
 	return path.Base(m.Target)
-}
-
-// prepareMounts turns a RUN's mounts into runtime mounts (and secret
-// env). The returned cleanup releases locks and removes staged files.
-func (b *builder) prepareMounts(ctx context.Context, st *stage, ms []*instructions.Mount, inline *instructions.ShellInlineFile, spec *RunSpec) (func(), error) {
-	var cleanups []func()
-	cleanup := func() {
-		for i := len(cleanups) - 1; i >= 0; i-- {
-			cleanups[i]()
-		}
-	}
-	stage, err := os.MkdirTemp(b.work.Path, "run-")
-	if err != nil {
-		return cleanup, err
-	}
-	cleanups = append(cleanups, func() { _ = fsx.RemoveAll(stage) })
-	var wd = spec.Cwd
-	abs := func(t string) string {
-		if path.IsAbs(t) {
-			return path.Clean(t)
-		}
-		return path.Join("/", wd, t)
-	}
-	if inline != nil {
-		p := filepath.Join(stage, "pipes")
-		if err := os.Mkdir(p, 0o755); err != nil {
-			return cleanup, err
-		}
-		if err := os.WriteFile(filepath.Join(p, inline.Name), []byte(inline.Data), 0o755); err != nil {
-			return cleanup, err
-		}
-		spec.Mounts = append(spec.Mounts, Mount{Type: "bind", Source: p, Target: "/dev/pipes", ReadOnly: true})
-	}
-	for i, m := range ms {
-		switch m.Type {
-		case instructions.MountTypeTmpfs:
-			if m.Target == "" {
-				return cleanup, errors.New("--mount=type=tmpfs needs a target")
-			}
-			spec.Mounts = append(spec.Mounts, Mount{Type: "tmpfs", Target: abs(m.Target), Size: m.SizeLimit})
-		case instructions.MountTypeBind:
-			if m.Target == "" {
-				return cleanup, errors.New("--mount=type=bind needs a target")
-			}
-			var srcPath string
-			if m.From == "" {
-				rel, err := contextdir.Clean(m.Source)
-				if err != nil {
-					return cleanup, err
-				}
-				// The context as the build sees it: excluded files left
-				// out, and a writable mount's changes thrown away.
-				dst := filepath.Join(stage, fmt.Sprintf("bind%d", i))
-				if err := b.stageContext(rel, dst); err != nil {
-					return cleanup, err
-				}
-				srcPath = dst
-			} else {
-				s, err := b.mountStage(ctx, st, m.From)
-				if err != nil {
-					return cleanup, err
-				}
-				if err := b.ensureBundle(ctx, s); err != nil {
-					return cleanup, err
-				}
-				rel, err := contextdir.Clean(m.Source)
-				if err != nil {
-					return cleanup, err
-				}
-				t, err := fsx.OpenTree(s.rootfs())
-				if err != nil {
-					return cleanup, err
-				}
-				res, err := contextdir.Resolve(t, rel)
-				t.Close()
-				if err != nil {
-					return cleanup, fmt.Errorf("--mount from=%s source=%s: %w", m.From, m.Source, err)
-				}
-				srcPath = filepath.Join(s.rootfs(), res)
-			}
-			spec.Mounts = append(spec.Mounts, Mount{Type: "bind", Source: srcPath, Target: abs(m.Target), ReadOnly: m.ReadOnly})
-		case instructions.MountTypeCache:
-			if m.Target == "" {
-				return cleanup, errors.New("--mount=type=cache needs a target")
-			}
-			dir, release, err := b.cacheMount(m)
-			if err != nil {
-				return cleanup, err
-			}
-			cleanups = append(cleanups, release)
-			spec.Mounts = append(spec.Mounts, Mount{Type: "bind", Source: dir, Target: abs(m.Target), ReadOnly: m.ReadOnly})
-		case instructions.MountTypeSecret:
-			id := secretID(m)
-			src, ok := b.o.Secrets[id]
-			if !ok {
-				if m.Required {
-					return cleanup, fmt.Errorf("secret %s: not provided (--secret id=%s,src=FILE)", id, id)
-				}
-				continue
-			}
-			data := src.Data
-			if src.File != "" {
-				if data, err = os.ReadFile(src.File); err != nil {
-					return cleanup, fmt.Errorf("secret %s: %w", id, err)
-				}
-			}
-			if m.Env != nil {
-				name := *m.Env
-				if name == "" {
-					name = id
-				}
-				spec.Env = append(spec.Env, name+"="+string(data))
-				if m.Target == "" {
-					continue
-				}
-			}
-			target := m.Target
-			if target == "" {
-				target = "/run/secrets/" + id
-			}
-			mode := uint64(0o400)
-			if m.Mode != nil {
-				mode = *m.Mode
-			}
-			p := filepath.Join(stage, fmt.Sprintf("secret%d", i))
-			if err := os.WriteFile(p, data, 0o600); err != nil {
-				return cleanup, err
-			}
-			w := b.writer(st)
-			uid, gid := 0, 0
-			if m.UID != nil {
-				uid = int(*m.UID)
-			}
-			if m.GID != nil {
-				gid = int(*m.GID)
-			}
-			hu, hg, _ := w.owner(uid, gid)
-			if err := os.Lchown(p, hu, hg); err != nil {
-				return cleanup, err
-			}
-			if err := os.Chmod(p, os.FileMode(mode&0o777)); err != nil {
-				return cleanup, err
-			}
-			spec.Mounts = append(spec.Mounts, Mount{Type: "bind", Source: p, Target: abs(target), ReadOnly: true})
-		default:
-			return cleanup, fmt.Errorf("--mount=type=%s is not supported", m.Type)
-		}
-	}
-	return cleanup, nil
-}
-
-// stageContext copies the context's rel, as the build sees it, to dst.
-func (b *builder) stageContext(rel, dst string) error {
-	t := b.ctxd.Tree()
-	st, err := contextdir.Stat(t, rel)
-	if err != nil {
-		return fmt.Errorf("--mount source %s: %w", rel, err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		f, err := t.OpenRegular(rel)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, os.FileMode(st.Mode&0o777))
-		if err != nil {
-			return err
-		}
-		_, err = io.Copy(out, f)
-		if cerr := out.Close(); err == nil {
-			err = cerr
-		}
-		return err
-	}
-	if err := os.Mkdir(dst, 0o755); err != nil {
-		return err
-	}
-	dt, err := fsx.OpenTree(dst)
-	if err != nil {
-		return err
-	}
-	defer dt.Close()
-	res, err := contextdir.Resolve(t, rel)
-	if err != nil {
-		return err
-	}
-	w := &writer{}
-	return b.ctxd.Walk(res, func(e contextdir.Entry) error {
-		if e.Rel == res {
-			return nil
-		}
-		sub := strings.TrimPrefix(strings.TrimPrefix(e.Rel, res), "/")
-		// Staged as this process's files: a mount shows them as they are.
-		n := &node{typ: e.St.Mode & unix.S_IFMT, mode: e.St.Mode & 0o7777, uid: os.Geteuid(), gid: os.Getegid()}
-		n.mtime = time.Unix(e.St.Mtim.Sec, e.St.Mtim.Nsec)
-		switch n.typ {
-		case unix.S_IFREG:
-			r := e.Rel
-			n.open = func() (io.ReadCloser, error) { return t.OpenRegular(r) }
-		case unix.S_IFLNK:
-			if n.link, err = contextdir.Readlink(t, e.Rel); err != nil {
-				return err
-			}
-		case unix.S_IFDIR:
-		default:
-			return nil
-		}
-		return w.put(dt, sub, n)
-	})
-}
-
-// cacheMount returns the directory of a RUN --mount=type=cache, made on
-// first use, and, for sharing=locked, holds its lock until release.
-func (b *builder) cacheMount(m *instructions.Mount) (string, func(), error) {
-	id := cacheID(m)
-	h := digest.FromString(id).Encoded()[:32]
-	dir := filepath.Join(b.o.Store.Root(), BuildDir, MountsDir, h)
-	if err := os.MkdirAll(filepath.Join(b.o.Store.Root(), BuildDir, MountsDir), 0o700); err != nil {
-		return "", nil, err
-	}
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		tmp, err := os.MkdirTemp(filepath.Dir(dir), ".new-")
-		if err != nil {
-			return "", nil, err
-		}
-		mode := uint64(0o755)
-		if m.Mode != nil {
-			mode = *m.Mode
-		}
-		uid, gid := 0, 0
-		if m.UID != nil {
-			uid = int(*m.UID)
-		}
-		if m.GID != nil {
-			gid = int(*m.GID)
-		}
-		hu, hg, _ := (&writer{m: b.writerMap()}).owner(uid, gid)
-		if err := os.Chown(tmp, hu, hg); err != nil {
-			os.Remove(tmp)
-			return "", nil, err
-		}
-		if err := os.Chmod(tmp, os.FileMode(mode&0o777)); err != nil {
-			os.Remove(tmp)
-			return "", nil, err
-		}
-		if err := os.WriteFile(tmp+".id", []byte(id+"\n"), 0o600); err != nil {
-			os.Remove(tmp)
-			return "", nil, err
-		}
-		if err := os.Rename(tmp+".id", dir+".id"); err != nil {
-			return "", nil, err
-		}
-		if err := os.Rename(tmp, dir); err != nil && !errors.Is(err, os.ErrExist) && !errors.Is(err, unix.ENOTEMPTY) {
-			os.Remove(tmp)
-			return "", nil, err
-		}
-		os.Remove(tmp)
-	}
-	release := func() {}
-	if m.CacheSharing == instructions.MountSharingLocked {
-		f, err := os.OpenFile(dir+".lock", os.O_RDWR|os.O_CREATE, 0o600)
-		if err != nil {
-			return "", nil, err
-		}
-		if err := fsx.Flock(f, unix.LOCK_EX); err != nil {
-			f.Close()
-			return "", nil, err
-		}
-		release = func() { f.Close() }
-	}
-	return dir, release, nil
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }

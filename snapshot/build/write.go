@@ -129,30 +129,7 @@ func (w *writer) put(t *fsx.Tree, name string, n *node) error {
 	var st unix.Stat_t
 	existed := unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
 	if n.typ == unix.S_IFDIR {
-		if existed && st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			return w.fixDirAt(dfd, base, name, n)
-		}
-		if existed && st.Mode&unix.S_IFMT == unix.S_IFLNK {
-			// A symlink to a directory stays: what is copied into it goes
-			// where it leads, as BuildKit copies.
-			var ts unix.Stat_t
-			if sfd, err := t.Open(name, unix.O_PATH, 0); err == nil {
-				err = unix.Fstat(sfd, &ts)
-				unix.Close(sfd)
-				if err == nil && ts.Mode&unix.S_IFMT == unix.S_IFDIR {
-					return nil
-				}
-			}
-		}
-		if existed {
-			if err := fsx.RemoveAt(dfd, base); err != nil {
-				return err
-			}
-		}
-		if err := unix.Mkdirat(dfd, base, 0o700); err != nil {
-			return &os.PathError{Op: "mkdir", Path: name, Err: err}
-		}
-		return w.fixDirAt(dfd, base, name, n)
+		return w.putDir(t, dfd, base, name, n, existed, &st)
 	}
 	if existed {
 		if err := fsx.RemoveAt(dfd, base); err != nil {
@@ -161,37 +138,7 @@ func (w *writer) put(t *fsx.Tree, name string, n *node) error {
 	}
 	switch n.typ {
 	case unix.S_IFREG:
-		if n.hardlink != "" {
-			odir, obase := path.Split(n.hardlink)
-			ofd, err := t.Dir(strings.TrimSuffix(odir, "/"))
-			if err != nil {
-				return err
-			}
-			err = unix.Linkat(ofd, obase, dfd, base, 0)
-			unix.Close(ofd)
-			if err != nil {
-				return &os.PathError{Op: "link", Path: name, Err: err}
-			}
-			return nil
-		}
-		fd, err := unix.Openat(dfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-		if err != nil {
-			return &os.PathError{Op: "create", Path: name, Err: err}
-		}
-		f := os.NewFile(uintptr(fd), name)
-		defer f.Close()
-		if n.open != nil {
-			r, err := n.open()
-			if err != nil {
-				return err
-			}
-			_, err = io.Copy(f, r)
-			r.Close()
-			if err != nil {
-				return fmt.Errorf("copy %s: %w", name, err)
-			}
-		}
-		return w.finish(fd, name, n, false)
+		return w.putFile(t, dfd, base, name, n)
 	case unix.S_IFLNK:
 		if err := unix.Symlinkat(n.link, dfd, base); err != nil {
 			return &os.PathError{Op: "symlink", Path: name, Err: err}
@@ -221,6 +168,71 @@ func (w *writer) put(t *fsx.Tree, name string, n *node) error {
 		return unix.Fchmodat(dfd, base, n.mode&0o7777, 0)
 	}
 	return fmt.Errorf("%s: cannot copy a file of type %o", name, n.typ)
+}
+
+// putDir makes the directory name (base in dfd), or gives the one there
+// n's metadata; a symlink to a directory is left as it is.
+func (w *writer) putDir(t *fsx.Tree, dfd int, base, name string, n *node, existed bool, st *unix.Stat_t) error {
+	if existed && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return w.fixDirAt(dfd, base, name, n)
+	}
+	if existed && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		// A symlink to a directory stays: what is copied into it goes
+		// where it leads, as BuildKit copies.
+		var ts unix.Stat_t
+		if sfd, err := t.Open(name, unix.O_PATH, 0); err == nil {
+			err = unix.Fstat(sfd, &ts)
+			unix.Close(sfd)
+			if err == nil && ts.Mode&unix.S_IFMT == unix.S_IFDIR {
+				return nil
+			}
+		}
+	}
+	if existed {
+		if err := fsx.RemoveAt(dfd, base); err != nil {
+			return err
+		}
+	}
+	if err := unix.Mkdirat(dfd, base, 0o700); err != nil {
+		return &os.PathError{Op: "mkdir", Path: name, Err: err}
+	}
+	return w.fixDirAt(dfd, base, name, n)
+}
+
+// putFile writes the regular file (or hard link) name, base in dfd,
+// where nothing is.
+func (w *writer) putFile(t *fsx.Tree, dfd int, base, name string, n *node) error {
+	if n.hardlink != "" {
+		odir, obase := path.Split(n.hardlink)
+		ofd, err := t.Dir(strings.TrimSuffix(odir, "/"))
+		if err != nil {
+			return err
+		}
+		err = unix.Linkat(ofd, obase, dfd, base, 0)
+		unix.Close(ofd)
+		if err != nil {
+			return &os.PathError{Op: "link", Path: name, Err: err}
+		}
+		return nil
+	}
+	fd, err := unix.Openat(dfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return &os.PathError{Op: "create", Path: name, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	if n.open != nil {
+		r, err := n.open()
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(f, r)
+		r.Close()
+		if err != nil {
+			return fmt.Errorf("copy %s: %w", name, err)
+		}
+	}
+	return w.finish(fd, name, n, false)
 }
 
 // fixDirAt sets an existing directory's metadata.

@@ -80,15 +80,18 @@ func checkBuilt(dir string) error {
 	return nil
 }
 
+// buildMode is one build workload: what runs before the timed build
+// (nil: nothing, a cold build) and the speed-up strata must reach.
+type buildMode struct {
+	name   string
+	before func(w *work, build func() error) error
+	ratio  float64
+}
+
 // buildWorkloads are the three build workloads, gzip layers only (the
 // base image's compression; builds write gzip).
 func buildWorkloads(e *env) []*workload {
-	type mode struct {
-		name   string
-		before func(w *work, build func() error) error
-		ratio  float64
-	}
-	modes := []mode{
+	modes := []buildMode{
 		{"build-cold", nil, 1.5},
 		{"build-unchanged", func(w *work, build func() error) error { return build() }, 5},
 		{"build-1file", func(w *work, build func() error) error {
@@ -98,70 +101,36 @@ func buildWorkloads(e *env) []*workload {
 			return changeOneSource(filepath.Join(w.Dir, "ctx"))
 		}, 3},
 	}
-	ds := e.Data
-	base := func(w *work) (string, error) {
-		l := filepath.Join(w.Dir, "base")
-		if err := copyLayout(ds.Layouts[compression.Gzip], l); err != nil {
-			return "", err
-		}
-		return l, nil
-	}
 	var out []*workload
 	for _, m := range modes {
 		wl := &workload{Name: m.name, Kind: compression.Gzip, Needs: []string{"build --driver --tag"}}
 		for _, drv := range e.Drivers {
-			drv, m := drv, m
+			drv := drv
 			strataLabel := "strata build (" + drv + ")"
 			buildahLabel := "buildah bud (" + drv + ")"
 			layers := "--layers=false"
 			if m.before != nil {
 				layers = "--layers"
 			}
+			strataArgv := func(w *work) []string {
+				return e.Strata.build(drv, filepath.Join(w.Dir, "store"), filepath.Join(w.Dir, "ctx"), filepath.Join(w.Dir, "out"))
+			}
+			buildahArgv := func(w *work) []string {
+				return buildahBud(drv, filepath.Join(w.Dir, "buildah"), layers, filepath.Join(w.Dir, "ctx"))
+			}
 			wl.Sides = append(wl.Sides, side{
 				Label: strataLabel,
 				Role:  roleStrata,
 				Tools: []string{"crun"},
-				Setup: func(w *work) error {
-					l, err := base(w)
-					if err != nil {
-						return err
-					}
-					if err := buildContext(filepath.Join(w.Dir, "ctx"), "oci:"+l+":base"); err != nil {
-						return err
-					}
-					if m.before == nil {
-						return nil
-					}
-					return m.before(w, func() error {
-						return quietArgv(e.Strata.build(drv, filepath.Join(w.Dir, "store"), filepath.Join(w.Dir, "ctx"), filepath.Join(w.Dir, "out")))
-					})
-				},
-				Argv: func(w *work) []string {
-					return e.Strata.build(drv, filepath.Join(w.Dir, "store"), filepath.Join(w.Dir, "ctx"), filepath.Join(w.Dir, "out"))
-				},
+				Setup: buildSetup(e, m, strataArgv),
+				Argv:  strataArgv,
 				Check: func(w *work) error { return checkBuilt(filepath.Join(w.Dir, "out")) },
 			}, side{
 				Label: buildahLabel,
 				Role:  rolePeer,
 				Tools: []string{"buildah"},
-				Setup: func(w *work) error {
-					l, err := base(w)
-					if err != nil {
-						return err
-					}
-					if err := buildContext(filepath.Join(w.Dir, "ctx"), "oci:"+l+":base"); err != nil {
-						return err
-					}
-					if m.before == nil {
-						return nil
-					}
-					return m.before(w, func() error {
-						return quietArgv(buildahBud(drv, filepath.Join(w.Dir, "buildah"), layers, filepath.Join(w.Dir, "ctx")))
-					})
-				},
-				Argv: func(w *work) []string {
-					return buildahBud(drv, filepath.Join(w.Dir, "buildah"), layers, filepath.Join(w.Dir, "ctx"))
-				},
+				Setup: buildSetup(e, m, buildahArgv),
+				Argv:  buildahArgv,
 				Check: func(w *work) error {
 					if err := quietArgv(buildah(drv, filepath.Join(w.Dir, "buildah"), "inspect", "img")); err != nil {
 						return errors.New("buildah has no image img after the build")
@@ -174,4 +143,22 @@ func buildWorkloads(e *env) []*workload {
 		out = append(out, wl)
 	}
 	return out
+}
+
+// buildSetup gives a build side its base image and context and, for a
+// rebuild, runs the first build (argv) and what the mode does after it.
+func buildSetup(e *env, m buildMode, argv func(w *work) []string) func(w *work) error {
+	return func(w *work) error {
+		l := filepath.Join(w.Dir, "base")
+		if err := copyLayout(e.Data.Layouts[compression.Gzip], l); err != nil {
+			return err
+		}
+		if err := buildContext(filepath.Join(w.Dir, "ctx"), "oci:"+l+":base"); err != nil {
+			return err
+		}
+		if m.before == nil {
+			return nil
+		}
+		return m.before(w, func() error { return quietArgv(argv(w)) })
+	}
 }
