@@ -85,7 +85,12 @@ func Open(dir, containerfile string) (*Dir, error) {
 			t.Close()
 			return nil, fmt.Errorf("ignore file %s: %w", c, err)
 		}
-		if d.pm, err = patternmatcher.New(pats); err != nil {
+		if d.pm, err = patternmatcher.New(pats); err == nil {
+			// Patterns compile on first use: a bad one is reported here,
+			// with its file, rather than by whichever walk meets it.
+			_, err = d.pm.MatchesOrParentMatches("x")
+		}
+		if err != nil {
 			t.Close()
 			return nil, fmt.Errorf("ignore file %s: %w", c, err)
 		}

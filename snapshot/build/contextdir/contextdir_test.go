@@ -4,11 +4,12 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
 
-func write(t *testing.T, root string, files map[string]string) {
+func write(t testing.TB, root string, files map[string]string) {
 	t.Helper()
 	for name, body := range files {
 		p := filepath.Join(root, name)
@@ -154,3 +155,35 @@ func FuzzClean(f *testing.F) {
 var timeZero = mustTime()
 
 func mustTime() (t0 time.Time) { return time.Unix(1, 0) }
+
+// FuzzIgnore reads any .dockerignore: Open either refuses it or gives a
+// context whose walk and globs work and name only what is in it.
+func FuzzIgnore(f *testing.F) {
+	for _, s := range []string{"*.md\n!keep.md\n", "**\n!a\n", "#c\n\n/b/../c\n", "[\n", "!\n", "a\\\n"} {
+		f.Add(s)
+	}
+	root := f.TempDir()
+	write(f, root, map[string]string{"a": "", "keep.md": "", "b/c": "", "b/d.md": ""})
+	f.Fuzz(func(t *testing.T, ignore string) {
+		if err := os.WriteFile(filepath.Join(root, ".dockerignore"), []byte(ignore), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		d, err := Open(root, "")
+		if err != nil {
+			return
+		}
+		defer d.Close()
+		err = d.Walk("", func(e Entry) error {
+			if filepath.IsAbs(e.Rel) || e.Rel == ".." || strings.HasPrefix(e.Rel, "../") {
+				t.Fatalf("walk gave %q", e.Rel)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("walk with .dockerignore %q: %v", ignore, err)
+		}
+		if _, err := d.Glob("*"); err != nil {
+			t.Fatalf("glob with .dockerignore %q: %v", ignore, err)
+		}
+	})
+}
