@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path"
 	"path/filepath"
@@ -438,7 +439,7 @@ func parseChown(t *fsx.Tree, s string) (int, int, error) {
 // file of the rootfs.
 func lookupID(t *fsx.Tree, file, name string) (int, error) {
 	if n, err := strconv.Atoi(name); err == nil {
-		if n < 0 {
+		if n < 0 || n > math.MaxUint32 {
 			return 0, fmt.Errorf("invalid id %d", n)
 		}
 		return n, nil
@@ -453,7 +454,7 @@ func lookupID(t *fsx.Tree, file, name string) (int, error) {
 		fields := strings.Split(sc.Text(), ":")
 		if len(fields) >= 3 && fields[0] == name {
 			n, err := strconv.Atoi(fields[2])
-			if err != nil {
+			if err != nil || n < 0 || n > math.MaxUint32 {
 				return 0, fmt.Errorf("/%s: %q has id %q", file, name, fields[2])
 			}
 			return n, nil
