@@ -330,12 +330,22 @@ func TestBuildModernMatchesBuildah(t *testing.T) {
 	bout := filepath.Join(dir, "buildah-out")
 	args := append(append([]string{}, sargs...), "bud", "--isolation", "chroot", "--secret", "id=token,src="+secret,
 		"--build-arg", "BASE=oci:"+baseDir+":"+baseRef, "-t", "modern", ctx)
-	mustRun(t, "buildah", args...)
+	// buildah keeps RUN --mount=type=cache directories in
+	// $TMPDIR/buildah-cache-UID, whatever its --root: a directory of this
+	// test's own starts them empty, as strata's new store does.
+	bud := exec.Command(needTool(t, "buildah"), args...)
+	bud.Env = append(os.Environ(), "TMPDIR="+t.TempDir())
+	if o, err := bud.CombinedOutput(); err != nil {
+		t.Fatalf("buildah bud: %v\n%s", err, tail(string(o), 6000))
+	}
 	mustRun(t, "buildah", append(append([]string{}, sargs...), "push", "modern", "oci:"+bout+":modern")...)
 	// buildah leaves the secrets' mount point and labels itself.
 	bf := factsOf(t, bout+":modern")
 	delete(bf.tree, "run/secrets")
-	bf.config["Labels"] = strings.NewReplacer(`"io.buildah.version":"1.28.2"`, "", "{}", "").Replace(bf.config["Labels"])
+	bf.config["Labels"] = regexp.MustCompile(`"io\.buildah\.version":"[^"]*",?`).ReplaceAllString(bf.config["Labels"], "")
+	if bf.config["Labels"] == "{}" {
+		bf.config["Labels"] = ""
+	}
 	compareFacts(t, "strata", factsOf(t, out+":modern"), "buildah", bf)
 }
 
