@@ -308,42 +308,6 @@ func crashCases() []crashCase {
 			clean: layoutClean, rerunAfterSuccess: true,
 		},
 		{
-			name: "build",
-			prepare: func(t *testing.T, f *crashFixture, dir string, _ int) []string {
-				l := f.freshLayout(t, filepath.Join(dir, "l"))
-				ctx := filepath.Join(dir, "ctx")
-				if err := os.MkdirAll(ctx, 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(filepath.Join(ctx, "payload2"), f.payload, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				cf := "FROM " + f.src + ":app\nCOPY payload2 /payload2\nENV BUILT=1\nWORKDIR /made\n"
-				if err := os.WriteFile(filepath.Join(ctx, "Containerfile"), []byte(cf), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return []string{"build", "--root", filepath.Join(dir, "store"), "--timestamp", f.timestamp, "-t", l + ":app", ctx}
-			},
-			check: func(t *testing.T, f *crashFixture, dir string) string {
-				if cache := filepath.Join(dir, "store", "build", "cache"); fileExists(filepath.Join(cache, "index.json")) {
-					if r := runCmd(t, nil, strataBin, "fsck", cache); r.Code != 0 {
-						t.Fatalf("fsck of the build cache: %s%s", r.Stdout, r.Stderr)
-					}
-				}
-				return layoutCheck(t, f, dir)
-			},
-			clean: func(t *testing.T, f *crashFixture, dir string) {
-				layoutClean(t, f, dir)
-				ents, _ := os.ReadDir(filepath.Join(dir, "store", "build"))
-				for _, e := range ents {
-					if strings.HasPrefix(e.Name(), "work-") {
-						t.Errorf("a build's working directory %s is left after a complete build", e.Name())
-					}
-				}
-			},
-			rerunAfterSuccess: true,
-		},
-		{
 			name: "commit",
 			prepare: func(t *testing.T, f *crashFixture, dir string, _ int) []string {
 				l := f.freshLayout(t, filepath.Join(dir, "l"))
@@ -410,7 +374,7 @@ func crashCases() []crashCase {
 			},
 			check: layoutCheck, clean: layoutClean, rerunAfterSuccess: true,
 		},
-	}, changeCrashCases()...)
+	}, append(changeCrashCases(), buildCrashCases()...)...)
 }
 
 // runKilled starts strata with args, kills it with SIGKILL after delay and
@@ -480,9 +444,4 @@ func TestCrashSuite(t *testing.T) {
 			}
 		})
 	}
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }

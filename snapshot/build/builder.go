@@ -124,6 +124,7 @@ func newBuilder(o Options) (*builder, error) {
 		b.ctxd.Close()
 		return nil, err
 	}
+	sweepWork(o.Store)
 	if b.work, err = tempdir.Make(filepath.Join(o.Store.Root(), BuildDir), workPrefix); err != nil {
 		b.ctxd.Close()
 		b.cache.close()
@@ -150,6 +151,20 @@ func (b *builder) close() error {
 		first = err
 	}
 	return first
+}
+
+// sweepWork removes the working directories of killed builds, their
+// bundles first: a killed build as root leaves its overlay rootfs
+// mounted, and its bundles' records keep their snapshots.
+func sweepWork(s *snapshot.Store) {
+	tempdir.SweepFunc(filepath.Join(s.Root(), BuildDir), workPrefix, func(dir string) {
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if e.IsDir() {
+				_ = removeBundle(filepath.Join(dir, e.Name()), s.Options())
+			}
+		}
+	})
 }
 
 // removeBundle removes a build's bundle: its rootfs (unmounted), its

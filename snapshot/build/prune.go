@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 
 	"github.com/strata-oci/strata/internal/fsx"
-	"github.com/strata-oci/strata/internal/tempdir"
 	"github.com/strata-oci/strata/layout"
 	"github.com/strata-oci/strata/snapshot"
 	"github.com/strata-oci/strata/snapshot/bundle"
@@ -34,7 +33,7 @@ type PruneResult struct {
 func Prune(ctx context.Context, s *snapshot.Store, keepMounts bool) (*PruneResult, error) {
 	res := &PruneResult{}
 	base := filepath.Join(s.Root(), BuildDir)
-	tempdir.Sweep(base, workPrefix)
+	sweepWork(s)
 	dir := CacheDir(s.Root())
 	if _, err := os.Stat(filepath.Join(dir, layout.LayoutFile)); err == nil {
 		l, err := layout.Open(dir)
