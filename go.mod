@@ -11,7 +11,10 @@ require (
 	golang.org/x/term v0.47.0
 )
 
-require github.com/moby/patternmatcher v0.6.1 // indirect
+require (
+	github.com/google/go-containerregistry v0.22.1
+	github.com/moby/patternmatcher v0.6.1
+)
 
 require (
 	github.com/agext/levenshtein v1.2.3 // indirect
@@ -41,7 +44,7 @@ require (
 	github.com/mattn/go-runewidth v0.0.16 // indirect
 	github.com/rivo/uniseg v0.4.7 // indirect
 	github.com/sirupsen/logrus v1.10.2 // indirect
-	github.com/spf13/pflag v1.0.9
+	github.com/spf13/pflag v1.0.10
 	github.com/ulikunitz/xz v0.5.15
 	github.com/vbauerster/mpb/v8 v8.9.3
 )

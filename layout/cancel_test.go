@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -191,4 +192,32 @@ func TestVerifyImageCancelledInLayer(t *testing.T) {
 	if err := l.VerifyImage(context.Background(), md, VerifyOptions{DiffIDs: true}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A cancelled Attach (in its second file), index create and index add
+// (copying an image in) leave the layout as it was.
+func TestAttachAndIndexCancelled(t *testing.T) {
+	l := newTestLayout(t)
+	md := imageOfRandomLayers(t, l, 1, 1<<10)
+	big := bytes.Repeat([]byte("x"), 4<<20)
+	file := func(name string) ArtifactFile {
+		return ArtifactFile{Name: name, Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(big)), nil }}
+	}
+	before := layoutState(t, l)
+	_, err := l.Attach(ctxtest.CancelAtCheck(6), md, AttachOptions{ArtifactType: "a/b", Files: []ArtifactFile{file("one"), file("two")}})
+	checkAsItWas(t, l, before, err)
+
+	other := newTestLayout(t)
+	src := imageOfRandomLayers(t, other, 3, 3<<20)
+	before = layoutState(t, l)
+	_, err = l.CreateIndex(ctxtest.CancelAtCheck(4), "multi", []IndexSource{{Layout: l, Descriptor: md}, {Layout: other, Descriptor: src}}, IndexOptions{})
+	checkAsItWas(t, l, before, err)
+
+	// index add, copying the other layout's image into an index.
+	if _, err := l.CreateIndex(context.Background(), "multi", []IndexSource{{Layout: l, Descriptor: md}}, IndexOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	before = layoutState(t, l)
+	_, err = l.AddToIndex(ctxtest.CancelAtCheck(4), "multi", []IndexSource{{Layout: other, Descriptor: src}}, IndexOptions{})
+	checkAsItWas(t, l, before, err)
 }

@@ -29,6 +29,13 @@ type CopyOptions struct {
 	// caller discards them if it fails later. Without it CopyImage
 	// discards what it added when it fails itself.
 	Added *Added
+	// Referrers, when set, makes CopyImage follow referrers: the
+	// referrers in src of every manifest and index it copies (found by
+	// their subject, and cosign's by tag; see ReferrerIndex), and theirs
+	// in turn, are copied whole too and collected in Referrers, which the
+	// caller records in dst with the image (Layout.Record,
+	// Index.AddReferrers). Without it referrers stay behind.
+	Referrers *ReferrerSet
 }
 
 // CopyImage transfers the image desc points at, with every blob it
@@ -63,6 +70,9 @@ func CopyImage(ctx context.Context, dst, src *Layout, desc ocispec.Descriptor, o
 			if err := copyGraph(ctx, dst, src, m, opts); err != nil {
 				return ocispec.Descriptor{}, err
 			}
+			if err := copyReferrersOf(ctx, dst, src, m, opts); err != nil {
+				return ocispec.Descriptor{}, err
+			}
 		}
 		d, err := dst.PutJSON(root.desc.MediaType, root.newIndex)
 		if err != nil {
@@ -73,7 +83,36 @@ func CopyImage(ctx context.Context, dst, src *Layout, desc ocispec.Descriptor, o
 	if err := copyGraph(ctx, dst, src, root.desc, opts); err != nil {
 		return ocispec.Descriptor{}, err
 	}
+	if err := copyReferrersOf(ctx, dst, src, root.desc, opts); err != nil {
+		return ocispec.Descriptor{}, err
+	}
 	return root.desc, nil
+}
+
+// copyReferrersOf copies the referrers of root's graph, recursively, when
+// opts asks for them, and collects them in opts.Referrers.
+func copyReferrersOf(ctx context.Context, dst, src *Layout, root ocispec.Descriptor, opts CopyOptions) error {
+	set := opts.Referrers
+	if set == nil {
+		return nil
+	}
+	ri, err := set.indexOf(ctx, src)
+	if err != nil {
+		return fmt.Errorf("find referrers of %s: %w", root.Digest, err)
+	}
+	refs, err := ri.Closure(ctx, root)
+	if err != nil {
+		return fmt.Errorf("find referrers of %s: %w", root.Digest, err)
+	}
+	for _, r := range refs {
+		if !set.add(r) {
+			continue
+		}
+		if err := copyGraph(ctx, dst, src, r.Descriptor, opts); err != nil {
+			return fmt.Errorf("copy referrer %s of %s: %w", r.Descriptor.Digest, r.Subject, err)
+		}
+	}
+	return nil
 }
 
 type copyRoot struct {

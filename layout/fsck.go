@@ -25,9 +25,30 @@ type Problem struct {
 	Layer    digest.Digest `json:"layer,omitempty"`
 	Expected digest.Digest `json:"expected_diff_id,omitempty"`
 	Actual   digest.Digest `json:"actual_diff_id,omitempty"`
+	// Warning marks what the specs allow but is worth knowing: a
+	// referrer whose subject is not in the layout (registries accept a
+	// referrer before its subject, and a layout may hold a signature
+	// alone). The layout is not damaged by it.
+	Warning bool `json:"warning,omitempty"`
 }
 
-func (p Problem) String() string { return p.Where + ": " + p.Err }
+func (p Problem) String() string {
+	if p.Warning {
+		return "warning: " + p.Where + ": " + p.Err
+	}
+	return p.Where + ": " + p.Err
+}
+
+// Damaged counts the problems that are not warnings.
+func Damaged(problems []Problem) int {
+	n := 0
+	for _, p := range problems {
+		if !p.Warning {
+			n++
+		}
+	}
+	return n
+}
 
 // FsckOptions say what Fsck checks beyond the blobs and the images'
 // structure, and how it reports progress.
@@ -92,6 +113,9 @@ func (l *Layout) FsckWith(ctx context.Context, o FsckOptions) ([]Problem, error)
 		}
 		l.fsckDesc(root, where, present, corrupt, checked, problems.add, 0)
 	}
+	if err := l.fsckReferrers(ctx, idx, present, &problems); err != nil {
+		return nil, err
+	}
 	if o.DiffIDs {
 		diffProblems, err := l.fsckDiffIDs(ctx, idx, present, corrupt, o.Progress)
 		if err != nil {
@@ -100,6 +124,33 @@ func (l *Layout) FsckWith(ctx context.Context, o FsckOptions) ([]Problem, error)
 		problems.list = append(problems.list, diffProblems...)
 	}
 	return sortProblems(problems.list), nil
+}
+
+// fsckReferrers warns about referrers whose subject is not in the layout.
+func (l *Layout) fsckReferrers(ctx context.Context, idx *Index, present map[digest.Digest]int64, problems *problemList) error {
+	ri, err := l.ReferrerIndexOf(ctx, idx.Manifests)
+	if err != nil {
+		return err
+	}
+	for _, s := range ri.Subjects() {
+		if _, ok := present[s]; ok {
+			continue
+		}
+		for _, r := range ri.Of(s, "") {
+			where := "referrer " + r.Descriptor.Digest.String()
+			why := fmt.Errorf("its subject %s is not in the layout", s)
+			if r.Tag != "" {
+				where += " (" + r.Tag + ")"
+				why = fmt.Errorf("its tag names %s, which is not in the layout", s)
+			} else if _, untagged := ri.IsUntaggedReferrer(r.Descriptor.Digest); untagged {
+				why = fmt.Errorf("%w; gc removes it, an untagged referrer, unless it is named", why)
+			}
+			problems.mu.Lock()
+			problems.list = append(problems.list, Problem{Where: where, Err: why.Error(), Warning: true})
+			problems.mu.Unlock()
+		}
+	}
+	return nil
 }
 
 // verifyBlobs hashes every blob's content on all cores and returns the

@@ -2,6 +2,7 @@ package layout
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -237,6 +238,94 @@ func FuzzLookupName(f *testing.F) {
 		}
 		if (step == matchNone) != (len(hits) == 0) {
 			t.Fatalf("%q: step %d with %d hits", ref, step, len(hits))
+		}
+	})
+}
+
+// FuzzReferrerIndex stores a manifest or index and checks that the
+// referrer scan never fails on it, and finds it as a referrer exactly
+// when it has a subject with a valid digest.
+func FuzzReferrerIndex(f *testing.F) {
+	for _, s := range []string{
+		`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"a/b","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"` + fuzzDigest + `","size":2},"layers":[],"subject":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"` + fuzzDigest + `","size":3},"annotations":{"k":"v"}}`,
+		`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"digest":"` + fuzzDigest + `","size":9}],"subject":{"digest":"` + fuzzDigest + `","size":1}}`,
+		`{"schemaVersion":2,"subject":{"digest":"sha256:zz"}}`, `{"subject":null}`, `[]`, `{"manifests":[{"digest":"x"}]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		l := initTest(t)
+		d, err := l.PutBytes(sniffMediaType(b), b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.MediaType == "" {
+			d.MediaType = ocispec.MediaTypeImageManifest
+		}
+		ri, err := l.ReferrerIndexOf(context.Background(), []ocispec.Descriptor{d})
+		if err != nil {
+			t.Fatalf("scan: %v", err)
+		}
+		_, subject, perr := ReferrerDescriptor(d, b)
+		want := perr == nil && subject != nil && subject.Digest.Validate() == nil && (IsManifest(d.MediaType) || IsIndex(d.MediaType))
+		if _, got := ri.IsUntaggedReferrer(d.Digest); got != want {
+			t.Fatalf("referrer %v, want %v for %s", got, want, b)
+		}
+	})
+}
+
+func FuzzParseCosignTag(f *testing.F) {
+	for _, s := range []string{"sha256-" + digest.FromString("x").Encoded() + ".sig", "sha512-abc.att", "v1", "sha256-.sbom"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, ok := ParseCosignTag(s)
+		if !ok {
+			return
+		}
+		if d.Validate() != nil {
+			t.Fatalf("%q gave invalid digest %q", s, d)
+		}
+		if !strings.HasPrefix(s, CosignTag(d, "")) || ValidateRef("repo:"+s) != nil {
+			t.Fatalf("%q does not round trip (%s)", s, d)
+		}
+	})
+}
+
+func FuzzSniffFileType(f *testing.F) {
+	for _, s := range []string{`{"spdxVersion":"x"}`, "hello", "\x1f\x8b\x08", "", "SPDXVersion: 2"} {
+		f.Add("f.json", []byte(s))
+	}
+	f.Fuzz(func(t *testing.T, name string, head []byte) {
+		if err := checkMediaType(SniffFileType(name, head)); err != nil {
+			t.Fatalf("sniffed a bad media type: %v", err)
+		}
+	})
+}
+
+func FuzzParseIndexSelector(f *testing.F) {
+	for _, s := range []string{"linux/arm64", "linux/arm/v7", "@" + digest.FromString("x").String(), digest.FromString("y").String(), "", "sha256:abc", "windows/amd64:10.0.1", "/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		x, err := parseIndexSelector(s)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidRef) {
+				t.Fatalf("%q: error %v is not ErrInvalidRef", s, err)
+			}
+			return
+		}
+		switch {
+		case x.d != "" && x.p == nil:
+			if x.d.Validate() != nil {
+				t.Fatalf("%q gave an invalid digest %q", s, x.d)
+			}
+		case x.d == "" && x.p != nil:
+			if x.p.OS == "" || x.p.Architecture == "" {
+				t.Fatalf("%q gave the platform %+v", s, *x.p)
+			}
+		default:
+			t.Fatalf("%q gave digest %q and platform %v", s, x.d, x.p)
 		}
 	})
 }

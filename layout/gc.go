@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
@@ -28,11 +29,16 @@ type GCResult struct {
 	Removed []digest.Digest `json:"removed"`
 	Bytes   int64           `json:"bytes"`
 	Staging int             `json:"staging"`
+	// Referrers are the untagged referrers whose subject was gone: their
+	// index.json entries were removed with their blobs.
+	Referrers []digest.Digest `json:"referrers,omitempty"`
 }
 
 // GC removes blobs that no entry of index.json reaches (through indexes and
 // manifests) and staging files left by killed processes. Untagged entries
-// are roots like named ones. GC waits until no other process holds the
+// are roots like named ones, except untagged referrers (signatures, SBOMs:
+// see ReferrerIndex), which are kept while their subject is kept and
+// otherwise removed, entry and blobs. GC waits until no other process holds the
 // layout for writing, and holds it exclusively while it runs, so a blob
 // that another strata process is writing is never removed. If any
 // reachable manifest or index cannot be read, nothing is removed.
@@ -57,7 +63,7 @@ func (l *Layout) GC(ctx context.Context) (*GCResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	marked, err := l.reachable(ctx, idx)
+	marked, dropped, err := l.gcMark(ctx, idx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -67,7 +73,85 @@ func (l *Layout) GC(ctx context.Context) (*GCResult, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return l.sweep(marked)
+	if len(dropped) > 0 {
+		// The entries go first: a crash then leaves blobs for the next gc,
+		// never an entry whose blobs are gone.
+		err := l.rewriteIndex(func(idx *Index) error {
+			kept := idx.Manifests[:0]
+			for _, m := range idx.Manifests {
+				if primaryName(m) == "" && dropped[m.Digest] {
+					continue
+				}
+				kept = append(kept, m)
+			}
+			idx.Manifests = kept
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("gc %s: nothing removed: %w", l.dir, err)
+		}
+	}
+	res, err := l.sweep(marked)
+	for d := range dropped {
+		res.Referrers = append(res.Referrers, d)
+	}
+	slices.Sort(res.Referrers)
+	return res, err
+}
+
+// gcMark marks what gc keeps: every blob the entries of idx reach, except
+// that an untagged referrer is a root only while its subject is marked
+// (through another root, or a kept referrer). It returns the untagged
+// referrers that are not kept.
+func (l *Layout) gcMark(ctx context.Context, idx *Index) (map[digest.Digest]bool, map[digest.Digest]bool, error) {
+	ri, err := l.ReferrerIndexOf(ctx, idx.Manifests)
+	if err != nil {
+		return nil, nil, err
+	}
+	marked := map[digest.Digest]bool{}
+	mark := func(root ocispec.Descriptor) error {
+		return l.Walk(root, func(d ocispec.Descriptor, _ []byte) error {
+			marked[d.Digest] = true
+			return nil
+		})
+	}
+	var pending []ocispec.Descriptor
+	for _, root := range idx.Manifests {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
+		if _, ok := ri.IsUntaggedReferrer(root.Digest); ok && primaryName(root) == "" {
+			pending = append(pending, root)
+			continue
+		}
+		if err := mark(root); err != nil {
+			return nil, nil, err
+		}
+	}
+	// Referrers of referrers: go on while a round keeps one more.
+	for more := true; more; {
+		more = false
+		rest := pending[:0]
+		for _, p := range pending {
+			r, _ := ri.IsUntaggedReferrer(p.Digest)
+			if !marked[r.Subject] {
+				rest = append(rest, p)
+				continue
+			}
+			if err := mark(p); err != nil {
+				return nil, nil, err
+			}
+			more = true
+		}
+		pending = rest
+	}
+	dropped := map[digest.Digest]bool{}
+	for _, p := range pending {
+		if !marked[p.Digest] {
+			dropped[p.Digest] = true
+		}
+	}
+	return marked, dropped, nil
 }
 
 // lockExclusive takes gc.lock exclusively for this Layout, waiting for

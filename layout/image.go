@@ -53,9 +53,18 @@ func (l *Layout) Resolve(ref string) (ocispec.Descriptor, error) {
 
 func (l *Layout) resolveIn(idx *Index, ref string) (ocispec.Descriptor, error) {
 	if ref == "" {
+		// The layout's only image: its signatures and SBOMs beside it
+		// do not count.
 		seen := map[digest.Digest]ocispec.Descriptor{}
 		for _, d := range idx.Manifests {
 			seen[d.Digest] = d
+		}
+		if len(seen) > 1 {
+			for dg, d := range seen {
+				if l.isReferrerEntry(d) {
+					delete(seen, dg)
+				}
+			}
 		}
 		switch len(seen) {
 		case 1:
@@ -361,6 +370,9 @@ func (l *Layout) Platforms(desc ocispec.Descriptor) ([]ocispec.Platform, error) 
 	img, err := l.ReadImage(desc)
 	if err != nil {
 		return nil, err
+	}
+	if !IsConfig(img.Manifest.Config.MediaType) {
+		return nil, nil // an artifact
 	}
 	return []ocispec.Platform{{
 		OS: img.Config.OS, Architecture: img.Config.Architecture, Variant: img.Config.Variant,

@@ -114,6 +114,12 @@ func (l *Layout) UpdateIndex(fn func(*Index) error) error {
 	if err := l.Hold(); err != nil {
 		return err
 	}
+	return l.rewriteIndex(fn)
+}
+
+// rewriteIndex is UpdateIndex for a caller that holds the layout already
+// (gc holds it exclusively).
+func (l *Layout) rewriteIndex(fn func(*Index) error) error {
 	lock, err := l.lockFile(indexLock, unix.LOCK_EX)
 	if err != nil {
 		return err

@@ -350,6 +350,11 @@ func (l *Layout) openLock(name string) (*os.File, error) {
 	defer state.Close()
 	f, err := safedir.OpenAt(state, name, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			// The state directory was unlinked after we opened it: the
+			// layout was taken back meanwhile (Undo).
+			return nil, fmt.Errorf("layout %s: %w", l.dir, ErrRemoved)
+		}
 		return nil, fmt.Errorf("open lock in layout %s: %w", l.dir, err)
 	}
 	return f, nil

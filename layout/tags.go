@@ -31,21 +31,7 @@ func (l *Layout) Tag(desc ocispec.Descriptor, names ...string) error {
 	desc = stripName(desc)
 	return l.UpdateIndex(func(idx *Index) error {
 		for _, n := range names {
-			kept := idx.Manifests[:0]
-			for _, m := range idx.Manifests {
-				name := m.Annotations[AnnotationRefName]
-				if name == n || (name == "" && m.Digest == desc.Digest) {
-					continue
-				}
-				kept = append(kept, m)
-			}
-			idx.Manifests = kept
-			d := desc
-			d.Annotations = map[string]string{AnnotationRefName: n}
-			for k, v := range desc.Annotations {
-				d.Annotations[k] = v
-			}
-			idx.Manifests = append(idx.Manifests, d)
+			idx.setName(desc, n)
 		}
 		return nil
 	})
@@ -166,6 +152,9 @@ type Entry struct {
 	Size int64 `json:"size"`
 	// Err is why the entry could not be read, if it could not.
 	Err string `json:"error,omitempty"`
+	// Subject is set for a referrer (an untagged manifest with a subject,
+	// or one of cosign's tags): the digest of the image it refers to.
+	Subject digest.Digest `json:"subject,omitempty"`
 }
 
 // List describes every entry of index.json, sorted by name, untagged
@@ -177,8 +166,10 @@ func (l *Layout) List() ([]Entry, error) {
 	}
 	out := make([]Entry, 0, len(idx.Manifests))
 	for _, m := range idx.Manifests {
-		e := Entry{Name: m.Annotations[AnnotationRefName], Descriptor: m}
-		if ps, err := l.Platforms(m); err != nil {
+		e := Entry{Name: m.Annotations[AnnotationRefName], Descriptor: m, Subject: l.subjectOf(m)}
+		if e.Subject != "" {
+			// A signature or an SBOM runs on no platform.
+		} else if ps, err := l.Platforms(m); err != nil {
 			e.Err = err.Error()
 		} else {
 			for _, p := range ps {

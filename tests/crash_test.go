@@ -158,7 +158,7 @@ func crashLayoutState(t *testing.T, f *crashFixture, dir string) string {
 		switch m.Annotations[ocispec.AnnotationRefName] {
 		case "app":
 			app = append(app, m.Digest.String())
-		case "", "next":
+		case "", "next", "multi":
 		default:
 			if !strings.HasPrefix(m.Annotations[ocispec.AnnotationRefName], "t") {
 				t.Fatalf("unexpected name %s", m.Annotations[ocispec.AnnotationRefName])
@@ -285,6 +285,34 @@ func crashCases() []crashCase {
 			check: layoutCheck, clean: layoutClean, rerunAfterSuccess: true,
 		},
 		{
+			name: "attach",
+			prepare: func(t *testing.T, f *crashFixture, dir string, _ int) []string {
+				l := f.freshLayout(t, filepath.Join(dir, "l"))
+				return []string{"attach", "--artifact-type", "application/vnd.example.payload", "--created", f.created, l + ":app", f.bigTar}
+			},
+			check: layoutCheck, clean: layoutClean, rerunAfterSuccess: true,
+		},
+		{
+			name: "index-add",
+			prepare: func(t *testing.T, f *crashFixture, dir string, _ int) []string {
+				l := f.freshLayout(t, filepath.Join(dir, "l"))
+				strata(t, "index", "create", l+":multi", l+":app")
+				// The new build of the platform replaces the old one.
+				return []string{"index", "add", l + ":multi", f.src + ":app"}
+			},
+			check: func(t *testing.T, f *crashFixture, dir string) string {
+				l := filepath.Join(dir, "l")
+				app := crashLayoutState(t, f, l)
+				// The index changes whole or not at all.
+				multi := ""
+				if r := runCmd(t, nil, strataBin, "inspect", "--raw", "index", l+":multi"); r.Code == 0 {
+					multi = digest.FromString(r.Stdout).String()
+				}
+				return app + " " + multi
+			},
+			clean: layoutClean,
+		},
+		{
 			name: "tag",
 			prepare: func(t *testing.T, f *crashFixture, dir string, _ int) []string {
 				l := f.freshLayout(t, filepath.Join(dir, "l"))
@@ -374,7 +402,7 @@ func crashCases() []crashCase {
 			},
 			check: layoutCheck, clean: layoutClean, rerunAfterSuccess: true,
 		},
-	}, append(changeCrashCases(), buildCrashCases()...)...)
+	}, append(changeCrashCases(), append(flattenCrashCases(), buildCrashCases()...)...)...)
 }
 
 // runKilled starts strata with args, kills it with SIGKILL after delay and
@@ -431,7 +459,10 @@ func TestCrashSuite(t *testing.T) {
 				if got != before && got != want {
 					t.Fatalf("killed at %v: state %s is neither the old (%s) nor the new (%s)", delay, got, before, want)
 				}
-				if finished && !c.rerunAfterSuccess {
+				// A run killed after its last step (the name moved) is
+				// done too: a command that is not idempotent (flatten,
+				// append) run again would change the new image.
+				if (finished || (got == want && got != before)) && !c.rerunAfterSuccess {
 					continue
 				}
 				if r := runCmd(t, nil, strataBin, append([]string{"--quiet"}, args...)...); r.Code != 0 {

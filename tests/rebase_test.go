@@ -146,6 +146,9 @@ func TestRebaseCLI(t *testing.T) {
 			t.Errorf("%s: variant %q, annotations %v", ps, img.Config.Variant, img.Manifest.Annotations)
 		}
 		layertest.DiffTrees(t, "built by hand", mutTrees(t, ref, "v1", p), "rebased", mutTrees(t, app, "rebased", p))
+		if info := skopeoInspect(t, "oci:"+app+":rebased", "--override-arch", p.Architecture, "--override-variant", p.Variant); len(info.Layers) != len(img.Manifest.Layers) {
+			t.Errorf("%s: skopeo sees %d layers, the manifest has %d", ps, len(info.Layers), len(img.Manifest.Layers))
+		}
 	}
 
 	// By the annotations alone, once base:1's name has moved to base:2's

@@ -27,6 +27,7 @@ type copyFlags struct {
 	platforms     []string
 	allPlatforms  bool
 	nameCanonical bool
+	referrers     bool
 }
 
 // add registers the flags; formatFlag is the name of the manifest format
@@ -40,6 +41,7 @@ func (f *copyFlags) add(g *globalFlags, fs *pflag.FlagSet, formatFlag string) {
 	fs.StringSliceVar(&f.platforms, "platform", nil, "copy only this `os/arch[/variant]` out of an index (repeat for several: a rewritten index)")
 	fs.BoolVar(&f.allPlatforms, "all-platforms", false, "copy indexes whole, every platform")
 	fs.BoolVar(&f.nameCanonical, "name-canonical", false, "also record each NAME as NAME@DIGEST")
+	fs.BoolVar(&f.referrers, "referrers", false, "also copy the images' referrers (signatures, SBOMs, attestations, cosign's .sig/.att/.sbom), recursively")
 }
 
 // options turns the flags into transport options.
@@ -76,6 +78,10 @@ func (f *copyFlags) options(all bool) (transport.CopyOptions, error) {
 		return o, usagef("--compression-level needs --compression or --force-compression")
 	}
 	co := layout.ConvertOptions{Format: format, Compression: kind, Level: f.level, Force: f.force}
+	o.Referrers = f.referrers
+	if f.referrers && (co.Format != "" || co.Compression != "" || co.Force) {
+		return o, usagef("--referrers cannot be used with a conversion: referrers name their image by digest, which a conversion changes")
+	}
 	if co.Format != "" || co.Compression != "" || co.Force {
 		o.Convert = func(ctx context.Context, l *layout.Layout, d ocispec.Descriptor) (ocispec.Descriptor, error) {
 			return layout.Convert(ctx, l, d, co)
@@ -116,9 +122,20 @@ func (g *globalFlags) runCopy(src transport.Source, dst transport.Destination, o
 		if len(img.Names) > 0 {
 			names = strings.Join(img.Names, ", ")
 		}
-		g.infof("%s %s to %s as %s", verb, img.Descriptor.Digest, dst, names)
+		g.infof("%s %s to %s as %s%s", verb, img.Descriptor.Digest, dst, names, referrerNote(img.Referrers))
 	}
 	return nil
+}
+
+// referrerNote says how many referrers came along, for status lines.
+func referrerNote(refs []layout.Referrer) string {
+	switch len(refs) {
+	case 0:
+		return ""
+	case 1:
+		return " with 1 referrer"
+	}
+	return fmt.Sprintf(" with %d referrers", len(refs))
 }
 
 // warnDuplicate tells the user that a registry index lists several
@@ -160,7 +177,13 @@ Images keep their names unless DST names them; a DST may give several
 comma-separated names (oci:DIR:v1,latest). With --all and an oci:DIR
 source without REF, every image of the layout is copied with its names.
 From an index the host platform's image is copied unless --platform or
---all-platforms says otherwise; --all keeps indexes whole.`,
+--all-platforms says otherwise; --all keeps indexes whole.
+
+--referrers also copies the referrers of what is copied (signatures,
+SBOMs, attestations, and cosign's sha256-<hex>.sig/.att/.sbom tags), and
+theirs, digests unchanged, so that signatures still verify: a layout keeps
+them as untagged index.json entries, an archive in its OCI layout, a
+registry through its referrers API or the fallback tag.`,
 		Example: `  strata copy oci:./img:v1 oci:/mnt/usb/img
   strata copy --all ./img /mnt/usb/img
   strata copy ./img:v1 docker-archive:app.tar:example.com/app:1

@@ -18,6 +18,8 @@ func newFsckCmd(g *globalFlags) *cobra.Command {
 reachable from index.json is present with the size its descriptor gives,
 and that every reachable index, manifest and config parses. Each problem
 is printed on its own line; the exit status is 1 when there is one.
+A referrer (signature, SBOM) whose subject is not in the layout is a
+warning line: the specs allow it, and gc removes it when it is untagged.
 
 With --diffids every layer of every image is also decompressed and checked
 against its config: that it decompresses whole, is a tar archive and hashes
@@ -62,8 +64,8 @@ and actual diffIDs.`,
 					}
 				}
 			}
-			if len(problems) > 0 {
-				return fmt.Errorf("fsck %s: %d problem(s) found", args[0], len(problems))
+			if n := layout.Damaged(problems); n > 0 {
+				return fmt.Errorf("fsck %s: %d problem(s) found", args[0], n)
 			}
 			return nil
 		},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/strata-oci/strata/layout"
+	"github.com/strata-oci/strata/layout/imagefs"
 	"github.com/strata-oci/strata/layout/mutate"
 	"github.com/strata-oci/strata/layout/remote"
 	"github.com/strata-oci/strata/layout/transport"
@@ -35,6 +36,8 @@ func hintFor(err error) string {
 		return " (give its CA with --cert-dir DIR or SSL_CERT_FILE, or skip verification with --insecure)"
 	case errors.Is(err, remote.ErrPartialIndex):
 		return ": push what it holds with --platform"
+	case errors.Is(err, layout.ErrNameTaken):
+		return " (strata index add changes an index; strata rm frees the name)"
 	case errors.Is(err, layout.ErrZstdDocker):
 		return "; recompress with --compression gzip"
 	case errors.As(err, &notUndone):
@@ -51,6 +54,8 @@ func hintFor(err error) string {
 		return " (index:KEY=VALUE annotations need an image index)"
 	case errors.Is(err, mutate.ErrInPlace):
 		return " (give NEWREF)"
+	case errors.Is(err, imagefs.ErrUnsupportedSource):
+		return " (strata pull it into a layout first)"
 	case errors.Is(err, snapshot.ErrNoDefaultRoot):
 		return " (use --root)"
 	case errors.Is(err, overlay.ErrXattrForm):

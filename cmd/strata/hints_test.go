@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/strata-oci/strata/layout"
+	"github.com/strata-oci/strata/layout/imagefs"
 	"github.com/strata-oci/strata/layout/mutate"
 	"github.com/strata-oci/strata/layout/remote"
 	"github.com/strata-oci/strata/layout/transport"
@@ -38,10 +39,12 @@ func TestHintFor(t *testing.T) {
 		{"partial index", fmt.Errorf("push d:r: missing (%w)", remote.ErrPartialIndex), ": push what it holds with --platform"},
 		{"zstd in docker", fmt.Errorf("convert: %w", layout.ErrZstdDocker), "; recompress with --compression gzip"},
 		{"blobs kept", &transport.NotUndoneError{Err: errors.New("copy failed"), Dest: "oci:d", Undone: layout.Undone{Kept: 2, Busy: true}}, "; strata gc removes those no image uses"},
+		{"index name taken", fmt.Errorf("d:app: %w", layout.ErrNameTaken), " (strata index add changes an index; strata rm frees the name)"},
 		{"no base", fmt.Errorf("image x: %w: no old base given", mutate.ErrNoBase), " (give --old-base and --new-base)"},
 		{"not based on", fmt.Errorf("image x: %w", &mutate.NotBasedOnError{Layer: 1}), " (is --old-base the image it was built on?)"},
 		{"index annotation", fmt.Errorf("image x: %w", mutate.ErrNotIndex), " (index:KEY=VALUE annotations need an image index)"},
 		{"in place", fmt.Errorf("oci-archive:-: %w", mutate.ErrInPlace), " (give NEWREF)"},
+		{"registry source", fmt.Errorf("docker://x/y: %w", imagefs.ErrUnsupportedSource), " (strata pull it into a layout first)"},
 		{"other", errors.New("other"), ""},
 	}
 	for _, tt := range tests {

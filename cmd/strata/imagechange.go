@@ -45,7 +45,7 @@ func hasTransport(s string) bool {
 // checkTransportArg refuses registries as SRC or DST.
 func checkTransportArg(s string) error {
 	if strings.HasPrefix(s, "docker://") {
-		return usagef("%s: mutate, append and rebase work on layouts and archives; pull it first, or push the result, with strata copy", s)
+		return usagef("%s: images are changed in layouts and archives only; pull it first, or push the result, with strata copy", s)
 	}
 	return nil
 }

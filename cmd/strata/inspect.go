@@ -193,6 +193,10 @@ type imageSummary struct {
 	Size        int64                `json:"size"`
 	History     int                  `json:"history"`
 	Annotations map[string]string    `json:"annotations,omitempty"`
+	// ArtifactType and Subject describe an artifact (an SBOM, a
+	// signature): its type and the image it refers to.
+	ArtifactType string              `json:"artifactType,omitempty"`
+	Subject      *ocispec.Descriptor `json:"subject,omitempty"`
 }
 
 func summarize(img *layout.Image) *imageSummary {
@@ -213,6 +217,14 @@ func summarize(img *layout.Image) *imageSummary {
 	}
 	if s.Layers == nil {
 		s.Layers = []ocispec.Descriptor{}
+	}
+	s.ArtifactType, s.Subject = img.Manifest.ArtifactType, img.Manifest.Subject
+	if !layout.IsConfig(img.Manifest.Config.MediaType) {
+		// An artifact: no platform, its type is its config's unless given.
+		s.Platform = ""
+		if s.ArtifactType == "" {
+			s.ArtifactType = img.Manifest.Config.MediaType
+		}
 	}
 	s.Size = m.Size + img.Manifest.Config.Size
 	for _, ly := range s.Layers {
@@ -248,6 +260,10 @@ func printSummary(w io.Writer, s *imageSummary) error {
 	}
 	field("Digest", s.Manifest.Digest.String())
 	field("Media type", s.Manifest.MediaType)
+	field("Artifact", s.ArtifactType)
+	if s.Subject != nil {
+		field("Subject", s.Subject.Digest.String())
+	}
 	field("Platform", s.Platform)
 	field("Size", humanSize(s.Size))
 	if s.Created != nil {

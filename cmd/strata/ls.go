@@ -20,7 +20,8 @@ func newLsCmd() *cobra.Command {
 		Long: `List the images named in DIR's index.json: name, manifest digest,
 platforms and total size (manifests, configs and compressed layers, each
 blob counted once). Images without a name are listed as <none> and can be
-referred to as DIR:@DIGEST.`,
+referred to as DIR:@DIGEST; untagged referrers (signatures, SBOMs) as
+<referrer of DIGEST> (see strata referrers).`,
 		Aliases:           []string{"list"},
 		Args:              exactArgs(1),
 		ValidArgsFunction: completeDirs,
@@ -68,7 +69,10 @@ func printEntries(w io.Writer, ents []layout.Entry, noTrunc bool) error {
 	fmt.Fprintln(tw, "NAME\tDIGEST\tPLATFORMS\tSIZE")
 	for _, e := range ents {
 		name := e.Name
-		if name == "" {
+		switch {
+		case name == "" && e.Subject != "":
+			name = "<referrer of " + shortDigest(e.Subject.String()) + ">"
+		case name == "":
 			name = "<none>"
 		}
 		dg := e.Descriptor.Digest.String()

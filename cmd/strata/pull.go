@@ -22,6 +22,7 @@ type transferFlags struct {
 	platforms    []string
 	allPlatforms bool
 	jobs         int
+	referrers    bool
 }
 
 // add registers the flags. A push sends a multi-platform image whole
@@ -36,6 +37,7 @@ func (f *transferFlags) add(g *globalFlags, fs *pflag.FlagSet, push bool) {
 		fs.BoolVar(&f.allPlatforms, "all-platforms", false, "copy a multi-platform image whole, index included")
 	}
 	fs.IntVarP(&f.jobs, "jobs", "j", 4, "move `N` blobs at once")
+	fs.BoolVar(&f.referrers, "referrers", false, "also copy the image's referrers (signatures, SBOMs, attestations, cosign's .sig/.att/.sbom tags), recursively")
 }
 
 func (f *transferFlags) options(what string) ([]remote.Option, func(), error) {
@@ -57,6 +59,9 @@ func (f *transferFlags) options(what string) ([]remote.Option, func(), error) {
 		opts = append(opts, remote.WithAllPlatforms())
 	}
 	opts = append(opts, remote.WithConcurrency(f.jobs))
+	if f.referrers {
+		opts = append(opts, remote.WithReferrers())
+	}
 	report, done := f.g.transferProgress(what)
 	opts = append(opts, remote.WithProgress(report))
 	return opts, done, nil
@@ -150,6 +155,10 @@ interrupted resumes where it stopped. Every blob is verified before it
 becomes visible, and the name is set only once the whole image is there.
 The pulled image's digest is printed on stdout.
 
+--referrers also pulls the image's referrers (the registry's referrers
+API, or its sha256-<hex> fallback tag, and cosign's .sig, .att and .sbom
+tags), recursively, and records them beside it.
+
 Credentials come from $DOCKER_CONFIG/config.json or ~/.docker/config.json
 (and the credential helpers it names); see strata login.`,
 		Example: `  strata pull busybox:1.36 ./images:busybox
@@ -214,7 +223,7 @@ func (g *globalFlags) runPull(ctx context.Context, out io.Writer, o *pullOptions
 	if res.UpToDate {
 		g.infof("%s:%s is present (pull mode %s)", dir, res.Name, pm)
 	} else {
-		g.infof("pulled %s into %s:%s", res.Reference, dir, res.Name)
+		g.infof("pulled %s into %s:%s%s", res.Reference, dir, res.Name, referrerNote(res.Referrers))
 	}
 	fmt.Fprintln(out, res.Descriptor.Digest)
 	return nil

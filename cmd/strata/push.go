@@ -25,7 +25,12 @@ Blobs the registry already holds are not uploaded again; blobs it holds in
 another repository (one the image was pulled from, or --mount-from) are
 mounted from there when the registry allows it. The manifest is uploaded
 last, so the tag moves only once the whole image is there. The pushed
-reference, pinned to its digest, is printed on stdout.`,
+reference, pinned to its digest, is printed on stdout.
+
+--referrers also pushes the image's referrers found in the layout
+(signatures, SBOMs, cosign's .sig/.att/.sbom tags), recursively: through
+the referrers API, or the sha256-<hex> fallback tag where the registry
+has none, digests unchanged.`,
 		Example: `  strata push ./images:app localhost:5000/team/app:v1
   strata push --by-digest ./images:app registry.example.com/team/app
   strata push --insecure ./images:app docker://10.0.0.5:5000/app:v1`,
@@ -55,7 +60,7 @@ reference, pinned to its digest, is printed on stdout.`,
 			if err != nil {
 				return err
 			}
-			g.infof("pushed %s", res.Reference)
+			g.infof("pushed %s%s", res.Reference, referrerNote(res.Referrers))
 			fmt.Fprintln(cmd.OutOrStdout(), res.Reference)
 			return nil
 		},

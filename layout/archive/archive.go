@@ -25,6 +25,7 @@ import (
 
 	"github.com/distribution/reference"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-oci/strata/layout"
 )
 
 // Format is an archive format, named as skopeo names its transports.
@@ -57,6 +58,11 @@ var (
 type Image struct {
 	Descriptor ocispec.Descriptor
 	Names      []string
+	// Referrers are the image's referrers (signatures, SBOMs): Write
+	// stores them in the OCI layout part as untagged index.json entries
+	// (cosign's under their tags in the repositories of Names), Read
+	// returns them with ReadOptions.Referrers.
+	Referrers []layout.Referrer
 }
 
 // dockerEntry is one element of a docker-archive's manifest.json.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -47,6 +48,11 @@ type ReadOptions struct {
 	Name string
 	// Copy selects platforms out of indexes; see layout.CopyOptions.
 	Copy layout.CopyOptions
+	// Referrers also reads the referrers the archive's OCI layout holds
+	// for the images read (of what is selected of them), recursively:
+	// they are returned in Image.Referrers, and entries that are
+	// referrers of another image read are no images of their own.
+	Referrers bool
 }
 
 // Read reads an archive of either format (optionally gzip, zstd or xz
@@ -94,10 +100,103 @@ func Read(ctx context.Context, r io.Reader, dst *layout.Layout, opts ReadOptions
 	if imgs, err = selectNamed(imgs, opts.Name); err != nil {
 		return nil, err
 	}
+	var ri *layout.ReferrerIndex
+	if opts.Referrers {
+		if ri, imgs, err = a.referrerIndex(ctx, tmp, imgs); err != nil {
+			return nil, err
+		}
+	} else if imgs, err = a.withoutReferrers(ctx, tmp, imgs); err != nil {
+		return nil, err
+	}
 	if err := a.check(ctx, tmp, imgs, layers, opts.Copy); err != nil {
 		return nil, err
 	}
+	if ri != nil {
+		if err := a.checkReferrers(ctx, tmp, ri, imgs, layers); err != nil {
+			return nil, err
+		}
+	}
 	return copyOut(ctx, dst, tmp, imgs, opts.Copy.OnBlob)
+}
+
+// referrerIndex finds the referrers among the entries of the archive's
+// index.json and leaves out of imgs those that travel as referrers of
+// another image: untagged, or named only by cosign's tags.
+func (a *scanned) referrerIndex(ctx context.Context, tmp *layout.Layout, imgs []Image) (*layout.ReferrerIndex, []Image, error) {
+	var entries []ocispec.Descriptor
+	if ib, ok := a.small["index.json"]; ok {
+		if idx, err := layout.ParseIndex(ib); err == nil {
+			entries = idx.Manifests
+		}
+	}
+	ri, err := tmp.ReferrerIndexOf(ctx, entries)
+	if err != nil {
+		return nil, nil, err
+	}
+	roots := make([]ocispec.Descriptor, len(imgs))
+	for i, img := range imgs {
+		roots[i] = img.Descriptor
+	}
+	carried, err := ri.Carried(ctx, roots)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrInvalidArchive, err)
+	}
+	kept := imgs[:0]
+	for _, img := range imgs {
+		if carried[img.Descriptor.Digest] && !slices.ContainsFunc(img.Names, func(n string) bool { return !layout.IsReferrerName(n) }) {
+			continue
+		}
+		kept = append(kept, img)
+	}
+	return ri, kept, nil
+}
+
+// withoutReferrers leaves out of imgs the untagged referrers (signatures,
+// SBOMs): without ReadOptions.Referrers they stay behind, as copies leave
+// them.
+func (a *scanned) withoutReferrers(ctx context.Context, tmp *layout.Layout, imgs []Image) ([]Image, error) {
+	var roots []ocispec.Descriptor
+	for _, img := range imgs {
+		if len(img.Names) == 0 {
+			roots = append(roots, img.Descriptor)
+		}
+	}
+	if len(roots) == 0 {
+		return imgs, nil
+	}
+	ri, err := tmp.ReferrerIndexOf(ctx, roots)
+	if err != nil {
+		return nil, err
+	}
+	kept := imgs[:0]
+	for _, img := range imgs {
+		if _, ok := ri.IsUntaggedReferrer(img.Descriptor.Digest); ok && len(img.Names) == 0 {
+			continue
+		}
+		kept = append(kept, img)
+	}
+	if len(kept) == 0 {
+		return nil, fmt.Errorf("%w: it holds only referrers (signatures, SBOMs), not their images", ErrNoImage)
+	}
+	return kept, nil
+}
+
+// checkReferrers finds the referrers of each image as selected and checks
+// each is whole, as images are checked.
+func (a *scanned) checkReferrers(ctx context.Context, tmp *layout.Layout, ri *layout.ReferrerIndex, imgs []Image, layers *layout.LayerChecker) error {
+	for i := range imgs {
+		refs, err := ri.Closure(ctx, imgs[i].Descriptor)
+		if err != nil {
+			return fmt.Errorf("%w: image %s: %w", ErrInvalidArchive, imgs[i].Descriptor.Digest, err)
+		}
+		for _, r := range refs {
+			if err := tmp.VerifyImage(ctx, r.Descriptor, layout.VerifyOptions{DiffIDs: true, Layers: layers}); err != nil {
+				return fmt.Errorf("referrer %s of %s: %w", r.Descriptor.Digest, r.Subject, a.explain(ctx, err))
+			}
+		}
+		imgs[i].Referrers = refs
+	}
+	return nil
 }
 
 // selectNamed keeps the images name selects: all for "", one by @N or
@@ -164,7 +263,10 @@ func copyOut(ctx context.Context, dst, tmp *layout.Layout, imgs []Image, onBlob 
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, Image{Descriptor: d, Names: img.Names})
+		if err := layout.CopyReferrers(ctx, dst, tmp, img.Referrers, copyOpts); err != nil {
+			return nil, err
+		}
+		out = append(out, Image{Descriptor: d, Names: img.Names, Referrers: img.Referrers})
 	}
 	return out, nil
 }

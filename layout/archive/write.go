@@ -198,8 +198,70 @@ func plan(l *layout.Layout, fw formatWriter, imgs []Image) (map[digest.Digest]oc
 		if err := fw.add(l, d, img.Names); err != nil {
 			return nil, idx, err
 		}
+		if err := planReferrers(l, fw, img, blobs, &idx); err != nil {
+			return nil, idx, err
+		}
 	}
 	return blobs, idx, nil
+}
+
+// planReferrers adds the blobs of img's referrers and their entries in
+// the OCI layout part: untagged, or for cosign's a name in each of the
+// image's repositories (a bare tag when it has none). The format's own
+// files (manifest.json) do not list them: they are no images to load.
+func planReferrers(l *layout.Layout, fw formatWriter, img Image, blobs map[digest.Digest]ocispec.Descriptor, idx *ocispec.Index) error {
+	has := func(e ocispec.Descriptor) bool {
+		for _, m := range idx.Manifests {
+			if m.Digest == e.Digest && m.Annotations[layout.AnnotationRefName] == e.Annotations[layout.AnnotationRefName] &&
+				m.Annotations[layout.AnnotationImageName] == e.Annotations[layout.AnnotationImageName] {
+				return true
+			}
+		}
+		return false
+	}
+	for _, r := range img.Referrers {
+		d := r.Descriptor
+		err := l.Walk(d, func(c ocispec.Descriptor, _ []byte) error {
+			blobs[c.Digest] = c
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("read referrer %s of %s: %w", d.Digest, r.Subject, err)
+		}
+		if r.Tag == "" {
+			d.Annotations = withoutNames(d.Annotations)
+			if !has(d) {
+				idx.Manifests = append(idx.Manifests, d)
+			}
+			continue
+		}
+		plain := ocispec.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size, ArtifactType: d.ArtifactType}
+		for _, n := range layout.CosignNames(img.Names, r.Tag) {
+			full := ""
+			if !layout.IsBareTag(n) {
+				full = fw.fullName(n)
+			}
+			if e := indexEntry(plain, n, full); !has(e) {
+				idx.Manifests = append(idx.Manifests, e)
+			}
+		}
+	}
+	return nil
+}
+
+// withoutNames drops the name annotations of an index.json entry.
+func withoutNames(a map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range a {
+		if k == layout.AnnotationRefName || k == layout.AnnotationImageName {
+			continue
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[k] = v
+	}
+	return out
 }
 
 // writeBlobs writes blobs/ and every blob, sorted by digest, checking ctx

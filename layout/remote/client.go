@@ -251,6 +251,11 @@ func (s *session) repository(ref Reference) (*remote.Repository, error) {
 		// digest it must compute, tag lists, referrers): the layout's
 		// manifest limit.
 		MaxMetadataBytes: layout.MaxManifestSize,
+		// Pushing a referrer to a registry without the referrers API
+		// replaces the subject's fallback-tag index; the old one stays
+		// untagged rather than deleted, as registries often refuse
+		// deletes (distribution does by default).
+		SkipReferrersGC: true,
 	}
 	if err := repo.Reference.ValidateRepository(); err != nil {
 		return nil, fmt.Errorf("%w %s: %v", ErrInvalidReference, ref, err)

@@ -17,6 +17,7 @@ import (
 	"fmt"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-oci/strata/layout"
 	"oras.land/oras-go/v2/registry/remote/credentials"
 )
 
@@ -107,6 +108,11 @@ type options struct {
 	pullMode          PullMode
 	byDigest          bool
 	userAgent         string
+	referrers         bool
+	// referrerList, when haveReferrerList, is what Push sends as the
+	// image's referrers (WithReferrerList).
+	referrerList     []layout.Referrer
+	haveReferrerList bool
 }
 
 func buildOptions(opts []Option) *options {

@@ -27,6 +27,9 @@ type Result struct {
 	// manifests: the first was pulled, as docker and containerd pull it.
 	// Pull the digest of another to take it instead.
 	Duplicates []layout.DuplicatePlatform
+	// Referrers are the referrers copied with the image (WithReferrers):
+	// pulled, or pushed.
+	Referrers []layout.Referrer
 }
 
 func (r *Result) addDuplicate(d *layout.DuplicatePlatform) {
@@ -76,7 +79,7 @@ func Pull(ctx context.Context, l *layout.Layout, src, name string, opts ...Optio
 		// does; push uses it to mount blobs from their first repository.
 		desc.Annotations = map[string]string{layout.AnnotationImageName: ref.String()}
 	}
-	if err := l.Tag(desc, name); err != nil {
+	if err := l.Record(desc, []string{name}, res.Referrers); err != nil {
 		return nil, err
 	}
 	res.Name = name
@@ -122,6 +125,11 @@ func fetch(ctx context.Context, l *layout.Layout, ref Reference, o *options) (*R
 		if err := g.platforms(ctx, repo, res); err != nil {
 			return nil, err
 		}
+		if o.referrers {
+			if res.Referrers, err = g.referrers(ctx, repo, res.Descriptor); err != nil {
+				return nil, err
+			}
+		}
 		return res, nil
 	case layout.IsIndex(root.MediaType) && !o.allPlatforms:
 		md, dup, err := selectRemote(ctx, repo, root, o.wantPlatform())
@@ -140,6 +148,11 @@ func fetch(ctx context.Context, l *layout.Layout, ref Reference, o *options) (*R
 	}
 	if err := g.copy(ctx, res.Descriptor); err != nil {
 		return nil, err
+	}
+	if o.referrers {
+		if res.Referrers, err = g.referrers(ctx, repo, res.Descriptor); err != nil {
+			return nil, err
+		}
 	}
 	return res, nil
 }

@@ -18,7 +18,7 @@ import (
 // from there when the registry allows it. The manifest goes last, so the
 // tag moves only once the whole image is in the registry. With
 // WithPlatform, only that platform's manifest of a multi-platform image is
-// pushed.
+// pushed. With WithReferrers its referrers follow it.
 func Push(ctx context.Context, l *layout.Layout, srcRef, dst string, opts ...Option) (*Result, error) {
 	o := buildOptions(opts)
 	ref, err := ParseReference(dst)
@@ -77,8 +77,19 @@ func Push(ctx context.Context, l *layout.Layout, srcRef, dst string, opts ...Opt
 	} else if err := oras.CopyGraph(ctx, src, repo, desc, gopts); err != nil {
 		return nil, fmt.Errorf("push %s: %w", ref, explain(err, ref.Domain))
 	}
-	ref.Digest = desc.Digest
-	return &Result{Descriptor: desc, Reference: ref}, nil
+	res := &Result{Descriptor: desc, Reference: ref}
+	if o.referrers {
+		refs, err := referrersToPush(ctx, l, desc, o)
+		if err != nil {
+			return nil, fmt.Errorf("push %s: referrers: %w", ref, err)
+		}
+		if err := pushReferrers(ctx, l, repo, ref, src, refs, gopts); err != nil {
+			return nil, err
+		}
+		res.Referrers = refs
+	}
+	res.Reference.Digest = desc.Digest
+	return res, nil
 }
 
 // bare drops the layout-only fields of an index.json entry.

@@ -131,7 +131,7 @@ func (a *archiveRef) Fetch(ctx context.Context, dst *layout.Layout, opts Options
 		defer f.Close()
 		r = f
 	}
-	ro := archive.ReadOptions{Copy: opts.Copy}
+	ro := archive.ReadOptions{Copy: opts.Copy, Referrers: opts.Referrers}
 	if len(a.names) == 1 {
 		ro.Name = a.names[0]
 	}
@@ -141,7 +141,7 @@ func (a *archiveRef) Fetch(ctx context.Context, dst *layout.Layout, opts Options
 	}
 	out := make([]Image, len(got))
 	for i, g := range got {
-		out[i] = Image{Descriptor: g.Descriptor, Names: g.Names}
+		out[i] = Image{Descriptor: g.Descriptor, Names: g.Names, Referrers: g.Referrers}
 	}
 	return out, nil
 }
@@ -160,7 +160,7 @@ func (a *archiveRef) StagingDir() string {
 func (a *archiveRef) Put(ctx context.Context, src *layout.Layout, imgs []Image, _ Options) error {
 	in := make([]archive.Image, len(imgs))
 	for i, img := range imgs {
-		in[i] = archive.Image{Descriptor: img.Descriptor, Names: img.Names}
+		in[i] = archive.Image{Descriptor: img.Descriptor, Names: img.Names, Referrers: img.Referrers}
 	}
 	if a.file == "-" {
 		bw := bufio.NewWriterSize(stdout, 1<<20)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/internal/tempdir"
 	"github.com/strata-oci/strata/layout"
@@ -39,6 +40,9 @@ type fullNamer interface{ fullNames() bool }
 // holds them. Images keep the names the source gives them unless the
 // destination reference gives names, which it can only do for one image.
 func Copy(ctx context.Context, src Source, dst Destination, opts CopyOptions) (imgs []Image, err error) {
+	if opts.Referrers && opts.Convert != nil {
+		return nil, fmt.Errorf("copy %s to %s: %w", src, dst, ErrReferrersConvert)
+	}
 	if dd, ok := dst.(discarder); ok {
 		defer func() {
 			if err != nil {
@@ -83,6 +87,11 @@ func Copy(ctx context.Context, src Source, dst Destination, opts CopyOptions) (i
 					return nil, fmt.Errorf("copy from %s: %w", src, err)
 				}
 				imgs[i].Descriptor = d
+			}
+			if opts.Referrers {
+				if imgs, err = localReferrers(ctx, l, imgs); err != nil {
+					return nil, fmt.Errorf("copy from %s: %w", src, err)
+				}
 			}
 			return finish(ctx, l, dst, imgs, opts)
 		}
@@ -149,6 +158,11 @@ func finish(ctx context.Context, l *layout.Layout, dst Destination, imgs []Image
 		if err := l.VerifyImage(ctx, img.Descriptor, layout.VerifyOptions{}); err != nil {
 			return nil, fmt.Errorf("copy to %s: %w", dst, err)
 		}
+		for _, r := range img.Referrers {
+			if err := l.VerifyImage(ctx, r.Descriptor, layout.VerifyOptions{}); err != nil {
+				return nil, fmt.Errorf("copy to %s: referrer %s of %s: %w", dst, r.Descriptor.Digest, r.Subject, err)
+			}
+		}
 	}
 	if opts.Convert != nil {
 		for i := range imgs {
@@ -199,6 +213,49 @@ func finish(ctx context.Context, l *layout.Layout, dst Destination, imgs []Image
 		return nil, fmt.Errorf("copy to %s: %w", dst, err)
 	}
 	return imgs, nil
+}
+
+// ErrReferrersConvert means a copy was asked to carry referrers and to
+// convert the image: referrers name their subject by digest, which a
+// conversion changes, so they would refer to nothing.
+var ErrReferrersConvert = errors.New("referrers cannot follow a converted image (its digest changes)")
+
+// localReferrers finds the referrers of imgs, as selected, in l, and
+// leaves out of imgs those that travel as referrers of another: untagged,
+// or named only by cosign's tags.
+func localReferrers(ctx context.Context, l *layout.Layout, imgs []Image) ([]Image, error) {
+	ri, err := l.ReferrerIndex(ctx)
+	if err != nil {
+		return nil, err
+	}
+	roots := make([]ocispec.Descriptor, len(imgs))
+	for i := range imgs {
+		roots[i] = imgs[i].Descriptor
+		if imgs[i].Referrers, err = ri.Closure(ctx, imgs[i].Descriptor); err != nil {
+			return nil, err
+		}
+	}
+	carried, err := ri.Carried(ctx, roots)
+	if err != nil {
+		return nil, err
+	}
+	return dropCarried(imgs, carried), nil
+}
+
+// dropCarried leaves out of imgs those whose digest is in carried and
+// that have no name but cosign's tags.
+func dropCarried(imgs []Image, carried map[digest.Digest]bool) []Image {
+	if len(carried) == 0 {
+		return imgs
+	}
+	kept := imgs[:0]
+	for _, img := range imgs {
+		if carried[img.Descriptor.Digest] && !slices.ContainsFunc(img.Names, func(n string) bool { return !layout.IsReferrerName(n) }) {
+			continue
+		}
+		kept = append(kept, img)
+	}
+	return kept
 }
 
 // rename gives img the names a destination or the caller chose, keeping

@@ -62,11 +62,14 @@ func (s *dockerSource) Fetch(ctx context.Context, dst *layout.Layout, opts Optio
 			}
 		}))
 	}
+	if opts.Referrers {
+		ropts = append(ropts, remote.WithReferrers())
+	}
 	res, err := remote.Fetch(ctx, dst, s.ref.String(), ropts...)
 	if err != nil {
 		return nil, err
 	}
-	img := Image{Descriptor: res.Descriptor, Duplicates: res.Duplicates}
+	img := Image{Descriptor: res.Descriptor, Duplicates: res.Duplicates, Referrers: res.Referrers}
 	if s.ref.Tag != "" {
 		img.Names = []string{s.ref.String()}
 	}
@@ -91,7 +94,11 @@ func (d *dockerDest) Put(ctx context.Context, src *layout.Layout, imgs []Image, 
 	if !src.Blobs().Has(desc.Digest, desc.Size) {
 		return fmt.Errorf("image %s is not in layout %s", desc.Digest, src.Dir())
 	}
-	_, err := remote.Push(ctx, src, "@"+desc.Digest.String(), d.ref.String(), opts.Registry...)
+	ropts := opts.Registry
+	if opts.Referrers {
+		ropts = append(append([]remote.Option(nil), ropts...), remote.WithReferrerList(imgs[0].Referrers))
+	}
+	_, err := remote.Push(ctx, src, "@"+desc.Digest.String(), d.ref.String(), ropts...)
 	return err
 }
 

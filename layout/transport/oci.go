@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/layout"
 )
 
@@ -77,45 +78,70 @@ func (s *ociSource) Local(opts Options) (*layout.Layout, []Image, error) {
 
 func (s *ociSource) resolve(l *layout.Layout, opts Options) ([]Image, error) {
 	if s.ref == "" && opts.All {
-		idx, err := l.Index()
-		if err != nil {
-			return nil, err
+		imgs, err := s.resolveAll(l)
+		if err != nil || opts.Referrers {
+			return imgs, err
 		}
-		var out []Image
-		pos := map[digest.Digest]int{}
-		for _, m := range idx.Manifests {
-			i, ok := pos[m.Digest]
-			if !ok {
-				i = len(out)
-				pos[m.Digest] = i
-				d := m
-				d.Annotations = nil
-				for k, v := range m.Annotations {
-					if k != layout.AnnotationRefName {
-						if d.Annotations == nil {
-							d.Annotations = map[string]string{}
-						}
-						d.Annotations[k] = v
-					}
-				}
-				out = append(out, Image{Descriptor: d})
+		// Untagged referrers come only with Referrers, as their images'.
+		kept := imgs[:0]
+		for _, img := range imgs {
+			if len(img.Names) == 0 && l.IsReferrer(img.Descriptor) {
+				continue
 			}
-			if n := m.Annotations[layout.AnnotationRefName]; n != "" {
-				out[i].Names = append(out[i].Names, n)
-			}
-			if out[i].FullName == "" {
-				out[i].FullName = m.Annotations[layout.AnnotationImageName]
-			}
+			kept = append(kept, img)
 		}
-		if len(out) == 0 {
-			return nil, fmt.Errorf("layout %s holds no images", s.dir)
+		if len(kept) == 0 {
+			return nil, fmt.Errorf("layout %s holds no images but referrers", s.dir)
 		}
-		return out, nil
+		return kept, nil
 	}
 	desc, err := l.Resolve(s.ref)
 	if err != nil {
 		return nil, err
 	}
+	return []Image{s.image(desc)}, nil
+}
+
+// resolveAll lists every image of index.json with all its names.
+func (s *ociSource) resolveAll(l *layout.Layout) ([]Image, error) {
+	idx, err := l.Index()
+	if err != nil {
+		return nil, err
+	}
+	var out []Image
+	pos := map[digest.Digest]int{}
+	for _, m := range idx.Manifests {
+		i, ok := pos[m.Digest]
+		if !ok {
+			i = len(out)
+			pos[m.Digest] = i
+			d := m
+			d.Annotations = nil
+			for k, v := range m.Annotations {
+				if k != layout.AnnotationRefName {
+					if d.Annotations == nil {
+						d.Annotations = map[string]string{}
+					}
+					d.Annotations[k] = v
+				}
+			}
+			out = append(out, Image{Descriptor: d})
+		}
+		if n := m.Annotations[layout.AnnotationRefName]; n != "" {
+			out[i].Names = append(out[i].Names, n)
+		}
+		if out[i].FullName == "" {
+			out[i].FullName = m.Annotations[layout.AnnotationImageName]
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("layout %s holds no images", s.dir)
+	}
+	return out, nil
+}
+
+// image is the Image of the entry desc that s.ref found.
+func (s *ociSource) image(desc ocispec.Descriptor) Image {
 	stored, full := desc.Annotations[layout.AnnotationRefName], desc.Annotations[layout.AnnotationImageName]
 	img := Image{Descriptor: desc, FullName: full}
 	// A name typed as it is stored goes on as typed; one found as docker
@@ -144,7 +170,7 @@ func (s *ociSource) resolve(l *layout.Layout, opts Options) ([]Image, error) {
 			img.Descriptor.Annotations[k] = v
 		}
 	}
-	return []Image{img}, nil
+	return img
 }
 
 func (s *ociSource) Fetch(ctx context.Context, dst *layout.Layout, opts Options) (_ []Image, err error) {
@@ -164,6 +190,23 @@ func (s *ociSource) Fetch(ctx context.Context, dst *layout.Layout, opts Options)
 			}
 		}()
 	}
+	if opts.Referrers {
+		ri, err := l.ReferrerIndex(ctx)
+		if err != nil {
+			return nil, err
+		}
+		roots := make([]ocispec.Descriptor, len(imgs))
+		for i := range imgs {
+			roots[i] = imgs[i].Descriptor
+		}
+		carried, err := ri.Carried(ctx, roots)
+		if err != nil {
+			return nil, err
+		}
+		imgs = dropCarried(imgs, carried)
+		copyOpts.Referrers = &layout.ReferrerSet{}
+		copyOpts.Referrers.UseIndex(l, ri)
+	}
 	for i := range imgs {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -173,6 +216,9 @@ func (s *ociSource) Fetch(ctx context.Context, dst *layout.Layout, opts Options)
 			return nil, err
 		}
 		imgs[i].Descriptor = d
+		if copyOpts.Referrers != nil {
+			imgs[i].Referrers = copyOpts.Referrers.Take()
+		}
 	}
 	return imgs, nil
 }
@@ -243,55 +289,70 @@ func (d *ociDest) Put(ctx context.Context, src *layout.Layout, imgs []Image, _ O
 			return err
 		}
 		imgs[i].Descriptor = nd
+		if err := layout.CopyReferrers(ctx, l, src, imgs[i].Referrers, layout.CopyOptions{}); err != nil {
+			return err
+		}
 	}
 	for _, img := range imgs {
 		if !l.Blobs().Has(img.Descriptor.Digest, img.Descriptor.Size) {
 			return fmt.Errorf("image %s is not in layout %s", img.Descriptor.Digest, d.dir)
 		}
-	}
-	return l.UpdateIndex(func(idx *layout.Index) error {
-		for _, img := range imgs {
-			desc := img.Descriptor
-			if len(img.Names) == 0 {
-				present := false
-				for _, m := range idx.Manifests {
-					if m.Digest == desc.Digest {
-						present = true
-						break
-					}
-				}
-				if !present {
-					idx.Manifests = append(idx.Manifests, desc)
-				}
-				continue
-			}
-			for _, n := range img.Names {
-				kept := idx.Manifests[:0]
-				for _, m := range idx.Manifests {
-					name := m.Annotations[layout.AnnotationRefName]
-					if name == n || (name == "" && m.Digest == desc.Digest) {
-						continue
-					}
-					kept = append(kept, m)
-				}
-				idx.Manifests = kept
-				nd := desc
-				nd.Annotations = map[string]string{layout.AnnotationRefName: n}
-				for k, v := range desc.Annotations {
-					if k != layout.AnnotationRefName && k != layout.AnnotationImageName {
-						nd.Annotations[k] = v
-					}
-				}
-				// The registry or archive name beside a name of the
-				// user's, as pull records it and containerd keeps it.
-				if img.FullName != "" && img.FullName != n {
-					nd.Annotations[layout.AnnotationImageName] = img.FullName
-				}
-				idx.Manifests = append(idx.Manifests, nd)
+		for _, r := range img.Referrers {
+			if !l.Blobs().Has(r.Descriptor.Digest, r.Descriptor.Size) {
+				return fmt.Errorf("referrer %s of %s is not in layout %s", r.Descriptor.Digest, r.Subject, d.dir)
 			}
 		}
-		return nil
-	})
+	}
+	return l.UpdateIndex(func(idx *layout.Index) error { return nameImages(idx, imgs) })
+}
+
+// nameImages records imgs in idx: each under each of its names (a name
+// that named another image moves), an unnamed one once, and their
+// referrers beside them.
+func nameImages(idx *layout.Index, imgs []Image) error {
+	for _, img := range imgs {
+		desc := img.Descriptor
+		if len(img.Names) == 0 {
+			present := false
+			for _, m := range idx.Manifests {
+				if m.Digest == desc.Digest {
+					present = true
+					break
+				}
+			}
+			if !present {
+				idx.Manifests = append(idx.Manifests, desc)
+			}
+			idx.AddReferrers(nil, img.Referrers)
+			continue
+		}
+		for _, n := range img.Names {
+			kept := idx.Manifests[:0]
+			for _, m := range idx.Manifests {
+				name := m.Annotations[layout.AnnotationRefName]
+				if name == n || (name == "" && m.Digest == desc.Digest) {
+					continue
+				}
+				kept = append(kept, m)
+			}
+			idx.Manifests = kept
+			nd := desc
+			nd.Annotations = map[string]string{layout.AnnotationRefName: n}
+			for k, v := range desc.Annotations {
+				if k != layout.AnnotationRefName && k != layout.AnnotationImageName {
+					nd.Annotations[k] = v
+				}
+			}
+			// The registry or archive name beside a name of the
+			// user's, as pull records it and containerd keeps it.
+			if img.FullName != "" && img.FullName != n {
+				nd.Annotations[layout.AnnotationImageName] = img.FullName
+			}
+			idx.Manifests = append(idx.Manifests, nd)
+		}
+		idx.AddReferrers(img.Names, img.Referrers)
+	}
+	return nil
 }
 
 func sameDir(a, b string) bool {

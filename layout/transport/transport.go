@@ -46,6 +46,11 @@ type Image struct {
 	// Duplicates says where the source chose the first of several
 	// manifests an index lists for one platform (registry sources).
 	Duplicates []layout.DuplicatePlatform
+	// Referrers are the image's referrers (signatures, SBOMs,
+	// attestations), with Options.Referrers: found by the source,
+	// their blobs in the same layout as the image's, recorded by the
+	// destination beside it.
+	Referrers []layout.Referrer
 }
 
 // Options say what a Source fetches, and how registries are reached.
@@ -60,6 +65,12 @@ type Options struct {
 	// remote.WithCertDir, remote.WithAuthFile, ...). Platforms come from
 	// Copy instead.
 	Registry []remote.Option
+	// Referrers carries each image's referrers along, recursively: the
+	// source finds them (a layout by their subjects and cosign's tags, a
+	// registry by its referrers API or fallback tag and cosign's tags,
+	// an archive in its OCI layout) and the destination stores them
+	// beside the image, digests unchanged.
+	Referrers bool
 }
 
 // Source is where images come from.

@@ -79,6 +79,7 @@ func workloads(e *env) []*workload {
 		gcWorkload,
 		fsckWorkload,
 		mutateWorkload, appendWorkload,
+		exportWorkload, flattenWorkload, exportBaseWorkload, flattenBaseWorkload,
 	}
 	var out []*workload
 	for _, mk := range makers {
