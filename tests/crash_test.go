@@ -402,7 +402,7 @@ func crashCases() []crashCase {
 			},
 			check: layoutCheck, clean: layoutClean, rerunAfterSuccess: true,
 		},
-	}, append(changeCrashCases(), flattenCrashCases()...)...)
+	}, append(changeCrashCases(), append(flattenCrashCases(), buildCrashCases()...)...)...)
 }
 
 // runKilled starts strata with args, kills it with SIGKILL after delay and

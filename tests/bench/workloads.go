@@ -87,6 +87,7 @@ func workloads(e *env) []*workload {
 			out = append(out, mk(e, k))
 		}
 	}
+	out = append(out, buildWorkloads(e)...)
 	return out
 }
 
