@@ -13,7 +13,10 @@ require (
 	golang.org/x/term v0.47.0
 )
 
-require github.com/google/go-containerregistry v0.22.1
+require (
+	github.com/google/go-containerregistry v0.22.1
+	github.com/moby/patternmatcher v0.6.1
+)
 
 require (
 	github.com/agext/levenshtein v1.2.3 // indirect

@@ -14,6 +14,8 @@ import (
 	"github.com/strata-oci/strata/layout/transport"
 	"github.com/strata-oci/strata/overlay"
 	"github.com/strata-oci/strata/snapshot"
+	"github.com/strata-oci/strata/snapshot/build"
+	strun "github.com/strata-oci/strata/snapshot/run"
 )
 
 // hintFor returns what to type to get past err, appended to the one line
@@ -46,6 +48,10 @@ func hintFor(err error) string {
 		return "; recompress with --compression gzip"
 	case errors.As(err, &notUndone):
 		return "; strata gc removes those no image uses"
+	case errors.Is(err, build.ErrNoContainerfile):
+		return " (name one with -f FILE)"
+	case errors.Is(err, strun.ErrNoRuntime):
+		return " (install crun or runc)"
 	case errors.Is(err, mutate.ErrNoBase):
 		return " (give --old-base and --new-base)"
 	case errors.Is(err, mutate.ErrNotBasedOn):

@@ -54,6 +54,7 @@ REF is a tag (v1), a full name (docker.io/library/debian:12) or a digest
 	root.AddCommand(
 		newAppendCmd(g),
 		newAttachCmd(g),
+		newBuildCmd(g),
 		newCommitCmd(g),
 		newCompletionCmd(),
 		newCopyCmd(g),

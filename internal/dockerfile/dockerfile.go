@@ -71,7 +71,7 @@ func Apply(cfg *layout.Config, changes []string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalidChange, err)
 	}
-	a := &applier{cfg: cfg, lex: shell.NewLex(res.EscapeToken)}
+	a := &Applier{cfg: cfg, lex: shell.NewLex(res.EscapeToken)}
 	for _, n := range res.AST.Children {
 		name := strings.ToUpper(n.Value)
 		if !allowed(name) {
@@ -97,15 +97,53 @@ func allowed(name string) bool {
 	return false
 }
 
-type applier struct {
+// Applier applies instructions, one at a time, to one config: the
+// changes of one Apply, or the config instructions of one build stage.
+type Applier struct {
 	cfg *layout.Config
 	lex *shell.Lex
-	// cmdSet says a CMD came earlier in this change list: only then does
-	// a later ENTRYPOINT keep Cmd, as in a Docker build.
+	// cmdSet says a CMD came earlier in this change list or stage: only
+	// then does a later ENTRYPOINT keep Cmd, as in a Docker build.
 	cmdSet bool
 }
 
-func (a *applier) env() ([]string, error) {
+// NewApplier returns an Applier of config instructions to cfg, lex being
+// the Containerfile's (its escape token).
+func NewApplier(cfg *layout.Config, lex *shell.Lex) *Applier {
+	return &Applier{cfg: cfg, lex: lex}
+}
+
+// Config is the config instructions are applied to.
+func (a *Applier) Config() *layout.Config { return a.cfg }
+
+// SetConfig makes later instructions apply to cfg (a build step whose
+// result came from the cache); what the stage has set so far is kept.
+func (a *Applier) SetConfig(cfg *layout.Config) { a.cfg = cfg }
+
+// IsConfig says whether c changes only the image config in a build:
+// everything but RUN, COPY, ADD, WORKDIR (which makes its directory) and
+// ARG (which changes no config).
+func IsConfig(c instructions.Command) bool {
+	switch c.(type) {
+	case *instructions.CmdCommand, *instructions.EntrypointCommand, *instructions.EnvCommand,
+		*instructions.LabelCommand, *instructions.ExposeCommand, *instructions.VolumeCommand,
+		*instructions.UserCommand, *instructions.StopSignalCommand, *instructions.HealthCheckCommand,
+		*instructions.OnbuildCommand, *instructions.ShellCommand, *instructions.MaintainerCommand:
+		return true
+	}
+	return false
+}
+
+// ApplyExpanded applies one instruction whose words the caller has
+// expanded already (a build expands with its build args too); env
+// expands EXPOSE, the one instruction that splits into words after
+// expansion. WORKDIR only sets WorkingDir: the build makes the
+// directory.
+func (a *Applier) ApplyExpanded(c instructions.Command, env shell.EnvGetter) error {
+	return a.set(c, env)
+}
+
+func (a *Applier) env() ([]string, error) {
 	var env []string
 	_, err := a.cfg.GetRuntime(fieldEnv, &env)
 	return env, err
@@ -113,7 +151,7 @@ func (a *applier) env() ([]string, error) {
 
 // expand substitutes variables set so far ($VAR, ${VAR:-x}) in the
 // instructions Docker expands them in.
-func (a *applier) expand(c instructions.Command) error {
+func (a *Applier) expand(c instructions.Command) error {
 	ex, ok := c.(instructions.SupportsSingleWordExpansion)
 	if !ok {
 		return nil
@@ -129,10 +167,19 @@ func (a *applier) expand(c instructions.Command) error {
 	})
 }
 
-func (a *applier) apply(c instructions.Command) error {
+func (a *Applier) apply(c instructions.Command) error {
 	if err := a.expand(c); err != nil {
 		return err
 	}
+	env, err := a.env()
+	if err != nil {
+		return err
+	}
+	return a.set(c, shell.EnvsFromSlice(env))
+}
+
+// set applies an expanded instruction.
+func (a *Applier) set(c instructions.Command, env shell.EnvGetter) error {
 	switch c := c.(type) {
 	case *instructions.CmdCommand:
 		return a.cmd(c)
@@ -143,7 +190,7 @@ func (a *applier) apply(c instructions.Command) error {
 	case *instructions.LabelCommand:
 		return a.labels(c.Labels)
 	case *instructions.ExposeCommand:
-		return a.expose(c.Ports)
+		return a.expose(c.Ports, env)
 	case *instructions.VolumeCommand:
 		return a.volumes(c.Volumes)
 	case *instructions.UserCommand:
@@ -163,11 +210,15 @@ func (a *applier) apply(c instructions.Command) error {
 			return err
 		}
 		return a.cfg.SetRuntime(fieldOnBuild, append(triggers, c.Expression))
+	case *instructions.ShellCommand:
+		return a.cfg.SetRuntime(fieldShell, c.Shell)
+	case *instructions.MaintainerCommand:
+		return a.cfg.Set("author", c.Maintainer)
 	}
 	return fmt.Errorf("%s is not a valid change command", strings.ToUpper(c.Name()))
 }
 
-func (a *applier) cmd(c *instructions.CmdCommand) error {
+func (a *Applier) cmd(c *instructions.CmdCommand) error {
 	cmd, err := a.cmdLine(c.ShellDependantCmdLine)
 	if err != nil {
 		return err
@@ -178,7 +229,7 @@ func (a *applier) cmd(c *instructions.CmdCommand) error {
 
 // entrypoint sets Entrypoint and, unless a CMD came before it in this
 // change list, clears Cmd, as a Docker build does.
-func (a *applier) entrypoint(c *instructions.EntrypointCommand) error {
+func (a *Applier) entrypoint(c *instructions.EntrypointCommand) error {
 	ep, err := a.cmdLine(c.ShellDependantCmdLine)
 	if err != nil {
 		return err
@@ -191,7 +242,7 @@ func (a *applier) entrypoint(c *instructions.EntrypointCommand) error {
 	return a.cfg.SetRuntime(fieldEntrypoint, ep)
 }
 
-func (a *applier) setEnv(kvs instructions.KeyValuePairs) error {
+func (a *Applier) setEnv(kvs instructions.KeyValuePairs) error {
 	env, err := a.env()
 	if err != nil {
 		return err
@@ -202,7 +253,7 @@ func (a *applier) setEnv(kvs instructions.KeyValuePairs) error {
 	return a.cfg.SetRuntime(fieldEnv, env)
 }
 
-func (a *applier) labels(kvs instructions.KeyValuePairs) error {
+func (a *Applier) labels(kvs instructions.KeyValuePairs) error {
 	labels := map[string]string{}
 	if _, err := a.cfg.GetRuntime(fieldLabels, &labels); err != nil {
 		return err
@@ -216,7 +267,7 @@ func (a *applier) labels(kvs instructions.KeyValuePairs) error {
 	return a.cfg.SetRuntime(fieldLabels, labels)
 }
 
-func (a *applier) volumes(add []string) error {
+func (a *Applier) volumes(add []string) error {
 	vols := map[string]struct{}{}
 	if _, err := a.cfg.GetRuntime(fieldVolumes, &vols); err != nil {
 		return err
@@ -234,7 +285,7 @@ func (a *applier) volumes(add []string) error {
 	return a.cfg.SetRuntime(fieldVolumes, vols)
 }
 
-func (a *applier) workdir(p string) error {
+func (a *Applier) workdir(p string) error {
 	var cur string
 	if _, err := a.cfg.GetRuntime(fieldWorkingDir, &cur); err != nil {
 		return err
@@ -248,7 +299,7 @@ func (a *applier) workdir(p string) error {
 
 // cmdLine turns a CMD or ENTRYPOINT into argv: the JSON form as written,
 // the shell form run by the config's Shell (default /bin/sh -c).
-func (a *applier) cmdLine(c instructions.ShellDependantCmdLine) ([]string, error) {
+func (a *Applier) cmdLine(c instructions.ShellDependantCmdLine) ([]string, error) {
 	if len(c.Files) > 0 {
 		return nil, errors.New("heredocs are not supported in a change")
 	}
@@ -328,11 +379,7 @@ func checkSignal(s string) error {
 // expose adds ports to ExposedPorts. Each word is expanded into possibly
 // several words first (EXPOSE $PORTS with PORTS="80 443"), then read as
 // PORT[-END][/PROTO].
-func (a *applier) expose(words []string) error {
-	env, err := a.env()
-	if err != nil {
-		return err
-	}
+func (a *Applier) expose(words []string, getter shell.EnvGetter) error {
 	ports := map[string]struct{}{}
 	if _, err := a.cfg.GetRuntime(fieldExposed, &ports); err != nil {
 		return err
@@ -340,7 +387,6 @@ func (a *applier) expose(words []string) error {
 	if ports == nil {
 		ports = map[string]struct{}{}
 	}
-	getter := shell.EnvsFromSlice(env)
 	for _, w := range words {
 		expanded, err := a.lex.ProcessWords(w, getter)
 		if err != nil {

@@ -89,14 +89,19 @@ func linked(f *os.File, path string) bool {
 
 // Sweep removes the directories named prefix* in base whose owners died
 // (nobody holds their lock) and returns how many it removed.
-func Sweep(base, prefix string) int {
+func Sweep(base, prefix string) int { return SweepFunc(base, prefix, nil) }
+
+// SweepFunc is Sweep calling clean (when not nil) on each dead directory,
+// its lock held, before removing it: for what a removal cannot take
+// away, such as mounts its owner left.
+func SweepFunc(base, prefix string, clean func(dir string)) int {
 	ents, err := os.ReadDir(base)
 	if err != nil {
 		return 0
 	}
 	n := 0
 	for _, e := range ents {
-		if e.IsDir() && strings.HasPrefix(e.Name(), prefix) && removeIfDead(filepath.Join(base, e.Name())) {
+		if e.IsDir() && strings.HasPrefix(e.Name(), prefix) && removeIfDead(filepath.Join(base, e.Name()), clean) {
 			n++
 		}
 	}
@@ -106,11 +111,17 @@ func Sweep(base, prefix string) int {
 func sweep(base, prefix string) { Sweep(base, prefix) }
 
 // removeIfDead removes the working directory p if nobody holds its lock.
-func removeIfDead(p string) bool {
+func removeIfDead(p string, clean func(string)) bool {
 	f, err := openDir(p)
 	if err != nil {
 		return false
 	}
 	defer f.Close()
-	return unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil && os.RemoveAll(p) == nil
+	if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
+		return false
+	}
+	if clean != nil {
+		clean(p)
+	}
+	return os.RemoveAll(p) == nil
 }

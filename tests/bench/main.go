@@ -71,6 +71,11 @@ func mainErr() error {
 		}
 		return nil
 	}
+	unlock, err := lockData(o.dataDir, logf)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	goroot := runtime.GOROOT()
 	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
 		goroot = strings.TrimSpace(string(out))
@@ -119,6 +124,27 @@ func parseFlags() (options, error) {
 		return o, errors.New("-runs must be at least 1")
 	}
 	return o, nil
+}
+
+// lockData makes this suite the only one using dataDir: two suites at
+// once would share its scratch directory and distort each other's times,
+// so a second one waits for the first.
+func lockData(dataDir string, logf func(string, ...any)) (unlock func(), _ error) {
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(dataDir, "bench.lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+		logf("bench: another suite is using %s; waiting for it", dataDir)
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
+		}
+	}
+	return func() { f.Close() }, nil
 }
 
 // makeScratch makes the empty directory scratch the workloads run in,

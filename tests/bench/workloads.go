@@ -77,8 +77,7 @@ func workloads(e *env) []*workload {
 		saveWorkload,
 		copyWorkload,
 		gcWorkload,
-		fsckWorkload,
-		syncWorkload, pushMountedWorkload,
+		fsckWorkload, syncWorkload, pushMountedWorkload,
 		mutateWorkload, appendWorkload,
 		exportWorkload, flattenWorkload, exportBaseWorkload, flattenBaseWorkload,
 	}
@@ -88,6 +87,7 @@ func workloads(e *env) []*workload {
 			out = append(out, mk(e, k))
 		}
 	}
+	out = append(out, buildWorkloads(e)...)
 	return out
 }
 
