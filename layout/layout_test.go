@@ -1163,3 +1163,20 @@ func TestFsckUnparsableDocuments(t *testing.T) {
 		})
 	}
 }
+
+func FuzzParseInventory(f *testing.F) {
+	f.Add([]byte(`{"mediaType":"` + MediaTypeInventory + `","blobs":{"sha256:` + strings.Repeat("a", 64) + `":3},"names":{"x":"sha256:` + strings.Repeat("b", 64) + `"}}`))
+	f.Add([]byte(`{"mediaType":"x"}`))
+	f.Add([]byte(`{"mediaType":"` + MediaTypeInventory + `","blobs":{"sha256:zz":-1}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		inv, err := ParseInventory(b)
+		if err != nil {
+			return
+		}
+		for d, s := range inv.Blobs {
+			if d.Validate() != nil || s < 0 || !inv.Has(d, s) {
+				t.Fatalf("accepted %q (%d)", d, s)
+			}
+		}
+	})
+}

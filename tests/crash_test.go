@@ -402,7 +402,7 @@ func crashCases() []crashCase {
 			},
 			check: layoutCheck, clean: layoutClean, rerunAfterSuccess: true,
 		},
-	}, append(changeCrashCases(), append(flattenCrashCases(), buildCrashCases()...)...)...)
+	}, append(append(changeCrashCases(), append(flattenCrashCases(), buildCrashCases()...)...), syncCrashCases()...)...)
 }
 
 // runKilled starts strata with args, kills it with SIGKILL after delay and

@@ -196,6 +196,7 @@ registry through its referrers API or the fallback tag.`,
 				return err
 			}
 			o.Registry = reg.options()
+			o.Partial = true // a delta bundle completes from a layout destination
 			src, err := transport.ParseSource(args[0])
 			if err != nil {
 				return usageError{err}
@@ -208,6 +209,7 @@ registry through its referrers API or the fallback tag.`,
 				// A docker-archive holds one platform per image.
 				o.Copy.AllPlatforms = false
 			}
+			defer reg.flushCache()
 			return g.runCopy(src, dst, o, "copied")
 		},
 	}

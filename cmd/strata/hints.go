@@ -6,7 +6,9 @@ import (
 	"fmt"
 
 	"github.com/strata-oci/strata/layout"
+	"github.com/strata-oci/strata/layout/archive"
 	"github.com/strata-oci/strata/layout/imagefs"
+	"github.com/strata-oci/strata/layout/mirror"
 	"github.com/strata-oci/strata/layout/mutate"
 	"github.com/strata-oci/strata/layout/remote"
 	"github.com/strata-oci/strata/layout/transport"
@@ -36,6 +38,10 @@ func hintFor(err error) string {
 		return " (give its CA with --cert-dir DIR or SSL_CERT_FILE, or skip verification with --insecure)"
 	case errors.Is(err, remote.ErrPartialIndex):
 		return ": push what it holds with --platform"
+	case errors.Is(err, mirror.ErrNameClash):
+		return "; --scoped keeps whole source names apart"
+	case errors.Is(err, archive.ErrIncomplete):
+		return "; it is a delta bundle (save --since) whose base this layout lacks: load the base first, or make the bundle again --since this layout's inventory"
 	case errors.Is(err, layout.ErrNameTaken):
 		return " (strata index add changes an index; strata rm frees the name)"
 	case errors.Is(err, layout.ErrZstdDocker):

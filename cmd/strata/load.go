@@ -16,7 +16,9 @@ them (docker save's ov1:latest is docker.io/library/ov1:latest, and
 LAYOUT:ov1 finds it), or with NAME when the archive holds one image (the
 archive's name is then kept beside it). FILE "-" is stdin. Archives written by docker save (every version),
 podman save, skopeo, crane and strata are read, compressed or not. A
-hostile or damaged archive is refused and leaves LAYOUT as it was.`,
+hostile or damaged archive is refused and leaves LAYOUT as it was. A delta
+bundle (strata save --since) takes the layers it leaves out from LAYOUT;
+when LAYOUT lacks some, the load fails naming them and changes nothing.`,
 		Example: `  strata load app.tar ./img
   docker save busybox | strata load - ./img:busybox`,
 		Args: exactArgs(2),
@@ -25,6 +27,7 @@ hostile or damaged archive is refused and leaves LAYOUT as it was.`,
 			if err != nil {
 				return err
 			}
+			o.Partial = true
 			src, err := transport.ParseSource("docker-archive:" + args[0])
 			if err != nil {
 				return usageError{err}

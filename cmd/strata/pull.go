@@ -170,7 +170,7 @@ Credentials come from $DOCKER_CONFIG/config.json or ~/.docker/config.json
 		},
 	}
 	o.add(g, c.Flags(), false)
-	c.Flags().StringVar(&o.mode, "pull", string(remote.PullAlways), "when to contact the registry, `MODE` always, missing (only when the layout lacks the image) or never")
+	c.Flags().StringVar(&o.mode, "pull", string(remote.PullAlways), "when to contact the registry, `MODE` always, missing (only when the layout lacks the image), newer (fetch only when the registry's digest differs from the layout's) or never")
 	return c
 }
 
@@ -207,6 +207,7 @@ func (g *globalFlags) runPull(ctx context.Context, out io.Writer, o *pullOptions
 	// verified is kept for the next pull.
 	res, err := remote.Pull(ctx, l, src, name, opts...)
 	done()
+	o.flushCache()
 	if err != nil {
 		if l.Created() && !holdsFiles(filepath.Join(dir, layout.BlobsDir), remote.PartialDir(l)) {
 			// Nothing came: do not leave behind a layout the user

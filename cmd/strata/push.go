@@ -57,6 +57,7 @@ has none, digests unchanged.`,
 			defer cancel()
 			res, err := remote.Push(ctx, l, ref, args[1], opts...)
 			done()
+			f.flushCache()
 			if err != nil {
 				return err
 			}

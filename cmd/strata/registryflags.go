@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/pflag"
 	"github.com/strata-oci/strata/layout/remote"
@@ -16,6 +17,9 @@ type registryFlags struct {
 	plainHTTP bool
 	certDir   string
 	authFile  string
+	// locations is the blob location cache of this run, flushed by
+	// flushCache once the command is done.
+	locations *remote.LocationCache
 }
 
 func (f *registryFlags) add(fs *pflag.FlagSet) {
@@ -39,5 +43,30 @@ func (f *registryFlags) options() []remote.Option {
 	if f.certDir != "" {
 		opts = append(opts, remote.WithCertDir(f.certDir))
 	}
+	if f.locations == nil {
+		f.locations = openLocationCache()
+	}
+	if f.locations != nil {
+		opts = append(opts, remote.WithLocationCache(f.locations))
+	}
 	return append(opts, credentialOptions(f.authFile)...)
+}
+
+// flushCache saves what this run learnt of where blobs are. The cache is
+// a hint: failing to save it is worth a warning, not a failure.
+func (f *registryFlags) flushCache() {
+	if err := f.locations.Flush(); err != nil {
+		fmt.Fprintf(os.Stderr, "strata: warning: %v\n", err)
+	}
+}
+
+// openLocationCache opens the cache of which registry repositories hold
+// which blobs: $XDG_CACHE_HOME/strata/blob-locations, or
+// ~/.cache/strata/blob-locations; none when neither can be found.
+func openLocationCache() *remote.LocationCache {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return nil
+	}
+	return remote.OpenLocationCache(filepath.Join(dir, "strata", "blob-locations"))
 }

@@ -48,6 +48,12 @@ type ReadOptions struct {
 	Name string
 	// Copy selects platforms out of indexes; see layout.CopyOptions.
 	Copy layout.CopyOptions
+	// Partial reads a delta bundle (archive.WriteOptions.Since): blobs
+	// the archive lacks are taken from the destination layout, and the
+	// images are then verified whole as any other. Blobs that neither
+	// holds fail the read with an *IncompleteError naming them all, and
+	// the destination is left as it was.
+	Partial bool
 	// Referrers also reads the referrers the archive's OCI layout holds
 	// for the images read (of what is selected of them), recursively:
 	// they are returned in Image.Referrers, and entries that are
@@ -100,6 +106,10 @@ func Read(ctx context.Context, r io.Reader, dst *layout.Layout, opts ReadOptions
 	if imgs, err = selectNamed(imgs, opts.Name); err != nil {
 		return nil, err
 	}
+	var from *layout.Layout
+	if opts.Partial {
+		from = dst
+	}
 	var ri *layout.ReferrerIndex
 	if opts.Referrers {
 		if ri, imgs, err = a.referrerIndex(ctx, tmp, imgs); err != nil {
@@ -108,11 +118,11 @@ func Read(ctx context.Context, r io.Reader, dst *layout.Layout, opts ReadOptions
 	} else if imgs, err = a.withoutReferrers(ctx, tmp, imgs); err != nil {
 		return nil, err
 	}
-	if err := a.check(ctx, tmp, imgs, layers, opts.Copy); err != nil {
+	if err := a.check(ctx, tmp, imgs, layers, opts.Copy, from); err != nil {
 		return nil, err
 	}
 	if ri != nil {
-		if err := a.checkReferrers(ctx, tmp, ri, imgs, layers); err != nil {
+		if err := a.checkReferrers(ctx, tmp, ri, imgs, layers, from); err != nil {
 			return nil, err
 		}
 	}
@@ -183,11 +193,26 @@ func (a *scanned) withoutReferrers(ctx context.Context, tmp *layout.Layout, imgs
 
 // checkReferrers finds the referrers of each image as selected and checks
 // each is whole, as images are checked.
-func (a *scanned) checkReferrers(ctx context.Context, tmp *layout.Layout, ri *layout.ReferrerIndex, imgs []Image, layers *layout.LayerChecker) error {
+func (a *scanned) checkReferrers(ctx context.Context, tmp *layout.Layout, ri *layout.ReferrerIndex, imgs []Image, layers *layout.LayerChecker, from *layout.Layout) error {
+	seen := map[digest.Digest]bool{}
 	for i := range imgs {
 		refs, err := ri.Closure(ctx, imgs[i].Descriptor)
 		if err != nil {
 			return fmt.Errorf("%w: image %s: %w", ErrInvalidArchive, imgs[i].Descriptor.Digest, err)
+		}
+		if from != nil {
+			// A delta bundle leaves out what its base holds of referrers too.
+			var missing []ocispec.Descriptor
+			for _, r := range refs {
+				m, err := completeFrom(ctx, tmp, from, r.Descriptor, seen, 0)
+				if err != nil {
+					return err
+				}
+				missing = append(missing, m...)
+			}
+			if len(missing) > 0 {
+				return &IncompleteError{Layout: from.Dir(), Missing: missing}
+			}
 		}
 		for _, r := range refs {
 			if err := tmp.VerifyImage(ctx, r.Descriptor, layout.VerifyOptions{DiffIDs: true, Layers: layers}); err != nil {
@@ -228,7 +253,28 @@ func selectNamed(imgs []Image, name string) ([]Image, error) {
 // archive adds not even a blob to it. An index may list platforms whose
 // blobs the archive lacks (docker saves only the ones it pulled); only
 // the selected ones must be there. imgs get the selected descriptors.
-func (a *scanned) check(ctx context.Context, tmp *layout.Layout, imgs []Image, layers *layout.LayerChecker, opts layout.CopyOptions) error {
+// With from, blobs the archive lacks are taken from that layout first
+// (a delta bundle), and a blob neither holds fails the check with an
+// *IncompleteError listing every one.
+func (a *scanned) check(ctx context.Context, tmp *layout.Layout, imgs []Image, layers *layout.LayerChecker, opts layout.CopyOptions, from *layout.Layout) error {
+	if from != nil {
+		var missing []ocispec.Descriptor
+		seen := map[digest.Digest]bool{}
+		for i := range imgs {
+			d, err := tmp.SelectPlatforms(imgs[i].Descriptor, opts)
+			if err != nil {
+				continue // said below, as for any archive
+			}
+			m, err := completeFrom(ctx, tmp, from, d, seen, 0)
+			if err != nil {
+				return err
+			}
+			missing = append(missing, m...)
+		}
+		if len(missing) > 0 {
+			return &IncompleteError{Layout: from.Dir(), Missing: missing}
+		}
+	}
 	for i := range imgs {
 		d, err := tmp.SelectPlatforms(imgs[i].Descriptor, opts)
 		if errors.Is(err, layout.ErrNoPlatform) && len(opts.Platforms) == 0 {

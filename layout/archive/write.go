@@ -30,6 +30,29 @@ var epoch = time.Unix(0, 0).UTC()
 // Cancelling ctx stops the write between blobs and within a megabyte of
 // one, with ctx's error.
 func Write(ctx context.Context, w io.Writer, l *layout.Layout, f Format, imgs []Image) error {
+	return WriteWith(ctx, w, l, f, imgs, WriteOptions{})
+}
+
+// WriteOptions change what Write puts in an archive.
+type WriteOptions struct {
+	// Since makes a delta bundle: blobs it lists are left out, except
+	// indexes, manifests and image configs, which are small and which a
+	// reader needs whole to know what the images are. Read completes the
+	// rest from the layout it reads into (ReadOptions.Partial); other
+	// tools cannot read such an archive.
+	Since *layout.Inventory
+}
+
+// Omitted says whether a blob is left out of a delta bundle made with o.
+func (o WriteOptions) Omitted(d ocispec.Descriptor) bool {
+	if o.Since == nil || layout.IsIndex(d.MediaType) || layout.IsManifest(d.MediaType) || layout.IsConfig(d.MediaType) {
+		return false
+	}
+	return o.Since.Has(d.Digest, d.Size)
+}
+
+// WriteWith is Write with options.
+func WriteWith(ctx context.Context, w io.Writer, l *layout.Layout, f Format, imgs []Image, o WriteOptions) error {
 	newFormat, ok := formats[f]
 	if !ok {
 		return fmt.Errorf("archive format %q: use %s or %s", f, Docker, OCI)
@@ -42,6 +65,11 @@ func Write(ctx context.Context, w io.Writer, l *layout.Layout, f Format, imgs []
 	own, err := fw.files()
 	if err != nil {
 		return err
+	}
+	for d, desc := range blobs {
+		if o.Omitted(desc) {
+			delete(blobs, d)
+		}
 	}
 	tw := tar.NewWriter(ctxio.Writer(ctx, w))
 	if err := writeBlobs(ctx, tw, l, blobs); err != nil {

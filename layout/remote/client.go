@@ -148,8 +148,15 @@ func (o *options) credentialStore() (credentials.Store, error) {
 }
 
 // connect prepares a session with host: TLS settings, credentials, and
-// whether to speak HTTPS or plain HTTP.
+// whether to speak HTTPS or plain HTTP. A Client's calls share one.
 func (o *options) connect(ctx context.Context, host string) (*session, error) {
+	if o.sessions != nil {
+		return o.sessions.session(host, func() (*session, error) { return o.newSession(ctx, host) })
+	}
+	return o.newSession(ctx, host)
+}
+
+func (o *options) newSession(ctx context.Context, host string) (*session, error) {
 	tc, err := o.tlsConfig(host)
 	if err != nil {
 		return nil, err

@@ -15,6 +15,7 @@ package remote
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/layout"
@@ -57,15 +58,20 @@ const (
 	// PullNever never contacts the registry and fails with ErrNotPresent
 	// when the image is not in the layout.
 	PullNever PullMode = "never"
+	// PullNewer asks the registry what the reference names now (one
+	// request for a manifest or a whole index) and does nothing more when
+	// the layout already holds that image, complete, under the name, as
+	// podman's --pull=newer: an unchanged tag costs one request.
+	PullNewer PullMode = "newer"
 )
 
 // ParsePullMode checks a --pull flag value.
 func ParsePullMode(s string) (PullMode, error) {
 	switch m := PullMode(s); m {
-	case PullAlways, PullMissing, PullNever:
+	case PullAlways, PullMissing, PullNever, PullNewer:
 		return m, nil
 	}
-	return "", fmt.Errorf("invalid pull mode %q: use always, missing or never", s)
+	return "", fmt.Errorf("invalid pull mode %q: use always, missing, newer or never", s)
 }
 
 // State is what happened to one blob during a transfer.
@@ -108,7 +114,26 @@ type options struct {
 	pullMode          PullMode
 	byDigest          bool
 	userAgent         string
-	referrers         bool
+	// sessions, set by a Client, keeps one session per registry host
+	// across calls.
+	sessions *sessionCache
+	// locations records where blobs are and suggests mounts (see
+	// LocationCache).
+	locations *LocationCache
+	// unchanged, set by a PullNewer pull, says whether the layout holds
+	// the image about to be copied already, under its name.
+	unchanged func(ocispec.Descriptor) bool
+	// indexOnly applies platforms to indexes alone: a single-platform
+	// image is taken whatever its platform.
+	indexOnly bool
+	// inflight, set by a Client, makes its concurrent pulls of one blob
+	// into one layout wait for each other instead of fetching it twice.
+	inflight *keyedMutex
+	// found are the blobs a pull found in the layout once it came to
+	// store them (another pull stored them meanwhile): reported as
+	// existing, not as downloaded.
+	found     *sync.Map
+	referrers bool
 	// referrerList, when haveReferrerList, is what Push sends as the
 	// image's referrers (WithReferrerList).
 	referrerList     []layout.Referrer
@@ -116,7 +141,7 @@ type options struct {
 }
 
 func buildOptions(opts []Option) *options {
-	o := &options{concurrency: 4, pullMode: PullAlways, userAgent: "strata"}
+	o := &options{concurrency: 4, pullMode: PullAlways, userAgent: "strata", found: &sync.Map{}}
 	for _, fn := range opts {
 		fn(o)
 	}
@@ -130,6 +155,11 @@ func buildOptions(opts []Option) *options {
 func WithPlatform(p ocispec.Platform) Option {
 	return func(o *options) { o.platforms = append(o.platforms, p) }
 }
+
+// WithPlatformsOfIndexes makes WithPlatform select from multi-platform
+// images only: an image of one platform is copied whatever it is, as
+// skopeo sync does, rather than refused.
+func WithPlatformsOfIndexes() Option { return func(o *options) { o.indexOnly = true } }
 
 // WithAllPlatforms copies a multi-platform image whole, index included, so
 // that its digest stays the same.
@@ -216,4 +246,18 @@ func (o *options) report(p Progress) {
 	if o.progress != nil {
 		o.progress(p)
 	}
+}
+
+func (o *options) markFound(d ocispec.Descriptor) {
+	if o.found != nil {
+		o.found.Store(d.Digest, true)
+	}
+}
+
+func (o *options) isFound(d ocispec.Descriptor) bool {
+	if o.found == nil {
+		return false
+	}
+	_, ok := o.found.Load(d.Digest)
+	return ok
 }

@@ -154,6 +154,7 @@ func (s *layoutStore) pushResumable(ctx context.Context, d ocispec.Descriptor, l
 	if s.l.Blobs().Has(d.Digest, d.Size) {
 		// Another pull finished it while this one waited for the lock.
 		_ = ps.Delete(d.Digest)
+		s.o.markFound(d)
 		return nil
 	}
 	for attempt := 0; ; attempt++ {

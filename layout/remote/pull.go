@@ -21,6 +21,8 @@ type Result struct {
 	// Name is the layout name the image was tagged with (pull only).
 	Name string
 	// UpToDate is set when the pull mode let Pull find the image in the
+	// layout: without contacting the registry (PullMissing, PullNever) or
+	// after asking it what the reference names (PullNewer).
 	// layout without contacting the registry.
 	UpToDate bool
 	// Duplicates lists the platforms for which the index lists several
@@ -46,7 +48,10 @@ func (r *Result) addDuplicate(d *layout.DuplicatePlatform) {
 // missing. Without WithAllPlatforms only one platform's manifest is copied
 // from a multi-platform image.
 func Pull(ctx context.Context, l *layout.Layout, src, name string, opts ...Option) (*Result, error) {
-	o := buildOptions(opts)
+	return pull(ctx, l, src, name, buildOptions(opts))
+}
+
+func pull(ctx context.Context, l *layout.Layout, src, name string, o *options) (*Result, error) {
 	ref, err := ParseReference(src)
 	if err != nil {
 		return nil, err
@@ -61,7 +66,7 @@ func Pull(ctx context.Context, l *layout.Layout, src, name string, opts ...Optio
 	if _, isDigest := layout.IsDigestRef(name); isDigest {
 		return nil, fmt.Errorf("%w %q: a pulled image is named by a tag or name, not a digest", layout.ErrInvalidRef, name)
 	}
-	if o.pullMode != PullAlways {
+	if o.pullMode == PullMissing || o.pullMode == PullNever {
 		if desc, ok := present(l, name, ref, o); ok {
 			return &Result{Descriptor: bare(desc), Reference: ref, Name: name, UpToDate: true}, nil
 		}
@@ -69,9 +74,16 @@ func Pull(ctx context.Context, l *layout.Layout, src, name string, opts ...Optio
 			return nil, fmt.Errorf("%s:%s: %w (pull mode %q)", l.Dir(), name, ErrNotPresent, PullNever)
 		}
 	}
+	if o.pullMode == PullNewer {
+		o.unchanged = func(d ocispec.Descriptor) bool { return holds(l, name, ref, d) }
+	}
 	res, err := fetch(ctx, l, ref, o)
 	if err != nil {
 		return nil, err
+	}
+	if res.UpToDate && len(res.Referrers) == 0 {
+		res.Name = name
+		return res, nil
 	}
 	desc := bare(res.Descriptor)
 	if name != ref.String() {
@@ -125,6 +137,7 @@ func fetch(ctx context.Context, l *layout.Layout, ref Reference, o *options) (*R
 		if err := g.platforms(ctx, repo, res); err != nil {
 			return nil, err
 		}
+		res.UpToDate = o.unchanged != nil && o.unchanged(res.Descriptor)
 		if o.referrers {
 			if res.Referrers, err = g.referrers(ctx, repo, res.Descriptor); err != nil {
 				return nil, err
@@ -139,14 +152,16 @@ func fetch(ctx context.Context, l *layout.Layout, ref Reference, o *options) (*R
 		res.addDuplicate(dup)
 		res.Descriptor = bare(md)
 		res.Reference.Digest = md.Digest
-	case layout.IsManifest(root.MediaType) && len(o.platforms) > 0:
+	case layout.IsManifest(root.MediaType) && len(o.platforms) > 0 && !o.indexOnly:
 		if err := checkPlatform(ctx, repo, root, o.platforms); err != nil {
 			return nil, fmt.Errorf("%s: %w", ref, err)
 		}
 	case !layout.IsIndex(root.MediaType) && !layout.IsManifest(root.MediaType):
 		return nil, fmt.Errorf("%s: media type %q is not an image", ref, root.MediaType)
 	}
-	if err := g.copy(ctx, res.Descriptor); err != nil {
+	if o.unchanged != nil && o.unchanged(res.Descriptor) {
+		res.UpToDate = true
+	} else if err := g.copy(ctx, res.Descriptor); err != nil {
 		return nil, err
 	}
 	if o.referrers {
@@ -186,7 +201,8 @@ type graphPull struct {
 
 // copy copies the graph below d and checks it is whole.
 func (g *graphPull) copy(ctx context.Context, d ocispec.Descriptor) error {
-	if err := oras.CopyGraph(ctx, g.src, g.store, d, g.o.graphOptions()); err != nil {
+	rec := func(b ocispec.Descriptor) { g.o.locations.record(g.ref.Host(), g.ref.Repository, b.Digest) }
+	if err := oras.CopyGraph(ctx, g.src, g.store, d, g.o.graphOptions(rec)); err != nil {
 		return fmt.Errorf("pull %s: %w", g.ref, explain(err, g.ref.Domain))
 	}
 	if err := missingBlob(g.l, d); err != nil {
@@ -266,6 +282,19 @@ func present(l *layout.Layout, name string, ref Reference, o *options) (ocispec.
 	return desc, true
 }
 
+// holds says whether name in l is the image d, complete, and was got from
+// ref (a name recording another source does not count).
+func holds(l *layout.Layout, name string, ref Reference, d ocispec.Descriptor) bool {
+	desc, err := l.Resolve(name)
+	if err != nil || desc.Digest != d.Digest {
+		return false
+	}
+	if from := desc.Annotations[layout.AnnotationImageName]; from != "" && from != ref.String() {
+		return false
+	}
+	return missingBlob(l, desc) == nil
+}
+
 // missingBlob names the first blob reachable from d that l lacks.
 func missingBlob(l *layout.Layout, d ocispec.Descriptor) error {
 	return l.Walk(d, func(c ocispec.Descriptor, _ []byte) error {
@@ -343,13 +372,21 @@ func checkPlatform(ctx context.Context, repo *remote.Repository, md ocispec.Desc
 	return fmt.Errorf("manifest %s is for %s: %w %s", md.Digest, platforms.Format(got), layout.ErrNoPlatform, platforms.Format(want[0]))
 }
 
-// graphOptions turns oras-go's copy hooks into progress events.
-func (o *options) graphOptions() oras.CopyGraphOptions {
+// graphOptions turns oras-go's copy hooks into progress events, and
+// tells rec (when set) of every blob, not index or manifest, that the
+// receiving side holds once it is done.
+func (o *options) graphOptions(rec func(ocispec.Descriptor)) oras.CopyGraphOptions {
 	ev := func(s State) func(context.Context, ocispec.Descriptor) error {
 		return func(_ context.Context, d ocispec.Descriptor) error {
 			p := Progress{Descriptor: d, State: s}
+			if o.isFound(d) && (s == StateDone || s == StateMounted) {
+				p.State = StateExists
+			}
 			if s == StateDone || s == StateExists || s == StateMounted {
 				p.Bytes = d.Size
+				if rec != nil && !layout.IsIndex(d.MediaType) && !layout.IsManifest(d.MediaType) {
+					rec(d)
+				}
 			}
 			o.report(p)
 			return nil

@@ -2,13 +2,16 @@ package remote
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-oci/strata/layout"
 	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/registry/remote"
 )
 
 // Push copies the image srcRef of l (a name, a digest, or empty for the
@@ -20,7 +23,10 @@ import (
 // WithPlatform, only that platform's manifest of a multi-platform image is
 // pushed. With WithReferrers its referrers follow it.
 func Push(ctx context.Context, l *layout.Layout, srcRef, dst string, opts ...Option) (*Result, error) {
-	o := buildOptions(opts)
+	return push(ctx, l, srcRef, dst, buildOptions(opts))
+}
+
+func push(ctx context.Context, l *layout.Layout, srcRef, dst string, o *options) (*Result, error) {
 	ref, err := ParseReference(dst)
 	if err != nil {
 		return nil, err
@@ -65,16 +71,14 @@ func Push(ctx context.Context, l *layout.Layout, srcRef, dst string, opts ...Opt
 		return nil, err
 	}
 	src := &layoutStore{l: l, o: o}
-	gopts := o.graphOptions()
-	if mounts := mountCandidates(l, entry.Digest, ref, o.mountFrom); len(mounts) > 0 {
-		gopts.MountFrom = func(context.Context, ocispec.Descriptor) ([]string, error) { return mounts, nil }
+	mounts := mountCandidates(l, entry.Digest, ref, o.mountFrom)
+	err = pushGraph(ctx, src, repo, desc, ref, mounts, o, o.locations)
+	if err != nil && o.locations != nil && isMountError(err) {
+		// A repository the cache named may be gone, or closed to us:
+		// the cache is a hint, so push again without it.
+		err = pushGraph(ctx, src, repo, desc, ref, mounts, o, nil)
 	}
-	if ref.Tag != "" {
-		copts := oras.CopyOptions{CopyGraphOptions: gopts}
-		if _, err := oras.Copy(ctx, &rootedSource{layoutStore: src, root: desc}, "", repo, ref.Tag, copts); err != nil {
-			return nil, fmt.Errorf("push %s: %w", ref, explain(err, ref.Domain))
-		}
-	} else if err := oras.CopyGraph(ctx, src, repo, desc, gopts); err != nil {
+	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", ref, explain(err, ref.Domain))
 	}
 	res := &Result{Descriptor: desc, Reference: ref}
@@ -83,13 +87,57 @@ func Push(ctx context.Context, l *layout.Layout, srcRef, dst string, opts ...Opt
 		if err != nil {
 			return nil, fmt.Errorf("push %s: referrers: %w", ref, err)
 		}
-		if err := pushReferrers(ctx, l, repo, ref, src, refs, gopts); err != nil {
+		if err := pushReferrers(ctx, l, repo, ref, src, refs, o.pushGraphOptions(ref, mounts, o.locations)); err != nil {
 			return nil, err
 		}
 		res.Referrers = refs
 	}
 	res.Reference.Digest = desc.Digest
 	return res, nil
+}
+
+// pushGraph copies the image desc of src to repo: tagged as ref.Tag when
+// it has one, else by digest. Blobs are mounted from mounts and, with
+// cache, from the repositories it knows hold them; every blob repo holds
+// once done is recorded in the location cache.
+func pushGraph(ctx context.Context, src *layoutStore, repo *remote.Repository, desc ocispec.Descriptor, ref Reference, mounts []string, o *options, cache *LocationCache) error {
+	gopts := o.pushGraphOptions(ref, mounts, cache)
+	dst := o.target(repo, ref)
+	if ref.Tag != "" {
+		copts := oras.CopyOptions{CopyGraphOptions: gopts}
+		_, err := oras.Copy(ctx, &rootedSource{layoutStore: src, root: desc}, "", dst, ref.Tag, copts)
+		return err
+	}
+	return oras.CopyGraph(ctx, src, dst, desc, gopts)
+}
+
+// pushGraphOptions are the copy options of a push to ref: progress,
+// location records, and mounts from mounts and what cache knows.
+func (o *options) pushGraphOptions(ref Reference, mounts []string, cache *LocationCache) oras.CopyGraphOptions {
+	host := ref.Host()
+	gopts := o.graphOptions(func(b ocispec.Descriptor) { o.locations.record(host, ref.Repository, b.Digest) })
+	if len(mounts) > 0 || cache != nil {
+		gopts.MountFrom = func(_ context.Context, d ocispec.Descriptor) ([]string, error) {
+			out := append([]string(nil), mounts...)
+			for _, r := range cache.candidates(host, d.Digest, ref.Repository) {
+				if len(out) >= len(mounts)+maxMountTries {
+					break
+				}
+				if !slices.Contains(out, r) {
+					out = append(out, r)
+				}
+			}
+			return out, nil
+		}
+	}
+	return gopts
+}
+
+// isMountError says whether a push failed asking the registry to mount a
+// blob.
+func isMountError(err error) bool {
+	var ce *oras.CopyError
+	return errors.As(err, &ce) && ce.Op == "Mount"
 }
 
 // bare drops the layout-only fields of an index.json entry.

@@ -124,7 +124,7 @@ func TestNormalizeRegistry(t *testing.T) {
 }
 
 func TestParsePullMode(t *testing.T) {
-	for _, s := range []string{"always", "missing", "never"} {
+	for _, s := range []string{"always", "missing", "never", "newer"} {
 		if m, err := ParsePullMode(s); err != nil || string(m) != s {
 			t.Errorf("ParsePullMode(%q) = %q, %v", s, m, err)
 		}

@@ -38,6 +38,15 @@ func (s *layoutStore) Push(ctx context.Context, expected ocispec.Descriptor, r i
 	if err := checkDeclared(expected); err != nil {
 		return err
 	}
+	if s.o.inflight != nil {
+		unlock := s.o.inflight.lock(s.l.Dir() + "\x00" + expected.Digest.String())
+		defer unlock()
+		if s.l.Blobs().Has(expected.Digest, expected.Size) {
+			// Another pull of the same client stored it meanwhile.
+			s.o.markFound(expected)
+			return nil
+		}
+	}
 	if lb, ok := r.(*lazyBlob); ok {
 		return s.pushResumable(ctx, expected, lb)
 	}

@@ -131,7 +131,7 @@ func (a *archiveRef) Fetch(ctx context.Context, dst *layout.Layout, opts Options
 		defer f.Close()
 		r = f
 	}
-	ro := archive.ReadOptions{Copy: opts.Copy, Referrers: opts.Referrers}
+	ro := archive.ReadOptions{Copy: opts.Copy, Partial: opts.Partial, Referrers: opts.Referrers}
 	if len(a.names) == 1 {
 		ro.Name = a.names[0]
 	}
@@ -157,14 +157,15 @@ func (a *archiveRef) StagingDir() string {
 // Put writes the archive. A file is written under a temporary name and
 // renamed into place when complete, so a failed write leaves no archive and
 // an existing one unchanged.
-func (a *archiveRef) Put(ctx context.Context, src *layout.Layout, imgs []Image, _ Options) error {
+func (a *archiveRef) Put(ctx context.Context, src *layout.Layout, imgs []Image, opts Options) error {
+	wo := archive.WriteOptions{Since: opts.Since}
 	in := make([]archive.Image, len(imgs))
 	for i, img := range imgs {
 		in[i] = archive.Image{Descriptor: img.Descriptor, Names: img.Names, Referrers: img.Referrers}
 	}
 	if a.file == "-" {
 		bw := bufio.NewWriterSize(stdout, 1<<20)
-		if err := archive.Write(ctx, bw, src, a.format, in); err != nil {
+		if err := archive.WriteWith(ctx, bw, src, a.format, in, wo); err != nil {
 			return err
 		}
 		return bw.Flush()
@@ -181,7 +182,7 @@ func (a *archiveRef) Put(ctx context.Context, src *layout.Layout, imgs []Image, 
 		}
 	}()
 	dw := newDirectWriter(f)
-	if err := archive.Write(ctx, dw, src, a.format, in); err != nil {
+	if err := archive.WriteWith(ctx, dw, src, a.format, in, wo); err != nil {
 		dw.Close()
 		return err
 	}

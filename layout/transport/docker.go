@@ -87,6 +87,9 @@ func (d *dockerDest) Names() []string { return []string{d.ref.String()} }
 
 // Put pushes the image, whose platforms the copy has selected already.
 func (d *dockerDest) Put(ctx context.Context, src *layout.Layout, imgs []Image, opts Options) error {
+	if opts.Since != nil {
+		return fmt.Errorf("%s: %w", d, ErrDeltaDestination)
+	}
 	if len(imgs) != 1 {
 		return fmt.Errorf("%s names one image; the copy holds %d", d, len(imgs))
 	}

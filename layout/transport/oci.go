@@ -264,7 +264,10 @@ func (d *ociDest) Discard() (layout.Undone, error) {
 // Put copies the images in (when src is another layout) and names them all
 // in one update of index.json: a name that named another image moves to
 // the new one.
-func (d *ociDest) Put(ctx context.Context, src *layout.Layout, imgs []Image, _ Options) error {
+func (d *ociDest) Put(ctx context.Context, src *layout.Layout, imgs []Image, opts Options) error {
+	if opts.Since != nil {
+		return fmt.Errorf("%s: %w", d, ErrDeltaDestination)
+	}
 	l, err := d.OpenLayout()
 	if err != nil {
 		return err

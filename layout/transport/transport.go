@@ -65,6 +65,14 @@ type Options struct {
 	// remote.WithCertDir, remote.WithAuthFile, ...). Platforms come from
 	// Copy instead.
 	Registry []remote.Option
+	// Partial lets archive sources be delta bundles: blobs they lack are
+	// taken from the layout they are read into (see
+	// archive.ReadOptions.Partial).
+	Partial bool
+	// Since makes an archive destination a delta bundle that leaves out
+	// the blobs the inventory lists (see archive.WriteOptions); other
+	// destinations refuse it.
+	Since *layout.Inventory
 	// Referrers carries each image's referrers along, recursively: the
 	// source finds them (a layout by their subjects and cosign's tags, a
 	// registry by its referrers API or fallback tag and cosign's tags,
@@ -72,6 +80,10 @@ type Options struct {
 	// beside the image, digests unchanged.
 	Referrers bool
 }
+
+// ErrDeltaDestination means a delta (Options.Since) was asked of a
+// destination that is not an archive.
+var ErrDeltaDestination = errors.New("only an archive can be a delta bundle")
 
 // Source is where images come from.
 type Source interface {

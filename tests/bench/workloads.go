@@ -77,7 +77,7 @@ func workloads(e *env) []*workload {
 		saveWorkload,
 		copyWorkload,
 		gcWorkload,
-		fsckWorkload,
+		fsckWorkload, syncWorkload, pushMountedWorkload,
 		mutateWorkload, appendWorkload,
 		exportWorkload, flattenWorkload, exportBaseWorkload, flattenBaseWorkload,
 	}
