@@ -93,7 +93,7 @@ func FlattenImage(ctx context.Context, l *layout.Layout, img *layout.Image, o Fl
 	if lt, err = mutate.LayerMediaType(mt, lt); err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("image %s: %w", img.Descriptor.Digest, err)
 	}
-	// The layers' tars are kept (S2-compressed) beside the spool while
+	// The layers' tars are kept, uncompressed, beside the spool while
 	// their headers are read, so that each is decompressed once.
 	t, err := Read(ctx, l, img, merge.Options{CacheDir: o.TempDir})
 	if err != nil {

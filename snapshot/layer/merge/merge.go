@@ -63,7 +63,7 @@ type Options struct {
 	// removed (see RemovedBy); Compare reports it for deletions.
 	Removals bool
 	// CacheDir, when set, is where Read keeps each compressed layer's
-	// uncompressed tar (S2-compressed, in an unlinked file) for WriteTar
+	// uncompressed tar (its size on disk, in an unlinked file) for WriteTar
 	// and Walk to read instead of decompressing the layer again; the
 	// tree's Close gives the space back.
 	CacheDir string
