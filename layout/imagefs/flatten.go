@@ -37,7 +37,7 @@ type FlattenOptions struct {
 
 // FlattenGzipLevel is flatten's gzip level unless one is asked for:
 // gzip's fastest. Compressing the whole merged file system is most of
-// flatten's work, and the default level (6) takes about three times the
+// flatten's work, and the default level (6) takes more than twice the
 // CPU for a layer about a tenth smaller (50.7 MB against 55.9 MB for
 // Debian's minbase).
 const FlattenGzipLevel = 1
