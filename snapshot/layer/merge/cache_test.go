@@ -3,6 +3,7 @@ package merge_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"testing"
@@ -57,4 +58,40 @@ func writeMerged(t *testing.T, ls []merge.Layer, o merge.Options) []byte {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// A layer that fails its diffID leaves no cache behind, nor do the
+// layers read beside it: no file in the directory, no file left open.
+func TestMergeCacheFailure(t *testing.T) {
+	raws := layertest.Standard(nil)
+	var tars [][]byte
+	for _, r := range raws {
+		tars = append(tars, layertest.Gzip(r))
+	}
+	ls := stack(tars...)
+	for i := range ls {
+		ls[i].DiffID = layertest.DiffID(raws[i])
+	}
+	ls[len(ls)-1].DiffID = layertest.DiffID([]byte("other"))
+	dir := t.TempDir()
+	before := openFiles(t)
+	if _, err := merge.Read(context.Background(), ls, merge.Options{CacheDir: dir}); !errors.Is(err, merge.ErrDiffIDMismatch) {
+		t.Fatalf("got %v, want a diffID mismatch", err)
+	}
+	if after := openFiles(t); after != before {
+		t.Errorf("%d files open after a failed read, %d before", after, before)
+	}
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) != 0 {
+		t.Errorf("cache dir holds %v (%v)", ents, err)
+	}
+}
+
+// openFiles counts the process's open files.
+func openFiles(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	return len(ents)
 }

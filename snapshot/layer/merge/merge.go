@@ -117,11 +117,6 @@ func (t *Tree) RemovedBy(p string) (l int, ok bool) {
 // content is kept. A cancelled ctx stops it with ctx's error.
 func Read(ctx context.Context, layers []Layer, o Options) (*Tree, error) {
 	t := newTree(layers, o)
-	type scanned struct {
-		recs  []record
-		cache *layerCache
-		err   error
-	}
 	results := make([]chan scanned, len(layers))
 	for i := range results {
 		results[i] = make(chan scanned, 1)
@@ -162,20 +157,10 @@ func Read(ctx context.Context, layers []Layer, o Options) (*Tree, error) {
 	defer func() {
 		cancel()
 		wg.Wait()
-		if ok {
-			return
+		if !ok {
+			dropScans(results)
+			t.Close()
 		}
-		// Caches scanned but not taken are given back too.
-		for _, r := range results {
-			select {
-			case s := <-r:
-				if s.cache != nil {
-					s.cache.close()
-				}
-			default:
-			}
-		}
-		t.Close()
 	}()
 	for i := range layers {
 		var s scanned
@@ -200,6 +185,26 @@ func Read(ctx context.Context, layers []Layer, o Options) (*Tree, error) {
 	}
 	ok = true
 	return t, nil
+}
+
+// scanned is what scanLayer found in one layer.
+type scanned struct {
+	recs  []record
+	cache *layerCache
+	err   error
+}
+
+// dropScans gives back the caches of layers scanned but not applied.
+func dropScans(results []chan scanned) {
+	for _, r := range results {
+		select {
+		case s := <-r:
+			if s.cache != nil {
+				s.cache.close()
+			}
+		default:
+		}
+	}
 }
 
 // layerName names layer i in errors.
