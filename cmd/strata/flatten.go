@@ -60,7 +60,7 @@ of the new image (or index) is printed on stdout.`,
 	fl := c.Flags()
 	fl.StringSliceVar(&f.platforms, "platform", nil, "flatten only this `os/arch[/variant]` of an index (repeatable; default: every platform)")
 	fl.StringVar(&f.compress, "compression", "gzip", "layer compression: `gzip`, zstd or none")
-	fl.IntVar(&f.level, "compression-level", 0, "compression level (0: the format's default)")
+	fl.IntVar(&f.level, "compression-level", 0, "compression level (0: 1, the fastest, for gzip; the format's default for zstd)")
 	return c
 }
 

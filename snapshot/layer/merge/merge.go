@@ -62,6 +62,11 @@ type Options struct {
 	// Removals records which layer removed each path that a layer
 	// removed (see RemovedBy); Compare reports it for deletions.
 	Removals bool
+	// CacheDir, when set, is where Read keeps each compressed layer's
+	// uncompressed tar (its size on disk, in an unlinked file) for WriteTar
+	// and Walk to read instead of decompressing the layer again; the
+	// tree's Close gives the space back.
+	CacheDir string
 }
 
 // Tree is the merged file system of a stack of layers. Its methods are
@@ -74,6 +79,9 @@ type Tree struct {
 	// removed maps removed paths to the layer that removed them (only
 	// with Options.Removals).
 	removed map[string]int
+	// caches hold the layers' uncompressed tars (Options.CacheDir), by
+	// layer; nil where a layer has none.
+	caches []*layerCache
 }
 
 func newTree(layers []Layer, o Options) *Tree {
@@ -109,10 +117,6 @@ func (t *Tree) RemovedBy(p string) (l int, ok bool) {
 // content is kept. A cancelled ctx stops it with ctx's error.
 func Read(ctx context.Context, layers []Layer, o Options) (*Tree, error) {
 	t := newTree(layers, o)
-	type scanned struct {
-		recs []record
-		err  error
-	}
 	results := make([]chan scanned, len(layers))
 	for i := range results {
 		results[i] = make(chan scanned, 1)
@@ -129,8 +133,8 @@ func Read(ctx context.Context, layers []Layer, o Options) (*Tree, error) {
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				recs, err := scanLayer(ctx, layers[i], i)
-				results[i] <- scanned{recs, err}
+				recs, c, err := scanLayer(ctx, layers[i], i, o.CacheDir)
+				results[i] <- scanned{recs, c, err}
 			}
 		}()
 	}
@@ -148,9 +152,15 @@ func Read(ctx context.Context, layers []Layer, o Options) (*Tree, error) {
 			}
 		}
 	}()
+	t.caches = make([]*layerCache, len(layers))
+	ok := false
 	defer func() {
 		cancel()
 		wg.Wait()
+		if !ok {
+			dropScans(results)
+			t.Close()
+		}
 	}()
 	for i := range layers {
 		var s scanned
@@ -159,6 +169,7 @@ func Read(ctx context.Context, layers []Layer, o Options) (*Tree, error) {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
+		t.caches[i] = s.cache
 		if s.err != nil {
 			if err := ctx.Err(); err != nil {
 				return nil, err
@@ -172,7 +183,28 @@ func Read(ctx context.Context, layers []Layer, o Options) (*Tree, error) {
 			}
 		}
 	}
+	ok = true
 	return t, nil
+}
+
+// scanned is what scanLayer found in one layer.
+type scanned struct {
+	recs  []record
+	cache *layerCache
+	err   error
+}
+
+// dropScans gives back the caches of layers scanned but not applied.
+func dropScans(results []chan scanned) {
+	for _, r := range results {
+		select {
+		case s := <-r:
+			if s.cache != nil {
+				s.cache.close()
+			}
+		default:
+		}
+	}
 }
 
 // layerName names layer i in errors.
@@ -184,13 +216,35 @@ func (t *Tree) layerName(i int) string {
 }
 
 // scanLayer reads the headers of layer l (number i), skipping contents,
-// and checks its diffID.
-func scanLayer(ctx context.Context, l Layer, i int) ([]record, error) {
+// and checks its diffID; with a cacheDir, it keeps the uncompressed tar
+// of a compressed layer there and returns its cache.
+func scanLayer(ctx context.Context, l Layer, i int, cacheDir string) (recs []record, c *layerCache, err error) {
 	s, err := openStream(ctx, l, true)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer s.close()
+	if cacheDir != "" && cacheable(s.kind) {
+		if c, err = newLayerCache(cacheDir); err != nil {
+			return nil, nil, err
+		}
+		defer func() {
+			if err != nil {
+				c.close()
+				c = nil
+			}
+		}()
+		s.tee = c
+	}
+	recs, err = scanHeaders(ctx, s, i)
+	if err == nil && c != nil {
+		err = c.seal()
+	}
+	return recs, c, err
+}
+
+// scanHeaders reads the records of the tar s (layer i) to its end.
+func scanHeaders(ctx context.Context, s *stream, i int) ([]record, error) {
 	tr := tar.NewReader(s)
 	var recs []record
 	for n := 0; ; n++ {
@@ -250,8 +304,11 @@ type stream struct {
 	blob io.ReadCloser
 	raw  *chunkpipe.Pipe // the blob, read ahead
 	dr   io.ReadCloser   // the decompressor
+	kind compression.Kind
 	pipe *chunkpipe.Pipe // the decompressed stream, read ahead
 	h    *hasher
+	// tee, when set, gets every byte read (a layer cache).
+	tee io.Writer
 }
 
 // Chunks of the pipes: 256 KiB, four ahead on each side, so that a
@@ -278,7 +335,7 @@ func openStream(ctx context.Context, l Layer, checkDiffID bool) (*stream, error)
 	}
 	s := &stream{l: l, blob: b}
 	s.raw = chunkpipe.New(ctxio.Reader(ctx, b), io.Discard, chunkpipe.Options{ChunkSize: chunkSize, Chunks: chunks, ReadContext: "read layer"})
-	dr, _, err := compression.NewSniffingReader(s.raw)
+	dr, kind, err := compression.NewSniffingReader(s.raw)
 	if err != nil {
 		s.raw.Stop()
 		b.Close()
@@ -287,7 +344,7 @@ func openStream(ctx context.Context, l Layer, checkDiffID bool) (*stream, error)
 		}
 		return nil, fmt.Errorf("decompress: %w", err)
 	}
-	s.dr = dr
+	s.dr, s.kind = dr, kind
 	var sink io.Writer = io.Discard
 	if checkDiffID && l.DiffID != "" {
 		if !l.DiffID.Algorithm().Available() {
@@ -301,7 +358,15 @@ func openStream(ctx context.Context, l Layer, checkDiffID bool) (*stream, error)
 	return s, nil
 }
 
-func (s *stream) Read(p []byte) (int, error) { return s.pipe.Read(p) }
+func (s *stream) Read(p []byte) (int, error) {
+	n, err := s.pipe.Read(p)
+	if n > 0 && s.tee != nil {
+		if _, werr := s.tee.Write(p[:n]); werr != nil {
+			return n, fmt.Errorf("layer cache: %w", werr)
+		}
+	}
+	return n, err
+}
 
 // fail prefers the blob's or the decompressor's error to what it did to
 // the tar reader.
@@ -318,7 +383,7 @@ func (s *stream) fail(err error) error {
 // finish reads the rest of the stream (the padding after the tar's end,
 // the blob's last bytes, which verify it) and checks the diffID.
 func (s *stream) finish() error {
-	if _, err := io.Copy(io.Discard, s.pipe); err != nil {
+	if _, err := io.Copy(io.Discard, s); err != nil {
 		return s.fail(err)
 	}
 	if err := s.pipe.Wait(); err != nil {

@@ -163,7 +163,7 @@ func (t *Tree) digests(ctx context.Context, inos []*inode) error {
 // hashLayer reads layer l once and hashes the contents of the entries
 // want names.
 func (t *Tree) hashLayer(ctx context.Context, l int, want map[int]*inode) error {
-	s, err := openStream(ctx, t.layers[l], false)
+	s, err := openStream(ctx, t.source(l), false)
 	if err != nil {
 		return err
 	}

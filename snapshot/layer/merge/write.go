@@ -201,7 +201,7 @@ func (r *reader) content(w io.Writer, ino *inode, p string) error {
 	}
 	c := r.cursors[ino.src.layer]
 	if c.s == nil {
-		s, err := openStream(r.ctx, r.t.layers[ino.src.layer], false)
+		s, err := openStream(r.ctx, r.t.source(ino.src.layer), false)
 		if err != nil {
 			return fmt.Errorf("%s: %w", r.t.layerName(ino.src.layer), err)
 		}
