@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/klauspost/compress/s2"
 	"github.com/strata-oci/strata/internal/compression"
+	"golang.org/x/sys/unix"
 )
 
 // A layer cache keeps a compressed layer's uncompressed tar, as Read
@@ -30,11 +32,10 @@ type layerCache struct {
 
 // newLayerCache makes an empty cache in dir.
 func newLayerCache(dir string) (*layerCache, error) {
-	f, err := os.CreateTemp(dir, ".strata-merge-cache-*")
+	f, err := tmpFile(dir)
 	if err != nil {
 		return nil, fmt.Errorf("layer cache: %w", err)
 	}
-	os.Remove(f.Name())
 	return &layerCache{f: f, w: s2.NewWriter(f, s2.WriterConcurrency(1), s2.WriterUncompressed())}, nil
 }
 
@@ -92,4 +93,20 @@ func (t *Tree) source(i int) Layer {
 		l.Open = t.caches[i].open
 	}
 	return l
+}
+
+// tmpFile opens a file in dir that has no name, so that no kill can leave
+// it behind: O_TMPFILE, else a named file unlinked at once (empty if a
+// kill comes in between).
+func tmpFile(dir string) (*os.File, error) {
+	fd, err := unix.Open(dir, unix.O_RDWR|unix.O_TMPFILE|unix.O_CLOEXEC, 0o600)
+	if err == nil {
+		return os.NewFile(uintptr(fd), filepath.Join(dir, "(layer cache)")), nil
+	}
+	f, err := os.CreateTemp(dir, ".strata-merge-cache-*")
+	if err != nil {
+		return nil, err
+	}
+	os.Remove(f.Name())
+	return f, nil
 }
