@@ -71,6 +71,7 @@ func mainErr() error {
 		}
 		return nil
 	}
+	usePeerTools()
 	unlock, err := lockData(o.dataDir, logf)
 	if err != nil {
 		return err
@@ -383,6 +384,18 @@ func (p *strataProbe) version() string {
 		return "unknown"
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// peerToolDir is where tests/setup.sh installs the peers Debian does not
+// package (crane, oras, cosign) with go install.
+const peerToolDir = "/var/cache/strata-tests/gobin"
+
+// usePeerTools puts peerToolDir first on PATH, so that every workload and
+// the report's version line find the same crane.
+func usePeerTools() {
+	if fi, err := os.Stat(peerToolDir); err == nil && fi.IsDir() {
+		os.Setenv("PATH", peerToolDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	}
 }
 
 // craneMissing says why crane cannot be compared, or "" when it is

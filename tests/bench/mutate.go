@@ -195,7 +195,7 @@ func appendTarball(p string) error {
 // craneBin finds crane where tests/setup.sh installs it, then on PATH;
 // else it says why it is missing.
 func craneBin() (string, string) {
-	for _, p := range []string{"/var/cache/strata-tests/gobin/crane"} {
+	for _, p := range []string{filepath.Join(peerToolDir, "crane")} {
 		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
 			return p, ""
 		}
