@@ -167,12 +167,7 @@ func TestExitCodesAndErrors(t *testing.T) {
 	notLayout := t.TempDir()
 	os.WriteFile(filepath.Join(notLayout, "file"), []byte("x"), 0o644)
 	missing := filepath.Join(t.TempDir(), "missing")
-	tests := []struct {
-		name string
-		args []string
-		code int
-		want []string // substrings of the one-line error
-	}{
+	tests := []cliCase{
 		{"version", []string{"version"}, 0, nil},
 		{"ls no args", []string{"ls"}, 2, []string{"strata ls takes 1 argument"}},
 		{"ls two args", []string{"ls", f.dir, f.dir}, 2, []string{"got 2"}},
@@ -203,6 +198,23 @@ func TestExitCodesAndErrors(t *testing.T) {
 		{"fsck not a layout", []string{"fsck", notLayout}, 1, []string{"not an OCI image layout"}},
 		{"fsck ok", []string{"fsck", f.dir}, 0, nil},
 	}
+	runCLICases(t, tests)
+}
+
+// cliCase is a command line, the exit status it must end with and what
+// its one-line error must mention.
+type cliCase struct {
+	name string
+	args []string
+	code int
+	want []string // substrings of the one-line error
+}
+
+// runCLICases runs each case in-process and checks its exit status, that
+// a success prints nothing on stderr and that a failure prints one line
+// starting "strata: " that mentions every want.
+func runCLICases(t *testing.T, tests []cliCase) {
+	t.Helper()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			_, stderr, code := strataRun(t, tc.args...)

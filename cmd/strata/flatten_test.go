@@ -3,7 +3,6 @@ package main
 import (
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 )
 
@@ -16,12 +15,7 @@ func TestFlattenExportDiffErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	noDir := filepath.Join(t.TempDir(), "no", "such", "x.tar")
-	tests := []struct {
-		name string
-		args []string
-		code int
-		want []string
-	}{
+	tests := []cliCase{
 		{"flatten unknown ref", []string{"flatten", f.dir + ":nope"}, 1, []string{f.dir + ":nope", "reference not found"}},
 		{"flatten bad compression", []string{"flatten", "--compression", "lz4", f.dir + ":v1"}, 2, []string{`"lz4"`}},
 		{"flatten missing platform", []string{"flatten", "--platform", "linux/s390x", f.dir + ":multi"}, 1, []string{"linux/s390x"}},
@@ -34,22 +28,7 @@ func TestFlattenExportDiffErrors(t *testing.T) {
 		{"diff one side", []string{"diff", f.dir + ":v1"}, 2, []string{"2 argument"}},
 		{"diff unknown ref", []string{"diff", f.dir + ":v1", f.dir + ":nope"}, 1, []string{f.dir + ":nope"}},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			_, stderr, code := strataRun(t, tc.args...)
-			if code != tc.code {
-				t.Fatalf("exit %d, want %d; stderr: %s", code, tc.code, stderr)
-			}
-			if !strings.HasPrefix(stderr, "strata: ") || strings.Count(stderr, "\n") != 1 {
-				t.Fatalf("error is not one line starting with \"strata: \": %q", stderr)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(stderr, w) {
-					t.Errorf("error %q does not mention %q", stderr, w)
-				}
-			}
-		})
-	}
+	runCLICases(t, tests)
 	after, err := os.ReadFile(filepath.Join(f.dir, "index.json"))
 	if err != nil {
 		t.Fatal(err)

@@ -21,12 +21,7 @@ func TestImageChangeErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tests := []struct {
-		name string
-		args []string
-		code int
-		want []string
-	}{
+	tests := []cliCase{
 		{"mutate nothing", []string{"mutate", f.dir + ":v1"}, 2, []string{"nothing to change"}},
 		{"mutate bad label", []string{"mutate", f.dir + ":v1", "--label", "x"}, 2, []string{"--label", `"x"`, "KEY=VALUE"}},
 		{"mutate bad change", []string{"mutate", f.dir + ":v1", "-c", "RUN make"}, 2, []string{"RUN is not a valid change command"}},
@@ -48,22 +43,7 @@ func TestImageChangeErrors(t *testing.T) {
 		{"rebase base in SRC's layout", []string{"rebase", f.dir + ":v1", "--old-base", "multi", "--new-base", "docker.io/example/app:1"}, 1, []string{"not based on"}},
 		{"rebase missing base", []string{"rebase", f.dir + ":v1", "--old-base", f.dir + ":nope", "--new-base", f.dir + ":multi"}, 1, []string{f.dir + ":nope"}},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			_, stderr, code := strataRun(t, tc.args...)
-			if code != tc.code {
-				t.Fatalf("exit %d, want %d; stderr: %s", code, tc.code, stderr)
-			}
-			if !strings.HasPrefix(stderr, "strata: ") || strings.Count(stderr, "\n") != 1 {
-				t.Fatalf("error is not one line starting with \"strata: \": %q", stderr)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(stderr, w) {
-					t.Errorf("error %q does not mention %q", stderr, w)
-				}
-			}
-		})
-	}
+	runCLICases(t, tests)
 	after, err := os.ReadFile(filepath.Join(f.dir, "index.json"))
 	if err != nil {
 		t.Fatal(err)
